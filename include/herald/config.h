@@ -1,0 +1,93 @@
+/*
+ * herald's configuration: the JSON file of SPEC §7, validated strictly.
+ *
+ * The loader walks one table of keys (type, bounds, default, offset) and
+ * rejects unknown keys, wrong types, out-of-range values and invalid JSON
+ * with one line naming the key. Strings and string arrays in hd_config are
+ * owned by it and freed by hd_config_free.
+ */
+#ifndef HERALD_CONFIG_H
+#define HERALD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/log.h"
+
+typedef struct hd_strings {
+    char **items;
+    size_t count;
+} hd_strings;
+
+typedef struct hd_config {
+    hd_strings listen; /* "ADDR:PORT" ("[v6]:PORT" for IPv6); port 0 = any free port */
+    hd_log_level log_level;
+    uint32_t heartbeat_s;
+    uint32_t shutdown_grace_s;
+    struct {
+        uint32_t max_messages;
+        uint64_t max_bytes;
+        uint32_t ttl_s;
+    } history;
+    struct {
+        uint32_t max_connections;
+        uint32_t max_connections_per_ip;
+        uint32_t max_message_bytes;
+        uint32_t max_request_bytes; /* body of POST /publish */
+        uint32_t max_topics_per_subscription;
+        uint32_t max_topics;
+        uint64_t max_outbound_bytes;
+        uint32_t max_header_bytes;
+        uint32_t max_headers;
+        uint32_t header_timeout_s;
+        uint32_t poll_timeout_max_s;
+    } limits;
+    struct {
+        uint32_t retry_ms;
+    } sse;
+    struct {
+        hd_strings allow_origins;
+    } cors;
+    struct {
+        hd_strings allow_origins;
+        bool compression;
+        char *echo_path;
+    } websocket;
+    struct {
+        char *cert;
+        char *key;
+    } tls;
+    struct {
+        char *jwt_secret;
+        char *jwt_public_key;
+        bool anonymous_subscribe;
+        bool anonymous_publish;
+    } auth;
+    struct {
+        char *redis;
+    } cluster;
+} hd_config;
+
+#define HD_CONFIG_ERROR_MAX 512
+
+/* Fills cfg with the embedded defaults (SPEC §7). */
+void hd_config_init(hd_config *cfg);
+/*
+ * Applies a JSON document on top of cfg. On error returns -1 and writes one
+ * line naming the problem (e.g. "limits.max_message_bytes: must be an integer
+ * between 1 and 16777216") into err; cfg may then be partly updated.
+ */
+int hd_config_apply_json(hd_config *cfg, const char *json, size_t len, char *err, size_t err_len);
+/* Reads and applies a file; unreadable file and invalid JSON are errors naming the path. */
+int hd_config_load_file(hd_config *cfg, const char *path, char *err, size_t err_len);
+/* Replaces the listen list with one address (the --listen override), validating it. */
+int hd_config_set_listen(hd_config *cfg, const char *address, char *err, size_t err_len);
+/*
+ * Splits "ADDR:PORT" / "[V6]:PORT" into host (without brackets, NUL-terminated,
+ * at most host_len bytes) and port. Returns -1 when malformed.
+ */
+int hd_config_parse_address(const char *address, char *host, size_t host_len, int *port);
+void hd_config_free(hd_config *cfg);
+
+#endif

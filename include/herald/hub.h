@@ -1,0 +1,189 @@
+/*
+ * The topic registry: topics, bounded per-topic history, the hub-wide id
+ * sequence, cursors and gaps, and fan-out to subscribers of any transport.
+ *
+ * The hub knows nothing of sockets. A transport embeds an hd_subscriber in its
+ * connection, fills in an ops table, and attaches it to topics; the hub calls
+ * ops->deliver for every message published to those topics. The hub never
+ * switches on the transport.
+ *
+ * Ids: every message gets "<epoch>-<seq>" where epoch is 8 lowercase hex
+ * digits chosen when the hub is created (so a restart of the in-memory hub
+ * changes it) and seq is a hub-wide counter starting at 1. Any id is a cursor
+ * for any set of topics. A cursor from another epoch is answered as a gap.
+ *
+ * Time is passed in by the caller (now_ms) so that TTL logic is testable.
+ *
+ * Threading: one hub is used from one event loop thread.
+ */
+#ifndef HERALD_HUB_H
+#define HERALD_HUB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/list.h"
+#include "herald/message.h"
+
+typedef struct hd_hub hd_hub;
+typedef struct hd_topic hd_topic;
+
+typedef struct hd_hub_options {
+    uint32_t history_max_messages; /* >= 1 */
+    uint64_t history_max_bytes;    /* >= 1; a single message larger than this is still kept alone */
+    uint32_t history_ttl_s;        /* 0 = no TTL */
+    uint32_t max_topics;           /* 0 = no limit */
+    uint32_t epoch;                /* 0 = pick a random non-zero epoch */
+} hd_hub_options;
+
+/*
+ * A gap: messages of topic after `from` up to and including `to` were lost
+ * (evicted from history, or from another epoch). from is the client's cursor
+ * text as given; to is the id of the newest message known lost, or
+ * "<epoch>-0" when a foreign-epoch cursor names nothing this hub knows lost.
+ */
+typedef struct hd_gap {
+    const char *topic;
+    size_t topic_len;
+    const char *from;
+    size_t from_len;
+    char to[HD_ID_MAX];
+    size_t to_len;
+} hd_gap;
+
+typedef struct hd_subscriber hd_subscriber;
+
+typedef struct hd_subscriber_ops {
+    /*
+     * Called for each message published to a subscribed topic (and by
+     * hd_hub_replay). msg is borrowed for the call: retain it, or one of its
+     * encodings, to keep it. Must not call back into the hub; a transport
+     * that wants to drop the subscriber (slow consumer) marks it and
+     * unsubscribes later from its own loop pass.
+     */
+    void (*deliver)(hd_subscriber *sub, hd_message *msg);
+} hd_subscriber_ops;
+
+/* One topic attachment of a subscriber; lives in the subscriber's array. */
+typedef struct hd_subscription {
+    hd_topic *topic;
+    hd_list node; /* in the topic's subscriber list */
+    hd_subscriber *subscriber;
+} hd_subscription;
+
+/*
+ * Embedded in a transport's connection. Zero it, set ops, then call
+ * hd_subscriber_init. Fields other than ops are the hub's.
+ */
+struct hd_subscriber {
+    const hd_subscriber_ops *ops;
+    hd_subscription *subscriptions;
+    size_t subscription_count;
+    size_t subscription_cap;
+};
+
+void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops);
+
+/* A parsed cursor. */
+typedef struct hd_cursor {
+    bool present;     /* false: no cursor given (only new messages) */
+    bool foreign;     /* from another epoch: everything held is delivered, with a gap */
+    uint64_t seq;     /* last seq the client saw (valid when !foreign) */
+    const char *text; /* the cursor as the client gave it (borrowed) */
+    size_t text_len;
+} hd_cursor;
+
+typedef enum hd_hub_status {
+    HD_HUB_OK = 0,
+    HD_HUB_BAD_TOPIC,      /* name is not 1..200 bytes of [A-Za-z0-9._~:/@-] */
+    HD_HUB_BAD_EVENT,      /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
+    HD_HUB_BAD_CURSOR,     /* not an id herald could have issued */
+    HD_HUB_TOO_MANY_TOPICS /* max_topics reached and the topic does not exist */
+} hd_hub_status;
+
+hd_hub *hd_hub_new(const hd_hub_options *options);
+/* Frees every topic and drops the history's references. No subscriber may remain. */
+void hd_hub_free(hd_hub *hub);
+
+uint32_t hd_hub_epoch(const hd_hub *hub);
+/* The id of the newest message published, or "<epoch>-0"; writes HD_ID_MAX bytes at most. */
+size_t hd_hub_last_id(const hd_hub *hub, char *out);
+size_t hd_hub_topic_count(const hd_hub *hub);
+
+bool hd_topic_name_valid(const char *name, size_t len);
+bool hd_event_name_valid(const char *name, size_t len);
+
+/*
+ * Parses a cursor given by a client. An empty text (len 0) is "no cursor".
+ * out->text borrows text. Returns HD_HUB_OK or HD_HUB_BAD_CURSOR.
+ */
+hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t len, hd_cursor *out);
+
+/*
+ * Checks that topic (and event, when non-NULL) could be published now
+ * without publishing: lets a batch be validated all-or-nothing.
+ */
+hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t topic_len,
+                                   const char *event, size_t event_len);
+
+/*
+ * Publishes one message: assigns the next id, appends it to the topic's
+ * history (evicting the oldest beyond the limits), and delivers it to every
+ * subscriber of the topic. On success *out (if non-NULL) is the message,
+ * borrowed (retain to keep), and *subscribers (if non-NULL) the number of
+ * subscribers it was delivered to. data must already be valid UTF-8 within
+ * the size limit; the hub validates the names.
+ */
+hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
+                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
+                             hd_message **out, size_t *subscribers);
+
+/*
+ * Attaches sub to topic (created on first use). Subscribing twice to the same
+ * topic is a no-op. Returns HD_HUB_BAD_TOPIC or HD_HUB_TOO_MANY_TOPICS on
+ * failure, with sub unchanged.
+ */
+hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topic,
+                               size_t topic_len);
+/* Detaches sub from one topic (no-op if not subscribed); frees the topic when it became unused. */
+void hd_hub_unsubscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len);
+/* Detaches sub from every topic and frees its subscription array. */
+void hd_hub_unsubscribe_all(hd_hub *hub, hd_subscriber *sub);
+
+/*
+ * Visitor for history reads: one call per message, in seq order, or per gap.
+ * Both are called during hd_hub_read_history and must not call back into the
+ * hub; gap->topic borrows the caller's topic name.
+ */
+typedef struct hd_history_visitor {
+    void (*on_gap)(void *ctx, const hd_gap *gap);
+    /* msg borrowed; return false to stop reading (more is then set if anything is left). */
+    bool (*on_message)(void *ctx, hd_message *msg);
+} hd_history_visitor;
+
+/*
+ * Reads history after cursor for the given topics (names need not exist;
+ * unknown topics hold nothing): first one on_gap per topic whose lost range
+ * the cursor reaches into, then up to limit messages (0 = no limit) merged
+ * across topics in seq order. A cursor that is not present reads nothing.
+ * Returns the number of messages visited; *more (if non-NULL) is set when
+ * limit cut the answer short. Duplicated topic names are read once.
+ */
+size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
+                           size_t topic_count, const hd_cursor *cursor, size_t limit,
+                           const hd_history_visitor *visitor, void *ctx, bool *more);
+
+/* Drops messages older than history.ttl_s; call from a periodic timer. */
+void hd_hub_expire(hd_hub *hub, int64_t now_ms);
+
+/* Introspection for GET /topics/{topic}; returns false when the topic does not exist. */
+typedef struct hd_topic_info {
+    size_t subscribers;
+    size_t history_messages;
+    uint64_t history_bytes;
+    char last_id[HD_ID_MAX]; /* "" when no message is held or was ever published */
+} hd_topic_info;
+bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * The HTTP server: listeners, connections and the routes that lead to the
+ * transports. One hd_server runs on one libuv loop and serves one hub.
+ *
+ * Ownership: the caller owns loop, config and hub and keeps them alive until
+ * hd_server_free. The server owns its connections.
+ */
+#ifndef HERALD_SERVER_H
+#define HERALD_SERVER_H
+
+#include <uv.h>
+
+#include "herald/config.h"
+#include "herald/hub.h"
+
+typedef struct hd_server hd_server;
+
+hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub);
+/* Binds every config->listen address and starts accepting; logs "listening on ADDR:PORT". */
+int hd_server_start(hd_server *server, char *err, size_t err_len);
+/*
+ * Graceful shutdown: stop accepting, end every stream and connection after
+ * flushing what is queued, and force-close what is left after
+ * config->shutdown_grace_s. When every handle is closed, on_done runs (from
+ * the loop); the loop then has nothing left of the server.
+ */
+void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx);
+/* Frees the server after hd_server_shutdown has completed. */
+void hd_server_free(hd_server *server);
+
+#endif

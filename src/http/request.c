@@ -1,0 +1,147 @@
+#include "http/request.h"
+
+#include <string.h>
+
+void hd_request_init(hd_request *req)
+{
+    memset(req, 0, sizeof(*req));
+    hd_strbuf_init(&req->target);
+    hd_strbuf_init(&req->headers);
+    hd_strbuf_init(&req->body);
+}
+
+void hd_request_reset(hd_request *req)
+{
+    req->method = 0;
+    req->target.len = 0;
+    req->headers.len = 0;
+    req->header_count = 0;
+    req->header_bytes = 0;
+    req->in_header_value = false;
+    req->body.len = 0;
+    req->keep_alive = false;
+    req->path = req->query = NULL;
+    req->path_len = req->query_len = 0;
+}
+
+void hd_request_free(hd_request *req)
+{
+    hd_strbuf_free(&req->target);
+    hd_strbuf_free(&req->headers);
+    hd_strbuf_free(&req->body);
+}
+
+void hd_request_split_target(hd_request *req)
+{
+    const char *target = req->target.data ? req->target.data : "";
+    size_t len = req->target.len;
+    const char *question = memchr(target, '?', len);
+    size_t path_len = question ? (size_t)(question - target) : len;
+    req->path = target;
+    req->path_len = path_len;
+    req->query = question ? question + 1 : target + len;
+    req->query_len = question ? len - path_len - 1 : 0;
+}
+
+const char *hd_request_header(const hd_request *req, const char *name, size_t *len)
+{
+    const char *p = req->headers.data;
+    const char *end = p + req->headers.len;
+    while (p < end) {
+        size_t name_len = strlen(p);
+        const char *value = p + name_len + 1;
+        size_t value_len = strlen(value);
+        if (strcmp(p, name) == 0) {
+            if (len)
+                *len = value_len;
+            return value;
+        }
+        p = value + value_len + 1;
+    }
+    return NULL;
+}
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+long hd_percent_decode(const char *in, size_t len, char *out, bool plus_is_space)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = in[i];
+        if (c == '%') {
+            if (i + 2 >= len)
+                return -1;
+            int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            out[n++] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[n++] = (plus_is_space && c == '+') ? ' ' : c;
+        }
+    }
+    return (long)n;
+}
+
+void hd_query_iter_init(hd_query_iter *it, const hd_request *req)
+{
+    it->query = req->query;
+    it->len = req->query_len;
+    it->pos = 0;
+    hd_strbuf_init(&it->value);
+}
+
+static size_t decode_part(const char *in, size_t len, char *out)
+{
+    long n = hd_percent_decode(in, len, out, true);
+    if (n < 0) {
+        memcpy(out, in, len);
+        return len;
+    }
+    return (size_t)n;
+}
+
+bool hd_query_next(hd_query_iter *it, hd_query_param *param)
+{
+    while (it->pos < it->len) {
+        const char *start = it->query + it->pos;
+        const char *amp = memchr(start, '&', it->len - it->pos);
+        size_t part_len = amp ? (size_t)(amp - start) : it->len - it->pos;
+        it->pos += part_len + (amp ? 1 : 0);
+        if (part_len == 0)
+            continue;
+        const char *eq = memchr(start, '=', part_len);
+        size_t key_len = eq ? (size_t)(eq - start) : part_len;
+        const char *value = eq ? eq + 1 : start + part_len;
+        size_t value_len = eq ? part_len - key_len - 1 : 0;
+
+        char key[sizeof(param->key) * 3];
+        size_t raw_key_len = key_len < sizeof(key) ? key_len : sizeof(key);
+        size_t decoded = decode_part(start, raw_key_len, key);
+        param->key_len = decoded < sizeof(param->key) - 1 ? decoded : sizeof(param->key) - 1;
+        memcpy(param->key, key, param->key_len);
+        param->key[param->key_len] = '\0';
+
+        it->value.len = 0;
+        hd_strbuf_reserve(&it->value, value_len + 1);
+        param->value_len = decode_part(value, value_len, it->value.data);
+        it->value.data[param->value_len] = '\0';
+        param->value = it->value.data;
+        return true;
+    }
+    return false;
+}
+
+void hd_query_iter_free(hd_query_iter *it)
+{
+    hd_strbuf_free(&it->value);
+}

@@ -1,0 +1,131 @@
+#include "http/response.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "herald/config.h"
+
+const char *hd_status_reason(int status)
+{
+    switch (status) {
+    case 101:
+        return "Switching Protocols";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 426:
+        return "Upgrade Required";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Unknown";
+    }
+}
+
+static bool origin_listed(const hd_strings *origins, const char *origin, size_t len)
+{
+    for (size_t i = 0; i < origins->count; i++) {
+        if (strlen(origins->items[i]) == len && memcmp(origins->items[i], origin, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
+{
+    size_t origin_len;
+    const char *origin = hd_request_header(&conn->request, "origin", &origin_len);
+    if (origin == NULL)
+        return;
+    const hd_strings *allowed = &hd_conn_config(conn)->cors.allow_origins;
+    if (origin_listed(allowed, "*", 1)) {
+        hd_strbuf_append_str(head, "Access-Control-Allow-Origin: *\r\n");
+    } else if (origin_listed(allowed, origin, origin_len)) {
+        hd_strbuf_append_str(head, "Access-Control-Allow-Origin: ");
+        hd_strbuf_append(head, origin, origin_len);
+        hd_strbuf_append_str(head, "\r\nVary: Origin\r\n");
+    } else {
+        return;
+    }
+    hd_strbuf_append_str(head, "Access-Control-Expose-Headers: Content-Type\r\n");
+}
+
+void hd_response_send(hd_conn *conn, int status, const char *content_type,
+                      const char *extra_headers, const void *body, size_t body_len, int flags)
+{
+    bool close = (flags & HD_RESPONSE_CLOSE) || !conn->request.keep_alive;
+    hd_strbuf out;
+    hd_strbuf_init(&out);
+    hd_strbuf_reserve(&out, 256 + body_len);
+    hd_strbuf_printf(&out, "HTTP/1.1 %d %s\r\n", status, hd_status_reason(status));
+    if (content_type != NULL)
+        hd_strbuf_printf(&out, "Content-Type: %s\r\n", content_type);
+    hd_strbuf_printf(&out, "Content-Length: %zu\r\n", body_len);
+    if (close)
+        hd_strbuf_append_str(&out, "Connection: close\r\n");
+    hd_response_append_cors(&out, conn);
+    if (extra_headers != NULL)
+        hd_strbuf_append_str(&out, extra_headers);
+    hd_strbuf_append(&out, "\r\n", 2);
+    if (conn->request.method != HTTP_HEAD)
+        hd_strbuf_append(&out, body, body_len);
+    hd_conn_send_owned(conn, hd_strbuf_finish(&out));
+    if (close)
+        hd_conn_close_after_flush(conn);
+}
+
+void hd_response_error(hd_conn *conn, int status, const char *code, int flags, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    hd_strbuf body;
+    hd_strbuf_init(&body);
+    hd_strbuf_append_str(&body, "{\"error\":");
+    hd_strbuf_append_json_string(&body, code, strlen(code));
+    hd_strbuf_append_str(&body, ",\"message\":");
+    hd_strbuf_append_json_string(&body, message, strlen(message));
+    hd_strbuf_append_str(&body, "}\n");
+    hd_response_send(conn, status, "application/json", NULL, body.data, body.len, flags);
+    hd_strbuf_free(&body);
+}
+
+void hd_response_method_not_allowed(hd_conn *conn, const char *allow)
+{
+    char header[128];
+    snprintf(header, sizeof(header), "Allow: %s\r\n", allow);
+    char message[160];
+    snprintf(message, sizeof(message),
+             "{\"error\":\"method_not_allowed\",\"message\":\"Use %s.\"}\n", allow);
+    hd_response_send(conn, 405, "application/json", header, message, strlen(message), 0);
+}

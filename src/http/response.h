@@ -1,0 +1,35 @@
+/*
+ * Building HTTP/1.1 responses into one shared buffer each and queueing them
+ * on the connection (hd_conn_send), in request order. Every response carries
+ * Content-Type and Content-Length; CORS headers follow cors.allow_origins and
+ * the request's Origin. A response closes the connection when the request
+ * asked for it, or when the caller passes HD_RESPONSE_CLOSE (errors after
+ * which the byte stream cannot be trusted).
+ */
+#ifndef HERALD_HTTP_RESPONSE_H
+#define HERALD_HTTP_RESPONSE_H
+
+#include <stddef.h>
+
+#include "herald/buf.h"
+#include "net/conn.h"
+
+enum {
+    HD_RESPONSE_CLOSE = 1,
+};
+
+const char *hd_status_reason(int status);
+
+/* Appends the CORS headers the request's Origin earns (nothing without Origin). */
+void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn);
+
+/* extra_headers: complete "Name: value\r\n" lines, or NULL. */
+void hd_response_send(hd_conn *conn, int status, const char *content_type,
+                      const char *extra_headers, const void *body, size_t body_len, int flags);
+/* {"error":code,"message":message} with the given status. */
+void hd_response_error(hd_conn *conn, int status, const char *code, int flags, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+/* 405 with Allow: allow. */
+void hd_response_method_not_allowed(hd_conn *conn, const char *allow);
+
+#endif

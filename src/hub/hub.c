@@ -1,0 +1,669 @@
+#include "herald/hub.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/rand.h>
+
+#include "herald/alloc.h"
+#include "herald/log.h"
+
+/*
+ * A topic: its subscribers and its history. The name is stored inline, so a
+ * topic is one allocation plus its history ring.
+ *
+ * The history is a ring of message pointers, oldest at ring[ring_head],
+ * ordered by seq. The ring grows by doubling up to history.max_messages and
+ * is freed when TTL expiry empties it, so idle topics cost no history slots.
+ */
+struct hd_topic {
+    hd_topic *bucket_next; /* chain in the hub's hash table */
+    uint64_t hash;
+
+    hd_list subscribers; /* of hd_subscription.node */
+    size_t subscriber_count;
+
+    hd_message **ring;
+    size_t ring_cap; /* 0 or a power of two */
+    size_t ring_head;
+    size_t ring_len;
+    uint64_t history_bytes; /* sum of hd_message_cost over the ring */
+    hd_list history_node;   /* in hub->topics_with_history while the ring holds messages */
+
+    uint64_t lost_upto; /* seq of the newest message of this topic evicted or expired */
+    uint64_t last_seq;  /* seq of the newest message ever published here, 0 if none */
+
+    size_t name_len;
+    char name[];
+};
+
+struct hd_hub {
+    hd_hub_options options;
+    uint32_t epoch;
+    uint64_t seq; /* the last seq assigned */
+    /*
+     * The newest lost seq of any topic that was freed. A topic created later
+     * starts with lost_upto = forgotten_upto: it cannot know whether the
+     * freed topic was one of its earlier incarnations, so it assumes so (a
+     * gap too many, never one too few; see docs/api.md).
+     */
+    uint64_t forgotten_upto;
+
+    /*
+     * Topics by name: a chained hash table with a power-of-two bucket count,
+     * doubled when the load passes 1 and halved when it falls under 1/4.
+     * Topic names come from clients, so the hash is seeded per hub.
+     */
+    uint64_t hash_seed;
+    hd_topic **buckets;
+    size_t bucket_count;
+    size_t topic_count;
+
+    /* Topics that hold history, so TTL expiry does not walk idle topics. */
+    hd_list topics_with_history;
+};
+
+#define MIN_BUCKETS 16
+#define MIN_RING 4
+
+/* ---------------------------------------------------------------- ids */
+
+static size_t format_id(uint32_t epoch, uint64_t seq, char out[HD_ID_MAX])
+{
+    int n = snprintf(out, HD_ID_MAX, "%08" PRIx32 "-%" PRIu64, epoch, seq);
+    assert(n > 0 && n < HD_ID_MAX);
+    return (size_t)n;
+}
+
+static void random_bytes(void *out, size_t len)
+{
+    /* Like running out of memory, a broken RNG leaves nothing sensible to do. */
+    if (RAND_bytes(out, (int)len) != 1) {
+        hd_log_error("hub: no random bytes available from OpenSSL");
+        abort();
+    }
+}
+
+/* ---------------------------------------------------------------- names */
+
+static bool is_ascii_alnum(unsigned char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+bool hd_topic_name_valid(const char *name, size_t len)
+{
+    if (len < 1 || len > 200)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!is_ascii_alnum(c) && c != '.' && c != '_' && c != '~' && c != ':' && c != '/' &&
+            c != '@' && c != '-')
+            return false;
+    }
+    return true;
+}
+
+bool hd_event_name_valid(const char *name, size_t len)
+{
+    if (len < 1 || len > 64)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (!is_ascii_alnum(c) && c != '_' && c != '.' && c != ':' && c != '-')
+            return false;
+    }
+    return true;
+}
+
+/* ---------------------------------------------------------------- topic table */
+
+static uint64_t hash_name(const hd_hub *hub, const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL ^ hub->hash_seed; /* FNV-1a, seeded */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)name[i];
+        h *= 0x100000001b3ULL;
+    }
+    /*
+     * murmur3's finaliser: FNV's low bits depend only on the low bits of the
+     * seed and the input, and the bucket index is the low bits.
+     */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb93fe53a87e5ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+static hd_topic *find_topic(const hd_hub *hub, const char *name, size_t len)
+{
+    uint64_t hash = hash_name(hub, name, len);
+    for (hd_topic *t = hub->buckets[hash & (hub->bucket_count - 1)]; t; t = t->bucket_next) {
+        if (t->hash == hash && t->name_len == len && memcmp(t->name, name, len) == 0)
+            return t;
+    }
+    return NULL;
+}
+
+static void resize_table(hd_hub *hub, size_t bucket_count)
+{
+    hd_topic **buckets = hd_calloc(bucket_count, sizeof(*buckets));
+    for (size_t i = 0; i < hub->bucket_count; i++) {
+        hd_topic *next;
+        for (hd_topic *t = hub->buckets[i]; t; t = next) {
+            next = t->bucket_next;
+            size_t b = t->hash & (bucket_count - 1);
+            t->bucket_next = buckets[b];
+            buckets[b] = t;
+        }
+    }
+    free(hub->buckets);
+    hub->buckets = buckets;
+    hub->bucket_count = bucket_count;
+}
+
+/* Finds a topic by name; *found is NULL when it does not exist and may be created. */
+static hd_hub_status find_or_check_limit(const hd_hub *hub, const char *name, size_t len,
+                                         hd_topic **found)
+{
+    *found = find_topic(hub, name, len);
+    if (*found == NULL && hub->options.max_topics != 0 &&
+        hub->topic_count >= hub->options.max_topics)
+        return HD_HUB_TOO_MANY_TOPICS;
+    return HD_HUB_OK;
+}
+
+static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
+{
+    hd_topic *t = hd_calloc(1, sizeof(*t) + len);
+    memcpy(t->name, name, len);
+    t->name_len = len;
+    t->hash = hash_name(hub, name, len);
+    hd_list_init(&t->subscribers);
+    hd_list_init(&t->history_node);
+    t->lost_upto = hub->forgotten_upto;
+
+    if (hub->topic_count >= hub->bucket_count)
+        resize_table(hub, hub->bucket_count * 2);
+    hd_topic **bucket = &hub->buckets[t->hash & (hub->bucket_count - 1)];
+    t->bucket_next = *bucket;
+    *bucket = t;
+    hub->topic_count++;
+    return t;
+}
+
+/* Drops the topic's history and frees it; the caller has unlinked it from the table. */
+static void topic_destroy(hd_topic *t)
+{
+    assert(hd_list_empty(&t->subscribers));
+    for (size_t i = 0; i < t->ring_len; i++)
+        hd_message_release(t->ring[(t->ring_head + i) & (t->ring_cap - 1)]);
+    free(t->ring);
+    hd_list_unlink(&t->history_node);
+    free(t);
+}
+
+/* Called whenever a topic may have lost its last subscriber or message. */
+static void topic_free_if_unused(hd_hub *hub, hd_topic *t)
+{
+    if (t->subscriber_count > 0 || t->ring_len > 0)
+        return;
+    if (t->lost_upto > hub->forgotten_upto)
+        hub->forgotten_upto = t->lost_upto;
+
+    hd_topic **link = &hub->buckets[t->hash & (hub->bucket_count - 1)];
+    while (*link != t)
+        link = &(*link)->bucket_next;
+    *link = t->bucket_next;
+    hub->topic_count--;
+    topic_destroy(t);
+
+    if (hub->bucket_count > MIN_BUCKETS && hub->topic_count < hub->bucket_count / 4)
+        resize_table(hub, hub->bucket_count / 2);
+}
+
+/* ---------------------------------------------------------------- history */
+
+static hd_message *history_at(const hd_topic *t, size_t i)
+{
+    return t->ring[(t->ring_head + i) & (t->ring_cap - 1)];
+}
+
+static void history_drop_oldest(hd_topic *t)
+{
+    hd_message *msg = history_at(t, 0);
+    t->ring_head = (t->ring_head + 1) & (t->ring_cap - 1);
+    t->ring_len--;
+    t->history_bytes -= hd_message_cost(msg);
+    t->lost_upto = msg->seq; /* the oldest goes first, so this only grows */
+    hd_message_release(msg);
+}
+
+/* Unrolls the ring into a buffer twice as large, oldest first. */
+static void history_grow(hd_topic *t)
+{
+    size_t cap = t->ring_cap ? t->ring_cap * 2 : MIN_RING;
+    hd_message **ring = hd_alloc(cap * sizeof(*ring));
+    for (size_t i = 0; i < t->ring_len; i++)
+        ring[i] = history_at(t, i);
+    free(t->ring);
+    t->ring = ring;
+    t->ring_cap = cap;
+    t->ring_head = 0;
+}
+
+/*
+ * Appends msg (taking over its reference), first evicting the oldest
+ * messages until it fits the limits. Evicting everything makes room for any
+ * message, so one larger than history.max_bytes is kept alone, and limits of
+ * 0 behave like 1.
+ */
+static void history_push(hd_hub *hub, hd_topic *t, hd_message *msg)
+{
+    size_t cost = hd_message_cost(msg);
+    while (t->ring_len > 0 && (t->ring_len >= hub->options.history_max_messages ||
+                               t->history_bytes + cost > hub->options.history_max_bytes))
+        history_drop_oldest(t);
+    if (t->ring_len == t->ring_cap)
+        history_grow(t);
+    t->ring[(t->ring_head + t->ring_len) & (t->ring_cap - 1)] = msg;
+    t->ring_len++;
+    t->history_bytes += cost;
+    t->last_seq = msg->seq;
+    if (!hd_list_linked(&t->history_node))
+        hd_list_insert_tail(&hub->topics_with_history, &t->history_node);
+}
+
+/* The index of the first held message with a seq greater than seq. */
+static size_t history_first_after(const hd_topic *t, uint64_t seq)
+{
+    size_t lo = 0, hi = t->ring_len;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (history_at(t, mid)->seq <= seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/*
+ * Expires from the oldest end only: messages are in seq order and publish
+ * times follow it unless the clock steps back, in which case a message may
+ * outlive its TTL until the older ones before it expire.
+ */
+void hd_hub_expire(hd_hub *hub, int64_t now_ms)
+{
+    if (hub->options.history_ttl_s == 0)
+        return;
+    int64_t cutoff = now_ms - (int64_t)hub->options.history_ttl_s * 1000;
+    hd_list *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &hub->topics_with_history)
+    {
+        hd_topic *t = hd_container_of(pos, hd_topic, history_node);
+        while (t->ring_len > 0 && history_at(t, 0)->time_ms <= cutoff)
+            history_drop_oldest(t);
+        if (t->ring_len > 0)
+            continue;
+        free(t->ring);
+        t->ring = NULL;
+        t->ring_cap = 0;
+        t->ring_head = 0;
+        hd_list_unlink(&t->history_node);
+        topic_free_if_unused(hub, t);
+    }
+}
+
+/* ---------------------------------------------------------------- hub */
+
+hd_hub *hd_hub_new(const hd_hub_options *options)
+{
+    hd_hub *hub = hd_calloc(1, sizeof(*hub));
+    hub->options = *options;
+    hub->epoch = options->epoch;
+    while (hub->epoch == 0)
+        random_bytes(&hub->epoch, sizeof(hub->epoch));
+    random_bytes(&hub->hash_seed, sizeof(hub->hash_seed));
+    hub->bucket_count = MIN_BUCKETS;
+    hub->buckets = hd_calloc(hub->bucket_count, sizeof(*hub->buckets));
+    hd_list_init(&hub->topics_with_history);
+    return hub;
+}
+
+void hd_hub_free(hd_hub *hub)
+{
+    if (hub == NULL)
+        return;
+    for (size_t i = 0; i < hub->bucket_count; i++) {
+        hd_topic *next;
+        for (hd_topic *t = hub->buckets[i]; t; t = next) {
+            next = t->bucket_next;
+            topic_destroy(t);
+        }
+    }
+    free(hub->buckets);
+    free(hub);
+}
+
+uint32_t hd_hub_epoch(const hd_hub *hub)
+{
+    return hub->epoch;
+}
+
+size_t hd_hub_last_id(const hd_hub *hub, char *out)
+{
+    return format_id(hub->epoch, hub->seq, out);
+}
+
+size_t hd_hub_topic_count(const hd_hub *hub)
+{
+    return hub->topic_count;
+}
+
+static int hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1; /* uppercase too: herald never issues it, so it is not an id */
+}
+
+hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t len, hd_cursor *out)
+{
+    *out = (hd_cursor){.text = text, .text_len = len};
+    if (len == 0)
+        return HD_HUB_OK;
+    if (len < 10 || text[8] != '-')
+        return HD_HUB_BAD_CURSOR;
+
+    uint32_t epoch = 0;
+    for (size_t i = 0; i < 8; i++) {
+        int d = hex_digit(text[i]);
+        if (d < 0)
+            return HD_HUB_BAD_CURSOR;
+        epoch = epoch << 4 | (uint32_t)d;
+    }
+
+    const char *digits = text + 9;
+    size_t n = len - 9;
+    if (n > 1 && digits[0] == '0')
+        return HD_HUB_BAD_CURSOR;
+    uint64_t seq = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (digits[i] < '0' || digits[i] > '9')
+            return HD_HUB_BAD_CURSOR;
+        unsigned d = (unsigned)(digits[i] - '0');
+        if (seq > (UINT64_MAX - d) / 10)
+            return HD_HUB_BAD_CURSOR;
+        seq = seq * 10 + d;
+    }
+
+    /*
+     * A seq beyond the hub's own is accepted: the client may have seen it on
+     * a node that is ahead; it simply has nothing to read yet.
+     */
+    out->present = true;
+    out->foreign = epoch != hub->epoch;
+    out->seq = seq;
+    return HD_HUB_OK;
+}
+
+/* Input errors (names) come before capacity errors (topic limit). */
+static hd_hub_status check_publish(const hd_hub *hub, const char *topic, size_t topic_len,
+                                   const char *event, size_t event_len, hd_topic **found)
+{
+    if (!hd_topic_name_valid(topic, topic_len))
+        return HD_HUB_BAD_TOPIC;
+    if (event != NULL && !hd_event_name_valid(event, event_len))
+        return HD_HUB_BAD_EVENT;
+    return find_or_check_limit(hub, topic, topic_len, found);
+}
+
+hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t topic_len,
+                                   const char *event, size_t event_len)
+{
+    hd_topic *found;
+    return check_publish(hub, topic, topic_len, event, event_len, &found);
+}
+
+hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
+                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
+                             hd_message **out, size_t *subscribers)
+{
+    hd_topic *t;
+    hd_hub_status status = check_publish(hub, topic, topic_len, event, event_len, &t);
+    if (status != HD_HUB_OK)
+        return status;
+    if (t == NULL)
+        t = topic_create(hub, topic, topic_len);
+
+    hd_message *msg = hd_message_new(topic, topic_len, event, event_len, data, data_len, ++hub->seq,
+                                     hub->epoch, now_ms);
+    history_push(hub, t, msg);
+
+    /* deliver must not call into the hub, so the list cannot change under us. */
+    size_t count = 0;
+    hd_list *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &t->subscribers)
+    {
+        hd_subscription *s = hd_container_of(pos, hd_subscription, node);
+        s->subscriber->ops->deliver(s->subscriber, msg);
+        count++;
+    }
+
+    if (out != NULL)
+        *out = msg;
+    if (subscribers != NULL)
+        *subscribers = count;
+    return HD_HUB_OK;
+}
+
+/* ---------------------------------------------------------------- subscriptions */
+
+/*
+ * A subscriber's subscriptions live in one array whose elements are linked
+ * into topic lists, so moving an element (realloc, or filling a hole with
+ * the last element) leaves its neighbours pointing at the old address. This
+ * repairs them. The neighbours are never in the same array, because a
+ * subscriber has at most one node in any topic's list, so they are valid.
+ */
+static void subscription_moved(hd_subscription *s)
+{
+    s->node.prev->next = &s->node;
+    s->node.next->prev = &s->node;
+}
+
+static void subscription_remove(hd_hub *hub, hd_subscriber *sub, size_t i)
+{
+    hd_subscription *s = &sub->subscriptions[i];
+    hd_topic *t = s->topic;
+    hd_list_unlink(&s->node);
+    t->subscriber_count--;
+    size_t last = --sub->subscription_count;
+    if (i != last) {
+        *s = sub->subscriptions[last];
+        subscription_moved(s);
+    }
+    topic_free_if_unused(hub, t);
+}
+
+static size_t subscription_index(const hd_subscriber *sub, const hd_topic *t)
+{
+    size_t i = 0;
+    while (i < sub->subscription_count && sub->subscriptions[i].topic != t)
+        i++;
+    return i;
+}
+
+void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops)
+{
+    sub->ops = ops;
+    sub->subscriptions = NULL;
+    sub->subscription_count = 0;
+    sub->subscription_cap = 0;
+}
+
+hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len)
+{
+    if (!hd_topic_name_valid(topic, topic_len))
+        return HD_HUB_BAD_TOPIC;
+    hd_topic *t;
+    hd_hub_status status = find_or_check_limit(hub, topic, topic_len, &t);
+    if (status != HD_HUB_OK)
+        return status;
+    if (t == NULL)
+        t = topic_create(hub, topic, topic_len);
+    else if (subscription_index(sub, t) < sub->subscription_count)
+        return HD_HUB_OK;
+
+    if (sub->subscription_count == sub->subscription_cap) {
+        sub->subscription_cap = sub->subscription_cap ? sub->subscription_cap * 2 : 4;
+        sub->subscriptions =
+            hd_realloc(sub->subscriptions, sub->subscription_cap * sizeof(*sub->subscriptions));
+        for (size_t i = 0; i < sub->subscription_count; i++)
+            subscription_moved(&sub->subscriptions[i]);
+    }
+    hd_subscription *s = &sub->subscriptions[sub->subscription_count++];
+    s->topic = t;
+    s->subscriber = sub;
+    hd_list_insert_tail(&t->subscribers, &s->node);
+    t->subscriber_count++;
+    return HD_HUB_OK;
+}
+
+void hd_hub_unsubscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len)
+{
+    hd_topic *t = find_topic(hub, topic, topic_len);
+    if (t == NULL)
+        return;
+    size_t i = subscription_index(sub, t);
+    if (i < sub->subscription_count)
+        subscription_remove(hub, sub, i);
+}
+
+void hd_hub_unsubscribe_all(hd_hub *hub, hd_subscriber *sub)
+{
+    /* From the end, so no element has to move. */
+    while (sub->subscription_count > 0)
+        subscription_remove(hub, sub, sub->subscription_count - 1);
+    free(sub->subscriptions);
+    sub->subscriptions = NULL;
+    sub->subscription_cap = 0;
+}
+
+/* ---------------------------------------------------------------- reading history */
+
+static bool name_listed_before(const char *const *topics, const size_t *topic_lens, size_t i)
+{
+    for (size_t j = 0; j < i; j++) {
+        if (topic_lens[j] == topic_lens[i] && memcmp(topics[j], topics[i], topic_lens[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* A topic's position in a merged read. */
+typedef struct history_reader {
+    const hd_topic *topic;
+    size_t pos;
+} history_reader;
+
+static bool readers_remaining(const history_reader *readers, size_t count)
+{
+    for (size_t r = 0; r < count; r++) {
+        if (readers[r].pos < readers[r].topic->ring_len)
+            return true;
+    }
+    return false;
+}
+
+size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
+                           size_t topic_count, const hd_cursor *cursor, size_t limit,
+                           const hd_history_visitor *visitor, void *ctx, bool *more)
+{
+    if (more != NULL)
+        *more = false;
+    if (!cursor->present || topic_count == 0)
+        return 0;
+
+    history_reader *readers = hd_alloc(topic_count * sizeof(*readers));
+    size_t reader_count = 0;
+    for (size_t i = 0; i < topic_count; i++) {
+        if (name_listed_before(topics, topic_lens, i))
+            continue;
+        const hd_topic *t = find_topic(hub, topics[i], topic_lens[i]);
+        /* An unknown topic is one that would be created now: it inherits forgotten_upto. */
+        uint64_t lost_upto = t ? t->lost_upto : hub->forgotten_upto;
+        if (cursor->foreign || cursor->seq < lost_upto) {
+            hd_gap gap = {
+                .topic = topics[i],
+                .topic_len = topic_lens[i],
+                .from = cursor->text,
+                .from_len = cursor->text_len,
+            };
+            gap.to_len = format_id(hub->epoch, lost_upto, gap.to);
+            visitor->on_gap(ctx, &gap);
+        }
+        if (t != NULL && t->ring_len > 0)
+            readers[reader_count++] = (history_reader){
+                .topic = t,
+                .pos = cursor->foreign ? 0 : history_first_after(t, cursor->seq),
+            };
+    }
+
+    /* A k-way merge by min-scan: there are at most a few dozen topics. */
+    size_t visited = 0;
+    for (;;) {
+        history_reader *next = NULL;
+        hd_message *next_msg = NULL;
+        for (size_t r = 0; r < reader_count; r++) {
+            if (readers[r].pos == readers[r].topic->ring_len)
+                continue;
+            hd_message *m = history_at(readers[r].topic, readers[r].pos);
+            if (next_msg == NULL || m->seq < next_msg->seq) {
+                next = &readers[r];
+                next_msg = m;
+            }
+        }
+        if (next == NULL)
+            break;
+        if (limit != 0 && visited == limit) {
+            if (more != NULL)
+                *more = true;
+            break;
+        }
+        next->pos++;
+        visited++;
+        if (!visitor->on_message(ctx, next_msg)) {
+            if (more != NULL)
+                *more = readers_remaining(readers, reader_count);
+            break;
+        }
+    }
+    free(readers);
+    return visited;
+}
+
+/* ---------------------------------------------------------------- introspection */
+
+bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out)
+{
+    const hd_topic *t = find_topic(hub, topic, topic_len);
+    if (t == NULL)
+        return false;
+    out->subscribers = t->subscriber_count;
+    out->history_messages = t->ring_len;
+    out->history_bytes = t->history_bytes;
+    if (t->last_seq != 0)
+        format_id(hub->epoch, t->last_seq, out->last_id);
+    else
+        out->last_id[0] = '\0';
+    return true;
+}

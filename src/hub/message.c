@@ -1,0 +1,104 @@
+#include "herald/message.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+
+/*
+ * Copies len bytes to dst, adds a NUL (so the strings can be logged as C
+ * strings, although their lengths are what counts) and returns the next free
+ * byte.
+ */
+static char *copy_string(char *dst, const char *src, size_t len)
+{
+    if (len)
+        memcpy(dst, src, len);
+    dst[len] = '\0';
+    return dst + len + 1;
+}
+
+hd_message *hd_message_new(const char *topic, size_t topic_len, const char *event, size_t event_len,
+                           const char *data, size_t data_len, uint64_t seq, uint32_t epoch,
+                           int64_t time_ms)
+{
+    if (event == NULL)
+        event_len = 0;
+    size_t strings = topic_len + 1 + (event ? event_len + 1 : 0) + data_len + 1;
+    hd_message *msg = hd_calloc(1, sizeof(*msg) + strings);
+    msg->refs = 1;
+    msg->seq = seq;
+    msg->time_ms = time_ms;
+
+    char *p = (char *)(msg + 1);
+    msg->topic = p;
+    msg->topic_len = topic_len;
+    p = copy_string(p, topic, topic_len);
+    if (event != NULL) {
+        msg->event = p;
+        msg->event_len = event_len;
+        p = copy_string(p, event, event_len);
+    }
+    msg->data = p;
+    msg->data_len = data_len;
+    copy_string(p, data, data_len);
+
+    int n = snprintf(msg->id, sizeof(msg->id), "%08" PRIx32 "-%" PRIu64, epoch, seq);
+    assert(n > 0 && (size_t)n < sizeof(msg->id));
+    msg->id_len = (size_t)n;
+    return msg;
+}
+
+hd_message *hd_message_retain(hd_message *msg)
+{
+    msg->refs++;
+    return msg;
+}
+
+void hd_message_release(hd_message *msg)
+{
+    if (msg == NULL || --msg->refs > 0)
+        return;
+    /* Buffers a transport still queues hold their own references. */
+    for (int i = 0; i < HD_WIRE_COUNT; i++)
+        hd_buf_release(msg->wire[i]);
+    free(msg);
+}
+
+/*
+ * The fixed part is the size of the message struct itself (id, time, lengths
+ * and the encoding slots), so a flood of empty messages is bounded by
+ * history.max_bytes too, not only by history.max_messages. Cached encodings
+ * are not counted: they are built on demand and roughly proportional to the
+ * data.
+ */
+size_t hd_message_cost(const hd_message *msg)
+{
+    return sizeof(hd_message) + msg->topic_len + msg->event_len + msg->data_len;
+}
+
+hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode)
+{
+    assert(wire < HD_WIRE_COUNT);
+    if (msg->wire[wire] == NULL)
+        msg->wire[wire] = encode(msg);
+    return msg->wire[wire];
+}
+
+void hd_message_append_envelope(const hd_message *msg, hd_strbuf *sb)
+{
+    hd_strbuf_append_str(sb, "{\"type\":\"message\",\"topic\":");
+    hd_strbuf_append_json_string(sb, msg->topic, msg->topic_len);
+    hd_strbuf_append_str(sb, ",\"id\":");
+    hd_strbuf_append_json_string(sb, msg->id, msg->id_len);
+    if (msg->event != NULL) {
+        hd_strbuf_append_str(sb, ",\"event\":");
+        hd_strbuf_append_json_string(sb, msg->event, msg->event_len);
+    }
+    hd_strbuf_append_str(sb, ",\"data\":");
+    hd_strbuf_append_json_string(sb, msg->data, msg->data_len);
+    hd_strbuf_printf(sb, ",\"time\":%" PRId64 "}", msg->time_ms);
+}

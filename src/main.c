@@ -1,0 +1,159 @@
+/*
+ * herald: argv → config → hub → server → loop; signals; exit codes
+ * (0 clean shutdown, 1 runtime failure, 2 bad usage or configuration).
+ */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "herald/config.h"
+#include "herald/hub.h"
+#include "herald/log.h"
+#include "herald/server.h"
+
+typedef struct herald {
+    uv_loop_t loop;
+    hd_config config;
+    hd_hub *hub;
+    hd_server *server;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+} herald;
+
+static void print_usage(FILE *out)
+{
+    fputs("Usage: herald [--config FILE] [--listen ADDR:PORT] [--log-level LEVEL]\n"
+          "\n"
+          "A real-time notification hub: publish with HTTP POST, subscribe with\n"
+          "Server-Sent Events (/events), long-polling (/poll) or WebSocket (/ws).\n"
+          "\n"
+          "  -c, --config FILE       JSON configuration (see config.example.json);\n"
+          "                          without it herald runs on its embedded defaults\n"
+          "  -l, --listen ADDR:PORT  listen here instead of the configured addresses\n"
+          "                          (port 0 picks a free port, logged at start)\n"
+          "      --log-level LEVEL   debug, info, warn or error\n"
+          "  -h, --help              show this help and exit\n"
+          "  -V, --version           show the version and exit\n",
+          out);
+}
+
+static int parse_arguments(int argc, char **argv, hd_config *config)
+{
+    enum { OPT_LOG_LEVEL = 256 };
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"listen", required_argument, NULL, 'l'},
+        {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *config_path = NULL, *listen = NULL, *log_level = NULL;
+    int opt;
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":c:l:hV", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'l':
+            listen = optarg;
+            break;
+        case OPT_LOG_LEVEL:
+            log_level = optarg;
+            break;
+        case 'h':
+            print_usage(stdout);
+            exit(0);
+        case 'V':
+            printf("herald %s\n", HERALD_VERSION);
+            exit(0);
+        case ':':
+            fprintf(stderr, "herald: option %s needs a value (see --help)\n", argv[optind - 1]);
+            return -1;
+        default:
+            fprintf(stderr, "herald: unknown option %s (see --help)\n", argv[optind - 1]);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "herald: unexpected argument '%s' (see --help)\n", argv[optind]);
+        return -1;
+    }
+    char err[HD_CONFIG_ERROR_MAX];
+    if (config_path != NULL && hd_config_load_file(config, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "herald: %s\n", err);
+        return -1;
+    }
+    if (listen != NULL && hd_config_set_listen(config, listen, err, sizeof(err)) != 0) {
+        fprintf(stderr, "herald: --listen: %s\n", err);
+        return -1;
+    }
+    if (log_level != NULL && hd_log_level_parse(log_level, &config->log_level) != 0) {
+        fprintf(stderr, "herald: --log-level: expected debug, info, warn or error\n");
+        return -1;
+    }
+    return 0;
+}
+
+static void on_shutdown_done(void *ctx)
+{
+    herald *h = ctx;
+    uv_close((uv_handle_t *)&h->sigterm, NULL);
+    uv_close((uv_handle_t *)&h->sigint, NULL);
+}
+
+static void on_signal(uv_signal_t *signal, int signum)
+{
+    herald *h = signal->data;
+    hd_log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    hd_server_shutdown(h->server, on_shutdown_done, h);
+}
+
+int main(int argc, char **argv)
+{
+    static herald h;
+    hd_config_init(&h.config);
+    if (parse_arguments(argc, argv, &h.config) != 0) {
+        hd_config_free(&h.config);
+        return 2;
+    }
+    hd_log_set_level(h.config.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    hd_hub_options hub_options = {
+        .history_max_messages = h.config.history.max_messages,
+        .history_max_bytes = h.config.history.max_bytes,
+        .history_ttl_s = h.config.history.ttl_s,
+        .max_topics = h.config.limits.max_topics,
+    };
+    uv_loop_init(&h.loop);
+    h.hub = hd_hub_new(&hub_options);
+    h.server = hd_server_new(&h.loop, &h.config, h.hub);
+    hd_log_info("herald %s starting (epoch %08x)", HERALD_VERSION, hd_hub_epoch(h.hub));
+
+    char err[256];
+    int status = 0;
+    if (hd_server_start(h.server, err, sizeof(err)) != 0) {
+        hd_log_error("%s", err);
+        status = 1;
+        hd_server_shutdown(h.server, NULL, NULL);
+    } else {
+        uv_signal_init(&h.loop, &h.sigterm);
+        uv_signal_init(&h.loop, &h.sigint);
+        h.sigterm.data = h.sigint.data = &h;
+        uv_signal_start(&h.sigterm, on_signal, SIGTERM);
+        uv_signal_start(&h.sigint, on_signal, SIGINT);
+    }
+    uv_run(&h.loop, UV_RUN_DEFAULT);
+    hd_server_free(h.server);
+    hd_hub_free(h.hub);
+    uv_loop_close(&h.loop);
+    hd_config_free(&h.config);
+    if (status == 0)
+        hd_log_info("stopped");
+    return status;
+}

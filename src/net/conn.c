@@ -1,0 +1,488 @@
+/*
+ * The per-connection state machine (see conn.h): accept, the read path with
+ * the llhttp glue and its limits, the bounded write queue, and the two-phase
+ * close.
+ */
+#include "net/conn.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+#include "herald/log.h"
+#include "http/response.h"
+#include "net/server_internal.h"
+#include "transport/router.h"
+
+const hd_config *hd_conn_config(const hd_conn *conn)
+{
+    return conn->server->config;
+}
+
+hd_hub *hd_conn_hub(const hd_conn *conn)
+{
+    return conn->server->hub;
+}
+
+uint64_t hd_conn_queued_bytes(const hd_conn *conn)
+{
+    return conn->queued_bytes;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timeouts: FIFO lists whose entries all share one duration stay sorted.   */
+
+static void wait_in(hd_conn *conn, hd_list *list)
+{
+    hd_list_unlink(&conn->timeout_node);
+    conn->timeout_since_ms = hd_server_now(conn->server);
+    hd_list_insert_tail(list, &conn->timeout_node);
+}
+
+static void wait_for_request(hd_conn *conn)
+{
+    wait_in(conn, &conn->server->header_wait);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Write path                                                               */
+
+static void queue_push(hd_conn *conn, hd_buf *buf)
+{
+    if (conn->queue_count == conn->queue_cap) {
+        size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 8;
+        hd_buf **queue = hd_alloc(cap * sizeof(*queue));
+        for (size_t i = 0; i < conn->queue_count; i++)
+            queue[i] = conn->queue[(conn->queue_head + i) % conn->queue_cap];
+        free(conn->queue);
+        conn->queue = queue;
+        conn->queue_cap = cap;
+        conn->queue_head = 0;
+    }
+    conn->queue[(conn->queue_head + conn->queue_count) % conn->queue_cap] = buf;
+    conn->queue_count++;
+}
+
+static hd_buf *queue_pop(hd_conn *conn)
+{
+    hd_buf *buf = conn->queue[conn->queue_head];
+    conn->queue_head = (conn->queue_head + 1) % conn->queue_cap;
+    conn->queue_count--;
+    return buf;
+}
+
+int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
+{
+    if (conn->state == HD_CONN_CLOSING) {
+        hd_buf_release(buf);
+        return -1;
+    }
+    if (conn->queued_bytes + buf->len > hd_conn_config(conn)->limits.max_outbound_bytes) {
+        hd_log_info("closing %s: outbound queue over limits.max_outbound_bytes (slow consumer)",
+                    conn->peer);
+        hd_buf_release(buf);
+        hd_conn_close(conn);
+        return -1;
+    }
+    queue_push(conn, buf);
+    conn->queued_bytes += buf->len;
+    if (!hd_list_linked(&conn->flush_node))
+        hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+    if (conn->state == HD_CONN_STREAMING)
+        wait_in(conn, &conn->server->stream_idle);
+    return 0;
+}
+
+int hd_conn_send(hd_conn *conn, hd_buf *buf)
+{
+    return hd_conn_send_owned(conn, hd_buf_retain(buf));
+}
+
+static void conn_on_shutdown(uv_shutdown_t *req, int status)
+{
+    hd_conn *conn = req->data;
+    if (status < 0)
+        hd_conn_close(conn);
+}
+
+/* Everything is written and the connection must end: shut down, then linger. */
+static void start_lingering(hd_conn *conn)
+{
+    conn->lingering = true;
+    conn->shutdown_req.data = conn;
+    if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, conn_on_shutdown) != 0) {
+        hd_conn_close(conn);
+        return;
+    }
+    wait_for_request(conn);
+}
+
+static void conn_on_write(uv_write_t *req, int status)
+{
+    hd_conn *conn = req->data;
+    for (size_t i = 0; i < conn->in_flight_count; i++) {
+        conn->queued_bytes -= conn->in_flight[i]->len;
+        hd_buf_release(conn->in_flight[i]);
+    }
+    conn->in_flight_count = 0;
+    if (conn->state == HD_CONN_CLOSING)
+        return;
+    if (status < 0) {
+        hd_log_debug("write to %s failed: %s", conn->peer, uv_strerror(status));
+        hd_conn_close(conn);
+        return;
+    }
+    if (conn->queue_count > 0) {
+        hd_conn_flush(conn);
+        return;
+    }
+    if (conn->close_when_flushed) {
+        start_lingering(conn);
+        return;
+    }
+    if (conn->stream_ops != NULL && conn->stream_ops->on_drain != NULL)
+        conn->stream_ops->on_drain(conn, conn->stream_session);
+}
+
+void hd_conn_flush(hd_conn *conn)
+{
+    if (conn->in_flight_count > 0 || conn->queue_count == 0 || conn->state == HD_CONN_CLOSING)
+        return;
+    uv_buf_t bufs[HD_CONN_WRITE_BATCH];
+    while (conn->queue_count > 0 && conn->in_flight_count < HD_CONN_WRITE_BATCH) {
+        hd_buf *buf = queue_pop(conn);
+        bufs[conn->in_flight_count] = uv_buf_init(buf->data, (unsigned)buf->len);
+        conn->in_flight[conn->in_flight_count++] = buf;
+    }
+    conn->write_req.data = conn;
+    int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs,
+                      (unsigned)conn->in_flight_count, conn_on_write);
+    if (rc != 0) {
+        for (size_t i = 0; i < conn->in_flight_count; i++) {
+            conn->queued_bytes -= conn->in_flight[i]->len;
+            hd_buf_release(conn->in_flight[i]);
+        }
+        conn->in_flight_count = 0;
+        hd_conn_close(conn);
+    }
+}
+
+void hd_conn_close_after_flush(hd_conn *conn)
+{
+    if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed)
+        return;
+    conn->close_when_flushed = true;
+    /* The header timeout also bounds how long a client may take to read the answer. */
+    wait_for_request(conn);
+    if (conn->queue_count == 0 && conn->in_flight_count == 0)
+        start_lingering(conn);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Close: mark and unlink now, uv_close from the server's pass, free in the  */
+/* close callback.                                                          */
+
+void hd_conn_close(hd_conn *conn)
+{
+    if (conn->state == HD_CONN_CLOSING)
+        return;
+    conn->state = HD_CONN_CLOSING;
+    hd_list_unlink(&conn->timeout_node);
+    hd_list_unlink(&conn->flush_node);
+    hd_list_insert_tail(&conn->server->close_list, &conn->close_node);
+}
+
+static void conn_on_closed(uv_handle_t *handle)
+{
+    hd_conn *conn = (hd_conn *)handle;
+    hd_server *server = conn->server;
+    while (conn->queue_count > 0)
+        hd_buf_release(queue_pop(conn));
+    free(conn->queue);
+    hd_request_free(&conn->request);
+    hd_list_unlink(&conn->server_node);
+    server->connection_count--;
+    free(conn);
+    hd_server_maybe_done(server);
+}
+
+void hd_conn_finish_close(hd_conn *conn)
+{
+    hd_list_unlink(&conn->close_node);
+    if (conn->stream_ops != NULL) {
+        conn->stream_ops->on_close(conn, conn->stream_session);
+        conn->stream_ops = NULL;
+        conn->stream_session = NULL;
+    }
+    uv_close((uv_handle_t *)&conn->tcp, conn_on_closed);
+}
+
+void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session)
+{
+    conn->state = HD_CONN_STREAMING;
+    conn->stream_ops = ops;
+    conn->stream_session = session;
+    wait_in(conn, &conn->server->stream_idle);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Timeouts fired by the server's sweep.                                    */
+
+void hd_conn_on_header_timeout(hd_conn *conn)
+{
+    if (conn->close_when_flushed || !conn->request_started) {
+        hd_conn_close(conn);
+        return;
+    }
+    hd_list_unlink(&conn->timeout_node);
+    conn->request.keep_alive = false;
+    hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
+                      "The request headers did not arrive within %u s.",
+                      hd_conn_config(conn)->limits.header_timeout_s);
+}
+
+void hd_conn_on_idle_stream(hd_conn *conn)
+{
+    wait_in(conn, &conn->server->stream_idle);
+    if (conn->stream_ops != NULL && conn->stream_ops->on_heartbeat != NULL)
+        conn->stream_ops->on_heartbeat(conn, conn->stream_session);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Read path: llhttp callbacks. Returning HPE_USER stops the parser after   */
+/* the callback has answered the client itself.                            */
+
+static hd_conn *parser_conn(llhttp_t *parser)
+{
+    return parser->data;
+}
+
+static int reject(hd_conn *conn, int status, const char *code, const char *message)
+{
+    conn->request.keep_alive = false;
+    hd_response_error(conn, status, code, HD_RESPONSE_CLOSE, "%s", message);
+    return HPE_USER;
+}
+
+/* Counts bytes of the request head against limits.max_header_bytes. */
+static int count_head_bytes(hd_conn *conn, size_t len)
+{
+    conn->request.header_bytes += len;
+    if (conn->request.header_bytes > hd_conn_config(conn)->limits.max_header_bytes)
+        return reject(conn, 431, "headers_too_large",
+                      "The request head is larger than limits.max_header_bytes.");
+    return 0;
+}
+
+static int on_message_begin(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    hd_request_reset(&conn->request);
+    conn->request_started = true;
+    return 0;
+}
+
+static int on_url(llhttp_t *parser, const char *at, size_t len)
+{
+    hd_conn *conn = parser_conn(parser);
+    if (conn->request.target.len + len > hd_conn_config(conn)->limits.max_header_bytes / 2)
+        return reject(conn, 414, "uri_too_long",
+                      "The request target is longer than limits.max_header_bytes / 2.");
+    hd_strbuf_append(&conn->request.target, at, len);
+    return count_head_bytes(conn, len);
+}
+
+static int on_header_field(llhttp_t *parser, const char *at, size_t len)
+{
+    hd_conn *conn = parser_conn(parser);
+    int rc = count_head_bytes(conn, len);
+    if (rc != 0)
+        return rc;
+    hd_strbuf *headers = &conn->request.headers;
+    hd_strbuf_reserve(headers, len);
+    for (size_t i = 0; i < len; i++)
+        headers->data[headers->len++] = (char)tolower((unsigned char)at[i]);
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    hd_strbuf_append(&conn->request.headers, "", 1);
+    if (++conn->request.header_count > hd_conn_config(conn)->limits.max_headers)
+        return reject(conn, 431, "headers_too_large",
+                      "The request has more headers than limits.max_headers.");
+    conn->request.in_header_value = true;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *parser, const char *at, size_t len)
+{
+    hd_conn *conn = parser_conn(parser);
+    int rc = count_head_bytes(conn, len);
+    if (rc != 0)
+        return rc;
+    hd_strbuf_append(&conn->request.headers, at, len);
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    hd_strbuf_append(&conn->request.headers, "", 1);
+    conn->request.in_header_value = false;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    hd_request *req = &conn->request;
+    hd_list_unlink(&conn->timeout_node);
+    req->method = parser->method;
+    req->keep_alive = llhttp_should_keep_alive(parser);
+    hd_request_split_target(req);
+    conn->body_limit = hd_router_body_limit(conn);
+    if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->body_limit) {
+        hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
+                          "The body of %llu bytes exceeds the limit of %llu bytes.",
+                          (unsigned long long)parser->content_length,
+                          (unsigned long long)conn->body_limit);
+        return HPE_USER;
+    }
+    size_t expect_len;
+    const char *expect = hd_request_header(req, "expect", &expect_len);
+    if (expect != NULL && expect_len == 12 && strncasecmp(expect, "100-continue", 12) == 0) {
+        static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        hd_conn_send_owned(conn, hd_buf_copy(interim, sizeof(interim) - 1));
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *parser, const char *at, size_t len)
+{
+    hd_conn *conn = parser_conn(parser);
+    if (conn->request.body.len + len > conn->body_limit) {
+        hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
+                          "The body exceeds the limit of %llu bytes.",
+                          (unsigned long long)conn->body_limit);
+        return HPE_USER;
+    }
+    hd_strbuf_append(&conn->request.body, at, len);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    conn->request_started = false;
+    hd_router_dispatch(conn);
+    if (conn->state != HD_CONN_READING || conn->close_when_flushed)
+        return HPE_PAUSED;
+    wait_for_request(conn);
+    return 0;
+}
+
+void hd_conn_init_http_settings(llhttp_settings_t *settings)
+{
+    llhttp_settings_init(settings);
+    settings->on_message_begin = on_message_begin;
+    settings->on_url = on_url;
+    settings->on_header_field = on_header_field;
+    settings->on_header_field_complete = on_header_field_complete;
+    settings->on_header_value = on_header_value;
+    settings->on_header_value_complete = on_header_value_complete;
+    settings->on_headers_complete = on_headers_complete;
+    settings->on_body = on_body;
+    settings->on_message_complete = on_message_complete;
+}
+
+static void parse_input(hd_conn *conn, const char *data, size_t len)
+{
+    llhttp_errno_t err = llhttp_execute(&conn->parser, data, len);
+    if (err == HPE_OK || err == HPE_PAUSED || err == HPE_USER)
+        return;
+    conn->request.keep_alive = false;
+    hd_response_error(conn, 400, "bad_request", HD_RESPONSE_CLOSE, "Malformed HTTP request: %s.",
+                      llhttp_get_error_reason(&conn->parser));
+}
+
+/* ------------------------------------------------------------------------ */
+/* libuv callbacks                                                          */
+
+static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    hd_conn *conn = (hd_conn *)handle;
+    /* Every read is parsed before the next one, so one buffer serves all connections. */
+    *buf = uv_buf_init(conn->server->read_buffer, sizeof(conn->server->read_buffer));
+}
+
+static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    hd_conn *conn = (hd_conn *)stream;
+    if (nread < 0) {
+        hd_conn_close(conn);
+        return;
+    }
+    /* Input behind a stream, or after the answer that ends the connection, is discarded. */
+    if (nread == 0 || conn->state != HD_CONN_READING || conn->close_when_flushed)
+        return;
+    parse_input(conn, buf->base, (size_t)nread);
+}
+
+static void describe_peer(hd_conn *conn)
+{
+    struct sockaddr_storage addr;
+    int len = sizeof(addr);
+    strcpy(conn->peer, "?");
+    if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &len) != 0)
+        return;
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (addr.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)&addr;
+        uv_ip4_name(in, host, sizeof(host));
+        port = ntohs(in->sin_port);
+        snprintf(conn->peer, sizeof(conn->peer), "%s:%d", host, port);
+    } else if (addr.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
+        uv_ip6_name(in6, host, sizeof(host));
+        port = ntohs(in6->sin6_port);
+        snprintf(conn->peer, sizeof(conn->peer), "[%s]:%d", host, port);
+    }
+}
+
+void hd_conn_accept(hd_server *server, uv_stream_t *listener)
+{
+    hd_conn *conn = hd_calloc(1, sizeof(*conn));
+    conn->server = server;
+    conn->state = HD_CONN_READING;
+    hd_list_init(&conn->server_node);
+    hd_list_init(&conn->flush_node);
+    hd_list_init(&conn->close_node);
+    hd_list_init(&conn->timeout_node);
+    hd_request_init(&conn->request);
+    llhttp_init(&conn->parser, HTTP_REQUEST, &server->http_settings);
+    conn->parser.data = conn;
+    uv_tcp_init(server->loop, &conn->tcp);
+    hd_list_insert_tail(&server->connections, &conn->server_node);
+    server->connection_count++;
+    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
+        hd_conn_close(conn);
+        return;
+    }
+    describe_peer(conn);
+    uv_tcp_nodelay(&conn->tcp, 1);
+    if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
+        hd_conn_close(conn);
+        return;
+    }
+    if (server->connection_count > server->config->limits.max_connections) {
+        hd_log_warn("refusing %s: limits.max_connections reached", conn->peer);
+        reject(conn, 503, "too_many_connections", "The server is at limits.max_connections.");
+        return;
+    }
+    wait_for_request(conn);
+}

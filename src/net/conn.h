@@ -1,0 +1,117 @@
+/*
+ * A client connection and its state machine: the one place where a
+ * connection changes state.
+ *
+ *   READING    parsing requests; each complete request is routed and
+ *              answered in order (keep-alive and pipelining)
+ *   STREAMING  a transport took the connection over (SSE); input is only
+ *              watched for EOF
+ *   CLOSING    marked for close; unlinked and freed in two phases (the
+ *              transport's on_close, then uv_close and its callback)
+ *
+ * Writes never go straight to the socket: hd_conn_send queues a reference to
+ * a shared buffer and links the connection into the server's flush list; one
+ * pass per loop iteration issues one gathered uv_write per connection. The
+ * queue is bounded by limits.max_outbound_bytes.
+ *
+ * Private to the server and the transports (not in include/): transports use
+ * the functions below, never the fields marked private.
+ */
+#ifndef HERALD_NET_CONN_H
+#define HERALD_NET_CONN_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "herald/buf.h"
+#include "herald/config.h"
+#include "herald/hub.h"
+#include "herald/list.h"
+#include "http/request.h"
+
+typedef struct hd_server hd_server;
+typedef struct hd_conn hd_conn;
+
+typedef enum hd_conn_state {
+    HD_CONN_READING,
+    HD_CONN_STREAMING,
+    HD_CONN_CLOSING,
+} hd_conn_state;
+
+/* What a transport that takes a connection over must provide. */
+typedef struct hd_stream_ops {
+    /* The connection is closing: detach from the hub and free the session. */
+    void (*on_close)(hd_conn *conn, void *session);
+    /* Nothing was sent for heartbeat_s: send the transport's keep-alive. */
+    void (*on_heartbeat)(hd_conn *conn, void *session);
+    /* The outbound queue fell below half its limit (for catching up from history). */
+    void (*on_drain)(hd_conn *conn, void *session);
+} hd_stream_ops;
+
+#define HD_CONN_WRITE_BATCH 64
+
+struct hd_conn {
+    uv_tcp_t tcp; /* first, so the handle pointer is the connection */
+    hd_server *server;
+    hd_conn_state state;
+    hd_list server_node;  /* every connection, for shutdown */
+    hd_list flush_node;   /* in server->flush_list while output waits */
+    hd_list close_node;   /* in server->close_list once CLOSING */
+    hd_list timeout_node; /* in the header-timeout or heartbeat list */
+    uint64_t timeout_since_ms;
+
+    llhttp_t parser;
+    hd_request request;
+    bool request_started;
+    uint64_t body_limit; /* for the request being read */
+
+    /* Outbound queue: a ring of buffer references, bounded in bytes. */
+    hd_buf **queue;
+    size_t queue_head;
+    size_t queue_count;
+    size_t queue_cap;
+    uint64_t queued_bytes; /* queued plus in flight */
+    uv_write_t write_req;
+    hd_buf *in_flight[HD_CONN_WRITE_BATCH];
+    size_t in_flight_count;
+    bool close_when_flushed;
+    bool lingering; /* answered and shut down for writing; draining input until EOF */
+    uv_shutdown_t shutdown_req;
+
+    const hd_stream_ops *stream_ops;
+    void *stream_session;
+
+    char peer[64];
+};
+
+/*
+ * Queues a reference to buf (retained here; the caller keeps its own). Returns
+ * 0, or -1 when the queue would exceed limits.max_outbound_bytes: the
+ * connection is then marked for close (a slow consumer) and buf not queued.
+ * Safe to call from a hub deliver callback.
+ */
+int hd_conn_send(hd_conn *conn, hd_buf *buf);
+/* Like hd_conn_send, but takes over the caller's reference. */
+int hd_conn_send_owned(hd_conn *conn, hd_buf *buf);
+/* Bytes queued or in flight. */
+uint64_t hd_conn_queued_bytes(const hd_conn *conn);
+/*
+ * Closes once everything queued has been written (an answer, then close):
+ * the write side is shut down and input drained for a moment first, so the
+ * client reads the answer instead of a reset.
+ */
+void hd_conn_close_after_flush(hd_conn *conn);
+/* Marks the connection for close now; queued output is dropped. Idempotent. */
+void hd_conn_close(hd_conn *conn);
+/*
+ * Hands the connection to a streaming transport: no more requests are read,
+ * the heartbeat timer applies, ops->on_close runs when it closes.
+ */
+void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session);
+
+const hd_config *hd_conn_config(const hd_conn *conn);
+hd_hub *hd_conn_hub(const hd_conn *conn);
+
+#endif

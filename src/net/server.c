@@ -1,0 +1,250 @@
+/*
+ * Listeners, the per-iteration flush pass, the timeout sweep and graceful
+ * shutdown. Connections themselves live in conn.c.
+ */
+#include "herald/server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+#include "herald/clock.h"
+#include "herald/log.h"
+#include "net/conn.h"
+#include "net/server_internal.h"
+
+#define SWEEP_INTERVAL_MS 250
+
+uint64_t hd_server_now(const hd_server *server)
+{
+    return uv_now(server->loop);
+}
+
+hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
+{
+    hd_server *server = hd_calloc(1, sizeof(*server));
+    server->loop = loop;
+    server->config = config;
+    server->hub = hub;
+    hd_list_init(&server->connections);
+    hd_list_init(&server->flush_list);
+    hd_list_init(&server->close_list);
+    hd_list_init(&server->header_wait);
+    hd_list_init(&server->stream_idle);
+    hd_conn_init_http_settings(&server->http_settings);
+    return server;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The flush pass: one gathered write per connection per loop iteration.    */
+
+static void process_closes(hd_server *server)
+{
+    while (!hd_list_empty(&server->close_list)) {
+        hd_conn *conn = hd_container_of(server->close_list.next, hd_conn, close_node);
+        hd_conn_finish_close(conn);
+    }
+}
+
+static void server_on_flush_pass(uv_prepare_t *prepare)
+{
+    hd_server *server = prepare->data;
+    process_closes(server);
+    while (!hd_list_empty(&server->flush_list)) {
+        hd_conn *conn = hd_container_of(server->flush_list.next, hd_conn, flush_node);
+        hd_list_unlink(&conn->flush_node);
+        hd_conn_flush(conn);
+    }
+    /* A failed write marks its connection; close it before the loop blocks. */
+    process_closes(server);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The sweep: expired heads of the timeout lists, and history TTL.          */
+
+static void sweep_list(hd_server *server, hd_list *list, uint64_t timeout_ms,
+                       void (*on_expired)(hd_conn *conn))
+{
+    uint64_t now = hd_server_now(server);
+    while (!hd_list_empty(list)) {
+        hd_conn *conn = hd_container_of(list->next, hd_conn, timeout_node);
+        if (conn->timeout_since_ms + timeout_ms > now)
+            break;
+        hd_list_unlink(&conn->timeout_node);
+        on_expired(conn);
+    }
+}
+
+static void server_on_sweep(uv_timer_t *timer)
+{
+    hd_server *server = timer->data;
+    const hd_config *config = server->config;
+    sweep_list(server, &server->header_wait, (uint64_t)config->limits.header_timeout_s * 1000,
+               hd_conn_on_header_timeout);
+    sweep_list(server, &server->stream_idle, (uint64_t)config->heartbeat_s * 1000,
+               hd_conn_on_idle_stream);
+    uint64_t now = hd_server_now(server);
+    if (config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
+        server->last_expire_ms = now;
+        hd_hub_expire(server->hub, hd_clock_wall_ms());
+    }
+    process_closes(server);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Listeners                                                                */
+
+static void server_on_connection(uv_stream_t *listener, int status)
+{
+    hd_listener *l = listener->data;
+    if (status < 0) {
+        hd_log_warn("accept failed: %s", uv_strerror(status));
+        return;
+    }
+    hd_conn_accept(l->server, listener);
+}
+
+static int listen_on(hd_server *server, hd_listener *l, const char *address, char *err,
+                     size_t err_len)
+{
+    char host[256];
+    int port;
+    if (hd_config_parse_address(address, host, sizeof(host), &port) != 0) {
+        snprintf(err, err_len, "invalid listen address '%s'", address);
+        return -1;
+    }
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    struct sockaddr_storage addr;
+    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
+                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
+    if (rc == 0) {
+        uv_tcp_init(server->loop, &l->tcp);
+        server->handles_open++;
+        server->listeners_open++;
+        l->server = server;
+        l->tcp.data = l;
+        rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr, 0);
+    }
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, server_on_connection);
+    if (rc != 0) {
+        snprintf(err, err_len, "cannot listen on %s: %s", address, uv_strerror(rc));
+        return -1;
+    }
+    struct sockaddr_storage bound;
+    int len = sizeof(bound);
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len);
+    char name[INET6_ADDRSTRLEN] = "?";
+    if (bound.ss_family == AF_INET6) {
+        uv_ip6_name((struct sockaddr_in6 *)&bound, name, sizeof(name));
+        hd_log_info("listening on [%s]:%d", name,
+                    ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
+    } else {
+        uv_ip4_name((struct sockaddr_in *)&bound, name, sizeof(name));
+        hd_log_info("listening on %s:%d", name, ntohs(((struct sockaddr_in *)&bound)->sin_port));
+    }
+    return 0;
+}
+
+int hd_server_start(hd_server *server, char *err, size_t err_len)
+{
+    const hd_config *config = server->config;
+    server->listeners = hd_calloc(config->listen.count, sizeof(*server->listeners));
+    server->listener_count = config->listen.count;
+
+    uv_prepare_init(server->loop, &server->flush_pass);
+    server->flush_pass.data = server;
+    uv_prepare_start(&server->flush_pass, server_on_flush_pass);
+    uv_timer_init(server->loop, &server->sweep_timer);
+    server->sweep_timer.data = server;
+    uv_timer_start(&server->sweep_timer, server_on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
+    uv_timer_init(server->loop, &server->grace_timer);
+    server->grace_timer.data = server;
+    server->handles_open += 3;
+
+    for (size_t i = 0; i < config->listen.count; i++) {
+        if (listen_on(server, &server->listeners[i], config->listen.items[i], err, err_len) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Shutdown                                                                 */
+
+static void handle_closed(hd_server *server)
+{
+    if (--server->handles_open == 0 && server->on_shutdown_done != NULL)
+        server->on_shutdown_done(server->shutdown_ctx);
+}
+
+static void server_on_handle_closed(uv_handle_t *handle)
+{
+    handle_closed(handle->data);
+}
+
+static void listener_on_closed(uv_handle_t *handle)
+{
+    hd_listener *l = (hd_listener *)handle;
+    l->server->listeners_open--;
+    handle_closed(l->server);
+}
+
+/* Called whenever a connection is freed: the last one during a drain finishes shutdown. */
+void hd_server_maybe_done(hd_server *server)
+{
+    if (!server->draining || server->connection_count > 0 ||
+        uv_is_closing((uv_handle_t *)&server->flush_pass))
+        return;
+    uv_close((uv_handle_t *)&server->flush_pass, server_on_handle_closed);
+    uv_close((uv_handle_t *)&server->sweep_timer, server_on_handle_closed);
+    uv_close((uv_handle_t *)&server->grace_timer, server_on_handle_closed);
+}
+
+static void server_on_grace_expired(uv_timer_t *timer)
+{
+    hd_server *server = timer->data;
+    hd_list *node, *next;
+    hd_log_warn("shutdown grace period over: closing %zu connection(s)", server->connection_count);
+    hd_list_foreach_safe(node, next, &server->connections)
+    {
+        hd_conn_close(hd_container_of(node, hd_conn, server_node));
+    }
+    process_closes(server);
+}
+
+void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx)
+{
+    if (server->draining)
+        return;
+    server->draining = true;
+    server->on_shutdown_done = on_done;
+    server->shutdown_ctx = ctx;
+    for (size_t i = 0; i < server->listener_count; i++) {
+        uv_handle_t *handle = (uv_handle_t *)&server->listeners[i].tcp;
+        if (handle->data != NULL && !uv_is_closing(handle))
+            uv_close(handle, listener_on_closed);
+    }
+    hd_list *node, *next;
+    hd_list_foreach_safe(node, next, &server->connections)
+    {
+        hd_conn *conn = hd_container_of(node, hd_conn, server_node);
+        if (conn->state == HD_CONN_READING && !conn->request_started && conn->queue_count == 0 &&
+            conn->in_flight_count == 0)
+            hd_conn_close(conn);
+        else
+            hd_conn_close_after_flush(conn);
+    }
+    uv_timer_start(&server->grace_timer, server_on_grace_expired,
+                   (uint64_t)server->config->shutdown_grace_s * 1000, 0);
+    process_closes(server);
+    hd_server_maybe_done(server);
+}
+
+void hd_server_free(hd_server *server)
+{
+    free(server->listeners);
+    free(server);
+}

@@ -1,0 +1,66 @@
+/*
+ * The server's private state, shared by server.c (listeners, loop passes,
+ * timers, shutdown) and conn.c (the per-connection state machine).
+ */
+#ifndef HERALD_NET_SERVER_INTERNAL_H
+#define HERALD_NET_SERVER_INTERNAL_H
+
+#include <llhttp.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "herald/buf.h"
+#include "herald/config.h"
+#include "herald/hub.h"
+#include "herald/list.h"
+#include "herald/server.h"
+
+#define HD_READ_BUFFER_SIZE 65536
+
+typedef struct hd_listener {
+    uv_tcp_t tcp;
+    hd_server *server;
+} hd_listener;
+
+struct hd_server {
+    uv_loop_t *loop;
+    const hd_config *config;
+    hd_hub *hub;
+
+    hd_listener *listeners;
+    size_t listener_count;
+    size_t listeners_open;
+
+    hd_list connections;
+    size_t connection_count;
+    hd_list flush_list;  /* connections with output to write this pass */
+    hd_list close_list;  /* connections marked CLOSING, not yet uv_close'd */
+    hd_list header_wait; /* READING connections by time they started waiting */
+    hd_list stream_idle; /* STREAMING connections by time of their last output */
+
+    uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
+    uv_timer_t sweep_timer;  /* header timeouts, heartbeats, history TTL */
+    uv_timer_t grace_timer;  /* shutdown deadline */
+    uint64_t last_expire_ms;
+
+    llhttp_settings_t http_settings;
+    char read_buffer[HD_READ_BUFFER_SIZE]; /* shared: every read is parsed at once */
+    bool read_buffer_busy;
+
+    bool draining;
+    int handles_open; /* server-owned handles still to be closed at shutdown */
+    void (*on_shutdown_done)(void *ctx);
+    void *shutdown_ctx;
+};
+
+/* conn.c entry points used by server.c. */
+void hd_conn_accept(hd_server *server, uv_stream_t *listener);
+void hd_conn_flush(hd_conn *conn);
+void hd_conn_finish_close(hd_conn *conn);
+void hd_conn_on_header_timeout(hd_conn *conn);
+void hd_conn_on_idle_stream(hd_conn *conn);
+void hd_conn_init_http_settings(llhttp_settings_t *settings);
+uint64_t hd_server_now(const hd_server *server);
+void hd_server_maybe_done(hd_server *server);
+
+#endif

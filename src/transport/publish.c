@@ -1,0 +1,242 @@
+#include "transport/publish.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "herald/alloc.h"
+#include "herald/clock.h"
+#include "herald/utf8.h"
+#include "http/response.h"
+#include "transport/topics.h"
+
+#define EVENT_MAX 64
+
+static void append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers)
+{
+    hd_strbuf_append_str(sb, "{\"id\":");
+    hd_strbuf_append_json_string(sb, msg->id, msg->id_len);
+    hd_strbuf_append_str(sb, ",\"topic\":");
+    hd_strbuf_append_json_string(sb, msg->topic, msg->topic_len);
+    hd_strbuf_printf(sb, ",\"subscribers\":%zu}", subscribers);
+}
+
+/* Answers the error a hub status stands for. */
+static void answer_hub_status(hd_conn *conn, hd_hub_status status, const char *where)
+{
+    switch (status) {
+    case HD_HUB_BAD_TOPIC:
+        hd_response_error(conn, 400, "invalid_topic", 0,
+                          "%sA topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.", where);
+        break;
+    case HD_HUB_BAD_EVENT:
+        hd_response_error(conn, 400, "invalid_event", 0,
+                          "%sAn event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -.", where);
+        break;
+    case HD_HUB_TOO_MANY_TOPICS:
+        hd_response_error(conn, 503, "topic_limit", 0,
+                          "%sThe server holds limits.max_topics topics already.", where);
+        break;
+    default:
+        hd_response_error(conn, 500, "internal", 0, "%sUnexpected hub status.", where);
+    }
+}
+
+/* The event name from ?event= or else X-Event; NULL when neither is given. */
+static const char *find_event(hd_conn *conn, char *storage, size_t *len)
+{
+    hd_query_iter it;
+    hd_query_param param;
+    const char *event = NULL;
+    hd_query_iter_init(&it, &conn->request);
+    while (hd_query_next(&it, &param)) {
+        if (strcmp(param.key, "event") == 0) {
+            /* Longer names are invalid anyway; keep enough to fail validation. */
+            *len = param.value_len > EVENT_MAX ? EVENT_MAX + 1 : param.value_len;
+            memcpy(storage, param.value, *len > EVENT_MAX ? EVENT_MAX : *len);
+            event = storage;
+            break;
+        }
+    }
+    hd_query_iter_free(&it);
+    if (event == NULL)
+        event = hd_request_header(&conn->request, "x-event", len);
+    return event;
+}
+
+void hd_publish_handle_topic(hd_conn *conn)
+{
+    char topic[HD_TOPIC_MAX];
+    size_t topic_len;
+    if (hd_topics_name_from_path(conn, topic, &topic_len) != 0)
+        return;
+    char event_storage[EVENT_MAX + 1];
+    size_t event_len = 0;
+    const char *event = find_event(conn, event_storage, &event_len);
+    if (event != NULL && !hd_event_name_valid(event, event_len)) {
+        answer_hub_status(conn, HD_HUB_BAD_EVENT, "");
+        return;
+    }
+    const hd_strbuf *body = &conn->request.body;
+    const char *data = body->data ? body->data : "";
+    if (!hd_utf8_valid(data, body->len)) {
+        hd_response_error(conn, 415, "unsupported_media_type", 0,
+                          "The message data must be valid UTF-8 text.");
+        return;
+    }
+    hd_message *msg;
+    size_t subscribers;
+    hd_hub_status status =
+        hd_hub_publish(hd_conn_hub(conn), topic, topic_len, event, event ? event_len : 0, data,
+                       body->len, hd_clock_wall_ms(), &msg, &subscribers);
+    if (status != HD_HUB_OK) {
+        answer_hub_status(conn, status, "");
+        return;
+    }
+    hd_strbuf out;
+    hd_strbuf_init(&out);
+    append_result(&out, msg, subscribers);
+    hd_strbuf_append(&out, "\n", 1);
+    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+    hd_strbuf_free(&out);
+}
+
+/* ------------------------------------------------------------------------ */
+/* POST /publish                                                            */
+
+typedef struct batch_item {
+    const char *topic;
+    const char *event;
+    const char *data;
+} batch_item;
+
+static bool is_json_content_type(const hd_conn *conn)
+{
+    size_t len;
+    const char *type = hd_request_header(&conn->request, "content-type", &len);
+    static const char json[] = "application/json";
+    size_t json_len = sizeof(json) - 1;
+    return type != NULL && len >= json_len && strncasecmp(type, json, json_len) == 0 &&
+           (len == json_len || type[json_len] == ';' || type[json_len] == ' ');
+}
+
+/* Checks one item; on error answers the client naming the index and returns -1. */
+static int check_item(hd_conn *conn, const cJSON *item, size_t index, batch_item *out)
+{
+    char where[48];
+    snprintf(where, sizeof(where), "Item %zu: ", index);
+    if (!cJSON_IsObject(item)) {
+        hd_response_error(conn, 400, "invalid_json", 0, "%sexpected an object.", where);
+        return -1;
+    }
+    memset(out, 0, sizeof(*out));
+    for (const cJSON *field = item->child; field != NULL; field = field->next) {
+        const char **slot = strcmp(field->string, "topic") == 0   ? &out->topic
+                            : strcmp(field->string, "data") == 0  ? &out->data
+                            : strcmp(field->string, "event") == 0 ? &out->event
+                                                                  : NULL;
+        if (slot == NULL || !cJSON_IsString(field)) {
+            hd_response_error(conn, 400, "invalid_json", 0,
+                              slot ? "%s\"%s\" must be a string." : "%sunknown field \"%s\".",
+                              where, field->string);
+            return -1;
+        }
+        *slot = field->valuestring;
+    }
+    if (out->topic == NULL || out->data == NULL) {
+        hd_response_error(conn, 400, "invalid_json", 0, "%s\"topic\" and \"data\" are required.",
+                          where);
+        return -1;
+    }
+    size_t data_len = strlen(out->data);
+    if (data_len > hd_conn_config(conn)->limits.max_message_bytes) {
+        hd_response_error(conn, 413, "payload_too_large", 0,
+                          "%sthe data exceeds limits.max_message_bytes.", where);
+        return -1;
+    }
+    if (!hd_utf8_valid(out->data, data_len)) {
+        hd_response_error(conn, 415, "unsupported_media_type", 0, "%sdata must be valid UTF-8.",
+                          where);
+        return -1;
+    }
+    hd_hub_status status = hd_hub_check_publish(hd_conn_hub(conn), out->topic, strlen(out->topic),
+                                                out->event, out->event ? strlen(out->event) : 0);
+    if (status != HD_HUB_OK) {
+        answer_hub_status(conn, status, where);
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Each item was checked alone; together they may still create more topics
+ * than limits.max_topics allows, which must be known before anything is
+ * published. Repeated new topics are counted each time: conservative.
+ */
+static bool new_topics_fit(hd_conn *conn, const batch_item *items, size_t count)
+{
+    hd_hub *hub = hd_conn_hub(conn);
+    uint32_t max_topics = hd_conn_config(conn)->limits.max_topics;
+    if (max_topics == 0)
+        return true;
+    size_t new_topics = 0;
+    hd_topic_info info;
+    for (size_t i = 0; i < count; i++)
+        new_topics += !hd_hub_topic_info(hub, items[i].topic, strlen(items[i].topic), &info);
+    return hd_hub_topic_count(hub) + new_topics <= max_topics;
+}
+
+static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
+{
+    hd_strbuf out;
+    hd_strbuf_init(&out);
+    hd_strbuf_append_str(&out, "{\"messages\":[");
+    int64_t now = hd_clock_wall_ms();
+    for (size_t i = 0; i < count; i++) {
+        hd_message *msg;
+        size_t subscribers;
+        /* Every item was checked, so publishing cannot fail half-way. */
+        hd_hub_publish(hd_conn_hub(conn), items[i].topic, strlen(items[i].topic), items[i].event,
+                       items[i].event ? strlen(items[i].event) : 0, items[i].data,
+                       strlen(items[i].data), now, &msg, &subscribers);
+        if (i > 0)
+            hd_strbuf_append(&out, ",", 1);
+        append_result(&out, msg, subscribers);
+    }
+    hd_strbuf_append_str(&out, "]}\n");
+    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+    hd_strbuf_free(&out);
+}
+
+void hd_publish_handle_batch(hd_conn *conn)
+{
+    if (!is_json_content_type(conn)) {
+        hd_response_error(conn, 415, "unsupported_media_type", 0,
+                          "POST /publish takes Content-Type: application/json.");
+        return;
+    }
+    const hd_strbuf *body = &conn->request.body;
+    cJSON *root = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
+    if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
+        hd_response_error(
+            conn, 400, "invalid_json", 0,
+            "The body must be a non-empty JSON array of {\"topic\",\"data\",\"event\"?}.");
+        cJSON_Delete(root);
+        return;
+    }
+    size_t count = (size_t)cJSON_GetArraySize(root);
+    batch_item *items = hd_calloc(count, sizeof(*items));
+    size_t index = 0;
+    int rc = 0;
+    for (const cJSON *item = root->child; item != NULL && rc == 0; item = item->next, index++)
+        rc = check_item(conn, item, index, &items[index]);
+    if (rc == 0 && !new_topics_fit(conn, items, count)) {
+        answer_hub_status(conn, HD_HUB_TOO_MANY_TOPICS, "");
+        rc = -1;
+    }
+    if (rc == 0)
+        publish_items(conn, items, count);
+    free(items);
+    cJSON_Delete(root);
+}

@@ -1,0 +1,71 @@
+#include "transport/router.h"
+
+#include <string.h>
+
+#include "http/response.h"
+#include "transport/publish.h"
+#include "transport/sse.h"
+#include "transport/topics.h"
+
+#define TOPICS_PREFIX "/topics/"
+
+static bool path_is(const hd_request *req, const char *path)
+{
+    size_t len = strlen(path);
+    return req->path_len == len && memcmp(req->path, path, len) == 0;
+}
+
+static bool path_is_topic(const hd_request *req)
+{
+    size_t len = sizeof(TOPICS_PREFIX) - 1;
+    return req->path_len > len && memcmp(req->path, TOPICS_PREFIX, len) == 0;
+}
+
+uint64_t hd_router_body_limit(const hd_conn *conn)
+{
+    const hd_config *config = hd_conn_config(conn);
+    if (path_is(&conn->request, "/publish"))
+        return config->limits.max_request_bytes;
+    return config->limits.max_message_bytes;
+}
+
+static void answer_preflight(hd_conn *conn)
+{
+    static const char headers[] =
+        "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
+        "Access-Control-Allow-Headers: Content-Type, Last-Event-ID, X-Event, Authorization\r\n"
+        "Access-Control-Max-Age: 86400\r\n";
+    hd_response_send(conn, 204, "text/plain", headers, "", 0, 0);
+}
+
+static void answer_health(hd_conn *conn)
+{
+    hd_response_send(conn, 200, "text/plain; charset=utf-8", NULL, "ok\n", 3, 0);
+}
+
+void hd_router_dispatch(hd_conn *conn)
+{
+    const hd_request *req = &conn->request;
+    int method = req->method;
+    bool read = method == HTTP_GET || method == HTTP_HEAD;
+
+    if (method == HTTP_OPTIONS) {
+        answer_preflight(conn);
+    } else if (path_is(req, "/healthz")) {
+        read ? answer_health(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
+    } else if (path_is(req, "/events")) {
+        method == HTTP_GET ? hd_sse_handle(conn) : hd_response_method_not_allowed(conn, "GET");
+    } else if (path_is(req, "/publish")) {
+        method == HTTP_POST ? hd_publish_handle_batch(conn)
+                            : hd_response_method_not_allowed(conn, "POST");
+    } else if (path_is_topic(req)) {
+        if (method == HTTP_POST)
+            hd_publish_handle_topic(conn);
+        else if (read)
+            hd_topics_handle_info(conn);
+        else
+            hd_response_method_not_allowed(conn, "GET, HEAD, POST");
+    } else {
+        hd_response_error(conn, 404, "not_found", 0, "There is nothing at this path.");
+    }
+}

@@ -1,0 +1,274 @@
+/*
+ * SSE sessions. A session starts by replaying history after the client's
+ * cursor and then follows the hub live. Replay goes in batches that each fit
+ * in half the outbound limit; until it has caught up, live deliveries are
+ * ignored because the next batch reads them from history anyway (cursors are
+ * ids, so a lagging session pins no memory).
+ */
+#include "transport/sse.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+#include "herald/log.h"
+#include "http/response.h"
+#include "transport/subscribe_params.h"
+
+#define REPLAY_BATCH 256
+
+typedef struct sse_session {
+    hd_subscriber subscriber; /* first: the hub hands it back to deliver */
+    hd_conn *conn;
+    hd_subscribe_params params;
+    hd_wire wire;
+    bool catching_up;
+    uint64_t last_seq; /* of the last message queued */
+    char last_id[HD_ID_MAX];
+} sse_session;
+
+/* ------------------------------------------------------------------------ */
+/* Encoders                                                                 */
+
+static void append_data_lines(hd_strbuf *sb, const char *data, size_t len)
+{
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i < len && data[i] != '\n' && data[i] != '\r')
+            continue;
+        hd_strbuf_append(sb, "data: ", 6);
+        hd_strbuf_append(sb, data + start, i - start);
+        hd_strbuf_append(sb, "\n", 1);
+        if (i + 1 < len && data[i] == '\r' && data[i + 1] == '\n')
+            i++;
+        start = i + 1;
+    }
+}
+
+static void append_event_head(hd_strbuf *sb, const hd_message *msg)
+{
+    hd_strbuf_append(sb, "id: ", 4);
+    hd_strbuf_append(sb, msg->id, msg->id_len);
+    hd_strbuf_append(sb, "\n", 1);
+    if (msg->event != NULL) {
+        hd_strbuf_append(sb, "event: ", 7);
+        hd_strbuf_append(sb, msg->event, msg->event_len);
+        hd_strbuf_append(sb, "\n", 1);
+    }
+}
+
+hd_buf *hd_sse_encode_message(const hd_message *msg)
+{
+    hd_strbuf sb;
+    hd_strbuf_init(&sb);
+    hd_strbuf_reserve(&sb, msg->data_len + msg->event_len + 64);
+    append_event_head(&sb, msg);
+    append_data_lines(&sb, msg->data, msg->data_len);
+    hd_strbuf_append(&sb, "\n", 1);
+    return hd_strbuf_finish(&sb);
+}
+
+hd_buf *hd_sse_encode_envelope(const hd_message *msg)
+{
+    hd_strbuf sb;
+    hd_strbuf_init(&sb);
+    hd_strbuf_reserve(&sb, msg->data_len + msg->topic_len + msg->event_len + 128);
+    append_event_head(&sb, msg);
+    hd_strbuf_append(&sb, "data: ", 6);
+    /* The envelope escapes every line break, so it is always one data line. */
+    hd_message_append_envelope(msg, &sb);
+    hd_strbuf_append(&sb, "\n\n", 2);
+    return hd_strbuf_finish(&sb);
+}
+
+hd_buf *hd_sse_encode_gap(const hd_gap *gap)
+{
+    hd_strbuf sb;
+    hd_strbuf_init(&sb);
+    hd_strbuf_append_str(&sb, "event: herald-gap\ndata: {\"topic\":");
+    hd_strbuf_append_json_string(&sb, gap->topic, gap->topic_len);
+    hd_strbuf_append_str(&sb, ",\"from\":");
+    hd_strbuf_append_json_string(&sb, gap->from, gap->from_len);
+    hd_strbuf_append_str(&sb, ",\"to\":");
+    hd_strbuf_append_json_string(&sb, gap->to, gap->to_len);
+    hd_strbuf_append_str(&sb, "}\n\n");
+    return hd_strbuf_finish(&sb);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Session                                                                  */
+
+static hd_buf *encode_for(sse_session *session, hd_message *msg)
+{
+    hd_wire_encoder encoder =
+        session->wire == HD_WIRE_SSE ? hd_sse_encode_message : hd_sse_encode_envelope;
+    return hd_message_encoded(msg, session->wire, encoder);
+}
+
+static bool queue_message(sse_session *session, hd_message *msg)
+{
+    if (hd_conn_send(session->conn, encode_for(session, msg)) != 0)
+        return false;
+    session->last_seq = msg->seq;
+    memcpy(session->last_id, msg->id, msg->id_len + 1);
+    return true;
+}
+
+static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
+{
+    sse_session *session = (sse_session *)sub;
+    if (!session->catching_up)
+        queue_message(session, msg);
+}
+
+static const hd_subscriber_ops sse_subscriber_ops = {
+    .deliver = session_on_deliver,
+};
+
+static void replay_on_gap(void *ctx, const hd_gap *gap)
+{
+    sse_session *session = ctx;
+    hd_conn_send_owned(session->conn, hd_sse_encode_gap(gap));
+}
+
+static bool replay_on_message(void *ctx, hd_message *msg)
+{
+    sse_session *session = ctx;
+    if (!queue_message(session, msg))
+        return false;
+    uint64_t half = hd_conn_config(session->conn)->limits.max_outbound_bytes / 2;
+    return hd_conn_queued_bytes(session->conn) < half;
+}
+
+static const hd_history_visitor replay_visitor = {
+    .on_gap = replay_on_gap,
+    .on_message = replay_on_message,
+};
+
+/* Reads the next batch of history; leaves catch-up once nothing more is held. */
+static void replay_batch(sse_session *session, const hd_cursor *cursor)
+{
+    bool more = false;
+    hd_hub_read_history(hd_conn_hub(session->conn), (const char *const *)session->params.topics,
+                        session->params.topic_lens, session->params.topic_count, cursor,
+                        REPLAY_BATCH, &replay_visitor, session, &more);
+    session->catching_up = more;
+}
+
+static void session_on_drain(hd_conn *conn, void *ctx)
+{
+    (void)conn;
+    sse_session *session = ctx;
+    if (!session->catching_up)
+        return;
+    hd_cursor cursor = {
+        .present = true,
+        .seq = session->last_seq,
+        .text = session->last_id,
+        .text_len = strlen(session->last_id),
+    };
+    replay_batch(session, &cursor);
+}
+
+static void session_on_heartbeat(hd_conn *conn, void *ctx)
+{
+    (void)ctx;
+    /* Six bytes per idle connection per heartbeat_s: not worth sharing state for. */
+    hd_conn_send_owned(conn, hd_buf_copy(": hb\n\n", 6));
+}
+
+static void session_on_close(hd_conn *conn, void *ctx)
+{
+    sse_session *session = ctx;
+    hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
+    hd_subscribe_params_free(&session->params);
+    free(session);
+}
+
+static const hd_stream_ops sse_stream_ops = {
+    .on_close = session_on_close,
+    .on_heartbeat = session_on_heartbeat,
+    .on_drain = session_on_drain,
+};
+
+/* ------------------------------------------------------------------------ */
+/* GET /events                                                              */
+
+static int parse_format(hd_conn *conn, hd_wire *wire)
+{
+    hd_query_iter it;
+    hd_query_param param;
+    int rc = 0;
+    *wire = HD_WIRE_SSE;
+    hd_query_iter_init(&it, &conn->request);
+    while (rc == 0 && hd_query_next(&it, &param)) {
+        if (strcmp(param.key, "format") != 0)
+            continue;
+        if (param.value_len == 4 && memcmp(param.value, "json", 4) == 0) {
+            *wire = HD_WIRE_SSE_ENVELOPE;
+        } else if (!(param.value_len == 4 && memcmp(param.value, "text", 4) == 0)) {
+            hd_response_error(conn, 400, "invalid_parameter", 0,
+                              "format must be \"text\" or \"json\".");
+            rc = -1;
+        }
+    }
+    hd_query_iter_free(&it);
+    return rc;
+}
+
+static int subscribe_all(sse_session *session)
+{
+    hd_hub *hub = hd_conn_hub(session->conn);
+    for (size_t i = 0; i < session->params.topic_count; i++) {
+        hd_hub_status status = hd_hub_subscribe(
+            hub, &session->subscriber, session->params.topics[i], session->params.topic_lens[i]);
+        if (status != HD_HUB_OK) {
+            hd_hub_unsubscribe_all(hub, &session->subscriber);
+            hd_response_error(session->conn, 503, "topic_limit", 0,
+                              "The server holds limits.max_topics topics already.");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void send_stream_head(sse_session *session)
+{
+    hd_conn *conn = session->conn;
+    hd_strbuf head;
+    hd_strbuf_init(&head);
+    /* No length and no chunking: the stream is the rest of the connection. */
+    hd_strbuf_append_str(&head, "HTTP/1.1 200 OK\r\n"
+                                "Content-Type: text/event-stream; charset=utf-8\r\n"
+                                "Cache-Control: no-cache\r\n"
+                                "X-Accel-Buffering: no\r\n"
+                                "Connection: close\r\n");
+    hd_response_append_cors(&head, conn);
+    hd_strbuf_printf(&head, "\r\nretry: %u\n: herald\n\n", hd_conn_config(conn)->sse.retry_ms);
+    hd_conn_send_owned(conn, hd_strbuf_finish(&head));
+}
+
+void hd_sse_handle(hd_conn *conn)
+{
+    static const char *const cursor_params[] = {"last_event_id", "since", NULL};
+    hd_wire wire;
+    if (parse_format(conn, &wire) != 0)
+        return;
+    sse_session *session = hd_calloc(1, sizeof(*session));
+    session->conn = conn;
+    session->wire = wire;
+    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, &session->params) != 0) {
+        free(session);
+        return;
+    }
+    hd_subscriber_init(&session->subscriber, &sse_subscriber_ops);
+    if (subscribe_all(session) != 0) {
+        hd_subscribe_params_free(&session->params);
+        free(session);
+        return;
+    }
+    send_stream_head(session);
+    hd_conn_start_stream(conn, &sse_stream_ops, session);
+    if (session->params.cursor.present)
+        replay_batch(session, &session->params.cursor);
+}

@@ -1,0 +1,34 @@
+/*
+ * The subscription part of a request's query, shared by the transports that
+ * subscribe over plain HTTP (SSE, long-poll): repeated topic=, and a cursor
+ * from a header or one of several parameter names.
+ */
+#ifndef HERALD_TRANSPORT_SUBSCRIBE_PARAMS_H
+#define HERALD_TRANSPORT_SUBSCRIBE_PARAMS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "herald/hub.h"
+#include "net/conn.h"
+
+typedef struct hd_subscribe_params {
+    char **topics; /* owned, NUL-terminated */
+    size_t *topic_lens;
+    size_t topic_count;
+    char *cursor_text; /* owned; "" when none was given */
+    hd_cursor cursor;  /* borrows cursor_text */
+} hd_subscribe_params;
+
+/*
+ * Reads topic= parameters and the cursor (header cursor_header when present,
+ * else the first of cursor_params found in the query), validates them, and
+ * answers the request with the matching 400 when something is wrong
+ * (returning -1, with params freed). Unknown parameters are ignored, so
+ * transports read their own from the same query.
+ */
+int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
+                              const char *const *cursor_params, hd_subscribe_params *params);
+void hd_subscribe_params_free(hd_subscribe_params *params);
+
+#endif

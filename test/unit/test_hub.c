@@ -1,0 +1,922 @@
+#include "herald/hub.h"
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "test.h"
+
+#define EPOCH 0x0badf00d
+#define ID(seq) "0badf00d-" #seq
+
+static hd_hub *hub_with(uint32_t max_messages, uint64_t max_bytes, uint32_t ttl_s,
+                        uint32_t max_topics)
+{
+    hd_hub_options options = {
+        .history_max_messages = max_messages,
+        .history_max_bytes = max_bytes,
+        .history_ttl_s = ttl_s,
+        .max_topics = max_topics,
+        .epoch = EPOCH,
+    };
+    return hd_hub_new(&options);
+}
+
+static hd_hub *default_hub(void)
+{
+    return hub_with(1000, 4 << 20, 0, 0);
+}
+
+/* Publishes data to topic at now_ms and returns the message's seq (0 on failure). */
+static uint64_t publish_at(hd_hub *hub, const char *topic, const char *data, int64_t now_ms)
+{
+    hd_message *msg = NULL;
+    if (hd_hub_publish(hub, topic, strlen(topic), NULL, 0, data, strlen(data), now_ms, &msg,
+                       NULL) != HD_HUB_OK)
+        return 0;
+    return msg->seq;
+}
+
+static uint64_t publish(hd_hub *hub, const char *topic)
+{
+    return publish_at(hub, topic, "x", 1000);
+}
+
+/* ---------------------------------------------------------------- test subscribers */
+
+typedef struct test_sub {
+    hd_subscriber sub;
+    size_t delivered;
+    uint64_t seqs[64];
+} test_sub;
+
+static void test_sub_deliver(hd_subscriber *sub, hd_message *msg)
+{
+    test_sub *ts = hd_container_of(sub, test_sub, sub);
+    if (ts->delivered < sizeof(ts->seqs) / sizeof(ts->seqs[0]))
+        ts->seqs[ts->delivered] = msg->seq;
+    ts->delivered++;
+}
+
+static const hd_subscriber_ops test_sub_ops = {.deliver = test_sub_deliver};
+
+static void test_sub_init(test_sub *ts)
+{
+    memset(ts, 0, sizeof(*ts));
+    hd_subscriber_init(&ts->sub, &test_sub_ops);
+}
+
+static hd_hub_status subscribe(hd_hub *hub, test_sub *ts, const char *topic)
+{
+    return hd_hub_subscribe(hub, &ts->sub, topic, strlen(topic));
+}
+
+static size_t subscribers_of(const hd_hub *hub, const char *topic)
+{
+    hd_topic_info info;
+    return hd_hub_topic_info(hub, topic, strlen(topic), &info) ? info.subscribers : 0;
+}
+
+/* ---------------------------------------------------------------- history reads */
+
+typedef struct read_result {
+    size_t gap_count;
+    char gap_topic[8][64];
+    char gap_from[8][64];
+    char gap_to[8][HD_ID_MAX];
+    size_t msg_count;
+    uint64_t seqs[256];
+    size_t visited;
+    bool more;
+    size_t stop_after; /* the visitor asks to stop after this many; 0 = never */
+} read_result;
+
+static void collect_gap(void *ctx, const hd_gap *gap)
+{
+    read_result *r = ctx;
+    if (r->gap_count < 8) {
+        snprintf(r->gap_topic[r->gap_count], 64, "%.*s", (int)gap->topic_len, gap->topic);
+        snprintf(r->gap_from[r->gap_count], 64, "%.*s", (int)gap->from_len, gap->from);
+        snprintf(r->gap_to[r->gap_count], HD_ID_MAX, "%.*s", (int)gap->to_len, gap->to);
+    }
+    r->gap_count++;
+}
+
+static bool collect_message(void *ctx, hd_message *msg)
+{
+    read_result *r = ctx;
+    if (r->msg_count < 256)
+        r->seqs[r->msg_count] = msg->seq;
+    r->msg_count++;
+    return r->stop_after == 0 || r->msg_count < r->stop_after;
+}
+
+static const hd_history_visitor collector = {.on_gap = collect_gap, .on_message = collect_message};
+
+/* Reads history of n topics after cursor text (NULL: no cursor). */
+static read_result read_stopping(hd_hub *hub, const char *const *topics, size_t n,
+                                 const char *cursor, size_t limit, size_t stop_after)
+{
+    read_result r;
+    memset(&r, 0, sizeof(r));
+    r.stop_after = stop_after;
+    size_t lens[16];
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(topics[i]);
+    hd_cursor c;
+    hd_hub_status status = hd_hub_parse_cursor(hub, cursor, cursor ? strlen(cursor) : 0, &c);
+    CHECK_EQ_INT(status, HD_HUB_OK);
+    r.visited = hd_hub_read_history(hub, topics, lens, n, &c, limit, &collector, &r, &r.more);
+    return r;
+}
+
+static read_result read_from(hd_hub *hub, const char *const *topics, size_t n, const char *cursor,
+                             size_t limit)
+{
+    return read_stopping(hub, topics, n, cursor, limit, 0);
+}
+
+static read_result read_one(hd_hub *hub, const char *topic, const char *cursor)
+{
+    const char *topics[] = {topic};
+    return read_from(hub, topics, 1, cursor, 0);
+}
+
+/* ---------------------------------------------------------------- names and ids */
+
+static void test_topic_names(void)
+{
+    char name[202];
+    memset(name, 'a', sizeof(name));
+    CHECK(hd_topic_name_valid("a", 1));
+    CHECK(hd_topic_name_valid(name, 200));
+    CHECK(!hd_topic_name_valid(name, 201));
+    CHECK(!hd_topic_name_valid("", 0));
+    CHECK(hd_topic_name_valid("AZaz09._~:/@-", 13));
+    const char *bad[] = {"a b", "a#", "a?", "a%20", "a+", "a,b", "caf\xc3\xa9", "a\\b", "a*"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK(!hd_topic_name_valid(bad[i], strlen(bad[i])));
+    CHECK(!hd_topic_name_valid("a\0b", 3));
+}
+
+static void test_event_names(void)
+{
+    char name[66];
+    memset(name, 'e', sizeof(name));
+    CHECK(hd_event_name_valid("e", 1));
+    CHECK(hd_event_name_valid(name, 64));
+    CHECK(!hd_event_name_valid(name, 65));
+    CHECK(!hd_event_name_valid("", 0));
+    CHECK(hd_event_name_valid("AZaz09_.:-", 10));
+    CHECK(!hd_event_name_valid("a/b", 3));
+    CHECK(!hd_event_name_valid("a~b", 3));
+    CHECK(!hd_event_name_valid("a@b", 3));
+    CHECK(!hd_event_name_valid("a b", 3));
+}
+
+static void test_ids_monotonic_across_topics(void)
+{
+    hd_hub *hub = default_hub();
+    char id[HD_ID_MAX];
+    CHECK_EQ_INT(hd_hub_epoch(hub), EPOCH);
+    CHECK_EQ_INT(hd_hub_last_id(hub, id), 10);
+    CHECK_EQ_STR(id, ID(0));
+
+    const char *topics[] = {"a", "b", "c", "a", "b"};
+    for (int i = 0; i < 5; i++) {
+        hd_message *msg = NULL;
+        size_t subs = 99;
+        CHECK_EQ_INT(hd_hub_publish(hub, topics[i], 1, NULL, 0, "d", 1, 1000 + i, &msg, &subs),
+                     HD_HUB_OK);
+        CHECK_EQ_INT(msg->seq, (uint64_t)i + 1);
+        CHECK_EQ_INT(msg->time_ms, 1000 + i);
+        CHECK_EQ_INT(subs, 0);
+        char expected[HD_ID_MAX];
+        snprintf(expected, sizeof(expected), "0badf00d-%d", i + 1);
+        CHECK_EQ_STR(msg->id, expected);
+    }
+    hd_hub_last_id(hub, id);
+    CHECK_EQ_STR(id, ID(5));
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 3);
+    hd_hub_free(hub);
+}
+
+static void test_random_epoch(void)
+{
+    hd_hub_options options = {.history_max_messages = 10, .history_max_bytes = 1000};
+    hd_hub *hub = hd_hub_new(&options);
+    CHECK(hd_hub_epoch(hub) != 0);
+    char id[HD_ID_MAX];
+    char expected[HD_ID_MAX];
+    snprintf(expected, sizeof(expected), "%08x-0", (unsigned)hd_hub_epoch(hub));
+    hd_hub_last_id(hub, id);
+    CHECK_EQ_STR(id, expected);
+    hd_hub_free(hub);
+}
+
+static void test_publish_rejects_bad_names(void)
+{
+    hd_hub *hub = default_hub();
+    hd_message *msg = NULL;
+    CHECK_EQ_INT(hd_hub_publish(hub, "a b", 3, NULL, 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(hd_hub_publish(hub, "", 0, NULL, 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "e/v", 3, "d", 1, 0, &msg, NULL), HD_HUB_BAD_EVENT);
+    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "", 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_EVENT);
+    CHECK_EQ_INT(hd_hub_publish(hub, "a b", 3, "e/v", 3, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
+    CHECK(msg == NULL);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 0);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "a", 1, "ev", 2), HD_HUB_OK);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "a", 1, NULL, 0), HD_HUB_OK);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "a", 1, "e v", 3), HD_HUB_BAD_EVENT);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "a#", 2, NULL, 0), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 0);
+
+    /* Failed publishes consume no seq. */
+    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "ev", 2, "d", 1, 0, &msg, NULL), HD_HUB_OK);
+    CHECK_EQ_STR(msg->id, ID(1));
+    CHECK_EQ_MEM(msg->event, msg->event_len, "ev", 2);
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- cursors */
+
+static void test_parse_cursor(void)
+{
+    hd_hub *hub = default_hub();
+    hd_cursor c;
+
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, "", 0, &c), HD_HUB_OK);
+    CHECK(!c.present);
+
+    const char *exact = ID(17);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, exact, strlen(exact), &c), HD_HUB_OK);
+    CHECK(c.present);
+    CHECK(!c.foreign);
+    CHECK_EQ_INT(c.seq, 17);
+    CHECK(c.text == exact);
+    CHECK_EQ_INT(c.text_len, strlen(exact));
+
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(0), 10, &c), HD_HUB_OK);
+    CHECK(c.present && !c.foreign);
+    CHECK_EQ_INT(c.seq, 0);
+
+    const char *max = ID(18446744073709551615);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, max, strlen(max), &c), HD_HUB_OK);
+    CHECK(c.seq == UINT64_MAX);
+
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, "deadbeef-5", 10, &c), HD_HUB_OK);
+    CHECK(c.present && c.foreign);
+
+    /* Ahead of this hub (another node): valid, with nothing to read yet. */
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(999), 12, &c), HD_HUB_OK);
+    CHECK(c.present && !c.foreign);
+
+    const char *bad[] = {
+        "abc",
+        "0badf00d",
+        "0badf00d-",
+        "0badf00d5",
+        "0badf00d_5",
+        "0BADF00D-5",
+        "0badF00d-5",
+        "0badf00-5",
+        "0badf00d0-5",
+        "0badf00g-5",
+        "-5",
+        "0badf00d-05",
+        "0badf00d-00",
+        "0badf00d--5",
+        "0badf00d-+5",
+        "0badf00d-5x",
+        "0badf00d-5 ",
+        " 0badf00d-5",
+        "0badf00d-1.5",
+        "0badf00d-18446744073709551616",
+        "0badf00d-99999999999999999999",
+        "0badf00d-123456789012345678901",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int status = hd_hub_parse_cursor(hub, bad[i], strlen(bad[i]), &c);
+        if (status != HD_HUB_BAD_CURSOR)
+            fprintf(stderr, "accepted bad cursor \"%s\"\n", bad[i]);
+        CHECK_EQ_INT(status, HD_HUB_BAD_CURSOR);
+    }
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, "0badf00d-5\0", 11, &c), HD_HUB_BAD_CURSOR);
+    hd_hub_free(hub);
+}
+
+static void test_cursor_positions(void)
+{
+    hd_hub *hub = default_hub();
+    for (int i = 0; i < 5; i++)
+        publish(hub, "t");
+
+    read_result r = read_one(hub, "t", NULL);
+    CHECK_EQ_INT(r.visited, 0);
+    CHECK_EQ_INT(r.gap_count, 0);
+
+    r = read_one(hub, "t", ID(0));
+    CHECK_EQ_INT(r.visited, 5);
+    CHECK_EQ_INT(r.seqs[0], 1);
+    CHECK_EQ_INT(r.gap_count, 0);
+
+    r = read_one(hub, "t", ID(3));
+    CHECK_EQ_INT(r.visited, 2);
+    CHECK_EQ_INT(r.seqs[0], 4);
+    CHECK_EQ_INT(r.seqs[1], 5);
+
+    r = read_one(hub, "t", ID(5));
+    CHECK_EQ_INT(r.visited, 0);
+    CHECK(!r.more);
+
+    r = read_one(hub, "t", ID(999));
+    CHECK_EQ_INT(r.visited, 0);
+    CHECK_EQ_INT(r.gap_count, 0);
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- history bounds */
+
+static void test_eviction_by_count(void)
+{
+    hd_hub *hub = hub_with(3, 1 << 20, 0, 0);
+    for (int i = 0; i < 5; i++)
+        publish(hub, "t");
+    hd_topic_info info;
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 3);
+    CHECK_EQ_STR(info.last_id, ID(5));
+
+    read_result r = read_one(hub, "t", ID(0));
+    CHECK_EQ_INT(r.visited, 3);
+    CHECK_EQ_INT(r.seqs[0], 3);
+    CHECK_EQ_INT(r.seqs[2], 5);
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_topic[0], "t");
+    CHECK_EQ_STR(r.gap_from[0], ID(0));
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+
+    r = read_one(hub, "t", ID(1));
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_INT(r.visited, 3);
+
+    /* The client saw 2, the newest lost: nothing was lost for it. */
+    r = read_one(hub, "t", ID(2));
+    CHECK_EQ_INT(r.gap_count, 0);
+    CHECK_EQ_INT(r.visited, 3);
+
+    /* Many more, so the ring wraps around many times. */
+    for (int i = 0; i < 100; i++)
+        publish(hub, "t");
+    r = read_one(hub, "t", ID(101));
+    CHECK_EQ_INT(r.visited, 3);
+    CHECK_EQ_INT(r.seqs[0], 103);
+    CHECK_EQ_STR(r.gap_to[0], ID(102));
+    hd_hub_free(hub);
+}
+
+static void test_eviction_by_bytes(void)
+{
+    size_t cost = sizeof(hd_message) + 1 + 10; /* topic "t", 10 bytes of data */
+    hd_hub *hub = hub_with(1000, 2 * cost + 1, 0, 0);
+    for (int i = 0; i < 4; i++)
+        publish_at(hub, "t", "0123456789", 1000);
+    hd_topic_info info;
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 2);
+    CHECK_EQ_INT(info.history_bytes, 2 * cost);
+
+    read_result r = read_one(hub, "t", ID(0));
+    CHECK_EQ_INT(r.visited, 2);
+    CHECK_EQ_INT(r.seqs[0], 3);
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+
+    /* A message that fits exactly with one other. */
+    hd_hub_free(hub);
+    hub = hub_with(1000, 2 * cost, 0, 0);
+    for (int i = 0; i < 3; i++)
+        publish_at(hub, "t", "0123456789", 1000);
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 2);
+    hd_hub_free(hub);
+}
+
+static void test_oversize_message_kept_alone(void)
+{
+    hd_hub *hub = hub_with(1000, 10, 0, 0);
+    char big[101];
+    memset(big, 'b', 100);
+    big[100] = '\0';
+    publish_at(hub, "t", big, 1000);
+    hd_topic_info info;
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 1);
+    CHECK(info.history_bytes > 10);
+
+    publish_at(hub, "t", big, 1000);
+    publish_at(hub, "t", "", 1000);
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 1);
+    read_result r = read_one(hub, "t", ID(0));
+    CHECK_EQ_INT(r.visited, 1);
+    CHECK_EQ_INT(r.seqs[0], 3);
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+    hd_hub_free(hub);
+}
+
+static void test_ttl_expiry(void)
+{
+    hd_hub *hub = hub_with(1000, 1 << 20, 10, 0);
+    publish_at(hub, "t", "a", 1000);
+    publish_at(hub, "t", "b", 5000);
+    publish_at(hub, "u", "c", 5000);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 2);
+
+    hd_hub_expire(hub, 10999);
+    hd_topic_info info;
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 2);
+
+    hd_hub_expire(hub, 11000);
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 1);
+    read_result r = read_one(hub, "t", ID(0));
+    CHECK_EQ_INT(r.visited, 1);
+    CHECK_EQ_INT(r.seqs[0], 2);
+    CHECK_EQ_STR(r.gap_to[0], ID(1));
+
+    /* "t" keeps a subscriber, "u" has nothing left and is freed. */
+    test_sub s;
+    test_sub_init(&s);
+    CHECK_EQ_INT(subscribe(hub, &s, "t"), HD_HUB_OK);
+    hd_hub_expire(hub, 15000);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+    CHECK(!hd_hub_topic_info(hub, "u", 1, &info));
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.history_messages, 0);
+    CHECK_EQ_INT(info.history_bytes, 0);
+    CHECK_EQ_STR(info.last_id, ID(2));
+
+    r = read_one(hub, "t", ID(1));
+    CHECK_EQ_INT(r.visited, 0);
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+
+    /* The emptied topic takes history again. */
+    publish_at(hub, "t", "d", 20000);
+    r = read_one(hub, "t", ID(2));
+    CHECK_EQ_INT(r.visited, 1);
+    CHECK_EQ_INT(r.gap_count, 0);
+
+    hd_hub_unsubscribe_all(hub, &s.sub);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+    hd_hub_expire(hub, 30000);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 0);
+    hd_hub_free(hub);
+}
+
+static void test_no_ttl_keeps_history(void)
+{
+    hd_hub *hub = hub_with(1000, 1 << 20, 0, 0);
+    publish_at(hub, "t", "a", 0);
+    hd_hub_expire(hub, INT64_MAX);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- topic lifetime */
+
+static void test_topic_freed_and_recreated(void)
+{
+    hd_hub *hub = default_hub();
+    test_sub s;
+    test_sub_init(&s);
+    CHECK_EQ_INT(subscribe(hub, &s, "t"), HD_HUB_OK);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+    hd_topic_info info;
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_STR(info.last_id, "");
+    CHECK_EQ_INT(info.subscribers, 1);
+
+    hd_hub_unsubscribe(hub, &s.sub, "t", 1);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 0);
+    CHECK(!hd_hub_topic_info(hub, "t", 1, &info));
+
+    /* A topic with history stays after its last subscriber leaves. */
+    CHECK_EQ_INT(subscribe(hub, &s, "t"), HD_HUB_OK);
+    publish(hub, "t");
+    hd_hub_unsubscribe(hub, &s.sub, "t", 1);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.subscribers, 0);
+    CHECK_EQ_INT(info.history_messages, 1);
+    hd_hub_unsubscribe_all(hub, &s.sub);
+    hd_hub_free(hub);
+}
+
+static void test_forgotten_upto(void)
+{
+    hd_hub *hub = hub_with(1, 1 << 20, 10, 0);
+    publish_at(hub, "a", "1", 0);    /* 1, evicted by 2 */
+    publish_at(hub, "a", "2", 0);    /* 2, expires */
+    publish_at(hub, "b", "3", 9000); /* 3, stays */
+    hd_hub_expire(hub, 10000);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+
+    /* "a" was freed having lost 2: a cursor before that is told so. */
+    read_result r = read_one(hub, "a", ID(1));
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_topic[0], "a");
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+    r = read_one(hub, "a", ID(2));
+    CHECK_EQ_INT(r.gap_count, 0);
+
+    /* Any topic created now inherits it (conservatively), as does an unknown one. */
+    r = read_one(hub, "never", ID(1));
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+    test_sub s;
+    test_sub_init(&s);
+    CHECK_EQ_INT(subscribe(hub, &s, "c"), HD_HUB_OK);
+    r = read_one(hub, "c", ID(1));
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+
+    /* A topic that existed all along keeps its own record: "b" lost nothing. */
+    r = read_one(hub, "b", ID(1));
+    CHECK_EQ_INT(r.gap_count, 0);
+    CHECK_EQ_INT(r.visited, 1);
+
+    /* forgotten_upto only grows: freeing "c", which lost nothing new, keeps 2. */
+    hd_hub_unsubscribe_all(hub, &s.sub);
+    r = read_one(hub, "c", ID(1));
+    CHECK_EQ_STR(r.gap_to[0], ID(2));
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- reading many topics */
+
+static void test_merge_across_topics(void)
+{
+    hd_hub *hub = default_hub();
+    const char *order = "abcacbbbacca"; /* seqs 1..12 */
+    for (size_t i = 0; order[i]; i++) {
+        char topic[2] = {order[i], 0};
+        publish(hub, topic);
+    }
+    publish(hub, "other"); /* 13, not read */
+
+    const char *topics[] = {"c", "a", "b"};
+    read_result r = read_from(hub, topics, 3, ID(0), 0);
+    CHECK_EQ_INT(r.visited, 12);
+    CHECK_EQ_INT(r.msg_count, 12);
+    for (size_t i = 0; i < 12; i++)
+        CHECK_EQ_INT(r.seqs[i], i + 1);
+    CHECK(!r.more);
+
+    r = read_from(hub, topics, 3, ID(5), 0);
+    CHECK_EQ_INT(r.visited, 7);
+    CHECK_EQ_INT(r.seqs[0], 6);
+    CHECK_EQ_INT(r.seqs[6], 12);
+
+    /* Only "a" and "c". */
+    const char *two[] = {"a", "c"};
+    r = read_from(hub, two, 2, ID(0), 0);
+    CHECK_EQ_INT(r.visited, 8);
+    uint64_t expected[] = {1, 3, 4, 5, 9, 10, 11, 12};
+    for (size_t i = 0; i < 8; i++)
+        CHECK_EQ_INT(r.seqs[i], expected[i]);
+    hd_hub_free(hub);
+}
+
+static void test_limit_and_more(void)
+{
+    hd_hub *hub = default_hub();
+    for (int i = 0; i < 6; i++)
+        publish(hub, i % 2 ? "a" : "b");
+    const char *topics[] = {"a", "b"};
+
+    read_result r = read_from(hub, topics, 2, ID(0), 4);
+    CHECK_EQ_INT(r.visited, 4);
+    CHECK_EQ_INT(r.seqs[3], 4);
+    CHECK(r.more);
+
+    r = read_from(hub, topics, 2, ID(4), 4);
+    CHECK_EQ_INT(r.visited, 2);
+    CHECK(!r.more);
+
+    r = read_from(hub, topics, 2, ID(0), 6);
+    CHECK_EQ_INT(r.visited, 6);
+    CHECK(!r.more);
+
+    r = read_from(hub, topics, 2, ID(0), 1);
+    CHECK_EQ_INT(r.visited, 1);
+    CHECK_EQ_INT(r.seqs[0], 1);
+    CHECK(r.more);
+
+    /* The visitor stops the read: more tells whether anything was left. */
+    r = read_stopping(hub, topics, 2, ID(0), 0, 2);
+    CHECK_EQ_INT(r.visited, 2);
+    CHECK_EQ_INT(r.seqs[1], 2);
+    CHECK(r.more);
+    r = read_stopping(hub, topics, 2, ID(0), 0, 6);
+    CHECK_EQ_INT(r.visited, 6);
+    CHECK(!r.more);
+
+    /* more may be NULL. */
+    hd_cursor c;
+    hd_hub_parse_cursor(hub, ID(0), 10, &c);
+    size_t lens[] = {1, 1};
+    read_result sink;
+    memset(&sink, 0, sizeof(sink));
+    CHECK_EQ_INT(hd_hub_read_history(hub, topics, lens, 2, &c, 2, &collector, &sink, NULL), 2);
+    hd_hub_free(hub);
+}
+
+static void test_duplicate_and_unknown_topics(void)
+{
+    hd_hub *hub = default_hub();
+    publish(hub, "a");
+    publish(hub, "b");
+    publish(hub, "a");
+    const char *topics[] = {"a", "nope", "b", "a", "nope"};
+    read_result r = read_from(hub, topics, 5, ID(0), 0);
+    CHECK_EQ_INT(r.visited, 3);
+    CHECK_EQ_INT(r.seqs[0], 1);
+    CHECK_EQ_INT(r.seqs[1], 2);
+    CHECK_EQ_INT(r.seqs[2], 3);
+    CHECK_EQ_INT(r.gap_count, 0);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 2); /* reading creates no topic */
+
+    r = read_from(hub, topics, 5, "deadbeef-3", 0);
+    CHECK_EQ_INT(r.visited, 3);
+    CHECK_EQ_INT(r.gap_count, 3);
+    CHECK_EQ_STR(r.gap_topic[0], "a");
+    CHECK_EQ_STR(r.gap_topic[1], "nope");
+    CHECK_EQ_STR(r.gap_topic[2], "b");
+
+    r = read_from(hub, topics, 0, ID(0), 0);
+    CHECK_EQ_INT(r.visited, 0);
+    hd_hub_free(hub);
+}
+
+static void test_foreign_epoch_gaps(void)
+{
+    hd_hub *hub = hub_with(2, 1 << 20, 0, 0);
+    publish(hub, "a"); /* 1, evicted */
+    publish(hub, "a"); /* 2 */
+    publish(hub, "b"); /* 3 */
+    publish(hub, "a"); /* 4 */
+
+    const char *topics[] = {"b", "a"};
+    /* Even a foreign seq far beyond ours reads everything held. */
+    read_result r = read_from(hub, topics, 2, "12345678-99", 0);
+    CHECK_EQ_INT(r.gap_count, 2);
+    CHECK_EQ_STR(r.gap_topic[0], "b");
+    CHECK_EQ_STR(r.gap_from[0], "12345678-99");
+    CHECK_EQ_STR(r.gap_to[0], ID(0));
+    CHECK_EQ_STR(r.gap_topic[1], "a");
+    CHECK_EQ_STR(r.gap_from[1], "12345678-99");
+    CHECK_EQ_STR(r.gap_to[1], ID(1));
+    CHECK_EQ_INT(r.visited, 3);
+    CHECK_EQ_INT(r.seqs[0], 2);
+    CHECK_EQ_INT(r.seqs[1], 3);
+    CHECK_EQ_INT(r.seqs[2], 4);
+
+    /* Gaps come before messages and are not counted by limit. */
+    r = read_from(hub, topics, 2, "12345678-0", 1);
+    CHECK_EQ_INT(r.gap_count, 2);
+    CHECK_EQ_INT(r.visited, 1);
+    CHECK(r.more);
+
+    /* Same epoch: a gap only for the topic that lost something after the cursor. */
+    r = read_from(hub, topics, 2, ID(0), 0);
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_topic[0], "a");
+    CHECK_EQ_STR(r.gap_from[0], ID(0));
+    CHECK_EQ_STR(r.gap_to[0], ID(1));
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- fan-out */
+
+static void test_fan_out(void)
+{
+    hd_hub *hub = default_hub();
+    test_sub s1, s2, s3;
+    test_sub_init(&s1);
+    test_sub_init(&s2);
+    test_sub_init(&s3);
+    CHECK_EQ_INT(subscribe(hub, &s1, "a"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s1, "b"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s2, "a"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s3, "b"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s3, "bad name"), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(s3.sub.subscription_count, 1);
+
+    size_t n = 99;
+    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(n, 2);
+    CHECK_EQ_INT(hd_hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(n, 0);
+    CHECK_EQ_INT(s1.delivered, 2);
+    CHECK_EQ_INT(s1.seqs[0], 1);
+    CHECK_EQ_INT(s1.seqs[1], 2);
+    CHECK_EQ_INT(s2.delivered, 1);
+    CHECK_EQ_INT(s3.delivered, 1);
+    CHECK_EQ_INT(s3.seqs[0], 2);
+
+    /* Subscribing twice is a no-op: one delivery, one subscription. */
+    CHECK_EQ_INT(subscribe(hub, &s2, "a"), HD_HUB_OK);
+    CHECK_EQ_INT(s2.sub.subscription_count, 1);
+    CHECK_EQ_INT(subscribers_of(hub, "a"), 2);
+
+    hd_hub_unsubscribe(hub, &s1.sub, "a", 1);
+    hd_hub_unsubscribe(hub, &s1.sub, "a", 1);        /* not subscribed: no-op */
+    hd_hub_unsubscribe(hub, &s1.sub, "zzz", 3);      /* unknown topic: no-op */
+    hd_hub_unsubscribe(hub, &s3.sub, "bad name", 8); /* invalid name: no-op */
+    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(s1.delivered, 2);
+    CHECK_EQ_INT(s2.delivered, 2);
+
+    hd_hub_unsubscribe_all(hub, &s1.sub);
+    CHECK(s1.sub.subscriptions == NULL);
+    CHECK_EQ_INT(s1.sub.subscription_count, 0);
+    CHECK_EQ_INT(s1.sub.subscription_cap, 0);
+    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(s1.delivered, 2);
+    CHECK_EQ_INT(s3.delivered, 2);
+
+    /* Unsubscribing everyone from a topic with history keeps the topic. */
+    hd_hub_unsubscribe_all(hub, &s2.sub);
+    hd_hub_unsubscribe_all(hub, &s3.sub);
+    hd_hub_unsubscribe_all(hub, &s3.sub); /* twice is harmless */
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 3);
+    CHECK_EQ_INT(subscribers_of(hub, "a"), 0);
+    hd_hub_free(hub);
+}
+
+/* Many subscriptions move the array (realloc) and fill holes; links must survive both. */
+static void test_many_subscriptions_stay_linked(void)
+{
+    hd_hub *hub = default_hub();
+    test_sub s[3];
+    char name[16];
+    for (int k = 0; k < 3; k++)
+        test_sub_init(&s[k]);
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "t%d", i);
+        for (int k = 0; k < 3; k++)
+            CHECK_EQ_INT(subscribe(hub, &s[k], name), HD_HUB_OK);
+    }
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "t%d", i);
+        size_t n = 0;
+        hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
+        CHECK_EQ_INT(n, 3);
+    }
+    for (int k = 0; k < 3; k++)
+        CHECK_EQ_INT(s[k].delivered, 40);
+
+    /* s[1] leaves the even topics, in an order that moves elements around. */
+    for (int i = 0; i < 40; i += 2) {
+        snprintf(name, sizeof(name), "t%d", i);
+        hd_hub_unsubscribe(hub, &s[1].sub, name, strlen(name));
+    }
+    CHECK_EQ_INT(s[1].sub.subscription_count, 20);
+    for (int i = 0; i < 40; i++) {
+        snprintf(name, sizeof(name), "t%d", i);
+        size_t n = 0;
+        hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
+        CHECK_EQ_INT(n, i % 2 ? 3 : 2);
+        CHECK_EQ_INT(subscribers_of(hub, name), i % 2 ? 3 : 2);
+    }
+    CHECK_EQ_INT(s[0].delivered, 80);
+    CHECK_EQ_INT(s[1].delivered, 60);
+    for (int k = 0; k < 3; k++)
+        hd_hub_unsubscribe_all(hub, &s[k].sub);
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- limits and scale */
+
+static void test_max_topics(void)
+{
+    hd_hub *hub = hub_with(1000, 1 << 20, 0, 2);
+    test_sub s;
+    test_sub_init(&s);
+    CHECK(publish(hub, "a") != 0);
+    CHECK_EQ_INT(subscribe(hub, &s, "b"), HD_HUB_OK);
+    CHECK_EQ_INT(hd_hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, NULL),
+                 HD_HUB_TOO_MANY_TOPICS);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "c", 1, NULL, 0), HD_HUB_TOO_MANY_TOPICS);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "c", 1, "bad event", 9), HD_HUB_BAD_EVENT);
+    CHECK_EQ_INT(subscribe(hub, &s, "c"), HD_HUB_TOO_MANY_TOPICS);
+    CHECK_EQ_INT(s.sub.subscription_count, 1);
+
+    /* Existing topics are still fine. */
+    CHECK(publish(hub, "a") != 0);
+    CHECK(publish(hub, "b") != 0);
+    CHECK_EQ_INT(hd_hub_check_publish(hub, "b", 1, NULL, 0), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s, "a"), HD_HUB_OK);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 2);
+    hd_hub_unsubscribe_all(hub, &s.sub);
+    hd_hub_free(hub);
+
+    /* A freed topic makes room again. */
+    hub = hub_with(1000, 1 << 20, 0, 1);
+    CHECK_EQ_INT(subscribe(hub, &s, "a"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s, "b"), HD_HUB_TOO_MANY_TOPICS);
+    hd_hub_unsubscribe(hub, &s.sub, "a", 1);
+    CHECK_EQ_INT(subscribe(hub, &s, "b"), HD_HUB_OK);
+    hd_hub_unsubscribe_all(hub, &s.sub);
+    hd_hub_free(hub);
+}
+
+static void test_many_topics(void)
+{
+    hd_hub *hub = hub_with(4, 1 << 20, 1, 0);
+    char name[16];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(name, sizeof(name), "topic-%d", i);
+        CHECK_EQ_INT(publish_at(hub, name, "x", i), (uint64_t)i + 1);
+    }
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 5000);
+    for (int i = 0; i < 5000; i += 7) {
+        snprintf(name, sizeof(name), "topic-%d", i);
+        hd_topic_info info;
+        CHECK(hd_hub_topic_info(hub, name, strlen(name), &info));
+        char expected[HD_ID_MAX];
+        snprintf(expected, sizeof(expected), "0badf00d-%d", i + 1);
+        CHECK_EQ_STR(info.last_id, expected);
+    }
+    /* Expire in two sweeps, so the table shrinks while others remain. */
+    hd_hub_expire(hub, 1000 + 2499);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 2500);
+    hd_topic_info info;
+    CHECK(!hd_hub_topic_info(hub, "topic-2499", 10, &info));
+    CHECK(hd_hub_topic_info(hub, "topic-2500", 10, &info));
+    CHECK(hd_hub_topic_info(hub, "topic-4999", 10, &info));
+    hd_hub_expire(hub, 1000000);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 0);
+    CHECK(publish(hub, "again") != 0);
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 1);
+    hd_hub_free(hub);
+}
+
+/* ---------------------------------------------------------------- references */
+
+static void test_messages_outlive_hub(void)
+{
+    hd_hub *hub = hub_with(1, 1 << 20, 0, 0);
+    hd_message *msg = NULL;
+    hd_hub_publish(hub, "t", 1, "ev", 2, "data", 4, 7, &msg, NULL);
+    CHECK_EQ_INT(msg->refs, 1);
+    hd_message_retain(msg);
+    publish(hub, "t"); /* evicts msg: the hub drops its reference */
+    CHECK_EQ_INT(msg->refs, 1);
+    hd_message_retain(msg);
+    hd_hub_free(hub);
+    CHECK_EQ_INT(msg->refs, 2);
+    CHECK_EQ_MEM(msg->data, msg->data_len, "data", 4);
+    hd_message_release(msg);
+    hd_message_release(msg);
+
+    /* Freeing a hub that still holds history and topics leaks nothing. */
+    hub = default_hub();
+    for (int i = 0; i < 50; i++)
+        publish(hub, i % 2 ? "x" : "y");
+    hd_hub_free(hub);
+    hd_hub_free(NULL);
+}
+
+int main(void)
+{
+    RUN_TEST(test_topic_names);
+    RUN_TEST(test_event_names);
+    RUN_TEST(test_ids_monotonic_across_topics);
+    RUN_TEST(test_random_epoch);
+    RUN_TEST(test_publish_rejects_bad_names);
+    RUN_TEST(test_parse_cursor);
+    RUN_TEST(test_cursor_positions);
+    RUN_TEST(test_eviction_by_count);
+    RUN_TEST(test_eviction_by_bytes);
+    RUN_TEST(test_oversize_message_kept_alone);
+    RUN_TEST(test_ttl_expiry);
+    RUN_TEST(test_no_ttl_keeps_history);
+    RUN_TEST(test_topic_freed_and_recreated);
+    RUN_TEST(test_forgotten_upto);
+    RUN_TEST(test_merge_across_topics);
+    RUN_TEST(test_limit_and_more);
+    RUN_TEST(test_duplicate_and_unknown_topics);
+    RUN_TEST(test_foreign_epoch_gaps);
+    RUN_TEST(test_fan_out);
+    RUN_TEST(test_many_subscriptions_stay_linked);
+    RUN_TEST(test_max_topics);
+    RUN_TEST(test_many_topics);
+    RUN_TEST(test_messages_outlive_hub);
+    return test_summary();
+}
