@@ -63,14 +63,15 @@ void hd_message_release(hd_message *msg);
  */
 size_t hd_message_cost(const hd_message *msg);
 
-typedef hd_buf *(*hd_wire_encoder)(const hd_message *msg);
+/* ctx is the caller's, passed through (e.g. a compressor shared by a server). */
+typedef hd_buf *(*hd_wire_encoder)(const hd_message *msg, void *ctx);
 
 /*
  * The encoding of msg for one wire format, built with encode on first use and
  * cached. The returned buffer is borrowed from the message: retain it to keep
  * it beyond the message's lifetime (e.g. in a write queue).
  */
-hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode);
+hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode, void *ctx);
 
 /* Appends the JSON envelope {"type":"message","topic",...} to sb. */
 void hd_message_append_envelope(const hd_message *msg, hd_strbuf *sb);

@@ -80,11 +80,11 @@ size_t hd_message_cost(const hd_message *msg)
     return sizeof(hd_message) + msg->topic_len + msg->event_len + msg->data_len;
 }
 
-hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode)
+hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode, void *ctx)
 {
     assert(wire < HD_WIRE_COUNT);
     if (msg->wire[wire] == NULL)
-        msg->wire[wire] = encode(msg);
+        msg->wire[wire] = encode(msg, ctx);
     return msg->wire[wire];
 }
 

@@ -89,7 +89,7 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
     conn->queued_bytes += buf->len;
     if (!hd_list_linked(&conn->flush_node))
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
-    if (conn->state == HD_CONN_STREAMING)
+    if (conn->state == HD_CONN_STREAMING && conn->stream_ops->heartbeat_when_idle)
         wait_in(conn, &conn->server->stream_idle);
     return 0;
 }
@@ -401,8 +401,22 @@ void hd_conn_init_http_settings(llhttp_settings_t *settings)
 static void parse_input(hd_conn *conn, const char *data, size_t len)
 {
     llhttp_errno_t err = llhttp_execute(&conn->parser, data, len);
+    if (err == HPE_PAUSED && conn->state == HD_CONN_STREAMING &&
+        conn->stream_ops->on_data != NULL) {
+        /* A WebSocket client may send frames right behind its handshake. */
+        const char *rest = llhttp_get_error_pos(&conn->parser);
+        if (rest != NULL && rest < data + len)
+            conn->stream_ops->on_data(conn, conn->stream_session, rest,
+                                      (size_t)(data + len - rest));
+        return;
+    }
     if (err == HPE_OK || err == HPE_PAUSED || err == HPE_USER)
         return;
+    if (err == HPE_PAUSED_UPGRADE) {
+        /* Answered as plain HTTP; what follows is a protocol herald does not speak there. */
+        hd_conn_close_after_flush(conn);
+        return;
+    }
     conn->request.keep_alive = false;
     hd_response_error(conn, 400, "bad_request", HD_RESPONSE_CLOSE, "Malformed HTTP request: %s.",
                       llhttp_get_error_reason(&conn->parser));
@@ -426,10 +440,12 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         hd_conn_close(conn);
         return;
     }
-    /* Input behind a stream, or after the answer that ends the connection, is discarded. */
-    if (nread == 0 || conn->state != HD_CONN_READING || conn->close_when_flushed)
+    if (nread == 0 || conn->close_when_flushed)
         return;
-    parse_input(conn, buf->base, (size_t)nread);
+    if (conn->state == HD_CONN_READING)
+        parse_input(conn, buf->base, (size_t)nread);
+    else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_data != NULL)
+        conn->stream_ops->on_data(conn, conn->stream_session, buf->base, (size_t)nread);
 }
 
 static void describe_peer(hd_conn *conn)

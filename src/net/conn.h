@@ -46,8 +46,17 @@ typedef struct hd_stream_ops {
     void (*on_close)(hd_conn *conn, void *session);
     /* Nothing was sent for heartbeat_s: send the transport's keep-alive. */
     void (*on_heartbeat)(hd_conn *conn, void *session);
-    /* The outbound queue fell below half its limit (for catching up from history). */
+    /* Everything queued was written (for catching up from history). */
     void (*on_drain)(hd_conn *conn, void *session);
+    /* Bytes that arrived after the request that started the stream; NULL: discarded. */
+    void (*on_data)(hd_conn *conn, void *session, const char *bytes, size_t len);
+    /* The server is draining; NULL: the stream is ended after a flush. */
+    void (*on_shutdown)(hd_conn *conn, void *session);
+    /*
+     * true: on_heartbeat fires after heartbeat_s without output (SSE comments);
+     * false: every heartbeat_s regardless (WebSocket pings, which also check the peer).
+     */
+    bool heartbeat_when_idle;
 } hd_stream_ops;
 
 #define HD_CONN_WRITE_BATCH 64

@@ -234,6 +234,8 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
         if (conn->state == HD_CONN_READING && !conn->request_started && conn->queue_count == 0 &&
             conn->in_flight_count == 0)
             hd_conn_close(conn);
+        else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_shutdown != NULL)
+            conn->stream_ops->on_shutdown(conn, conn->stream_session);
         else
             hd_conn_close_after_flush(conn);
     }

@@ -1,9 +1,7 @@
 /*
- * SSE sessions. A session starts by replaying history after the client's
- * cursor and then follows the hub live. Replay goes in batches that each fit
- * in half the outbound limit; until it has caught up, live deliveries are
- * ignored because the next batch reads them from history anyway (cursors are
- * ids, so a lagging session pins no memory).
+ * SSE sessions: a subscriber that encodes nothing itself. It queues the
+ * message's shared SSE encoding on its connection, after catching up from
+ * history when the client gave a cursor.
  */
 #include "transport/sse.h"
 
@@ -13,18 +11,15 @@
 #include "herald/alloc.h"
 #include "herald/log.h"
 #include "http/response.h"
+#include "transport/catch_up.h"
 #include "transport/subscribe_params.h"
-
-#define REPLAY_BATCH 256
 
 typedef struct sse_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
     hd_subscribe_params params;
     hd_wire wire;
-    bool catching_up;
-    uint64_t last_seq; /* of the last message queued */
-    char last_id[HD_ID_MAX];
+    hd_catch_up catch_up;
 } sse_session;
 
 /* ------------------------------------------------------------------------ */
@@ -57,8 +52,9 @@ static void append_event_head(hd_strbuf *sb, const hd_message *msg)
     }
 }
 
-hd_buf *hd_sse_encode_message(const hd_message *msg)
+hd_buf *hd_sse_encode_message(const hd_message *msg, void *ctx)
 {
+    (void)ctx;
     hd_strbuf sb;
     hd_strbuf_init(&sb);
     hd_strbuf_reserve(&sb, msg->data_len + msg->event_len + 64);
@@ -68,8 +64,9 @@ hd_buf *hd_sse_encode_message(const hd_message *msg)
     return hd_strbuf_finish(&sb);
 }
 
-hd_buf *hd_sse_encode_envelope(const hd_message *msg)
+hd_buf *hd_sse_encode_envelope(const hd_message *msg, void *ctx)
 {
+    (void)ctx;
     hd_strbuf sb;
     hd_strbuf_init(&sb);
     hd_strbuf_reserve(&sb, msg->data_len + msg->topic_len + msg->event_len + 128);
@@ -102,22 +99,30 @@ static hd_buf *encode_for(sse_session *session, hd_message *msg)
 {
     hd_wire_encoder encoder =
         session->wire == HD_WIRE_SSE ? hd_sse_encode_message : hd_sse_encode_envelope;
-    return hd_message_encoded(msg, session->wire, encoder);
+    return hd_message_encoded(msg, session->wire, encoder, NULL);
 }
 
-static bool queue_message(sse_session *session, hd_message *msg)
+static bool queue_message(void *ctx, hd_message *msg)
 {
-    if (hd_conn_send(session->conn, encode_for(session, msg)) != 0)
-        return false;
-    session->last_seq = msg->seq;
-    memcpy(session->last_id, msg->id, msg->id_len + 1);
-    return true;
+    sse_session *session = ctx;
+    return hd_conn_send(session->conn, encode_for(session, msg)) == 0;
 }
+
+static void queue_gap(void *ctx, const hd_gap *gap)
+{
+    sse_session *session = ctx;
+    hd_conn_send_owned(session->conn, hd_sse_encode_gap(gap));
+}
+
+static const hd_catch_up_ops sse_catch_up_ops = {
+    .send_message = queue_message,
+    .send_gap = queue_gap,
+};
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     sse_session *session = (sse_session *)sub;
-    if (!session->catching_up)
+    if (!hd_catch_up_holds(&session->catch_up, msg))
         queue_message(session, msg);
 }
 
@@ -125,49 +130,11 @@ static const hd_subscriber_ops sse_subscriber_ops = {
     .deliver = session_on_deliver,
 };
 
-static void replay_on_gap(void *ctx, const hd_gap *gap)
-{
-    sse_session *session = ctx;
-    hd_conn_send_owned(session->conn, hd_sse_encode_gap(gap));
-}
-
-static bool replay_on_message(void *ctx, hd_message *msg)
-{
-    sse_session *session = ctx;
-    if (!queue_message(session, msg))
-        return false;
-    uint64_t half = hd_conn_config(session->conn)->limits.max_outbound_bytes / 2;
-    return hd_conn_queued_bytes(session->conn) < half;
-}
-
-static const hd_history_visitor replay_visitor = {
-    .on_gap = replay_on_gap,
-    .on_message = replay_on_message,
-};
-
-/* Reads the next batch of history; leaves catch-up once nothing more is held. */
-static void replay_batch(sse_session *session, const hd_cursor *cursor)
-{
-    bool more = false;
-    hd_hub_read_history(hd_conn_hub(session->conn), (const char *const *)session->params.topics,
-                        session->params.topic_lens, session->params.topic_count, cursor,
-                        REPLAY_BATCH, &replay_visitor, session, &more);
-    session->catching_up = more;
-}
-
 static void session_on_drain(hd_conn *conn, void *ctx)
 {
     (void)conn;
     sse_session *session = ctx;
-    if (!session->catching_up)
-        return;
-    hd_cursor cursor = {
-        .present = true,
-        .seq = session->last_seq,
-        .text = session->last_id,
-        .text_len = strlen(session->last_id),
-    };
-    replay_batch(session, &cursor);
+    hd_catch_up_continue(&session->catch_up);
 }
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
@@ -181,6 +148,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
 {
     sse_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
+    hd_catch_up_free(&session->catch_up);
     hd_subscribe_params_free(&session->params);
     free(session);
 }
@@ -189,6 +157,7 @@ static const hd_stream_ops sse_stream_ops = {
     .on_close = session_on_close,
     .on_heartbeat = session_on_heartbeat,
     .on_drain = session_on_drain,
+    .heartbeat_when_idle = true,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -269,6 +238,7 @@ void hd_sse_handle(hd_conn *conn)
     }
     send_stream_head(session);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
-    if (session->params.cursor.present)
-        replay_batch(session, &session->params.cursor);
+    hd_catch_up_start(&session->catch_up, conn, &sse_catch_up_ops, session, session->params.topics,
+                      session->params.topic_lens, session->params.topic_count,
+                      &session->params.cursor);
 }

@@ -14,9 +14,9 @@
 void hd_sse_handle(hd_conn *conn);
 
 /* "id:", "event:", one "data:" line per line of data, blank line. */
-hd_buf *hd_sse_encode_message(const hd_message *msg);
+hd_buf *hd_sse_encode_message(const hd_message *msg, void *ctx);
 /* The same event with the JSON envelope as its data (format=json). */
-hd_buf *hd_sse_encode_envelope(const hd_message *msg);
+hd_buf *hd_sse_encode_envelope(const hd_message *msg, void *ctx);
 /* "event: herald-gap" with {"topic","from","to"}; no id, so Last-Event-ID stays put. */
 hd_buf *hd_sse_encode_gap(const hd_gap *gap);
 

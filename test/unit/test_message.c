@@ -141,8 +141,9 @@ static void test_envelope_negative_time(void)
 
 static int encoder_calls;
 
-static hd_buf *count_encoder(const hd_message *msg)
+static hd_buf *count_encoder(const hd_message *msg, void *ctx)
 {
+    CHECK(ctx == NULL);
     encoder_calls++;
     return hd_buf_copy(msg->data, msg->data_len);
 }
@@ -151,13 +152,13 @@ static void test_encoded_is_cached(void)
 {
     hd_message *msg = make("t", NULL, "payload", 1);
     encoder_calls = 0;
-    hd_buf *a = hd_message_encoded(msg, HD_WIRE_SSE, count_encoder);
-    hd_buf *b = hd_message_encoded(msg, HD_WIRE_SSE, count_encoder);
+    hd_buf *a = hd_message_encoded(msg, HD_WIRE_SSE, count_encoder, NULL);
+    hd_buf *b = hd_message_encoded(msg, HD_WIRE_SSE, count_encoder, NULL);
     CHECK(a == b);
     CHECK_EQ_INT(encoder_calls, 1);
     CHECK_EQ_MEM(a->data, a->len, "payload", 7);
 
-    hd_buf *c = hd_message_encoded(msg, HD_WIRE_WS, count_encoder);
+    hd_buf *c = hd_message_encoded(msg, HD_WIRE_WS, count_encoder, NULL);
     CHECK(c != a);
     CHECK_EQ_INT(encoder_calls, 2);
     CHECK(msg->wire[HD_WIRE_ENVELOPE] == NULL);

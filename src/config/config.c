@@ -1,0 +1,570 @@
+/*
+ * The configuration table and its JSON loader (STYLE habit 12, after Redis
+ * src/config.c static_configs[]): one row per key gives its dotted name,
+ * type, bounds, default and offset into hd_config. hd_config_init, the
+ * loader and hd_config_free all walk the same table, so adding a key is
+ * adding a row (and a line in config.example.json).
+ */
+#include "herald/config.h"
+
+#include <arpa/inet.h>
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+#include "herald/utf8.h"
+
+typedef enum key_type {
+    KEY_U32,
+    KEY_U64,
+    KEY_BOOL,
+    KEY_STRING,
+    KEY_STRINGS,
+    KEY_LOG_LEVEL,
+} key_type;
+
+typedef struct config_key {
+    const char *name; /* dotted path in the JSON document, e.g. "limits.max_headers" */
+    key_type type;
+    size_t offset; /* into hd_config */
+    /* Integers: inclusive bounds. String arrays: min 1 forbids an empty array. */
+    uint64_t min;
+    uint64_t max;
+    uint64_t def;        /* default of integers, bools and the log level */
+    const char *def_str; /* default of strings; string arrays default to this one item */
+    /* Extra rule for a string or each array item: NULL when valid, else what is required. */
+    const char *(*check)(const char *value);
+} config_key;
+
+/*
+ * The offset of a field, and a compile error ("no association matches") when
+ * the field's C type is not the one the row's type stores through it.
+ */
+#define FIELD(ctype, field) _Generic(((hd_config *)0)->field, ctype : offsetof(hd_config, field))
+
+/* One macro per type keeps each row on one line; clang-format would split them into blocks. */
+/* clang-format off */
+#define U32(n, f, lo, hi, d) \
+    {.name = n, .type = KEY_U32, .offset = FIELD(uint32_t, f), .min = lo, .max = hi, .def = d}
+#define U64(n, f, lo, hi, d) \
+    {.name = n, .type = KEY_U64, .offset = FIELD(uint64_t, f), .min = lo, .max = hi, .def = d}
+#define BOOL(n, f, d) {.name = n, .type = KEY_BOOL, .offset = FIELD(bool, f), .def = d}
+#define STRING(n, f, d, chk) \
+    {.name = n, .type = KEY_STRING, .offset = FIELD(char *, f), .def_str = d, .check = chk}
+#define STRINGS(n, f, min_items, d, chk) \
+    {.name = n, .type = KEY_STRINGS, .offset = FIELD(hd_strings, f), .min = min_items, \
+     .def_str = d, .check = chk}
+#define LOG_LEVEL(n, f, d) \
+    {.name = n, .type = KEY_LOG_LEVEL, .offset = FIELD(hd_log_level, f), .def = d}
+/* clang-format on */
+
+static const char *check_listen(const char *value);
+static const char *check_path(const char *value);
+static const char *check_redis(const char *value);
+
+/*
+ * Integer bounds stay below 2^53 so that cJSON's double holds every value in
+ * range exactly (see apply_integer). "0 = none" keys have a minimum of 0.
+ */
+static const config_key config_keys[] = {
+    STRINGS("listen", listen, 1, "127.0.0.1:8080", check_listen),
+    LOG_LEVEL("log_level", log_level, HD_LOG_INFO),
+    U32("heartbeat_s", heartbeat_s, 1, 3600, 15),
+    U32("shutdown_grace_s", shutdown_grace_s, 0, 300, 5),
+    U32("history.max_messages", history.max_messages, 1, 10000000, 1000),
+    U64("history.max_bytes", history.max_bytes, 1, UINT64_C(1) << 40, 4194304),
+    U32("history.ttl_s", history.ttl_s, 0, 31536000, 0),
+    U32("limits.max_connections", limits.max_connections, 1, 10000000, 100000),
+    U32("limits.max_connections_per_ip", limits.max_connections_per_ip, 0, 10000000, 0),
+    U32("limits.max_message_bytes", limits.max_message_bytes, 1, 16777216, 65536),
+    U32("limits.max_request_bytes", limits.max_request_bytes, 1, 268435456, 1048576),
+    U32("limits.max_topics_per_subscription", limits.max_topics_per_subscription, 1, 10000, 64),
+    U32("limits.max_topics", limits.max_topics, 0, UINT32_MAX, 1000000),
+    U64("limits.max_outbound_bytes", limits.max_outbound_bytes, 1024, UINT64_C(1) << 34, 1048576),
+    U32("limits.max_header_bytes", limits.max_header_bytes, 1024, 1048576, 16384),
+    U32("limits.max_headers", limits.max_headers, 1, 10000, 100),
+    U32("limits.header_timeout_s", limits.header_timeout_s, 1, 3600, 10),
+    U32("limits.poll_timeout_max_s", limits.poll_timeout_max_s, 1, 3600, 120),
+    U32("sse.retry_ms", sse.retry_ms, 0, 3600000, 2000),
+    STRINGS("cors.allow_origins", cors.allow_origins, 0, "*", NULL),
+    STRINGS("websocket.allow_origins", websocket.allow_origins, 0, "*", NULL),
+    BOOL("websocket.compression", websocket.compression, true),
+    STRING("websocket.echo_path", websocket.echo_path, "", check_path),
+    STRING("tls.cert", tls.cert, "", NULL),
+    STRING("tls.key", tls.key, "", NULL),
+    STRING("auth.jwt_secret", auth.jwt_secret, "", NULL),
+    STRING("auth.jwt_public_key", auth.jwt_public_key, "", NULL),
+    BOOL("auth.anonymous_subscribe", auth.anonymous_subscribe, true),
+    BOOL("auth.anonymous_publish", auth.anonymous_publish, true),
+    STRING("cluster.redis", cluster.redis, "", check_redis),
+};
+
+#define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* Config files are small; the cap only stops a wrong path (a device, a log) from eating memory. */
+#define MAX_FILE_BYTES (16u << 20)
+
+/* ---------------------------------------------------------------- errors */
+
+static int fail(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(char *err, size_t err_len, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, err_len, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/*
+ * Copies user text (a key, a value, a path) for quoting in an error, with
+ * control bytes replaced by '?': errors are promised to be one line, and a
+ * JSON key may well contain "\n".
+ */
+static const char *printable(char *out, size_t out_len, const char *text)
+{
+    size_t i = 0;
+    for (; text[i] != '\0' && i + 1 < out_len; i++) {
+        unsigned char c = (unsigned char)text[i];
+        out[i] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    out[i] = '\0';
+    return out;
+}
+
+/* ------------------------------------------------------- value checks */
+
+int hd_config_parse_address(const char *address, char *host, size_t host_len, int *port)
+{
+    const char *host_start, *host_end, *colon;
+    if (address[0] == '[') {
+        host_start = address + 1;
+        host_end = strchr(host_start, ']');
+        if (host_end == NULL || host_end[1] != ':')
+            return -1;
+        colon = host_end + 1;
+    } else {
+        host_start = address;
+        colon = strrchr(address, ':');
+        if (colon == NULL)
+            return -1;
+        host_end = colon;
+        /* An IPv6 literal needs brackets, or its last group would read as the port. */
+        if (memchr(host_start, ':', (size_t)(host_end - host_start)) != NULL)
+            return -1;
+    }
+    size_t len = (size_t)(host_end - host_start);
+    if (len == 0 || len + 1 > host_len)
+        return -1;
+
+    /* strtol would accept signs and leading spaces; a port is 1 to 5 digits, nothing else. */
+    const char *digits = colon + 1;
+    size_t n = strlen(digits);
+    if (n == 0 || n > 5 || strspn(digits, "0123456789") != n)
+        return -1;
+    int value = atoi(digits);
+    if (value > 65535)
+        return -1;
+
+    memcpy(host, host_start, len);
+    host[len] = '\0';
+    *port = value;
+    return 0;
+}
+
+/*
+ * Hosts are numeric so that binding never waits on DNS, with "localhost" as
+ * the one convenience; brackets are for IPv6 only, as in URLs.
+ */
+static const char *check_listen(const char *value)
+{
+    static const char rule[] = "must be IPV4:PORT, [IPV6]:PORT or localhost:PORT, port 0-65535";
+    char host[INET6_ADDRSTRLEN];
+    int port;
+    if (hd_config_parse_address(value, host, sizeof(host), &port) != 0)
+        return rule;
+    unsigned char addr[sizeof(struct in6_addr)];
+    bool ok = value[0] == '['
+                  ? inet_pton(AF_INET6, host, addr) == 1
+                  : strcmp(host, "localhost") == 0 || inet_pton(AF_INET, host, addr) == 1;
+    return ok ? NULL : rule;
+}
+
+static const char *check_path(const char *value)
+{
+    return value[0] == '\0' || value[0] == '/' ? NULL : "must be empty or start with '/'";
+}
+
+static const char *check_redis(const char *value)
+{
+    return value[0] == '\0' || strncmp(value, "redis://", 8) == 0
+               ? NULL
+               : "must be empty or start with 'redis://'";
+}
+
+/* -------------------------------------------------------------- fields */
+
+static void *field_of(hd_config *cfg, const config_key *key)
+{
+    return (char *)cfg + key->offset;
+}
+
+static void strings_free(hd_strings *list)
+{
+    for (size_t i = 0; i < list->count; i++)
+        free(list->items[i]);
+    free(list->items);
+    list->items = NULL;
+    list->count = 0;
+}
+
+static void strings_set_one(hd_strings *list, const char *value)
+{
+    strings_free(list);
+    list->items = hd_alloc(sizeof(char *));
+    list->items[0] = hd_strdup(value);
+    list->count = 1;
+}
+
+void hd_config_init(hd_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const config_key *key = &config_keys[i];
+        void *field = field_of(cfg, key);
+        switch (key->type) {
+        case KEY_U32:
+            *(uint32_t *)field = (uint32_t)key->def;
+            break;
+        case KEY_U64:
+            *(uint64_t *)field = key->def;
+            break;
+        case KEY_BOOL:
+            *(bool *)field = key->def != 0;
+            break;
+        case KEY_STRING:
+            *(char **)field = hd_strdup(key->def_str);
+            break;
+        case KEY_STRINGS:
+            strings_set_one(field, key->def_str);
+            break;
+        case KEY_LOG_LEVEL:
+            *(hd_log_level *)field = (hd_log_level)key->def;
+            break;
+        }
+    }
+}
+
+void hd_config_free(hd_config *cfg)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        const config_key *key = &config_keys[i];
+        void *field = field_of(cfg, key);
+        if (key->type == KEY_STRING) {
+            free(*(char **)field);
+            *(char **)field = NULL;
+        } else if (key->type == KEY_STRINGS) {
+            strings_free(field);
+        }
+    }
+}
+
+/* ------------------------------------------------------------- loader */
+
+typedef struct apply_ctx {
+    hd_config *cfg;
+    bool seen[N_KEYS]; /* rows already set by this document, to reject duplicates */
+    char *err;
+    size_t err_len;
+} apply_ctx;
+
+static const config_key *find_key(const char *name)
+{
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (strcmp(config_keys[i].name, name) == 0)
+            return &config_keys[i];
+    }
+    return NULL;
+}
+
+/* A section is any proper prefix of a row's name ending at a dot: "limits", "tls". */
+static bool is_section(const char *name)
+{
+    size_t len = strlen(name);
+    for (size_t i = 0; i < N_KEYS; i++) {
+        if (strncmp(config_keys[i].name, name, len) == 0 && config_keys[i].name[len] == '.')
+            return true;
+    }
+    return false;
+}
+
+/*
+ * cJSON keeps every number as a double. All bounds are below 2^53, so once a
+ * value is known to be in range, it is an integer exactly when converting it
+ * to uint64_t and back changes nothing (1.5 fails, 1e3 is 1000).
+ */
+static int apply_integer(apply_ctx *ctx, const config_key *key, const cJSON *item)
+{
+    if (!cJSON_IsNumber(item))
+        return fail(ctx->err, ctx->err_len, "%s: expected an integer", key->name);
+    double d = item->valuedouble;
+    if (!(d >= (double)key->min && d <= (double)key->max) || (double)(uint64_t)d != d)
+        return fail(ctx->err, ctx->err_len,
+                    "%s: must be an integer between %" PRIu64 " and %" PRIu64, key->name, key->min,
+                    key->max);
+    void *field = field_of(ctx->cfg, key);
+    if (key->type == KEY_U32)
+        *(uint32_t *)field = (uint32_t)d;
+    else
+        *(uint64_t *)field = (uint64_t)d;
+    return 0;
+}
+
+static int check_string(apply_ctx *ctx, const config_key *key, const char *label, const char *value)
+{
+    const char *rule = key->check ? key->check(value) : NULL;
+    if (rule == NULL)
+        return 0;
+    char quoted[128];
+    return fail(ctx->err, ctx->err_len, "%s: %s (got '%s')", label, rule,
+                printable(quoted, sizeof(quoted), value));
+}
+
+/* Validates every item before touching the field, so a bad array leaves the old list whole. */
+static int apply_strings(apply_ctx *ctx, const config_key *key, const cJSON *item)
+{
+    if (!cJSON_IsArray(item))
+        return fail(ctx->err, ctx->err_len, "%s: expected an array of strings", key->name);
+    size_t count = (size_t)cJSON_GetArraySize(item);
+    if (count < key->min)
+        return fail(ctx->err, ctx->err_len, "%s: must not be empty", key->name);
+    size_t index = 0;
+    for (const cJSON *el = item->child; el != NULL; el = el->next, index++) {
+        char label[96];
+        snprintf(label, sizeof(label), "%s[%zu]", key->name, index);
+        if (!cJSON_IsString(el))
+            return fail(ctx->err, ctx->err_len, "%s: expected a string", label);
+        if (check_string(ctx, key, label, el->valuestring) != 0)
+            return -1;
+    }
+    hd_strings *list = field_of(ctx->cfg, key);
+    strings_free(list);
+    list->items = hd_calloc(count, sizeof(char *));
+    index = 0;
+    for (const cJSON *el = item->child; el != NULL; el = el->next)
+        list->items[index++] = hd_strdup(el->valuestring);
+    list->count = count;
+    return 0;
+}
+
+static int apply_value(apply_ctx *ctx, const config_key *key, const cJSON *item)
+{
+    void *field = field_of(ctx->cfg, key);
+    switch (key->type) {
+    case KEY_U32:
+    case KEY_U64:
+        return apply_integer(ctx, key, item);
+    case KEY_BOOL:
+        if (!cJSON_IsBool(item))
+            return fail(ctx->err, ctx->err_len, "%s: expected true or false", key->name);
+        *(bool *)field = cJSON_IsTrue(item);
+        return 0;
+    case KEY_STRING:
+        if (!cJSON_IsString(item))
+            return fail(ctx->err, ctx->err_len, "%s: expected a string", key->name);
+        if (check_string(ctx, key, key->name, item->valuestring) != 0)
+            return -1;
+        free(*(char **)field);
+        *(char **)field = hd_strdup(item->valuestring);
+        return 0;
+    case KEY_STRINGS:
+        return apply_strings(ctx, key, item);
+    case KEY_LOG_LEVEL:
+        if (!cJSON_IsString(item))
+            return fail(ctx->err, ctx->err_len, "%s: expected a string", key->name);
+        if (hd_log_level_parse(item->valuestring, field) != 0)
+            return fail(ctx->err, ctx->err_len, "%s: must be one of debug, info, warn, error",
+                        key->name);
+        return 0;
+    }
+    return 0;
+}
+
+/*
+ * Applies the members of one JSON object whose dotted path is prefix ("" at
+ * the top). Recursion only enters objects that are sections of the table,
+ * so its depth is bounded by the table, not by the document.
+ */
+static int apply_object(apply_ctx *ctx, const cJSON *object, const char *prefix)
+{
+    for (const cJSON *item = object->child; item != NULL; item = item->next) {
+        const char *name = item->string;
+        /*
+         * JSON has no comments, so config.example.json documents each key
+         * with a sibling "//key": "text". Any key starting with "//" is
+         * ignored, whatever its value, at every level.
+         */
+        if (strncmp(name, "//", 2) == 0)
+            continue;
+        char path[128];
+        int n = snprintf(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "", name);
+        /* A dot inside a key would let {"limits.max_headers": 1} pose as a nested key. */
+        bool plain = name[0] != '\0' && strchr(name, '.') == NULL && (size_t)n < sizeof(path);
+        const config_key *key = plain ? find_key(path) : NULL;
+        if (key != NULL) {
+            size_t row = (size_t)(key - config_keys);
+            if (ctx->seen[row])
+                return fail(ctx->err, ctx->err_len, "duplicate key '%s'", key->name);
+            ctx->seen[row] = true;
+            if (apply_value(ctx, key, item) != 0)
+                return -1;
+        } else if (plain && is_section(path)) {
+            if (!cJSON_IsObject(item))
+                return fail(ctx->err, ctx->err_len, "%s: expected an object", path);
+            if (apply_object(ctx, item, path) != 0)
+                return -1;
+        } else {
+            char quoted[128];
+            return fail(ctx->err, ctx->err_len, "unknown key '%s%s%s'", prefix,
+                        prefix[0] ? "." : "", printable(quoted, sizeof(quoted), name));
+        }
+    }
+    return 0;
+}
+
+/* Rules that involve more than one key, checked on the result of a whole document. */
+static int check_combination(const hd_config *cfg, char *err, size_t err_len)
+{
+    if ((cfg->tls.cert[0] == '\0') != (cfg->tls.key[0] == '\0'))
+        return fail(err, err_len, "tls.cert and tls.key must be set together");
+    return 0;
+}
+
+static int json_error(const char *json, const char *at, const char *what, char *err, size_t err_len)
+{
+    unsigned line = 1, column = 1;
+    for (const char *p = json; p < at; p++) {
+        if (*p == '\n') {
+            line++;
+            column = 1;
+        } else {
+            column++;
+        }
+    }
+    return fail(err, err_len, "invalid JSON near line %u, column %u%s", line, column, what);
+}
+
+int hd_config_apply_json(hd_config *cfg, const char *json, size_t len, char *err, size_t err_len)
+{
+    /*
+     * cJSON stops at a NUL, so an embedded one would silently hide the rest
+     * of the document; and requiring the terminator is how cJSON rejects
+     * trailing garbage, hence the NUL-terminated copy.
+     */
+    const char *nul = memchr(json, '\0', len);
+    if (nul != NULL)
+        return json_error(json, nul, ": NUL byte", err, err_len);
+    /* JSON is UTF-8 (RFC 8259); cJSON does not check, and these strings become paths and keys. */
+    if (!hd_utf8_valid(json, len)) {
+        hd_utf8_state st = {0};
+        size_t at = 0;
+        while (at < len && hd_utf8_feed(&st, json + at, 1))
+            at++;
+        return json_error(json, json + at, ": not UTF-8", err, err_len);
+    }
+    char *text = hd_strndup(json, len);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);
+    if (root == NULL) {
+        json_error(text, end != NULL ? end : text + len, "", err, err_len);
+        free(text);
+        return -1;
+    }
+    free(text);
+
+    int rc;
+    if (!cJSON_IsObject(root)) {
+        rc = fail(err, err_len, "the top level must be a JSON object");
+    } else {
+        apply_ctx ctx = {.cfg = cfg, .err = err, .err_len = err_len};
+        rc = apply_object(&ctx, root, "");
+        if (rc == 0)
+            rc = check_combination(cfg, err, err_len);
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* Reads a whole file into memory; errors name the path and the reason. */
+static char *read_file(const char *path, size_t *len_out, char *err, size_t err_len)
+{
+    char shown[256];
+    printable(shown, sizeof(shown), path);
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fail(err, err_len, "cannot read config file '%s': %s", shown, strerror(errno));
+        return NULL;
+    }
+    size_t len = 0, cap = 16384;
+    char *buf = hd_alloc(cap);
+    for (;;) {
+        if (len == cap) {
+            cap *= 2;
+            buf = hd_realloc(buf, cap);
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0 || len > MAX_FILE_BYTES)
+            break;
+    }
+    /* fread reports errors (EISDIR for a directory) only through ferror and errno. */
+    bool failed = ferror(f) != 0;
+    int read_errno = errno;
+    fclose(f);
+    if (failed || len > MAX_FILE_BYTES) {
+        if (failed)
+            fail(err, err_len, "cannot read config file '%s': %s", shown, strerror(read_errno));
+        else
+            fail(err, err_len, "cannot read config file '%s': larger than %u MiB", shown,
+                 MAX_FILE_BYTES >> 20);
+        free(buf);
+        return NULL;
+    }
+    *len_out = len;
+    return buf;
+}
+
+int hd_config_load_file(hd_config *cfg, const char *path, char *err, size_t err_len)
+{
+    size_t len;
+    char *text = read_file(path, &len, err, err_len);
+    if (text == NULL)
+        return -1;
+    char inner[HD_CONFIG_ERROR_MAX];
+    int rc = hd_config_apply_json(cfg, text, len, inner, sizeof(inner));
+    free(text);
+    if (rc != 0) {
+        char shown[256];
+        fail(err, err_len, "%s: %s", printable(shown, sizeof(shown), path), inner);
+    }
+    return rc;
+}
+
+int hd_config_set_listen(hd_config *cfg, const char *address, char *err, size_t err_len)
+{
+    const char *rule = check_listen(address);
+    if (rule != NULL) {
+        char quoted[128];
+        return fail(err, err_len, "listen: %s (got '%s')", rule,
+                    printable(quoted, sizeof(quoted), address));
+    }
+    strings_set_one(&cfg->listen, address);
+    return 0;
+}
