@@ -135,18 +135,18 @@ int main(int argc, char **argv)
     h.server = hd_server_new(&h.loop, &h.config, h.hub);
     hd_log_info("herald %s starting (epoch %08x)", HERALD_VERSION, hd_hub_epoch(h.hub));
 
+    /* Signals first: a supervisor may stop herald as soon as it says it listens. */
+    uv_signal_init(&h.loop, &h.sigterm);
+    uv_signal_init(&h.loop, &h.sigint);
+    h.sigterm.data = h.sigint.data = &h;
+    uv_signal_start(&h.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&h.sigint, on_signal, SIGINT);
     char err[256];
     int status = 0;
     if (hd_server_start(h.server, err, sizeof(err)) != 0) {
         hd_log_error("%s", err);
         status = 1;
-        hd_server_shutdown(h.server, NULL, NULL);
-    } else {
-        uv_signal_init(&h.loop, &h.sigterm);
-        uv_signal_init(&h.loop, &h.sigint);
-        h.sigterm.data = h.sigint.data = &h;
-        uv_signal_start(&h.sigterm, on_signal, SIGTERM);
-        uv_signal_start(&h.sigint, on_signal, SIGINT);
+        hd_server_shutdown(h.server, on_shutdown_done, &h);
     }
     uv_run(&h.loop, UV_RUN_DEFAULT);
     hd_server_free(h.server);

@@ -1,6 +1,7 @@
 #include "http/request.h"
 
 #include <string.h>
+#include <strings.h>
 
 void hd_request_init(hd_request *req)
 {
@@ -45,20 +46,45 @@ void hd_request_split_target(hd_request *req)
 
 const char *hd_request_header(const hd_request *req, const char *name, size_t *len)
 {
+    /* Bounded scans: an answer sent mid-parse meets a header still being read. */
     const char *p = req->headers.data;
     const char *end = p + req->headers.len;
+    size_t wanted = strlen(name);
     while (p < end) {
-        size_t name_len = strlen(p);
-        const char *value = p + name_len + 1;
-        size_t value_len = strlen(value);
-        if (strcmp(p, name) == 0) {
+        const char *name_end = memchr(p, '\0', (size_t)(end - p));
+        if (name_end == NULL)
+            return NULL;
+        const char *value = name_end + 1;
+        const char *value_end = memchr(value, '\0', (size_t)(end - value));
+        if (value_end == NULL)
+            return NULL;
+        if ((size_t)(name_end - p) == wanted && memcmp(p, name, wanted) == 0) {
             if (len)
-                *len = value_len;
+                *len = (size_t)(value_end - value);
             return value;
         }
-        p = value + value_len + 1;
+        p = value_end + 1;
     }
     return NULL;
+}
+
+bool hd_header_has_token(const char *value, size_t len, const char *token)
+{
+    size_t token_len = strlen(token);
+    size_t i = 0;
+    while (i < len) {
+        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+            i++;
+        size_t start = i;
+        while (i < len && value[i] != ',')
+            i++;
+        size_t end = i;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end - start == token_len && strncasecmp(value + start, token, token_len) == 0)
+            return true;
+    }
+    return false;
 }
 
 static int hex_value(char c)

@@ -34,6 +34,9 @@ void hd_request_reset(hd_request *req);
 void hd_request_free(hd_request *req);
 void hd_request_split_target(hd_request *req);
 
+/* Whether a comma-separated header value lists token (case-insensitive). */
+bool hd_header_has_token(const char *value, size_t len, const char *token);
+
 /* The first header with this lower-case name, or NULL; *len gets its length. */
 const char *hd_request_header(const hd_request *req, const char *name, size_t *len);
 

@@ -102,13 +102,9 @@ void hd_response_send(hd_conn *conn, int status, const char *content_type,
         hd_conn_close_after_flush(conn);
 }
 
-void hd_response_error(hd_conn *conn, int status, const char *code, int flags, const char *fmt, ...)
+static void send_error(hd_conn *conn, int status, const char *extra_headers, const char *code,
+                       int flags, const char *message)
 {
-    char message[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(message, sizeof(message), fmt, ap);
-    va_end(ap);
     hd_strbuf body;
     hd_strbuf_init(&body);
     hd_strbuf_append_str(&body, "{\"error\":");
@@ -116,16 +112,30 @@ void hd_response_error(hd_conn *conn, int status, const char *code, int flags, c
     hd_strbuf_append_str(&body, ",\"message\":");
     hd_strbuf_append_json_string(&body, message, strlen(message));
     hd_strbuf_append_str(&body, "}\n");
-    hd_response_send(conn, status, "application/json", NULL, body.data, body.len, flags);
+    hd_response_send(conn, status, "application/json", extra_headers, body.data, body.len, flags);
     hd_strbuf_free(&body);
+}
+
+void hd_response_error(hd_conn *conn, int status, const char *code, int flags, const char *fmt, ...)
+{
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof(message), fmt, ap);
+    va_end(ap);
+    send_error(conn, status, NULL, code, flags, message);
+}
+
+void hd_response_error_with(hd_conn *conn, int status, const char *extra_headers, const char *code,
+                            const char *message)
+{
+    send_error(conn, status, extra_headers, code, 0, message);
 }
 
 void hd_response_method_not_allowed(hd_conn *conn, const char *allow)
 {
-    char header[128];
+    char header[128], message[128];
     snprintf(header, sizeof(header), "Allow: %s\r\n", allow);
-    char message[160];
-    snprintf(message, sizeof(message),
-             "{\"error\":\"method_not_allowed\",\"message\":\"Use %s.\"}\n", allow);
-    hd_response_send(conn, 405, "application/json", header, message, strlen(message), 0);
+    snprintf(message, sizeof(message), "Use %s.", allow);
+    send_error(conn, 405, header, "method_not_allowed", 0, message);
 }

@@ -29,6 +29,9 @@ void hd_response_send(hd_conn *conn, int status, const char *content_type,
 /* {"error":code,"message":message} with the given status. */
 void hd_response_error(hd_conn *conn, int status, const char *code, int flags, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* An error with extra header lines (e.g. 426 with Sec-WebSocket-Version). */
+void hd_response_error_with(hd_conn *conn, int status, const char *extra_headers, const char *code,
+                            const char *message);
 /* 405 with Allow: allow. */
 void hd_response_method_not_allowed(hd_conn *conn, const char *allow);
 

@@ -25,6 +25,11 @@ hd_hub *hd_conn_hub(const hd_conn *conn)
     return conn->server->hub;
 }
 
+struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn)
+{
+    return conn->server->ws_deflater;
+}
+
 uint64_t hd_conn_queued_bytes(const hd_conn *conn)
 {
     return conn->queued_bytes;
@@ -72,23 +77,43 @@ static hd_buf *queue_pop(hd_conn *conn)
     return buf;
 }
 
+bool hd_conn_would_overflow(const hd_conn *conn, size_t len)
+{
+    return conn->queued_bytes + len > hd_conn_config(conn)->limits.max_outbound_bytes;
+}
+
+static void enqueue(hd_conn *conn, hd_buf *buf)
+{
+    queue_push(conn, buf);
+    conn->queued_bytes += buf->len;
+    if (!hd_list_linked(&conn->flush_node))
+        hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+}
+
+void hd_conn_send_last(hd_conn *conn, hd_buf *buf)
+{
+    if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed) {
+        hd_buf_release(buf);
+        return;
+    }
+    enqueue(conn, buf);
+    hd_conn_close_after_flush(conn);
+}
+
 int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
 {
-    if (conn->state == HD_CONN_CLOSING) {
+    if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed) {
         hd_buf_release(buf);
         return -1;
     }
-    if (conn->queued_bytes + buf->len > hd_conn_config(conn)->limits.max_outbound_bytes) {
+    if (hd_conn_would_overflow(conn, buf->len)) {
         hd_log_info("closing %s: outbound queue over limits.max_outbound_bytes (slow consumer)",
                     conn->peer);
         hd_buf_release(buf);
         hd_conn_close(conn);
         return -1;
     }
-    queue_push(conn, buf);
-    conn->queued_bytes += buf->len;
-    if (!hd_list_linked(&conn->flush_node))
-        hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+    enqueue(conn, buf);
     if (conn->state == HD_CONN_STREAMING && conn->stream_ops->heartbeat_when_idle)
         wait_in(conn, &conn->server->stream_idle);
     return 0;
@@ -410,7 +435,8 @@ static void parse_input(hd_conn *conn, const char *data, size_t len)
                                       (size_t)(data + len - rest));
         return;
     }
-    if (err == HPE_OK || err == HPE_PAUSED || err == HPE_USER)
+    /* A callback that answered (413, 414, 431) has already ended the connection. */
+    if (err == HPE_OK || err == HPE_PAUSED || err == HPE_USER || conn->close_when_flushed)
         return;
     if (err == HPE_PAUSED_UPGRADE) {
         /* Answered as plain HTTP; what follows is a protocol herald does not speak there. */

@@ -120,7 +120,17 @@ void hd_conn_close(hd_conn *conn);
  */
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session);
 
+/* Whether queueing len more bytes would exceed limits.max_outbound_bytes. */
+bool hd_conn_would_overflow(const hd_conn *conn, size_t len);
+/*
+ * Queues buf (taking the caller's reference) past the outbound limit and
+ * closes after flushing: for a last word such as a WebSocket close frame.
+ */
+void hd_conn_send_last(hd_conn *conn, hd_buf *buf);
+
 const hd_config *hd_conn_config(const hd_conn *conn);
+/* The server's compressor for permessage-deflate frames (one per loop). */
+struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);
 
 #endif

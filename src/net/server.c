@@ -13,6 +13,7 @@
 #include "herald/log.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
+#include "ws/ws_deflate.h"
 
 #define SWEEP_INTERVAL_MS 250
 
@@ -27,6 +28,7 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
     server->loop = loop;
     server->config = config;
     server->hub = hub;
+    server->ws_deflater = hd_ws_deflater_new();
     hd_list_init(&server->connections);
     hd_list_init(&server->flush_list);
     hd_list_init(&server->close_list);
@@ -247,6 +249,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
 
 void hd_server_free(hd_server *server)
 {
+    hd_ws_deflater_free(server->ws_deflater);
     free(server->listeners);
     free(server);
 }

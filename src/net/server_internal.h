@@ -26,6 +26,7 @@ struct hd_server {
     uv_loop_t *loop;
     const hd_config *config;
     hd_hub *hub;
+    struct hd_ws_deflater *ws_deflater; /* shared by every WebSocket connection of this loop */
 
     hd_listener *listeners;
     size_t listener_count;

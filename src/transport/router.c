@@ -6,6 +6,7 @@
 #include "transport/publish.h"
 #include "transport/sse.h"
 #include "transport/topics.h"
+#include "transport/websocket.h"
 
 #define TOPICS_PREFIX "/topics/"
 
@@ -19,6 +20,12 @@ static bool path_is_topic(const hd_request *req)
 {
     size_t len = sizeof(TOPICS_PREFIX) - 1;
     return req->path_len > len && memcmp(req->path, TOPICS_PREFIX, len) == 0;
+}
+
+static bool is_echo_path(const hd_conn *conn)
+{
+    const char *echo_path = hd_conn_config(conn)->websocket.echo_path;
+    return echo_path != NULL && echo_path[0] != '\0' && path_is(&conn->request, echo_path);
 }
 
 uint64_t hd_router_body_limit(const hd_conn *conn)
@@ -55,6 +62,9 @@ void hd_router_dispatch(hd_conn *conn)
         read ? answer_health(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
     } else if (path_is(req, "/events")) {
         method == HTTP_GET ? hd_sse_handle(conn) : hd_response_method_not_allowed(conn, "GET");
+    } else if (path_is(req, "/ws") || is_echo_path(conn)) {
+        method == HTTP_GET ? hd_websocket_handle(conn, !path_is(req, "/ws"))
+                           : hd_response_method_not_allowed(conn, "GET");
     } else if (path_is(req, "/publish")) {
         method == HTTP_POST ? hd_publish_handle_batch(conn)
                             : hd_response_method_not_allowed(conn, "POST");

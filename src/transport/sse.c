@@ -226,7 +226,8 @@ void hd_sse_handle(hd_conn *conn)
     sse_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->wire = wire;
-    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, &session->params) != 0) {
+    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, true, &session->params) !=
+        0) {
         free(session);
         return;
     }

@@ -23,7 +23,8 @@ static int fail(hd_conn *conn, hd_subscribe_params *params, const char *code, co
 }
 
 int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
-                              const char *const *cursor_params, hd_subscribe_params *params)
+                              const char *const *cursor_params, bool topics_required,
+                              hd_subscribe_params *params)
 {
     const hd_config *config = hd_conn_config(conn);
     memset(params, 0, sizeof(*params));
@@ -60,7 +61,7 @@ int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
     hd_query_iter_free(&it);
     if (rc != 0)
         return rc;
-    if (params->topic_count == 0)
+    if (params->topic_count == 0 && topics_required)
         return fail(conn, params, "missing_topic", "Name at least one topic with topic=NAME.");
     if (params->cursor_text == NULL)
         params->cursor_text = hd_strdup("");

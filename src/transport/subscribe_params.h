@@ -28,7 +28,8 @@ typedef struct hd_subscribe_params {
  * transports read their own from the same query.
  */
 int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
-                              const char *const *cursor_params, hd_subscribe_params *params);
+                              const char *const *cursor_params, bool topics_required,
+                              hd_subscribe_params *params);
 void hd_subscribe_params_free(hd_subscribe_params *params);
 
 #endif

@@ -73,8 +73,7 @@ void hd_ws_reader_free(hd_ws_reader *reader);
  * returns 0 and ignores the rest of the input.
  */
 uint16_t hd_ws_reader_feed(hd_ws_reader *reader, const void *bytes, size_t len,
-                           const hd_ws_reader_callbacks *callbacks, void *ctx,
-                           const char **reason);
+                           const hd_ws_reader_callbacks *callbacks, void *ctx, const char **reason);
 void hd_ws_reader_stop(hd_ws_reader *reader);
 
 /* Bytes of a server frame header for a payload of len (2, 4 or 10). */

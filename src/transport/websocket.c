@@ -1,0 +1,513 @@
+/*
+ * WebSocket sessions. Inbound bytes go through the pure frame reader; its
+ * events become control-protocol commands (or echoes). Outbound, a
+ * subscribed message is the message's shared frame: HD_WIRE_WS_DEFLATE when
+ * the connection negotiated permessage-deflate with a full window, else
+ * HD_WIRE_WS. Replies (acks, errors, gaps) are per-connection frames, sent
+ * uncompressed (RSV1 is per message, so that is always allowed).
+ */
+#include "transport/websocket.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+#include "herald/clock.h"
+#include "herald/log.h"
+#include "http/response.h"
+#include "transport/catch_up.h"
+#include "transport/subscribe_params.h"
+#include "transport/ws_control.h"
+#include "ws/ws_deflate.h"
+#include "ws/ws_frame.h"
+#include "ws/ws_handshake.h"
+
+typedef struct ws_session {
+    hd_subscriber subscriber; /* first: the hub hands it back to deliver */
+    hd_conn *conn;
+    bool echo;
+    hd_ws_deflate_params deflate;
+    hd_ws_inflater *inflater;
+    hd_ws_reader *reader;
+    hd_catch_up catch_up;
+    bool close_sent;
+    uint64_t last_heard_ms; /* monotonic time of the last bytes from the peer */
+} ws_session;
+
+/* ------------------------------------------------------------------------ */
+/* Outbound frames                                                          */
+
+hd_buf *hd_websocket_encode_message(const hd_message *msg, void *ctx)
+{
+    (void)ctx;
+    hd_strbuf envelope;
+    hd_strbuf_init(&envelope);
+    hd_strbuf_reserve(&envelope, msg->data_len + msg->topic_len + 128);
+    hd_message_append_envelope(msg, &envelope);
+    hd_buf *frame = hd_ws_frame_build(HD_WS_TEXT, false, envelope.data, envelope.len);
+    hd_strbuf_free(&envelope);
+    return frame;
+}
+
+static hd_buf *encode_compressed(const hd_message *msg, void *ctx)
+{
+    hd_strbuf envelope;
+    hd_strbuf_init(&envelope);
+    hd_strbuf_reserve(&envelope, msg->data_len + msg->topic_len + 128);
+    hd_message_append_envelope(msg, &envelope);
+    hd_buf *frame = hd_ws_deflate_frame(ctx, HD_WS_TEXT, envelope.data, envelope.len);
+    hd_strbuf_free(&envelope);
+    return frame;
+}
+
+static bool compresses_shared(const ws_session *session)
+{
+    return session->deflate.enabled && session->deflate.server_max_window_bits == 15;
+}
+
+/* Ends the session with a close frame; the connection closes once it is written. */
+static void send_close(ws_session *session, uint16_t code, const char *reason)
+{
+    if (session->close_sent)
+        return;
+    session->close_sent = true;
+    hd_ws_reader_stop(session->reader);
+    hd_conn_send_last(session->conn, hd_ws_frame_build_close(code, reason));
+}
+
+/*
+ * Queues a frame; a peer too slow to take it is told so with 1013 (it can
+ * come back with its last id) instead of being cut off silently.
+ */
+static bool send_frame(ws_session *session, hd_buf *frame, bool owned)
+{
+    if (session->close_sent) {
+        if (owned)
+            hd_buf_release(frame);
+        return false;
+    }
+    if (hd_conn_would_overflow(session->conn, frame->len)) {
+        if (owned)
+            hd_buf_release(frame);
+        hd_log_info("closing WebSocket %s: slow consumer", session->conn->peer);
+        send_close(session, HD_WS_CLOSE_TRY_AGAIN, "slow consumer: resume from your last id");
+        return false;
+    }
+    return (owned ? hd_conn_send_owned : hd_conn_send)(session->conn, frame) == 0;
+}
+
+static void send_json(ws_session *session, hd_strbuf *json)
+{
+    send_frame(session, hd_ws_frame_build(HD_WS_TEXT, false, json->data, json->len), true);
+    hd_strbuf_free(json);
+}
+
+static void send_error(ws_session *session, const hd_ws_command *command, const char *code,
+                       const char *message)
+{
+    hd_strbuf json;
+    hd_strbuf_init(&json);
+    hd_strbuf_append_str(&json, "{\"type\":\"error\",");
+    if (command != NULL)
+        hd_ws_command_append_ref(command, &json);
+    hd_strbuf_append_str(&json, "\"error\":");
+    hd_strbuf_append_json_string(&json, code, strlen(code));
+    hd_strbuf_append_str(&json, ",\"message\":");
+    hd_strbuf_append_json_string(&json, message, strlen(message));
+    hd_strbuf_append_str(&json, "}");
+    send_json(session, &json);
+}
+
+static bool queue_message(void *ctx, hd_message *msg)
+{
+    ws_session *session = ctx;
+    hd_buf *frame = compresses_shared(session)
+                        ? hd_message_encoded(msg, HD_WIRE_WS_DEFLATE, encode_compressed,
+                                             hd_conn_ws_deflater(session->conn))
+                        : hd_message_encoded(msg, HD_WIRE_WS, hd_websocket_encode_message, NULL);
+    return send_frame(session, frame, false);
+}
+
+static void queue_gap(void *ctx, const hd_gap *gap)
+{
+    hd_strbuf json;
+    hd_strbuf_init(&json);
+    hd_strbuf_append_str(&json, "{\"type\":\"gap\",\"topic\":");
+    hd_strbuf_append_json_string(&json, gap->topic, gap->topic_len);
+    hd_strbuf_append_str(&json, ",\"from\":");
+    hd_strbuf_append_json_string(&json, gap->from, gap->from_len);
+    hd_strbuf_append_str(&json, ",\"to\":");
+    hd_strbuf_append_json_string(&json, gap->to, gap->to_len);
+    hd_strbuf_append_str(&json, "}");
+    send_json(ctx, &json);
+}
+
+static const hd_catch_up_ops ws_catch_up_ops = {
+    .send_message = queue_message,
+    .send_gap = queue_gap,
+};
+
+static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
+{
+    ws_session *session = (ws_session *)sub;
+    if (!hd_catch_up_holds(&session->catch_up, msg))
+        queue_message(session, msg);
+}
+
+static const hd_subscriber_ops ws_subscriber_ops = {
+    .deliver = session_on_deliver,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Control protocol                                                         */
+
+/* extra: more members, each followed by a comma, or NULL. */
+static void send_ack(ws_session *session, const hd_ws_command *command, const hd_strbuf *extra)
+{
+    hd_strbuf json;
+    hd_strbuf_init(&json);
+    hd_strbuf_append_str(&json, "{\"type\":\"ack\",");
+    hd_ws_command_append_ref(command, &json);
+    if (extra != NULL)
+        hd_strbuf_append(&json, extra->data, extra->len);
+    /* Every member ends with a comma; the last one closes the object instead. */
+    json.data[json.len - 1] = '}';
+    send_json(session, &json);
+}
+
+/* Subscribes to every topic or none; then acks and catches up from since. */
+static void run_subscribe(ws_session *session, const hd_ws_command *command)
+{
+    hd_hub *hub = hd_conn_hub(session->conn);
+    hd_cursor cursor;
+    const char *since = command->since ? command->since : "";
+    if (hd_hub_parse_cursor(hub, since, strlen(since), &cursor) != HD_HUB_OK) {
+        send_error(session, command, "invalid_cursor", "since is not an id herald issued.");
+        return;
+    }
+    if (cursor.present && session->catch_up.active) {
+        send_error(session, command, "resume_in_progress",
+                   "A resume is still being sent; subscribe with since once it has finished.");
+        return;
+    }
+    size_t limit = hd_conn_config(session->conn)->limits.max_topics_per_subscription;
+    /* Counts repeated topics twice: conservative, and known before anything changes. */
+    if (session->subscriber.subscription_count + command->topic_count > limit) {
+        send_error(session, command, "too_many_topics",
+                   "The connection would hold more than limits.max_topics_per_subscription "
+                   "topics.");
+        return;
+    }
+    bool added[command->topic_count];
+    for (size_t i = 0; i < command->topic_count; i++) {
+        size_t before = session->subscriber.subscription_count;
+        if (hd_hub_subscribe(hub, &session->subscriber, command->topics[i],
+                             strlen(command->topics[i])) != HD_HUB_OK) {
+            /* All or nothing: drop what this command added, keep what was there. */
+            for (size_t j = 0; j < i; j++) {
+                if (added[j])
+                    hd_hub_unsubscribe(hub, &session->subscriber, command->topics[j],
+                                       strlen(command->topics[j]));
+            }
+            send_error(session, command, "topic_limit",
+                       "The server holds limits.max_topics topics already.");
+            return;
+        }
+        added[i] = session->subscriber.subscription_count > before;
+    }
+    send_ack(session, command, NULL);
+    size_t lens[command->topic_count];
+    for (size_t i = 0; i < command->topic_count; i++)
+        lens[i] = strlen(command->topics[i]);
+    hd_catch_up_start(&session->catch_up, session->conn, &ws_catch_up_ops, session,
+                      (char *const *)command->topics, lens, command->topic_count, &cursor);
+}
+
+static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
+{
+    for (size_t i = 0; i < command->topic_count; i++)
+        hd_hub_unsubscribe(hd_conn_hub(session->conn), &session->subscriber, command->topics[i],
+                           strlen(command->topics[i]));
+    send_ack(session, command, NULL);
+}
+
+static void run_publish(ws_session *session, const hd_ws_command *command)
+{
+    if (command->data_len > hd_conn_config(session->conn)->limits.max_message_bytes) {
+        send_error(session, command, "payload_too_large",
+                   "The data exceeds limits.max_message_bytes.");
+        return;
+    }
+    hd_message *msg;
+    size_t subscribers;
+    hd_hub_status status =
+        hd_hub_publish(hd_conn_hub(session->conn), command->topic, strlen(command->topic),
+                       command->event, command->event ? strlen(command->event) : 0, command->data,
+                       command->data_len, hd_clock_wall_ms(), &msg, &subscribers);
+    if (status != HD_HUB_OK) {
+        send_error(session, command, "topic_limit",
+                   "The server holds limits.max_topics topics already.");
+        return;
+    }
+    hd_strbuf extra;
+    hd_strbuf_init(&extra);
+    hd_strbuf_append_str(&extra, "\"id\":");
+    hd_strbuf_append_json_string(&extra, msg->id, msg->id_len);
+    hd_strbuf_append_str(&extra, ",\"topic\":");
+    hd_strbuf_append_json_string(&extra, msg->topic, msg->topic_len);
+    hd_strbuf_printf(&extra, ",\"subscribers\":%zu,", subscribers);
+    send_ack(session, command, &extra);
+    hd_strbuf_free(&extra);
+}
+
+static void run_command(ws_session *session, const char *text, size_t len)
+{
+    hd_ws_command command;
+    size_t max_topics = hd_conn_config(session->conn)->limits.max_topics_per_subscription;
+    if (hd_ws_command_parse(text, len, max_topics, &command) != 0) {
+        send_error(session, &command, command.error, command.message);
+    } else {
+        switch (command.op) {
+        case HD_WS_OP_SUBSCRIBE:
+            run_subscribe(session, &command);
+            break;
+        case HD_WS_OP_UNSUBSCRIBE:
+            run_unsubscribe(session, &command);
+            break;
+        case HD_WS_OP_PUBLISH:
+            run_publish(session, &command);
+            break;
+        case HD_WS_OP_PING:
+            send_ack(session, &command, NULL);
+            break;
+        }
+    }
+    hd_ws_command_free(&command);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reader events                                                            */
+
+static void echo_message(ws_session *session, hd_ws_opcode opcode, const char *data, size_t len)
+{
+    hd_buf *frame = session->deflate.enabled && session->deflate.server_max_window_bits == 15
+                        ? hd_ws_deflate_frame(hd_conn_ws_deflater(session->conn), opcode, data, len)
+                        : hd_ws_frame_build(opcode, false, data, len);
+    send_frame(session, frame, true);
+}
+
+static void reader_on_message(void *ctx, hd_ws_opcode opcode, const char *data, size_t len)
+{
+    ws_session *session = ctx;
+    if (session->echo)
+        echo_message(session, opcode, data, len);
+    else if (opcode == HD_WS_TEXT)
+        run_command(session, data, len);
+    else
+        send_error(session, NULL, "unsupported_data",
+                   "herald carries text: send control messages as JSON text frames.");
+}
+
+static void reader_on_control(void *ctx, hd_ws_opcode opcode, uint16_t code, const char *payload,
+                              size_t len)
+{
+    ws_session *session = ctx;
+    if (opcode == HD_WS_PING) {
+        send_frame(session, hd_ws_frame_build(HD_WS_PONG, false, payload, len), true);
+    } else if (opcode == HD_WS_CLOSE) {
+        /* Echo the peer's code to complete the closing handshake. */
+        send_close(session, code == HD_WS_CLOSE_NO_STATUS ? HD_WS_CLOSE_NORMAL : code, "");
+    }
+}
+
+static const hd_ws_reader_callbacks reader_callbacks = {
+    .on_message = reader_on_message,
+    .on_control = reader_on_control,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Stream hooks                                                             */
+
+static uint64_t monotonic_ms(const ws_session *session)
+{
+    return uv_now(session->conn->tcp.loop);
+}
+
+static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t len)
+{
+    (void)conn;
+    ws_session *session = ctx;
+    session->last_heard_ms = monotonic_ms(session);
+    if (session->close_sent)
+        return;
+    const char *reason = NULL;
+    uint16_t code =
+        hd_ws_reader_feed(session->reader, bytes, len, &reader_callbacks, session, &reason);
+    if (code != 0)
+        send_close(session, code, reason);
+}
+
+static void session_on_heartbeat(hd_conn *conn, void *ctx)
+{
+    ws_session *session = ctx;
+    uint64_t silence = monotonic_ms(session) - session->last_heard_ms;
+    if (silence >= 2000ull * hd_conn_config(conn)->heartbeat_s) {
+        send_close(session, HD_WS_CLOSE_POLICY, "no frame from the peer within 2 x heartbeat_s");
+        return;
+    }
+    send_frame(session, hd_ws_frame_build(HD_WS_PING, false, "", 0), true);
+}
+
+static void session_on_drain(hd_conn *conn, void *ctx)
+{
+    (void)conn;
+    ws_session *session = ctx;
+    hd_catch_up_continue(&session->catch_up);
+}
+
+static void session_on_shutdown(hd_conn *conn, void *ctx)
+{
+    (void)conn;
+    send_close(ctx, HD_WS_CLOSE_GOING_AWAY, "server shutting down");
+}
+
+static void session_on_close(hd_conn *conn, void *ctx)
+{
+    ws_session *session = ctx;
+    hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
+    hd_catch_up_free(&session->catch_up);
+    hd_ws_reader_free(session->reader);
+    hd_ws_inflater_free(session->inflater);
+    free(session);
+}
+
+static const hd_stream_ops ws_stream_ops = {
+    .on_close = session_on_close,
+    .on_heartbeat = session_on_heartbeat,
+    .on_drain = session_on_drain,
+    .on_data = session_on_data,
+    .on_shutdown = session_on_shutdown,
+    .heartbeat_when_idle = false,
+};
+
+/* ------------------------------------------------------------------------ */
+/* Handshake                                                                */
+
+static bool header_has_token(const hd_conn *conn, const char *name, const char *token)
+{
+    size_t len;
+    const char *value = hd_request_header(&conn->request, name, &len);
+    return value != NULL && hd_header_has_token(value, len, token);
+}
+
+static bool origin_allowed(const hd_conn *conn)
+{
+    size_t len;
+    const char *origin = hd_request_header(&conn->request, "origin", &len);
+    const hd_strings *allowed = &hd_conn_config(conn)->websocket.allow_origins;
+    if (origin == NULL)
+        return true;
+    for (size_t i = 0; i < allowed->count; i++) {
+        const char *item = allowed->items[i];
+        if (strcmp(item, "*") == 0 || (strlen(item) == len && memcmp(item, origin, len) == 0))
+            return true;
+    }
+    return false;
+}
+
+/* Validates the upgrade request; answers and returns -1 when it is not one. */
+static int check_upgrade(hd_conn *conn)
+{
+    size_t len;
+    if (!header_has_token(conn, "upgrade", "websocket") ||
+        !header_has_token(conn, "connection", "upgrade")) {
+        hd_response_error_with(conn, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
+                               "upgrade_required",
+                               "This is a WebSocket endpoint: send Upgrade: websocket.");
+        return -1;
+    }
+    const char *version = hd_request_header(&conn->request, "sec-websocket-version", &len);
+    if (version == NULL || len != 2 || memcmp(version, "13", 2) != 0) {
+        hd_response_error_with(conn, 426, "Sec-WebSocket-Version: 13\r\n", "unsupported_version",
+                               "herald speaks WebSocket version 13.");
+        return -1;
+    }
+    const char *key = hd_request_header(&conn->request, "sec-websocket-key", &len);
+    if (key == NULL || !hd_ws_key_valid(key, len)) {
+        hd_response_error(conn, 400, "invalid_key", 0,
+                          "Sec-WebSocket-Key must be the base64 encoding of 16 bytes.");
+        return -1;
+    }
+    if (!origin_allowed(conn)) {
+        hd_response_error(conn, 403, "origin_not_allowed", 0,
+                          "This Origin is not in websocket.allow_origins.");
+        return -1;
+    }
+    return 0;
+}
+
+static void send_switching_protocols(ws_session *session, const char *extensions)
+{
+    hd_conn *conn = session->conn;
+    size_t key_len;
+    const char *key = hd_request_header(&conn->request, "sec-websocket-key", &key_len);
+    char accept[HD_WS_ACCEPT_SIZE];
+    hd_ws_accept_key(key, key_len, accept);
+    hd_strbuf head;
+    hd_strbuf_init(&head);
+    hd_strbuf_printf(&head,
+                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+                     accept);
+    if (extensions[0] != '\0')
+        hd_strbuf_printf(&head, "Sec-WebSocket-Extensions: %s\r\n", extensions);
+    hd_strbuf_append(&head, "\r\n", 2);
+    hd_conn_send_owned(conn, hd_strbuf_finish(&head));
+}
+
+void hd_websocket_handle(hd_conn *conn, bool echo)
+{
+    static const char *const cursor_params[] = {"since", "last_event_id", NULL};
+    if (check_upgrade(conn) != 0)
+        return;
+    /* ?topic=…&since=… subscribes at once, with the same rules as GET /events. */
+    hd_subscribe_params params;
+    memset(&params, 0, sizeof(params));
+    if (!echo && hd_subscribe_params_parse(conn, NULL, cursor_params, false, &params) != 0)
+        return;
+
+    ws_session *session = hd_calloc(1, sizeof(*session));
+    session->conn = conn;
+    session->echo = echo;
+    hd_subscriber_init(&session->subscriber, &ws_subscriber_ops);
+    for (size_t i = 0; i < params.topic_count; i++) {
+        if (hd_hub_subscribe(hd_conn_hub(conn), &session->subscriber, params.topics[i],
+                             params.topic_lens[i]) != HD_HUB_OK) {
+            hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
+            hd_subscribe_params_free(&params);
+            free(session);
+            hd_response_error(conn, 503, "topic_limit", 0,
+                              "The server holds limits.max_topics topics already.");
+            return;
+        }
+    }
+
+    char extensions[256] = "";
+    size_t offer_len;
+    const char *offer = hd_request_header(&conn->request, "sec-websocket-extensions", &offer_len);
+    if (offer != NULL && hd_conn_config(conn)->websocket.compression)
+        hd_ws_deflate_negotiate(offer, offer_len, &session->deflate, extensions,
+                                sizeof(extensions));
+    if (session->deflate.enabled)
+        session->inflater = hd_ws_inflater_new(&session->deflate);
+    session->reader =
+        hd_ws_reader_new(hd_conn_config(conn)->limits.max_message_bytes, session->inflater);
+    session->last_heard_ms = uv_now(conn->tcp.loop);
+
+    send_switching_protocols(session, extensions);
+    hd_conn_start_stream(conn, &ws_stream_ops, session);
+    if (params.topic_count > 0)
+        hd_catch_up_start(&session->catch_up, conn, &ws_catch_up_ops, session, params.topics,
+                          params.topic_lens, params.topic_count, &params.cursor);
+    hd_subscribe_params_free(&params);
+}

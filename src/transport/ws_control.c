@@ -1,0 +1,140 @@
+#include "transport/ws_control.h"
+
+#include <cjson/cJSON.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+#include "herald/hub.h"
+
+#define REF_MAX 128
+
+static int fail(hd_ws_command *command, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(hd_ws_command *command, const char *code, const char *fmt, ...)
+{
+    command->error = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(command->message, sizeof(command->message), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int read_ref(const cJSON *root, hd_ws_command *command)
+{
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
+    if (ref == NULL)
+        return 0;
+    if (cJSON_IsNumber(ref) || (cJSON_IsString(ref) && strlen(ref->valuestring) <= REF_MAX)) {
+        command->ref = cJSON_PrintUnformatted(ref);
+        return 0;
+    }
+    return fail(command, "invalid_ref", "ref must be a number or a string of at most %d bytes.",
+                REF_MAX);
+}
+
+/* An optional string member: absent is fine, anything but a string is not. */
+static int read_string(const cJSON *root, const char *name, const char **out,
+                       hd_ws_command *command)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(root, name);
+    if (item == NULL)
+        return 0;
+    if (!cJSON_IsString(item))
+        return fail(command, "invalid_json", "\"%s\" must be a string.", name);
+    *out = item->valuestring;
+    return 0;
+}
+
+static int read_topics(const cJSON *root, size_t max_topics, hd_ws_command *command)
+{
+    const cJSON *topics = cJSON_GetObjectItemCaseSensitive(root, "topics");
+    if (!cJSON_IsArray(topics) || cJSON_GetArraySize(topics) == 0)
+        return fail(command, "invalid_json", "\"topics\" must be a non-empty array of names.");
+    size_t count = (size_t)cJSON_GetArraySize(topics);
+    if (count > max_topics)
+        return fail(command, "too_many_topics",
+                    "More than limits.max_topics_per_subscription (%zu) topics.", max_topics);
+    command->topics = hd_calloc(count, sizeof(*command->topics));
+    for (const cJSON *topic = topics->child; topic != NULL; topic = topic->next) {
+        if (!cJSON_IsString(topic) ||
+            !hd_topic_name_valid(topic->valuestring, strlen(topic->valuestring)))
+            return fail(command, "invalid_topic",
+                        "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
+        command->topics[command->topic_count++] = topic->valuestring;
+    }
+    return 0;
+}
+
+static int read_publish(const cJSON *root, hd_ws_command *command)
+{
+    if (read_string(root, "topic", &command->topic, command) != 0 ||
+        read_string(root, "event", &command->event, command) != 0 ||
+        read_string(root, "data", &command->data, command) != 0)
+        return -1;
+    if (command->topic == NULL || command->data == NULL)
+        return fail(command, "invalid_json", "publish needs \"topic\" and \"data\".");
+    if (!hd_topic_name_valid(command->topic, strlen(command->topic)))
+        return fail(command, "invalid_topic",
+                    "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
+    if (command->event != NULL && !hd_event_name_valid(command->event, strlen(command->event)))
+        return fail(command, "invalid_event",
+                    "An event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -.");
+    command->data_len = strlen(command->data);
+    return 0;
+}
+
+int hd_ws_command_parse(const char *text, size_t len, size_t max_topics, hd_ws_command *command)
+{
+    memset(command, 0, sizeof(*command));
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    command->tree = root;
+    if (!cJSON_IsObject(root))
+        return fail(command, "invalid_json", "A control message is one JSON object.");
+    if (read_ref(root, command) != 0)
+        return -1;
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(root, "op");
+    const char *name = cJSON_IsString(op) ? op->valuestring : "";
+    if (strcmp(name, "subscribe") == 0) {
+        command->op = HD_WS_OP_SUBSCRIBE;
+        return read_topics(root, max_topics, command) != 0 ||
+                       read_string(root, "since", &command->since, command) != 0
+                   ? -1
+                   : 0;
+    }
+    if (strcmp(name, "unsubscribe") == 0) {
+        command->op = HD_WS_OP_UNSUBSCRIBE;
+        return read_topics(root, max_topics, command);
+    }
+    if (strcmp(name, "publish") == 0) {
+        command->op = HD_WS_OP_PUBLISH;
+        return read_publish(root, command);
+    }
+    if (strcmp(name, "ping") == 0) {
+        command->op = HD_WS_OP_PING;
+        return 0;
+    }
+    return fail(command, "invalid_op",
+                "\"op\" must be \"subscribe\", \"unsubscribe\", \"publish\" or \"ping\".");
+}
+
+void hd_ws_command_free(hd_ws_command *command)
+{
+    cJSON_Delete(command->tree);
+    free(command->topics);
+    free(command->ref);
+    memset(command, 0, sizeof(*command));
+}
+
+void hd_ws_command_append_ref(const hd_ws_command *command, hd_strbuf *sb)
+{
+    if (command->ref == NULL)
+        return;
+    hd_strbuf_append_str(sb, "\"ref\":");
+    hd_strbuf_append_str(sb, command->ref);
+    hd_strbuf_append(sb, ",", 1);
+}
