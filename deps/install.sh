@@ -5,23 +5,46 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config git curl ca-certificates
-  libuv1-dev node-llhttp libssl-dev libcjson-dev libhiredis-dev zlib1g-dev
+  libuv1-dev libssl-dev libcjson-dev libhiredis-dev zlib1g-dev
   redis-server chromium clang clang-format libclang-rt-14-dev
 )
 # Node.js may already come from another source (nodesource); only fall back to Debian's when absent.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
 command -v npm >/dev/null 2>&1 || packages+=(npm)
 
+# llhttp's C sources come from Debian's node-llhttp; CMake looks for them here.
+llhttp_sources=/usr/share/llhttp/llhttp.c
+llhttp_extracted=/usr/local/share/herald/node-llhttp
+
+is_installed() {
+  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+  is_installed "$p" || missing+=("$p")
 done
+need_llhttp=0
+[ -f "$llhttp_sources" ] || [ -f "$llhttp_extracted$llhttp_sources" ] || need_llhttp=1
+((${#missing[@]})) || ((need_llhttp)) || exit 0
+
+if [ "$(id -u)" != 0 ]; then
+  echo "deps/install.sh: missing packages (${missing[*]}); run as root" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
 if ((${#missing[@]})); then
-  if [ "$(id -u)" != 0 ]; then
-    echo "deps/install.sh: missing packages (${missing[*]}); run as root" >&2
-    exit 1
-  fi
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if ((need_llhttp)); then
+  # node-llhttp depends on nodejs:any, which a Node.js not packaged by Debian may not provide.
+  # Only its C sources are needed, so when apt cannot install it, unpack the package instead.
+  if ! apt-get install -y -qq --no-install-recommends node-llhttp >/dev/null 2>&1; then
+    workdir=$(mktemp -d)
+    (cd "$workdir" && apt-get download -qq node-llhttp)
+    mkdir -p "$llhttp_extracted"
+    dpkg-deb -x "$workdir"/node-llhttp_*.deb "$llhttp_extracted"
+    rm -rf "$workdir"
+  fi
 fi

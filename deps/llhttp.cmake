@@ -1,9 +1,13 @@
 # llhttp as a static library, built from the C sources Debian's node-llhttp
 # package installs (no copy of them lives in this repository).
-set(LLHTTP_SOURCE_DIR /usr/share/llhttp CACHE PATH "llhttp C sources")
-set(LLHTTP_INCLUDE_DIR /usr/share/include/llhttp CACHE PATH "llhttp header")
-if(NOT EXISTS ${LLHTTP_SOURCE_DIR}/llhttp.c OR NOT EXISTS ${LLHTTP_INCLUDE_DIR}/llhttp.h)
-  message(FATAL_ERROR "llhttp sources not found in ${LLHTTP_SOURCE_DIR}: run deps/install.sh")
+# deps/install.sh unpacks the package under /usr/local/share/herald/node-llhttp when
+# apt cannot install it (its nodejs:any dependency) — look there second.
+find_path(LLHTTP_SOURCE_DIR llhttp.c PATHS /usr/share/llhttp
+          /usr/local/share/herald/node-llhttp/usr/share/llhttp NO_DEFAULT_PATH)
+find_path(LLHTTP_INCLUDE_DIR llhttp.h PATHS /usr/share/include/llhttp
+          /usr/local/share/herald/node-llhttp/usr/share/include/llhttp NO_DEFAULT_PATH)
+if(NOT LLHTTP_SOURCE_DIR OR NOT LLHTTP_INCLUDE_DIR)
+  message(FATAL_ERROR "llhttp C sources not found: run deps/install.sh")
 endif()
 
 # One copy per build variant, so the sanitizer build instruments the parser too.

@@ -46,6 +46,8 @@ void hd_request_split_target(hd_request *req)
 
 const char *hd_request_header(const hd_request *req, const char *name, size_t *len)
 {
+    if (req->headers.data == NULL)
+        return NULL;
     /* Bounded scans: an answer sent mid-parse meets a header still being read. */
     const char *p = req->headers.data;
     const char *end = p + req->headers.len;

@@ -459,6 +459,16 @@ static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(conn->server->read_buffer, sizeof(conn->server->read_buffer));
 }
 
+void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
+{
+    if (len == 0 || conn->close_when_flushed)
+        return;
+    if (conn->state == HD_CONN_READING)
+        parse_input(conn, bytes, len);
+    else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_data != NULL)
+        conn->stream_ops->on_data(conn, conn->stream_session, bytes, len);
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     hd_conn *conn = (hd_conn *)stream;
@@ -466,12 +476,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         hd_conn_close(conn);
         return;
     }
-    if (nread == 0 || conn->close_when_flushed)
-        return;
-    if (conn->state == HD_CONN_READING)
-        parse_input(conn, buf->base, (size_t)nread);
-    else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_data != NULL)
-        conn->stream_ops->on_data(conn, conn->stream_session, buf->base, (size_t)nread);
+    hd_conn_feed(conn, buf->base, (size_t)nread);
 }
 
 static void describe_peer(hd_conn *conn)
@@ -496,7 +501,7 @@ static void describe_peer(hd_conn *conn)
     }
 }
 
-void hd_conn_accept(hd_server *server, uv_stream_t *listener)
+hd_conn *hd_conn_new(hd_server *server)
 {
     hd_conn *conn = hd_calloc(1, sizeof(*conn));
     conn->server = server;
@@ -511,6 +516,13 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
     uv_tcp_init(server->loop, &conn->tcp);
     hd_list_insert_tail(&server->connections, &conn->server_node);
     server->connection_count++;
+    strcpy(conn->peer, "?");
+    return conn;
+}
+
+void hd_conn_accept(hd_server *server, uv_stream_t *listener)
+{
+    hd_conn *conn = hd_conn_new(server);
     if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
         hd_conn_close(conn);
         return;

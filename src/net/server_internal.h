@@ -54,8 +54,11 @@ struct hd_server {
     void *shutdown_ctx;
 };
 
-/* conn.c entry points used by server.c. */
+/* conn.c entry points used by server.c (and by the fuzz driver, which has no sockets). */
+hd_conn *hd_conn_new(hd_server *server);
 void hd_conn_accept(hd_server *server, uv_stream_t *listener);
+/* Input from the socket: parsed as HTTP, or handed to the stream that took over. */
+void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len);
 void hd_conn_flush(hd_conn *conn);
 void hd_conn_finish_close(hd_conn *conn);
 void hd_conn_on_header_timeout(hd_conn *conn);

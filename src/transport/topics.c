@@ -11,13 +11,15 @@ int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len)
     size_t prefix = strlen("/topics/");
     const char *raw = req->path + prefix;
     size_t raw_len = req->path_len - prefix;
-    long n = raw_len <= 3 * (HD_TOPIC_MAX - 1) ? hd_percent_decode(raw, raw_len, out, false) : -1;
-    /* Percent-decoding never lengthens, but the decoded name must still fit. */
-    if (n < 0 || (size_t)n >= HD_TOPIC_MAX || !hd_topic_name_valid(out, (size_t)n)) {
+    /* Each decoded byte takes one to three raw ones: a longer path cannot be a topic. */
+    char decoded[3 * HD_TOPIC_MAX];
+    long n = raw_len < sizeof(decoded) ? hd_percent_decode(raw, raw_len, decoded, false) : -1;
+    if (n < 0 || (size_t)n >= HD_TOPIC_MAX || !hd_topic_name_valid(decoded, (size_t)n)) {
         hd_response_error(conn, 400, "invalid_topic", 0,
                           "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
         return -1;
     }
+    memcpy(out, decoded, (size_t)n);
     out[n] = '\0';
     *len = (size_t)n;
     return 0;

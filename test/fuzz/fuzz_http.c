@@ -1,0 +1,53 @@
+/*
+ * Drives the real connection state machine (llhttp glue, limits, router,
+ * publish, SSE and WebSocket handlers) with arbitrary bytes, split into two
+ * reads at a position taken from the first byte. No sockets: output stays in
+ * the connection's queue and is freed when it closes.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <uv.h>
+
+#include "herald/config.h"
+#include "herald/hub.h"
+#include "net/conn.h"
+#include "net/server_internal.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static hd_config config;
+    static int initialised;
+    if (!initialised) {
+        hd_config_init(&config);
+        config.limits.max_message_bytes = 4096;
+        config.limits.max_request_bytes = 8192;
+        config.limits.max_header_bytes = 2048;
+        config.limits.max_topics_per_subscription = 4;
+        config.history.max_messages = 8;
+        hd_log_set_level(HD_LOG_ERROR);
+        initialised = 1;
+    }
+    if (size == 0)
+        return 0;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    hd_hub_options options = {.history_max_messages = 8, .history_max_bytes = 65536, .epoch = 1};
+    hd_hub *hub = hd_hub_new(&options);
+    hd_hub_publish(hub, "a", 1, NULL, 0, "held", 4, 0, NULL, NULL);
+    hd_server *server = hd_server_new(&loop, &config, hub);
+    hd_conn *conn = hd_conn_new(server);
+
+    size_t split = 1 + (size > 1 ? data[0] % (size - 1) : 0);
+    hd_conn_feed(conn, (const char *)data + 1, split - 1);
+    hd_conn_feed(conn, (const char *)data + split, size - split);
+
+    hd_conn_close(conn);
+    hd_conn_finish_close(conn);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    hd_server_free(server);
+    hd_hub_free(hub);
+    uv_loop_close(&loop);
+    return 0;
+}
