@@ -228,6 +228,8 @@ static void conn_on_closed(uv_handle_t *handle)
     hd_request_free(&conn->request);
     hd_list_unlink(&conn->server_node);
     server->connection_count--;
+    if (conn->ip_counted)
+        hd_ip_count_remove(server->ip_counts, &conn->ip);
     free(conn);
     hd_server_maybe_done(server);
 }
@@ -490,11 +492,14 @@ static void describe_peer(hd_conn *conn)
     int port = 0;
     if (addr.ss_family == AF_INET) {
         const struct sockaddr_in *in = (const struct sockaddr_in *)&addr;
+        conn->ip.bytes[10] = conn->ip.bytes[11] = 0xff;
+        memcpy(&conn->ip.bytes[12], &in->sin_addr, 4);
         uv_ip4_name(in, host, sizeof(host));
         port = ntohs(in->sin_port);
         snprintf(conn->peer, sizeof(conn->peer), "%s:%d", host, port);
     } else if (addr.ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
+        memcpy(conn->ip.bytes, &in6->sin6_addr, 16);
         uv_ip6_name(in6, host, sizeof(host));
         port = ntohs(in6->sin6_port);
         snprintf(conn->peer, sizeof(conn->peer), "[%s]:%d", host, port);
@@ -533,10 +538,20 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
         hd_conn_close(conn);
         return;
     }
+    const uint32_t per_ip = server->config->limits.max_connections_per_ip;
     if (server->connection_count > server->config->limits.max_connections) {
         hd_log_warn("refusing %s: limits.max_connections reached", conn->peer);
         reject(conn, 503, "too_many_connections", "The server is at limits.max_connections.");
         return;
+    }
+    if (per_ip > 0) {
+        conn->ip_counted = true;
+        if (hd_ip_count_add(server->ip_counts, &conn->ip) > per_ip) {
+            hd_log_warn("refusing %s: limits.max_connections_per_ip reached", conn->peer);
+            reject(conn, 503, "too_many_connections",
+                   "This address is at limits.max_connections_per_ip.");
+            return;
+        }
     }
     wait_for_request(conn);
 }

@@ -30,6 +30,7 @@
 #include "herald/hub.h"
 #include "herald/list.h"
 #include "http/request.h"
+#include "net/ip_count.h"
 
 typedef struct hd_server hd_server;
 typedef struct hd_conn hd_conn;
@@ -93,6 +94,8 @@ struct hd_conn {
     void *stream_session;
 
     char peer[64];
+    hd_ip ip;
+    bool ip_counted; /* counted in server->ip_counts */
 };
 
 /*

@@ -29,6 +29,7 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
     server->config = config;
     server->hub = hub;
     server->ws_deflater = hd_ws_deflater_new();
+    server->ip_counts = hd_ip_count_new();
     hd_list_init(&server->connections);
     hd_list_init(&server->flush_list);
     hd_list_init(&server->close_list);
@@ -250,6 +251,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
 void hd_server_free(hd_server *server)
 {
     hd_ws_deflater_free(server->ws_deflater);
+    hd_ip_count_free(server->ip_counts);
     free(server->listeners);
     free(server);
 }

@@ -14,6 +14,7 @@
 #include "herald/hub.h"
 #include "herald/list.h"
 #include "herald/server.h"
+#include "net/ip_count.h"
 
 #define HD_READ_BUFFER_SIZE 65536
 
@@ -34,10 +35,11 @@ struct hd_server {
 
     hd_list connections;
     size_t connection_count;
-    hd_list flush_list;  /* connections with output to write this pass */
-    hd_list close_list;  /* connections marked CLOSING, not yet uv_close'd */
-    hd_list header_wait; /* READING connections by time they started waiting */
-    hd_list stream_idle; /* STREAMING connections by time of their last output */
+    hd_ip_count *ip_counts; /* connections per client address */
+    hd_list flush_list;     /* connections with output to write this pass */
+    hd_list close_list;     /* connections marked CLOSING, not yet uv_close'd */
+    hd_list header_wait;    /* READING connections by time they started waiting */
+    hd_list stream_idle;    /* STREAMING connections by time of their last output */
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
     uv_timer_t sweep_timer;  /* header timeouts, heartbeats, history TTL */

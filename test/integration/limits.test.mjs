@@ -1,0 +1,71 @@
+// Connection limits: limits.max_connections and limits.max_connections_per_ip
+// answer 503 too_many_connections and close, without disturbing the
+// connections already served. Several 127.x source addresses stand for
+// several clients.
+
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startHerald, subscribe, curl } from '../lib/harness.mjs';
+
+const servers = [];
+after(async () => { for (const h of servers) await h.stop(); });
+
+async function healthFrom(h, sourceAddress) {
+  const r = await curl(['-s', '--interface', sourceAddress, '-o', '-', '-w', '\n%{http_code}',
+    `${h.url}/healthz`]);
+  const lines = r.stdout.trimEnd().split('\n');
+  return { status: Number(lines.at(-1)), body: lines.slice(0, -1).join('\n') };
+}
+
+test('max_connections_per_ip refuses the extra connection of one address only', async () => {
+  const h = await startHerald({ config: { limits: { max_connections_per_ip: 2 } } });
+  servers.push(h);
+  const first = await subscribe(h.url, '/events?topic=ip-a');
+  const second = await subscribe(h.url, '/events?topic=ip-a');
+  try {
+    const refused = await healthFrom(h, '127.0.0.1');
+    assert.equal(refused.status, 503);
+    assert.equal(JSON.parse(refused.body).error, 'too_many_connections');
+
+    const other = await healthFrom(h, '127.0.0.2');
+    assert.equal(other.status, 200, 'another address is not limited by the first one');
+
+    const published = await curl(['-s', '--interface', '127.0.0.3', '-o', '/dev/null', '-w',
+      '%{http_code}', '--data-binary', 'still served', `${h.url}/topics/ip-a`]);
+    assert.equal(published.stdout, '201');
+    const [got] = await first.waitEvents(1);
+    assert.equal(got.data, 'still served');
+    assert.equal((await second.waitEvents(1))[0].data, 'still served');
+  } finally {
+    first.close();
+    second.close();
+  }
+  // Closing frees the address's slots again.
+  await until200(h, '127.0.0.1');
+});
+
+async function until200(h, address) {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const r = await healthFrom(h, address);
+    if (r.status === 200) return;
+    assert.ok(Date.now() < deadline, `still refused after closing: ${r.status}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+test('max_connections refuses connections over the global limit', async () => {
+  const h = await startHerald({ config: { limits: { max_connections: 2 } } });
+  servers.push(h);
+  const first = await subscribe(h.url, '/events?topic=global');
+  const second = await subscribe(h.url, '/events?topic=global');
+  try {
+    const refused = await healthFrom(h, '127.0.0.4');
+    assert.equal(refused.status, 503);
+    assert.equal(JSON.parse(refused.body).error, 'too_many_connections');
+  } finally {
+    first.close();
+    second.close();
+  }
+  await until200(h, '127.0.0.4');
+});
