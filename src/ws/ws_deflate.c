@@ -4,7 +4,7 @@
  * Inbound policy: herald's answer always carries client_no_context_takeover,
  * which RFC 7692 §7.1.1.2 lets a server add even when the client did not
  * offer it. Each message then inflates from an empty window, so the zlib
- * stream (about 44 KiB with its 32 KiB window) is freed after every message
+ * stream (about 40 KiB with its 32 KiB window) is freed after every message
  * and an idle connection holds none; clients mostly send small control
  * operations, which gain little from a shared window. The inflater itself
  * still supports context takeover for whoever builds params by hand.
@@ -351,9 +351,15 @@ static int inflate_pending(hd_ws_inflater *inf, hd_strbuf *out, size_t limit)
             zs->next_out = &probe;
             given = 1;
         } else {
-            /* Grow geometrically, but never reserve past the limit. */
-            size_t want = out->len > INFLATE_MIN_GROWTH ? out->len : INFLATE_MIN_GROWTH;
-            hd_strbuf_reserve(out, want < room ? want : room);
+            /*
+             * Use the spare capacity while there is a useful amount of it,
+             * then grow geometrically, never reserving past the limit.
+             */
+            size_t spare = out->data != NULL ? out->cap - out->len : 0;
+            if (spare < INFLATE_MIN_GROWTH && spare < room) {
+                size_t want = out->len > INFLATE_MIN_GROWTH ? out->len : INFLATE_MIN_GROWTH;
+                hd_strbuf_reserve(out, want < room ? want : room);
+            }
             given = out->cap - out->len;
             given = given < room ? given : room;
             given = given < UINT_MAX ? given : UINT_MAX;

@@ -31,7 +31,10 @@ typedef struct hd_ws_deflate_params {
  * params->enabled and writes the response header value (e.g.
  * "permessage-deflate; server_no_context_takeover") into response. Offers
  * with unknown or malformed parameters are declined (RFC 7692 §5), not
- * failed. Returns 0.
+ * failed. The answer always includes client_no_context_takeover (RFC 7692
+ * §7.1.1.2 allows it unsolicited), so an accepted offer always sets
+ * params->client_no_context_takeover and the inflater keeps no window
+ * between messages. Returns 0.
  */
 int hd_ws_deflate_negotiate(const char *header, size_t len, hd_ws_deflate_params *params,
                             char *response, size_t response_len);

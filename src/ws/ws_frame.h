@@ -70,7 +70,7 @@ void hd_ws_reader_free(hd_ws_reader *reader);
  * after a non-zero return the reader must not be fed again. Callbacks run
  * synchronously from inside this call; a callback may ask the reader to stop
  * with hd_ws_reader_stop (e.g. after a close frame), in which case feed
- * returns 0 and ignores the rest of the input.
+ * returns 0 and ignores the rest of the input (and of any later call).
  */
 uint16_t hd_ws_reader_feed(hd_ws_reader *reader, const void *bytes, size_t len,
                            const hd_ws_reader_callbacks *callbacks, void *ctx, const char **reason);
@@ -82,7 +82,12 @@ size_t hd_ws_frame_header_size(size_t len);
 size_t hd_ws_frame_write_header(char *out, hd_ws_opcode opcode, bool compressed, size_t len);
 /* A complete final unmasked frame in one new buffer (one reference). */
 hd_buf *hd_ws_frame_build(hd_ws_opcode opcode, bool compressed, const void *payload, size_t len);
-/* A close frame with code and reason (reason truncated to fit 125 bytes). */
+/*
+ * A close frame with code and reason (reason may be NULL; cut to 123 bytes
+ * on a UTF-8 character boundary so the payload fits 125). Code
+ * HD_WS_CLOSE_NO_STATUS builds an empty close frame, the only way to say
+ * "no status" on the wire.
+ */
 hd_buf *hd_ws_frame_build_close(uint16_t code, const char *reason);
 
 /* Whether a received close code is one a peer may send (RFC 6455 §7.4). */
