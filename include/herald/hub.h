@@ -52,6 +52,9 @@ typedef struct hd_gap {
     size_t to_len;
 } hd_gap;
 
+/* Appends "topic":…,"from":…,"to":… (the members every transport's gap carries). */
+void hd_gap_append_json_fields(const hd_gap *gap, hd_strbuf *sb);
+
 typedef struct hd_subscriber hd_subscriber;
 
 typedef struct hd_subscriber_ops {

@@ -667,3 +667,13 @@ bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, h
         out->last_id[0] = '\0';
     return true;
 }
+
+void hd_gap_append_json_fields(const hd_gap *gap, hd_strbuf *sb)
+{
+    hd_strbuf_append_str(sb, "\"topic\":");
+    hd_strbuf_append_json_string(sb, gap->topic, gap->topic_len);
+    hd_strbuf_append_str(sb, ",\"from\":");
+    hd_strbuf_append_json_string(sb, gap->from, gap->from_len);
+    hd_strbuf_append_str(sb, ",\"to\":");
+    hd_strbuf_append_json_string(sb, gap->to, gap->to_len);
+}

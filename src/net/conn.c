@@ -79,7 +79,9 @@ static hd_buf *queue_pop(hd_conn *conn)
 
 bool hd_conn_would_overflow(const hd_conn *conn, size_t len)
 {
-    return conn->queued_bytes + len > hd_conn_config(conn)->limits.max_outbound_bytes;
+    /* An empty queue takes any one buffer, or a message above the limit could never go out. */
+    return conn->queued_bytes > 0 &&
+           conn->queued_bytes + len > hd_conn_config(conn)->limits.max_outbound_bytes;
 }
 
 static void enqueue(hd_conn *conn, hd_buf *buf)

@@ -123,7 +123,11 @@ void hd_conn_close(hd_conn *conn);
  */
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session);
 
-/* Whether queueing len more bytes would exceed limits.max_outbound_bytes. */
+/*
+ * Whether queueing len more bytes would exceed limits.max_outbound_bytes. An
+ * empty queue accepts any one buffer, so the bound is the limit or one
+ * message, whichever is larger.
+ */
 bool hd_conn_would_overflow(const hd_conn *conn, size_t len);
 /*
  * Queues buf (taking the caller's reference) past the outbound limit and

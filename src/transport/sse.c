@@ -82,12 +82,8 @@ hd_buf *hd_sse_encode_gap(const hd_gap *gap)
 {
     hd_strbuf sb;
     hd_strbuf_init(&sb);
-    hd_strbuf_append_str(&sb, "event: herald-gap\ndata: {\"topic\":");
-    hd_strbuf_append_json_string(&sb, gap->topic, gap->topic_len);
-    hd_strbuf_append_str(&sb, ",\"from\":");
-    hd_strbuf_append_json_string(&sb, gap->from, gap->from_len);
-    hd_strbuf_append_str(&sb, ",\"to\":");
-    hd_strbuf_append_json_string(&sb, gap->to, gap->to_len);
+    hd_strbuf_append_str(&sb, "event: herald-gap\ndata: {");
+    hd_gap_append_json_fields(gap, &sb);
     hd_strbuf_append_str(&sb, "}\n\n");
     return hd_strbuf_finish(&sb);
 }

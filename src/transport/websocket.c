@@ -37,27 +37,29 @@ typedef struct ws_session {
 /* ------------------------------------------------------------------------ */
 /* Outbound frames                                                          */
 
-hd_buf *hd_websocket_encode_message(const hd_message *msg, void *ctx)
+/* The envelope as a text frame; compressed with deflater when it is not NULL. */
+static hd_buf *encode_envelope_frame(const hd_message *msg, hd_ws_deflater *deflater)
 {
-    (void)ctx;
     hd_strbuf envelope;
     hd_strbuf_init(&envelope);
     hd_strbuf_reserve(&envelope, msg->data_len + msg->topic_len + 128);
     hd_message_append_envelope(msg, &envelope);
-    hd_buf *frame = hd_ws_frame_build(HD_WS_TEXT, false, envelope.data, envelope.len);
+    hd_buf *frame = deflater != NULL
+                        ? hd_ws_deflate_frame(deflater, HD_WS_TEXT, envelope.data, envelope.len)
+                        : hd_ws_frame_build(HD_WS_TEXT, false, envelope.data, envelope.len);
     hd_strbuf_free(&envelope);
     return frame;
 }
 
-static hd_buf *encode_compressed(const hd_message *msg, void *ctx)
+hd_buf *hd_websocket_encode_message(const hd_message *msg, void *ctx)
 {
-    hd_strbuf envelope;
-    hd_strbuf_init(&envelope);
-    hd_strbuf_reserve(&envelope, msg->data_len + msg->topic_len + 128);
-    hd_message_append_envelope(msg, &envelope);
-    hd_buf *frame = hd_ws_deflate_frame(ctx, HD_WS_TEXT, envelope.data, envelope.len);
-    hd_strbuf_free(&envelope);
-    return frame;
+    (void)ctx;
+    return encode_envelope_frame(msg, NULL);
+}
+
+static hd_buf *encode_compressed(const hd_message *msg, void *deflater)
+{
+    return encode_envelope_frame(msg, deflater);
 }
 
 static bool compresses_shared(const ws_session *session)
@@ -132,12 +134,8 @@ static void queue_gap(void *ctx, const hd_gap *gap)
 {
     hd_strbuf json;
     hd_strbuf_init(&json);
-    hd_strbuf_append_str(&json, "{\"type\":\"gap\",\"topic\":");
-    hd_strbuf_append_json_string(&json, gap->topic, gap->topic_len);
-    hd_strbuf_append_str(&json, ",\"from\":");
-    hd_strbuf_append_json_string(&json, gap->from, gap->from_len);
-    hd_strbuf_append_str(&json, ",\"to\":");
-    hd_strbuf_append_json_string(&json, gap->to, gap->to_len);
+    hd_strbuf_append_str(&json, "{\"type\":\"gap\",");
+    hd_gap_append_json_fields(gap, &json);
     hd_strbuf_append_str(&json, "}");
     send_json(ctx, &json);
 }
@@ -290,7 +288,7 @@ static void run_command(ws_session *session, const char *text, size_t len)
 
 static void echo_message(ws_session *session, hd_ws_opcode opcode, const char *data, size_t len)
 {
-    hd_buf *frame = session->deflate.enabled && session->deflate.server_max_window_bits == 15
+    hd_buf *frame = compresses_shared(session)
                         ? hd_ws_deflate_frame(hd_conn_ws_deflater(session->conn), opcode, data, len)
                         : hd_ws_frame_build(opcode, false, data, len);
     send_frame(session, frame, true);
