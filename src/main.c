@@ -104,6 +104,10 @@ static void on_shutdown_done(void *ctx)
     herald *h = ctx;
     uv_close((uv_handle_t *)&h->sigterm, NULL);
     uv_close((uv_handle_t *)&h->sigint, NULL);
+    /* Closing the handles restored the default action; a repeated signal must not cut the exit
+     * short. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 }
 
 static void on_signal(uv_signal_t *signal, int signum)

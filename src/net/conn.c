@@ -20,6 +20,11 @@ const hd_config *hd_conn_config(const hd_conn *conn)
     return conn->server->config;
 }
 
+bool hd_conn_server_draining(const hd_conn *conn)
+{
+    return conn->server->draining;
+}
+
 hd_hub *hd_conn_hub(const hd_conn *conn)
 {
     return conn->server->hub;
@@ -370,7 +375,8 @@ static int on_headers_complete(llhttp_t *parser)
     hd_request *req = &conn->request;
     hd_list_unlink(&conn->timeout_node);
     req->method = parser->method;
-    req->keep_alive = llhttp_should_keep_alive(parser);
+    /* While draining, each request still in flight is answered, then its connection closed. */
+    req->keep_alive = llhttp_should_keep_alive(parser) && !conn->server->draining;
     hd_request_split_target(req);
     conn->body_limit = hd_router_body_limit(conn);
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->body_limit) {

@@ -136,6 +136,8 @@ bool hd_conn_would_overflow(const hd_conn *conn, size_t len);
 void hd_conn_send_last(hd_conn *conn, hd_buf *buf);
 
 const hd_config *hd_conn_config(const hd_conn *conn);
+/* Whether the server is shutting down (health checks then answer 503). */
+bool hd_conn_server_draining(const hd_conn *conn);
 /* The server's compressor for permessage-deflate frames (one per loop). */
 struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);

@@ -234,8 +234,9 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
     hd_list_foreach_safe(node, next, &server->connections)
     {
         hd_conn *conn = hd_container_of(node, hd_conn, server_node);
-        if (conn->state == HD_CONN_READING && !conn->request_started && conn->queue_count == 0 &&
-            conn->in_flight_count == 0)
+        if (conn->state == HD_CONN_READING && conn->request_started)
+            continue; /* answered with Connection: close, or cut by the header timeout */
+        if (conn->state == HD_CONN_READING && conn->queue_count == 0 && conn->in_flight_count == 0)
             hd_conn_close(conn);
         else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_shutdown != NULL)
             conn->stream_ops->on_shutdown(conn, conn->stream_session);

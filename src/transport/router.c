@@ -47,6 +47,10 @@ static void answer_preflight(hd_conn *conn)
 
 static void answer_health(hd_conn *conn)
 {
+    if (hd_conn_server_draining(conn)) {
+        hd_response_error(conn, 503, "draining", HD_RESPONSE_CLOSE, "herald is shutting down.");
+        return;
+    }
     hd_response_send(conn, 200, "text/plain; charset=utf-8", NULL, "ok\n", 3, 0);
 }
 
