@@ -254,6 +254,9 @@ void hd_conn_finish_close(hd_conn *conn)
 
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session)
 {
+    /* A stream reads no more requests: give back the request's buffers for its long life. */
+    hd_request_free(&conn->request);
+    hd_request_init(&conn->request);
     conn->state = HD_CONN_STREAMING;
     conn->stream_ops = ops;
     conn->stream_session = session;

@@ -119,7 +119,8 @@ void hd_conn_close_after_flush(hd_conn *conn);
 void hd_conn_close(hd_conn *conn);
 /*
  * Hands the connection to a streaming transport: no more requests are read,
- * the heartbeat timer applies, ops->on_close runs when it closes.
+ * the heartbeat timer applies, ops->on_close runs when it closes. The
+ * request is freed: read what the stream needs from it before this call.
  */
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session);
 
