@@ -113,6 +113,19 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
         hd_buf_release(buf);
         return -1;
     }
+    if (conn->state == HD_CONN_READING) {
+        /*
+         * Answers are never dropped: a client that pipelines faster than it
+         * reads is slowed down instead, by reading no more until it caught up.
+         */
+        enqueue(conn, buf);
+        if (conn->queued_bytes > hd_conn_config(conn)->limits.max_outbound_bytes &&
+            !conn->reading_paused) {
+            conn->reading_paused = true;
+            uv_read_stop((uv_stream_t *)&conn->tcp);
+        }
+        return 0;
+    }
     if (hd_conn_would_overflow(conn, buf->len)) {
         hd_log_info("closing %s: outbound queue over limits.max_outbound_bytes (slow consumer)",
                     conn->peer);
@@ -121,7 +134,7 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
         return -1;
     }
     enqueue(conn, buf);
-    if (conn->state == HD_CONN_STREAMING && conn->stream_ops->heartbeat_when_idle)
+    if (conn->stream_ops != NULL && conn->stream_ops->heartbeat_when_idle)
         wait_in(conn, &conn->server->stream_idle);
     return 0;
 }
@@ -150,6 +163,9 @@ static void start_lingering(hd_conn *conn)
     wait_for_request(conn);
 }
 
+static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
 static void conn_on_write(uv_write_t *req, int status)
 {
     hd_conn *conn = req->data;
@@ -172,6 +188,11 @@ static void conn_on_write(uv_write_t *req, int status)
     if (conn->close_when_flushed) {
         start_lingering(conn);
         return;
+    }
+    if (conn->reading_paused) {
+        conn->reading_paused = false;
+        if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0)
+            hd_conn_close(conn);
     }
     if (conn->stream_ops != NULL && conn->stream_ops->on_drain != NULL)
         conn->stream_ops->on_drain(conn, conn->stream_session);
@@ -207,6 +228,9 @@ void hd_conn_close_after_flush(hd_conn *conn)
     conn->close_when_flushed = true;
     /* The header timeout also bounds how long a client may take to read the answer. */
     wait_for_request(conn);
+    /* A stream that is ending delivers nothing more: detach it now, not after the linger. */
+    if (conn->stream_ops != NULL && !hd_list_linked(&conn->detach_node))
+        hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
     if (conn->queue_count == 0 && conn->in_flight_count == 0)
         start_lingering(conn);
 }
@@ -241,14 +265,20 @@ static void conn_on_closed(uv_handle_t *handle)
     hd_server_maybe_done(server);
 }
 
-void hd_conn_finish_close(hd_conn *conn)
+void hd_conn_detach_stream(hd_conn *conn)
 {
-    hd_list_unlink(&conn->close_node);
+    hd_list_unlink(&conn->detach_node);
     if (conn->stream_ops != NULL) {
         conn->stream_ops->on_close(conn, conn->stream_session);
         conn->stream_ops = NULL;
         conn->stream_session = NULL;
     }
+}
+
+void hd_conn_finish_close(hd_conn *conn)
+{
+    hd_list_unlink(&conn->close_node);
+    hd_conn_detach_stream(conn);
     uv_close((uv_handle_t *)&conn->tcp, conn_on_closed);
 }
 
@@ -439,8 +469,7 @@ void hd_conn_init_http_settings(llhttp_settings_t *settings)
 static void parse_input(hd_conn *conn, const char *data, size_t len)
 {
     llhttp_errno_t err = llhttp_execute(&conn->parser, data, len);
-    if (err == HPE_PAUSED && conn->state == HD_CONN_STREAMING &&
-        conn->stream_ops->on_data != NULL) {
+    if (err == HPE_PAUSED && conn->stream_ops != NULL && conn->stream_ops->on_data != NULL) {
         /* A WebSocket client may send frames right behind its handshake. */
         const char *rest = llhttp_get_error_pos(&conn->parser);
         if (rest != NULL && rest < data + len)
@@ -478,7 +507,7 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
         return;
     if (conn->state == HD_CONN_READING)
         parse_input(conn, bytes, len);
-    else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_data != NULL)
+    else if (conn->stream_ops != NULL && conn->stream_ops->on_data != NULL)
         conn->stream_ops->on_data(conn, conn->stream_session, bytes, len);
 }
 
@@ -526,6 +555,7 @@ hd_conn *hd_conn_new(hd_server *server)
     hd_list_init(&conn->flush_node);
     hd_list_init(&conn->close_node);
     hd_list_init(&conn->timeout_node);
+    hd_list_init(&conn->detach_node);
     hd_request_init(&conn->request);
     llhttp_init(&conn->parser, HTTP_REQUEST, &server->http_settings);
     conn->parser.data = conn;

@@ -70,6 +70,7 @@ struct hd_conn {
     hd_list flush_node;   /* in server->flush_list while output waits */
     hd_list close_node;   /* in server->close_list once CLOSING */
     hd_list timeout_node; /* in the header-timeout or heartbeat list */
+    hd_list detach_node;  /* in server->detach_list while an ending stream awaits detaching */
     uint64_t timeout_since_ms;
 
     llhttp_t parser;
@@ -87,10 +88,11 @@ struct hd_conn {
     hd_buf *in_flight[HD_CONN_WRITE_BATCH];
     size_t in_flight_count;
     bool close_when_flushed;
-    bool lingering; /* answered and shut down for writing; draining input until EOF */
+    bool reading_paused; /* answers pile up past the limit: read again once written */
+    bool lingering;      /* answered and shut down for writing; draining input until EOF */
     uv_shutdown_t shutdown_req;
 
-    const hd_stream_ops *stream_ops;
+    const hd_stream_ops *stream_ops; /* NULL once the stream is detached */
     void *stream_session;
 
     char peer[64];

@@ -33,6 +33,7 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
     hd_list_init(&server->connections);
     hd_list_init(&server->flush_list);
     hd_list_init(&server->close_list);
+    hd_list_init(&server->detach_list);
     hd_list_init(&server->header_wait);
     hd_list_init(&server->stream_idle);
     hd_conn_init_http_settings(&server->http_settings);
@@ -44,6 +45,9 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
 
 static void process_closes(hd_server *server)
 {
+    /* Outside any hub delivery, so transports may unsubscribe here. */
+    while (!hd_list_empty(&server->detach_list))
+        hd_conn_detach_stream(hd_container_of(server->detach_list.next, hd_conn, detach_node));
     while (!hd_list_empty(&server->close_list)) {
         hd_conn *conn = hd_container_of(server->close_list.next, hd_conn, close_node);
         hd_conn_finish_close(conn);
@@ -238,7 +242,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
             continue; /* answered with Connection: close, or cut by the header timeout */
         if (conn->state == HD_CONN_READING && conn->queue_count == 0 && conn->in_flight_count == 0)
             hd_conn_close(conn);
-        else if (conn->state == HD_CONN_STREAMING && conn->stream_ops->on_shutdown != NULL)
+        else if (conn->stream_ops != NULL && conn->stream_ops->on_shutdown != NULL)
             conn->stream_ops->on_shutdown(conn, conn->stream_session);
         else
             hd_conn_close_after_flush(conn);

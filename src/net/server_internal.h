@@ -38,6 +38,7 @@ struct hd_server {
     hd_ip_count *ip_counts; /* connections per client address */
     hd_list flush_list;     /* connections with output to write this pass */
     hd_list close_list;     /* connections marked CLOSING, not yet uv_close'd */
+    hd_list detach_list;    /* ending streams to detach from their transport */
     hd_list header_wait;    /* READING connections by time they started waiting */
     hd_list stream_idle;    /* STREAMING connections by time of their last output */
 
@@ -63,6 +64,8 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener);
 void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len);
 void hd_conn_flush(hd_conn *conn);
 void hd_conn_finish_close(hd_conn *conn);
+/* Runs the transport's on_close (unsubscribing) while the connection lingers. */
+void hd_conn_detach_stream(hd_conn *conn);
 void hd_conn_on_header_timeout(hd_conn *conn);
 void hd_conn_on_idle_stream(hd_conn *conn);
 void hd_conn_init_http_settings(llhttp_settings_t *settings);

@@ -7,6 +7,7 @@
 
 #include "herald/alloc.h"
 #include "herald/clock.h"
+#include "herald/json_text.h"
 #include "herald/utf8.h"
 #include "http/response.h"
 #include "transport/topics.h"
@@ -217,7 +218,12 @@ void hd_publish_handle_batch(hd_conn *conn)
         return;
     }
     const hd_strbuf *body = &conn->request.body;
-    cJSON *root = cJSON_ParseWithLength(body->data ? body->data : "", body->len);
+    const char *text = body->data ? body->data : "";
+    if (hd_json_text_has_nul(text, body->len)) {
+        hd_response_error(conn, 400, "invalid_json", 0, "JSON strings must not contain U+0000.");
+        return;
+    }
+    cJSON *root = cJSON_ParseWithLength(text, body->len);
     if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
         hd_response_error(
             conn, 400, "invalid_json", 0,

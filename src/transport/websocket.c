@@ -463,6 +463,19 @@ static void send_switching_protocols(ws_session *session, const char *extensions
     hd_conn_send_owned(conn, hd_strbuf_finish(&head));
 }
 
+/*
+ * The largest inbound message. On /ws a message is a control message whose
+ * data may be up to max_message_bytes after JSON decoding, and JSON escaping
+ * can take six bytes per data byte: room for that, so an oversized publish
+ * gets its payload_too_large error frame rather than a 1009 close. The echo
+ * endpoint's messages are the data itself.
+ */
+static size_t frame_limit(const hd_conn *conn, bool echo)
+{
+    size_t max = hd_conn_config(conn)->limits.max_message_bytes;
+    return echo ? max : 6 * max + 1024;
+}
+
 void hd_websocket_handle(hd_conn *conn, bool echo)
 {
     static const char *const cursor_params[] = {"since", "last_event_id", NULL};
@@ -498,8 +511,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
                                 sizeof(extensions));
     if (session->deflate.enabled)
         session->inflater = hd_ws_inflater_new(&session->deflate);
-    session->reader =
-        hd_ws_reader_new(hd_conn_config(conn)->limits.max_message_bytes, session->inflater);
+    session->reader = hd_ws_reader_new(frame_limit(conn, echo), session->inflater);
     session->last_heard_ms = uv_now(conn->tcp.loop);
 
     send_switching_protocols(session, extensions);

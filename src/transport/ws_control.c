@@ -8,6 +8,7 @@
 
 #include "herald/alloc.h"
 #include "herald/hub.h"
+#include "herald/json_text.h"
 
 #define REF_MAX 128
 
@@ -97,6 +98,9 @@ int hd_ws_command_parse(const char *text, size_t len, size_t max_topics, hd_ws_c
         return fail(command, "invalid_json", "A control message is one JSON object.");
     if (read_ref(root, command) != 0)
         return -1;
+    /* Checked after the ref is read, so that the error can name it. */
+    if (hd_json_text_has_nul(text, len))
+        return fail(command, "invalid_json", "JSON strings must not contain U+0000.");
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(root, "op");
     const char *name = cJSON_IsString(op) ? op->valuestring : "";
     if (strcmp(name, "subscribe") == 0) {

@@ -5,7 +5,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHerald, subscribe, curl } from '../lib/harness.mjs';
+import { startHerald, subscribe, curl, RawConn } from '../lib/harness.mjs';
 
 const servers = [];
 after(async () => { for (const h of servers) await h.stop(); });
@@ -68,4 +68,31 @@ test('max_connections refuses connections over the global limit', async () => {
     second.close();
   }
   await until200(h, '127.0.0.4');
+});
+
+test('answers are never dropped for max_outbound_bytes: a large batch answer, and a pipelining client that does not read', async () => {
+  const h = await startHerald({ config: { limits: { max_outbound_bytes: 16384 } } });
+  servers.push(h);
+  const items = Array.from({ length: 400 }, (_, i) => ({ topic: 'big-answer', data: `m${i}` }));
+  const res = await fetch(`${h.url}/publish`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(items),
+  });
+  assert.equal(res.status, 201);
+  const body = await res.json();
+  assert.equal(body.messages.length, 400, 'the whole answer arrives, though it is larger than the limit');
+
+  // 2000 pipelined requests (far more answer bytes than the limit): herald
+  // stops reading while answers pile up, and answers every one in order.
+  const conn = await RawConn.connect(h.host, h.port);
+  const n = 2000;
+  let requests = '';
+  for (let i = 0; i < n; i++) requests += `GET /healthz?i=${i} HTTP/1.1\r\nHost: x\r\n\r\n`;
+  conn.socket.pause();
+  await conn.write(requests);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  conn.socket.resume();
+  const responses = await conn.waitResponses(n, { timeout: 20_000 });
+  assert.equal(responses.length, n);
+  assert.ok(responses.every((r) => r.status === 200));
+  conn.destroy();
 });

@@ -15,6 +15,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { StringDecoder } from 'node:string_decoder';
+import { createHash, randomBytes } from 'node:crypto';
+import zlib from 'node:zlib';
 
 export const HERALD_BIN = process.env.HERALD_BIN || '';
 export const HERALD_VARIANT = process.env.HERALD_VARIANT || '';
@@ -830,4 +832,417 @@ export async function openEventSource(url, { headers = {}, events = [], fetchImp
     until(() => (got[type]?.length ?? 0) >= n, { timeout: t, what: () => `${n} "${type}" events; got ${JSON.stringify(got.all)}` })
       .then(() => got[type]);
   return { es, got, wait, close: () => es.close() };
+}
+
+// ---------------------------------------------------------------------------
+// WebSocket: the npm `ws` client, a raw frame codec and a raw client.
+
+/** Sec-WebSocket-Accept for a key (RFC 6455 §4.2.2). */
+export function wsAccept(key) {
+  return createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+}
+
+/**
+ * Opens a WebSocket with the npm `ws` client (perMessageDeflate off unless
+ * given) and records everything it receives. Resolves once open; rejects
+ * with {status, headers, body} details when the server does not answer 101.
+ *
+ * client.messages: [{text, json, binary, data}] in arrival order;
+ * client.pings: pings received; client.closed: {code, reason} once closed;
+ * client.upgradeHeaders: the 101 response headers.
+ */
+export async function openWS(baseUrl, pathAndQuery = '/ws', { perMessageDeflate = false, headers = {}, timeout = 5000, ...options } = {}) {
+  const { default: WebSocket } = await import('ws');
+  const url = new URL(pathAndQuery, baseUrl.replace(/^http/, 'ws'));
+  const ws = new WebSocket(url, { perMessageDeflate, headers, handshakeTimeout: timeout, ...options });
+  const client = new WSClient(ws, url.href);
+  ws.on('upgrade', (res) => {
+    client.upgradeHeaders = res.headers;
+    const sock = res.socket;
+    sockets.add(sock);
+    sock.on('close', () => sockets.delete(sock));
+  });
+  try {
+    await withTimeout(new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('unexpected-response', (req, res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => {
+          let json;
+          try { json = JSON.parse(body); } catch { json = undefined; }
+          const err = new Error(`WebSocket ${url.href}: expected 101, got ${res.statusCode} ${body}`);
+          Object.assign(err, { status: res.statusCode, headers: res.headers, body, json });
+          req.destroy();
+          reject(err);
+        });
+      });
+      ws.once('error', reject);
+    }), timeout, `WebSocket ${url.href} to open`);
+  } catch (err) {
+    ws.terminate();
+    throw err;
+  }
+  return client;
+}
+
+let wsRefCounter = 0;
+
+export class WSClient {
+  constructor(ws, url) {
+    this.ws = ws;
+    this.url = url;
+    this.messages = [];
+    this.pings = [];
+    this.pongs = [];
+    this.closed = null;
+    this.errors = [];
+    this.upgradeHeaders = undefined;
+    this._waiters = new Set();
+    ws.on('message', (data, isBinary) => {
+      const buf = Buffer.isBuffer(data) ? data : Buffer.concat(Array.isArray(data) ? data : [Buffer.from(data)]);
+      const item = { binary: isBinary, data: buf, text: isBinary ? undefined : buf.toString('utf8'), json: undefined };
+      if (!isBinary) { try { item.json = JSON.parse(item.text); } catch { /* not JSON */ } }
+      this.messages.push(item);
+      this._notify();
+    });
+    ws.on('ping', (d) => { this.pings.push({ at: Date.now(), data: d }); this._notify(); });
+    ws.on('pong', (d) => { this.pongs.push(d); this._notify(); });
+    ws.on('error', (err) => { this.errors.push(err); this._notify(); });
+    ws.on('close', (code, reason) => { this.closed = { code, reason: reason.toString('utf8') }; this._notify(); });
+  }
+
+  get extensions() { return this.ws.extensions; }
+  /** Parsed JSON text messages. */
+  get json() { return this.messages.filter((m) => m.json !== undefined).map((m) => m.json); }
+  /** Envelopes ({"type":"message"}), optionally of one topic. */
+  envelopes(topic) { return this.json.filter((j) => j.type === 'message' && (topic === undefined || j.topic === topic)); }
+
+  _notify() { for (const w of this._waiters) w(); }
+
+  send(data, options) {
+    const payload = typeof data === 'string' || Buffer.isBuffer(data) || data instanceof Uint8Array ? data : JSON.stringify(data);
+    return new Promise((resolve, reject) => this.ws.send(payload, options ?? {}, (err) => (err ? reject(err) : resolve())));
+  }
+
+  _describe() {
+    const texts = this.messages.slice(-20).map((m) => (m.binary ? `<binary ${m.data.length}>` : m.text.slice(0, 300)));
+    return `closed=${JSON.stringify(this.closed)}; last messages: ${JSON.stringify(texts)}`;
+  }
+
+  /** Resolves when pred(this) is true; rejects on timeout, or when closed first (unless allowClosed). */
+  waitFor(pred, { timeout = 5000, what = 'a condition on the WebSocket', allowClosed = false } = {}) {
+    return new Promise((resolve, reject) => {
+      const finish = (fn, v) => { clearTimeout(timer); this._waiters.delete(check); fn(v); };
+      const check = () => {
+        let v;
+        try { v = pred(this); } catch (err) { finish(reject, err); return; }
+        if (v) finish(resolve, v);
+        else if (this.closed && !allowClosed) finish(reject, new Error(`WebSocket closed before ${what}; ${this._describe()}`));
+      };
+      const timer = setTimeout(() => finish(reject, new Error(`timed out after ${timeout} ms waiting for ${what}; ${this._describe()}`)), timeout);
+      this._waiters.add(check);
+      check();
+    });
+  }
+
+  /** Waits for a JSON message matching pred (searching from index `from`); resolves it. */
+  waitJson(pred, { from = 0, ...opts } = {}) {
+    return this.waitFor(() => this.messages.slice(from).find((m) => m.json !== undefined && pred(m.json))?.json,
+      { what: `a JSON message matching ${pred}`, ...opts });
+  }
+
+  /** Waits until at least n envelopes (of topic, if given) arrived; resolves the first n. */
+  async waitEnvelopes(n, { topic, timeout = 5000 } = {}) {
+    await this.waitFor(() => this.envelopes(topic).length >= n, { timeout, what: `${n} envelopes${topic ? ` of ${topic}` : ''} (have ${this.envelopes(topic).length})` });
+    return this.envelopes(topic).slice(0, n);
+  }
+
+  /**
+   * Sends a control operation and resolves the reply (ack or error) with the
+   * same ref. A ref is added when the operation has none (ref: undefined
+   * keeps it out and then waits for the next reply without a ref).
+   */
+  async call(op, { timeout = 5000 } = {}) {
+    const msg = 'ref' in op ? op : { ...op, ref: `r${++wsRefCounter}` };
+    const from = this.messages.length;
+    await this.send(msg);
+    const hasRef = msg.ref !== undefined;
+    return this.waitJson((j) => (j.type === 'ack' || j.type === 'error') && (hasRef ? j.ref === msg.ref : !('ref' in j)),
+      { from, timeout, what: `the reply to ${JSON.stringify(msg).slice(0, 200)}` });
+  }
+
+  /** call() that asserts an ack. */
+  async ok(op, opts) {
+    const reply = await this.call(op, opts);
+    assert.equal(reply.type, 'ack', `expected an ack to ${JSON.stringify(op).slice(0, 200)}, got ${JSON.stringify(reply)}`);
+    return reply;
+  }
+
+  /** Asserts the connection is open and usable: a ping op gets its ack. */
+  async assertUsable() {
+    const ref = `alive-${++wsRefCounter}`;
+    assert.deepEqual(await this.call({ op: 'ping', ref }), { type: 'ack', ref });
+    assert.equal(this.closed, null);
+  }
+
+  /** Waits for the close; resolves {code, reason}. */
+  async waitClose({ timeout = 5000 } = {}) {
+    await this.waitFor(() => this.closed, { timeout, what: 'the WebSocket to close', allowClosed: true });
+    return this.closed;
+  }
+
+  /** Proves a negative: no further messages (matching pred) within ms. */
+  async expectNoMore(ms = 300, { from = this.messages.length, pred = () => true } = {}) {
+    await sleep(ms);
+    const extra = this.messages.slice(from).filter((m) => pred(m.json ?? m));
+    assert.deepEqual(extra.map((m) => m.text ?? `<binary ${m.data.length}>`), [], 'expected no more WebSocket messages');
+  }
+
+  close(code = 1000, reason) {
+    if (this.ws.readyState === 0) { this.ws.terminate(); return; }
+    if (this.ws.readyState === 1) this.ws.close(code, reason);
+    // Whatever the server does, do not keep the test process alive.
+    setTimeout(() => this.ws.terminate(), 2000).unref();
+  }
+
+  terminate() { this.ws.terminate(); }
+}
+
+/**
+ * Builds one client→server frame. payload: Buffer or string. Options: fin,
+ * rsv1..3, mask (default true), maskKey, length (declared length, number or
+ * BigInt, default payload length), lengthBytes (force 2/8-byte extended
+ * length: 16 or 64), headerOnly (omit the payload).
+ */
+export function wsFrame({ opcode = 1, payload = Buffer.alloc(0), fin = true, rsv1 = false, rsv2 = false, rsv3 = false,
+  mask = true, maskKey, length, lengthBytes, headerOnly = false } = {}) {
+  const body = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
+  const declared = BigInt(length ?? body.length);
+  const parts = [];
+  const b0 = (fin ? 0x80 : 0) | (rsv1 ? 0x40 : 0) | (rsv2 ? 0x20 : 0) | (rsv3 ? 0x10 : 0) | (opcode & 0x0f);
+  const m = mask ? 0x80 : 0;
+  if (lengthBytes === 64 || (lengthBytes === undefined && declared > 0xffffn)) {
+    const ext = Buffer.alloc(8);
+    ext.writeBigUInt64BE(declared);
+    parts.push(Buffer.from([b0, m | 127]), ext);
+  } else if (lengthBytes === 16 || declared >= 126n) {
+    const ext = Buffer.alloc(2);
+    ext.writeUInt16BE(Number(declared));
+    parts.push(Buffer.from([b0, m | 126]), ext);
+  } else {
+    parts.push(Buffer.from([b0, m | Number(declared)]));
+  }
+  let data = body;
+  if (mask) {
+    const key = maskKey ?? randomBytes(4);
+    parts.push(key);
+    data = Buffer.alloc(body.length);
+    for (let i = 0; i < body.length; i++) data[i] = body[i] ^ key[i & 3];
+  }
+  if (!headerOnly) parts.push(data);
+  return Buffer.concat(parts);
+}
+
+/** A close frame payload: code (16 bits) and reason (string or Buffer). */
+export function wsClosePayload(code, reason = '') {
+  const r = Buffer.isBuffer(reason) ? reason : Buffer.from(reason, 'utf8');
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(code);
+  return Buffer.concat([b, r]);
+}
+
+/** Compresses one message as permessage-deflate does (sync flush, tail stripped). */
+export function wsDeflate(data) {
+  const out = zlib.deflateRawSync(Buffer.isBuffer(data) ? data : Buffer.from(data, 'utf8'), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  assert.deepEqual([...out.subarray(-4)], [0, 0, 0xff, 0xff]);
+  return out.subarray(0, -4);
+}
+
+/**
+ * Parses consecutive server frames (unmasked) from buf. Returns {frames, rest}.
+ * frame: {fin, rsv1, rsv2, rsv3, opcode, masked, payload, text (inflated when rsv1), json}.
+ */
+export function parseWsFrames(buf) {
+  const frames = [];
+  let off = 0;
+  while (buf.length - off >= 2) {
+    const b0 = buf[off];
+    const b1 = buf[off + 1];
+    let len = b1 & 0x7f;
+    let p = off + 2;
+    if (len === 126) {
+      if (buf.length - p < 2) break;
+      len = buf.readUInt16BE(p);
+      p += 2;
+    } else if (len === 127) {
+      if (buf.length - p < 8) break;
+      len = Number(buf.readBigUInt64BE(p));
+      p += 8;
+    }
+    const masked = (b1 & 0x80) !== 0;
+    let key;
+    if (masked) {
+      if (buf.length - p < 4) break;
+      key = buf.subarray(p, p + 4);
+      p += 4;
+    }
+    if (buf.length - p < len) break;
+    let payload = Buffer.from(buf.subarray(p, p + len));
+    if (masked) for (let i = 0; i < payload.length; i++) payload[i] ^= key[i & 3];
+    const frame = {
+      fin: (b0 & 0x80) !== 0, rsv1: (b0 & 0x40) !== 0, rsv2: (b0 & 0x20) !== 0, rsv3: (b0 & 0x10) !== 0,
+      opcode: b0 & 0x0f, masked, payload, wireLength: p + len - off,
+    };
+    if (frame.rsv1 && frame.fin && (frame.opcode === 1 || frame.opcode === 2)) {
+      frame.inflated = zlib.inflateRawSync(Buffer.concat([payload, Buffer.from([0, 0, 0xff, 0xff])]), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+    }
+    if (frame.opcode === 1 && frame.fin) {
+      frame.text = (frame.inflated ?? payload).toString('utf8');
+      try { frame.json = JSON.parse(frame.text); } catch { /* not JSON */ }
+    }
+    if (frame.opcode === 8) {
+      frame.code = payload.length >= 2 ? payload.readUInt16BE(0) : undefined;
+      frame.reason = payload.subarray(2).toString('utf8');
+    }
+    frames.push(frame);
+    off = p + len;
+  }
+  return { frames, rest: buf.subarray(off) };
+}
+
+/** Builds the bytes of a WebSocket upgrade request. headers: null values drop a default header. */
+export function wsUpgradeRequest(path = '/ws', { headers = {}, method = 'GET', key = randomBytes(16).toString('base64') } = {}) {
+  const defaults = {
+    Host: 'herald.test',
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': key,
+    'Sec-WebSocket-Version': '13',
+  };
+  const merged = { ...defaults };
+  for (const [k, v] of Object.entries(headers)) {
+    const existing = Object.keys(merged).find((d) => d.toLowerCase() === k.toLowerCase());
+    if (existing) delete merged[existing];
+    if (v !== null && v !== undefined) merged[k] = v;
+  }
+  const lines = Object.entries(merged).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  return `${method} ${path} HTTP/1.1\r\n${lines}\r\n`;
+}
+
+/**
+ * Sends an upgrade request on a fresh connection and resolves the first
+ * response {status, headers, body, text, json} (for handshakes that must fail,
+ * or to inspect a 101's headers). The connection is then destroyed.
+ */
+export async function wsHandshake(host, port, path = '/ws', options = {}) {
+  const conn = await RawConn.connect(host, port);
+  try {
+    await conn.write(wsUpgradeRequest(path, options));
+    const [res] = await conn.waitResponses(1, { timeout: options.timeout ?? 5000 });
+    return res;
+  } finally {
+    conn.destroy();
+  }
+}
+
+/**
+ * A WebSocket client on a raw TCP connection: performs the handshake by
+ * hand (asserting 101 and Sec-WebSocket-Accept), then writes whatever bytes a
+ * test wants and parses the server's frames.
+ */
+export class RawWS {
+  static async connect(host, port, { path = '/ws', headers = {}, timeout = 5000, extra } = {}) {
+    const conn = await RawConn.connect(host, port);
+    const key = randomBytes(16).toString('base64');
+    await conn.write(Buffer.concat([Buffer.from(wsUpgradeRequest(path, { headers, key }), 'latin1'), extra ?? Buffer.alloc(0)]));
+    try {
+      await conn.waitFor((c) => c.buf.indexOf('\r\n\r\n') !== -1, { timeout, what: 'the handshake response' });
+    } catch (err) {
+      conn.destroy();
+      throw err;
+    }
+    const buf = conn.buf;
+    const headEnd = buf.indexOf('\r\n\r\n');
+    const head = buf.subarray(0, headEnd).toString('latin1');
+    const [statusLine, ...lines] = head.split('\r\n');
+    const responseHeaders = {};
+    for (const l of lines) {
+      const c = l.indexOf(':');
+      responseHeaders[l.slice(0, c).trim().toLowerCase()] = l.slice(c + 1).trim();
+    }
+    if (!/^HTTP\/1\.1 101 /.test(statusLine)) {
+      conn.destroy();
+      throw new Error(`expected 101, got ${JSON.stringify(head)}`);
+    }
+    assert.equal(responseHeaders['sec-websocket-accept'], wsAccept(key), 'Sec-WebSocket-Accept');
+    assert.match(responseHeaders.upgrade ?? '', /^websocket$/i);
+    assert.match(responseHeaders.connection ?? '', /\bupgrade\b/i);
+    return new RawWS(conn, headEnd + 4, responseHeaders);
+  }
+
+  constructor(conn, bodyStart, headers) {
+    this.conn = conn;
+    this.bodyStart = bodyStart;
+    this.headers = headers;
+  }
+
+  get socket() { return this.conn.socket; }
+  get closed() { return this.conn.closed; }
+  /** Every complete frame the server sent so far. */
+  get frames() { return parseWsFrames(this.conn.buf.subarray(this.bodyStart)).frames; }
+  /** JSON of the complete text frames. */
+  get json() { return this.frames.filter((f) => f.json !== undefined).map((f) => f.json); }
+
+  write(bytes) { return this.conn.write(bytes); }
+  sendFrame(options) { return this.conn.write(wsFrame(options)); }
+  sendText(text, options = {}) { return this.sendFrame({ opcode: 1, payload: text, ...options }); }
+  sendJson(obj, options = {}) { return this.sendText(JSON.stringify(obj), options); }
+
+  _describe() {
+    return this.frames.slice(-10).map((f) => ({ opcode: f.opcode, fin: f.fin, rsv1: f.rsv1, code: f.code, text: f.text?.slice(0, 200), len: f.payload.length }));
+  }
+
+  /** Waits for a frame matching pred; resolves it. */
+  async waitFrame(pred, { timeout = 5000, what = 'a frame' } = {}) {
+    let found;
+    try {
+      await this.conn.waitFor(() => { found = this.frames.find(pred); return found !== undefined; }, { timeout, what });
+    } catch (err) {
+      throw new Error(`${err.message.split('; received')[0]}; frames: ${JSON.stringify(this._describe())}`);
+    }
+    return found;
+  }
+
+  waitJson(pred, opts = {}) {
+    return this.waitFrame((f) => f.json !== undefined && pred(f.json), { what: `a JSON frame matching ${pred}`, ...opts }).then((f) => f.json);
+  }
+
+  /** Sends a ping op and waits for its ack. */
+  async assertUsable(ref = `raw-${++wsRefCounter}`) {
+    await this.sendJson({ op: 'ping', ref });
+    await this.waitJson((j) => j.type === 'ack' && j.ref === ref);
+  }
+
+  /** Waits for the server's close frame; resolves it ({code, reason, payload}). */
+  waitCloseFrame(opts = {}) {
+    return this.waitFrame((f) => f.opcode === 8, { what: 'a close frame', ...opts });
+  }
+
+  /**
+   * Waits for a close frame with the given code, asserts it is the last frame,
+   * then that the server closes the TCP connection.
+   */
+  async expectClose(code, { timeout = 5000 } = {}) {
+    const frame = await this.waitCloseFrame({ timeout });
+    assert.equal(frame.code, code, `close code (reason ${JSON.stringify(frame.reason)}); frames: ${JSON.stringify(this._describe())}`);
+    await this.conn.waitClose({ timeout });
+    const frames = this.frames;
+    assert.equal(frames.at(-1).opcode, 8, 'nothing after the close frame');
+    assert.equal(parseWsFrames(this.conn.buf.subarray(this.bodyStart)).rest.length, 0, 'no partial frame after the close frame');
+    return frame;
+  }
+
+  destroy() { this.conn.destroy(); }
 }

@@ -56,8 +56,9 @@ static void test_gap_event(void)
     strcpy(gap.to, "abcdef01-9");
     gap.to_len = 10;
     hd_buf *buf = hd_sse_encode_gap(&gap);
-    const char *expected = "event: herald-gap\ndata: "
-                           "{\"topic\":\"orders\",\"from\":\"abcdef01-3\",\"to\":\"abcdef01-9\"}\n\n";
+    const char *expected =
+        "event: herald-gap\ndata: "
+        "{\"topic\":\"orders\",\"from\":\"abcdef01-3\",\"to\":\"abcdef01-9\"}\n\n";
     CHECK_EQ_MEM(buf->data, buf->len, expected, strlen(expected));
     hd_buf_release(buf);
 }

@@ -17,9 +17,10 @@ static void check_error(const char *text, const char *code)
 static void test_subscribe(void)
 {
     hd_ws_command command;
-    CHECK_EQ_INT(parse("{\"op\":\"subscribe\",\"topics\":[\"a\",\"b/c\"],\"since\":\"x-1\",\"ref\":7}",
-                       &command),
-                 0);
+    CHECK_EQ_INT(
+        parse("{\"op\":\"subscribe\",\"topics\":[\"a\",\"b/c\"],\"since\":\"x-1\",\"ref\":7}",
+              &command),
+        0);
     CHECK_EQ_INT(command.op, HD_WS_OP_SUBSCRIBE);
     CHECK_EQ_INT(command.topic_count, 2);
     CHECK_EQ_STR(command.topics[1], "b/c");
@@ -75,6 +76,7 @@ static void test_bad_commands(void)
     check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\",\"event\":\"a b\"}",
                 "invalid_event");
     check_error("{\"op\":\"ping\",\"ref\":{\"a\":1}}", "invalid_ref");
+    check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\\u0000y\"}", "invalid_json");
 }
 
 static void test_append_ref(void)
