@@ -18,7 +18,6 @@ void hd_request_reset(hd_request *req)
     req->headers.len = 0;
     req->header_count = 0;
     req->header_bytes = 0;
-    req->in_header_value = false;
     req->body.len = 0;
     req->keep_alive = false;
     req->path = req->query = NULL;

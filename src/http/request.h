@@ -17,8 +17,7 @@ typedef struct hd_request {
     hd_strbuf target;  /* request target as sent */
     hd_strbuf headers; /* "name\0value\0" pairs, names lower-cased */
     size_t header_count;
-    size_t header_bytes;  /* counted against limits.max_header_bytes */
-    bool in_header_value; /* the parser is between a field and its value's end */
+    size_t header_bytes; /* counted against limits.max_header_bytes */
     hd_strbuf body;
     bool keep_alive;
     /* Filled by hd_request_split_target once the head is complete. */

@@ -15,9 +15,17 @@
 #include "net/server_internal.h"
 #include "transport/router.h"
 
+static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
 const hd_config *hd_conn_config(const hd_conn *conn)
 {
     return conn->server->config;
+}
+
+uint64_t hd_conn_now_ms(const hd_conn *conn)
+{
+    return hd_server_now(conn->server);
 }
 
 bool hd_conn_server_draining(const hd_conn *conn)
@@ -154,7 +162,14 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
 /* Everything is written and the connection must end: shut down, then linger. */
 static void start_lingering(hd_conn *conn)
 {
-    conn->lingering = true;
+    /* Lingering means reading until EOF, so reading paused for backpressure resumes. */
+    if (conn->reading_paused) {
+        conn->reading_paused = false;
+        if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
+            hd_conn_close(conn);
+            return;
+        }
+    }
     conn->shutdown_req.data = conn;
     if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, conn_on_shutdown) != 0) {
         hd_conn_close(conn);
@@ -162,9 +177,6 @@ static void start_lingering(hd_conn *conn)
     }
     wait_for_request(conn);
 }
-
-static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
-static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 static void conn_on_write(uv_write_t *req, int status)
 {
@@ -181,14 +193,15 @@ static void conn_on_write(uv_write_t *req, int status)
         hd_conn_close(conn);
         return;
     }
-    if (conn->queue_count > 0) {
+    if (conn->queue_count > 0)
         hd_conn_flush(conn);
-        return;
-    }
-    if (conn->close_when_flushed) {
+    else if (conn->close_when_flushed) {
         start_lingering(conn);
         return;
     }
+    /* Below the low-water mark: take more input, or more history, while the socket is busy. */
+    if (conn->queued_bytes > hd_conn_config(conn)->limits.max_outbound_bytes / 2)
+        return;
     if (conn->reading_paused) {
         conn->reading_paused = false;
         if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0)
@@ -291,6 +304,13 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
     conn->stream_ops = ops;
     conn->stream_session = session;
     wait_in(conn, &conn->server->stream_idle);
+    /* A request that was under way when shutdown began ends as soon as it starts. */
+    if (conn->server->draining) {
+        if (ops->on_shutdown != NULL)
+            ops->on_shutdown(conn, session);
+        else
+            hd_conn_close_after_flush(conn);
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -380,7 +400,6 @@ static int on_header_field_complete(llhttp_t *parser)
     if (++conn->request.header_count > hd_conn_config(conn)->limits.max_headers)
         return reject(conn, 431, "headers_too_large",
                       "The request has more headers than limits.max_headers.");
-    conn->request.in_header_value = true;
     return 0;
 }
 
@@ -398,7 +417,6 @@ static int on_header_value_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
     hd_strbuf_append(&conn->request.headers, "", 1);
-    conn->request.in_header_value = false;
     return 0;
 }
 
@@ -406,7 +424,8 @@ static int on_headers_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
     hd_request *req = &conn->request;
-    hd_list_unlink(&conn->timeout_node);
+    /* The body gets its own header_timeout_s, renewed as it arrives. */
+    wait_for_request(conn);
     req->method = parser->method;
     /* While draining, each request still in flight is answered, then its connection closed. */
     req->keep_alive = llhttp_should_keep_alive(parser) && !conn->server->draining;
@@ -438,6 +457,7 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
         return HPE_USER;
     }
     hd_strbuf_append(&conn->request.body, at, len);
+    wait_for_request(conn);
     return 0;
 }
 
@@ -540,6 +560,9 @@ static void describe_peer(hd_conn *conn)
     } else if (addr.ss_family == AF_INET6) {
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
         memcpy(conn->ip.bytes, &in6->sin6_addr, 16);
+        static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        if (memcmp(conn->ip.bytes, v4_mapped, sizeof(v4_mapped)) != 0)
+            memset(conn->ip.bytes + 8, 0, 8);
         uv_ip6_name(in6, host, sizeof(host));
         port = ntohs(in6->sin6_port);
         snprintf(conn->peer, sizeof(conn->peer), "[%s]:%d", host, port);
@@ -566,6 +589,25 @@ hd_conn *hd_conn_new(hd_server *server)
     return conn;
 }
 
+/*
+ * A connection over a limit is told so in one non-blocking write and closed
+ * at once: a flood must not hold descriptors for a linger or a timeout.
+ */
+static void refuse(hd_conn *conn, const char *limit)
+{
+    char body[160], response[320];
+    int body_len = snprintf(body, sizeof(body),
+                            "{\"error\":\"too_many_connections\",\"message\":\"%s.\"}\n", limit);
+    int len = snprintf(response, sizeof(response),
+                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                       "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                       body_len, body);
+    uv_buf_t buf = uv_buf_init(response, (unsigned)len);
+    hd_log_warn("refusing %s: %s", conn->peer, limit);
+    uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+    hd_conn_close(conn);
+}
+
 void hd_conn_accept(hd_server *server, uv_stream_t *listener)
 {
     hd_conn *conn = hd_conn_new(server);
@@ -574,25 +616,22 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
         return;
     }
     describe_peer(conn);
+    if (server->connection_count > server->config->limits.max_connections) {
+        refuse(conn, "limits.max_connections reached");
+        return;
+    }
+    const uint32_t per_ip = server->config->limits.max_connections_per_ip;
+    if (per_ip > 0) {
+        conn->ip_counted = true;
+        if (hd_ip_count_add(server->ip_counts, &conn->ip) > per_ip) {
+            refuse(conn, "limits.max_connections_per_ip reached");
+            return;
+        }
+    }
     uv_tcp_nodelay(&conn->tcp, 1);
     if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
         hd_conn_close(conn);
         return;
-    }
-    const uint32_t per_ip = server->config->limits.max_connections_per_ip;
-    if (server->connection_count > server->config->limits.max_connections) {
-        hd_log_warn("refusing %s: limits.max_connections reached", conn->peer);
-        reject(conn, 503, "too_many_connections", "The server is at limits.max_connections.");
-        return;
-    }
-    if (per_ip > 0) {
-        conn->ip_counted = true;
-        if (hd_ip_count_add(server->ip_counts, &conn->ip) > per_ip) {
-            hd_log_warn("refusing %s: limits.max_connections_per_ip reached", conn->peer);
-            reject(conn, 503, "too_many_connections",
-                   "This address is at limits.max_connections_per_ip.");
-            return;
-        }
     }
     wait_for_request(conn);
 }

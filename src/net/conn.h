@@ -15,7 +15,8 @@
  * queue is bounded by limits.max_outbound_bytes.
  *
  * Private to the server and the transports (not in include/): transports use
- * the functions below, never the fields marked private.
+ * the functions below, and read only the fields `request` (until the stream
+ * starts) and `peer`; every other field is the connection's own.
  */
 #ifndef HERALD_NET_CONN_H
 #define HERALD_NET_CONN_H
@@ -47,7 +48,7 @@ typedef struct hd_stream_ops {
     void (*on_close)(hd_conn *conn, void *session);
     /* Nothing was sent for heartbeat_s: send the transport's keep-alive. */
     void (*on_heartbeat)(hd_conn *conn, void *session);
-    /* Everything queued was written (for catching up from history). */
+    /* The queue fell to half its limit or below (for catching up from history). */
     void (*on_drain)(hd_conn *conn, void *session);
     /* Bytes that arrived after the request that started the stream; NULL: discarded. */
     void (*on_data)(hd_conn *conn, void *session, const char *bytes, size_t len);
@@ -89,7 +90,6 @@ struct hd_conn {
     size_t in_flight_count;
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */
-    bool lingering;      /* answered and shut down for writing; draining input until EOF */
     uv_shutdown_t shutdown_req;
 
     const hd_stream_ops *stream_ops; /* NULL once the stream is detached */
@@ -139,6 +139,8 @@ bool hd_conn_would_overflow(const hd_conn *conn, size_t len);
 void hd_conn_send_last(hd_conn *conn, hd_buf *buf);
 
 const hd_config *hd_conn_config(const hd_conn *conn);
+/* The loop's monotonic clock in milliseconds (cached per loop iteration). */
+uint64_t hd_conn_now_ms(const hd_conn *conn);
 /* Whether the server is shutting down (health checks then answer 503). */
 bool hd_conn_server_draining(const hd_conn *conn);
 /* The server's compressor for permessage-deflate frames (one per loop). */

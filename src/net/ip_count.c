@@ -5,6 +5,8 @@
 
 #include "herald/alloc.h"
 
+#include <openssl/rand.h>
+
 typedef struct entry {
     hd_ip ip;
     uint32_t count;
@@ -31,7 +33,8 @@ hd_ip_count *hd_ip_count_new(void)
     hd_ip_count *table = hd_calloc(1, sizeof(*table));
     table->bucket_count = 64;
     table->buckets = hd_calloc(table->bucket_count, sizeof(*table->buckets));
-    table->seed = (uint64_t)(uintptr_t)table * 0x9e3779b97f4a7c15ull;
+    if (RAND_bytes((unsigned char *)&table->seed, sizeof(table->seed)) != 1)
+        abort();
     return table;
 }
 

@@ -8,7 +8,10 @@
 
 #include <stdint.h>
 
-/* An IPv4 address is stored as its IPv4-mapped IPv6 form. */
+/*
+ * An IPv4 address is stored as its IPv4-mapped IPv6 form. An IPv6 client is
+ * counted by its /64 (the rest zeroed): one host usually holds a whole /64.
+ */
 typedef struct hd_ip {
     uint8_t bytes[16];
 } hd_ip;

@@ -129,7 +129,6 @@ static int listen_on(hd_server *server, hd_listener *l, const char *address, cha
     if (rc == 0) {
         uv_tcp_init(server->loop, &l->tcp);
         server->handles_open++;
-        server->listeners_open++;
         l->server = server;
         l->tcp.data = l;
         rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr, 0);
@@ -195,7 +194,6 @@ static void server_on_handle_closed(uv_handle_t *handle)
 static void listener_on_closed(uv_handle_t *handle)
 {
     hd_listener *l = (hd_listener *)handle;
-    l->server->listeners_open--;
     handle_closed(l->server);
 }
 

@@ -31,7 +31,6 @@ struct hd_server {
 
     hd_listener *listeners;
     size_t listener_count;
-    size_t listeners_open;
 
     hd_list connections;
     size_t connection_count;
@@ -49,7 +48,6 @@ struct hd_server {
 
     llhttp_settings_t http_settings;
     char read_buffer[HD_READ_BUFFER_SIZE]; /* shared: every read is parsed at once */
-    bool read_buffer_busy;
 
     bool draining;
     int handles_open; /* server-owned handles still to be closed at shutdown */

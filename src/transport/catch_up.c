@@ -8,9 +8,23 @@
 /* Enough per batch to amortise the history read, few enough to stay fair. */
 #define BATCH_MESSAGES 256
 
+/*
+ * Every batch asks the hub for gaps after its own cursor, so a loss already
+ * reported by an earlier batch comes back: report each topic's loss once,
+ * and again only if it grew.
+ */
 static void batch_on_gap(void *ctx, const hd_gap *gap)
 {
     hd_catch_up *catch_up = ctx;
+    const char *dash = memchr(gap->to, '-', gap->to_len);
+    uint64_t lost = dash ? strtoull(dash + 1, NULL, 10) : 0;
+    for (size_t i = 0; i < catch_up->topic_count; i++) {
+        if (gap->topic != catch_up->topics[i])
+            continue;
+        if (catch_up->gap_reported[i] > lost)
+            return;
+        catch_up->gap_reported[i] = lost + 1;
+    }
     catch_up->ops->send_gap(catch_up->ctx, gap);
 }
 
@@ -52,6 +66,7 @@ void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, const hd_catch_up_o
     catch_up->ctx = ctx;
     catch_up->topics = hd_calloc(topic_count, sizeof(*catch_up->topics));
     catch_up->topic_lens = hd_calloc(topic_count, sizeof(*catch_up->topic_lens));
+    catch_up->gap_reported = hd_calloc(topic_count, sizeof(*catch_up->gap_reported));
     catch_up->topic_count = topic_count;
     for (size_t i = 0; i < topic_count; i++) {
         catch_up->topics[i] = hd_strndup(topics[i], topic_lens[i]);
@@ -73,6 +88,22 @@ void hd_catch_up_continue(hd_catch_up *catch_up)
     send_batch(catch_up, &cursor);
 }
 
+void hd_catch_up_remove_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len)
+{
+    for (size_t i = 0; i < catch_up->topic_count; i++) {
+        if (catch_up->topic_lens[i] != topic_len || memcmp(catch_up->topics[i], topic, topic_len))
+            continue;
+        free(catch_up->topics[i]);
+        size_t last = --catch_up->topic_count;
+        catch_up->topics[i] = catch_up->topics[last];
+        catch_up->topic_lens[i] = catch_up->topic_lens[last];
+        catch_up->gap_reported[i] = catch_up->gap_reported[last];
+        break;
+    }
+    if (catch_up->active && catch_up->topic_count == 0)
+        hd_catch_up_free(catch_up);
+}
+
 bool hd_catch_up_holds(const hd_catch_up *catch_up, const hd_message *msg)
 {
     if (!catch_up->active)
@@ -91,5 +122,6 @@ void hd_catch_up_free(hd_catch_up *catch_up)
         free(catch_up->topics[i]);
     free(catch_up->topics);
     free(catch_up->topic_lens);
+    free(catch_up->gap_reported);
     memset(catch_up, 0, sizeof(*catch_up));
 }

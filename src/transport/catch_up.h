@@ -28,6 +28,7 @@ typedef struct hd_catch_up {
     bool active;
     char **topics; /* owned copies */
     size_t *topic_lens;
+    uint64_t *gap_reported; /* per topic: 1 + the newest lost seq already reported, 0 = none */
     size_t topic_count;
     uint64_t last_seq;
     char last_id[HD_ID_MAX];
@@ -46,6 +47,8 @@ void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, const hd_catch_up_o
                        const hd_cursor *cursor);
 /* Sends the next batch, if active; call when the connection drained. */
 void hd_catch_up_continue(hd_catch_up *catch_up);
+/* Stops catching up on one topic (the client unsubscribed from it). */
+void hd_catch_up_remove_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len);
 /* Whether a live delivery of msg must be skipped because a batch will carry it. */
 bool hd_catch_up_holds(const hd_catch_up *catch_up, const hd_message *msg);
 void hd_catch_up_free(hd_catch_up *catch_up);

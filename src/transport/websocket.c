@@ -223,9 +223,12 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
 
 static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
 {
-    for (size_t i = 0; i < command->topic_count; i++)
+    for (size_t i = 0; i < command->topic_count; i++) {
+        size_t len = strlen(command->topics[i]);
         hd_hub_unsubscribe(hd_conn_hub(session->conn), &session->subscriber, command->topics[i],
-                           strlen(command->topics[i]));
+                           len);
+        hd_catch_up_remove_topic(&session->catch_up, command->topics[i], len);
+    }
     send_ack(session, command, NULL);
 }
 
@@ -326,16 +329,11 @@ static const hd_ws_reader_callbacks reader_callbacks = {
 /* ------------------------------------------------------------------------ */
 /* Stream hooks                                                             */
 
-static uint64_t monotonic_ms(const ws_session *session)
-{
-    return uv_now(session->conn->tcp.loop);
-}
-
 static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t len)
 {
     (void)conn;
     ws_session *session = ctx;
-    session->last_heard_ms = monotonic_ms(session);
+    session->last_heard_ms = hd_conn_now_ms(session->conn);
     if (session->close_sent)
         return;
     const char *reason = NULL;
@@ -348,7 +346,7 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
 {
     ws_session *session = ctx;
-    uint64_t silence = monotonic_ms(session) - session->last_heard_ms;
+    uint64_t silence = hd_conn_now_ms(session->conn) - session->last_heard_ms;
     if (silence >= 2000ull * hd_conn_config(conn)->heartbeat_s) {
         send_close(session, HD_WS_CLOSE_POLICY, "no frame from the peer within 2 x heartbeat_s");
         return;
@@ -512,7 +510,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     if (session->deflate.enabled)
         session->inflater = hd_ws_inflater_new(&session->deflate);
     session->reader = hd_ws_reader_new(frame_limit(conn, echo), session->inflater);
-    session->last_heard_ms = uv_now(conn->tcp.loop);
+    session->last_heard_ms = hd_conn_now_ms(conn);
 
     send_switching_protocols(session, extensions);
     hd_conn_start_stream(conn, &ws_stream_ops, session);

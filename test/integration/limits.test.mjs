@@ -96,3 +96,23 @@ test('answers are never dropped for max_outbound_bytes: a large batch answer, an
   assert.ok(responses.every((r) => r.status === 200));
   conn.destroy();
 });
+
+test('a body that stops arriving gets 408 after header_timeout_s; a refused connection is closed at once', async () => {
+  const h = await startHerald({ config: { limits: { header_timeout_s: 1, max_connections: 1 } } });
+  servers.push(h);
+  const stalled = await RawConn.connect(h.host, h.port);
+  await stalled.write('POST /topics/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab');
+  // While the stalled upload holds the only slot, another connection is refused and closed
+  // at once — not after the 1 s timeout that would apply to a lingering connection.
+  const t0 = Date.now();
+  const refused = await RawConn.connect(h.host, h.port);
+  await refused.waitClose({ timeout: 900 });
+  assert.ok(Date.now() - t0 < 900);
+  assert.match(refused.text, /^HTTP\/1\.1 503 /);
+  assert.match(refused.text, /too_many_connections/);
+
+  const [res] = await stalled.waitResponses(1, { timeout: 3000 });
+  assert.equal(res.status, 408);
+  assert.equal(JSON.parse(res.body).error, 'request_timeout');
+  await stalled.waitClose();
+});

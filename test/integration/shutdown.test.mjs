@@ -27,3 +27,25 @@ test('a request under way when SIGTERM arrives is answered 503 draining, then cl
   assert.equal(sse.events.length, 1, 'the stream was flushed, then ended');
   await h.stop();
 });
+
+test('streams whose requests complete during the drain are ended at once (SSE end, WebSocket 1001)', async () => {
+  const h = await startHerald({ config: { shutdown_grace_s: 10 } });
+  const sse = await RawConn.connect(h.host, h.port);
+  const ws = await RawConn.connect(h.host, h.port);
+  await sse.write('GET /events?topic=late HTTP/1.1\r\nHost: herald\r\n');
+  await ws.write('GET /ws HTTP/1.1\r\nHost: herald\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+    + 'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n');
+  const t0 = Date.now();
+  h.child.kill('SIGTERM');
+  await h.waitForStderr(/shutting down/);
+  await sse.write('\r\n');
+  await ws.write('\r\n');
+  await sse.waitClose({ timeout: 3000 });
+  assert.match(sse.text, /^HTTP\/1\.1 200 /);
+  await ws.waitFor((c) => c.buf.includes(Buffer.from([0x88])), { what: 'a close frame' });
+  const close = ws.buf.subarray(ws.buf.indexOf(Buffer.from([0x88])));
+  assert.equal(close.readUInt16BE(2), 1001);
+  ws.destroy();
+  await h.stop();
+  assert.ok(Date.now() - t0 < 5000, 'herald did not wait for the 10 s grace period');
+});
