@@ -132,6 +132,7 @@ int main(int argc, char **argv)
         .history_max_messages = h.config.history.max_messages,
         .history_max_bytes = h.config.history.max_bytes,
         .history_ttl_s = h.config.history.ttl_s,
+        .history_max_total_bytes = h.config.history.max_total_bytes,
         .max_topics = h.config.limits.max_topics,
     };
     uv_loop_init(&h.loop);

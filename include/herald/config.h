@@ -29,6 +29,7 @@ typedef struct hd_config {
         uint32_t max_messages;
         uint64_t max_bytes;
         uint32_t ttl_s;
+        uint64_t max_total_bytes; /* all topics together */
     } history;
     struct {
         uint32_t max_connections;

@@ -33,8 +33,9 @@ typedef struct hd_hub_options {
     uint32_t history_max_messages; /* >= 1 */
     uint64_t history_max_bytes;    /* >= 1; a single message larger than this is still kept alone */
     uint32_t history_ttl_s;        /* 0 = no TTL */
-    uint32_t max_topics;           /* 0 = no limit */
-    uint32_t epoch;                /* 0 = pick a random non-zero epoch */
+    uint64_t history_max_total_bytes; /* all topics together; 0 = no limit */
+    uint32_t max_topics;              /* 0 = no limit */
+    uint32_t epoch;                   /* 0 = pick a random non-zero epoch */
 } hd_hub_options;
 
 /*

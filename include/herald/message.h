@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "herald/buf.h"
+#include "herald/list.h"
 
 /* One slot per wire format; transports own the encoders. */
 typedef enum hd_wire {
@@ -44,6 +45,7 @@ typedef struct hd_message {
     char id[HD_ID_MAX]; /* NUL-terminated */
     size_t id_len;
     hd_buf *wire[HD_WIRE_COUNT]; /* cached encodings, NULL until built */
+    hd_list history_node;        /* the hub's: in its hub-wide history order while held */
 } hd_message;
 
 /*

@@ -79,6 +79,8 @@ static const config_key config_keys[] = {
     U32("history.max_messages", history.max_messages, 1, 10000000, 1000),
     U64("history.max_bytes", history.max_bytes, 1, UINT64_C(1) << 40, 4194304),
     U32("history.ttl_s", history.ttl_s, 0, 31536000, 0),
+    U64("history.max_total_bytes", history.max_total_bytes, 1, UINT64_C(1) << 42,
+        UINT64_C(1) << 30),
     U32("limits.max_connections", limits.max_connections, 1, 10000000, 100000),
     U32("limits.max_connections_per_ip", limits.max_connections_per_ip, 0, 10000000, 0),
     U32("limits.max_message_bytes", limits.max_message_bytes, 1, 16777216, 65536),

@@ -31,7 +31,6 @@ struct hd_topic {
     size_t ring_head;
     size_t ring_len;
     uint64_t history_bytes; /* sum of hd_message_cost over the ring */
-    hd_list history_node;   /* in hub->topics_with_history while the ring holds messages */
 
     uint64_t lost_upto; /* seq of the newest message of this topic evicted or expired */
     uint64_t last_seq;  /* seq of the newest message ever published here, 0 if none */
@@ -62,8 +61,13 @@ struct hd_hub {
     size_t bucket_count;
     size_t topic_count;
 
-    /* Topics that hold history, so TTL expiry does not walk idle topics. */
-    hd_list topics_with_history;
+    /*
+     * Every held message of every topic, oldest first (seq order), with their
+     * total cost: the hub-wide budget evicts from its head, and TTL expiry
+     * stops at the first message still young enough.
+     */
+    hd_list history_order;
+    uint64_t history_bytes;
 };
 
 #define MIN_BUCKETS 16
@@ -185,7 +189,6 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
     t->name_len = len;
     t->hash = hash_name(hub, name, len);
     hd_list_init(&t->subscribers);
-    hd_list_init(&t->history_node);
     t->lost_upto = hub->forgotten_upto;
 
     if (hub->topic_count >= hub->bucket_count)
@@ -201,10 +204,12 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
 static void topic_destroy(hd_topic *t)
 {
     assert(hd_list_empty(&t->subscribers));
-    for (size_t i = 0; i < t->ring_len; i++)
-        hd_message_release(t->ring[(t->ring_head + i) & (t->ring_cap - 1)]);
+    for (size_t i = 0; i < t->ring_len; i++) {
+        hd_message *msg = t->ring[(t->ring_head + i) & (t->ring_cap - 1)];
+        hd_list_unlink(&msg->history_node);
+        hd_message_release(msg);
+    }
     free(t->ring);
-    hd_list_unlink(&t->history_node);
     free(t);
 }
 
@@ -234,12 +239,14 @@ static hd_message *history_at(const hd_topic *t, size_t i)
     return t->ring[(t->ring_head + i) & (t->ring_cap - 1)];
 }
 
-static void history_drop_oldest(hd_topic *t)
+static void history_drop_oldest(hd_hub *hub, hd_topic *t)
 {
     hd_message *msg = history_at(t, 0);
     t->ring_head = (t->ring_head + 1) & (t->ring_cap - 1);
     t->ring_len--;
     t->history_bytes -= hd_message_cost(msg);
+    hub->history_bytes -= hd_message_cost(msg);
+    hd_list_unlink(&msg->history_node);
     t->lost_upto = msg->seq; /* the oldest goes first, so this only grows */
     hd_message_release(msg);
 }
@@ -268,15 +275,15 @@ static void history_push(hd_hub *hub, hd_topic *t, hd_message *msg)
     size_t cost = hd_message_cost(msg);
     while (t->ring_len > 0 && (t->ring_len >= hub->options.history_max_messages ||
                                t->history_bytes + cost > hub->options.history_max_bytes))
-        history_drop_oldest(t);
+        history_drop_oldest(hub, t);
     if (t->ring_len == t->ring_cap)
         history_grow(t);
     t->ring[(t->ring_head + t->ring_len) & (t->ring_cap - 1)] = msg;
     t->ring_len++;
     t->history_bytes += cost;
+    hub->history_bytes += cost;
+    hd_list_insert_tail(&hub->history_order, &msg->history_node);
     t->last_seq = msg->seq;
-    if (!hd_list_linked(&t->history_node))
-        hd_list_insert_tail(&hub->topics_with_history, &t->history_node);
 }
 
 /* The index of the first held message with a seq greater than seq. */
@@ -293,30 +300,58 @@ static size_t history_first_after(const hd_topic *t, uint64_t seq)
     return lo;
 }
 
+/* A topic whose history just became empty gives back its ring, and goes if unused. */
+static void history_emptied(hd_hub *hub, hd_topic *t)
+{
+    free(t->ring);
+    t->ring = NULL;
+    t->ring_cap = 0;
+    t->ring_head = 0;
+    topic_free_if_unused(hub, t);
+}
+
+/* Drops the oldest message of the whole hub (the head of history_order). */
+static void history_drop_hub_oldest(hd_hub *hub)
+{
+    hd_message *msg = hd_container_of(hub->history_order.next, hd_message, history_node);
+    hd_topic *t = find_topic(hub, msg->topic, msg->topic_len);
+    /* Both orders are seq order, so the hub's oldest is its topic's oldest. */
+    assert(t != NULL && history_at(t, 0) == msg);
+    history_drop_oldest(hub, t);
+    if (t->ring_len == 0)
+        history_emptied(hub, t);
+}
+
 /*
- * Expires from the oldest end only: messages are in seq order and publish
- * times follow it unless the clock steps back, in which case a message may
- * outlive its TTL until the older ones before it expire.
+ * Keeps the hub within history_max_total_bytes, oldest first, but never
+ * drops keep (the message just published: like a topic's own limit, the
+ * budget makes room for any one message).
+ */
+static void history_enforce_total(hd_hub *hub, const hd_message *keep)
+{
+    uint64_t budget = hub->options.history_max_total_bytes;
+    while (budget != 0 && hub->history_bytes > budget &&
+           hub->history_order.next != &keep->history_node)
+        history_drop_hub_oldest(hub);
+}
+
+/*
+ * Expires from the hub's oldest end only: messages are in seq order and
+ * publish times follow it unless the clock steps back, in which case a
+ * message may outlive its TTL until the older ones before it expire. The
+ * walk stops at the first message young enough, so a sweep costs what it
+ * expires, not the number of topics.
  */
 void hd_hub_expire(hd_hub *hub, int64_t now_ms)
 {
     if (hub->options.history_ttl_s == 0)
         return;
     int64_t cutoff = now_ms - (int64_t)hub->options.history_ttl_s * 1000;
-    hd_list *pos, *tmp;
-    hd_list_foreach_safe(pos, tmp, &hub->topics_with_history)
-    {
-        hd_topic *t = hd_container_of(pos, hd_topic, history_node);
-        while (t->ring_len > 0 && history_at(t, 0)->time_ms <= cutoff)
-            history_drop_oldest(t);
-        if (t->ring_len > 0)
-            continue;
-        free(t->ring);
-        t->ring = NULL;
-        t->ring_cap = 0;
-        t->ring_head = 0;
-        hd_list_unlink(&t->history_node);
-        topic_free_if_unused(hub, t);
+    while (!hd_list_empty(&hub->history_order)) {
+        hd_message *oldest = hd_container_of(hub->history_order.next, hd_message, history_node);
+        if (oldest->time_ms > cutoff)
+            break;
+        history_drop_hub_oldest(hub);
     }
 }
 
@@ -332,7 +367,7 @@ hd_hub *hd_hub_new(const hd_hub_options *options)
     random_bytes(&hub->hash_seed, sizeof(hub->hash_seed));
     hub->bucket_count = MIN_BUCKETS;
     hub->buckets = hd_calloc(hub->bucket_count, sizeof(*hub->buckets));
-    hd_list_init(&hub->topics_with_history);
+    hd_list_init(&hub->history_order);
     return hub;
 }
 
@@ -447,6 +482,7 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
     hd_message *msg = hd_message_new(topic, topic_len, event, event_len, data, data_len, ++hub->seq,
                                      hub->epoch, now_ms);
     history_push(hub, t, msg);
+    history_enforce_total(hub, msg);
 
     /* deliver must not call into the hub, so the list cannot change under us. */
     size_t count = 0;

@@ -30,6 +30,7 @@ hd_message *hd_message_new(const char *topic, size_t topic_len, const char *even
     size_t strings = topic_len + 1 + (event ? event_len + 1 : 0) + data_len + 1;
     hd_message *msg = hd_calloc(1, sizeof(*msg) + strings);
     msg->refs = 1;
+    hd_list_init(&msg->history_node);
     msg->seq = seq;
     msg->time_ms = time_ms;
 

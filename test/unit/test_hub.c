@@ -423,6 +423,50 @@ static void test_oversize_message_kept_alone(void)
     hd_hub_free(hub);
 }
 
+static void test_total_budget_evicts_oldest_hub_wide(void)
+{
+    hd_hub_options options = {
+        .history_max_messages = 1000,
+        .history_max_bytes = 1 << 20,
+        .history_max_total_bytes = 0,
+        .epoch = EPOCH,
+    };
+    /* Size the budget from the cost of a message: room for exactly 10. */
+    hd_message *probe = hd_message_new("t00", 3, NULL, 0, "x", 1, 1, EPOCH, 0);
+    options.history_max_total_bytes = 10 * hd_message_cost(probe);
+    hd_message_release(probe);
+    hd_hub *hub = hd_hub_new(&options);
+
+    /* 30 topics of one message each: only the newest 10 remain; the rest are freed. */
+    char name[8];
+    for (int i = 0; i < 30; i++) {
+        snprintf(name, sizeof(name), "t%02d", i);
+        publish_at(hub, name, "x", 1000);
+    }
+    hd_topic_info info;
+    CHECK_EQ_INT(hd_hub_topic_count(hub), 10);
+    CHECK(!hd_hub_topic_info(hub, "t19", 3, &info));
+    CHECK(hd_hub_topic_info(hub, "t20", 3, &info));
+    CHECK_EQ_INT(info.history_messages, 1);
+
+    /* A subscribed topic keeps existing, but its history is evicted like any other. */
+    test_sub s;
+    test_sub_init(&s);
+    CHECK_EQ_INT(subscribe(hub, &s, "t20"), HD_HUB_OK);
+    for (int i = 0; i < 10; i++)
+        publish_at(hub, "bsy", "x", 1000);
+    CHECK(hd_hub_topic_info(hub, "t20", 3, &info));
+    CHECK_EQ_INT(info.history_messages, 0);
+    read_result r = read_one(hub, "t20", ID(0));
+    CHECK_EQ_INT(r.gap_count, 1);
+    CHECK_EQ_STR(r.gap_to[0], ID(21));
+    CHECK(hd_hub_topic_info(hub, "bsy", 3, &info));
+    CHECK_EQ_INT(info.history_messages, 10);
+
+    hd_hub_unsubscribe_all(hub, &s.sub);
+    hd_hub_free(hub);
+}
+
 static void test_ttl_expiry(void)
 {
     hd_hub *hub = hub_with(1000, 1 << 20, 10, 0);
@@ -768,12 +812,12 @@ static void test_many_subscriptions_stay_linked(void)
     for (int k = 0; k < 3; k++)
         test_sub_init(&s[k]);
     for (int i = 0; i < 40; i++) {
-        snprintf(name, sizeof(name), "t%d", i);
+        snprintf(name, sizeof(name), "t%02d", i);
         for (int k = 0; k < 3; k++)
             CHECK_EQ_INT(subscribe(hub, &s[k], name), HD_HUB_OK);
     }
     for (int i = 0; i < 40; i++) {
-        snprintf(name, sizeof(name), "t%d", i);
+        snprintf(name, sizeof(name), "t%02d", i);
         size_t n = 0;
         hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
         CHECK_EQ_INT(n, 3);
@@ -783,12 +827,12 @@ static void test_many_subscriptions_stay_linked(void)
 
     /* s[1] leaves the even topics, in an order that moves elements around. */
     for (int i = 0; i < 40; i += 2) {
-        snprintf(name, sizeof(name), "t%d", i);
+        snprintf(name, sizeof(name), "t%02d", i);
         hd_hub_unsubscribe(hub, &s[1].sub, name, strlen(name));
     }
     CHECK_EQ_INT(s[1].sub.subscription_count, 20);
     for (int i = 0; i < 40; i++) {
-        snprintf(name, sizeof(name), "t%d", i);
+        snprintf(name, sizeof(name), "t%02d", i);
         size_t n = 0;
         hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
         CHECK_EQ_INT(n, i % 2 ? 3 : 2);
@@ -906,6 +950,7 @@ int main(void)
     RUN_TEST(test_eviction_by_bytes);
     RUN_TEST(test_oversize_message_kept_alone);
     RUN_TEST(test_ttl_expiry);
+    RUN_TEST(test_total_budget_evicts_oldest_hub_wide);
     RUN_TEST(test_no_ttl_keeps_history);
     RUN_TEST(test_topic_freed_and_recreated);
     RUN_TEST(test_forgotten_upto);
