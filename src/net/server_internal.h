@@ -27,7 +27,12 @@ struct hd_server {
     uv_loop_t *loop;
     const hd_config *config;
     hd_hub *hub;
-    struct hd_ws_deflater *ws_deflater; /* shared by every WebSocket connection of this loop */
+    /*
+     * The one per-loop resource a transport needs (WebSocket compression is
+     * done once per message, by one compressor per loop). The server is the
+     * per-loop object, so it holds it, as an opaque pointer.
+     */
+    struct hd_ws_deflater *ws_deflater;
 
     hd_listener *listeners;
     size_t listener_count;
