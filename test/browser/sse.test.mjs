@@ -5,25 +5,15 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { chromium } from 'playwright-core';
 import { startHerald, publishOk, startProxy, sleep } from '../lib/harness.mjs';
+import { launchChromium, startPageServer as startBrowserPages } from '../lib/browser.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const RETRY_MS = 300;
 
-/** A tiny page server on 127.0.0.1:0; the page opens an EventSource to ?sse=URL. */
-async function startPageServer() {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    if (url.pathname !== '/') {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('not found');
-      return;
-    }
-    const sse = url.searchParams.get('sse');
-    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
-    res.end(`<!doctype html>
+/** The test page: it connects to the URL given as ?sse= and records everything. */
+function renderPage(params) {
+  const sse = params.get('sse');
+  return `<!doctype html>
 <html><head><meta charset="utf-8"><title>herald browser test</title></head>
 <body>
 <script>
@@ -36,12 +26,10 @@ async function startPageServer() {
   es.onerror = () => { window.errors += 1; };
   es.onmessage = (e) => { window.received.push({ data: e.data, id: e.lastEventId, origin: e.origin }); };
 </script>
-</body></html>`);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${server.address().port}`;
-  return { origin, close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }) };
+</body></html>`;
 }
+
+const startPageServer = () => startBrowserPages(renderPage);
 
 describe('browser EventSource (chromium)', () => {
   let browser;
@@ -57,13 +45,7 @@ describe('browser EventSource (chromium)', () => {
       config: { sse: { retry_ms: RETRY_MS }, cors: { allow_origins: [pages.origin] } },
     });
     proxy = await startProxy(herald.host, herald.port);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      timeout: 30_000,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {

@@ -7,24 +7,14 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import { chromium } from 'playwright-core';
 import { startHerald, publishOk, startProxy, sleep } from '../lib/harness.mjs';
+import { launchChromium, startPageServer as startBrowserPages } from '../lib/browser.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
-/** A tiny page server on 127.0.0.1:0; the page opens a WebSocket to ?ws=URL and records everything. */
-async function startPageServer() {
-  const server = http.createServer((req, res) => {
-    const url = new URL(req.url, 'http://x');
-    if (url.pathname !== '/') {
-      res.writeHead(404, { 'Content-Type': 'text/plain' });
-      res.end('not found');
-      return;
-    }
-    const ws = url.searchParams.get('ws');
-    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8', 'Cache-Control': 'no-store' });
-    res.end(`<!doctype html>
+/** The test page: it connects to the URL given as ?ws= and records everything. */
+function renderPage(params) {
+  const ws = params.get('ws');
+  return `<!doctype html>
 <html><head><meta charset="utf-8"><title>herald WebSocket browser test</title></head>
 <body>
 <script>
@@ -42,12 +32,10 @@ async function startPageServer() {
   ws.onclose = (e) => { window.closeInfo = { code: e.code, wasClean: e.wasClean }; };
   ws.onmessage = (e) => { window.received.push(typeof e.data === 'string' ? JSON.parse(e.data) : { binary: true }); };
 </script>
-</body></html>`);
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const origin = `http://127.0.0.1:${server.address().port}`;
-  return { origin, close: () => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }) };
+</body></html>`;
 }
+
+const startPageServer = () => startBrowserPages(renderPage);
 
 describe('browser WebSocket (chromium)', () => {
   let browser;
@@ -62,13 +50,7 @@ describe('browser WebSocket (chromium)', () => {
     herald = await startHerald({ config: { websocket: { allow_origins: [pages.origin] } } });
     // A pass-through proxy, only to see the browser's handshake request.
     proxy = await startProxy(herald.host, herald.port);
-    browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      timeout: 30_000,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-        '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    });
+    browser = await launchChromium();
   });
 
   after(async () => {
