@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config git curl ca-certificates
   libuv1-dev libssl-dev libcjson-dev libhiredis-dev zlib1g-dev
   redis-server chromium clang clang-format libclang-rt-14-dev
+  nginx libnginx-mod-nchan
 )
 # Node.js may already come from another source (nodesource); only fall back to Debian's when absent.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)
@@ -33,6 +34,14 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as redis-server and nginx start their service on install; herald's tests
+# and benchmarks start what they need themselves, so keep services down while installing.
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' > "$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
 apt-get update -qq
 if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -178,24 +178,22 @@ static void start_lingering(hd_conn *conn)
     wait_for_request(conn);
 }
 
-static void conn_on_write(uv_write_t *req, int status)
+static void release_in_flight(hd_conn *conn)
 {
-    hd_conn *conn = req->data;
     for (size_t i = 0; i < conn->in_flight_count; i++) {
         conn->queued_bytes -= conn->in_flight[i]->len;
         hd_buf_release(conn->in_flight[i]);
     }
     conn->in_flight_count = 0;
-    if (conn->state == HD_CONN_CLOSING)
-        return;
-    if (status < 0) {
-        hd_log_debug("write to %s failed: %s", conn->peer, uv_strerror(status));
-        hd_conn_close(conn);
-        return;
-    }
-    if (conn->queue_count > 0)
-        hd_conn_flush(conn);
-    else if (conn->close_when_flushed) {
+}
+
+/* What follows a completed write: more output, the end of the connection, or more input. */
+static void conn_on_written(hd_conn *conn)
+{
+    if (conn->queue_count > 0) {
+        if (!hd_list_linked(&conn->flush_node))
+            hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+    } else if (conn->close_when_flushed) {
         start_lingering(conn);
         return;
     }
@@ -211,25 +209,58 @@ static void conn_on_write(uv_write_t *req, int status)
         conn->stream_ops->on_drain(conn, conn->stream_session);
 }
 
+static void conn_on_write(uv_write_t *req, int status)
+{
+    hd_conn *conn = req->data;
+    release_in_flight(conn);
+    if (conn->state == HD_CONN_CLOSING)
+        return;
+    if (status < 0) {
+        hd_log_debug("write to %s failed: %s", conn->peer, uv_strerror(status));
+        hd_conn_close(conn);
+        return;
+    }
+    conn_on_written(conn);
+}
+
+/*
+ * One gathered write of up to HD_CONN_WRITE_BATCH buffers. It is tried
+ * synchronously first: when the socket takes everything, as it usually
+ * does, no write request is queued and libuv does not touch epoll. Only a
+ * partial write leaves the rest to uv_write.
+ */
 void hd_conn_flush(hd_conn *conn)
 {
     if (conn->in_flight_count > 0 || conn->queue_count == 0 || conn->state == HD_CONN_CLOSING)
         return;
     uv_buf_t bufs[HD_CONN_WRITE_BATCH];
-    while (conn->queue_count > 0 && conn->in_flight_count < HD_CONN_WRITE_BATCH) {
+    size_t count = 0;
+    while (conn->queue_count > 0 && count < HD_CONN_WRITE_BATCH) {
         hd_buf *buf = queue_pop(conn);
-        bufs[conn->in_flight_count] = uv_buf_init(buf->data, (unsigned)buf->len);
-        conn->in_flight[conn->in_flight_count++] = buf;
+        bufs[count] = uv_buf_init(buf->data, (unsigned)buf->len);
+        conn->in_flight[count++] = buf;
     }
+    conn->in_flight_count = count;
+    int written = uv_try_write((uv_stream_t *)&conn->tcp, bufs, (unsigned)count);
+    if (written < 0 && written != UV_EAGAIN) {
+        release_in_flight(conn);
+        hd_conn_close(conn);
+        return;
+    }
+    size_t done = written > 0 ? (size_t)written : 0, first = 0;
+    while (first < count && done >= bufs[first].len)
+        done -= bufs[first++].len;
+    if (first == count) {
+        release_in_flight(conn);
+        conn_on_written(conn);
+        return;
+    }
+    bufs[first].base += done;
+    bufs[first].len -= done;
     conn->write_req.data = conn;
-    int rc = uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs,
-                      (unsigned)conn->in_flight_count, conn_on_write);
-    if (rc != 0) {
-        for (size_t i = 0; i < conn->in_flight_count; i++) {
-            conn->queued_bytes -= conn->in_flight[i]->len;
-            hd_buf_release(conn->in_flight[i]);
-        }
-        conn->in_flight_count = 0;
+    if (uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs + first,
+                 (unsigned)(count - first), conn_on_write) != 0) {
+        release_in_flight(conn);
         hd_conn_close(conn);
     }
 }

@@ -364,7 +364,7 @@ static void test_four_byte_boundaries(void)
             for (size_t b = 0; b < sizeof(probes); b++) {
                 for (size_t c = 0; c < sizeof(probes); c++) {
                     uint8_t s[4] = {(uint8_t)lead, probes[a], probes[b], probes[c]};
-                    bool complete;
+                    bool complete = false;
                     size_t ref = ref_first_error(s, 4, &complete);
                     if (hd_utf8_valid(s, 4) != (ref == 4 && complete))
                         mismatches++;
