@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "herald/log.h"
 #include "http/response.h"
 #include "transport/publish.h"
 #include "transport/sse.h"
@@ -59,6 +60,9 @@ void hd_router_dispatch(hd_conn *conn)
     const hd_request *req = &conn->request;
     int method = req->method;
     bool read = method == HTTP_GET || method == HTTP_HEAD;
+    /* The path only: query strings may carry tokens, which never reach a log. */
+    hd_log_debug("%s %s %.*s", conn->peer, llhttp_method_name(method),
+                 (int)(req->path_len > 256 ? 256 : req->path_len), req->path);
 
     if (method == HTTP_OPTIONS) {
         answer_preflight(conn);

@@ -1,0 +1,29 @@
+// Logs (SPEC §6, §7): at log_level debug herald logs one line per request,
+// with the path only, so tokens in query strings never reach a log.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startHerald, request } from '../lib/harness.mjs';
+
+test('debug request lines carry the path, never the query string', async () => {
+  const h = await startHerald({ config: { log_level: 'debug' } });
+  try {
+    const res = await request(`${h.url}/healthz?access_token=s3cr3t-token`);
+    assert.equal(res.status, 200);
+    await h.waitForStderr(/debug \S+ GET \/healthz$/m);
+    assert.doesNotMatch(h.stderr(), /s3cr3t-token/);
+  } finally {
+    await h.stop();
+  }
+});
+
+test('at the default level (info) requests are not logged', async () => {
+  const h = await startHerald();
+  try {
+    await request(`${h.url}/healthz`);
+    await request(`${h.url}/nothing-here`);
+    assert.doesNotMatch(h.stderr(), /GET \//);
+  } finally {
+    await h.stop();
+  }
+});
