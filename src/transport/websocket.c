@@ -31,7 +31,8 @@ typedef struct ws_session {
     hd_ws_reader *reader;
     hd_catch_up catch_up;
     bool close_sent;
-    uint64_t last_heard_ms; /* monotonic time of the last bytes from the peer */
+    uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
+    uint64_t message_started_ms; /* when the data message being received began; 0: none */
 } ws_session;
 
 /* ------------------------------------------------------------------------ */
@@ -339,16 +340,32 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
     const char *reason = NULL;
     uint16_t code =
         hd_ws_reader_feed(session->reader, bytes, len, &reader_callbacks, session, &reason);
-    if (code != 0)
+    if (code != 0) {
         send_close(session, code, reason);
+        return;
+    }
+    if (!hd_ws_reader_in_message(session->reader))
+        session->message_started_ms = 0;
+    else if (session->message_started_ms == 0)
+        session->message_started_ms = session->last_heard_ms;
 }
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
 {
     ws_session *session = ctx;
     uint64_t silence = hd_conn_now_ms(session->conn) - session->last_heard_ms;
-    if (silence >= 2000ull * hd_conn_config(conn)->heartbeat_s) {
+    uint64_t limit = 2000ull * hd_conn_config(conn)->heartbeat_s;
+    if (silence >= limit) {
         send_close(session, HD_WS_CLOSE_POLICY, "no frame from the peer within 2 x heartbeat_s");
+        return;
+    }
+    /*
+     * A message trickled in a byte at a time holds its buffer (up to the frame
+     * limit) for as long as the peer likes: give it the same deadline.
+     */
+    if (session->message_started_ms != 0 &&
+        hd_conn_now_ms(conn) - session->message_started_ms >= limit) {
+        send_close(session, HD_WS_CLOSE_POLICY, "message not completed within 2 x heartbeat_s");
         return;
     }
     send_frame(session, hd_ws_frame_build(HD_WS_PING, false, "", 0), true);

@@ -87,6 +87,11 @@ void hd_ws_reader_free(hd_ws_reader *reader)
     free(reader);
 }
 
+bool hd_ws_reader_in_message(const hd_ws_reader *reader)
+{
+    return reader->in_message || reader->state == READ_PAYLOAD;
+}
+
 void hd_ws_reader_stop(hd_ws_reader *reader)
 {
     if (reader->state != READ_FAILED)

@@ -904,8 +904,37 @@ static void test_random_splits_compressed_no_takeover(void)
     check_random_splits(true, false);
 }
 
+static void test_in_message_tracks_partial_messages(void)
+{
+    hd_strbuf in;
+    hd_strbuf_init(&in);
+    put_frame(&in, 0x01, "ab", 2); /* text, FIN clear */
+    put_frame(&in, 0x89, "p", 1);  /* an interleaved ping */
+    put_frame(&in, 0x80, "cd", 2); /* the final continuation */
+    hd_ws_reader *r = hd_ws_reader_new(1000, NULL);
+    recorder rec;
+    recorder_init(&rec);
+    const char *reason = NULL;
+    CHECK(!hd_ws_reader_in_message(r));
+    /* Half of the first frame's payload. */
+    CHECK_EQ_INT(hd_ws_reader_feed(r, in.data, 7, &callbacks, &rec, &reason), 0);
+    CHECK(hd_ws_reader_in_message(r));
+    /* The rest of the first frame and the ping: the message is still open. */
+    size_t first_two = 8 + 7;
+    CHECK_EQ_INT(hd_ws_reader_feed(r, in.data + 7, first_two - 7, &callbacks, &rec, &reason), 0);
+    CHECK(hd_ws_reader_in_message(r));
+    CHECK_EQ_INT(
+        hd_ws_reader_feed(r, in.data + first_two, in.len - first_two, &callbacks, &rec, &reason),
+        0);
+    CHECK(!hd_ws_reader_in_message(r));
+    hd_ws_reader_free(r);
+    hd_strbuf_free(&rec.log);
+    hd_strbuf_free(&in);
+}
+
 int main(void)
 {
+    RUN_TEST(test_in_message_tracks_partial_messages);
     RUN_TEST(test_rfc_masked_example);
     RUN_TEST(test_lengths_read);
     RUN_TEST(test_lengths_write);
