@@ -201,7 +201,8 @@ static int read_server_cpu(int pid, double *cpu_s)
     if (!p)
         return -1;
     unsigned long long ut = 0, st = 0;
-    /* after ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14) stime(15) */
+    /* after ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14)
+     * stime(15) */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     *cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -505,7 +506,10 @@ static void ws_bytes(sub *s, const char *p, size_t n)
             n--;
             if (s->ws_hdr_len == 2) {
                 uint8_t len7 = s->ws_hdr[1] & 0x7f;
-                s->ws_hdr_need = 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) +
+                s->ws_hdr_need = 2 +
+                                 (len7 == 126   ? 2
+                                  : len7 == 127 ? 8
+                                                : 0) +
                                  ((s->ws_hdr[1] & 0x80) ? 4 : 0);
             }
             if (s->ws_hdr_len < 2 || s->ws_hdr_len < s->ws_hdr_need)
@@ -770,7 +774,8 @@ static void start_one(sub *s, int global_index)
     uv_ip4_addr(ip, 0, &src);
     rc = uv_tcp_bind(&s->tcp, (const struct sockaddr *)&src, 0);
     if (rc == 0)
-        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server, on_connect);
+        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server,
+                            on_connect);
     if (rc != 0) {
         if (limited_log(&C.log_budget))
             fprintf(stderr, "fanout[%d]: bind/connect %s: %s\n", C.index, ip, uv_err_name(rc));
@@ -789,7 +794,8 @@ static void start_more(void)
 static void on_subscribe_timeout(uv_timer_t *t)
 {
     (void)t;
-    fprintf(stderr, "fanout[%d]: subscribe timeout: %d of %d settled\n", C.index, C.settled, C.count);
+    fprintf(stderr, "fanout[%d]: subscribe timeout: %d of %d settled\n", C.index, C.settled,
+            C.count);
     for (int i = 0; i < C.count; i++) {
         sub *s = &C.subs[i];
         if (s->state == ST_CONNECTING || s->state == ST_HEAD)
@@ -1283,13 +1289,16 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     static struct option lo[] = {
-        {"mode", 1, 0, 'm'},          {"host", 1, 0, 'H'},      {"port", 1, 0, 'p'},
-        {"topic", 1, 0, 't'},         {"sub-path", 1, 0, 'S'},  {"pub-path", 1, 0, 'P'},
-        {"subs", 1, 0, 'n'},          {"procs", 1, 0, 'k'},     {"src-addrs", 1, 0, 'a'},
-        {"messages", 1, 0, 'M'},      {"size", 1, 0, 's'},      {"rate", 1, 0, 'r'},
-        {"concurrency", 1, 0, 'c'},   {"subscribe-timeout", 1, 0, 'T'},
-        {"drain", 1, 0, 'd'},         {"timeout", 1, 0, 'x'},   {"server-pid", 1, 0, 'i'},
-        {"label", 1, 0, 'l'},         {"help", 0, 0, 'h'},      {0, 0, 0, 0},
+        {"mode", 1, 0, 'm'},        {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},        {"topic", 1, 0, 't'},
+        {"sub-path", 1, 0, 'S'},    {"pub-path", 1, 0, 'P'},
+        {"subs", 1, 0, 'n'},        {"procs", 1, 0, 'k'},
+        {"src-addrs", 1, 0, 'a'},   {"messages", 1, 0, 'M'},
+        {"size", 1, 0, 's'},        {"rate", 1, 0, 'r'},
+        {"concurrency", 1, 0, 'c'}, {"subscribe-timeout", 1, 0, 'T'},
+        {"drain", 1, 0, 'd'},       {"timeout", 1, 0, 'x'},
+        {"server-pid", 1, 0, 'i'},  {"label", 1, 0, 'l'},
+        {"help", 0, 0, 'h'},        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1302,24 +1311,59 @@ int main(int argc, char **argv)
             else
                 usage();
             break;
-        case 'H': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
-        case 't': opt.topic = optarg; break;
-        case 'S': opt.sub_path = optarg; break;
-        case 'P': opt.pub_path = optarg; break;
-        case 'n': opt.subs = atoi(optarg); break;
-        case 'k': opt.procs = atoi(optarg); break;
-        case 'a': opt.src_addrs = atoi(optarg); break;
-        case 'M': opt.messages = atoi(optarg); break;
-        case 's': opt.size = atoi(optarg); break;
-        case 'r': opt.rate = atof(optarg); break;
-        case 'c': opt.concurrency = atoi(optarg); break;
-        case 'T': opt.subscribe_timeout = atof(optarg); break;
-        case 'd': opt.drain = atof(optarg); break;
-        case 'x': opt.timeout = atof(optarg); break;
-        case 'i': opt.server_pid = atoi(optarg); break;
-        case 'l': opt.label = optarg; break;
-        default: usage();
+        case 'H':
+            opt.host = optarg;
+            break;
+        case 'p':
+            opt.port = atoi(optarg);
+            break;
+        case 't':
+            opt.topic = optarg;
+            break;
+        case 'S':
+            opt.sub_path = optarg;
+            break;
+        case 'P':
+            opt.pub_path = optarg;
+            break;
+        case 'n':
+            opt.subs = atoi(optarg);
+            break;
+        case 'k':
+            opt.procs = atoi(optarg);
+            break;
+        case 'a':
+            opt.src_addrs = atoi(optarg);
+            break;
+        case 'M':
+            opt.messages = atoi(optarg);
+            break;
+        case 's':
+            opt.size = atoi(optarg);
+            break;
+        case 'r':
+            opt.rate = atof(optarg);
+            break;
+        case 'c':
+            opt.concurrency = atoi(optarg);
+            break;
+        case 'T':
+            opt.subscribe_timeout = atof(optarg);
+            break;
+        case 'd':
+            opt.drain = atof(optarg);
+            break;
+        case 'x':
+            opt.timeout = atof(optarg);
+            break;
+        case 'i':
+            opt.server_pid = atoi(optarg);
+            break;
+        case 'l':
+            opt.label = optarg;
+            break;
+        default:
+            usage();
         }
     }
     if (!opt.sub_path)
@@ -1419,8 +1463,8 @@ int main(int argc, char **argv)
             pid_t r = waitpid(pids[i], &st, WNOHANG);
             if (r == pids[i]) {
                 if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-                    fprintf(stderr, "fanout: subscriber process %d ended abnormally (status %d)\n", i,
-                            st);
+                    fprintf(stderr, "fanout: subscriber process %d ended abnormally (status %d)\n",
+                            i, st);
                 pids[i] = 0;
             } else {
                 alive++;
@@ -1458,7 +1502,8 @@ int main(int argc, char **argv)
         tot->other_messages += s->other_messages;
         tot->bad_status += s->bad_status;
         tot->complete += s->complete;
-        if (s->t_first_delivery && (!tot->t_first_delivery || s->t_first_delivery < tot->t_first_delivery))
+        if (s->t_first_delivery &&
+            (!tot->t_first_delivery || s->t_first_delivery < tot->t_first_delivery))
             tot->t_first_delivery = s->t_first_delivery;
         if (s->t_last_delivery > tot->t_last_delivery)
             tot->t_last_delivery = s->t_last_delivery;
@@ -1489,7 +1534,8 @@ int main(int argc, char **argv)
     double client_cpu = (double)(ru_self.ru_utime.tv_sec + ru_self.ru_stime.tv_sec +
                                  ru_kids.ru_utime.tv_sec + ru_kids.ru_stime.tv_sec) +
                         (double)(ru_self.ru_utime.tv_usec + ru_self.ru_stime.tv_usec +
-                                 ru_kids.ru_utime.tv_usec + ru_kids.ru_stime.tv_usec) / 1e6;
+                                 ru_kids.ru_utime.tv_usec + ru_kids.ru_stime.tv_usec) /
+                            1e6;
 
     printf("{\"label\":\"%s\",\"mode\":\"%s\",\"subscribers\":%d,\"procs\":%d,"
            "\"messages\":%d,\"size\":%d,\"rate\":%g,\n",
@@ -1506,9 +1552,9 @@ int main(int argc, char **argv)
            ",\"deliveries_lost\":%" PRId64 ",\"out_of_order_or_duplicate\":%" PRIu64
            ",\"other_messages\":%" PRIu64 ",\"subscribers_complete\":%" PRIu64
            ",\"disconnects\":%" PRIu64 ",\"disconnects_before_done\":%" PRIu64 ",\n",
-           expected, tot->received, (int64_t)expected - (int64_t)(tot->received - tot->out_of_order),
-           tot->out_of_order, tot->other_messages, tot->complete, tot->disconnects,
-           tot->disconnects_before_done);
+           expected, tot->received,
+           (int64_t)expected - (int64_t)(tot->received - tot->out_of_order), tot->out_of_order,
+           tot->other_messages, tot->complete, tot->disconnects, tot->disconnects_before_done);
     printf(" \"elapsed_s\":%.3f,\"deliveries_per_s\":%.0f,\n", elapsed,
            elapsed > 0 ? (double)tot->received / elapsed : 0.0);
     printf(" \"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,"
