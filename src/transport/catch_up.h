@@ -4,7 +4,7 @@
  * A client resuming from an old cursor may be owed more history than its
  * outbound queue may hold. The catch-up reads history in batches, each
  * stopping when the queue is half full, and continues when the connection
- * has drained. Until it reaches the end of history, live messages of its
+ * has drained to half its limit. Until it reaches the end of history, live messages of its
  * topics are skipped by the transport (hd_catch_up_holds), because the next
  * batch reads them from history anyway: the cursor is an id, so a lagging
  * client pins no memory and loses nothing that history still holds.
@@ -45,7 +45,7 @@ typedef struct hd_catch_up {
 void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, const hd_catch_up_ops *ops, void *ctx,
                        char *const *topics, const size_t *topic_lens, size_t topic_count,
                        const hd_cursor *cursor);
-/* Sends the next batch, if active; call when the connection drained. */
+/* Sends the next batch, if active; call when the connection drained below half its limit. */
 void hd_catch_up_continue(hd_catch_up *catch_up);
 /* Stops catching up on one topic (the client unsubscribed from it). */
 void hd_catch_up_remove_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len);
