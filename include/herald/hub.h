@@ -58,6 +58,14 @@ void hd_gap_append_json_fields(const hd_gap *gap, hd_strbuf *sb);
 
 typedef struct hd_subscriber hd_subscriber;
 
+/* Which transport a subscriber belongs to: only counted, for statistics. */
+typedef enum hd_transport {
+    HD_TRANSPORT_SSE,
+    HD_TRANSPORT_WEBSOCKET,
+    HD_TRANSPORT_POLL,
+    HD_TRANSPORT_COUNT
+} hd_transport;
+
 typedef struct hd_subscriber_ops {
     /*
      * Called for each message published to a subscribed topic (and by
@@ -67,6 +75,7 @@ typedef struct hd_subscriber_ops {
      * unsubscribes later from its own loop pass.
      */
     void (*deliver)(hd_subscriber *sub, hd_message *msg);
+    hd_transport transport;
 } hd_subscriber_ops;
 
 /* One topic attachment of a subscriber; lives in the subscriber's array. */
@@ -184,10 +193,37 @@ void hd_hub_expire(hd_hub *hub, int64_t now_ms);
 /* Introspection for GET /topics/{topic}; returns false when the topic does not exist. */
 typedef struct hd_topic_info {
     size_t subscribers;
+    size_t subscribers_by_transport[HD_TRANSPORT_COUNT];
     size_t history_messages;
     uint64_t history_bytes;
     char last_id[HD_ID_MAX]; /* "" when no message is held or was ever published */
 } hd_topic_info;
 bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out);
+
+typedef struct hd_topic_summary {
+    const char *name; /* borrowed from the hub: valid until the next call that changes it */
+    size_t name_len;
+    hd_topic_info info;
+} hd_topic_summary;
+
+/*
+ * Lists up to limit (>= 1) topics whose names start with prefix and sort
+ * after `after` (after_len 0: from the first), in byte order of their names,
+ * into out (room for limit). *more says whether more matching topics follow.
+ */
+size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
+                          const char *after, size_t after_len, size_t limit, hd_topic_summary *out,
+                          bool *more);
+
+/* What GET /metrics reports of the hub. */
+typedef struct hd_hub_stats {
+    size_t topics;
+    size_t subscriptions; /* topic attachments of all subscribers */
+    size_t history_messages;
+    uint64_t history_bytes;
+    uint64_t messages_published; /* counters since the hub was created */
+    uint64_t history_evicted;
+} hd_hub_stats;
+void hd_hub_get_stats(const hd_hub *hub, hd_hub_stats *out);
 
 #endif

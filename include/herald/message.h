@@ -77,5 +77,7 @@ hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode
 
 /* Appends the JSON envelope {"type":"message","topic",...} to sb. */
 void hd_message_append_envelope(const hd_message *msg, hd_strbuf *sb);
+/* The envelope as a buffer: the encoder of HD_WIRE_ENVELOPE (ctx unused). */
+hd_buf *hd_message_encode_envelope(const hd_message *msg, void *ctx);
 
 #endif

@@ -78,23 +78,32 @@ void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
     hd_strbuf_append_str(head, "Access-Control-Expose-Headers: Content-Type\r\n");
 }
 
+bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const char *content_type,
+                             const char *extra_headers, size_t body_len, int flags)
+{
+    bool close =
+        (flags & HD_RESPONSE_CLOSE) || !conn->request.keep_alive || hd_conn_server_draining(conn);
+    hd_strbuf_printf(out, "HTTP/1.1 %d %s\r\n", status, hd_status_reason(status));
+    if (content_type != NULL)
+        hd_strbuf_printf(out, "Content-Type: %s\r\n", content_type);
+    hd_strbuf_printf(out, "Content-Length: %zu\r\n", body_len);
+    if (close)
+        hd_strbuf_append_str(out, "Connection: close\r\n");
+    hd_response_append_cors(out, conn);
+    if (extra_headers != NULL)
+        hd_strbuf_append_str(out, extra_headers);
+    hd_strbuf_append(out, "\r\n", 2);
+    return close;
+}
+
 void hd_response_send(hd_conn *conn, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t body_len, int flags)
 {
-    bool close = (flags & HD_RESPONSE_CLOSE) || !conn->request.keep_alive;
     hd_strbuf out;
     hd_strbuf_init(&out);
     hd_strbuf_reserve(&out, 256 + body_len);
-    hd_strbuf_printf(&out, "HTTP/1.1 %d %s\r\n", status, hd_status_reason(status));
-    if (content_type != NULL)
-        hd_strbuf_printf(&out, "Content-Type: %s\r\n", content_type);
-    hd_strbuf_printf(&out, "Content-Length: %zu\r\n", body_len);
-    if (close)
-        hd_strbuf_append_str(&out, "Connection: close\r\n");
-    hd_response_append_cors(&out, conn);
-    if (extra_headers != NULL)
-        hd_strbuf_append_str(&out, extra_headers);
-    hd_strbuf_append(&out, "\r\n", 2);
+    bool close =
+        hd_response_append_head(&out, conn, status, content_type, extra_headers, body_len, flags);
     if (conn->request.method != HTTP_HEAD)
         hd_strbuf_append(&out, body, body_len);
     hd_conn_send_owned(conn, hd_strbuf_finish(&out));

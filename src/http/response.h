@@ -9,6 +9,7 @@
 #ifndef HERALD_HTTP_RESPONSE_H
 #define HERALD_HTTP_RESPONSE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "herald/buf.h"
@@ -22,6 +23,15 @@ const char *hd_status_reason(int status);
 
 /* Appends the CORS headers the request's Origin earns (nothing without Origin). */
 void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn);
+
+/*
+ * Appends the status line and headers, up to and including the blank line,
+ * for a body of body_len bytes that the caller queues itself. Returns
+ * whether the connection must close after the body (then call
+ * hd_conn_close_after_flush once it is queued).
+ */
+bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const char *content_type,
+                             const char *extra_headers, size_t body_len, int flags);
 
 /* extra_headers: complete "Name: value\r\n" lines, or NULL. */
 void hd_response_send(hd_conn *conn, int status, const char *content_type,

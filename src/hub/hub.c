@@ -25,6 +25,7 @@ struct hd_topic {
 
     hd_list subscribers; /* of hd_subscription.node */
     size_t subscriber_count;
+    size_t subscribers_by_transport[HD_TRANSPORT_COUNT];
 
     hd_message **ring;
     size_t ring_cap; /* 0 or a power of two */
@@ -60,6 +61,7 @@ struct hd_hub {
     hd_topic **buckets;
     size_t bucket_count;
     size_t topic_count;
+    size_t subscription_count;
 
     /*
      * Every held message of every topic, oldest first (seq order), with their
@@ -68,6 +70,9 @@ struct hd_hub {
      */
     hd_list history_order;
     uint64_t history_bytes;
+    size_t history_messages;
+
+    hd_hub_stats stats; /* the counters; gauges are filled in by hd_hub_get_stats */
 };
 
 #define MIN_BUCKETS 16
@@ -200,12 +205,14 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
     return t;
 }
 
+static hd_message *history_at(const hd_topic *t, size_t i);
+
 /* Drops the topic's history and frees it; the caller has unlinked it from the table. */
 static void topic_destroy(hd_topic *t)
 {
     assert(hd_list_empty(&t->subscribers));
     for (size_t i = 0; i < t->ring_len; i++) {
-        hd_message *msg = t->ring[(t->ring_head + i) & (t->ring_cap - 1)];
+        hd_message *msg = history_at(t, i);
         hd_list_unlink(&msg->history_node);
         hd_message_release(msg);
     }
@@ -246,6 +253,8 @@ static void history_drop_oldest(hd_hub *hub, hd_topic *t)
     t->ring_len--;
     t->history_bytes -= hd_message_cost(msg);
     hub->history_bytes -= hd_message_cost(msg);
+    hub->history_messages--;
+    hub->stats.history_evicted++;
     hd_list_unlink(&msg->history_node);
     t->lost_upto = msg->seq; /* the oldest goes first, so this only grows */
     hd_message_release(msg);
@@ -282,6 +291,7 @@ static void history_push(hd_hub *hub, hd_topic *t, hd_message *msg)
     t->ring_len++;
     t->history_bytes += cost;
     hub->history_bytes += cost;
+    hub->history_messages++;
     hd_list_insert_tail(&hub->history_order, &msg->history_node);
     t->last_seq = msg->seq;
 }
@@ -483,6 +493,7 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
                                      hub->epoch, now_ms);
     history_push(hub, t, msg);
     history_enforce_total(hub, msg);
+    hub->stats.messages_published++;
 
     /* deliver must not call into the hub, so the list cannot change under us. */
     size_t count = 0;
@@ -522,6 +533,8 @@ static void subscription_remove(hd_hub *hub, hd_subscriber *sub, size_t i)
     hd_topic *t = s->topic;
     hd_list_unlink(&s->node);
     t->subscriber_count--;
+    t->subscribers_by_transport[sub->ops->transport]--;
+    hub->subscription_count--;
     size_t last = --sub->subscription_count;
     if (i != last) {
         *s = sub->subscriptions[last];
@@ -571,6 +584,8 @@ hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topi
     s->subscriber = sub;
     hd_list_insert_tail(&t->subscribers, &s->node);
     t->subscriber_count++;
+    t->subscribers_by_transport[sub->ops->transport]++;
+    hub->subscription_count++;
     return HD_HUB_OK;
 }
 
@@ -689,19 +704,121 @@ size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t 
 
 /* ---------------------------------------------------------------- introspection */
 
-bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out)
+static void fill_topic_info(const hd_hub *hub, const hd_topic *t, hd_topic_info *out)
 {
-    const hd_topic *t = find_topic(hub, topic, topic_len);
-    if (t == NULL)
-        return false;
     out->subscribers = t->subscriber_count;
+    memcpy(out->subscribers_by_transport, t->subscribers_by_transport,
+           sizeof(out->subscribers_by_transport));
     out->history_messages = t->ring_len;
     out->history_bytes = t->history_bytes;
     if (t->last_seq != 0)
         format_id(hub->epoch, t->last_seq, out->last_id);
     else
         out->last_id[0] = '\0';
+}
+
+bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out)
+{
+    const hd_topic *t = find_topic(hub, topic, topic_len);
+    if (t == NULL)
+        return false;
+    fill_topic_info(hub, t, out);
     return true;
+}
+
+/* Byte order of names, a shorter name before the longer ones it starts. */
+static int compare_names(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    if (c != 0)
+        return c;
+    return a_len < b_len ? -1 : a_len > b_len;
+}
+
+static int compare_topics(const hd_topic *a, const hd_topic *b)
+{
+    return compare_names(a->name, a->name_len, b->name, b->name_len);
+}
+
+/* Restores the max-heap property (largest name at the root) below slot i. */
+static void heap_sift_down(const hd_topic **heap, size_t len, size_t i)
+{
+    for (;;) {
+        size_t largest = i, left = 2 * i + 1, right = left + 1;
+        if (left < len && compare_topics(heap[left], heap[largest]) > 0)
+            largest = left;
+        if (right < len && compare_topics(heap[right], heap[largest]) > 0)
+            largest = right;
+        if (largest == i)
+            return;
+        const hd_topic *tmp = heap[i];
+        heap[i] = heap[largest];
+        heap[largest] = tmp;
+        i = largest;
+    }
+}
+
+static void heap_sift_up(const hd_topic **heap, size_t i)
+{
+    while (i > 0 && compare_topics(heap[(i - 1) / 2], heap[i]) < 0) {
+        const hd_topic *tmp = heap[i];
+        heap[i] = heap[(i - 1) / 2];
+        heap[(i - 1) / 2] = tmp;
+        i = (i - 1) / 2;
+    }
+}
+
+/*
+ * One pass over the table keeping the limit + 1 smallest matching names in a
+ * max-heap: O(topics x log limit) time and O(limit) memory, however many
+ * topics there are. The extra one tells whether there is a next page.
+ */
+size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
+                          const char *after, size_t after_len, size_t limit, hd_topic_summary *out,
+                          bool *more)
+{
+    size_t cap = limit + 1, len = 0;
+    const hd_topic **heap = hd_alloc(cap * sizeof(*heap));
+    for (size_t b = 0; b < hub->bucket_count; b++) {
+        for (const hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next) {
+            if (t->name_len < prefix_len || memcmp(t->name, prefix, prefix_len) != 0)
+                continue;
+            if (after_len > 0 && compare_names(t->name, t->name_len, after, after_len) <= 0)
+                continue;
+            if (len < cap) {
+                heap[len] = t;
+                heap_sift_up(heap, len++);
+            } else if (compare_topics(t, heap[0]) < 0) {
+                heap[0] = t;
+                heap_sift_down(heap, len, 0);
+            }
+        }
+    }
+    *more = len > limit;
+    /* Heap-sort in place: pop the largest to the end until sorted ascending. */
+    for (size_t end = len; end > 1; end--) {
+        const hd_topic *top = heap[0];
+        heap[0] = heap[end - 1];
+        heap[end - 1] = top;
+        heap_sift_down(heap, end - 1, 0);
+    }
+    size_t count = len < limit ? len : limit;
+    for (size_t i = 0; i < count; i++) {
+        out[i].name = heap[i]->name;
+        out[i].name_len = heap[i]->name_len;
+        fill_topic_info(hub, heap[i], &out[i].info);
+    }
+    free(heap);
+    return count;
+}
+
+void hd_hub_get_stats(const hd_hub *hub, hd_hub_stats *out)
+{
+    *out = hub->stats;
+    out->topics = hub->topic_count;
+    out->subscriptions = hub->subscription_count;
+    out->history_messages = hub->history_messages;
+    out->history_bytes = hub->history_bytes;
 }
 
 void hd_gap_append_json_fields(const hd_gap *gap, hd_strbuf *sb)

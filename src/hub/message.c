@@ -103,3 +103,13 @@ void hd_message_append_envelope(const hd_message *msg, hd_strbuf *sb)
     hd_strbuf_append_json_string(sb, msg->data, msg->data_len);
     hd_strbuf_printf(sb, ",\"time\":%" PRId64 "}", msg->time_ms);
 }
+
+hd_buf *hd_message_encode_envelope(const hd_message *msg, void *ctx)
+{
+    (void)ctx;
+    hd_strbuf sb;
+    hd_strbuf_init(&sb);
+    hd_strbuf_reserve(&sb, msg->data_len + msg->topic_len + msg->event_len + 96);
+    hd_message_append_envelope(msg, &sb);
+    return hd_strbuf_finish(&sb);
+}

@@ -13,6 +13,7 @@
 #include "herald/log.h"
 #include "http/response.h"
 #include "net/server_internal.h"
+#include "ops/metrics.h"
 #include "transport/router.h"
 
 static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
@@ -33,6 +34,11 @@ bool hd_conn_server_draining(const hd_conn *conn)
     return conn->server->draining;
 }
 
+uv_loop_t *hd_conn_loop(const hd_conn *conn)
+{
+    return conn->server->loop;
+}
+
 hd_hub *hd_conn_hub(const hd_conn *conn)
 {
     return conn->server->hub;
@@ -41,6 +47,16 @@ hd_hub *hd_conn_hub(const hd_conn *conn)
 struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn)
 {
     return conn->server->ws_deflater;
+}
+
+struct hd_metrics *hd_conn_metrics(const hd_conn *conn)
+{
+    return &conn->server->metrics;
+}
+
+size_t hd_conn_server_connections(const hd_conn *conn)
+{
+    return conn->server->connection_count;
 }
 
 uint64_t hd_conn_queued_bytes(const hd_conn *conn)
@@ -137,6 +153,8 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
     if (hd_conn_would_overflow(conn, buf->len)) {
         hd_log_info("closing %s: outbound queue over limits.max_outbound_bytes (slow consumer)",
                     conn->peer);
+        if (conn->stream_ops != NULL)
+            conn->server->metrics.slow_consumer_disconnects[conn->stream_ops->transport]++;
         hd_buf_release(buf);
         hd_conn_close(conn);
         return -1;
@@ -178,6 +196,12 @@ static void start_lingering(hd_conn *conn)
     wait_for_request(conn);
 }
 
+static void count_written(hd_conn *conn)
+{
+    for (size_t i = 0; i < conn->in_flight_count; i++)
+        conn->server->metrics.bytes_written += conn->in_flight[i]->len;
+}
+
 static void release_in_flight(hd_conn *conn)
 {
     for (size_t i = 0; i < conn->in_flight_count; i++) {
@@ -200,7 +224,7 @@ static void conn_on_written(hd_conn *conn)
     /* Below the low-water mark: take more input, or more history, while the socket is busy. */
     if (conn->queued_bytes > hd_conn_config(conn)->limits.max_outbound_bytes / 2)
         return;
-    if (conn->reading_paused) {
+    if (conn->reading_paused && conn->state != HD_CONN_WAITING) {
         conn->reading_paused = false;
         if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0)
             hd_conn_close(conn);
@@ -212,6 +236,8 @@ static void conn_on_written(hd_conn *conn)
 static void conn_on_write(uv_write_t *req, int status)
 {
     hd_conn *conn = req->data;
+    if (status == 0)
+        count_written(conn);
     release_in_flight(conn);
     if (conn->state == HD_CONN_CLOSING)
         return;
@@ -251,6 +277,7 @@ void hd_conn_flush(hd_conn *conn)
     while (first < count && done >= bufs[first].len)
         done -= bufs[first++].len;
     if (first == count) {
+        count_written(conn);
         release_in_flight(conn);
         conn_on_written(conn);
         return;
@@ -301,6 +328,7 @@ static void conn_on_closed(uv_handle_t *handle)
         hd_buf_release(queue_pop(conn));
     free(conn->queue);
     hd_request_free(&conn->request);
+    hd_strbuf_free(&conn->held_input);
     hd_list_unlink(&conn->server_node);
     server->connection_count--;
     if (conn->ip_counted)
@@ -309,13 +337,22 @@ static void conn_on_closed(uv_handle_t *handle)
     hd_server_maybe_done(server);
 }
 
+static void forget_session(hd_conn *conn)
+{
+    conn->server->metrics.transport_connections[conn->stream_ops->transport]--;
+    conn->stream_ops = NULL;
+    conn->stream_session = NULL;
+}
+
 void hd_conn_detach_stream(hd_conn *conn)
 {
     hd_list_unlink(&conn->detach_node);
+    hd_list_unlink(&conn->wake_node);
     if (conn->stream_ops != NULL) {
-        conn->stream_ops->on_close(conn, conn->stream_session);
-        conn->stream_ops = NULL;
-        conn->stream_session = NULL;
+        const hd_stream_ops *ops = conn->stream_ops;
+        void *session = conn->stream_session;
+        forget_session(conn);
+        ops->on_close(conn, session);
     }
 }
 
@@ -334,6 +371,7 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
     conn->state = HD_CONN_STREAMING;
     conn->stream_ops = ops;
     conn->stream_session = session;
+    conn->server->metrics.transport_connections[ops->transport]++;
     wait_in(conn, &conn->server->stream_idle);
     /* A request that was under way when shutdown began ends as soon as it starts. */
     if (conn->server->draining) {
@@ -341,6 +379,50 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
             ops->on_shutdown(conn, session);
         else
             hd_conn_close_after_flush(conn);
+    }
+}
+
+void hd_conn_start_wait(hd_conn *conn, const hd_stream_ops *ops, void *session)
+{
+    conn->state = HD_CONN_WAITING;
+    conn->stream_ops = ops;
+    conn->stream_session = session;
+    conn->server->metrics.transport_connections[ops->transport]++;
+    /* The session bounds the wait itself; no header timeout or heartbeat applies. */
+    hd_list_unlink(&conn->timeout_node);
+    if (conn->server->draining && ops->on_shutdown != NULL)
+        ops->on_shutdown(conn, session);
+}
+
+void hd_conn_wake(hd_conn *conn)
+{
+    if (conn->state == HD_CONN_WAITING && !hd_list_linked(&conn->wake_node))
+        hd_list_insert_tail(&conn->server->wake_list, &conn->wake_node);
+}
+
+void hd_conn_end_wait(hd_conn *conn)
+{
+    if (conn->state != HD_CONN_WAITING)
+        return;
+    hd_list_unlink(&conn->wake_node);
+    forget_session(conn);
+    conn->state = HD_CONN_READING;
+    llhttp_resume(&conn->parser);
+    wait_for_request(conn);
+    /* Parsed in the server's pass, so that the answer the caller queues next goes first. */
+    if (conn->held_input.len > 0 || conn->reading_paused)
+        hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);
+}
+
+/* Input that arrives while the answer is held back: kept for later, within a bound. */
+static void hold_input(hd_conn *conn, const char *bytes, size_t len)
+{
+    hd_strbuf_append(&conn->held_input, bytes, len);
+    if (conn->held_input.len >= hd_conn_config(conn)->limits.max_header_bytes &&
+        !conn->reading_paused) {
+        /* A client pipelining that much behind a long-poll waits for its answer first. */
+        conn->reading_paused = true;
+        uv_read_stop((uv_stream_t *)&conn->tcp);
     }
 }
 
@@ -355,6 +437,7 @@ void hd_conn_on_header_timeout(hd_conn *conn)
     }
     hd_list_unlink(&conn->timeout_node);
     conn->request.keep_alive = false;
+    conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
     hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
                       "The request headers did not arrive within %u s.",
                       hd_conn_config(conn)->limits.header_timeout_s);
@@ -379,6 +462,7 @@ static hd_conn *parser_conn(llhttp_t *parser)
 static int reject(hd_conn *conn, int status, const char *code, const char *message)
 {
     conn->request.keep_alive = false;
+    conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
     hd_response_error(conn, status, code, HD_RESPONSE_CLOSE, "%s", message);
     return HPE_USER;
 }
@@ -463,6 +547,7 @@ static int on_headers_complete(llhttp_t *parser)
     hd_request_split_target(req);
     conn->body_limit = hd_router_body_limit(conn);
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->body_limit) {
+        conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body of %llu bytes exceeds the limit of %llu bytes.",
                           (unsigned long long)parser->content_length,
@@ -482,6 +567,7 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
     if (conn->request.body.len + len > conn->body_limit) {
+        conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body exceeds the limit of %llu bytes.",
                           (unsigned long long)conn->body_limit);
@@ -496,6 +582,7 @@ static int on_message_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
     conn->request_started = false;
+    conn->server->metrics.http_requests++;
     hd_router_dispatch(conn);
     if (conn->state != HD_CONN_READING || conn->close_when_flushed)
         return HPE_PAUSED;
@@ -520,6 +607,12 @@ void hd_conn_init_http_settings(llhttp_settings_t *settings)
 static void parse_input(hd_conn *conn, const char *data, size_t len)
 {
     llhttp_errno_t err = llhttp_execute(&conn->parser, data, len);
+    if (err == HPE_PAUSED && conn->state == HD_CONN_WAITING) {
+        const char *rest = llhttp_get_error_pos(&conn->parser);
+        if (rest != NULL && rest < data + len)
+            hold_input(conn, rest, (size_t)(data + len - rest));
+        return;
+    }
     if (err == HPE_PAUSED && conn->stream_ops != NULL && conn->stream_ops->on_data != NULL) {
         /* A WebSocket client may send frames right behind its handshake. */
         const char *rest = llhttp_get_error_pos(&conn->parser);
@@ -537,8 +630,30 @@ static void parse_input(hd_conn *conn, const char *data, size_t len)
         return;
     }
     conn->request.keep_alive = false;
+    conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
     hd_response_error(conn, 400, "bad_request", HD_RESPONSE_CLOSE, "Malformed HTTP request: %s.",
                       llhttp_get_error_reason(&conn->parser));
+}
+
+void hd_conn_resume_input(hd_conn *conn)
+{
+    hd_list_unlink(&conn->wake_node);
+    if (conn->state != HD_CONN_READING || conn->close_when_flushed)
+        return;
+    if (conn->reading_paused &&
+        conn->queued_bytes <= hd_conn_config(conn)->limits.max_outbound_bytes) {
+        conn->reading_paused = false;
+        if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
+            hd_conn_close(conn);
+            return;
+        }
+    }
+    /* Parsing may hold input again (another long-poll), so it starts from a fresh buffer. */
+    hd_strbuf input = conn->held_input;
+    hd_strbuf_init(&conn->held_input);
+    if (input.len > 0)
+        parse_input(conn, input.data, input.len);
+    hd_strbuf_free(&input);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -558,6 +673,8 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
         return;
     if (conn->state == HD_CONN_READING)
         parse_input(conn, bytes, len);
+    else if (conn->state == HD_CONN_WAITING)
+        hold_input(conn, bytes, len);
     else if (conn->stream_ops != NULL && conn->stream_ops->on_data != NULL)
         conn->stream_ops->on_data(conn, conn->stream_session, bytes, len);
 }
@@ -569,6 +686,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         hd_conn_close(conn);
         return;
     }
+    conn->server->metrics.bytes_read += (uint64_t)nread;
     hd_conn_feed(conn, buf->base, (size_t)nread);
 }
 
@@ -610,6 +728,8 @@ hd_conn *hd_conn_new(hd_server *server)
     hd_list_init(&conn->close_node);
     hd_list_init(&conn->timeout_node);
     hd_list_init(&conn->detach_node);
+    hd_list_init(&conn->wake_node);
+    hd_strbuf_init(&conn->held_input);
     hd_request_init(&conn->request);
     llhttp_init(&conn->parser, HTTP_REQUEST, &server->http_settings);
     conn->parser.data = conn;
@@ -624,8 +744,9 @@ hd_conn *hd_conn_new(hd_server *server)
  * A connection over a limit is told so in one non-blocking write and closed
  * at once: a flood must not hold descriptors for a linger or a timeout.
  */
-static void refuse(hd_conn *conn, const char *limit)
+static void refuse(hd_conn *conn, hd_refusal reason, const char *limit)
 {
+    conn->server->metrics.connections_refused[reason]++;
     char body[160], response[320];
     int body_len = snprintf(body, sizeof(body),
                             "{\"error\":\"too_many_connections\",\"message\":\"%s.\"}\n", limit);
@@ -647,15 +768,17 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
         return;
     }
     describe_peer(conn);
+    server->metrics.connections_accepted++;
     if (server->connection_count > server->config->limits.max_connections) {
-        refuse(conn, "limits.max_connections reached");
+        refuse(conn, HD_REFUSED_MAX_CONNECTIONS, "limits.max_connections reached");
         return;
     }
     const uint32_t per_ip = server->config->limits.max_connections_per_ip;
     if (per_ip > 0) {
         conn->ip_counted = true;
         if (hd_ip_count_add(server->ip_counts, &conn->ip) > per_ip) {
-            refuse(conn, "limits.max_connections_per_ip reached");
+            refuse(conn, HD_REFUSED_MAX_CONNECTIONS_PER_IP,
+                   "limits.max_connections_per_ip reached");
             return;
         }
     }

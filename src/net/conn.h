@@ -4,6 +4,10 @@
  *
  *   READING    parsing requests; each complete request is routed and
  *              answered in order (keep-alive and pipelining)
+ *   WAITING    a transport holds the answer to the current request back
+ *              (long-poll); the request stays readable, input that arrives
+ *              meanwhile is held (bounded) and parsed after the answer, and
+ *              EOF closes the connection at once
  *   STREAMING  a transport took the connection over (SSE); input is only
  *              watched for EOF
  *   CLOSING    marked for close; unlinked and freed in two phases (the
@@ -38,11 +42,12 @@ typedef struct hd_conn hd_conn;
 
 typedef enum hd_conn_state {
     HD_CONN_READING,
+    HD_CONN_WAITING,
     HD_CONN_STREAMING,
     HD_CONN_CLOSING,
 } hd_conn_state;
 
-/* What a transport that takes a connection over must provide. */
+/* What a transport that takes a connection over (or holds its answer back) must provide. */
 typedef struct hd_stream_ops {
     /* The connection is closing: detach from the hub and free the session. */
     void (*on_close)(hd_conn *conn, void *session);
@@ -54,11 +59,14 @@ typedef struct hd_stream_ops {
     void (*on_data)(hd_conn *conn, void *session, const char *bytes, size_t len);
     /* The server is draining; NULL: the stream is ended after a flush. */
     void (*on_shutdown)(hd_conn *conn, void *session);
+    /* Called from the server's pass after hd_conn_wake, outside any hub delivery. */
+    void (*on_wake)(hd_conn *conn, void *session);
     /*
      * true: on_heartbeat fires after heartbeat_s without output (SSE comments);
      * false: every heartbeat_s regardless (WebSocket pings, which also check the peer).
      */
     bool heartbeat_when_idle;
+    hd_transport transport; /* for the connection gauges of GET /metrics */
 } hd_stream_ops;
 
 #define HD_CONN_WRITE_BATCH 64
@@ -72,12 +80,14 @@ struct hd_conn {
     hd_list close_node;   /* in server->close_list once CLOSING */
     hd_list timeout_node; /* in the header-timeout or heartbeat list */
     hd_list detach_node;  /* in server->detach_list while an ending stream awaits detaching */
+    hd_list wake_node;    /* in server->wake_list (WAITING) or resume_list (held input) */
     uint64_t timeout_since_ms;
 
     llhttp_t parser;
     hd_request request;
     bool request_started;
-    uint64_t body_limit; /* for the request being read */
+    uint64_t body_limit;  /* for the request being read */
+    hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
 
     /* Outbound queue: a ring of buffer references, bounded in bytes. */
     hd_buf **queue;
@@ -127,6 +137,22 @@ void hd_conn_close(hd_conn *conn);
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session);
 
 /*
+ * Holds the answer to the current request back (long-poll): the connection
+ * is WAITING until hd_conn_end_wait; ops->on_close runs if it closes first,
+ * ops->on_shutdown when the server drains. Unlike a stream, the request
+ * stays readable (hd_response_* use it when the answer is finally sent).
+ */
+void hd_conn_start_wait(hd_conn *conn, const hd_stream_ops *ops, void *session);
+/* Asks for ops->on_wake in the server's next pass (safe from a hub deliver callback). */
+void hd_conn_wake(hd_conn *conn);
+/*
+ * Back to READING: the session is forgotten (on_close will not run), the
+ * caller queues the answer next, and requests that arrived meanwhile are
+ * parsed after it, in the server's pass.
+ */
+void hd_conn_end_wait(hd_conn *conn);
+
+/*
  * Whether queueing len more bytes would exceed limits.max_outbound_bytes. An
  * empty queue accepts any one buffer, so the bound is the limit or one
  * message, whichever is larger.
@@ -146,5 +172,10 @@ bool hd_conn_server_draining(const hd_conn *conn);
 /* The server's compressor for permessage-deflate frames (one per loop). */
 struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);
+uv_loop_t *hd_conn_loop(const hd_conn *conn);
+/* The server's counters (one set per loop, summed by GET /metrics). */
+struct hd_metrics *hd_conn_metrics(const hd_conn *conn);
+/* Connections the server holds open, of every kind. */
+size_t hd_conn_server_connections(const hd_conn *conn);
 
 #endif

@@ -34,6 +34,8 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
     hd_list_init(&server->flush_list);
     hd_list_init(&server->close_list);
     hd_list_init(&server->detach_list);
+    hd_list_init(&server->wake_list);
+    hd_list_init(&server->resume_list);
     hd_list_init(&server->header_wait);
     hd_list_init(&server->stream_idle);
     hd_conn_init_http_settings(&server->http_settings);
@@ -54,10 +56,24 @@ static void process_closes(hd_server *server)
     }
 }
 
+/* Transports woken by a delivery answer here, outside it; then input held meanwhile is parsed. */
+static void process_wakes(hd_server *server)
+{
+    while (!hd_list_empty(&server->wake_list)) {
+        hd_conn *conn = hd_container_of(server->wake_list.next, hd_conn, wake_node);
+        hd_list_unlink(&conn->wake_node);
+        if (conn->stream_ops != NULL && conn->stream_ops->on_wake != NULL)
+            conn->stream_ops->on_wake(conn, conn->stream_session);
+    }
+    while (!hd_list_empty(&server->resume_list))
+        hd_conn_resume_input(hd_container_of(server->resume_list.next, hd_conn, wake_node));
+}
+
 static void server_on_flush_pass(uv_prepare_t *prepare)
 {
     hd_server *server = prepare->data;
     process_closes(server);
+    process_wakes(server);
     while (!hd_list_empty(&server->flush_list)) {
         hd_conn *conn = hd_container_of(server->flush_list.next, hd_conn, flush_node);
         hd_list_unlink(&conn->flush_node);

@@ -15,6 +15,7 @@
 #include "herald/list.h"
 #include "herald/server.h"
 #include "net/ip_count.h"
+#include "ops/metrics.h"
 
 #define HD_READ_BUFFER_SIZE 65536
 
@@ -43,6 +44,8 @@ struct hd_server {
     hd_list flush_list;     /* connections with output to write this pass */
     hd_list close_list;     /* connections marked CLOSING, not yet uv_close'd */
     hd_list detach_list;    /* ending streams to detach from their transport */
+    hd_list wake_list;      /* WAITING connections whose transport asked for on_wake */
+    hd_list resume_list;    /* connections with input held while they were WAITING */
     hd_list header_wait;    /* READING connections by time they started waiting */
     hd_list stream_idle;    /* STREAMING connections by time of their last output */
 
@@ -53,6 +56,8 @@ struct hd_server {
 
     llhttp_settings_t http_settings;
     char read_buffer[HD_READ_BUFFER_SIZE]; /* shared: every read is parsed at once */
+
+    hd_metrics metrics;
 
     bool draining;
     int handles_open; /* server-owned handles still to be closed at shutdown */
@@ -69,6 +74,8 @@ void hd_conn_flush(hd_conn *conn);
 void hd_conn_finish_close(hd_conn *conn);
 /* Runs the transport's on_close (unsubscribing) while the connection lingers. */
 void hd_conn_detach_stream(hd_conn *conn);
+/* Parses the input held while the connection was WAITING (from the server's pass). */
+void hd_conn_resume_input(hd_conn *conn);
 void hd_conn_on_header_timeout(hd_conn *conn);
 void hd_conn_on_idle_stream(hd_conn *conn);
 void hd_conn_init_http_settings(llhttp_settings_t *settings);

@@ -4,6 +4,8 @@
 
 #include "herald/log.h"
 #include "http/response.h"
+#include "ops/metrics.h"
+#include "transport/poll.h"
 #include "transport/publish.h"
 #include "transport/sse.h"
 #include "transport/topics.h"
@@ -55,6 +57,21 @@ static void answer_health(hd_conn *conn)
     hd_response_send(conn, 200, "text/plain; charset=utf-8", NULL, "ok\n", 3, 0);
 }
 
+static void answer_metrics(hd_conn *conn)
+{
+    hd_metrics_gauges gauges = {
+        .connections = hd_conn_server_connections(conn),
+        .draining = hd_conn_server_draining(conn),
+    };
+    hd_hub_get_stats(hd_conn_hub(conn), &gauges.hub);
+    hd_strbuf body;
+    hd_strbuf_init(&body);
+    hd_metrics_render(hd_conn_metrics(conn), &gauges, &body);
+    hd_response_send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, body.data,
+                     body.len, 0);
+    hd_strbuf_free(&body);
+}
+
 void hd_router_dispatch(hd_conn *conn)
 {
     const hd_request *req = &conn->request;
@@ -70,6 +87,12 @@ void hd_router_dispatch(hd_conn *conn)
         read ? answer_health(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
     } else if (path_is(req, "/events")) {
         method == HTTP_GET ? hd_sse_handle(conn) : hd_response_method_not_allowed(conn, "GET");
+    } else if (path_is(req, "/poll")) {
+        method == HTTP_GET ? hd_poll_handle(conn) : hd_response_method_not_allowed(conn, "GET");
+    } else if (path_is(req, "/metrics")) {
+        read ? answer_metrics(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
+    } else if (path_is(req, "/topics")) {
+        read ? hd_topics_handle_list(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
     } else if (path_is(req, "/ws") || is_echo_path(conn)) {
         method == HTTP_GET ? hd_websocket_handle(conn, !path_is(req, "/ws"))
                            : hd_response_method_not_allowed(conn, "GET");

@@ -11,6 +11,7 @@
 #include "herald/alloc.h"
 #include "herald/log.h"
 #include "http/response.h"
+#include "ops/metrics.h"
 #include "transport/catch_up.h"
 #include "transport/subscribe_params.h"
 
@@ -101,7 +102,10 @@ static hd_buf *encode_for(sse_session *session, hd_message *msg)
 static bool queue_message(void *ctx, hd_message *msg)
 {
     sse_session *session = ctx;
-    return hd_conn_send(session->conn, encode_for(session, msg)) == 0;
+    if (hd_conn_send(session->conn, encode_for(session, msg)) != 0)
+        return false;
+    hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_SSE]++;
+    return true;
 }
 
 static void queue_gap(void *ctx, const hd_gap *gap)
@@ -124,6 +128,7 @@ static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 
 static const hd_subscriber_ops sse_subscriber_ops = {
     .deliver = session_on_deliver,
+    .transport = HD_TRANSPORT_SSE,
 };
 
 static void session_on_drain(hd_conn *conn, void *ctx)
@@ -154,6 +159,7 @@ static const hd_stream_ops sse_stream_ops = {
     .on_heartbeat = session_on_heartbeat,
     .on_drain = session_on_drain,
     .heartbeat_when_idle = true,
+    .transport = HD_TRANSPORT_SSE,
 };
 
 /* ------------------------------------------------------------------------ */

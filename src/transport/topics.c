@@ -1,8 +1,10 @@
 #include "transport/topics.h"
 
 #include <inttypes.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "herald/alloc.h"
 #include "http/response.h"
 
 int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len)
@@ -25,6 +27,15 @@ int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len)
     return 0;
 }
 
+static void append_last_id(hd_strbuf *body, const hd_topic_info *info)
+{
+    hd_strbuf_append_str(body, ",\"last_id\":");
+    if (info->last_id[0] != '\0')
+        hd_strbuf_append_json_string(body, info->last_id, strlen(info->last_id));
+    else
+        hd_strbuf_append_str(body, "null");
+}
+
 void hd_topics_handle_info(hd_conn *conn)
 {
     char topic[HD_TOPIC_MAX];
@@ -42,14 +53,92 @@ void hd_topics_handle_info(hd_conn *conn)
     hd_strbuf_append_str(&body, "{\"topic\":");
     hd_strbuf_append_json_string(&body, topic, topic_len);
     hd_strbuf_printf(&body,
-                     ",\"subscribers\":%zu,\"history\":{\"messages\":%zu,\"bytes\":%" PRIu64 "}",
-                     info.subscribers, info.history_messages, info.history_bytes);
-    hd_strbuf_append_str(&body, ",\"last_id\":");
-    if (info.last_id[0] != '\0')
-        hd_strbuf_append_json_string(&body, info.last_id, strlen(info.last_id));
+                     ",\"subscribers\":%zu,\"subscribers_by_transport\":{\"sse\":%zu,"
+                     "\"websocket\":%zu,\"poll\":%zu}",
+                     info.subscribers, info.subscribers_by_transport[HD_TRANSPORT_SSE],
+                     info.subscribers_by_transport[HD_TRANSPORT_WEBSOCKET],
+                     info.subscribers_by_transport[HD_TRANSPORT_POLL]);
+    hd_strbuf_printf(&body, ",\"history\":{\"messages\":%zu,\"bytes\":%" PRIu64 "}",
+                     info.history_messages, info.history_bytes);
+    append_last_id(&body, &info);
+    hd_strbuf_append_str(&body, "}\n");
+    hd_response_send(conn, 200, "application/json", NULL, body.data, body.len, 0);
+    hd_strbuf_free(&body);
+}
+
+#define LIST_DEFAULT_LIMIT 100
+#define LIST_MAX_LIMIT 1000
+
+typedef struct list_query {
+    char prefix[HD_TOPIC_MAX];
+    size_t prefix_len;
+    char after[HD_TOPIC_MAX];
+    size_t after_len;
+    size_t limit;
+} list_query;
+
+/* prefix and after are compared with topic names, so nothing longer than a name can match. */
+static const char *parse_list_query(hd_conn *conn, list_query *query)
+{
+    hd_query_iter it;
+    hd_query_param param;
+    const char *error = NULL;
+    query->limit = LIST_DEFAULT_LIMIT;
+    hd_query_iter_init(&it, &conn->request);
+    while (error == NULL && hd_query_next(&it, &param)) {
+        bool is_prefix = strcmp(param.key, "prefix") == 0;
+        if (is_prefix || strcmp(param.key, "after") == 0) {
+            if (param.value_len >= HD_TOPIC_MAX) {
+                error = "prefix and after are at most 200 bytes, like topic names.";
+                continue;
+            }
+            memcpy(is_prefix ? query->prefix : query->after, param.value, param.value_len);
+            *(is_prefix ? &query->prefix_len : &query->after_len) = param.value_len;
+        } else if (strcmp(param.key, "limit") == 0) {
+            size_t value = 0, i = 0;
+            while (i < param.value_len && param.value[i] >= '0' && param.value[i] <= '9' &&
+                   value <= LIST_MAX_LIMIT)
+                value = value * 10 + (size_t)(param.value[i++] - '0');
+            if (param.value_len == 0 || i < param.value_len || value < 1 || value > LIST_MAX_LIMIT)
+                error = "limit must be a whole number from 1 to 1000.";
+            else
+                query->limit = value;
+        }
+    }
+    hd_query_iter_free(&it);
+    return error;
+}
+
+void hd_topics_handle_list(hd_conn *conn)
+{
+    list_query query = {0};
+    const char *error = parse_list_query(conn, &query);
+    if (error != NULL) {
+        hd_response_error(conn, 400, "invalid_parameter", 0, "%s", error);
+        return;
+    }
+    hd_topic_summary *topics = hd_alloc(query.limit * sizeof(*topics));
+    bool more;
+    size_t count = hd_hub_list_topics(hd_conn_hub(conn), query.prefix, query.prefix_len,
+                                      query.after, query.after_len, query.limit, topics, &more);
+    hd_strbuf body;
+    hd_strbuf_init(&body);
+    hd_strbuf_append_str(&body, "{\"topics\":[");
+    for (size_t i = 0; i < count; i++) {
+        hd_strbuf_append_str(&body, i ? ",{\"topic\":" : "{\"topic\":");
+        hd_strbuf_append_json_string(&body, topics[i].name, topics[i].name_len);
+        hd_strbuf_printf(&body, ",\"subscribers\":%zu,\"history_messages\":%zu",
+                         topics[i].info.subscribers, topics[i].info.history_messages);
+        append_last_id(&body, &topics[i].info);
+        hd_strbuf_append_str(&body, "}");
+    }
+    hd_strbuf_append_str(&body, "],\"next\":");
+    if (more && count > 0)
+        hd_strbuf_append_json_string(&body, topics[count - 1].name, topics[count - 1].name_len);
     else
         hd_strbuf_append_str(&body, "null");
     hd_strbuf_append_str(&body, "}\n");
     hd_response_send(conn, 200, "application/json", NULL, body.data, body.len, 0);
     hd_strbuf_free(&body);
+    free(topics);
 }

@@ -16,7 +16,9 @@
  * or -1 after answering 400 invalid_topic.
  */
 int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len);
-/* GET /topics/{topic}: subscribers, last id, history length and bytes. */
+/* GET /topics/{topic}: subscribers by transport, last id, history length and bytes. */
 void hd_topics_handle_info(hd_conn *conn);
+/* GET /topics?prefix=&after=&limit=: one page of topics in name order. */
+void hd_topics_handle_list(hd_conn *conn);
 
 #endif

@@ -15,6 +15,7 @@
 #include "herald/clock.h"
 #include "herald/log.h"
 #include "http/response.h"
+#include "ops/metrics.h"
 #include "transport/catch_up.h"
 #include "transport/subscribe_params.h"
 #include "transport/ws_control.h"
@@ -93,6 +94,7 @@ static bool send_frame(ws_session *session, hd_buf *frame, bool owned)
         if (owned)
             hd_buf_release(frame);
         hd_log_info("closing WebSocket %s: slow consumer", session->conn->peer);
+        hd_conn_metrics(session->conn)->slow_consumer_disconnects[HD_TRANSPORT_WEBSOCKET]++;
         send_close(session, HD_WS_CLOSE_TRY_AGAIN, "slow consumer: resume from your last id");
         return false;
     }
@@ -128,7 +130,10 @@ static bool queue_message(void *ctx, hd_message *msg)
                         ? hd_message_encoded(msg, HD_WIRE_WS_DEFLATE, encode_compressed,
                                              hd_conn_ws_deflater(session->conn))
                         : hd_message_encoded(msg, HD_WIRE_WS, hd_websocket_encode_message, NULL);
-    return send_frame(session, frame, false);
+    if (!send_frame(session, frame, false))
+        return false;
+    hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_WEBSOCKET]++;
+    return true;
 }
 
 static void queue_gap(void *ctx, const hd_gap *gap)
@@ -155,6 +160,7 @@ static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 
 static const hd_subscriber_ops ws_subscriber_ops = {
     .deliver = session_on_deliver,
+    .transport = HD_TRANSPORT_WEBSOCKET,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -332,7 +338,6 @@ static const hd_ws_reader_callbacks reader_callbacks = {
 
 static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t len)
 {
-    (void)conn;
     ws_session *session = ctx;
     session->last_heard_ms = hd_conn_now_ms(session->conn);
     if (session->close_sent)
@@ -341,6 +346,7 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
     uint16_t code =
         hd_ws_reader_feed(session->reader, bytes, len, &reader_callbacks, session, &reason);
     if (code != 0) {
+        hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_WEBSOCKET]++;
         send_close(session, code, reason);
         return;
     }
@@ -401,6 +407,7 @@ static const hd_stream_ops ws_stream_ops = {
     .on_data = session_on_data,
     .on_shutdown = session_on_shutdown,
     .heartbeat_when_idle = false,
+    .transport = HD_TRANSPORT_WEBSOCKET,
 };
 
 /* ------------------------------------------------------------------------ */

@@ -1,0 +1,144 @@
+#include "ops/metrics.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const transport_names[HD_TRANSPORT_COUNT] = {"sse", "websocket", "poll"};
+static const char *const refusal_names[HD_REFUSED_COUNT] = {"max_connections",
+                                                            "max_connections_per_ip"};
+static const char *const protocol_names[HD_PROTOCOL_COUNT] = {"http", "websocket"};
+
+static void family(hd_strbuf *out, const char *name, const char *type, const char *help)
+{
+    hd_strbuf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void sample(hd_strbuf *out, const char *name, uint64_t value)
+{
+    hd_strbuf_printf(out, "%s %" PRIu64 "\n", name, value);
+}
+
+static void labelled(hd_strbuf *out, const char *name, const char *label, const char *label_value,
+                     uint64_t value)
+{
+    hd_strbuf_printf(out, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, label_value, value);
+}
+
+static void counter(hd_strbuf *out, const char *name, const char *help, uint64_t value)
+{
+    family(out, name, "counter", help);
+    sample(out, name, value);
+}
+
+static void gauge(hd_strbuf *out, const char *name, const char *help, uint64_t value)
+{
+    family(out, name, "gauge", help);
+    sample(out, name, value);
+}
+
+static void per_transport(hd_strbuf *out, const char *name, const uint64_t *values)
+{
+    for (int t = 0; t < HD_TRANSPORT_COUNT; t++)
+        labelled(out, name, "transport", transport_names[t], values[t]);
+}
+
+static void render_connections(const hd_metrics *m, const hd_metrics_gauges *g, hd_strbuf *out)
+{
+    family(out, "herald_connections", "gauge", "Open client connections by transport.");
+    size_t held = 0;
+    for (int t = 0; t < HD_TRANSPORT_COUNT; t++)
+        held += m->transport_connections[t];
+    labelled(out, "herald_connections", "transport", "http",
+             g->connections > held ? g->connections - held : 0);
+    for (int t = 0; t < HD_TRANSPORT_COUNT; t++)
+        labelled(out, "herald_connections", "transport", transport_names[t],
+                 m->transport_connections[t]);
+    counter(out, "herald_connections_accepted_total", "Client connections accepted.",
+            m->connections_accepted);
+    family(out, "herald_connections_refused_total", "counter",
+           "Connections refused with 503 because a limit was reached.");
+    for (int r = 0; r < HD_REFUSED_COUNT; r++)
+        labelled(out, "herald_connections_refused_total", "reason", refusal_names[r],
+                 m->connections_refused[r]);
+}
+
+static void render_hub(const hd_hub_stats *hub, hd_strbuf *out)
+{
+    gauge(out, "herald_subscriptions", "Topic subscriptions of all clients.", hub->subscriptions);
+    gauge(out, "herald_topics", "Topics held (with history or subscribers).", hub->topics);
+    gauge(out, "herald_history_messages", "Messages held in history, all topics.",
+          hub->history_messages);
+    gauge(out, "herald_history_bytes", "Bytes held in history, all topics.", hub->history_bytes);
+    counter(out, "herald_messages_published_total", "Messages published.", hub->messages_published);
+    counter(out, "herald_history_evicted_total",
+            "Messages dropped from history by its limits or TTL.", hub->history_evicted);
+}
+
+static void render_traffic(const hd_metrics *m, hd_strbuf *out)
+{
+    family(out, "herald_deliveries_total", "counter", "Messages queued to subscribers.");
+    per_transport(out, "herald_deliveries_total", m->deliveries);
+    counter(out, "herald_http_requests_total", "HTTP requests routed.", m->http_requests);
+    counter(out, "herald_bytes_read_total", "Bytes read from client sockets.", m->bytes_read);
+    counter(out, "herald_bytes_written_total", "Bytes written to client sockets.",
+            m->bytes_written);
+    family(out, "herald_slow_consumer_disconnects_total", "counter",
+           "Subscribers disconnected because their queue passed limits.max_outbound_bytes.");
+    per_transport(out, "herald_slow_consumer_disconnects_total", m->slow_consumer_disconnects);
+    family(out, "herald_protocol_errors_total", "counter", "Malformed client input.");
+    for (int p = 0; p < HD_PROTOCOL_COUNT; p++)
+        labelled(out, "herald_protocol_errors_total", "protocol", protocol_names[p],
+                 m->protocol_errors[p]);
+}
+
+/* The process metrics every Prometheus client library exports, read from /proc. */
+static void render_process(hd_strbuf *out)
+{
+    long ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    unsigned long long utime = 0, stime = 0, start_ticks = 0, boot_time = 0, pages = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f != NULL) {
+        char line[1024];
+        /* The command name may contain spaces: fields are counted after its ')'. */
+        char *rest = fgets(line, sizeof(line), f) ? strrchr(line, ')') : NULL;
+        if (rest != NULL)
+            sscanf(rest + 2,
+                   "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d "
+                   "%*d %*d %*d %llu",
+                   &utime, &stime, &start_ticks);
+        fclose(f);
+    }
+    f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%*u %llu", &pages) != 1)
+            pages = 0;
+        fclose(f);
+    }
+    f = fopen("/proc/stat", "r");
+    if (f != NULL) {
+        char line[256];
+        while (fgets(line, sizeof(line), f) && sscanf(line, "btime %llu", &boot_time) != 1)
+            ;
+        fclose(f);
+    }
+    family(out, "process_cpu_seconds_total", "counter", "User and system CPU time spent.");
+    hd_strbuf_printf(out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / ticks);
+    gauge(out, "process_resident_memory_bytes", "Resident memory size.",
+          (uint64_t)pages * (uint64_t)page);
+    family(out, "process_start_time_seconds", "gauge", "Start time since the Unix epoch.");
+    hd_strbuf_printf(out, "process_start_time_seconds %.2f\n",
+                     (double)boot_time + (double)start_ticks / ticks);
+}
+
+void hd_metrics_render(const hd_metrics *metrics, const hd_metrics_gauges *gauges, hd_strbuf *out)
+{
+    render_connections(metrics, gauges, out);
+    render_hub(&gauges->hub, out);
+    render_traffic(metrics, out);
+    gauge(out, "herald_draining", "1 while herald is shutting down.", gauges->draining);
+    family(out, "herald_build_info", "gauge", "Always 1; the version is the label.");
+    labelled(out, "herald_build_info", "version", HERALD_VERSION, 1);
+    render_process(out);
+}
