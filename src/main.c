@@ -28,7 +28,7 @@ static void print_usage(FILE *out)
     fputs("Usage: herald [--config FILE] [--listen ADDR:PORT] [--log-level LEVEL]\n"
           "\n"
           "A real-time notification hub: publish with HTTP POST, subscribe with\n"
-          "Server-Sent Events (/events) or WebSocket (/ws).\n"
+          "Server-Sent Events (/events), long-polling (/poll) or WebSocket (/ws).\n"
           "\n"
           "  -c, --config FILE       JSON configuration (see config.example.json);\n"
           "                          without it herald runs on its embedded defaults\n"

@@ -937,6 +937,94 @@ static void test_messages_outlive_hub(void)
     hd_hub_free(NULL);
 }
 
+/* ---------------------------------------------------------------- introspection */
+
+static void poll_deliver(hd_subscriber *sub, hd_message *msg)
+{
+    (void)sub;
+    (void)msg;
+}
+
+static const hd_subscriber_ops poll_ops = {.deliver = poll_deliver, .transport = HD_TRANSPORT_POLL};
+
+static void test_stats_and_transport_counts(void)
+{
+    hd_hub *hub = hub_with(3, 1 << 20, 0, 0);
+    test_sub sse;
+    test_sub_init(&sse);
+    hd_subscriber poller;
+    hd_subscriber_init(&poller, &poll_ops);
+    CHECK(subscribe(hub, &sse, "t") == HD_HUB_OK);
+    CHECK(subscribe(hub, &sse, "u") == HD_HUB_OK);
+    CHECK(hd_hub_subscribe(hub, &poller, "t", 1) == HD_HUB_OK);
+    for (int i = 0; i < 5; i++)
+        publish(hub, "t");
+
+    hd_topic_info info;
+    CHECK(hd_hub_topic_info(hub, "t", 1, &info));
+    CHECK_EQ_INT(info.subscribers, 2);
+    CHECK_EQ_INT(info.subscribers_by_transport[HD_TRANSPORT_SSE], 1);
+    CHECK_EQ_INT(info.subscribers_by_transport[HD_TRANSPORT_POLL], 1);
+    CHECK_EQ_INT(info.subscribers_by_transport[HD_TRANSPORT_WEBSOCKET], 0);
+
+    hd_hub_stats stats;
+    hd_hub_get_stats(hub, &stats);
+    CHECK_EQ_INT(stats.topics, 2);
+    CHECK_EQ_INT(stats.subscriptions, 3);
+    CHECK_EQ_INT(stats.messages_published, 5);
+    CHECK_EQ_INT(stats.history_messages, 3);
+    CHECK_EQ_INT(stats.history_evicted, 2);
+    CHECK_EQ_INT(stats.history_bytes, info.history_bytes);
+
+    hd_hub_unsubscribe_all(hub, &poller);
+    hd_hub_unsubscribe_all(hub, &sse.sub);
+    hd_hub_get_stats(hub, &stats);
+    CHECK_EQ_INT(stats.subscriptions, 0);
+    CHECK_EQ_INT(stats.topics, 1); /* "u" had no history and went with its subscriber */
+    hd_hub_free(hub);
+}
+
+static void test_list_topics_pages_in_name_order(void)
+{
+    hd_hub *hub = default_hub();
+    /* Inserted out of order, including a name that is a prefix of another. */
+    static const char *const names[] = {"b/2", "a", "c", "a/1", "b/1", "ab", "a/0", "b/10"};
+    static const char *const sorted[] = {"a", "a/0", "a/1", "ab", "b/1", "b/10", "b/2", "c"};
+    const size_t count = sizeof(names) / sizeof(names[0]);
+    for (size_t i = 0; i < count; i++)
+        publish(hub, names[i]);
+
+    hd_topic_summary page[3];
+    bool more = false;
+    char after[64] = "";
+    size_t seen = 0;
+    for (int pages = 0; pages < 10; pages++) {
+        size_t n = hd_hub_list_topics(hub, "", 0, after, strlen(after), 3, page, &more);
+        for (size_t i = 0; i < n; i++, seen++) {
+            CHECK(seen < count);
+            if (seen < count)
+                CHECK(page[i].name_len == strlen(sorted[seen]) &&
+                      memcmp(page[i].name, sorted[seen], page[i].name_len) == 0);
+            CHECK_EQ_INT(page[i].info.history_messages, 1);
+        }
+        if (!more)
+            break;
+        snprintf(after, sizeof(after), "%.*s", (int)page[n - 1].name_len, page[n - 1].name);
+    }
+    CHECK_EQ_INT(seen, count);
+
+    size_t n = hd_hub_list_topics(hub, "b/", 2, "", 0, 3, page, &more);
+    CHECK_EQ_INT(n, 3);
+    CHECK(!more);
+    CHECK(page[0].name_len == 3 && memcmp(page[0].name, "b/1", 3) == 0);
+    CHECK(page[2].name_len == 3 && memcmp(page[2].name, "b/2", 3) == 0);
+
+    n = hd_hub_list_topics(hub, "", 0, "c", 1, 3, page, &more);
+    CHECK_EQ_INT(n, 0);
+    CHECK(!more);
+    hd_hub_free(hub);
+}
+
 int main(void)
 {
     RUN_TEST(test_topic_names);
@@ -963,5 +1051,7 @@ int main(void)
     RUN_TEST(test_max_topics);
     RUN_TEST(test_many_topics);
     RUN_TEST(test_messages_outlive_hub);
+    RUN_TEST(test_stats_and_transport_counts);
+    RUN_TEST(test_list_topics_pages_in_name_order);
     return test_summary();
 }
