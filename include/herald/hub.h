@@ -173,6 +173,11 @@ typedef struct hd_history_visitor {
     void (*on_gap)(void *ctx, const hd_gap *gap);
     /* msg borrowed; return false to stop reading (more is then set if anything is left). */
     bool (*on_message)(void *ctx, hd_message *msg);
+    /*
+     * Optional, called before on_message: false stops the read before msg,
+     * which is then not visited, and sets more (e.g. an answer that is full).
+     */
+    bool (*accepts)(void *ctx, hd_message *msg);
 } hd_history_visitor;
 
 /*

@@ -685,7 +685,8 @@ size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t 
         }
         if (next == NULL)
             break;
-        if (limit != 0 && visited == limit) {
+        if ((limit != 0 && visited == limit) ||
+            (visitor->accepts != NULL && !visitor->accepts(ctx, next_msg))) {
             if (more != NULL)
                 *more = true;
             break;

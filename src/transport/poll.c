@@ -59,20 +59,32 @@ static void answer_on_gap(void *ctx, const hd_gap *gap)
     hd_strbuf_append_str(&answer->gaps, "}");
 }
 
-/* Takes the message, then stops once the answer is as large as one queue may hold. */
+static hd_buf *envelope_of(hd_message *msg)
+{
+    return hd_message_encoded(msg, HD_WIRE_ENVELOPE, hd_message_encode_envelope, NULL);
+}
+
+/* An answer holds at most max_outbound_bytes of envelopes, like any queue, but at least one. */
+static bool answer_accepts(void *ctx, hd_message *msg)
+{
+    poll_answer *answer = ctx;
+    return answer->count == 0 || answer->bytes + envelope_of(msg)->len + 1 <= answer->byte_cap;
+}
+
 static bool answer_on_message(void *ctx, hd_message *msg)
 {
     poll_answer *answer = ctx;
-    hd_buf *envelope = hd_message_encoded(msg, HD_WIRE_ENVELOPE, hd_message_encode_envelope, NULL);
+    hd_buf *envelope = envelope_of(msg);
     answer->envelopes[answer->count++] = envelope;
     answer->bytes += envelope->len + 1;
     memcpy(answer->last_id, msg->id, msg->id_len + 1);
-    return answer->bytes < answer->byte_cap;
+    return true;
 }
 
 static const hd_history_visitor answer_visitor = {
     .on_gap = answer_on_gap,
     .on_message = answer_on_message,
+    .accepts = answer_accepts,
 };
 
 /*
