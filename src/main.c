@@ -3,6 +3,7 @@
  * (0 clean shutdown, 1 runtime failure, 2 bad usage or configuration).
  */
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,12 +103,18 @@ static int parse_arguments(int argc, char **argv, hd_config *config)
 static void on_shutdown_done(void *ctx)
 {
     herald *h = ctx;
+    /*
+     * Closing the handles restores the default action, and a signal that
+     * arrived meanwhile would be delivered with it as libuv unblocks: block
+     * both first, so a repeated signal cannot cut the clean exit short.
+     */
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
     uv_close((uv_handle_t *)&h->sigterm, NULL);
     uv_close((uv_handle_t *)&h->sigint, NULL);
-    /* Closing the handles restored the default action; a repeated signal must not cut the exit
-     * short. */
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
 }
 
 static void on_signal(uv_signal_t *signal, int signum)
