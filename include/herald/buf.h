@@ -6,8 +6,9 @@
  * calls hd_buf_retain() owns one reference and must drop it with
  * hd_buf_release(); the last release frees the buffer.
  *
- * Threading: reference counts are plain integers; a buffer belongs to one
- * event loop at a time.
+ * Threading: reference counts are atomic, because a message's cached
+ * encoding may lose its last reference on another worker's thread (when the
+ * message leaves history there). The bytes are immutable once shared.
  */
 #ifndef HERALD_BUF_H
 #define HERALD_BUF_H

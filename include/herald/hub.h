@@ -14,7 +14,13 @@
  *
  * Time is passed in by the caller (now_ms) so that TTL logic is testable.
  *
- * Threading: one hub is used from one event loop thread.
+ * Threading: one hub serves every worker thread; its state is guarded by
+ * one mutex, taken by each function here. A subscriber belongs to the worker
+ * whose thread initialised it: the hub delivers to it only on that thread,
+ * from hd_hub_deliver_pending (called by the worker when notified, and by
+ * hd_hub_publish for the publishing worker's own subscribers, before it
+ * returns). Visitor and deliver callbacks must not call back into the hub;
+ * visitors run with the lock held.
  */
 #ifndef HERALD_HUB_H
 #define HERALD_HUB_H
@@ -81,8 +87,9 @@ typedef struct hd_subscriber_ops {
 /* One topic attachment of a subscriber; lives in the subscriber's array. */
 typedef struct hd_subscription {
     hd_topic *topic;
-    hd_list node; /* in the topic's subscriber list */
+    hd_list node; /* in the topic's subscriber list of the subscriber's worker */
     hd_subscriber *subscriber;
+    uint64_t seen_seq; /* the newest seq of this topic it was given, live or from history */
 } hd_subscription;
 
 /*
@@ -91,12 +98,20 @@ typedef struct hd_subscription {
  */
 struct hd_subscriber {
     const hd_subscriber_ops *ops;
+    unsigned worker;
     hd_subscription *subscriptions;
     size_t subscription_count;
     size_t subscription_cap;
 };
 
+/* The subscriber belongs to the calling thread's worker (hd_worker_index). */
 void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops);
+/*
+ * Records that msg (of a subscribed topic) reached sub from history, so that
+ * a live delivery still queued for it is skipped. Only from sub's worker;
+ * takes no lock, so a history visitor may call it.
+ */
+void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 
 /* A parsed cursor. */
 typedef struct hd_cursor {
@@ -142,15 +157,26 @@ hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t 
 
 /*
  * Publishes one message: assigns the next id, appends it to the topic's
- * history (evicting the oldest beyond the limits), and delivers it to every
- * subscriber of the topic. On success *out (if non-NULL) is the message,
- * borrowed (retain to keep), and *subscribers (if non-NULL) the number of
- * subscribers it was delivered to. data must already be valid UTF-8 within
- * the size limit; the hub validates the names.
+ * history (evicting the oldest beyond the limits), and queues it for every
+ * worker with subscribers of the topic; the calling worker's own subscribers
+ * get it before this returns, the others as soon as their threads run. On
+ * success *out (if non-NULL) is a new reference to the message, which the
+ * caller releases, and *subscribers (if non-NULL) the number of subscribers
+ * of the topic on all workers. data must already be valid UTF-8 within the
+ * size limit; the hub validates the names.
  */
 hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
                              size_t event_len, const char *data, size_t data_len, int64_t now_ms,
                              hd_message **out, size_t *subscribers);
+
+/*
+ * Called once per worker at start: notify(ctx) is called from any thread
+ * when the worker's inbox gets its first message (e.g. uv_async_send); the
+ * worker then calls hd_hub_deliver_pending on its own thread.
+ */
+void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx);
+/* Delivers what other workers published to the calling worker's subscribers. */
+void hd_hub_deliver_pending(hd_hub *hub);
 
 /*
  * Attaches sub to topic (created on first use). Subscribing twice to the same

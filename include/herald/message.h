@@ -8,7 +8,10 @@
  * encodings are cached in the message, so an SSE frame or a JSON envelope is
  * built for the first subscriber that needs it and shared by every other.
  *
- * Threading: a message belongs to one event loop.
+ * Threading: a message is shared by every worker thread (history, their
+ * inboxes), so its reference count is atomic. Each worker has its own
+ * encoding slots (hd_worker_index): a worker's subscribers share its
+ * encodings, and no buffer's reference count is contended across cores.
  */
 #ifndef HERALD_MESSAGE_H
 #define HERALD_MESSAGE_H
@@ -44,13 +47,13 @@ typedef struct hd_message {
     size_t data_len;
     char id[HD_ID_MAX]; /* NUL-terminated */
     size_t id_len;
-    hd_buf *wire[HD_WIRE_COUNT]; /* cached encodings, NULL until built */
-    hd_list history_node;        /* the hub's: in its hub-wide history order while held */
+    hd_list history_node; /* the hub's: in its hub-wide history order while held */
+    hd_buf **wire;        /* cached encodings, HD_WIRE_COUNT slots per worker, NULL until built */
 } hd_message;
 
 /*
- * Builds a message with one reference; topic, event and data are copied into
- * the same allocation. event may be NULL.
+ * Builds a message with one reference; topic, event, data and the encoding
+ * slots of hd_worker_count() workers share one allocation. event may be NULL.
  */
 hd_message *hd_message_new(const char *topic, size_t topic_len, const char *event, size_t event_len,
                            const char *data, size_t data_len, uint64_t seq, uint32_t epoch,

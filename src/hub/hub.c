@@ -7,9 +7,11 @@
 #include <string.h>
 
 #include <openssl/rand.h>
+#include <pthread.h>
 
 #include "herald/alloc.h"
 #include "herald/log.h"
+#include "herald/worker.h"
 
 /*
  * A topic: its subscribers and its history. The name is stored inline, so a
@@ -23,7 +25,7 @@ struct hd_topic {
     hd_topic *bucket_next; /* chain in the hub's hash table */
     uint64_t hash;
 
-    hd_list subscribers; /* of hd_subscription.node */
+    hd_list *subscribers; /* per worker, of hd_subscription.node; each only walked by its worker */
     size_t subscriber_count;
     size_t subscribers_by_transport[HD_TRANSPORT_COUNT];
 
@@ -40,7 +42,25 @@ struct hd_topic {
     char name[];
 };
 
+/* Messages for one worker's subscribers, in seq order, until its thread delivers them. */
+typedef struct hub_inbox {
+    hd_message **messages; /* one reference each */
+    size_t len;
+    size_t cap;
+    void (*notify)(void *ctx);
+    void *notify_ctx;
+} hub_inbox;
+
+/*
+ * Every field is guarded by lock, except what each worker owns alone: its
+ * subscribers' subscription arrays and their seen_seq, which only its thread
+ * touches (it walks its subscriber lists without the lock while delivering,
+ * which is safe because only it adds to or removes from them).
+ */
 struct hd_hub {
+    pthread_mutex_t lock;
+    unsigned workers;
+    hub_inbox *inboxes; /* one per worker */
     hd_hub_options options;
     uint32_t epoch;
     uint64_t seq; /* the last seq assigned */
@@ -74,6 +94,17 @@ struct hd_hub {
 
     hd_hub_stats stats; /* the counters; gauges are filled in by hd_hub_get_stats */
 };
+
+/* The lock is not part of the hub's logical state: const readers take it too. */
+static void hub_lock(const hd_hub *hub)
+{
+    pthread_mutex_lock((pthread_mutex_t *)&hub->lock);
+}
+
+static void hub_unlock(const hd_hub *hub)
+{
+    pthread_mutex_unlock((pthread_mutex_t *)&hub->lock);
+}
 
 #define MIN_BUCKETS 16
 #define MIN_RING 4
@@ -193,7 +224,9 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
     memcpy(t->name, name, len);
     t->name_len = len;
     t->hash = hash_name(hub, name, len);
-    hd_list_init(&t->subscribers);
+    t->subscribers = hd_calloc(hub->workers, sizeof(*t->subscribers));
+    for (unsigned w = 0; w < hub->workers; w++)
+        hd_list_init(&t->subscribers[w]);
     t->lost_upto = hub->forgotten_upto;
 
     if (hub->topic_count >= hub->bucket_count)
@@ -210,7 +243,8 @@ static hd_message *history_at(const hd_topic *t, size_t i);
 /* Drops the topic's history and frees it; the caller has unlinked it from the table. */
 static void topic_destroy(hd_topic *t)
 {
-    assert(hd_list_empty(&t->subscribers));
+    assert(t->subscriber_count == 0);
+    free(t->subscribers);
     for (size_t i = 0; i < t->ring_len; i++) {
         hd_message *msg = history_at(t, i);
         hd_list_unlink(&msg->history_node);
@@ -357,12 +391,14 @@ void hd_hub_expire(hd_hub *hub, int64_t now_ms)
     if (hub->options.history_ttl_s == 0)
         return;
     int64_t cutoff = now_ms - (int64_t)hub->options.history_ttl_s * 1000;
+    hub_lock(hub);
     while (!hd_list_empty(&hub->history_order)) {
         hd_message *oldest = hd_container_of(hub->history_order.next, hd_message, history_node);
         if (oldest->time_ms > cutoff)
             break;
         history_drop_hub_oldest(hub);
     }
+    hub_unlock(hub);
 }
 
 /* ---------------------------------------------------------------- hub */
@@ -370,6 +406,9 @@ void hd_hub_expire(hd_hub *hub, int64_t now_ms)
 hd_hub *hd_hub_new(const hd_hub_options *options)
 {
     hd_hub *hub = hd_calloc(1, sizeof(*hub));
+    pthread_mutex_init(&hub->lock, NULL);
+    hub->workers = hd_worker_count();
+    hub->inboxes = hd_calloc(hub->workers, sizeof(*hub->inboxes));
     hub->options = *options;
     hub->epoch = options->epoch;
     while (hub->epoch == 0)
@@ -392,7 +431,14 @@ void hd_hub_free(hd_hub *hub)
             topic_destroy(t);
         }
     }
+    for (unsigned w = 0; w < hub->workers; w++) {
+        for (size_t i = 0; i < hub->inboxes[w].len; i++)
+            hd_message_release(hub->inboxes[w].messages[i]);
+        free(hub->inboxes[w].messages);
+    }
+    free(hub->inboxes);
     free(hub->buckets);
+    pthread_mutex_destroy(&hub->lock);
     free(hub);
 }
 
@@ -403,12 +449,18 @@ uint32_t hd_hub_epoch(const hd_hub *hub)
 
 size_t hd_hub_last_id(const hd_hub *hub, char *out)
 {
-    return format_id(hub->epoch, hub->seq, out);
+    hub_lock(hub);
+    uint64_t seq = hub->seq;
+    hub_unlock(hub);
+    return format_id(hub->epoch, seq, out);
 }
 
 size_t hd_hub_topic_count(const hd_hub *hub)
 {
-    return hub->topic_count;
+    hub_lock(hub);
+    size_t count = hub->topic_count;
+    hub_unlock(hub);
+    return count;
 }
 
 static int hex_digit(char c)
@@ -475,7 +527,29 @@ hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t 
                                    const char *event, size_t event_len)
 {
     hd_topic *found;
-    return check_publish(hub, topic, topic_len, event, event_len, &found);
+    hub_lock(hub);
+    hd_hub_status status = check_publish(hub, topic, topic_len, event, event_len, &found);
+    hub_unlock(hub);
+    return status;
+}
+
+void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx)
+{
+    hub_lock(hub);
+    hub->inboxes[worker].notify = notify;
+    hub->inboxes[worker].notify_ctx = ctx;
+    hub_unlock(hub);
+}
+
+/* Returns whether the inbox was empty (its worker then needs a wake-up). */
+static bool inbox_push(hub_inbox *inbox, hd_message *msg)
+{
+    if (inbox->len == inbox->cap) {
+        inbox->cap = inbox->cap ? inbox->cap * 2 : 64;
+        inbox->messages = hd_realloc(inbox->messages, inbox->cap * sizeof(*inbox->messages));
+    }
+    inbox->messages[inbox->len++] = hd_message_retain(msg);
+    return inbox->len == 1;
 }
 
 hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
@@ -483,9 +557,12 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
                              hd_message **out, size_t *subscribers)
 {
     hd_topic *t;
+    hub_lock(hub);
     hd_hub_status status = check_publish(hub, topic, topic_len, event, event_len, &t);
-    if (status != HD_HUB_OK)
+    if (status != HD_HUB_OK) {
+        hub_unlock(hub);
         return status;
+    }
     if (t == NULL)
         t = topic_create(hub, topic, topic_len);
 
@@ -494,22 +571,83 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
     history_push(hub, t, msg);
     history_enforce_total(hub, msg);
     hub->stats.messages_published++;
-
-    /* deliver must not call into the hub, so the list cannot change under us. */
-    size_t count = 0;
-    hd_list *pos, *tmp;
-    hd_list_foreach_safe(pos, tmp, &t->subscribers)
-    {
-        hd_subscription *s = hd_container_of(pos, hd_subscription, node);
-        s->subscriber->ops->deliver(s->subscriber, msg);
-        count++;
-    }
-
-    if (out != NULL)
-        *out = msg;
     if (subscribers != NULL)
-        *subscribers = count;
+        *subscribers = t->subscriber_count;
+    if (out != NULL)
+        *out = hd_message_retain(msg);
+
+    /*
+     * Pushed under the lock, so every inbox is in seq order: per-topic order
+     * holds on every worker whoever published.
+     */
+    unsigned self = hd_worker_index();
+    bool wake[HD_WORKERS_MAX] = {false};
+    bool deliver_here = false;
+    for (unsigned w = 0; w < hub->workers; w++) {
+        if (hd_list_empty(&t->subscribers[w]))
+            continue;
+        bool was_empty = inbox_push(&hub->inboxes[w], msg);
+        if (w == self)
+            deliver_here = true;
+        else
+            wake[w] = was_empty && hub->inboxes[w].notify != NULL;
+    }
+    hub_unlock(hub);
+
+    for (unsigned w = 0; w < hub->workers; w++) {
+        if (wake[w])
+            hub->inboxes[w].notify(hub->inboxes[w].notify_ctx);
+    }
+    if (deliver_here)
+        hd_hub_deliver_pending(hub);
     return HD_HUB_OK;
+}
+
+/*
+ * Takes the calling worker's inbox, resolving each message's topic under the
+ * lock, then delivers without it. A resolved topic cannot go away meanwhile:
+ * it has subscribers of this worker, and only this worker removes them (and
+ * deliver callbacks may not). A subscription that was made after a message
+ * was published, or that a catch-up already served it from history, has a
+ * seen_seq at or past it and skips it.
+ */
+void hd_hub_deliver_pending(hd_hub *hub)
+{
+    unsigned self = hd_worker_index();
+    hub_inbox *inbox = &hub->inboxes[self];
+    hub_lock(hub);
+    size_t count = inbox->len;
+    if (count == 0) {
+        hub_unlock(hub);
+        return;
+    }
+    hd_message **messages = inbox->messages;
+    hd_topic **topics = hd_alloc(count * sizeof(*topics));
+    inbox->messages = NULL;
+    inbox->len = inbox->cap = 0;
+    for (size_t i = 0; i < count; i++) {
+        hd_topic *t = find_topic(hub, messages[i]->topic, messages[i]->topic_len);
+        topics[i] = t != NULL && !hd_list_empty(&t->subscribers[self]) ? t : NULL;
+    }
+    hub_unlock(hub);
+
+    for (size_t i = 0; i < count; i++) {
+        hd_message *msg = messages[i];
+        if (topics[i] != NULL) {
+            hd_list *pos, *next;
+            hd_list_foreach_safe(pos, next, &topics[i]->subscribers[self])
+            {
+                hd_subscription *s = hd_container_of(pos, hd_subscription, node);
+                if (s->seen_seq >= msg->seq)
+                    continue;
+                s->seen_seq = msg->seq;
+                s->subscriber->ops->deliver(s->subscriber, msg);
+            }
+        }
+        hd_message_release(msg);
+    }
+    free(topics);
+    free(messages);
 }
 
 /* ---------------------------------------------------------------- subscriptions */
@@ -554,15 +692,15 @@ static size_t subscription_index(const hd_subscriber *sub, const hd_topic *t)
 void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops)
 {
     sub->ops = ops;
+    sub->worker = hd_worker_index();
     sub->subscriptions = NULL;
     sub->subscription_count = 0;
     sub->subscription_cap = 0;
 }
 
-hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len)
+static hd_hub_status subscribe_locked(hd_hub *hub, hd_subscriber *sub, const char *topic,
+                                      size_t topic_len)
 {
-    if (!hd_topic_name_valid(topic, topic_len))
-        return HD_HUB_BAD_TOPIC;
     hd_topic *t;
     hd_hub_status status = find_or_check_limit(hub, topic, topic_len, &t);
     if (status != HD_HUB_OK)
@@ -582,28 +720,42 @@ hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topi
     hd_subscription *s = &sub->subscriptions[sub->subscription_count++];
     s->topic = t;
     s->subscriber = sub;
-    hd_list_insert_tail(&t->subscribers, &s->node);
+    /* Live delivery starts after what is published now; a catch-up serves the rest. */
+    s->seen_seq = hub->seq;
+    hd_list_insert_tail(&t->subscribers[sub->worker], &s->node);
     t->subscriber_count++;
     t->subscribers_by_transport[sub->ops->transport]++;
     hub->subscription_count++;
     return HD_HUB_OK;
 }
 
+hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len)
+{
+    if (!hd_topic_name_valid(topic, topic_len))
+        return HD_HUB_BAD_TOPIC;
+    hub_lock(hub);
+    hd_hub_status status = subscribe_locked(hub, sub, topic, topic_len);
+    hub_unlock(hub);
+    return status;
+}
+
 void hd_hub_unsubscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len)
 {
+    hub_lock(hub);
     hd_topic *t = find_topic(hub, topic, topic_len);
-    if (t == NULL)
-        return;
-    size_t i = subscription_index(sub, t);
+    size_t i = t != NULL ? subscription_index(sub, t) : sub->subscription_count;
     if (i < sub->subscription_count)
         subscription_remove(hub, sub, i);
+    hub_unlock(hub);
 }
 
 void hd_hub_unsubscribe_all(hd_hub *hub, hd_subscriber *sub)
 {
+    hub_lock(hub);
     /* From the end, so no element has to move. */
     while (sub->subscription_count > 0)
         subscription_remove(hub, sub, sub->subscription_count - 1);
+    hub_unlock(hub);
     free(sub->subscriptions);
     sub->subscriptions = NULL;
     sub->subscription_cap = 0;
@@ -635,9 +787,9 @@ static bool readers_remaining(const history_reader *readers, size_t count)
     return false;
 }
 
-size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
-                           size_t topic_count, const hd_cursor *cursor, size_t limit,
-                           const hd_history_visitor *visitor, void *ctx, bool *more)
+static size_t read_history_locked(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
+                                  size_t topic_count, const hd_cursor *cursor, size_t limit,
+                                  const hd_history_visitor *visitor, void *ctx, bool *more)
 {
     if (more != NULL)
         *more = false;
@@ -703,6 +855,17 @@ size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t 
     return visited;
 }
 
+size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
+                           size_t topic_count, const hd_cursor *cursor, size_t limit,
+                           const hd_history_visitor *visitor, void *ctx, bool *more)
+{
+    hub_lock(hub);
+    size_t visited = read_history_locked(hub, topics, topic_lens, topic_count, cursor, limit,
+                                         visitor, ctx, more);
+    hub_unlock(hub);
+    return visited;
+}
+
 /* ---------------------------------------------------------------- introspection */
 
 static void fill_topic_info(const hd_hub *hub, const hd_topic *t, hd_topic_info *out)
@@ -720,11 +883,12 @@ static void fill_topic_info(const hd_hub *hub, const hd_topic *t, hd_topic_info 
 
 bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out)
 {
+    hub_lock(hub);
     const hd_topic *t = find_topic(hub, topic, topic_len);
-    if (t == NULL)
-        return false;
-    fill_topic_info(hub, t, out);
-    return true;
+    if (t != NULL)
+        fill_topic_info(hub, t, out);
+    hub_unlock(hub);
+    return t != NULL;
 }
 
 /* Byte order of names, a shorter name before the longer ones it starts. */
@@ -774,9 +938,9 @@ static void heap_sift_up(const hd_topic **heap, size_t i)
  * max-heap: O(topics x log limit) time and O(limit) memory, however many
  * topics there are. The extra one tells whether there is a next page.
  */
-size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
-                          const char *after, size_t after_len, size_t limit, hd_topic_summary *out,
-                          bool *more)
+static size_t list_topics_locked(const hd_hub *hub, const char *prefix, size_t prefix_len,
+                                 const char *after, size_t after_len, size_t limit,
+                                 hd_topic_summary *out, bool *more)
 {
     size_t cap = limit + 1, len = 0;
     const hd_topic **heap = hd_alloc(cap * sizeof(*heap));
@@ -813,13 +977,38 @@ size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_l
     return count;
 }
 
+size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
+                          const char *after, size_t after_len, size_t limit, hd_topic_summary *out,
+                          bool *more)
+{
+    hub_lock(hub);
+    size_t count = list_topics_locked(hub, prefix, prefix_len, after, after_len, limit, out, more);
+    hub_unlock(hub);
+    return count;
+}
+
 void hd_hub_get_stats(const hd_hub *hub, hd_hub_stats *out)
 {
+    hub_lock(hub);
     *out = hub->stats;
     out->topics = hub->topic_count;
     out->subscriptions = hub->subscription_count;
     out->history_messages = hub->history_messages;
     out->history_bytes = hub->history_bytes;
+    hub_unlock(hub);
+}
+
+void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg)
+{
+    for (size_t i = 0; i < sub->subscription_count; i++) {
+        hd_subscription *s = &sub->subscriptions[i];
+        if (s->topic->name_len == msg->topic_len &&
+            memcmp(s->topic->name, msg->topic, msg->topic_len) == 0) {
+            if (s->seen_seq < msg->seq)
+                s->seen_seq = msg->seq;
+            return;
+        }
+    }
 }
 
 void hd_gap_append_json_fields(const hd_gap *gap, hd_strbuf *sb)

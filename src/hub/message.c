@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "herald/alloc.h"
+#include "herald/worker.h"
 
 /*
  * Copies len bytes to dst, adds a NUL (so the strings can be logged as C
@@ -27,14 +28,16 @@ hd_message *hd_message_new(const char *topic, size_t topic_len, const char *even
 {
     if (event == NULL)
         event_len = 0;
+    size_t slots = (size_t)hd_worker_count() * HD_WIRE_COUNT;
     size_t strings = topic_len + 1 + (event ? event_len + 1 : 0) + data_len + 1;
-    hd_message *msg = hd_calloc(1, sizeof(*msg) + strings);
+    hd_message *msg = hd_calloc(1, sizeof(*msg) + slots * sizeof(hd_buf *) + strings);
     msg->refs = 1;
     hd_list_init(&msg->history_node);
     msg->seq = seq;
     msg->time_ms = time_ms;
+    msg->wire = (hd_buf **)(msg + 1);
 
-    char *p = (char *)(msg + 1);
+    char *p = (char *)(msg->wire + slots);
     msg->topic = p;
     msg->topic_len = topic_len;
     p = copy_string(p, topic, topic_len);
@@ -55,16 +58,17 @@ hd_message *hd_message_new(const char *topic, size_t topic_len, const char *even
 
 hd_message *hd_message_retain(hd_message *msg)
 {
-    msg->refs++;
+    __atomic_fetch_add(&msg->refs, 1, __ATOMIC_RELAXED);
     return msg;
 }
 
 void hd_message_release(hd_message *msg)
 {
-    if (msg == NULL || --msg->refs > 0)
+    if (msg == NULL || __atomic_sub_fetch(&msg->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
     /* Buffers a transport still queues hold their own references. */
-    for (int i = 0; i < HD_WIRE_COUNT; i++)
+    size_t slots = (size_t)hd_worker_count() * HD_WIRE_COUNT;
+    for (size_t i = 0; i < slots; i++)
         hd_buf_release(msg->wire[i]);
     free(msg);
 }
@@ -84,9 +88,10 @@ size_t hd_message_cost(const hd_message *msg)
 hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode, void *ctx)
 {
     assert(wire < HD_WIRE_COUNT);
-    if (msg->wire[wire] == NULL)
-        msg->wire[wire] = encode(msg, ctx);
-    return msg->wire[wire];
+    hd_buf **slot = &msg->wire[hd_worker_index() * HD_WIRE_COUNT + wire];
+    if (*slot == NULL)
+        *slot = encode(msg, ctx);
+    return *slot;
 }
 
 void hd_message_append_envelope(const hd_message *msg, hd_strbuf *sb)

@@ -33,6 +33,7 @@ static bool batch_on_message(void *ctx, hd_message *msg)
     hd_catch_up *catch_up = ctx;
     if (!catch_up->ops->send_message(catch_up->ctx, msg))
         return false;
+    hd_subscriber_mark_seen(catch_up->subscriber, msg);
     catch_up->last_seq = msg->seq;
     memcpy(catch_up->last_id, msg->id, msg->id_len + 1);
     uint64_t half = hd_conn_config(catch_up->conn)->limits.max_outbound_bytes / 2;
@@ -54,14 +55,15 @@ static void send_batch(hd_catch_up *catch_up, const hd_cursor *cursor)
         hd_catch_up_free(catch_up);
 }
 
-void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, const hd_catch_up_ops *ops, void *ctx,
-                       char *const *topics, const size_t *topic_lens, size_t topic_count,
-                       const hd_cursor *cursor)
+void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, hd_subscriber *subscriber,
+                       const hd_catch_up_ops *ops, void *ctx, char *const *topics,
+                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor)
 {
     if (!cursor->present)
         return;
     catch_up->active = true;
     catch_up->conn = conn;
+    catch_up->subscriber = subscriber;
     catch_up->ops = ops;
     catch_up->ctx = ctx;
     catch_up->topics = hd_calloc(topic_count, sizeof(*catch_up->topics));

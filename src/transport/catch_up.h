@@ -33,6 +33,7 @@ typedef struct hd_catch_up {
     uint64_t last_seq;
     char last_id[HD_ID_MAX];
     hd_conn *conn;
+    hd_subscriber *subscriber; /* told what history served, so queued live copies are skipped */
     const hd_catch_up_ops *ops;
     void *ctx;
 } hd_catch_up;
@@ -42,9 +43,9 @@ typedef struct hd_catch_up {
  * stays active while more is held. A cursor that is not present sends
  * nothing. The catch-up must be inactive.
  */
-void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, const hd_catch_up_ops *ops, void *ctx,
-                       char *const *topics, const size_t *topic_lens, size_t topic_count,
-                       const hd_cursor *cursor);
+void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, hd_subscriber *subscriber,
+                       const hd_catch_up_ops *ops, void *ctx, char *const *topics,
+                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor);
 /* Sends the next batch, if active; call when the connection drained below half its limit. */
 void hd_catch_up_continue(hd_catch_up *catch_up);
 /* Stops catching up on one topic (the client unsubscribed from it). */

@@ -98,6 +98,7 @@ void hd_publish_handle_topic(hd_conn *conn)
     hd_strbuf out;
     hd_strbuf_init(&out);
     append_result(&out, msg, subscribers);
+    hd_message_release(msg);
     hd_strbuf_append(&out, "\n", 1);
     hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
     hd_strbuf_free(&out);
@@ -204,6 +205,7 @@ static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
         if (i > 0)
             hd_strbuf_append(&out, ",", 1);
         append_result(&out, msg, subscribers);
+        hd_message_release(msg);
     }
     hd_strbuf_append_str(&out, "]}\n");
     hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);

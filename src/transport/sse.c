@@ -241,9 +241,9 @@ void hd_sse_handle(hd_conn *conn)
     }
     send_stream_head(session);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
-    hd_catch_up_start(&session->catch_up, conn, &sse_catch_up_ops, session, session->params.topics,
-                      session->params.topic_lens, session->params.topic_count,
-                      &session->params.cursor);
+    hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &sse_catch_up_ops, session,
+                      session->params.topics, session->params.topic_lens,
+                      session->params.topic_count, &session->params.cursor);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
     hd_subscribe_params_free(&session->params);
 }

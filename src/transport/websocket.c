@@ -224,8 +224,8 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
     size_t lens[command->topic_count];
     for (size_t i = 0; i < command->topic_count; i++)
         lens[i] = strlen(command->topics[i]);
-    hd_catch_up_start(&session->catch_up, session->conn, &ws_catch_up_ops, session,
-                      (char *const *)command->topics, lens, command->topic_count, &cursor);
+    hd_catch_up_start(&session->catch_up, session->conn, &session->subscriber, &ws_catch_up_ops,
+                      session, (char *const *)command->topics, lens, command->topic_count, &cursor);
 }
 
 static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
@@ -264,6 +264,7 @@ static void run_publish(ws_session *session, const hd_ws_command *command)
     hd_strbuf_append_str(&extra, ",\"topic\":");
     hd_strbuf_append_json_string(&extra, msg->topic, msg->topic_len);
     hd_strbuf_printf(&extra, ",\"subscribers\":%zu,", subscribers);
+    hd_message_release(msg);
     send_ack(session, command, &extra);
     hd_strbuf_free(&extra);
 }
@@ -539,7 +540,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     send_switching_protocols(session, extensions);
     hd_conn_start_stream(conn, &ws_stream_ops, session);
     if (params.topic_count > 0)
-        hd_catch_up_start(&session->catch_up, conn, &ws_catch_up_ops, session, params.topics,
-                          params.topic_lens, params.topic_count, &params.cursor);
+        hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &ws_catch_up_ops, session,
+                          params.topics, params.topic_lens, params.topic_count, &params.cursor);
     hd_subscribe_params_free(&params);
 }

@@ -25,13 +25,13 @@ hd_buf *hd_buf_copy(const void *bytes, size_t len)
 
 hd_buf *hd_buf_retain(hd_buf *buf)
 {
-    buf->refs++;
+    __atomic_fetch_add(&buf->refs, 1, __ATOMIC_RELAXED);
     return buf;
 }
 
 void hd_buf_release(hd_buf *buf)
 {
-    if (buf != NULL && --buf->refs == 0)
+    if (buf != NULL && __atomic_sub_fetch(&buf->refs, 1, __ATOMIC_ACQ_REL) == 0)
         free(buf);
 }
 

@@ -33,7 +33,9 @@ static uint64_t publish_at(hd_hub *hub, const char *topic, const char *data, int
     if (hd_hub_publish(hub, topic, strlen(topic), NULL, 0, data, strlen(data), now_ms, &msg,
                        NULL) != HD_HUB_OK)
         return 0;
-    return msg->seq;
+    uint64_t seq = msg->seq;
+    hd_message_release(msg);
+    return seq;
 }
 
 static uint64_t publish(hd_hub *hub, const char *topic)
@@ -193,6 +195,7 @@ static void test_ids_monotonic_across_topics(void)
         char expected[HD_ID_MAX];
         snprintf(expected, sizeof(expected), "0badf00d-%d", i + 1);
         CHECK_EQ_STR(msg->id, expected);
+        hd_message_release(msg);
     }
     hd_hub_last_id(hub, id);
     CHECK_EQ_STR(id, ID(5));
@@ -234,6 +237,7 @@ static void test_publish_rejects_bad_names(void)
     CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "ev", 2, "d", 1, 0, &msg, NULL), HD_HUB_OK);
     CHECK_EQ_STR(msg->id, ID(1));
     CHECK_EQ_MEM(msg->event, msg->event_len, "ev", 2);
+    hd_message_release(msg);
     hd_hub_free(hub);
 }
 
@@ -918,9 +922,8 @@ static void test_messages_outlive_hub(void)
     hd_hub *hub = hub_with(1, 1 << 20, 0, 0);
     hd_message *msg = NULL;
     hd_hub_publish(hub, "t", 1, "ev", 2, "data", 4, 7, &msg, NULL);
-    CHECK_EQ_INT(msg->refs, 1);
-    hd_message_retain(msg);
-    publish(hub, "t"); /* evicts msg: the hub drops its reference */
+    CHECK_EQ_INT(msg->refs, 2); /* the hub's and the caller's */
+    publish(hub, "t");          /* evicts msg: the hub drops its reference */
     CHECK_EQ_INT(msg->refs, 1);
     hd_message_retain(msg);
     hd_hub_free(hub);
