@@ -13,13 +13,14 @@
 #include "herald/config.h"
 #include "herald/hub.h"
 #include "herald/log.h"
-#include "herald/server.h"
+#include "herald/worker.h"
+#include "herald/workers.h"
 
 typedef struct herald {
-    uv_loop_t loop;
+    uv_loop_t loop; /* the main thread's: signals only; the workers run their own */
     hd_config config;
     hd_hub *hub;
-    hd_server *server;
+    hd_workers *workers;
     uv_signal_t sigterm;
     uv_signal_t sigint;
 } herald;
@@ -100,14 +101,18 @@ static int parse_arguments(int argc, char **argv, hd_config *config)
     return 0;
 }
 
-static void on_shutdown_done(void *ctx)
+/*
+ * The first signal drains the workers; the main loop then has nothing left
+ * and main joins their threads. Closing the handles restores the default
+ * action, and a signal that arrived meanwhile would be delivered with it as
+ * libuv unblocks: block both first (the workers block them from their
+ * start), so a repeated signal cannot cut the clean exit short.
+ */
+static void on_signal(uv_signal_t *signal, int signum)
 {
-    herald *h = ctx;
-    /*
-     * Closing the handles restores the default action, and a signal that
-     * arrived meanwhile would be delivered with it as libuv unblocks: block
-     * both first, so a repeated signal cannot cut the clean exit short.
-     */
+    herald *h = signal->data;
+    hd_log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    hd_workers_shutdown(h->workers);
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGTERM);
@@ -117,11 +122,12 @@ static void on_shutdown_done(void *ctx)
     uv_close((uv_handle_t *)&h->sigint, NULL);
 }
 
-static void on_signal(uv_signal_t *signal, int signum)
+static unsigned worker_count(const hd_config *config)
 {
-    herald *h = signal->data;
-    hd_log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-    hd_server_shutdown(h->server, on_shutdown_done, h);
+    if (config->workers > 0)
+        return config->workers;
+    unsigned cpus = uv_available_parallelism();
+    return cpus < 1 ? 1 : cpus > HD_WORKERS_MAX ? HD_WORKERS_MAX : cpus;
 }
 
 int main(int argc, char **argv)
@@ -142,10 +148,14 @@ int main(int argc, char **argv)
         .history_max_total_bytes = h.config.history.max_total_bytes,
         .max_topics = h.config.limits.max_topics,
     };
+    /* Messages size their per-worker encoding slots by this: set before the hub exists. */
+    unsigned workers = worker_count(&h.config);
+    hd_worker_set_count(workers);
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
-    h.server = hd_server_new(&h.loop, &h.config, h.hub);
-    hd_log_info("herald %s starting (epoch %08x)", HERALD_VERSION, hd_hub_epoch(h.hub));
+    h.workers = hd_workers_new(&h.config, h.hub, workers);
+    hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
+                workers, workers == 1 ? "" : "s");
 
     /* Signals first: a supervisor may stop herald as soon as it says it listens. */
     uv_signal_init(&h.loop, &h.sigterm);
@@ -155,13 +165,14 @@ int main(int argc, char **argv)
     uv_signal_start(&h.sigint, on_signal, SIGINT);
     char err[256];
     int status = 0;
-    if (hd_server_start(h.server, err, sizeof(err)) != 0) {
+    if (hd_workers_start(h.workers, err, sizeof(err)) != 0) {
         hd_log_error("%s", err);
         status = 1;
-        hd_server_shutdown(h.server, on_shutdown_done, &h);
+        uv_close((uv_handle_t *)&h.sigterm, NULL);
+        uv_close((uv_handle_t *)&h.sigint, NULL);
     }
     uv_run(&h.loop, UV_RUN_DEFAULT);
-    hd_server_free(h.server);
+    hd_workers_free(h.workers);
     hd_hub_free(h.hub);
     uv_loop_close(&h.loop);
     hd_config_free(&h.config);

@@ -25,6 +25,7 @@ typedef struct hd_config {
     hd_log_level log_level;
     uint32_t heartbeat_s;
     uint32_t shutdown_grace_s;
+    uint32_t workers; /* event loop threads; 0 = one per CPU */
     struct {
         uint32_t max_messages;
         uint64_t max_bytes;

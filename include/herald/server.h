@@ -15,7 +15,15 @@
 
 typedef struct hd_server hd_server;
 
-hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub);
+/*
+ * sibling: NULL for the first (or only) server; otherwise a server created
+ * earlier for another worker, whose group this one joins: the connection
+ * limits count across the group, its listeners bind the same addresses as
+ * the first one's (SO_REUSEPORT), and GET /metrics sums the group. Servers
+ * of a group are created and started from one thread before any of their
+ * loops runs; the group may hold hd_worker_count() servers.
+ */
+hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, hd_server *sibling);
 /* Binds every config->listen address and starts accepting; logs "listening on ADDR:PORT". */
 int hd_server_start(hd_server *server, char *err, size_t err_len);
 /*
@@ -25,6 +33,10 @@ int hd_server_start(hd_server *server, char *err, size_t err_len);
  * the loop); the loop then has nothing left of the server.
  */
 void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx);
+/* Sets what hd_server_request_shutdown passes to hd_server_shutdown; before the loop runs. */
+void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx);
+/* Thread-safe: makes the server's own loop call hd_server_shutdown. */
+void hd_server_request_shutdown(hd_server *server);
 /* Frees the server after hd_server_shutdown has completed. */
 void hd_server_free(hd_server *server);
 

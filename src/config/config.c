@@ -76,6 +76,7 @@ static const config_key config_keys[] = {
     LOG_LEVEL("log_level", log_level, HD_LOG_INFO),
     U32("heartbeat_s", heartbeat_s, 1, 3600, 15),
     U32("shutdown_grace_s", shutdown_grace_s, 0, 300, 5),
+    U32("workers", workers, 0, 64, 0),
     U32("history.max_messages", history.max_messages, 1, 10000000, 1000),
     U64("history.max_bytes", history.max_bytes, 1, UINT64_C(1) << 40, 4194304),
     U32("history.ttl_s", history.ttl_s, 0, 31536000, 0),

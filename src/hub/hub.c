@@ -578,10 +578,10 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
 
     /*
      * Pushed under the lock, so every inbox is in seq order: per-topic order
-     * holds on every worker whoever published.
+     * holds on every worker whoever published. Notified under it too, so a
+     * worker that unregistered (shutting down) is never woken afterwards.
      */
     unsigned self = hd_worker_index();
-    bool wake[HD_WORKERS_MAX] = {false};
     bool deliver_here = false;
     for (unsigned w = 0; w < hub->workers; w++) {
         if (hd_list_empty(&t->subscribers[w]))
@@ -589,15 +589,11 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
         bool was_empty = inbox_push(&hub->inboxes[w], msg);
         if (w == self)
             deliver_here = true;
-        else
-            wake[w] = was_empty && hub->inboxes[w].notify != NULL;
+        else if (was_empty && hub->inboxes[w].notify != NULL)
+            hub->inboxes[w].notify(hub->inboxes[w].notify_ctx);
     }
     hub_unlock(hub);
 
-    for (unsigned w = 0; w < hub->workers; w++) {
-        if (wake[w])
-            hub->inboxes[w].notify(hub->inboxes[w].notify_ctx);
-    }
     if (deliver_here)
         hd_hub_deliver_pending(hub);
     return HD_HUB_OK;

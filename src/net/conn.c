@@ -49,14 +49,26 @@ struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn)
     return conn->server->ws_deflater;
 }
 
-struct hd_metrics *hd_conn_metrics(const hd_conn *conn)
+hd_metrics *hd_conn_metrics(const hd_conn *conn)
 {
     return &conn->server->metrics;
 }
 
+void hd_conn_group_metrics(const hd_conn *conn, hd_metrics *total, hd_metrics_gauges *gauges)
+{
+    const hd_server_group *group = conn->server->group;
+    memset(total, 0, sizeof(*total));
+    gauges->workers = group->size;
+    for (unsigned i = 0; i < group->size; i++) {
+        hd_metrics_accumulate(total, &group->servers[i]->metrics);
+        gauges->worker_connections[i] =
+            __atomic_load_n(&group->servers[i]->connection_count, __ATOMIC_RELAXED);
+    }
+}
+
 size_t hd_conn_server_connections(const hd_conn *conn)
 {
-    return conn->server->connection_count;
+    return (size_t)__atomic_load_n(&conn->server->group->connections, __ATOMIC_RELAXED);
 }
 
 uint64_t hd_conn_queued_bytes(const hd_conn *conn)
@@ -154,7 +166,8 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
         hd_log_info("closing %s: outbound queue over limits.max_outbound_bytes (slow consumer)",
                     conn->peer);
         if (conn->stream_ops != NULL)
-            conn->server->metrics.slow_consumer_disconnects[conn->stream_ops->transport]++;
+            hd_metric_add(
+                &conn->server->metrics.slow_consumer_disconnects[conn->stream_ops->transport], 1);
         hd_buf_release(buf);
         hd_conn_close(conn);
         return -1;
@@ -199,7 +212,7 @@ static void start_lingering(hd_conn *conn)
 static void count_written(hd_conn *conn)
 {
     for (size_t i = 0; i < conn->in_flight_count; i++)
-        conn->server->metrics.bytes_written += conn->in_flight[i]->len;
+        hd_metric_add(&conn->server->metrics.bytes_written, conn->in_flight[i]->len);
 }
 
 static void release_in_flight(hd_conn *conn)
@@ -330,16 +343,21 @@ static void conn_on_closed(uv_handle_t *handle)
     hd_request_free(&conn->request);
     hd_strbuf_free(&conn->held_input);
     hd_list_unlink(&conn->server_node);
-    server->connection_count--;
-    if (conn->ip_counted)
-        hd_ip_count_remove(server->ip_counts, &conn->ip);
+    hd_metric_add(&server->connection_count, (uint64_t)-1);
+    __atomic_fetch_sub(&server->group->connections, 1, __ATOMIC_RELAXED);
+    if (conn->ip_counted) {
+        pthread_mutex_lock(&server->group->lock);
+        hd_ip_count_remove(server->group->ip_counts, &conn->ip);
+        pthread_mutex_unlock(&server->group->lock);
+    }
     free(conn);
     hd_server_maybe_done(server);
 }
 
 static void forget_session(hd_conn *conn)
 {
-    conn->server->metrics.transport_connections[conn->stream_ops->transport]--;
+    hd_metric_add(&conn->server->metrics.transport_connections[conn->stream_ops->transport],
+                  (uint64_t)-1);
     conn->stream_ops = NULL;
     conn->stream_session = NULL;
 }
@@ -371,7 +389,7 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
     conn->state = HD_CONN_STREAMING;
     conn->stream_ops = ops;
     conn->stream_session = session;
-    conn->server->metrics.transport_connections[ops->transport]++;
+    hd_metric_add(&conn->server->metrics.transport_connections[ops->transport], 1);
     wait_in(conn, &conn->server->stream_idle);
     /* A request that was under way when shutdown began ends as soon as it starts. */
     if (conn->server->draining) {
@@ -387,7 +405,7 @@ void hd_conn_start_wait(hd_conn *conn, const hd_stream_ops *ops, void *session)
     conn->state = HD_CONN_WAITING;
     conn->stream_ops = ops;
     conn->stream_session = session;
-    conn->server->metrics.transport_connections[ops->transport]++;
+    hd_metric_add(&conn->server->metrics.transport_connections[ops->transport], 1);
     /* The session bounds the wait itself; no header timeout or heartbeat applies. */
     hd_list_unlink(&conn->timeout_node);
     if (conn->server->draining && ops->on_shutdown != NULL)
@@ -437,7 +455,7 @@ void hd_conn_on_header_timeout(hd_conn *conn)
     }
     hd_list_unlink(&conn->timeout_node);
     conn->request.keep_alive = false;
-    conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
+    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
     hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
                       "The request headers did not arrive within %u s.",
                       hd_conn_config(conn)->limits.header_timeout_s);
@@ -462,7 +480,7 @@ static hd_conn *parser_conn(llhttp_t *parser)
 static int reject(hd_conn *conn, int status, const char *code, const char *message)
 {
     conn->request.keep_alive = false;
-    conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
+    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
     hd_response_error(conn, status, code, HD_RESPONSE_CLOSE, "%s", message);
     return HPE_USER;
 }
@@ -547,7 +565,7 @@ static int on_headers_complete(llhttp_t *parser)
     hd_request_split_target(req);
     conn->body_limit = hd_router_body_limit(conn);
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->body_limit) {
-        conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
+        hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body of %llu bytes exceeds the limit of %llu bytes.",
                           (unsigned long long)parser->content_length,
@@ -567,7 +585,7 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
     if (conn->request.body.len + len > conn->body_limit) {
-        conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
+        hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body exceeds the limit of %llu bytes.",
                           (unsigned long long)conn->body_limit);
@@ -582,7 +600,7 @@ static int on_message_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
     conn->request_started = false;
-    conn->server->metrics.http_requests++;
+    hd_metric_add(&conn->server->metrics.http_requests, 1);
     hd_router_dispatch(conn);
     if (conn->state != HD_CONN_READING || conn->close_when_flushed)
         return HPE_PAUSED;
@@ -630,7 +648,7 @@ static void parse_input(hd_conn *conn, const char *data, size_t len)
         return;
     }
     conn->request.keep_alive = false;
-    conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP]++;
+    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
     hd_response_error(conn, 400, "bad_request", HD_RESPONSE_CLOSE, "Malformed HTTP request: %s.",
                       llhttp_get_error_reason(&conn->parser));
 }
@@ -686,7 +704,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         hd_conn_close(conn);
         return;
     }
-    conn->server->metrics.bytes_read += (uint64_t)nread;
+    hd_metric_add(&conn->server->metrics.bytes_read, (uint64_t)nread);
     hd_conn_feed(conn, buf->base, (size_t)nread);
 }
 
@@ -735,7 +753,8 @@ hd_conn *hd_conn_new(hd_server *server)
     conn->parser.data = conn;
     uv_tcp_init(server->loop, &conn->tcp);
     hd_list_insert_tail(&server->connections, &conn->server_node);
-    server->connection_count++;
+    hd_metric_add(&server->connection_count, 1);
+    __atomic_fetch_add(&server->group->connections, 1, __ATOMIC_RELAXED);
     strcpy(conn->peer, "?");
     return conn;
 }
@@ -746,7 +765,7 @@ hd_conn *hd_conn_new(hd_server *server)
  */
 static void refuse(hd_conn *conn, hd_refusal reason, const char *limit)
 {
-    conn->server->metrics.connections_refused[reason]++;
+    hd_metric_add(&conn->server->metrics.connections_refused[reason], 1);
     char body[160], response[320];
     int body_len = snprintf(body, sizeof(body),
                             "{\"error\":\"too_many_connections\",\"message\":\"%s.\"}\n", limit);
@@ -768,15 +787,19 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
         return;
     }
     describe_peer(conn);
-    server->metrics.connections_accepted++;
-    if (server->connection_count > server->config->limits.max_connections) {
+    hd_metric_add(&server->metrics.connections_accepted, 1);
+    if (__atomic_load_n(&server->group->connections, __ATOMIC_RELAXED) >
+        server->config->limits.max_connections) {
         refuse(conn, HD_REFUSED_MAX_CONNECTIONS, "limits.max_connections reached");
         return;
     }
     const uint32_t per_ip = server->config->limits.max_connections_per_ip;
     if (per_ip > 0) {
         conn->ip_counted = true;
-        if (hd_ip_count_add(server->ip_counts, &conn->ip) > per_ip) {
+        pthread_mutex_lock(&server->group->lock);
+        uint32_t count = hd_ip_count_add(server->group->ip_counts, &conn->ip);
+        pthread_mutex_unlock(&server->group->lock);
+        if (count > per_ip) {
             refuse(conn, HD_REFUSED_MAX_CONNECTIONS_PER_IP,
                    "limits.max_connections_per_ip reached");
             return;

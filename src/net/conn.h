@@ -36,6 +36,7 @@
 #include "herald/list.h"
 #include "http/request.h"
 #include "net/ip_count.h"
+#include "ops/metrics.h"
 
 typedef struct hd_server hd_server;
 typedef struct hd_conn hd_conn;
@@ -174,8 +175,10 @@ struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);
 uv_loop_t *hd_conn_loop(const hd_conn *conn);
 /* The server's counters (one set per loop, summed by GET /metrics). */
-struct hd_metrics *hd_conn_metrics(const hd_conn *conn);
-/* Connections the server holds open, of every kind. */
+hd_metrics *hd_conn_metrics(const hd_conn *conn);
+/* The counters of every worker's server summed into *total, and each one's connections. */
+void hd_conn_group_metrics(const hd_conn *conn, hd_metrics *total, hd_metrics_gauges *gauges);
+/* Connections all workers hold open, of every kind. */
 size_t hd_conn_server_connections(const hd_conn *conn);
 
 #endif

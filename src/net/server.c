@@ -4,13 +4,17 @@
  */
 #include "herald/server.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "herald/alloc.h"
 #include "herald/clock.h"
 #include "herald/log.h"
+#include "herald/worker.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
 #include "ws/ws_deflate.h"
@@ -22,14 +26,37 @@ uint64_t hd_server_now(const hd_server *server)
     return uv_now(server->loop);
 }
 
-hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub)
+static hd_server_group *group_new(void)
+{
+    hd_server_group *group = hd_calloc(1, sizeof(*group));
+    pthread_mutex_init(&group->lock, NULL);
+    group->ip_counts = hd_ip_count_new();
+    group->capacity = hd_worker_count();
+    group->servers = hd_calloc(group->capacity, sizeof(*group->servers));
+    return group;
+}
+
+static void group_leave(hd_server_group *group)
+{
+    if (--group->alive > 0)
+        return;
+    hd_ip_count_free(group->ip_counts);
+    pthread_mutex_destroy(&group->lock);
+    free(group->servers);
+    free(group);
+}
+
+hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, hd_server *sibling)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
     server->config = config;
     server->hub = hub;
+    server->group = sibling != NULL ? sibling->group : group_new();
+    server->index = server->group->size;
+    server->group->servers[server->group->size++] = server;
+    server->group->alive++;
     server->ws_deflater = hd_ws_deflater_new();
-    server->ip_counts = hd_ip_count_new();
     hd_list_init(&server->connections);
     hd_list_init(&server->flush_list);
     hd_list_init(&server->close_list);
@@ -116,6 +143,39 @@ static void server_on_sweep(uv_timer_t *timer)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Other workers: deliveries they published, and shutdown requests          */
+
+/* Called by the hub, from any thread, with its lock held. */
+static void notify_inbox(void *ctx)
+{
+    hd_server *server = ctx;
+    uv_async_send(&server->inbox_async);
+}
+
+static void server_on_inbox(uv_async_t *async)
+{
+    hd_server *server = async->data;
+    hd_hub_deliver_pending(server->hub);
+}
+
+static void server_on_stop_requested(uv_async_t *async)
+{
+    hd_server *server = async->data;
+    hd_server_shutdown(server, server->on_stopped, server->on_stopped_ctx);
+}
+
+void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx)
+{
+    server->on_stopped = on_stopped;
+    server->on_stopped_ctx = ctx;
+}
+
+void hd_server_request_shutdown(hd_server *server)
+{
+    uv_async_send(&server->stop_async);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Listeners                                                                */
 
 static void server_on_connection(uv_stream_t *listener, int status)
@@ -128,26 +188,80 @@ static void server_on_connection(uv_stream_t *listener, int status)
     hd_conn_accept(l->server, listener);
 }
 
-static int listen_on(hd_server *server, hd_listener *l, const char *address, char *err,
-                     size_t err_len)
+/*
+ * Several workers each listen on the same address with SO_REUSEPORT, and
+ * the kernel spreads connections over them. libuv 1.44 cannot set that
+ * option, so the socket is made here and handed to uv_tcp_open.
+ */
+static int bind_socket(const struct sockaddr *addr, bool reuse_port)
+{
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return uv_translate_sys_error(errno);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuse_port)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    socklen_t len =
+        addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    if (bind(fd, addr, len) != 0) {
+        int err = uv_translate_sys_error(errno);
+        close(fd);
+        return err;
+    }
+    return fd;
+}
+
+static int resolve_address(const char *address, struct sockaddr_storage *addr)
 {
     char host[256];
     int port;
-    if (hd_config_parse_address(address, host, sizeof(host), &port) != 0) {
+    if (hd_config_parse_address(address, host, sizeof(host), &port) != 0)
+        return UV_EINVAL;
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    return strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)addr)
+                             : uv_ip4_addr(host, port, (struct sockaddr_in *)addr);
+}
+
+static void log_listening(const struct sockaddr_storage *bound)
+{
+    char name[INET6_ADDRSTRLEN] = "?";
+    if (bound->ss_family == AF_INET6) {
+        uv_ip6_name((const struct sockaddr_in6 *)bound, name, sizeof(name));
+        hd_log_info("listening on [%s]:%d", name,
+                    ntohs(((const struct sockaddr_in6 *)bound)->sin6_port));
+    } else {
+        uv_ip4_name((const struct sockaddr_in *)bound, name, sizeof(name));
+        hd_log_info("listening on %s:%d", name,
+                    ntohs(((const struct sockaddr_in *)bound)->sin_port));
+    }
+}
+
+/* The first worker binds what the config says (port 0: any); the others bind what it got. */
+static int listen_on(hd_server *server, size_t i, char *err, size_t err_len)
+{
+    hd_listener *l = &server->listeners[i];
+    const char *address = server->config->listen.items[i];
+    hd_server *first = server->group->servers[0];
+    struct sockaddr_storage addr;
+    int rc =
+        first != server ? (addr = first->listeners[i].bound, 0) : resolve_address(address, &addr);
+    if (rc != 0) {
         snprintf(err, err_len, "invalid listen address '%s'", address);
         return -1;
     }
-    if (strcmp(host, "localhost") == 0)
-        strcpy(host, "127.0.0.1");
-    struct sockaddr_storage addr;
-    int rc = strchr(host, ':') ? uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr)
-                               : uv_ip4_addr(host, port, (struct sockaddr_in *)&addr);
-    if (rc == 0) {
+    int fd = bind_socket((const struct sockaddr *)&addr, server->group->capacity > 1);
+    if (fd >= 0) {
         uv_tcp_init(server->loop, &l->tcp);
         server->handles_open++;
         l->server = server;
         l->tcp.data = l;
-        rc = uv_tcp_bind(&l->tcp, (const struct sockaddr *)&addr, 0);
+        rc = uv_tcp_open(&l->tcp, fd);
+        if (rc != 0)
+            close(fd);
+    } else {
+        rc = fd;
     }
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&l->tcp, 1024, server_on_connection);
@@ -155,18 +269,10 @@ static int listen_on(hd_server *server, hd_listener *l, const char *address, cha
         snprintf(err, err_len, "cannot listen on %s: %s", address, uv_strerror(rc));
         return -1;
     }
-    struct sockaddr_storage bound;
-    int len = sizeof(bound);
-    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&bound, &len);
-    char name[INET6_ADDRSTRLEN] = "?";
-    if (bound.ss_family == AF_INET6) {
-        uv_ip6_name((struct sockaddr_in6 *)&bound, name, sizeof(name));
-        hd_log_info("listening on [%s]:%d", name,
-                    ntohs(((struct sockaddr_in6 *)&bound)->sin6_port));
-    } else {
-        uv_ip4_name((struct sockaddr_in *)&bound, name, sizeof(name));
-        hd_log_info("listening on %s:%d", name, ntohs(((struct sockaddr_in *)&bound)->sin_port));
-    }
+    int len = sizeof(l->bound);
+    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
+    if (first == server)
+        log_listening(&l->bound);
     return 0;
 }
 
@@ -184,10 +290,15 @@ int hd_server_start(hd_server *server, char *err, size_t err_len)
     uv_timer_start(&server->sweep_timer, server_on_sweep, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
     uv_timer_init(server->loop, &server->grace_timer);
     server->grace_timer.data = server;
-    server->handles_open += 3;
+    uv_async_init(server->loop, &server->inbox_async, server_on_inbox);
+    server->inbox_async.data = server;
+    uv_async_init(server->loop, &server->stop_async, server_on_stop_requested);
+    server->stop_async.data = server;
+    server->handles_open += 5;
+    hd_hub_set_notify(server->hub, server->index, notify_inbox, server);
 
     for (size_t i = 0; i < config->listen.count; i++) {
-        if (listen_on(server, &server->listeners[i], config->listen.items[i], err, err_len) != 0)
+        if (listen_on(server, i, err, err_len) != 0)
             return -1;
     }
     return 0;
@@ -219,16 +330,21 @@ void hd_server_maybe_done(hd_server *server)
     if (!server->draining || server->connection_count > 0 ||
         uv_is_closing((uv_handle_t *)&server->flush_pass))
         return;
+    /* No other worker may wake this one once its handle is closing. */
+    hd_hub_set_notify(server->hub, server->index, NULL, NULL);
     uv_close((uv_handle_t *)&server->flush_pass, server_on_handle_closed);
     uv_close((uv_handle_t *)&server->sweep_timer, server_on_handle_closed);
     uv_close((uv_handle_t *)&server->grace_timer, server_on_handle_closed);
+    uv_close((uv_handle_t *)&server->inbox_async, server_on_handle_closed);
+    uv_close((uv_handle_t *)&server->stop_async, server_on_handle_closed);
 }
 
 static void server_on_grace_expired(uv_timer_t *timer)
 {
     hd_server *server = timer->data;
     hd_list *node, *next;
-    hd_log_warn("shutdown grace period over: closing %zu connection(s)", server->connection_count);
+    hd_log_warn("shutdown grace period over: closing %llu connection(s)",
+                (unsigned long long)server->connection_count);
     hd_list_foreach_safe(node, next, &server->connections)
     {
         hd_conn_close(hd_container_of(node, hd_conn, server_node));
@@ -270,7 +386,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
 void hd_server_free(hd_server *server)
 {
     hd_ws_deflater_free(server->ws_deflater);
-    hd_ip_count_free(server->ip_counts);
+    group_leave(server->group);
     free(server->listeners);
     free(server);
 }

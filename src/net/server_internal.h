@@ -6,6 +6,7 @@
 #define HERALD_NET_SERVER_INTERNAL_H
 
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <uv.h>
 
@@ -22,7 +23,24 @@
 typedef struct hd_listener {
     uv_tcp_t tcp;
     hd_server *server;
+    struct sockaddr_storage bound; /* what it is bound to, for the group's other workers */
 } hd_listener;
+
+/*
+ * What the servers of all workers share: the limits that are per process
+ * (connections in total and per client address) and the list of servers,
+ * for GET /metrics to sum. Created with the first server, freed with the
+ * last; the member list is complete before any worker thread starts.
+ */
+typedef struct hd_server_group {
+    pthread_mutex_t lock; /* guards ip_counts */
+    hd_ip_count *ip_counts;
+    uint64_t connections; /* of all servers, atomic */
+    hd_server **servers;
+    unsigned size;
+    unsigned capacity;
+    unsigned alive;
+} hd_server_group;
 
 struct hd_server {
     uv_loop_t *loop;
@@ -38,20 +56,23 @@ struct hd_server {
     hd_listener *listeners;
     size_t listener_count;
 
+    hd_server_group *group;
+    unsigned index; /* the worker it serves, its place in the group */
     hd_list connections;
-    size_t connection_count;
-    hd_ip_count *ip_counts; /* connections per client address */
-    hd_list flush_list;     /* connections with output to write this pass */
-    hd_list close_list;     /* connections marked CLOSING, not yet uv_close'd */
-    hd_list detach_list;    /* ending streams to detach from their transport */
-    hd_list wake_list;      /* WAITING connections whose transport asked for on_wake */
-    hd_list resume_list;    /* connections with input held while they were WAITING */
-    hd_list header_wait;    /* READING connections by time they started waiting */
-    hd_list stream_idle;    /* STREAMING connections by time of their last output */
+    uint64_t connection_count; /* this server's; atomic, GET /metrics on any worker reads it */
+    hd_list flush_list;        /* connections with output to write this pass */
+    hd_list close_list;        /* connections marked CLOSING, not yet uv_close'd */
+    hd_list detach_list;       /* ending streams to detach from their transport */
+    hd_list wake_list;         /* WAITING connections whose transport asked for on_wake */
+    hd_list resume_list;       /* connections with input held while they were WAITING */
+    hd_list header_wait;       /* READING connections by time they started waiting */
+    hd_list stream_idle;       /* STREAMING connections by time of their last output */
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
     uv_timer_t sweep_timer;  /* header timeouts, heartbeats, history TTL */
     uv_timer_t grace_timer;  /* shutdown deadline */
+    uv_async_t inbox_async;  /* another worker published to our subscribers */
+    uv_async_t stop_async;   /* hd_server_request_shutdown from another thread */
     uint64_t last_expire_ms;
 
     llhttp_settings_t http_settings;
@@ -60,6 +81,8 @@ struct hd_server {
     hd_metrics metrics;
 
     bool draining;
+    void (*on_stopped)(void *ctx); /* for hd_server_request_shutdown */
+    void *on_stopped_ctx;
     int handles_open; /* server-owned handles still to be closed at shutdown */
     void (*on_shutdown_done)(void *ctx);
     void *shutdown_ctx;

@@ -55,6 +55,10 @@ static void render_connections(const hd_metrics *m, const hd_metrics_gauges *g, 
     for (int t = 0; t < HD_TRANSPORT_COUNT; t++)
         labelled(out, "herald_connections", "transport", transport_names[t],
                  m->transport_connections[t]);
+    family(out, "herald_worker_connections", "gauge", "Open client connections of each worker.");
+    for (unsigned w = 0; w < g->workers; w++)
+        hd_strbuf_printf(out, "herald_worker_connections{worker=\"%u\"} %" PRIu64 "\n", w,
+                         g->worker_connections[w]);
     counter(out, "herald_connections_accepted_total", "Client connections accepted.",
             m->connections_accepted);
     family(out, "herald_connections_refused_total", "counter",
@@ -130,6 +134,15 @@ static void render_process(hd_strbuf *out)
     family(out, "process_start_time_seconds", "gauge", "Start time since the Unix epoch.");
     hd_strbuf_printf(out, "process_start_time_seconds %.2f\n",
                      (double)boot_time + (double)start_ticks / ticks);
+}
+
+void hd_metrics_accumulate(hd_metrics *dst, const hd_metrics *src)
+{
+    /* The struct is nothing but uint64_t counters. */
+    const uint64_t *from = (const uint64_t *)src;
+    uint64_t *to = (uint64_t *)dst;
+    for (size_t i = 0; i < sizeof(*src) / sizeof(uint64_t); i++)
+        to[i] += __atomic_load_n(&from[i], __ATOMIC_RELAXED);
 }
 
 void hd_metrics_render(const hd_metrics *metrics, const hd_metrics_gauges *gauges, hd_strbuf *out)

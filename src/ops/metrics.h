@@ -23,6 +23,11 @@ typedef enum hd_refusal {
 
 typedef enum hd_protocol { HD_PROTOCOL_HTTP, HD_PROTOCOL_WEBSOCKET, HD_PROTOCOL_COUNT } hd_protocol;
 
+/*
+ * Each counter has one writer, its server's thread, and any reader (GET
+ * /metrics on any worker sums them): relaxed atomic loads and stores keep
+ * that race-free at the cost of plain moves.
+ */
 typedef struct hd_metrics {
     uint64_t connections_accepted;
     uint64_t connections_refused[HD_REFUSED_COUNT];
@@ -33,12 +38,23 @@ typedef struct hd_metrics {
     uint64_t slow_consumer_disconnects[HD_TRANSPORT_COUNT];
     uint64_t protocol_errors[HD_PROTOCOL_COUNT];
     /* Gauge: connections a transport holds (streams, waiting polls). */
-    size_t transport_connections[HD_TRANSPORT_COUNT];
+    uint64_t transport_connections[HD_TRANSPORT_COUNT];
 } hd_metrics;
+
+/* Adds n (which may be (uint64_t)-1 to count a gauge down); only from the owner's thread. */
+static inline void hd_metric_add(uint64_t *counter, uint64_t n)
+{
+    __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
+}
+
+/* Adds every counter of src to dst (a private total), reading src from any thread. */
+void hd_metrics_accumulate(hd_metrics *dst, const hd_metrics *src);
 
 /* What the renderer needs besides the counters. */
 typedef struct hd_metrics_gauges {
     size_t connections; /* all open connections */
+    unsigned workers;
+    uint64_t worker_connections[64]; /* open connections of each worker */
     bool draining;
     hd_hub_stats hub;
 } hd_metrics_gauges;

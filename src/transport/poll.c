@@ -144,7 +144,7 @@ static void send_answer(hd_conn *conn, const hd_cursor *cursor, poll_answer *ans
     }
     hd_buf_release(comma);
     hd_conn_send_owned(conn, hd_strbuf_finish(&tail));
-    hd_conn_metrics(conn)->deliveries[HD_TRANSPORT_POLL] += answer->count;
+    hd_metric_add(&hd_conn_metrics(conn)->deliveries[HD_TRANSPORT_POLL], answer->count);
     if (close)
         hd_conn_close_after_flush(conn);
 }

@@ -64,9 +64,11 @@ static void answer_metrics(hd_conn *conn)
         .draining = hd_conn_server_draining(conn),
     };
     hd_hub_get_stats(hd_conn_hub(conn), &gauges.hub);
+    hd_metrics total;
+    hd_conn_group_metrics(conn, &total, &gauges);
     hd_strbuf body;
     hd_strbuf_init(&body);
-    hd_metrics_render(hd_conn_metrics(conn), &gauges, &body);
+    hd_metrics_render(&total, &gauges, &body);
     hd_response_send(conn, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, body.data,
                      body.len, 0);
     hd_strbuf_free(&body);

@@ -104,7 +104,7 @@ static bool queue_message(void *ctx, hd_message *msg)
     sse_session *session = ctx;
     if (hd_conn_send(session->conn, encode_for(session, msg)) != 0)
         return false;
-    hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_SSE]++;
+    hd_metric_add(&hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_SSE], 1);
     return true;
 }
 

@@ -94,7 +94,8 @@ static bool send_frame(ws_session *session, hd_buf *frame, bool owned)
         if (owned)
             hd_buf_release(frame);
         hd_log_info("closing WebSocket %s: slow consumer", session->conn->peer);
-        hd_conn_metrics(session->conn)->slow_consumer_disconnects[HD_TRANSPORT_WEBSOCKET]++;
+        hd_metric_add(
+            &hd_conn_metrics(session->conn)->slow_consumer_disconnects[HD_TRANSPORT_WEBSOCKET], 1);
         send_close(session, HD_WS_CLOSE_TRY_AGAIN, "slow consumer: resume from your last id");
         return false;
     }
@@ -132,7 +133,7 @@ static bool queue_message(void *ctx, hd_message *msg)
                         : hd_message_encoded(msg, HD_WIRE_WS, hd_websocket_encode_message, NULL);
     if (!send_frame(session, frame, false))
         return false;
-    hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_WEBSOCKET]++;
+    hd_metric_add(&hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_WEBSOCKET], 1);
     return true;
 }
 
@@ -347,7 +348,7 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
     uint16_t code =
         hd_ws_reader_feed(session->reader, bytes, len, &reader_callbacks, session, &reason);
     if (code != 0) {
-        hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_WEBSOCKET]++;
+        hd_metric_add(&hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_WEBSOCKET], 1);
         send_close(session, code, reason);
         return;
     }
