@@ -218,6 +218,16 @@ size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t 
                            size_t topic_count, const hd_cursor *cursor, size_t limit,
                            const hd_history_visitor *visitor, void *ctx, bool *more);
 
+/*
+ * The same, and newest_id (HD_ID_MAX bytes) gets the hub's newest id as of
+ * the read: with other workers publishing meanwhile, only an id taken under
+ * the same lock is one before which nothing unread of these topics lies.
+ */
+size_t hd_hub_read_history_newest(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
+                                  size_t topic_count, const hd_cursor *cursor, size_t limit,
+                                  const hd_history_visitor *visitor, void *ctx, bool *more,
+                                  char *newest_id);
+
 /* Drops messages older than history.ttl_s; call from a periodic timer. */
 void hd_hub_expire(hd_hub *hub, int64_t now_ms);
 

@@ -855,9 +855,20 @@ size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t 
                            size_t topic_count, const hd_cursor *cursor, size_t limit,
                            const hd_history_visitor *visitor, void *ctx, bool *more)
 {
+    return hd_hub_read_history_newest(hub, topics, topic_lens, topic_count, cursor, limit, visitor,
+                                      ctx, more, NULL);
+}
+
+size_t hd_hub_read_history_newest(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
+                                  size_t topic_count, const hd_cursor *cursor, size_t limit,
+                                  const hd_history_visitor *visitor, void *ctx, bool *more,
+                                  char *newest_id)
+{
     hub_lock(hub);
     size_t visited = read_history_locked(hub, topics, topic_lens, topic_count, cursor, limit,
                                          visitor, ctx, more);
+    if (newest_id != NULL)
+        format_id(hub->epoch, hub->seq, newest_id);
     hub_unlock(hub);
     return visited;
 }

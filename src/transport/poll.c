@@ -46,6 +46,7 @@ typedef struct poll_answer {
     hd_strbuf gaps; /* the members of "gaps":[…] */
     size_t gap_count;
     char last_id[HD_ID_MAX];
+    char newest_id[HD_ID_MAX]; /* the hub's newest id when history was read */
 } poll_answer;
 
 /* ------------------------------------------------------------------------ */
@@ -96,11 +97,9 @@ static void next_cursor(hd_conn *conn, const hd_cursor *cursor, const poll_answe
                         bool more, char out[HD_ID_MAX])
 {
     hd_hub *hub = hd_conn_hub(conn);
-    if (more) {
-        memcpy(out, answer->last_id, HD_ID_MAX);
+    memcpy(out, more ? answer->last_id : answer->newest_id, HD_ID_MAX);
+    if (more)
         return;
-    }
-    hd_hub_last_id(hub, out);
     hd_cursor newest;
     hd_hub_parse_cursor(hub, out, strlen(out), &newest);
     if (cursor->present && !cursor->foreign && cursor->seq > newest.seq &&
@@ -175,9 +174,9 @@ static bool try_answer(hd_conn *conn, const poll_request *request, bool force,
     };
     hd_strbuf_init(&answer.gaps);
     bool more = false;
-    hd_hub_read_history(hd_conn_hub(conn), (const char *const *)request->params.topics,
-                        request->params.topic_lens, request->params.topic_count, &cursor,
-                        request->limit, &answer_visitor, &answer, &more);
+    hd_hub_read_history_newest(hd_conn_hub(conn), (const char *const *)request->params.topics,
+                               request->params.topic_lens, request->params.topic_count, &cursor,
+                               request->limit, &answer_visitor, &answer, &more, answer.newest_id);
     bool answered = force || answer.count > 0 || answer.gap_count > 0;
     if (answered) {
         if (before_send != NULL)
@@ -284,6 +283,11 @@ static void start_waiting(hd_conn *conn, poll_request *request)
     session->timer.data = session;
     uv_timer_start(&session->timer, session_on_timeout, (uint64_t)request->timeout_s * 1000, 0);
     hd_conn_start_wait(conn, &poll_wait_ops, session);
+    /*
+     * Another worker may have published between the first read and the
+     * subscription, which then missed it: look again once, in the next pass.
+     */
+    hd_conn_wake(conn);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -22,7 +22,7 @@ export const HERALD_BIN = process.env.HERALD_BIN || '';
 export const HERALD_VARIANT = process.env.HERALD_VARIANT || '';
 export const ID_RE = /^[0-9a-f]{8}-\d+$/;
 
-const SANITIZER_MARKERS = ['ERROR: AddressSanitizer', 'LeakSanitizer', 'runtime error:'];
+const SANITIZER_MARKERS = ['ERROR: AddressSanitizer', 'LeakSanitizer', 'runtime error:', 'ThreadSanitizer'];
 const START_TIMEOUT_MS = 10_000;
 const STOP_TIMEOUT_MS = 10_000;
 
