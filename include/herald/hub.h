@@ -17,9 +17,9 @@
  * Threading: one hub serves every worker thread; its state is guarded by
  * one mutex, taken by each function here. A subscriber belongs to the worker
  * whose thread initialised it: the hub delivers to it only on that thread,
- * from hd_hub_deliver_pending (called by the worker when notified, and by
- * hd_hub_publish for the publishing worker's own subscribers, before it
- * returns). Visitor and deliver callbacks must not call back into the hub;
+ * from hd_hub_deliver_pending, which the worker calls when notified (a hub
+ * without a notify callback for the worker, as in unit tests, delivers
+ * within hd_hub_publish instead). Visitor and deliver callbacks must not call back into the hub;
  * visitors run with the lock held.
  */
 #ifndef HERALD_HUB_H
@@ -158,8 +158,8 @@ hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t 
 /*
  * Publishes one message: assigns the next id, appends it to the topic's
  * history (evicting the oldest beyond the limits), and queues it for every
- * worker with subscribers of the topic; the calling worker's own subscribers
- * get it before this returns, the others as soon as their threads run. On
+ * worker with subscribers of the topic, each delivering on its own thread as
+ * soon as it runs (see hd_hub_set_notify). On
  * success *out (if non-NULL) is a new reference to the message, which the
  * caller releases, and *subscribers (if non-NULL) the number of subscribers
  * of the topic on all workers. data must already be valid UTF-8 within the
@@ -170,13 +170,19 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
                              hd_message **out, size_t *subscribers);
 
 /*
- * Called once per worker at start: notify(ctx) is called from any thread
- * when the worker's inbox gets its first message (e.g. uv_async_send); the
- * worker then calls hd_hub_deliver_pending on its own thread.
+ * Called once per worker at start: notify(ctx) is called from any thread,
+ * with the hub's lock held, when the worker's inbox gets its first message
+ * (e.g. uv_async_send); the worker then calls hd_hub_deliver_pending on its
+ * own thread. NULL unregisters (before the worker stops).
  */
 void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx);
-/* Delivers what other workers published to the calling worker's subscribers. */
-void hd_hub_deliver_pending(hd_hub *hub);
+/*
+ * Delivers queued messages to the calling worker's subscribers, in order:
+ * at least one, and more while their data adds up to less than max_bytes,
+ * so that the worker can write its sockets between bursts. Returns whether
+ * more are queued.
+ */
+bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes);
 
 /*
  * Attaches sub to topic (created on first use). Subscribing twice to the same

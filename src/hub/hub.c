@@ -44,7 +44,8 @@ struct hd_topic {
 
 /* Messages for one worker's subscribers, in seq order, until its thread delivers them. */
 typedef struct hub_inbox {
-    hd_message **messages; /* one reference each */
+    hd_message **messages; /* one reference each, from head to len */
+    size_t head;
     size_t len;
     size_t cap;
     void (*notify)(void *ctx);
@@ -432,7 +433,7 @@ void hd_hub_free(hd_hub *hub)
         }
     }
     for (unsigned w = 0; w < hub->workers; w++) {
-        for (size_t i = 0; i < hub->inboxes[w].len; i++)
+        for (size_t i = hub->inboxes[w].head; i < hub->inboxes[w].len; i++)
             hd_message_release(hub->inboxes[w].messages[i]);
         free(hub->inboxes[w].messages);
     }
@@ -587,15 +588,15 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
         if (hd_list_empty(&t->subscribers[w]))
             continue;
         bool was_empty = inbox_push(&hub->inboxes[w], msg);
-        if (w == self)
-            deliver_here = true;
-        else if (was_empty && hub->inboxes[w].notify != NULL)
+        if (hub->inboxes[w].notify == NULL)
+            deliver_here = deliver_here || w == self;
+        else if (was_empty)
             hub->inboxes[w].notify(hub->inboxes[w].notify_ctx);
     }
     hub_unlock(hub);
 
-    if (deliver_here)
-        hd_hub_deliver_pending(hub);
+    while (deliver_here && hd_hub_deliver_pending(hub, UINT64_MAX))
+        ;
     return HD_HUB_OK;
 }
 
@@ -607,20 +608,26 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
  * was published, or that a catch-up already served it from history, has a
  * seen_seq at or past it and skips it.
  */
-void hd_hub_deliver_pending(hd_hub *hub)
+bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
 {
     unsigned self = hd_worker_index();
     hub_inbox *inbox = &hub->inboxes[self];
     hub_lock(hub);
-    size_t count = inbox->len;
+    size_t count = 0;
+    uint64_t bytes = 0;
+    while (inbox->head + count < inbox->len && (count == 0 || bytes < max_bytes))
+        bytes += inbox->messages[inbox->head + count++]->data_len;
     if (count == 0) {
         hub_unlock(hub);
-        return;
+        return false;
     }
-    hd_message **messages = inbox->messages;
+    hd_message **messages = hd_alloc(count * sizeof(*messages));
     hd_topic **topics = hd_alloc(count * sizeof(*topics));
-    inbox->messages = NULL;
-    inbox->len = inbox->cap = 0;
+    memcpy(messages, inbox->messages + inbox->head, count * sizeof(*messages));
+    inbox->head += count;
+    if (inbox->head == inbox->len)
+        inbox->head = inbox->len = 0;
+    bool more = inbox->len > 0;
     for (size_t i = 0; i < count; i++) {
         hd_topic *t = find_topic(hub, messages[i]->topic, messages[i]->topic_len);
         topics[i] = t != NULL && !hd_list_empty(&t->subscribers[self]) ? t : NULL;
@@ -644,6 +651,7 @@ void hd_hub_deliver_pending(hd_hub *hub)
     }
     free(topics);
     free(messages);
+    return more;
 }
 
 /* ---------------------------------------------------------------- subscriptions */

@@ -212,14 +212,16 @@ static void start_lingering(hd_conn *conn)
 static void count_written(hd_conn *conn)
 {
     for (size_t i = 0; i < conn->in_flight_count; i++)
-        hd_metric_add(&conn->server->metrics.bytes_written, conn->in_flight[i]->len);
+        hd_metric_add(&conn->server->metrics.bytes_written,
+                      conn->queue[(conn->queue_head + i) % conn->queue_cap]->len);
 }
 
 static void release_in_flight(hd_conn *conn)
 {
     for (size_t i = 0; i < conn->in_flight_count; i++) {
-        conn->queued_bytes -= conn->in_flight[i]->len;
-        hd_buf_release(conn->in_flight[i]);
+        hd_buf *buf = queue_pop(conn);
+        conn->queued_bytes -= buf->len;
+        hd_buf_release(buf);
     }
     conn->in_flight_count = 0;
 }
@@ -274,10 +276,9 @@ void hd_conn_flush(hd_conn *conn)
         return;
     uv_buf_t bufs[HD_CONN_WRITE_BATCH];
     size_t count = 0;
-    while (conn->queue_count > 0 && count < HD_CONN_WRITE_BATCH) {
-        hd_buf *buf = queue_pop(conn);
-        bufs[count] = uv_buf_init(buf->data, (unsigned)buf->len);
-        conn->in_flight[count++] = buf;
+    while (count < conn->queue_count && count < HD_CONN_WRITE_BATCH) {
+        hd_buf *buf = conn->queue[(conn->queue_head + count) % conn->queue_cap];
+        bufs[count++] = uv_buf_init(buf->data, (unsigned)buf->len);
     }
     conn->in_flight_count = count;
     int written = uv_try_write((uv_stream_t *)&conn->tcp, bufs, (unsigned)count);
@@ -315,7 +316,7 @@ void hd_conn_close_after_flush(hd_conn *conn)
     /* A stream that is ending delivers nothing more: detach it now, not after the linger. */
     if (conn->stream_ops != NULL && !hd_list_linked(&conn->detach_node))
         hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
-    if (conn->queue_count == 0 && conn->in_flight_count == 0)
+    if (conn->queue_count == 0)
         start_lingering(conn);
 }
 

@@ -90,14 +90,17 @@ struct hd_conn {
     uint64_t body_limit;  /* for the request being read */
     hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
 
-    /* Outbound queue: a ring of buffer references, bounded in bytes. */
+    /*
+     * Outbound queue: a ring of buffer references, bounded in bytes. The
+     * first in_flight_count of them are being written; they stay in the ring
+     * (holding their bytes alive) until the write completes.
+     */
     hd_buf **queue;
     size_t queue_head;
-    size_t queue_count;
+    size_t queue_count; /* in flight plus waiting */
     size_t queue_cap;
     uint64_t queued_bytes; /* queued plus in flight */
     uv_write_t write_req;
-    hd_buf *in_flight[HD_CONN_WRITE_BATCH];
     size_t in_flight_count;
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */

@@ -96,16 +96,21 @@ static void process_wakes(hd_server *server)
         hd_conn_resume_input(hd_container_of(server->resume_list.next, hd_conn, wake_node));
 }
 
-static void server_on_flush_pass(uv_prepare_t *prepare)
+static void flush_connections(hd_server *server)
 {
-    hd_server *server = prepare->data;
-    process_closes(server);
-    process_wakes(server);
     while (!hd_list_empty(&server->flush_list)) {
         hd_conn *conn = hd_container_of(server->flush_list.next, hd_conn, flush_node);
         hd_list_unlink(&conn->flush_node);
         hd_conn_flush(conn);
     }
+}
+
+static void server_on_flush_pass(uv_prepare_t *prepare)
+{
+    hd_server *server = prepare->data;
+    process_closes(server);
+    process_wakes(server);
+    flush_connections(server);
     /* A failed write marks its connection; close it before the loop blocks. */
     process_closes(server);
 }
@@ -152,10 +157,17 @@ static void notify_inbox(void *ctx)
     uv_async_send(&server->inbox_async);
 }
 
+/*
+ * A burst of messages is delivered in slices of a quarter of the outbound
+ * limit, with a write to every socket in between: a subscriber that reads is
+ * never taken for a slow consumer because a burst came all at once.
+ */
 static void server_on_inbox(uv_async_t *async)
 {
     hd_server *server = async->data;
-    hd_hub_deliver_pending(server->hub);
+    uint64_t slice = server->config->limits.max_outbound_bytes / 4;
+    while (hd_hub_deliver_pending(server->hub, slice))
+        flush_connections(server);
 }
 
 static void server_on_stop_requested(uv_async_t *async)
@@ -370,7 +382,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
         hd_conn *conn = hd_container_of(node, hd_conn, server_node);
         if (conn->state == HD_CONN_READING && conn->request_started)
             continue; /* answered with Connection: close, or cut by the header timeout */
-        if (conn->state == HD_CONN_READING && conn->queue_count == 0 && conn->in_flight_count == 0)
+        if (conn->state == HD_CONN_READING && conn->queue_count == 0)
             hd_conn_close(conn);
         else if (conn->stream_ops != NULL && conn->stream_ops->on_shutdown != NULL)
             conn->stream_ops->on_shutdown(conn, conn->stream_session);
