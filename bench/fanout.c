@@ -1,30 +1,40 @@
 /*
- * fanout — a fan-out benchmark client for herald and nchan (libuv).
+ * fanout — load generator for herald and nchan (libuv). See bench/README.md.
  *
- * One invocation = one run:
+ * One invocation:
  *   1. forks --procs K subscriber processes; process k opens its share of the
- *      --subs N connections (SSE "GET" streams or WebSocket upgrades), each
- *      bound to a source address 127.0.0.(2 + i % --src-addrs) before connect,
- *      at most --concurrency handshakes in flight per process;
- *   2. waits until every subscriber got its HTTP head (200 for SSE, 101 for
- *      WebSocket) — or failed, which is counted and reported;
- *   3. the parent publishes --messages M messages of --size S bytes on one
- *      keep-alive connection, at --rate R per second (0 = closed loop: the
- *      next POST goes out as soon as the previous answer is back). Each
- *      message's data starts with "ts=<CLOCK_MONOTONIC ns, 20 digits>,seq=<10
- *      digits>," taken just before the write, padded with 'x' to S bytes;
- *   4. subscribers parse the stream (SSE lines, de-chunked if needed; or
- *      unmasked server WebSocket frames, answering pings), find the marker in
- *      each message and add now - ts to a fixed-size log-linear histogram
- *      (1.6 % resolution, no allocation per delivery);
- *   5. after the last publish answer, subscribers wait until they have every
- *      message or --drain seconds pass; the parent samples the server's CPU
- *      time (/proc/PID/stat, --server-pid) and then lets subscribers close
- *      (WebSocket: a masked close frame 1000, then wait for the server's);
- *   6. prints one JSON object on stdout (progress and errors go to stderr).
+ *      --subs N subscribers (subscriber i on topic i % --topics T), each bound
+ *      to a source address 127.0.0.(2 + i % --src-addrs) before connect, at
+ *      most --concurrency handshakes in flight per process. Transports:
+ *        sse        GET stream, text/event-stream
+ *        ws         WebSocket upgrade (no compression offered)
+ *        poll       long-polling on one keep-alive connection: the next
+ *                   request goes out as soon as an answer is complete,
+ *                   carrying the cursor of that answer
+ *        plainpoll  the same with timeout 0, one request every --poll-interval
+ *      Cursor style (--cursor): `json` (herald: "cursor" of the JSON answer
+ *      passed as &since=) or `etag` (nchan: Last-Modified / Etag answered,
+ *      sent back as If-Modified-Since / If-None-Match);
+ *   2. when every subscriber is subscribed (or failed), prints a "connect"
+ *      result line (connect rate, server RSS before and after);
+ *   3. the parent publishes, for each --rates step, at that target rate for
+ *      --step-seconds over --pub-conns keep-alive connections, at most
+ *      --pipeline requests in flight on each (open loop: message i is due at
+ *      t0 + i/R whether or not earlier answers are back; rate 0 = as fast as
+ *      the pipeline allows). Topics are taken round-robin. Each body starts
+ *      with "ts=<CLOCK_MONOTONIC ns, 20 digits>,seq=<per-topic seq, 10
+ *      digits>,st=<step, 3 digits>," written just before the write, padded
+ *      with 'x' to --size bytes;
+ *   4. subscribers scan every byte they receive for that marker (a streaming
+ *      matcher: nothing is buffered per message), count it for its step,
+ *      check the per-topic seq (duplicates, reordering) and add now - ts to
+ *      a fixed log-linear histogram in shared memory;
+ *   5. after each step's publishing, waits until every expected delivery
+ *      arrived or --drain seconds passed, then prints one "step" result line.
  *
- * Everything is bounded in time by --timeout. Loopback only: --host must be
- * an address in 127.0.0.0/8.
+ * Everything is bounded in time. Loopback only. No allocation per message:
+ * subscriber state is allocated once per connection, publish buffers once
+ * per pipeline slot.
  *
  * Build: cc -O2 -o fanout fanout.c -luv
  */
@@ -54,48 +64,66 @@
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
+#define MAX_STEPS 40
+#define MAX_PROCS 64
+#define MAX_TOPICS 4096
+#define MAX_PUB_CONNS 64
+#define MARKER_LEN 46 /* ts=<20>,seq=<10>,st=<3>, */
+
 /* ------------------------------------------------------------------------ */
 /* Options                                                                  */
 
-enum { MODE_SSE, MODE_WS };
+enum { T_SSE, T_WS, T_POLL, T_PLAINPOLL };
+static const char *transport_names[] = {"sse", "ws", "poll", "plainpoll"};
+enum { CUR_JSON, CUR_ETAG };
 
 static struct {
-    int mode;
+    int transport;
+    int cursor;
     const char *host;
     int port;
-    const char *topic;
-    const char *sub_path; /* with {topic} */
-    const char *pub_path; /* with {topic} */
-    int subs;
-    int procs;
-    int src_addrs;
-    int messages;
-    int size;
-    double rate;
-    int concurrency;
-    double subscribe_timeout;
-    double drain;
-    double timeout;
+    const char *topic; /* prefix: topic t is "<prefix>-<t>" */
+    int topics;
+    const char *sub_path; /* {topic}, {timeout} */
+    const char *pub_path; /* {topic} */
+    const char *cursor_param;
+    int subs, procs, src_addrs, size, concurrency;
+    double rates[MAX_STEPS];
+    int nsteps;
+    double step_seconds;
+    int pub_conns, pipeline;
+    double poll_interval;
+    int poll_timeout;
+    double settle, drain, subscribe_timeout, timeout;
+    double max_p99_ms;
+    int stop_on_fail, strict, etag_epoch;
     int server_pid;
-    const char *label;
+    const char *server, *label;
 } opt = {
-    .mode = MODE_SSE,
+    .transport = T_SSE,
+    .cursor = CUR_JSON,
     .host = "127.0.0.1",
     .port = 8080,
     .topic = "bench",
-    .sub_path = NULL,
+    .topics = 1,
     .pub_path = "/topics/{topic}",
+    .cursor_param = "since",
     .subs = 100,
     .procs = 1,
     .src_addrs = 8,
-    .messages = 100,
     .size = 256,
-    .rate = 0,
     .concurrency = 64,
-    .subscribe_timeout = 60,
+    .step_seconds = 5,
+    .pub_conns = 4,
+    .pipeline = 16,
+    .poll_interval = 1,
+    .poll_timeout = 30,
+    .settle = 1,
     .drain = 5,
-    .timeout = 180,
-    .server_pid = 0,
+    .subscribe_timeout = 60,
+    .timeout = 600,
+    .max_p99_ms = 100,
+    .server = "",
     .label = "",
 };
 
@@ -110,6 +138,11 @@ static void die(const char *fmt, ...)
     exit(2);
 }
 
+static double now_s(void)
+{
+    return (double)uv_hrtime() / 1e9;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Latency histogram: log-linear, 64 sub-buckets per power of two, in ns.   */
 
@@ -122,9 +155,9 @@ static int hist_index(uint64_t v)
 {
     if (v < HIST_LINEAR)
         return (int)v;
-    int e = 63 - __builtin_clzll(v); /* >= HIST_SUB_BITS + 1 */
+    int e = 63 - __builtin_clzll(v);
     int shift = e - HIST_SUB_BITS;
-    uint64_t m = v >> shift; /* [HIST_SUB, 2*HIST_SUB) */
+    uint64_t m = v >> shift;
     int idx = HIST_LINEAR + (e - HIST_SUB_BITS - 1) * HIST_SUB + (int)(m - HIST_SUB);
     return idx < HIST_N ? idx : HIST_N - 1;
 }
@@ -140,52 +173,50 @@ static uint64_t hist_value(int idx) /* middle of the bucket */
 }
 
 /* ------------------------------------------------------------------------ */
-/* Per-subscriber-process results, in memory shared with the parent.        */
+/* Shared memory: one slot per subscriber process, written by it, read by    */
+/* the parent (aligned 64-bit counters; a slightly stale read is harmless). */
 
-typedef struct proc_stats {
+typedef struct step_stats {
+    uint64_t received, dup, reorder, lat_max, lat_sum;
+    uint64_t t_first, t_last;
     uint64_t hist[HIST_N];
-    uint64_t lat_count, lat_max, lat_sum;
-    uint64_t assigned, subscribed, failed, disconnects, disconnects_before_done;
-    uint64_t received, out_of_order, other_messages, bad_status, complete;
-    uint64_t t_start, t_all_subscribed, t_first_delivery, t_last_delivery;
-    int finished;
-} proc_stats;
+} step_stats;
 
-static proc_stats *g_stats; /* this process's slot */
+typedef struct proc_shared {
+    uint64_t assigned, subscribed, failed, bad_status, disconnects;
+    uint64_t bytes_in, bytes_out, requests, foreign_markers;
+    uint64_t t_start, t_subscribed;
+    uint32_t topic_subs[MAX_TOPICS];
+    step_stats st[MAX_STEPS];
+} proc_shared;
+
+static proc_shared *g_shared; /* all */
+static proc_shared *g_me;     /* this subscriber process's slot */
 
 /* ------------------------------------------------------------------------ */
-/* Small helpers                                                            */
+/* Helpers                                                                  */
 
-static char *subst_topic(const char *tmpl)
+static int fmt_path(char *out, size_t cap, const char *tmpl, int topic, int timeout)
 {
-    const char *key = "{topic}";
-    size_t klen = strlen(key), tlen = strlen(opt.topic);
-    size_t cap = strlen(tmpl) + 1;
-    for (const char *p = strstr(tmpl, key); p; p = strstr(p + klen, key))
-        cap += tlen;
-    char *out = malloc(cap), *o = out;
-    for (const char *p = tmpl; *p;) {
-        if (strncmp(p, key, klen) == 0) {
-            memcpy(o, opt.topic, tlen);
-            o += tlen;
-            p += klen;
+    size_t o = 0;
+    for (const char *p = tmpl; *p && o + 1 < cap;) {
+        if (strncmp(p, "{topic}", 7) == 0) {
+            o += (size_t)snprintf(out + o, cap - o, "%s-%d", opt.topic, topic);
+            p += 7;
+        } else if (strncmp(p, "{timeout}", 9) == 0) {
+            o += (size_t)snprintf(out + o, cap - o, "%d", timeout);
+            p += 9;
         } else {
-            *o++ = *p++;
+            out[o++] = *p++;
         }
+        if (o >= cap)
+            return -1;
     }
-    *o = 0;
-    return out;
+    out[o] = 0;
+    return (int)o;
 }
 
-static uint64_t parse_digits(const char *p, const char *end, int max)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < max && p < end && *p >= '0' && *p <= '9'; i++, p++)
-        v = v * 10 + (uint64_t)(*p - '0');
-    return v;
-}
-
-static int read_server_cpu(int pid, double *cpu_s)
+static int read_proc_cpu(int pid, double *cpu_s)
 {
     if (pid <= 0)
         return -1;
@@ -201,8 +232,6 @@ static int read_server_cpu(int pid, double *cpu_s)
     if (!p)
         return -1;
     unsigned long long ut = 0, st = 0;
-    /* after ')': state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime(14)
-     * stime(15) */
     if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
         return -1;
     *cpu_s = (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
@@ -230,64 +259,74 @@ static long read_vm_kb(int pid, const char *key)
     return v;
 }
 
-static int limited_log(int *budget)
+static void send_byte(int fd, char c)
 {
-    if (*budget <= 0)
-        return 0;
-    (*budget)--;
-    return 1;
+    while (write(fd, &c, 1) < 0 && errno == EINTR)
+        ;
 }
 
 /* ------------------------------------------------------------------------ */
 /* Subscriber process                                                       */
 
-#define SUB_BUF 1024 /* response head, then one SSE line or WS message prefix */
+#define HEAD_BUF 768
+#define REQ_BUF 400
 #define CTL_MAX 125
+#define CURSOR_MAX 64
+#define TAIL_KEEP 200
 
-enum { ST_NEW, ST_CONNECTING, ST_HEAD, ST_STREAM, ST_CLOSING, ST_CLOSED };
-enum { CK_SIZE, CK_EXT, CK_DATA, CK_DATA_END, CK_DONE };
+enum { ST_NEW, ST_CONNECTING, ST_HEAD, ST_BODY, ST_IDLE, ST_CLOSING, ST_CLOSED };
+enum { CK_SIZE, CK_EXT, CK_DATA, CK_DATA_END, CK_TRAILER, CK_TRAILER_LINE };
 
 typedef struct sub {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     uv_write_t write_req;
+    uv_timer_t *timer; /* plainpoll only */
+    int index;
+    uint16_t topic;
     uint8_t state;
-    uint8_t chunked, ck_state;
-    uint8_t done;
-    uint8_t ws_in_payload, ws_hdr_len, ws_hdr_need, ws_opcode, ws_fin, ws_masked, ws_msg_opcode;
+    uint8_t subscribed, subscribed_before, streaming, write_busy;
+    uint8_t chunked, ck_state, has_len, conn_close;
+    uint8_t ws_in_payload, ws_hdr_len, ws_hdr_need, ws_opcode, ws_fin, ws_masked;
     uint8_t close_sent, close_received;
     uint8_t ws_mask[4];
     uint8_t ws_hdr[14];
     uint8_t ctl_len;
     uint8_t ctl[CTL_MAX];
+    uint8_t ms_pos; /* marker matcher: 0xff idle */
+    uint16_t ms_st;
+    uint32_t ms_seq;
+    uint64_t ms_ts;
     uint16_t buf_len;
-    uint64_t ck_left;
+    int status;
+    uint64_t body_left, ck_left;
     uint64_t ws_left, ws_pos;
-    uint32_t got;
     int64_t last_seq;
-    char buf[SUB_BUF];
+    uint64_t last_sent;
+    char cursor[CURSOR_MAX];
+    char etag[CURSOR_MAX];
+    char lastmod[48];
+    char buf[HEAD_BUF]; /* response head; then the tail of a poll body */
+    char req[REQ_BUF];
 } sub;
 
 static struct {
     uv_loop_t *loop;
     int index;
-    int first, count; /* global indexes [first, first+count) */
+    int first, count;
     sub *subs;
     int next, inflight, settled;
-    int ready_sent, publish_done, finishing, closing;
-    int done_or_dead; /* subscribed connections that have all messages or died */
-    int open_handles;
+    int ready_sent, closing, open_handles;
     int ready_fd, ctl_fd;
     uv_poll_t ctl_poll;
-    uv_timer_t subscribe_timer, drain_timer, hard_timer, close_timer;
+    uv_timer_t subscribe_timer, hard_timer, close_timer;
     struct sockaddr_in server;
-    char *request;
-    size_t request_len;
+    char ws_key[25];
     uint64_t now;
     int log_budget;
 } C;
 
-static char g_read_buf[65536];
+static char g_read_buf[262144];
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -297,29 +336,27 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = sizeof g_read_buf;
 }
 
-static void child_finish(void);
-static void child_close_all(void);
-
-static void send_byte(int fd, char c)
+static int limited_log(void)
 {
-    while (write(fd, &c, 1) < 0 && errno == EINTR)
-        ;
+    if (C.log_budget <= 0)
+        return 0;
+    C.log_budget--;
+    return 1;
 }
+
+static void child_close_all(void);
+static void start_more(void);
+static void sub_send_poll(sub *s);
+static void sub_timer_cb(uv_timer_t *t);
 
 static void check_ready(void)
 {
     if (C.ready_sent || C.settled < C.count)
         return;
     C.ready_sent = 1;
-    g_stats->t_all_subscribed = uv_hrtime();
+    g_me->t_subscribed = uv_hrtime();
     uv_timer_stop(&C.subscribe_timer);
     send_byte(C.ready_fd, 'R');
-}
-
-static void check_finish(void)
-{
-    if (C.publish_done && !C.finishing && C.done_or_dead >= (int)g_stats->subscribed)
-        child_finish();
 }
 
 static void on_sub_closed(uv_handle_t *h)
@@ -331,26 +368,119 @@ static void on_sub_closed(uv_handle_t *h)
         uv_stop(C.loop);
 }
 
-/* Closes a subscriber; counts it as settled/dead as appropriate. */
-static void sub_close(sub *s, int failed_handshake)
+static void mark_subscribed(sub *s)
 {
-    if (s->state == ST_CLOSED || uv_is_closing((uv_handle_t *)&s->tcp))
+    if (s->subscribed)
         return;
-    if (s->state == ST_CONNECTING || s->state == ST_HEAD) {
+    s->subscribed = 1;
+    C.inflight--;
+    C.settled++;
+    g_me->subscribed++;
+    g_me->topic_subs[s->topic]++;
+    start_more();
+    check_ready();
+}
+
+static void sub_close(sub *s, int failed)
+{
+    if (s->state == ST_CLOSED || s->state == ST_NEW || uv_is_closing((uv_handle_t *)&s->tcp))
+        return;
+    if (!s->subscribed) {
         C.inflight--;
         C.settled++;
-        if (failed_handshake)
-            g_stats->failed++;
-    } else if (s->state == ST_STREAM && !C.closing) {
-        g_stats->disconnects++;
-        if (!s->done) {
-            g_stats->disconnects_before_done++;
-            C.done_or_dead++;
-        }
+        if (failed)
+            g_me->failed++;
+    } else if (!C.closing) {
+        g_me->disconnects++;
     }
+    if (s->timer)
+        uv_timer_stop(s->timer);
     s->state = ST_CLOSING;
     uv_close((uv_handle_t *)&s->tcp, on_sub_closed);
+    if (!C.closing) {
+        start_more();
+        check_ready();
+    }
 }
+
+/* ---- marker matcher: "ts=" 20 digits ",seq=" 10 digits ",st=" 3 digits "," ---- */
+
+static const char MARKER_PAT[] = "ts=DDDDDDDDDDDDDDDDDDDD,seq=DDDDDDDDDD,st=DDD,";
+
+static void on_marker(sub *s)
+{
+    unsigned st = s->ms_st;
+    if (st >= MAX_STEPS) {
+        g_me->foreign_markers++;
+        return;
+    }
+    step_stats *x = &g_me->st[st];
+    uint64_t lat = C.now > s->ms_ts ? C.now - s->ms_ts : 0;
+    x->hist[hist_index(lat)]++;
+    x->lat_sum += lat;
+    if (lat > x->lat_max)
+        x->lat_max = lat;
+    if (x->t_first == 0)
+        x->t_first = C.now;
+    x->t_last = C.now;
+    x->received++;
+    int64_t seq = s->ms_seq;
+    if (seq == s->last_seq)
+        x->dup++;
+    else if (seq < s->last_seq)
+        x->reorder++;
+    else
+        s->last_seq = seq;
+}
+
+static void scan(sub *s, const char *p, size_t n)
+{
+    const char *end = p + n;
+    while (p < end) {
+        if (s->ms_pos == 0xff) {
+            const char *t = memchr(p, 't', (size_t)(end - p));
+            if (!t)
+                return;
+            p = t + 1;
+            s->ms_pos = 1;
+            s->ms_ts = 0;
+            s->ms_seq = 0;
+            s->ms_st = 0;
+            continue;
+        }
+        char c = *p++;
+        unsigned pos = s->ms_pos;
+        char want = MARKER_PAT[pos];
+        if (want == 'D') {
+            if (c < '0' || c > '9')
+                goto mismatch;
+            unsigned d = (unsigned)(c - '0');
+            if (pos < 23)
+                s->ms_ts = s->ms_ts * 10 + d;
+            else if (pos < 38)
+                s->ms_seq = s->ms_seq * 10 + d;
+            else
+                s->ms_st = (uint16_t)(s->ms_st * 10 + d);
+        } else if (c != want) {
+            goto mismatch;
+        }
+        if (++s->ms_pos == MARKER_LEN) {
+            on_marker(s);
+            s->ms_pos = 0xff;
+        }
+        continue;
+    mismatch:
+        s->ms_pos = 0xff;
+        if (c == 't') {
+            s->ms_pos = 1;
+            s->ms_ts = 0;
+            s->ms_seq = 0;
+            s->ms_st = 0;
+        }
+    }
+}
+
+/* ---- WebSocket control frames (rare: pings, close) ---- */
 
 typedef struct wreq {
     uv_write_t req;
@@ -363,12 +493,13 @@ static void on_free_write(uv_write_t *req, int status)
     free(req);
 }
 
-/* Sends a masked client frame (close or pong) with a small payload. */
 static void ws_send_control(sub *s, uint8_t opcode, const uint8_t *payload, size_t len)
 {
     if (len > CTL_MAX)
         len = CTL_MAX;
     wreq *w = malloc(sizeof *w);
+    if (!w)
+        return;
     uint8_t *d = (uint8_t *)w->data;
     uint32_t r = (uint32_t)rand();
     uint8_t mask[4] = {(uint8_t)r, (uint8_t)(r >> 8), (uint8_t)(r >> 16), (uint8_t)(r >> 24)};
@@ -378,6 +509,7 @@ static void ws_send_control(sub *s, uint8_t opcode, const uint8_t *payload, size
     for (size_t i = 0; i < len; i++)
         d[6 + i] = payload[i] ^ mask[i & 3];
     uv_buf_t b = uv_buf_init(w->data, (unsigned)(6 + len));
+    g_me->bytes_out += 6 + len;
     if (uv_write(&w->req, (uv_stream_t *)&s->tcp, &b, 1, on_free_write) != 0)
         free(w);
 }
@@ -387,105 +519,22 @@ static void ws_send_close(sub *s)
     if (s->close_sent)
         return;
     s->close_sent = 1;
-    uint8_t code[2] = {0x03, 0xe8}; /* 1000 */
+    uint8_t code[2] = {0x03, 0xe8};
     ws_send_control(s, 0x8, code, 2);
 }
-
-/* One message (SSE data line or WS text message prefix). */
-static void on_payload(sub *s, const char *p, size_t n)
-{
-    const char *m = memmem(p, n, "ts=", 3);
-    if (!m || (size_t)(p + n - m) < 3 + 20) {
-        g_stats->other_messages++;
-        return;
-    }
-    const char *end = p + n;
-    uint64_t ts = parse_digits(m + 3, end, 20);
-    int64_t seq = -1;
-    const char *q = memmem(m, (size_t)(end - m), "seq=", 4);
-    if (q)
-        seq = (int64_t)parse_digits(q + 4, end, 10);
-    uint64_t lat = C.now > ts ? C.now - ts : 0;
-    g_stats->hist[hist_index(lat)]++;
-    g_stats->lat_count++;
-    g_stats->lat_sum += lat;
-    if (lat > g_stats->lat_max)
-        g_stats->lat_max = lat;
-    g_stats->received++;
-    if (g_stats->t_first_delivery == 0)
-        g_stats->t_first_delivery = C.now;
-    g_stats->t_last_delivery = C.now;
-    if (seq <= s->last_seq)
-        g_stats->out_of_order++;
-    else
-        s->last_seq = seq;
-    if (++s->got == (uint32_t)opt.messages && !s->done) {
-        s->done = 1;
-        g_stats->complete++;
-        C.done_or_dead++;
-        check_finish();
-    }
-}
-
-/* ---- SSE ---- */
-
-static void sse_line(sub *s)
-{
-    size_t n = s->buf_len;
-    if (n && s->buf[n - 1] == '\r')
-        n--;
-    if (n >= 5 && memcmp(s->buf, "data:", 5) == 0)
-        on_payload(s, s->buf, n);
-    s->buf_len = 0;
-}
-
-static void sse_bytes(sub *s, const char *p, size_t n)
-{
-    while (n) {
-        const char *nl = memchr(p, '\n', n);
-        size_t take = nl ? (size_t)(nl - p) : n;
-        size_t room = SUB_BUF - s->buf_len;
-        size_t copy = take < room ? take : room; /* a longer line keeps its start */
-        memcpy(s->buf + s->buf_len, p, copy);
-        s->buf_len += (uint16_t)copy;
-        if (!nl)
-            return;
-        sse_line(s);
-        p = nl + 1;
-        n -= take + 1;
-    }
-}
-
-/* ---- WebSocket (server frames) ---- */
 
 static void ws_frame_end(sub *s)
 {
     switch (s->ws_opcode) {
-    case 0x0:
-    case 0x1:
-    case 0x2:
-        if (s->ws_fin) {
-            if (s->ws_msg_opcode == 0x1)
-                on_payload(s, s->buf, s->buf_len);
-            else
-                g_stats->other_messages++;
-            s->buf_len = 0;
-        }
-        break;
     case 0x8:
         s->close_received = 1;
         if (!s->close_sent) {
-            /* The server closes first: a disconnect unless we are closing. */
-            if (C.closing) {
-                ws_send_close(s);
-            } else {
-                if (limited_log(&C.log_budget)) {
-                    unsigned code = s->ctl_len >= 2 ? (unsigned)(s->ctl[0] << 8 | s->ctl[1]) : 0;
-                    fprintf(stderr, "fanout[%d]: server sent WebSocket close %u\n", C.index, code);
-                }
-                ws_send_control(s, 0x8, s->ctl, s->ctl_len >= 2 ? 2 : 0);
-                s->close_sent = 1;
+            if (!C.closing && limited_log()) {
+                unsigned code = s->ctl_len >= 2 ? (unsigned)(s->ctl[0] << 8 | s->ctl[1]) : 0;
+                fprintf(stderr, "fanout[%d]: server sent WebSocket close %u\n", C.index, code);
             }
+            ws_send_control(s, 0x8, s->ctl, s->ctl_len >= 2 ? 2 : 0);
+            s->close_sent = 1;
         }
         if (C.closing)
             sub_close(s, 0);
@@ -506,11 +555,8 @@ static void ws_bytes(sub *s, const char *p, size_t n)
             n--;
             if (s->ws_hdr_len == 2) {
                 uint8_t len7 = s->ws_hdr[1] & 0x7f;
-                s->ws_hdr_need = 2 +
-                                 (len7 == 126   ? 2
-                                  : len7 == 127 ? 8
-                                                : 0) +
-                                 ((s->ws_hdr[1] & 0x80) ? 4 : 0);
+                s->ws_hdr_need =
+                    (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((s->ws_hdr[1] & 0x80) ? 4 : 0));
             }
             if (s->ws_hdr_len < 2 || s->ws_hdr_len < s->ws_hdr_need)
                 continue;
@@ -531,10 +577,6 @@ static void ws_bytes(sub *s, const char *p, size_t n)
             }
             if (s->ws_masked)
                 memcpy(s->ws_mask, h + off, 4);
-            if (s->ws_opcode == 0x1 || s->ws_opcode == 0x2) {
-                s->ws_msg_opcode = s->ws_opcode;
-                s->buf_len = 0;
-            }
             if (s->ws_opcode >= 0x8)
                 s->ctl_len = 0;
             s->ws_left = len;
@@ -548,18 +590,24 @@ static void ws_bytes(sub *s, const char *p, size_t n)
             continue;
         }
         size_t take = n < s->ws_left ? n : (size_t)s->ws_left;
-        for (size_t i = 0; i < take; i++) {
-            uint8_t c = (uint8_t)p[i];
-            if (s->ws_masked)
-                c ^= s->ws_mask[(s->ws_pos + i) & 3];
-            if (s->ws_opcode >= 0x8) {
+        if (s->ws_opcode >= 0x8) {
+            for (size_t i = 0; i < take; i++) {
+                uint8_t c = (uint8_t)p[i];
+                if (s->ws_masked)
+                    c ^= s->ws_mask[(s->ws_pos + i) & 3];
                 if (s->ctl_len < CTL_MAX)
                     s->ctl[s->ctl_len++] = c;
-            } else if (s->buf_len < SUB_BUF) {
-                s->buf[s->buf_len++] = (char)c;
-            } else {
-                /* only the message's start is kept; the marker is there */
-                break;
+            }
+        } else if (!s->ws_masked) {
+            scan(s, p, take);
+        } else {
+            char tmp[1024];
+            for (size_t done = 0; done < take;) {
+                size_t k = take - done < sizeof tmp ? take - done : sizeof tmp;
+                for (size_t i = 0; i < k; i++)
+                    tmp[i] = (char)((uint8_t)p[done + i] ^ s->ws_mask[(s->ws_pos + done + i) & 3]);
+                scan(s, tmp, k);
+                done += k;
             }
         }
         s->ws_pos += take;
@@ -573,30 +621,102 @@ static void ws_bytes(sub *s, const char *p, size_t n)
     }
 }
 
-/* ---- body: optionally de-chunked, then SSE or WS ---- */
+/* ---- poll bodies: scan, keep the tail (for "cursor") ---- */
 
-static void stream_bytes(sub *s, const char *p, size_t n)
+static void poll_body_bytes(sub *s, const char *p, size_t n)
 {
-    if (opt.mode == MODE_SSE)
-        sse_bytes(s, p, n);
-    else
-        ws_bytes(s, p, n);
+    scan(s, p, n);
+    if (opt.cursor != CUR_JSON)
+        return;
+    if (n >= TAIL_KEEP) {
+        memcpy(s->buf, p + n - TAIL_KEEP, TAIL_KEEP);
+        s->buf_len = TAIL_KEEP;
+    } else {
+        if (s->buf_len + n > TAIL_KEEP) {
+            size_t drop = s->buf_len + n - TAIL_KEEP;
+            memmove(s->buf, s->buf + drop, s->buf_len - drop);
+            s->buf_len = (uint16_t)(s->buf_len - drop);
+        }
+        memcpy(s->buf + s->buf_len, p, n);
+        s->buf_len = (uint16_t)(s->buf_len + n);
+    }
 }
 
-static void body_bytes(sub *s, const char *p, size_t n)
+static void content_bytes(sub *s, const char *p, size_t n)
 {
-    if (!s->chunked) {
-        stream_bytes(s, p, n);
+    if (opt.transport == T_WS)
+        ws_bytes(s, p, n);
+    else if (opt.transport == T_SSE)
+        scan(s, p, n);
+    else
+        poll_body_bytes(s, p, n);
+}
+
+static void poll_answer_done(sub *s)
+{
+    /* more waiting at once? herald says "more":true; nchan answers one
+     * message per request, so any message may have a successor */
+    int more = s->status == 200 && (opt.cursor == CUR_ETAG || memmem(s->buf, s->buf_len, "\"more\":true", 11));
+    if (opt.cursor == CUR_JSON && s->status == 200) {
+        char *c = memmem(s->buf, s->buf_len, "\"cursor\":\"", 10);
+        if (c) {
+            c += 10;
+            char *e = memchr(c, '"', (size_t)(s->buf + s->buf_len - c));
+            if (e && e - c < CURSOR_MAX) {
+                memcpy(s->cursor, c, (size_t)(e - c));
+                s->cursor[e - c] = 0;
+            }
+        } else if (limited_log()) {
+            fprintf(stderr, "fanout[%d]: poll answer without a cursor\n", C.index);
+        }
+        if (!s->cursor[0]) {
+            sub_close(s, 1);
+            return;
+        }
+    }
+    s->buf_len = 0;
+    s->state = ST_IDLE;
+    s->subscribed_before = s->subscribed;
+    mark_subscribed(s);
+    if (s->conn_close) {
+        sub_close(s, 0);
         return;
     }
-    while (n) {
+    if (C.closing)
+        return;
+    if (opt.transport == T_POLL || (more && s->subscribed_before)) {
+        sub_send_poll(s);
+    } else {
+        uint64_t due = s->last_sent + (uint64_t)(opt.poll_interval * 1e9);
+        uint64_t now = uv_hrtime();
+        uv_timer_start(s->timer, sub_timer_cb, due > now ? (due - now) / 1000000 : 0, 0);
+    }
+}
+
+/* Body bytes of an answer: returns how many were consumed (rest: next answer). */
+static size_t body_bytes(sub *s, const char *p, size_t n)
+{
+    if (s->streaming && !s->chunked) {
+        content_bytes(s, p, n);
+        return n;
+    }
+    if (!s->chunked) { /* Content-Length */
+        size_t take = n < s->body_left ? n : (size_t)s->body_left;
+        content_bytes(s, p, take);
+        s->body_left -= take;
+        if (s->body_left == 0)
+            poll_answer_done(s);
+        return take;
+    }
+    const char *start = p;
+    while (n && (s->state == ST_BODY)) {
         switch (s->ck_state) {
         case CK_SIZE:
         case CK_EXT: {
             char c = *p++;
             n--;
             if (c == '\n') {
-                s->ck_state = s->ck_left ? CK_DATA : CK_DONE;
+                s->ck_state = s->ck_left ? CK_DATA : CK_TRAILER;
             } else if (s->ck_state == CK_SIZE) {
                 int v = (c >= '0' && c <= '9')   ? c - '0'
                         : (c >= 'a' && c <= 'f') ? c - 'a' + 10
@@ -605,13 +725,13 @@ static void body_bytes(sub *s, const char *p, size_t n)
                 if (v >= 0)
                     s->ck_left = s->ck_left * 16 + (uint64_t)v;
                 else
-                    s->ck_state = CK_EXT; /* ';' extensions, '\r' */
+                    s->ck_state = CK_EXT;
             }
             break;
         }
         case CK_DATA: {
             size_t take = n < s->ck_left ? n : (size_t)s->ck_left;
-            stream_bytes(s, p, take);
+            content_bytes(s, p, take);
             p += take;
             n -= take;
             s->ck_left -= take;
@@ -627,142 +747,277 @@ static void body_bytes(sub *s, const char *p, size_t n)
             p++;
             n--;
             break;
-        case CK_DONE:
-            return;
+        case CK_TRAILER: /* start of a trailer line; an empty one ends the body */
+        case CK_TRAILER_LINE: {
+            char c = *p++;
+            n--;
+            if (c == '\n') {
+                if (s->ck_state == CK_TRAILER) {
+                    if (s->streaming) {
+                        sub_close(s, 0);
+                        return (size_t)(p - start) + n;
+                    }
+                    poll_answer_done(s);
+                } else {
+                    s->ck_state = CK_TRAILER;
+                }
+            } else if (c != '\r') {
+                s->ck_state = CK_TRAILER_LINE;
+            }
+            break;
+        }
         }
     }
+    return (size_t)(p - start);
 }
 
-static void on_head(sub *s, size_t head_len, const char *rest, size_t rest_len)
+static void header_value(const char *head, const char *name, char *out, size_t cap)
 {
-    s->buf[head_len] = 0;
+    const char *h = strcasestr(head, name);
+    out[0] = 0;
+    if (!h)
+        return;
+    h += strlen(name);
+    while (*h == ' ')
+        h++;
+    size_t l = strcspn(h, "\r\n");
+    if (l >= cap)
+        l = cap - 1;
+    memcpy(out, h, l);
+    out[l] = 0;
+}
+
+/* A complete response head is in s->buf[0..head_len). */
+static int on_head(sub *s, size_t head_len)
+{
+    s->buf[head_len - 1] = 0;
     int status = 0;
     if (head_len > 12 && strncmp(s->buf, "HTTP/1.", 7) == 0)
         status = atoi(s->buf + 9);
-    int want = opt.mode == MODE_SSE ? 200 : 101;
-    if (status != want) {
-        g_stats->bad_status++;
-        if (limited_log(&C.log_budget)) {
-            char *eol = strchr(s->buf, '\r');
-            if (eol)
-                *eol = 0;
-            fprintf(stderr, "fanout[%d]: subscriber got \"%s\"\n", C.index, s->buf);
+    s->status = status;
+    int ok;
+    if (opt.transport == T_SSE)
+        ok = status == 200;
+    else if (opt.transport == T_WS)
+        ok = status == 101;
+    else /* nchan answers "nothing new" with 304, a long-poll timeout with 408 */
+        ok = status == 200 || status == 304 || status == 408;
+    if (!ok) {
+        g_me->bad_status++;
+        if (limited_log()) {
+            size_t l = strcspn(s->buf, "\r\n");
+            fprintf(stderr, "fanout[%d]: subscriber got \"%.*s\"\n", C.index, (int)(l < 100 ? l : 100),
+                    s->buf);
         }
-        sub_close(s, 1);
-        return;
+        sub_close(s, !s->subscribed);
+        return -1;
     }
     s->chunked = strcasestr(s->buf, "\ntransfer-encoding: chunked") != NULL;
-    s->state = ST_STREAM;
+    s->ck_state = CK_SIZE;
+    s->ck_left = 0;
+    char *cl = strcasestr(s->buf, "\ncontent-length:");
+    s->has_len = cl != NULL;
+    s->body_left = cl ? strtoull(cl + 16, NULL, 10) : 0;
+    s->conn_close = strcasestr(s->buf, "\nconnection: close") != NULL;
+    if (opt.cursor == CUR_ETAG && status == 200 && opt.transport >= T_POLL) {
+        char lm[48], et[CURSOR_MAX];
+        header_value(s->buf, "\nlast-modified:", lm, sizeof lm);
+        header_value(s->buf, "\netag:", et, sizeof et);
+        if (lm[0]) {
+            memcpy(s->lastmod, lm, sizeof lm);
+            memcpy(s->etag, et, sizeof et);
+        }
+    }
     s->buf_len = 0;
-    C.inflight--;
-    C.settled++;
-    g_stats->subscribed++;
-    if (rest_len)
-        body_bytes(s, rest, rest_len);
-    check_ready();
+    s->state = ST_BODY;
+    if (opt.transport == T_SSE || opt.transport == T_WS) {
+        s->streaming = 1;
+        mark_subscribed(s);
+    } else if (!s->chunked && s->body_left == 0) {
+        poll_answer_done(s);
+    }
+    return 0;
 }
-
-static void start_more(void);
 
 static void on_sub_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     sub *s = stream->data;
     if (nread < 0) {
-        if (!C.closing && limited_log(&C.log_budget))
-            fprintf(stderr, "fanout[%d]: subscriber %d: %s after %u messages\n", C.index,
-                    (int)(s - C.subs) + C.first, uv_err_name((int)nread), s->got);
-        int head = s->state == ST_HEAD;
-        sub_close(s, head);
-        if (head)
-            start_more();
-        check_ready();
-        check_finish();
+        if (!C.closing && limited_log())
+            fprintf(stderr, "fanout[%d]: subscriber %d: %s\n", C.index, s->index, uv_err_name((int)nread));
+        sub_close(s, 1);
         return;
     }
     if (nread == 0)
         return;
+    g_me->bytes_in += (uint64_t)nread;
     C.now = uv_hrtime();
     const char *p = buf->base;
     size_t n = (size_t)nread;
-    if (s->state == ST_HEAD) {
-        size_t old = s->buf_len;
-        size_t room = SUB_BUF - 1 - old;
-        size_t copy = n < room ? n : room;
-        memcpy(s->buf + old, p, copy);
-        s->buf_len += (uint16_t)copy;
-        size_t from = old > 3 ? old - 3 : 0;
-        char *e = memmem(s->buf + from, s->buf_len - from, "\r\n\r\n", 4);
-        if (!e) {
-            if (s->buf_len >= SUB_BUF - 1) {
-                fprintf(stderr, "fanout[%d]: response head too long\n", C.index);
-                sub_close(s, 1);
-                start_more();
-                check_ready();
+    while (n && s->state != ST_CLOSING && s->state != ST_CLOSED) {
+        if (s->state == ST_HEAD) {
+            size_t old = s->buf_len;
+            size_t room = HEAD_BUF - 1 - old;
+            size_t copy = n < room ? n : room;
+            memcpy(s->buf + old, p, copy);
+            s->buf_len = (uint16_t)(s->buf_len + copy);
+            size_t from = old > 3 ? old - 3 : 0;
+            char *e = memmem(s->buf + from, s->buf_len - from, "\r\n\r\n", 4);
+            if (!e) {
+                if (s->buf_len >= HEAD_BUF - 1) {
+                    fprintf(stderr, "fanout[%d]: response head too long\n", C.index);
+                    sub_close(s, 1);
+                }
+                return;
             }
+            size_t head_len = (size_t)(e - s->buf) + 4;
+            size_t consumed = head_len - old;
+            p += consumed;
+            n -= consumed;
+            if (on_head(s, head_len) != 0)
+                return;
+        } else if (s->state == ST_BODY) {
+            size_t k = body_bytes(s, p, n);
+            p += k;
+            n -= k;
+        } else if (s->state == ST_IDLE) {
+            if (limited_log())
+                fprintf(stderr, "fanout[%d]: %zu unexpected bytes between answers\n", C.index, n);
+            return;
+        } else {
             return;
         }
-        size_t head_len = (size_t)(e - s->buf) + 4;
-        size_t consumed = head_len - old; /* bytes of this read that were head */
-        /* keep the rest of this read (it may be longer than what was copied) */
-        on_head(s, head_len, p + consumed, n - consumed);
-        start_more();
-        return;
     }
-    if (s->state == ST_STREAM || (s->state == ST_CLOSING && !uv_is_closing((uv_handle_t *)&s->tcp)))
-        body_bytes(s, p, n);
 }
 
 static void on_request_written(uv_write_t *req, int status)
 {
     sub *s = req->data;
-    if (status < 0 && s->state == ST_HEAD) {
-        fprintf(stderr, "fanout[%d]: write: %s\n", C.index, uv_err_name(status));
+    s->write_busy = 0;
+    if (status < 0 && s->state != ST_CLOSING && s->state != ST_CLOSED) {
+        if (limited_log())
+            fprintf(stderr, "fanout[%d]: write: %s\n", C.index, uv_err_name(status));
         sub_close(s, 1);
-        start_more();
-        check_ready();
     }
+}
+
+static void sub_write_req(sub *s, int len)
+{
+    uv_buf_t b = uv_buf_init(s->req, (unsigned)len);
+    s->write_req.data = s;
+    s->write_busy = 1;
+    s->last_sent = uv_hrtime();
+    g_me->bytes_out += (uint64_t)len;
+    g_me->requests++;
+    if (uv_write(&s->write_req, (uv_stream_t *)&s->tcp, &b, 1, on_request_written) != 0) {
+        s->write_busy = 0;
+        sub_close(s, 1);
+    }
+}
+
+/* Builds and sends the next poll request (no allocation). */
+static void sub_send_poll(sub *s)
+{
+    if (C.closing || s->state != ST_IDLE || s->write_busy)
+        return;
+    char path[300];
+    int first = !s->subscribed;
+    int timeout = (opt.transport == T_PLAINPOLL || (first && opt.cursor == CUR_JSON)) ? 0 : opt.poll_timeout;
+    if (fmt_path(path, sizeof path, opt.sub_path, s->topic, timeout) < 0)
+        die("path too long");
+    int l;
+    if (opt.cursor == CUR_JSON) {
+        l = snprintf(s->req, REQ_BUF, "GET %s%s%s%s%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path,
+                     s->cursor[0] ? (strchr(path, '?') ? "&" : "?") : "", s->cursor[0] ? opt.cursor_param : "",
+                     s->cursor[0] ? "=" : "", s->cursor, opt.host, opt.port);
+    } else if (!s->lastmod[0]) {
+        l = snprintf(s->req, REQ_BUF, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, opt.host, opt.port);
+    } else {
+        l = snprintf(s->req, REQ_BUF,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nIf-Modified-Since: %s\r\nIf-None-Match: %s\r\n\r\n",
+                     path, opt.host, opt.port, s->lastmod, s->etag);
+    }
+    if (l <= 0 || l >= REQ_BUF)
+        die("request too long");
+    s->state = ST_HEAD;
+    s->buf_len = 0;
+    sub_write_req(s, l);
+    /* nchan style: nothing confirms a waiting long-poll; it counts as
+     * subscribed once its first request is written (--settle covers the rest) */
+    if (first && opt.cursor == CUR_ETAG)
+        mark_subscribed(s);
+}
+
+static void sub_timer_cb(uv_timer_t *t)
+{
+    sub_send_poll((sub *)t->data);
 }
 
 static void on_connect(uv_connect_t *req, int status)
 {
     sub *s = req->data;
     if (status < 0) {
-        if (limited_log(&C.log_budget))
+        if (limited_log())
             fprintf(stderr, "fanout[%d]: connect: %s\n", C.index, uv_err_name(status));
         sub_close(s, 1);
-        start_more();
-        check_ready();
         return;
     }
     if (uv_is_closing((uv_handle_t *)&s->tcp))
         return;
-    s->state = ST_HEAD;
-    uv_buf_t b = uv_buf_init(C.request, (unsigned)C.request_len);
-    s->write_req.data = s;
-    uv_write(&s->write_req, (uv_stream_t *)&s->tcp, &b, 1, on_request_written);
+    uv_tcp_nodelay(&s->tcp, 1);
     uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_sub_read);
+    if (opt.transport == T_POLL || opt.transport == T_PLAINPOLL) {
+        s->state = ST_IDLE;
+        sub_send_poll(s);
+        return;
+    }
+    char path[300];
+    fmt_path(path, sizeof path, opt.sub_path, s->topic, opt.poll_timeout);
+    int l;
+    if (opt.transport == T_SSE)
+        l = snprintf(s->req, REQ_BUF,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
+                     "Cache-Control: no-cache\r\n\r\n",
+                     path, opt.host, opt.port);
+    else
+        l = snprintf(s->req, REQ_BUF,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n\r\n",
+                     path, opt.host, opt.port, C.ws_key);
+    if (l <= 0 || l >= REQ_BUF)
+        die("request too long");
+    s->state = ST_HEAD;
+    s->buf_len = 0;
+    sub_write_req(s, l);
 }
 
-static void start_one(sub *s, int global_index)
+static void start_one(sub *s, int gi)
 {
+    s->index = gi;
+    s->topic = (uint16_t)(gi % opt.topics);
     s->last_seq = -1;
+    s->ms_pos = 0xff;
+    /* nchan: "everything after the start of time"; the channel is fresh */
+    if (opt.etag_epoch) {
+        strcpy(s->lastmod, "Thu, 01 Jan 1970 00:00:01 GMT");
+        strcpy(s->etag, "0");
+    }
     s->tcp.data = s;
     s->connect_req.data = s;
     C.inflight++;
-    C.open_handles++;
-    s->state = ST_CONNECTING;
     int rc = uv_tcp_init_ex(C.loop, &s->tcp, AF_INET);
     if (rc != 0) {
-        /* out of descriptors, typically: count as failed */
-        C.open_handles--;
         C.inflight--;
         C.settled++;
-        g_stats->failed++;
+        g_me->failed++;
         s->state = ST_CLOSED;
-        if (limited_log(&C.log_budget))
+        if (limited_log())
             fprintf(stderr, "fanout[%d]: socket: %s\n", C.index, uv_err_name(rc));
         return;
     }
+    C.open_handles++;
+    s->state = ST_CONNECTING;
     uv_os_fd_t fd;
     if (uv_fileno((uv_handle_t *)&s->tcp, &fd) == 0) {
         int one = 1;
@@ -770,14 +1025,13 @@ static void start_one(sub *s, int global_index)
     }
     struct sockaddr_in src;
     char ip[32];
-    snprintf(ip, sizeof ip, "127.0.0.%d", 2 + global_index % opt.src_addrs);
+    snprintf(ip, sizeof ip, "127.0.0.%d", 2 + gi % opt.src_addrs);
     uv_ip4_addr(ip, 0, &src);
     rc = uv_tcp_bind(&s->tcp, (const struct sockaddr *)&src, 0);
     if (rc == 0)
-        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server,
-                            on_connect);
+        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server, on_connect);
     if (rc != 0) {
-        if (limited_log(&C.log_budget))
+        if (limited_log())
             fprintf(stderr, "fanout[%d]: bind/connect %s: %s\n", C.index, ip, uv_err_name(rc));
         sub_close(s, 1);
     }
@@ -785,7 +1039,7 @@ static void start_one(sub *s, int global_index)
 
 static void start_more(void)
 {
-    while (!C.ready_sent && C.inflight < opt.concurrency && C.next < C.count) {
+    while (!C.ready_sent && !C.closing && C.inflight < opt.concurrency && C.next < C.count) {
         int i = C.next++;
         start_one(&C.subs[i], C.first + i);
     }
@@ -794,33 +1048,24 @@ static void start_more(void)
 static void on_subscribe_timeout(uv_timer_t *t)
 {
     (void)t;
-    fprintf(stderr, "fanout[%d]: subscribe timeout: %d of %d settled\n", C.index, C.settled,
-            C.count);
-    for (int i = 0; i < C.count; i++) {
-        sub *s = &C.subs[i];
-        if (s->state == ST_CONNECTING || s->state == ST_HEAD)
-            sub_close(s, 1);
-    }
-    g_stats->failed += (uint64_t)(C.count - C.next);
+    fprintf(stderr, "fanout[%d]: subscribe timeout: %d of %d settled\n", C.index, C.settled, C.count);
+    for (int i = 0; i < C.next; i++)
+        if (!C.subs[i].subscribed)
+            sub_close(&C.subs[i], 1);
+    g_me->failed += (uint64_t)(C.count - C.next);
     C.settled += C.count - C.next;
     C.next = C.count;
     check_ready();
 }
 
-static void on_drain_timeout(uv_timer_t *t)
-{
-    (void)t;
-    child_finish();
-}
-
 static void on_close_timeout(uv_timer_t *t)
 {
     (void)t;
-    /* servers that do not answer our close frame: just close */
-    for (int i = 0; i < C.count; i++)
-        if (C.subs[i].state != ST_CLOSED && !uv_is_closing((uv_handle_t *)&C.subs[i].tcp) &&
-            C.subs[i].state != ST_NEW)
-            uv_close((uv_handle_t *)&C.subs[i].tcp, on_sub_closed);
+    for (int i = 0; i < C.count; i++) {
+        sub *s = &C.subs[i];
+        if (s->state != ST_CLOSED && s->state != ST_NEW && !uv_is_closing((uv_handle_t *)&s->tcp))
+            uv_close((uv_handle_t *)&s->tcp, on_sub_closed);
+    }
     uv_stop(C.loop);
 }
 
@@ -828,19 +1073,7 @@ static void on_hard_timeout(uv_timer_t *t)
 {
     (void)t;
     fprintf(stderr, "fanout[%d]: --timeout reached\n", C.index);
-    child_finish();
     child_close_all();
-}
-
-static void child_finish(void)
-{
-    if (C.finishing)
-        return;
-    C.finishing = 1;
-    uv_timer_stop(&C.drain_timer);
-    g_stats->finished = 1;
-    __sync_synchronize();
-    send_byte(C.ready_fd, 'F');
 }
 
 static void child_close_all(void)
@@ -848,20 +1081,22 @@ static void child_close_all(void)
     if (C.closing)
         return;
     C.closing = 1;
-    uv_timer_stop(&C.drain_timer);
     uv_timer_stop(&C.subscribe_timer);
     uv_timer_stop(&C.hard_timer);
     uv_poll_stop(&C.ctl_poll);
     for (int i = 0; i < C.count; i++) {
         sub *s = &C.subs[i];
+        if (s->timer)
+            uv_timer_stop(s->timer);
         if (s->state == ST_NEW || s->state == ST_CLOSED || uv_is_closing((uv_handle_t *)&s->tcp))
             continue;
-        if (opt.mode == MODE_WS && s->state == ST_STREAM) {
+        if (opt.transport == T_WS && s->streaming) {
             ws_send_close(s);
-            s->state = ST_CLOSING; /* wait for the server's close frame or EOF */
+            s->state = ST_CLOSING;
             if (s->close_received)
                 uv_close((uv_handle_t *)&s->tcp, on_sub_closed);
         } else {
+            s->state = ST_CLOSING;
             uv_close((uv_handle_t *)&s->tcp, on_sub_closed);
         }
     }
@@ -879,23 +1114,11 @@ static void on_ctl(uv_poll_t *p, int status, int events)
     ssize_t r = status < 0 ? -1 : read(C.ctl_fd, &c, 1);
     if (r < 0 && errno == EAGAIN)
         return;
-    if (r <= 0) { /* parent gone */
-        child_finish();
+    if (r <= 0 || c == 'X')
         child_close_all();
-        return;
-    }
-    if (c == 'D') {
-        C.publish_done = 1;
-        check_finish();
-        if (!C.finishing)
-            uv_timer_start(&C.drain_timer, on_drain_timeout, (uint64_t)(opt.drain * 1000), 0);
-    } else if (c == 'X') {
-        child_finish();
-        child_close_all();
-    }
 }
 
-static int child_main(int index, int ready_fd, int ctl_fd)
+static void child_main(int index, int ready_fd, int ctl_fd)
 {
     memset(&C, 0, sizeof C);
     C.index = index;
@@ -905,99 +1128,202 @@ static int child_main(int index, int ready_fd, int ctl_fd)
     int per = opt.subs / opt.procs, extra = opt.subs % opt.procs;
     C.first = index * per + (index < extra ? index : extra);
     C.count = per + (index < extra ? 1 : 0);
-    g_stats->assigned = (uint64_t)C.count;
-    g_stats->t_start = uv_hrtime();
+    g_me->assigned = (uint64_t)C.count;
+    g_me->t_start = uv_hrtime();
     srand((unsigned)(getpid() ^ uv_hrtime()));
     C.subs = calloc((size_t)(C.count ? C.count : 1), sizeof(sub));
     if (!C.subs)
         die("out of memory");
     uv_ip4_addr(opt.host, opt.port, &C.server);
-
-    char *path = subst_topic(opt.sub_path);
-    char req[2048];
-    if (opt.mode == MODE_SSE) {
-        snprintf(req, sizeof req,
-                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
-                 "Cache-Control: no-cache\r\n\r\n",
-                 path, opt.host, opt.port);
-    } else {
-        static const char b64[] =
-            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        char key[25];
-        for (int i = 0; i < 21; i++)
-            key[i] = b64[rand() & 63];
-        key[21] = b64[(rand() & 3) << 4]; /* 16 bytes: last char carries 2 bits */
-        key[22] = key[23] = '=';
-        key[24] = 0;
-        snprintf(req, sizeof req,
-                 "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                 "Sec-WebSocket-Version: 13\r\n\r\n",
-                 path, opt.host, opt.port, key);
-    }
-    free(path);
-    C.request = strdup(req);
-    C.request_len = strlen(req);
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 21; i++)
+        C.ws_key[i] = b64[rand() & 63];
+    C.ws_key[21] = b64[(rand() & 3) << 4];
+    C.ws_key[22] = C.ws_key[23] = '=';
 
     C.loop = uv_default_loop();
+    if (opt.transport == T_PLAINPOLL) {
+        uv_timer_t *timers = calloc((size_t)(C.count ? C.count : 1), sizeof(uv_timer_t));
+        if (!timers)
+            die("out of memory");
+        for (int i = 0; i < C.count; i++) {
+            C.subs[i].timer = &timers[i];
+            uv_timer_init(C.loop, &timers[i]);
+            timers[i].data = &C.subs[i];
+        }
+    }
     fcntl(ctl_fd, F_SETFL, fcntl(ctl_fd, F_GETFL) | O_NONBLOCK);
     uv_poll_init(C.loop, &C.ctl_poll, ctl_fd);
     uv_poll_start(&C.ctl_poll, UV_READABLE, on_ctl);
     uv_timer_init(C.loop, &C.subscribe_timer);
-    uv_timer_init(C.loop, &C.drain_timer);
     uv_timer_init(C.loop, &C.hard_timer);
     uv_timer_init(C.loop, &C.close_timer);
-    uv_timer_start(&C.subscribe_timer, on_subscribe_timeout,
-                   (uint64_t)(opt.subscribe_timeout * 1000), 0);
+    uv_timer_start(&C.subscribe_timer, on_subscribe_timeout, (uint64_t)(opt.subscribe_timeout * 1000), 0);
     uv_timer_start(&C.hard_timer, on_hard_timeout, (uint64_t)(opt.timeout * 1000), 0);
     start_more();
     check_ready();
     uv_run(C.loop, UV_RUN_DEFAULT);
-    return 0;
 }
 
 /* ------------------------------------------------------------------------ */
-/* Publisher (in the parent)                                                */
+/* Publisher (in the parent): --pub-conns keep-alive connections, pipelined  */
 
-/* Fixed rate is open loop: message i is sent at t_first + i/R whether or not
- * earlier answers are back (pipelined on the keep-alive connection), so a
- * server that falls behind shows it as latency instead of a slower publisher
- * (no coordinated omission). Each in-flight request has its own buffer. */
-typedef struct pub_slot {
+typedef struct pub_req {
     uv_write_t req;
-    char *buf;
-} pub_slot;
+    struct pub_conn *conn;
+    struct pub_req *next_free;
+} pub_req;
+
+typedef struct pub_conn {
+    uv_tcp_t tcp;
+    uv_connect_t connect_req;
+    int index, connected, dead, reopen;
+    char **slot; /* --pipeline request buffers */
+    int sent, answered; /* counts; slot = sent % pipeline */
+    uv_buf_t *batch;
+    int nbatch;
+    pub_req *reqs, *free_reqs;
+    char rbuf[16384];
+    size_t rlen;
+} pub_conn;
 
 static struct {
     uv_loop_t *loop;
-    uv_tcp_t tcp;
-    uv_connect_t connect_req;
-    uv_timer_t timer, hard_timer;
-    pub_slot *slots;
-    int nslots;
-    size_t req_len;
-    size_t ts_off; /* offset of the 20 timestamp digits in a request */
-    int sent, answered, errors, late, max_outstanding;
-    uint64_t t_first, t_last_answer;
-    uint64_t period_ns;
-    char rbuf[65536];
-    size_t rlen;
-    int failed, stopped;
+    pub_conn conns[MAX_PUB_CONNS];
+    uv_timer_t timer, step_timer;
+    char **heads; /* per topic: "POST ... Content-Length: S\r\n\r\n" */
+    int *head_len;
+    char *body; /* marker placeholder + padding */
+    uint32_t *topic_seq;
+    uint32_t *step_sent; /* per topic, this step */
+    int next_topic;
+    int connected;
+    /* step */
+    int step;
+    double rate;
+    uint64_t t_step0, period_ns;
+    uint64_t step_end_ns;
+    int64_t due_index; /* messages of this step sent so far */
+    int publishing, in_step;
+    uint64_t sent, answered, errors, late, failed;
+    uint64_t bytes_in, bytes_out;
+    uint64_t t_last_answer;
+    int max_outstanding;
 } P;
 
-static void pub_schedule(void);
+static void pub_flush_batches(void);
 
-static void pub_stop(void)
+static void on_pub_written(uv_write_t *req, int status)
 {
-    if (P.stopped)
-        return;
-    P.stopped = 1;
-    uv_timer_stop(&P.timer);
-    uv_timer_stop(&P.hard_timer);
-    if (!uv_is_closing((uv_handle_t *)&P.tcp))
-        uv_close((uv_handle_t *)&P.tcp, NULL);
-    uv_close((uv_handle_t *)&P.timer, NULL);
-    uv_close((uv_handle_t *)&P.hard_timer, NULL);
+    pub_req *r = (pub_req *)req;
+    r->next_free = r->conn->free_reqs;
+    r->conn->free_reqs = r;
+    if (status < 0 && !r->conn->dead) {
+        fprintf(stderr, "fanout: publish write: %s\n", uv_err_name(status));
+        r->conn->dead = 1;
+        P.failed++;
+    }
+}
+
+/* Places one message on connection c (the caller checked there is room). */
+static void pub_place(pub_conn *c, uint64_t now)
+{
+    int t = P.next_topic;
+    P.next_topic = (P.next_topic + 1) % opt.topics;
+    char *b = c->slot[c->sent % opt.pipeline];
+    int hl = P.head_len[t];
+    memcpy(b, P.heads[t], (size_t)hl);
+    memcpy(b + hl, P.body, (size_t)opt.size);
+    char digits[64];
+    snprintf(digits, sizeof digits, "ts=%020" PRIu64 ",seq=%010u,st=%03d,", now, P.topic_seq[t], P.step);
+    memcpy(b + hl, digits, MARKER_LEN);
+    P.topic_seq[t]++;
+    P.step_sent[t]++;
+    c->batch[c->nbatch++] = uv_buf_init(b, (unsigned)(hl + opt.size));
+    c->sent++;
+    P.sent++;
+    P.bytes_out += (uint64_t)(hl + opt.size);
+    int out = c->sent - c->answered;
+    if (out > P.max_outstanding)
+        P.max_outstanding = out;
+}
+
+static void pub_flush_batches(void)
+{
+    for (int i = 0; i < opt.pub_conns; i++) {
+        pub_conn *c = &P.conns[i];
+        if (!c->nbatch)
+            continue;
+        pub_req *r = c->free_reqs;
+        if (!r)
+            die("publisher: no free write request (bug)");
+        c->free_reqs = r->next_free;
+        if (uv_write(&r->req, (uv_stream_t *)&c->tcp, c->batch, (unsigned)c->nbatch, on_pub_written) != 0) {
+            c->dead = 1;
+            P.failed++;
+            r->next_free = c->free_reqs;
+            c->free_reqs = r;
+        }
+        c->nbatch = 0;
+    }
+}
+
+/* Topic t always goes over connection t % --pub-conns, so that one topic's
+ * messages reach the server in seq order (per-topic reordering is then the
+ * server's). Returns it if it has room in its pipeline. */
+static pub_conn *pub_pick(void)
+{
+    pub_conn *c = &P.conns[P.next_topic % opt.pub_conns];
+    if (!c->connected || c->dead || c->sent - c->answered >= opt.pipeline)
+        return NULL;
+    return c;
+}
+
+static void on_pub_timer(uv_timer_t *t);
+
+/* Sends what is due; arms the timer for the next one. */
+static void pub_schedule(void)
+{
+    uint64_t now = uv_hrtime();
+    if (!P.publishing) {
+        /* nothing more to send this step */
+    } else if (now >= P.step_end_ns) {
+        P.publishing = 0;
+        uv_timer_stop(&P.timer);
+    } else if (P.period_ns == 0) {
+        pub_conn *c;
+        while ((c = pub_pick()))
+            pub_place(c, now);
+    } else {
+        for (;;) {
+            uint64_t due = P.t_step0 + (uint64_t)P.due_index * P.period_ns;
+            if (due > now || due >= P.step_end_ns)
+                break;
+            pub_conn *c = pub_pick();
+            if (!c)
+                break; /* every pipeline full: resumes on the next answer */
+            if (now > due + 2000000) /* more than 2 ms behind schedule */
+                P.late++;
+            pub_place(c, now);
+            P.due_index++;
+        }
+        uint64_t next = P.t_step0 + (uint64_t)P.due_index * P.period_ns;
+        if (next >= P.step_end_ns) {
+            P.publishing = 0;
+            uv_timer_stop(&P.timer);
+        } else if (next > now) {
+            uv_timer_start(&P.timer, on_pub_timer, (next - now + 999999) / 1000000, 0);
+        }
+    }
+    pub_flush_batches();
+    if (!P.publishing) {
+        uint64_t out = 0;
+        for (int i = 0; i < opt.pub_conns; i++)
+            if (!P.conns[i].dead && P.conns[i].connected)
+                out += (uint64_t)(P.conns[i].sent - P.conns[i].answered);
+        if (out == 0 && P.in_step)
+            uv_stop(P.loop);
+    }
 }
 
 static void on_pub_timer(uv_timer_t *t)
@@ -1006,72 +1332,18 @@ static void on_pub_timer(uv_timer_t *t)
     pub_schedule();
 }
 
-static void on_pub_written(uv_write_t *req, int status)
+static void on_step_timer(uv_timer_t *t)
 {
-    (void)req;
-    if (status < 0 && !P.stopped) {
-        fprintf(stderr, "fanout: publish write: %s\n", uv_err_name(status));
-        P.failed = 1;
-        pub_stop();
-    }
+    (void)t;
+    fprintf(stderr, "fanout: step %d: publish answers still missing after the step's time limit\n", P.step);
+    P.failed++;
+    for (int i = 0; i < opt.pub_conns; i++)
+        P.conns[i].dead = 1;
+    uv_stop(P.loop);
 }
 
-static void pub_send(void)
-{
-    pub_slot *slot = &P.slots[P.sent % P.nslots];
-    uint64_t now = uv_hrtime();
-    char digits[48];
-    snprintf(digits, sizeof digits, "%020" PRIu64 ",seq=%010d", now, P.sent);
-    memcpy(slot->buf + P.ts_off, digits, 20 + 5 + 10);
-    if (P.sent == 0)
-        P.t_first = now;
-    P.sent++;
-    if (P.sent - P.answered > P.max_outstanding)
-        P.max_outstanding = P.sent - P.answered;
-    uv_buf_t b = uv_buf_init(slot->buf, (unsigned)P.req_len);
-    if (uv_write(&slot->req, (uv_stream_t *)&P.tcp, &b, 1, on_pub_written) != 0) {
-        fprintf(stderr, "fanout: publish write failed\n");
-        P.failed = 1;
-        pub_stop();
-    }
-}
-
-/* Sends what is due: closed loop, the next message once the last is answered;
- * fixed rate, every message whose time has come, then arms the timer. */
-static void pub_schedule(void)
-{
-    if (P.stopped)
-        return;
-    if (P.sent >= opt.messages) {
-        if (P.answered >= opt.messages)
-            pub_stop();
-        return;
-    }
-    if (P.period_ns == 0) {
-        if (P.sent == P.answered)
-            pub_send();
-        return;
-    }
-    while (P.sent < opt.messages && !P.stopped) {
-        if (P.sent - P.answered >= P.nslots)
-            return; /* every buffer in flight: resumes on the next answer */
-        uint64_t now = uv_hrtime();
-        uint64_t due = P.sent == 0 ? now : P.t_first + (uint64_t)P.sent * P.period_ns;
-        if (due > now + 200000) { /* more than 0.2 ms ahead */
-            uv_update_time(P.loop);
-            uv_timer_start(&P.timer, on_pub_timer, (due - now) / 1000000, 0);
-            return;
-        }
-        if (now > due + P.period_ns / 2)
-            P.late++;
-        pub_send();
-    }
-}
-
-/* Parses answers: status line, Content-Length, body skipped. */
-/* Parses one complete answer at the start of P.rbuf; returns its length, 0 if
- * incomplete, -1 on a fatal error. */
-static long pub_parse_answer(char *b, size_t len)
+/* One complete answer at the start of b? Returns its length, 0 if incomplete, -1 fatal. */
+static long pub_parse_answer(char *b, size_t len, size_t cap)
 {
     char *e = memmem(b, len, "\r\n\r\n", 4);
     if (!e)
@@ -1084,157 +1356,216 @@ static long pub_parse_answer(char *b, size_t len)
     char *cl = strcasestr(b, "\ncontent-length:");
     if (cl)
         body = (size_t)strtoul(cl + 16, NULL, 10);
-    if (strcasestr(b, "\ntransfer-encoding: chunked")) {
+    int chunked = strcasestr(b, "\ntransfer-encoding: chunked") != NULL;
+    b[head - 1] = save;
+    if (chunked) {
         fprintf(stderr, "fanout: chunked publish answers are not supported\n");
         return -1;
     }
-    if (head + body > sizeof P.rbuf) {
+    if (head + body > cap) {
         fprintf(stderr, "fanout: publish answer too long\n");
         return -1;
     }
-    if (len < head + body) {
-        b[head - 1] = save;
+    if (len < head + body)
         return 0;
-    }
     if (status < 200 || status > 299) {
         if (P.errors < 5) {
-            char line[128];
             size_t l = strcspn(b, "\r");
-            snprintf(line, sizeof line, "%.*s", (int)(l < 100 ? l : 100), b);
-            fprintf(stderr, "fanout: publish answered \"%s\"\n", line);
+            fprintf(stderr, "fanout: publish answered \"%.*s\"\n", (int)(l < 100 ? l : 100), b);
         }
         P.errors++;
     }
-    b[head - 1] = save;
     return (long)(head + body);
+}
+
+static void on_pub_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)suggested;
+    pub_conn *c = h->data;
+    buf->base = c->rbuf + c->rlen;
+    buf->len = sizeof c->rbuf - c->rlen;
 }
 
 static void on_pub_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    (void)stream;
+    (void)buf;
+    pub_conn *c = stream->data;
     if (nread < 0) {
-        if (!P.stopped)
-            fprintf(stderr, "fanout: publisher connection: %s after %d answers\n",
-                    uv_err_name((int)nread), P.answered);
-        P.failed = 1;
-        pub_stop();
+        uv_read_stop(stream);
+        if (c->sent == c->answered && nread == UV_EOF && !c->dead) {
+            /* the server closed an idle keep-alive connection: reopen it at the next step */
+            c->connected = 0;
+            c->dead = 1;
+            c->reopen = 1;
+            uv_close((uv_handle_t *)&c->tcp, NULL);
+        } else {
+            if (!c->dead)
+                fprintf(stderr, "fanout: publisher connection %d: %s\n", c->index, uv_err_name((int)nread));
+            c->dead = 1;
+            P.failed++;
+        }
+        pub_schedule();
         return;
     }
-    const char *in = buf->base;
-    size_t left = (size_t)nread;
-    while (left && !P.stopped) {
-        size_t room = sizeof P.rbuf - P.rlen;
-        size_t take = left < room ? left : room;
-        memcpy(P.rbuf + P.rlen, in, take);
-        P.rlen += take;
-        in += take;
-        left -= take;
-        size_t off = 0;
-        for (;;) {
-            long n = pub_parse_answer(P.rbuf + off, P.rlen - off);
-            if (n < 0) {
-                P.failed = 1;
-                pub_stop();
-                return;
-            }
-            if (n == 0)
-                break;
-            off += (size_t)n;
-            P.answered++;
-            P.t_last_answer = uv_hrtime();
-            pub_schedule();
-            if (P.stopped)
-                return;
+    P.bytes_in += (uint64_t)nread;
+    c->rlen += (size_t)nread;
+    size_t off = 0;
+    for (;;) {
+        long n = pub_parse_answer(c->rbuf + off, c->rlen - off, sizeof c->rbuf);
+        if (n < 0) {
+            c->dead = 1;
+            P.failed++;
+            uv_read_stop(stream);
+            break;
         }
-        memmove(P.rbuf, P.rbuf + off, P.rlen - off);
-        P.rlen -= off;
-        if (take == room && P.rlen == sizeof P.rbuf) {
-            fprintf(stderr, "fanout: publish answer too long\n");
-            P.failed = 1;
-            pub_stop();
-            return;
-        }
+        if (n == 0)
+            break;
+        off += (size_t)n;
+        c->answered++;
+        P.answered++;
     }
+    memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+    c->rlen -= off;
+    P.t_last_answer = uv_hrtime();
+    pub_schedule();
 }
 
 static void on_pub_connect(uv_connect_t *req, int status)
 {
-    (void)req;
+    pub_conn *c = req->data;
     if (status < 0) {
         fprintf(stderr, "fanout: publisher connect: %s\n", uv_err_name(status));
-        P.failed = 1;
-        pub_stop();
-        return;
+        c->dead = 1;
+        P.failed++;
+    } else {
+        c->connected = 1;
+        c->dead = 0;
+        c->reopen = 0;
+        c->rlen = 0;
+        uv_tcp_nodelay(&c->tcp, 1);
+        uv_read_start((uv_stream_t *)&c->tcp, on_pub_alloc, on_pub_read);
     }
-    uv_tcp_nodelay(&P.tcp, 1);
-    uv_read_start((uv_stream_t *)&P.tcp, on_alloc, on_pub_read);
-    pub_schedule();
+    if (++P.connected == opt.pub_conns)
+        uv_stop(P.loop);
 }
 
-static void on_pub_hard_timeout(uv_timer_t *t)
+static void pub_connect(pub_conn *c)
 {
-    (void)t;
-    fprintf(stderr, "fanout: publishing hit --timeout after %d of %d\n", P.answered, opt.messages);
-    P.failed = 1;
-    pub_stop();
+    struct sockaddr_in addr;
+    uv_ip4_addr(opt.host, opt.port, &addr);
+    uv_tcp_init(P.loop, &c->tcp);
+    c->tcp.data = c;
+    c->connect_req.data = c;
+    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&addr, on_pub_connect);
+    if (rc != 0) {
+        fprintf(stderr, "fanout: publisher connect: %s\n", uv_err_name(rc));
+        c->dead = 1;
+        P.failed++;
+        P.connected++;
+    }
 }
 
-static void run_publisher(double timeout_s)
+static void pub_init(void)
 {
     memset(&P, 0, sizeof P);
     P.loop = uv_default_loop();
-    P.period_ns = opt.rate > 0 ? (uint64_t)(1e9 / opt.rate) : 0;
-    P.nslots = P.period_ns == 0 ? 1 : opt.messages < 4096 ? opt.messages : 4096;
-    char *path = subst_topic(opt.pub_path);
-    char head[1024];
-    int hl = snprintf(head, sizeof head,
-                      "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: text/plain\r\n"
-                      "Content-Length: %d\r\n\r\n",
-                      path, opt.host, opt.port, opt.size);
-    free(path);
-    P.req_len = (size_t)hl + (size_t)opt.size;
-    P.ts_off = (size_t)hl + 3;
-    P.slots = calloc((size_t)P.nslots, sizeof *P.slots);
-    char *bufs = malloc(P.req_len * (size_t)P.nslots);
-    if (!P.slots || !bufs)
+    P.heads = calloc((size_t)opt.topics, sizeof *P.heads);
+    P.head_len = calloc((size_t)opt.topics, sizeof *P.head_len);
+    P.topic_seq = calloc((size_t)opt.topics, sizeof *P.topic_seq);
+    P.step_sent = calloc((size_t)opt.topics, sizeof *P.step_sent);
+    P.body = malloc((size_t)opt.size);
+    if (!P.heads || !P.head_len || !P.topic_seq || !P.step_sent || !P.body)
         die("out of memory");
-    for (int i = 0; i < P.nslots; i++) {
-        char *r = P.slots[i].buf = bufs + (size_t)i * P.req_len;
-        memcpy(r, head, (size_t)hl);
-        memset(r + hl, 'x', (size_t)opt.size);
-        memcpy(r + hl, "ts=00000000000000000000,seq=0000000000,", 39);
+    memset(P.body, 'x', (size_t)opt.size);
+    int maxhl = 0;
+    for (int t = 0; t < opt.topics; t++) {
+        char path[300], head[600];
+        if (fmt_path(path, sizeof path, opt.pub_path, t, 0) < 0)
+            die("publish path too long");
+        int hl = snprintf(head, sizeof head,
+                          "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: text/plain\r\n"
+                          "Content-Length: %d\r\n\r\n",
+                          path, opt.host, opt.port, opt.size);
+        P.heads[t] = strdup(head);
+        P.head_len[t] = hl;
+        if (hl > maxhl)
+            maxhl = hl;
     }
-
-    uv_tcp_init(P.loop, &P.tcp);
     uv_timer_init(P.loop, &P.timer);
-    uv_timer_init(P.loop, &P.hard_timer);
-    uv_timer_start(&P.hard_timer, on_pub_hard_timeout, (uint64_t)(timeout_s * 1000), 0);
-    struct sockaddr_in addr;
-    uv_ip4_addr(opt.host, opt.port, &addr);
-    uv_tcp_connect(&P.connect_req, &P.tcp, (const struct sockaddr *)&addr, on_pub_connect);
+    uv_timer_init(P.loop, &P.step_timer);
+    for (int i = 0; i < opt.pub_conns; i++) {
+        pub_conn *c = &P.conns[i];
+        c->index = i;
+        c->slot = calloc((size_t)opt.pipeline, sizeof *c->slot);
+        c->batch = calloc((size_t)opt.pipeline, sizeof *c->batch);
+        c->reqs = calloc((size_t)opt.pipeline, sizeof *c->reqs);
+        if (!c->slot || !c->batch || !c->reqs)
+            die("out of memory");
+        for (int k = 0; k < opt.pipeline; k++) {
+            c->slot[k] = malloc((size_t)(maxhl + opt.size));
+            if (!c->slot[k])
+                die("out of memory");
+            c->reqs[k].conn = c;
+            c->reqs[k].next_free = c->free_reqs;
+            c->free_reqs = &c->reqs[k];
+        }
+        pub_connect(c);
+    }
+    uv_timer_start(&P.step_timer, on_step_timer, 10000, 0);
     uv_run(P.loop, UV_RUN_DEFAULT);
+    uv_timer_stop(&P.step_timer);
+}
+
+/* Publishes one step; returns when every answer is back (or the limit). */
+static void pub_run_step(int step, double rate, double seconds)
+{
+    int reopen = 0;
+    for (int i = 0; i < opt.pub_conns; i++)
+        if (P.conns[i].reopen) {
+            P.conns[i].reopen = 0;
+            reopen++;
+        }
+    if (reopen) {
+        P.connected = opt.pub_conns - reopen;
+        for (int i = 0; i < opt.pub_conns; i++)
+            if (!P.conns[i].connected && P.conns[i].dead && !P.failed)
+                pub_connect(&P.conns[i]);
+        uv_run(P.loop, UV_RUN_DEFAULT);
+    }
+    P.step = step;
+    P.rate = rate;
+    P.period_ns = rate > 0 ? (uint64_t)(1e9 / rate) : 0;
+    P.due_index = 0;
+    memset(P.step_sent, 0, sizeof *P.step_sent * (size_t)opt.topics);
+    uv_update_time(P.loop);
+    P.t_step0 = uv_hrtime();
+    P.step_end_ns = P.t_step0 + (uint64_t)(seconds * 1e9);
+    P.publishing = 1;
+    P.in_step = 1;
+    uv_timer_start(&P.step_timer, on_step_timer, (uint64_t)(seconds * 1000) + 15000, 0);
+    pub_schedule();
+    if (P.publishing || P.sent != P.answered)
+        uv_run(P.loop, UV_RUN_DEFAULT);
+    P.publishing = 0;
+    P.in_step = 0;
+    uv_timer_stop(&P.timer);
+    uv_timer_stop(&P.step_timer);
 }
 
 /* ------------------------------------------------------------------------ */
-/* Parent: fork, coordinate, merge, report                                  */
+/* Parent: fork, coordinate, report                                          */
 
-static double now_s(void)
-{
-    return (double)uv_hrtime() / 1e9;
-}
+static pid_t g_pids[MAX_PROCS];
 
-/* Waits until every child wrote byte `want` on its ready pipe, or deadline. */
-static int wait_children(int *fds, char want, int *got, double deadline)
+static int wait_children(int *fds, char want, double deadline)
 {
-    int n = opt.procs, have = 0;
-    for (int i = 0; i < n; i++)
-        have += got[i];
+    int got[MAX_PROCS] = {0}, have = 0, n = opt.procs;
     while (have < n) {
         double left = deadline - now_s();
         if (left <= 0)
             return -1;
-        struct pollfd pfd[256];
-        int idx[256], m = 0;
+        struct pollfd pfd[MAX_PROCS];
+        int idx[MAX_PROCS], m = 0;
         for (int i = 0; i < n; i++)
             if (!got[i]) {
                 pfd[m].fd = fds[i];
@@ -1249,13 +1580,9 @@ static int wait_children(int *fds, char want, int *got, double deadline)
                 continue;
             char c;
             ssize_t k = read(pfd[j].fd, &c, 1);
-            if (k <= 0) {
-                fprintf(stderr, "fanout: subscriber process %d exited early\n", idx[j]);
-                got[idx[j]] = 1;
-                have++;
-                continue;
-            }
-            if (c == want) {
+            if (k <= 0 || c == want) {
+                if (k <= 0)
+                    fprintf(stderr, "fanout: subscriber process %d exited early\n", idx[j]);
                 got[idx[j]] = 1;
                 have++;
             }
@@ -1264,310 +1591,423 @@ static int wait_children(int *fds, char want, int *got, double deadline)
     return 0;
 }
 
+typedef struct counters {
+    double t, server_cpu, client_cpu;
+    double proc_cpu[MAX_PROCS + 1];
+    uint64_t sub_in, sub_out, sub_req, pub_in, pub_out, pub_req;
+} counters;
+
+static void snapshot(counters *k)
+{
+    memset(k, 0, sizeof *k);
+    k->t = now_s();
+    read_proc_cpu(opt.server_pid, &k->server_cpu);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    k->proc_cpu[0] = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                     (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    k->client_cpu = k->proc_cpu[0];
+    for (int i = 0; i < opt.procs; i++) {
+        if (g_pids[i] > 0)
+            read_proc_cpu(g_pids[i], &k->proc_cpu[i + 1]);
+        k->client_cpu += k->proc_cpu[i + 1];
+        k->sub_in += g_shared[i].bytes_in;
+        k->sub_out += g_shared[i].bytes_out;
+        k->sub_req += g_shared[i].requests;
+    }
+    k->pub_in = P.bytes_in;
+    k->pub_out = P.bytes_out;
+    k->pub_req = P.sent;
+}
+
+static uint64_t step_expected(void)
+{
+    uint64_t e = 0;
+    for (int t = 0; t < opt.topics; t++) {
+        uint64_t subs = 0;
+        for (int i = 0; i < opt.procs; i++)
+            subs += g_shared[i].topic_subs[t];
+        e += subs * P.step_sent[t];
+    }
+    return e;
+}
+
+static uint64_t step_unique(int step)
+{
+    uint64_t u = 0;
+    for (int i = 0; i < opt.procs; i++) {
+        volatile step_stats *x = &g_shared[i].st[step];
+        u += x->received - x->dup;
+    }
+    return u;
+}
+
+static void json_str(const char *k, const char *v)
+{
+    printf("\"%s\":\"", k);
+    for (const char *p = v; *p; p++)
+        if (*p == '"' || *p == '\\')
+            printf("\\%c", *p);
+        else if ((unsigned char)*p >= 0x20)
+            putchar(*p);
+    printf("\",");
+}
+
+static void print_common(const char *phase)
+{
+    printf("{\"phase\":\"%s\",", phase);
+    json_str("label", opt.label);
+    json_str("server", opt.server);
+    json_str("transport", transport_names[opt.transport]);
+    printf("\"subscribers\":%d,\"topics\":%d,\"size\":%d,\"procs\":%d,\"pub_conns\":%d,\"pipeline\":%d,",
+           opt.subs, opt.topics, opt.size, opt.procs, opt.pub_conns, opt.pipeline);
+}
+
 static void usage(void)
 {
     fprintf(stderr,
-            "usage: fanout --mode sse|ws --port P [options]\n"
-            "  --host ADDR           server address, 127.0.0.0/8 only (127.0.0.1)\n"
-            "  --topic T             topic / channel id (bench)\n"
-            "  --sub-path PATH       subscribe path, {topic} replaced\n"
-            "                        (sse: /events?topic={topic}, ws: /ws?topic={topic})\n"
-            "  --pub-path PATH       publish path, POST, {topic} replaced (/topics/{topic})\n"
-            "  --subs N              subscriber connections in all (100)\n"
-            "  --procs K             subscriber processes, N/K connections each (1)\n"
-            "  --src-addrs A         spread over source addresses 127.0.0.2 .. 127.0.0.(1+A) (8)\n"
-            "  --messages M          messages to publish (100)\n"
-            "  --size S              bytes of data per message, >= 40 (256)\n"
-            "  --rate R              messages per second; 0 = next as soon as answered (0)\n"
-            "  --concurrency C       handshakes in flight per process (64)\n"
-            "  --subscribe-timeout s (60)   --drain s (5)   --timeout s (180)\n"
-            "  --server-pid PID      report this process's CPU time and peak RSS\n"
-            "  --label TEXT          copied into the JSON report\n");
+            "usage: fanout --transport sse|ws|poll|plainpoll --port P [options]\n"
+            "  --host ADDR          server address, 127.0.0.0/8 only (127.0.0.1)\n"
+            "  --topic PREFIX       topic t is PREFIX-t (bench)\n"
+            "  --topics T           topics; subscriber i listens to topic i %% T (1)\n"
+            "  --subs N             subscribers in all, 0 allowed (100)\n"
+            "  --procs K            subscriber processes (1); at most 19,000 subscribers each\n"
+            "  --src-addrs A        source addresses 127.0.0.2 .. 127.0.0.(1+A) (8)\n"
+            "  --sub-path PATH      subscribe path; {topic}, {timeout} replaced. Defaults (herald):\n"
+            "                       sse /events?topic={topic}, ws /ws?topic={topic},\n"
+            "                       poll|plainpoll /poll?topic={topic}&timeout={timeout}\n"
+            "  --cursor json|etag   poll cursor: json \"cursor\" sent as &PARAM= (herald), or\n"
+            "                       Last-Modified/Etag sent as If-Modified-Since/If-None-Match (nchan)\n"
+            "  --cursor-param NAME  query parameter for json cursors (since)\n"
+            "  --poll-timeout S     long-poll {timeout} (30)   --poll-interval S  plainpoll period (1)\n"
+            "  --pub-path PATH      publish path, POST, {topic} replaced (/topics/{topic})\n"
+            "  --pub-conns K        publisher connections (4)   --pipeline D  requests in flight each (16)\n"
+            "  --rates R1,R2,...    messages/s per step (all topics together); 0 = as fast as the\n"
+            "                       pipeline allows; empty = connect only (idle memory)\n"
+            "  --step-seconds S     publishing time per step (5)\n"
+            "  --size B             bytes of data per message, >= 48 (256)\n"
+            "  --stop-on-fail       stop stepping after a step with loss or p99 > --max-p99-ms (100)\n"
+            "  --strict             exit 1 if any step lost, duplicated or reordered a message\n"
+            "  --concurrency C      handshakes in flight per process (64)\n"
+            "  --settle S (1)  --drain S (5)  --subscribe-timeout S (60)  --timeout S (600)\n"
+            "  --server-pid PID     measure this process's CPU and RSS   --server NAME  --label TEXT\n"
+            "Output: one JSON line for the connect phase, then one per step, on stdout.\n");
     exit(2);
+}
+
+static void parse_rates(const char *s)
+{
+    opt.nsteps = 0;
+    while (*s) {
+        if (opt.nsteps >= MAX_STEPS)
+            die("at most %d rate steps", MAX_STEPS);
+        char *e;
+        opt.rates[opt.nsteps++] = strtod(s, &e);
+        if (e == s)
+            die("bad --rates");
+        s = *e == ',' ? e + 1 : e;
+    }
 }
 
 int main(int argc, char **argv)
 {
     static struct option lo[] = {
-        {"mode", 1, 0, 'm'},        {"host", 1, 0, 'H'},
-        {"port", 1, 0, 'p'},        {"topic", 1, 0, 't'},
-        {"sub-path", 1, 0, 'S'},    {"pub-path", 1, 0, 'P'},
-        {"subs", 1, 0, 'n'},        {"procs", 1, 0, 'k'},
-        {"src-addrs", 1, 0, 'a'},   {"messages", 1, 0, 'M'},
-        {"size", 1, 0, 's'},        {"rate", 1, 0, 'r'},
-        {"concurrency", 1, 0, 'c'}, {"subscribe-timeout", 1, 0, 'T'},
-        {"drain", 1, 0, 'd'},       {"timeout", 1, 0, 'x'},
-        {"server-pid", 1, 0, 'i'},  {"label", 1, 0, 'l'},
-        {"help", 0, 0, 'h'},        {0, 0, 0, 0},
+        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},          {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},          {"topic", 1, 0, 't'},         {"topics", 1, 0, 'N'},
+        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},      {"cursor", 1, 0, 'C'},
+        {"cursor-param", 1, 0, 'Q'},  {"subs", 1, 0, 'n'},          {"procs", 1, 0, 'k'},
+        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},          {"rates", 1, 0, 'r'},
+        {"step-seconds", 1, 0, 'D'},  {"pub-conns", 1, 0, 'K'},     {"pipeline", 1, 0, 'L'},
+        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'},  {"concurrency", 1, 0, 'c'},
+        {"settle", 1, 0, 'e'},        {"drain", 1, 0, 'd'},         {"subscribe-timeout", 1, 0, 'T'},
+        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},    {"stop-on-fail", 0, 0, 'F'},
+        {"strict", 0, 0, 'Z'},        {"server-pid", 1, 0, 'i'},    {"server", 1, 0, 'V'},
+        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},         {"help", 0, 0, 'h'},          {0, 0, 0, 0},
     };
+    const char *rates = "100";
     int c;
     while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (c) {
-        case 'm':
-            if (strcmp(optarg, "sse") == 0)
-                opt.mode = MODE_SSE;
-            else if (strcmp(optarg, "ws") == 0)
-                opt.mode = MODE_WS;
+        case 'm': {
+            int found = -1;
+            for (int i = 0; i < 4; i++)
+                if (strcmp(optarg, transport_names[i]) == 0)
+                    found = i;
+            if (found < 0)
+                usage();
+            opt.transport = found;
+            break;
+        }
+        case 'H': opt.host = optarg; break;
+        case 'p': opt.port = atoi(optarg); break;
+        case 't': opt.topic = optarg; break;
+        case 'N': opt.topics = atoi(optarg); break;
+        case 'S': opt.sub_path = optarg; break;
+        case 'P': opt.pub_path = optarg; break;
+        case 'C':
+            if (strcmp(optarg, "json") == 0)
+                opt.cursor = CUR_JSON;
+            else if (strcmp(optarg, "etag") == 0)
+                opt.cursor = CUR_ETAG;
             else
                 usage();
             break;
-        case 'H':
-            opt.host = optarg;
-            break;
-        case 'p':
-            opt.port = atoi(optarg);
-            break;
-        case 't':
-            opt.topic = optarg;
-            break;
-        case 'S':
-            opt.sub_path = optarg;
-            break;
-        case 'P':
-            opt.pub_path = optarg;
-            break;
-        case 'n':
-            opt.subs = atoi(optarg);
-            break;
-        case 'k':
-            opt.procs = atoi(optarg);
-            break;
-        case 'a':
-            opt.src_addrs = atoi(optarg);
-            break;
-        case 'M':
-            opt.messages = atoi(optarg);
-            break;
-        case 's':
-            opt.size = atoi(optarg);
-            break;
-        case 'r':
-            opt.rate = atof(optarg);
-            break;
-        case 'c':
-            opt.concurrency = atoi(optarg);
-            break;
-        case 'T':
-            opt.subscribe_timeout = atof(optarg);
-            break;
-        case 'd':
-            opt.drain = atof(optarg);
-            break;
-        case 'x':
-            opt.timeout = atof(optarg);
-            break;
-        case 'i':
-            opt.server_pid = atoi(optarg);
-            break;
-        case 'l':
-            opt.label = optarg;
-            break;
-        default:
-            usage();
+        case 'Q': opt.cursor_param = optarg; break;
+        case 'n': opt.subs = atoi(optarg); break;
+        case 'k': opt.procs = atoi(optarg); break;
+        case 'a': opt.src_addrs = atoi(optarg); break;
+        case 's': opt.size = atoi(optarg); break;
+        case 'r': rates = optarg; break;
+        case 'D': opt.step_seconds = atof(optarg); break;
+        case 'K': opt.pub_conns = atoi(optarg); break;
+        case 'L': opt.pipeline = atoi(optarg); break;
+        case 'I': opt.poll_interval = atof(optarg); break;
+        case 'O': opt.poll_timeout = atoi(optarg); break;
+        case 'c': opt.concurrency = atoi(optarg); break;
+        case 'e': opt.settle = atof(optarg); break;
+        case 'd': opt.drain = atof(optarg); break;
+        case 'T': opt.subscribe_timeout = atof(optarg); break;
+        case 'x': opt.timeout = atof(optarg); break;
+        case 'Y': opt.max_p99_ms = atof(optarg); break;
+        case 'F': opt.stop_on_fail = 1; break;
+        case 'Z': opt.strict = 1; break;
+        case 'i': opt.server_pid = atoi(optarg); break;
+        case 'V': opt.server = optarg; break;
+        case 'l': opt.label = optarg; break;
+        case 'E': opt.etag_epoch = 1; break;
+        default: usage();
         }
     }
+    parse_rates(rates);
     if (!opt.sub_path)
-        opt.sub_path = opt.mode == MODE_SSE ? "/events?topic={topic}" : "/ws?topic={topic}";
+        opt.sub_path = opt.transport == T_SSE  ? "/events?topic={topic}"
+                       : opt.transport == T_WS ? "/ws?topic={topic}"
+                                               : "/poll?topic={topic}&timeout={timeout}";
     if (strncmp(opt.host, "127.", 4) != 0)
         die("--host must be a loopback address (127.0.0.0/8)");
-    if (opt.subs < 1 || opt.procs < 1 || opt.procs > 256 || opt.procs > opt.subs)
-        die("need 1 <= --procs <= min(--subs, 256)");
+    if (opt.subs < 0 || opt.procs < 1 || opt.procs > MAX_PROCS || (opt.subs > 0 && opt.procs > opt.subs))
+        die("need 1 <= --procs <= min(--subs, %d)", MAX_PROCS);
+    if (opt.subs == 0)
+        opt.procs = 1;
     if (opt.subs / opt.procs + 1 > 19000)
         die("too many subscribers per process: raise --procs (20,000 descriptors per process)");
+    if (opt.topics < 1 || opt.topics > MAX_TOPICS)
+        die("--topics must be 1..%d", MAX_TOPICS);
     if (opt.src_addrs < 1 || opt.src_addrs > 250)
         die("--src-addrs must be 1..250");
-    if (opt.size < 40 || opt.size > 1 << 20)
-        die("--size must be 40..1048576 (the marker takes 39 bytes)");
-    if (opt.messages < 1 || opt.concurrency < 1 || opt.rate < 0)
-        die("bad --messages, --concurrency or --rate");
+    if (opt.size < MARKER_LEN + 2 || opt.size > 1 << 20)
+        die("--size must be %d..1048576", MARKER_LEN + 2);
+    if (opt.pub_conns < 1 || opt.pub_conns > MAX_PUB_CONNS || opt.pipeline < 1 || opt.pipeline > 4096)
+        die("bad --pub-conns or --pipeline");
+    if (opt.concurrency < 1 || opt.poll_interval <= 0 || opt.step_seconds <= 0)
+        die("bad --concurrency, --poll-interval or --step-seconds");
     signal(SIGPIPE, SIG_IGN);
+    setvbuf(stdout, NULL, _IOLBF, 0);
 
-    proc_stats *all = mmap(NULL, sizeof(proc_stats) * (size_t)opt.procs, PROT_READ | PROT_WRITE,
-                           MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (all == MAP_FAILED)
+    g_shared = mmap(NULL, sizeof(proc_shared) * (size_t)opt.procs, PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_shared == MAP_FAILED)
         die("mmap: %s", strerror(errno));
-    memset(all, 0, sizeof(proc_stats) * (size_t)opt.procs);
 
     double t0 = now_s();
     double deadline = t0 + opt.timeout;
-    double cpu0 = 0, cpu1 = 0, cpu2 = 0;
-    int have_cpu = read_server_cpu(opt.server_pid, &cpu0) == 0;
+    long rss_before = read_vm_kb(opt.server_pid, "VmRSS");
+    counters k0, k1, k2;
+    snapshot(&k0);
 
-    int ready_fd[256], ctl_fd[256];
-    pid_t pids[256];
-    for (int i = 0; i < opt.procs; i++) {
-        int rp[2], cp[2];
-        if (pipe(rp) != 0 || pipe(cp) != 0)
-            die("pipe: %s", strerror(errno));
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid < 0)
-            die("fork: %s", strerror(errno));
-        if (pid == 0) {
-            close(rp[0]);
-            close(cp[1]);
-            for (int j = 0; j < i; j++) {
-                close(ready_fd[j]);
-                close(ctl_fd[j]);
+    int ready_fd[MAX_PROCS], ctl_fd[MAX_PROCS];
+    if (opt.subs > 0) {
+        for (int i = 0; i < opt.procs; i++) {
+            int rp[2], cp[2];
+            if (pipe(rp) != 0 || pipe(cp) != 0)
+                die("pipe: %s", strerror(errno));
+            fflush(NULL);
+            pid_t pid = fork();
+            if (pid < 0)
+                die("fork: %s", strerror(errno));
+            if (pid == 0) {
+                close(rp[0]);
+                close(cp[1]);
+                for (int j = 0; j < i; j++) {
+                    close(ready_fd[j]);
+                    close(ctl_fd[j]);
+                }
+                g_me = &g_shared[i];
+                child_main(i, rp[1], cp[0]);
+                _exit(0);
             }
-            g_stats = &all[i];
-            child_main(i, rp[1], cp[0]);
-            _exit(0);
+            close(rp[1]);
+            close(cp[0]);
+            ready_fd[i] = rp[0];
+            ctl_fd[i] = cp[1];
+            g_pids[i] = pid;
         }
-        close(rp[1]);
-        close(cp[0]);
-        ready_fd[i] = rp[0];
-        ctl_fd[i] = cp[1];
-        pids[i] = pid;
+        if (wait_children(ready_fd, 'R', t0 + opt.subscribe_timeout + 10) != 0)
+            fprintf(stderr, "fanout: subscriber processes not ready in time; going on\n");
+    }
+    double t_subscribed = now_s();
+    snapshot(&k1);
+    uint64_t subscribed = 0, failed = 0, bad_status = 0;
+    for (int i = 0; i < opt.procs && opt.subs > 0; i++) {
+        subscribed += g_shared[i].subscribed;
+        failed += g_shared[i].failed;
+        bad_status += g_shared[i].bad_status;
+    }
+    double connect_s = t_subscribed - t0;
+    fprintf(stderr, "fanout: %" PRIu64 "/%d %s subscribers in %.2f s\n", subscribed, opt.subs,
+            transport_names[opt.transport], connect_s);
+    /* settle (and let the server's memory settle) before measuring RSS */
+    if (opt.settle > 0)
+        usleep((useconds_t)(opt.settle * 1e6));
+    long rss_after = read_vm_kb(opt.server_pid, "VmRSS");
+    print_common("connect");
+    printf("\"subscribed\":%" PRIu64 ",\"subscribe_failed\":%" PRIu64 ",\"bad_status\":%" PRIu64
+           ",\"connect_s\":%.3f,\"connect_per_s\":%.0f,\"server_cpu_s\":%.3f,\"sub_bytes_in\":%" PRIu64
+           ",\"sub_bytes_out\":%" PRIu64 ",\"server_rss_before_kb\":%ld,\"server_rss_after_kb\":%ld,"
+           "\"server_rss_per_sub_bytes\":%.0f}\n",
+           subscribed, failed, bad_status, connect_s, connect_s > 0 ? (double)subscribed / connect_s : 0,
+           k1.server_cpu - k0.server_cpu, k1.sub_in - k0.sub_in, k1.sub_out - k0.sub_out, rss_before,
+           rss_after,
+           subscribed && rss_before > 0 && rss_after > 0
+               ? (double)(rss_after - rss_before) * 1024.0 / (double)subscribed
+               : 0.0);
+
+    int rc = (failed || bad_status || subscribed < (uint64_t)opt.subs) ? 3 : 0;
+    if (opt.nsteps > 0 && now_s() < deadline) {
+        pub_init();
+        if (P.failed)
+            rc = 3;
+        for (int step = 0; step < opt.nsteps && !P.failed && now_s() < deadline; step++) {
+            double rate = opt.rates[step];
+            uint64_t errors0 = P.errors, late0 = P.late, sent0 = P.sent;
+            uint64_t disc0 = 0;
+            for (int i = 0; i < opt.procs && opt.subs > 0; i++)
+                disc0 += g_shared[i].disconnects;
+            snapshot(&k1);
+            uint64_t t_step0 = uv_hrtime();
+            pub_run_step(step, rate, opt.step_seconds);
+            uint64_t t_pub_end = P.t_last_answer;
+            uint64_t sent = P.sent - sent0;
+            uint64_t expected = step_expected();
+            double drain_deadline = now_s() + opt.drain;
+            while (opt.subs > 0 && step_unique(step) < expected && now_s() < drain_deadline)
+                usleep(20000);
+            snapshot(&k2);
+            /* merge */
+            static uint64_t hist[HIST_N];
+            memset(hist, 0, sizeof hist);
+            uint64_t recv = 0, dup = 0, reorder = 0, lmax = 0, lsum = 0, tlast = 0, disc = 0;
+            for (int i = 0; i < opt.procs && opt.subs > 0; i++) {
+                step_stats *x = &g_shared[i].st[step];
+                for (int b = 0; b < HIST_N; b++)
+                    hist[b] += x->hist[b];
+                recv += x->received;
+                dup += x->dup;
+                reorder += x->reorder;
+                lsum += x->lat_sum;
+                if (x->lat_max > lmax)
+                    lmax = x->lat_max;
+                if (x->t_last > tlast)
+                    tlast = x->t_last;
+                disc += g_shared[i].disconnects;
+            }
+            disc -= disc0;
+            double pct[3] = {0.50, 0.90, 0.99}, pv[3] = {0};
+            for (int q = 0; q < 3; q++) {
+                uint64_t rank = (uint64_t)((double)recv * pct[q] + 0.999999), cum = 0;
+                if (!rank)
+                    continue;
+                for (int b = 0; b < HIST_N; b++) {
+                    cum += hist[b];
+                    if (cum >= rank) {
+                        uint64_t v = hist_value(b);
+                        pv[q] = (double)(v < lmax ? v : lmax) / 1e6;
+                        break;
+                    }
+                }
+            }
+            uint64_t unique = recv - dup;
+            int64_t lost = (int64_t)expected - (int64_t)unique;
+            double pub_s = t_pub_end > t_step0 ? (double)(t_pub_end - t_step0) / 1e9 : 0;
+            double dlv_s = tlast > t_step0 ? (double)(tlast - t_step0) / 1e9 : 0;
+            double wall = k2.t - k1.t;
+            double scpu = k2.server_cpu - k1.server_cpu;
+            double ccpu = k2.client_cpu - k1.client_cpu, cmax = 0;
+            for (int i = 0; i <= opt.procs; i++)
+                if (k2.proc_cpu[i] - k1.proc_cpu[i] > cmax)
+                    cmax = k2.proc_cpu[i] - k1.proc_cpu[i];
+            uint64_t sin = k2.sub_in - k1.sub_in, sout = k2.sub_out - k1.sub_out, sreq = k2.sub_req - k1.sub_req;
+            uint64_t pin = k2.pub_in - k1.pub_in, pout = k2.pub_out - k1.pub_out;
+            double per = unique ? 1.0 / (double)unique : 0;
+            int clean = lost <= 0 && dup == 0 && reorder == 0 && P.errors == errors0 && !P.failed;
+            int ok = clean && pv[2] <= opt.max_p99_ms;
+            print_common("step");
+            printf("\"step\":%d,\"rate\":%g,\"step_seconds\":%g,\"published\":%" PRIu64 ",\"publish_errors\":%" PRIu64
+                   ",\"publish_late\":%" PRIu64 ",\"publish_per_s\":%.1f,\"publish_max_outstanding\":%d,"
+                   "\"deliveries_expected\":%" PRIu64 ",\"deliveries_received\":%" PRIu64 ",\"lost\":%" PRId64
+                   ",\"duplicates\":%" PRIu64 ",\"reordered\":%" PRIu64 ",\"disconnects\":%" PRIu64
+                   ",\"deliveries_per_s\":%.0f,"
+                   "\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f},"
+                   "\"server_cpu_s\":%.3f,\"server_cpu_us_per_delivery\":%.3f,\"server_cpu_us_per_publish\":%.3f,"
+                   "\"server_rss_kb\":%ld,\"server_hwm_kb\":%ld,"
+                   "\"sub_bytes_in\":%" PRIu64 ",\"sub_bytes_out\":%" PRIu64 ",\"sub_requests\":%" PRIu64
+                   ",\"pub_bytes_in\":%" PRIu64 ",\"pub_bytes_out\":%" PRIu64 ","
+                   "\"per_delivery\":{\"sub_bytes_in\":%.1f,\"sub_bytes_out\":%.1f,\"pub_bytes_in\":%.2f,"
+                   "\"pub_bytes_out\":%.2f,\"wire_bytes\":%.1f,\"sub_requests\":%.4f,\"requests\":%.4f},"
+                   "\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%.3f,"
+                   "\"wall_s\":%.3f,\"clean\":%s,\"ok\":%s}\n",
+                   step, rate, opt.step_seconds, sent, P.errors - errors0, P.late - late0,
+                   pub_s > 0 ? (double)sent / pub_s : 0, P.max_outstanding, expected, recv, lost, dup, reorder,
+                   disc, dlv_s > 0 ? (double)unique / dlv_s : 0, pv[0], pv[1], pv[2], (double)lmax / 1e6,
+                   recv ? (double)lsum / (double)recv / 1e6 : 0, scpu, unique ? scpu * 1e6 / (double)unique : 0,
+                   sent ? scpu * 1e6 / (double)sent : 0, read_vm_kb(opt.server_pid, "VmRSS"),
+                   read_vm_kb(opt.server_pid, "VmHWM"), sin, sout, sreq, pin, pout, (double)sin * per,
+                   (double)sout * per, (double)pin * per, (double)pout * per,
+                   (double)(sin + sout + pin + pout) * per, (double)sreq * per, (double)(sreq + sent) * per,
+                   ccpu, wall > 0 ? ccpu / wall : 0, wall > 0 ? cmax / wall : 0, wall, clean ? "true" : "false",
+                   ok ? "true" : "false");
+            P.max_outstanding = 0;
+            if (!clean && opt.strict)
+                rc = rc ? rc : 1;
+            if (P.failed)
+                rc = 3;
+            if (!ok && opt.stop_on_fail)
+                break;
+        }
     }
 
-    int got[256] = {0};
-    if (wait_children(ready_fd, 'R', got, t0 + opt.subscribe_timeout + 10) != 0)
-        fprintf(stderr, "fanout: subscriber processes not ready in time; publishing anyway\n");
-    double t_subscribed = now_s();
-    if (have_cpu)
-        read_server_cpu(opt.server_pid, &cpu1);
-    uint64_t subscribed = 0;
-    for (int i = 0; i < opt.procs; i++)
-        subscribed += all[i].subscribed;
-    fprintf(stderr, "fanout: %" PRIu64 "/%d subscribed in %.2f s; publishing %d x %d B at %s\n",
-            subscribed, opt.subs, t_subscribed - t0, opt.messages, opt.size,
-            opt.rate > 0 ? "fixed rate" : "closed loop");
-
-    double pub_timeout = deadline - now_s() - opt.drain - 5;
-    if (pub_timeout < 1)
-        pub_timeout = 1;
-    run_publisher(pub_timeout);
-    double t_published = now_s();
-
-    for (int i = 0; i < opt.procs; i++)
-        send_byte(ctl_fd[i], 'D');
-    memset(got, 0, sizeof got);
-    wait_children(ready_fd, 'F', got, now_s() + opt.drain + 10);
-    if (have_cpu)
-        read_server_cpu(opt.server_pid, &cpu2);
-    long hwm = read_vm_kb(opt.server_pid, "VmHWM");
-    long rss = read_vm_kb(opt.server_pid, "VmRSS");
-
     /* let the subscribers close, then reap them (bounded) */
-    for (int i = 0; i < opt.procs; i++)
+    for (int i = 0; i < opt.procs && opt.subs > 0; i++)
         send_byte(ctl_fd[i], 'X');
     double reap_deadline = now_s() + 10;
-    int alive = opt.procs;
+    int alive = opt.subs > 0 ? opt.procs : 0;
     while (alive > 0) {
         alive = 0;
         for (int i = 0; i < opt.procs; i++) {
-            if (pids[i] <= 0)
+            if (g_pids[i] <= 0)
                 continue;
             int st;
-            pid_t r = waitpid(pids[i], &st, WNOHANG);
-            if (r == pids[i]) {
-                if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0))
-                    fprintf(stderr, "fanout: subscriber process %d ended abnormally (status %d)\n",
-                            i, st);
-                pids[i] = 0;
+            pid_t r = waitpid(g_pids[i], &st, WNOHANG);
+            if (r == g_pids[i]) {
+                if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
+                    fprintf(stderr, "fanout: subscriber process %d ended abnormally (status %d)\n", i, st);
+                    rc = 3;
+                }
+                g_pids[i] = 0;
             } else {
                 alive++;
             }
         }
         if (alive && now_s() > reap_deadline) {
             for (int i = 0; i < opt.procs; i++)
-                if (pids[i] > 0) {
+                if (g_pids[i] > 0) {
                     fprintf(stderr, "fanout: killing stuck subscriber process %d\n", i);
-                    kill(pids[i], SIGKILL);
+                    kill(g_pids[i], SIGKILL);
                 }
             reap_deadline = now_s() + 5;
         }
         if (alive)
             usleep(10000);
     }
-    double t_end = now_s();
-
-    /* merge */
-    proc_stats *tot = calloc(1, sizeof *tot);
-    for (int i = 0; i < opt.procs; i++) {
-        proc_stats *s = &all[i];
-        for (int b = 0; b < HIST_N; b++)
-            tot->hist[b] += s->hist[b];
-        tot->lat_count += s->lat_count;
-        tot->lat_sum += s->lat_sum;
-        if (s->lat_max > tot->lat_max)
-            tot->lat_max = s->lat_max;
-        tot->subscribed += s->subscribed;
-        tot->failed += s->failed;
-        tot->disconnects += s->disconnects;
-        tot->disconnects_before_done += s->disconnects_before_done;
-        tot->received += s->received;
-        tot->out_of_order += s->out_of_order;
-        tot->other_messages += s->other_messages;
-        tot->bad_status += s->bad_status;
-        tot->complete += s->complete;
-        if (s->t_first_delivery &&
-            (!tot->t_first_delivery || s->t_first_delivery < tot->t_first_delivery))
-            tot->t_first_delivery = s->t_first_delivery;
-        if (s->t_last_delivery > tot->t_last_delivery)
-            tot->t_last_delivery = s->t_last_delivery;
-    }
-    double pct[4] = {0.50, 0.90, 0.99, 0.999};
-    double pv[4] = {0};
-    for (int k = 0; k < 4; k++) {
-        uint64_t rank = (uint64_t)((double)tot->lat_count * pct[k] + 0.999999);
-        if (rank == 0)
-            continue;
-        uint64_t cum = 0;
-        for (int b = 0; b < HIST_N; b++) {
-            cum += tot->hist[b];
-            if (cum >= rank) {
-                uint64_t v = hist_value(b);
-                pv[k] = (double)(v < tot->lat_max ? v : tot->lat_max) / 1e6;
-                break;
-            }
-        }
-    }
-    uint64_t expected = (uint64_t)opt.subs * (uint64_t)opt.messages;
-    double elapsed = tot->t_last_delivery > P.t_first && P.t_first
-                         ? (double)(tot->t_last_delivery - P.t_first) / 1e9
-                         : 0;
-    struct rusage ru_self, ru_kids;
-    getrusage(RUSAGE_SELF, &ru_self);
-    getrusage(RUSAGE_CHILDREN, &ru_kids);
-    double client_cpu = (double)(ru_self.ru_utime.tv_sec + ru_self.ru_stime.tv_sec +
-                                 ru_kids.ru_utime.tv_sec + ru_kids.ru_stime.tv_sec) +
-                        (double)(ru_self.ru_utime.tv_usec + ru_self.ru_stime.tv_usec +
-                                 ru_kids.ru_utime.tv_usec + ru_kids.ru_stime.tv_usec) /
-                            1e6;
-
-    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"subscribers\":%d,\"procs\":%d,"
-           "\"messages\":%d,\"size\":%d,\"rate\":%g,\n",
-           opt.label, opt.mode == MODE_SSE ? "sse" : "ws", opt.subs, opt.procs, opt.messages,
-           opt.size, opt.rate);
-    printf(" \"subscribed\":%" PRIu64 ",\"subscribe_failed\":%" PRIu64 ",\"bad_status\":%" PRIu64
-           ",\"subscribe_s\":%.3f,\n",
-           tot->subscribed, tot->failed, tot->bad_status, t_subscribed - t0);
-    printf(" \"published\":%d,\"publish_errors\":%d,\"publish_late\":%d,"
-           "\"publish_max_outstanding\":%d,\"publish_failed\":%s,\"publish_s\":%.3f,\n",
-           P.answered, P.errors, P.late, P.max_outstanding, P.failed ? "true" : "false",
-           P.t_first ? (double)(P.t_last_answer - P.t_first) / 1e9 : 0.0);
-    printf(" \"deliveries_expected\":%" PRIu64 ",\"deliveries_received\":%" PRIu64
-           ",\"deliveries_lost\":%" PRId64 ",\"out_of_order_or_duplicate\":%" PRIu64
-           ",\"other_messages\":%" PRIu64 ",\"subscribers_complete\":%" PRIu64
-           ",\"disconnects\":%" PRIu64 ",\"disconnects_before_done\":%" PRIu64 ",\n",
-           expected, tot->received,
-           (int64_t)expected - (int64_t)(tot->received - tot->out_of_order), tot->out_of_order,
-           tot->other_messages, tot->complete, tot->disconnects, tot->disconnects_before_done);
-    printf(" \"elapsed_s\":%.3f,\"deliveries_per_s\":%.0f,\n", elapsed,
-           elapsed > 0 ? (double)tot->received / elapsed : 0.0);
-    printf(" \"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f,"
-           "\"mean\":%.3f},\n",
-           pv[0], pv[1], pv[2], pv[3], (double)tot->lat_max / 1e6,
-           tot->lat_count ? (double)tot->lat_sum / (double)tot->lat_count / 1e6 : 0.0);
-    if (have_cpu)
-        printf(" \"server_cpu_s\":{\"subscribe\":%.2f,\"publish\":%.2f},\"server_vmhwm_kb\":%ld,"
-               "\"server_vmrss_kb\":%ld,\n",
-               cpu1 - cpu0, cpu2 - cpu1, hwm, rss);
-    printf(" \"client_cpu_s\":%.2f,\"wall_s\":%.3f,\"published_in_s\":%.3f}\n", client_cpu,
-           t_end - t0, t_published - t_subscribed);
-    fflush(stdout);
-    int ok = tot->received - tot->out_of_order == expected && !P.failed && P.errors == 0;
-    return ok ? 0 : 1;
+    return rc;
 }
