@@ -520,6 +520,13 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
     int rc = count_head_bytes(conn, len);
     if (rc != 0)
         return rc;
+    /*
+     * RFC 9112 §5.1: no whitespace between a field name and its colon, which
+     * llhttp 8.1 lets through; proxies disagree on such names (smuggling).
+     */
+    if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
+        return reject(conn, 400, "bad_request",
+                      "Malformed HTTP request: whitespace in a header name.");
     hd_strbuf *headers = &conn->request.headers;
     hd_strbuf_reserve(headers, len);
     for (size_t i = 0; i < len; i++)

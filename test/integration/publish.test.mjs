@@ -396,6 +396,18 @@ describe('bad input: a clear error for that client, nobody else disturbed', () =
     ['a bad chunk size', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n'],
     ['Content-Length with Transfer-Encoding', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n'],
     ['an unknown HTTP version', 'GET /healthz HTTP/7.3\r\nHost: t\r\n\r\n'],
+    // Request-smuggling shapes (RFC 9112 §6.3, §5.1), each a 400 and a close.
+    ['two differing Content-Lengths', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'],
+    ['a repeated Content-Length', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc'],
+    ['a Content-Length list', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3, 3\r\n\r\nabc'],
+    ['a bare CR ending the request line', 'GET /healthz HTTP/1.1\rHost: t\r\n\r\n'],
+    ['a bare CR inside the headers', 'GET /healthz HTTP/1.1\r\nHost: t\rX: y\r\n\r\n'],
+    ['a NUL byte in a header value', 'GET /healthz HTTP/1.1\r\nHost: t\r\nX: a\u0000b\r\n\r\n'],
+    ['a NUL byte in a header name', 'GET /healthz HTTP/1.1\r\nHost: t\r\nX\u0000: ab\r\n\r\n'],
+    ['whitespace before a header colon', 'GET /healthz HTTP/1.1\r\nHost : t\r\n\r\n'],
+    ['a Transfer-Encoding that is not chunked last', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked, gzip\r\n\r\n3\r\nabc\r\n0\r\n\r\n'],
+    ['a chunk size that overflows', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n'],
+    ['LF-only chunk lines', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\n0\n\n'],
     ['binary garbage', Buffer.from(Array.from({ length: 256 }, (_, i) => (i * 37 + 11) & 0xff))],
   ]) {
     test(`malformed HTTP (${name}) → 400 bad_request, then closed`, async () => {
