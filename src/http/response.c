@@ -62,7 +62,7 @@ static bool origin_listed(const hd_strings *origins, const char *origin, size_t 
 void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
 {
     size_t origin_len;
-    const char *origin = hd_request_header(&conn->request, "origin", &origin_len);
+    const char *origin = hd_request_header(conn->request, "origin", &origin_len);
     if (origin == NULL)
         return;
     const hd_strings *allowed = &hd_conn_config(conn)->cors.allow_origins;
@@ -82,7 +82,7 @@ bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const ch
                              const char *extra_headers, size_t body_len, int flags)
 {
     bool close =
-        (flags & HD_RESPONSE_CLOSE) || !conn->request.keep_alive || hd_conn_server_draining(conn);
+        (flags & HD_RESPONSE_CLOSE) || !conn->request->keep_alive || hd_conn_server_draining(conn);
     hd_strbuf_printf(out, "HTTP/1.1 %d %s\r\n", status, hd_status_reason(status));
     if (content_type != NULL)
         hd_strbuf_printf(out, "Content-Type: %s\r\n", content_type);
@@ -104,7 +104,7 @@ void hd_response_send(hd_conn *conn, int status, const char *content_type,
     hd_strbuf_reserve(&out, 256 + body_len);
     bool close =
         hd_response_append_head(&out, conn, status, content_type, extra_headers, body_len, flags);
-    if (conn->request.method != HTTP_HEAD)
+    if (conn->request->method != HTTP_HEAD)
         hd_strbuf_append(&out, body, body_len);
     hd_conn_send_owned(conn, hd_strbuf_finish(&out));
     if (close)

@@ -91,6 +91,16 @@ static void wait_for_request(hd_conn *conn)
     wait_in(conn, &conn->server->header_wait);
 }
 
+static void free_reader(hd_conn *conn)
+{
+    if (conn->reader == NULL)
+        return;
+    hd_request_free(conn->request);
+    free(conn->reader);
+    conn->reader = NULL;
+    conn->request = NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Write path                                                               */
 
@@ -186,6 +196,7 @@ int hd_conn_send(hd_conn *conn, hd_buf *buf)
 static void conn_on_shutdown(uv_shutdown_t *req, int status)
 {
     hd_conn *conn = req->data;
+    free(req);
     if (status < 0)
         hd_conn_close(conn);
 }
@@ -201,8 +212,10 @@ static void start_lingering(hd_conn *conn)
             return;
         }
     }
-    conn->shutdown_req.data = conn;
-    if (uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, conn_on_shutdown) != 0) {
+    uv_shutdown_t *req = hd_alloc(sizeof(*req));
+    req->data = conn;
+    if (uv_shutdown(req, (uv_stream_t *)&conn->tcp, conn_on_shutdown) != 0) {
+        free(req);
         hd_conn_close(conn);
         return;
     }
@@ -251,6 +264,8 @@ static void conn_on_written(hd_conn *conn)
 static void conn_on_write(uv_write_t *req, int status)
 {
     hd_conn *conn = req->data;
+    free(req);
+    conn->write_req = NULL;
     if (status == 0)
         count_written(conn);
     release_in_flight(conn);
@@ -298,9 +313,12 @@ void hd_conn_flush(hd_conn *conn)
     }
     bufs[first].base += done;
     bufs[first].len -= done;
-    conn->write_req.data = conn;
-    if (uv_write(&conn->write_req, (uv_stream_t *)&conn->tcp, bufs + first,
+    conn->write_req = hd_alloc(sizeof(*conn->write_req));
+    conn->write_req->data = conn;
+    if (uv_write(conn->write_req, (uv_stream_t *)&conn->tcp, bufs + first,
                  (unsigned)(count - first), conn_on_write) != 0) {
+        free(conn->write_req);
+        conn->write_req = NULL;
         release_in_flight(conn);
         hd_conn_close(conn);
     }
@@ -341,7 +359,7 @@ static void conn_on_closed(uv_handle_t *handle)
     while (conn->queue_count > 0)
         hd_buf_release(queue_pop(conn));
     free(conn->queue);
-    hd_request_free(&conn->request);
+    free_reader(conn);
     hd_strbuf_free(&conn->held_input);
     hd_list_unlink(&conn->server_node);
     hd_metric_add(&server->connection_count, (uint64_t)-1);
@@ -384,9 +402,7 @@ void hd_conn_finish_close(hd_conn *conn)
 
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session)
 {
-    /* A stream reads no more requests: give back the request's buffers for its long life. */
-    hd_request_free(&conn->request);
-    hd_request_init(&conn->request);
+    /* A stream reads no more requests: the parser and request go once the parser returns. */
     conn->state = HD_CONN_STREAMING;
     conn->stream_ops = ops;
     conn->stream_session = session;
@@ -426,7 +442,7 @@ void hd_conn_end_wait(hd_conn *conn)
     hd_list_unlink(&conn->wake_node);
     forget_session(conn);
     conn->state = HD_CONN_READING;
-    llhttp_resume(&conn->parser);
+    llhttp_resume(&conn->reader->parser);
     wait_for_request(conn);
     /* Parsed in the server's pass, so that the answer the caller queues next goes first. */
     if (conn->held_input.len > 0 || conn->reading_paused)
@@ -455,7 +471,7 @@ void hd_conn_on_header_timeout(hd_conn *conn)
         return;
     }
     hd_list_unlink(&conn->timeout_node);
-    conn->request.keep_alive = false;
+    conn->request->keep_alive = false;
     hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
     hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
                       "The request headers did not arrive within %u s.",
@@ -480,7 +496,7 @@ static hd_conn *parser_conn(llhttp_t *parser)
 
 static int reject(hd_conn *conn, int status, const char *code, const char *message)
 {
-    conn->request.keep_alive = false;
+    conn->request->keep_alive = false;
     hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
     hd_response_error(conn, status, code, HD_RESPONSE_CLOSE, "%s", message);
     return HPE_USER;
@@ -489,8 +505,8 @@ static int reject(hd_conn *conn, int status, const char *code, const char *messa
 /* Counts bytes of the request head against limits.max_header_bytes. */
 static int count_head_bytes(hd_conn *conn, size_t len)
 {
-    conn->request.header_bytes += len;
-    if (conn->request.header_bytes > hd_conn_config(conn)->limits.max_header_bytes)
+    conn->request->header_bytes += len;
+    if (conn->request->header_bytes > hd_conn_config(conn)->limits.max_header_bytes)
         return reject(conn, 431, "headers_too_large",
                       "The request head is larger than limits.max_header_bytes.");
     return 0;
@@ -499,7 +515,7 @@ static int count_head_bytes(hd_conn *conn, size_t len)
 static int on_message_begin(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
-    hd_request_reset(&conn->request);
+    hd_request_reset(conn->request);
     conn->request_started = true;
     return 0;
 }
@@ -507,10 +523,10 @@ static int on_message_begin(llhttp_t *parser)
 static int on_url(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
-    if (conn->request.target.len + len > hd_conn_config(conn)->limits.max_header_bytes / 2)
+    if (conn->request->target.len + len > hd_conn_config(conn)->limits.max_header_bytes / 2)
         return reject(conn, 414, "uri_too_long",
                       "The request target is longer than limits.max_header_bytes / 2.");
-    hd_strbuf_append(&conn->request.target, at, len);
+    hd_strbuf_append(&conn->request->target, at, len);
     return count_head_bytes(conn, len);
 }
 
@@ -527,7 +543,7 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
     if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
         return reject(conn, 400, "bad_request",
                       "Malformed HTTP request: whitespace in a header name.");
-    hd_strbuf *headers = &conn->request.headers;
+    hd_strbuf *headers = &conn->request->headers;
     hd_strbuf_reserve(headers, len);
     for (size_t i = 0; i < len; i++)
         headers->data[headers->len++] = (char)tolower((unsigned char)at[i]);
@@ -537,8 +553,8 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
-    hd_strbuf_append(&conn->request.headers, "", 1);
-    if (++conn->request.header_count > hd_conn_config(conn)->limits.max_headers)
+    hd_strbuf_append(&conn->request->headers, "", 1);
+    if (++conn->request->header_count > hd_conn_config(conn)->limits.max_headers)
         return reject(conn, 431, "headers_too_large",
                       "The request has more headers than limits.max_headers.");
     return 0;
@@ -550,21 +566,21 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len)
     int rc = count_head_bytes(conn, len);
     if (rc != 0)
         return rc;
-    hd_strbuf_append(&conn->request.headers, at, len);
+    hd_strbuf_append(&conn->request->headers, at, len);
     return 0;
 }
 
 static int on_header_value_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
-    hd_strbuf_append(&conn->request.headers, "", 1);
+    hd_strbuf_append(&conn->request->headers, "", 1);
     return 0;
 }
 
 static int on_headers_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
-    hd_request *req = &conn->request;
+    hd_request *req = conn->request;
     /* The body gets its own header_timeout_s, renewed as it arrives. */
     wait_for_request(conn);
     req->method = parser->method;
@@ -592,14 +608,14 @@ static int on_headers_complete(llhttp_t *parser)
 static int on_body(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
-    if (conn->request.body.len + len > conn->body_limit) {
+    if (conn->request->body.len + len > conn->body_limit) {
         hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body exceeds the limit of %llu bytes.",
                           (unsigned long long)conn->body_limit);
         return HPE_USER;
     }
-    hd_strbuf_append(&conn->request.body, at, len);
+    hd_strbuf_append(&conn->request->body, at, len);
     wait_for_request(conn);
     return 0;
 }
@@ -632,19 +648,21 @@ void hd_conn_init_http_settings(llhttp_settings_t *settings)
 
 static void parse_input(hd_conn *conn, const char *data, size_t len)
 {
-    llhttp_errno_t err = llhttp_execute(&conn->parser, data, len);
+    llhttp_errno_t err = llhttp_execute(&conn->reader->parser, data, len);
+    const char *rest = err == HPE_PAUSED ? llhttp_get_error_pos(&conn->reader->parser) : NULL;
+    size_t rest_len = rest != NULL && rest < data + len ? (size_t)(data + len - rest) : 0;
+    /* A stream that started inside the parser's callbacks needs it no more, now it returned. */
+    if (conn->state == HD_CONN_STREAMING)
+        free_reader(conn);
     if (err == HPE_PAUSED && conn->state == HD_CONN_WAITING) {
-        const char *rest = llhttp_get_error_pos(&conn->parser);
-        if (rest != NULL && rest < data + len)
-            hold_input(conn, rest, (size_t)(data + len - rest));
+        if (rest_len > 0)
+            hold_input(conn, rest, rest_len);
         return;
     }
     if (err == HPE_PAUSED && conn->stream_ops != NULL && conn->stream_ops->on_data != NULL) {
         /* A WebSocket client may send frames right behind its handshake. */
-        const char *rest = llhttp_get_error_pos(&conn->parser);
-        if (rest != NULL && rest < data + len)
-            conn->stream_ops->on_data(conn, conn->stream_session, rest,
-                                      (size_t)(data + len - rest));
+        if (rest_len > 0)
+            conn->stream_ops->on_data(conn, conn->stream_session, rest, rest_len);
         return;
     }
     /* A callback that answered (413, 414, 431) has already ended the connection. */
@@ -655,10 +673,10 @@ static void parse_input(hd_conn *conn, const char *data, size_t len)
         hd_conn_close_after_flush(conn);
         return;
     }
-    conn->request.keep_alive = false;
+    conn->request->keep_alive = false;
     hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
     hd_response_error(conn, 400, "bad_request", HD_RESPONSE_CLOSE, "Malformed HTTP request: %s.",
-                      llhttp_get_error_reason(&conn->parser));
+                      llhttp_get_error_reason(&conn->reader->parser));
 }
 
 void hd_conn_resume_input(hd_conn *conn)
@@ -756,9 +774,11 @@ hd_conn *hd_conn_new(hd_server *server)
     hd_list_init(&conn->detach_node);
     hd_list_init(&conn->wake_node);
     hd_strbuf_init(&conn->held_input);
-    hd_request_init(&conn->request);
-    llhttp_init(&conn->parser, HTTP_REQUEST, &server->http_settings);
-    conn->parser.data = conn;
+    conn->reader = hd_alloc(sizeof(*conn->reader));
+    conn->request = &conn->reader->request;
+    hd_request_init(conn->request);
+    llhttp_init(&conn->reader->parser, HTTP_REQUEST, &server->http_settings);
+    conn->reader->parser.data = conn;
     uv_tcp_init(server->loop, &conn->tcp);
     hd_list_insert_tail(&server->connections, &conn->server_node);
     hd_metric_add(&server->connection_count, 1);

@@ -72,6 +72,18 @@ typedef struct hd_stream_ops {
 
 #define HD_CONN_WRITE_BATCH 64
 
+/* What a connection needs only while it reads requests; freed when a stream takes over. */
+typedef struct hd_conn_reader {
+    llhttp_t parser;
+    hd_request request;
+} hd_conn_reader;
+
+/*
+ * Kept small: an idle subscriber is one of these, its session and its
+ * subscriptions. Whatever only some connections need some of the time (the
+ * request parser, a write request for a partial write, a shutdown request)
+ * is allocated when needed.
+ */
 struct hd_conn {
     uv_tcp_t tcp; /* first, so the handle pointer is the connection */
     hd_server *server;
@@ -84,8 +96,8 @@ struct hd_conn {
     hd_list wake_node;    /* in server->wake_list (WAITING) or resume_list (held input) */
     uint64_t timeout_since_ms;
 
-    llhttp_t parser;
-    hd_request request;
+    hd_conn_reader *reader; /* NULL once a stream took over */
+    hd_request *request;    /* &reader->request, NULL with it */
     bool request_started;
     uint64_t body_limit;  /* for the request being read */
     hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
@@ -100,16 +112,15 @@ struct hd_conn {
     size_t queue_count; /* in flight plus waiting */
     size_t queue_cap;
     uint64_t queued_bytes; /* queued plus in flight */
-    uv_write_t write_req;
+    uv_write_t *write_req; /* only while the socket did not take a write at once */
     size_t in_flight_count;
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */
-    uv_shutdown_t shutdown_req;
 
     const hd_stream_ops *stream_ops; /* NULL once the stream is detached */
     void *stream_session;
 
-    char peer[64];
+    char peer[56]; /* "[IPv6 address]:port" at most */
     hd_ip ip;
     bool ip_counted; /* counted in server->ip_counts */
 };

@@ -317,7 +317,7 @@ static int parse_poll_options(hd_conn *conn, poll_request *request)
     hd_query_iter it;
     hd_query_param param;
     const char *error = NULL;
-    hd_query_iter_init(&it, &conn->request);
+    hd_query_iter_init(&it, conn->request);
     while (error == NULL && hd_query_next(&it, &param)) {
         uint64_t value;
         if (strcmp(param.key, "timeout") == 0) {

@@ -50,7 +50,7 @@ static const char *find_event(hd_conn *conn, char *storage, size_t *len)
     hd_query_iter it;
     hd_query_param param;
     const char *event = NULL;
-    hd_query_iter_init(&it, &conn->request);
+    hd_query_iter_init(&it, conn->request);
     while (hd_query_next(&it, &param)) {
         if (strcmp(param.key, "event") == 0) {
             /* Longer names are invalid anyway; keep enough to fail validation. */
@@ -62,7 +62,7 @@ static const char *find_event(hd_conn *conn, char *storage, size_t *len)
     }
     hd_query_iter_free(&it);
     if (event == NULL)
-        event = hd_request_header(&conn->request, "x-event", len);
+        event = hd_request_header(conn->request, "x-event", len);
     return event;
 }
 
@@ -79,7 +79,7 @@ void hd_publish_handle_topic(hd_conn *conn)
         answer_hub_status(conn, HD_HUB_BAD_EVENT, "");
         return;
     }
-    const hd_strbuf *body = &conn->request.body;
+    const hd_strbuf *body = &conn->request->body;
     const char *data = body->data ? body->data : "";
     if (!hd_utf8_valid(data, body->len)) {
         hd_response_error(conn, 415, "unsupported_media_type", 0,
@@ -116,7 +116,7 @@ typedef struct batch_item {
 static bool is_json_content_type(const hd_conn *conn)
 {
     size_t len;
-    const char *type = hd_request_header(&conn->request, "content-type", &len);
+    const char *type = hd_request_header(conn->request, "content-type", &len);
     static const char json[] = "application/json";
     size_t json_len = sizeof(json) - 1;
     return type != NULL && len >= json_len && strncasecmp(type, json, json_len) == 0 &&
@@ -219,7 +219,7 @@ void hd_publish_handle_batch(hd_conn *conn)
                           "POST /publish takes Content-Type: application/json.");
         return;
     }
-    const hd_strbuf *body = &conn->request.body;
+    const hd_strbuf *body = &conn->request->body;
     const char *text = body->data ? body->data : "";
     if (hd_json_text_has_nul(text, body->len)) {
         hd_response_error(conn, 400, "invalid_json", 0, "JSON strings must not contain U+0000.");

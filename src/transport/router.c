@@ -28,13 +28,13 @@ static bool path_is_topic(const hd_request *req)
 static bool is_echo_path(const hd_conn *conn)
 {
     const char *echo_path = hd_conn_config(conn)->websocket.echo_path;
-    return echo_path != NULL && echo_path[0] != '\0' && path_is(&conn->request, echo_path);
+    return echo_path != NULL && echo_path[0] != '\0' && path_is(conn->request, echo_path);
 }
 
 uint64_t hd_router_body_limit(const hd_conn *conn)
 {
     const hd_config *config = hd_conn_config(conn);
-    if (path_is(&conn->request, "/publish"))
+    if (path_is(conn->request, "/publish"))
         return config->limits.max_request_bytes;
     return config->limits.max_message_bytes;
 }
@@ -76,7 +76,7 @@ static void answer_metrics(hd_conn *conn)
 
 void hd_router_dispatch(hd_conn *conn)
 {
-    const hd_request *req = &conn->request;
+    const hd_request *req = conn->request;
     int method = req->method;
     bool read = method == HTTP_GET || method == HTTP_HEAD;
     /* The path only: query strings may carry tokens, which never reach a log. */

@@ -171,7 +171,7 @@ static int parse_format(hd_conn *conn, hd_wire *wire)
     hd_query_param param;
     int rc = 0;
     *wire = HD_WIRE_SSE;
-    hd_query_iter_init(&it, &conn->request);
+    hd_query_iter_init(&it, conn->request);
     while (rc == 0 && hd_query_next(&it, &param)) {
         if (strcmp(param.key, "format") != 0)
             continue;

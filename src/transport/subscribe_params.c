@@ -34,13 +34,13 @@ int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
 
     size_t header_len = 0;
     const char *header =
-        cursor_header ? hd_request_header(&conn->request, cursor_header, &header_len) : NULL;
+        cursor_header ? hd_request_header(conn->request, cursor_header, &header_len) : NULL;
     if (header != NULL)
         params->cursor_text = hd_strndup(header, header_len);
 
     hd_query_iter it;
     hd_query_param param;
-    hd_query_iter_init(&it, &conn->request);
+    hd_query_iter_init(&it, conn->request);
     int rc = 0;
     while (rc == 0 && hd_query_next(&it, &param)) {
         if (strcmp(param.key, "topic") == 0) {

@@ -9,7 +9,7 @@
 
 int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len)
 {
-    const hd_request *req = &conn->request;
+    const hd_request *req = conn->request;
     size_t prefix = strlen("/topics/");
     const char *raw = req->path + prefix;
     size_t raw_len = req->path_len - prefix;
@@ -84,7 +84,7 @@ static const char *parse_list_query(hd_conn *conn, list_query *query)
     hd_query_param param;
     const char *error = NULL;
     query->limit = LIST_DEFAULT_LIMIT;
-    hd_query_iter_init(&it, &conn->request);
+    hd_query_iter_init(&it, conn->request);
     while (error == NULL && hd_query_next(&it, &param)) {
         bool is_prefix = strcmp(param.key, "prefix") == 0;
         if (is_prefix || strcmp(param.key, "after") == 0) {

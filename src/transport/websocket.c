@@ -418,14 +418,14 @@ static const hd_stream_ops ws_stream_ops = {
 static bool header_has_token(const hd_conn *conn, const char *name, const char *token)
 {
     size_t len;
-    const char *value = hd_request_header(&conn->request, name, &len);
+    const char *value = hd_request_header(conn->request, name, &len);
     return value != NULL && hd_header_has_token(value, len, token);
 }
 
 static bool origin_allowed(const hd_conn *conn)
 {
     size_t len;
-    const char *origin = hd_request_header(&conn->request, "origin", &len);
+    const char *origin = hd_request_header(conn->request, "origin", &len);
     const hd_strings *allowed = &hd_conn_config(conn)->websocket.allow_origins;
     if (origin == NULL)
         return true;
@@ -448,13 +448,13 @@ static int check_upgrade(hd_conn *conn)
                                "This is a WebSocket endpoint: send Upgrade: websocket.");
         return -1;
     }
-    const char *version = hd_request_header(&conn->request, "sec-websocket-version", &len);
+    const char *version = hd_request_header(conn->request, "sec-websocket-version", &len);
     if (version == NULL || len != 2 || memcmp(version, "13", 2) != 0) {
         hd_response_error_with(conn, 426, "Sec-WebSocket-Version: 13\r\n", "unsupported_version",
                                "herald speaks WebSocket version 13.");
         return -1;
     }
-    const char *key = hd_request_header(&conn->request, "sec-websocket-key", &len);
+    const char *key = hd_request_header(conn->request, "sec-websocket-key", &len);
     if (key == NULL || !hd_ws_key_valid(key, len)) {
         hd_response_error(conn, 400, "invalid_key", 0,
                           "Sec-WebSocket-Key must be the base64 encoding of 16 bytes.");
@@ -472,7 +472,7 @@ static void send_switching_protocols(ws_session *session, const char *extensions
 {
     hd_conn *conn = session->conn;
     size_t key_len;
-    const char *key = hd_request_header(&conn->request, "sec-websocket-key", &key_len);
+    const char *key = hd_request_header(conn->request, "sec-websocket-key", &key_len);
     char accept[HD_WS_ACCEPT_SIZE];
     hd_ws_accept_key(key, key_len, accept);
     hd_strbuf head;
@@ -529,7 +529,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
 
     char extensions[256] = "";
     size_t offer_len;
-    const char *offer = hd_request_header(&conn->request, "sec-websocket-extensions", &offer_len);
+    const char *offer = hd_request_header(conn->request, "sec-websocket-extensions", &offer_len);
     if (offer != NULL && hd_conn_config(conn)->websocket.compression)
         hd_ws_deflate_negotiate(offer, offer_len, &session->deflate, extensions,
                                 sizeof(extensions));
