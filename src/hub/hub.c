@@ -715,7 +715,8 @@ static hd_hub_status subscribe_locked(hd_hub *hub, hd_subscriber *sub, const cha
         return HD_HUB_OK;
 
     if (sub->subscription_count == sub->subscription_cap) {
-        sub->subscription_cap = sub->subscription_cap ? sub->subscription_cap * 2 : 4;
+        /* Most subscribers have one topic: start with room for exactly one. */
+        sub->subscription_cap = sub->subscription_cap ? sub->subscription_cap * 2 : 1;
         sub->subscriptions =
             hd_realloc(sub->subscriptions, sub->subscription_cap * sizeof(*sub->subscriptions));
         for (size_t i = 0; i < sub->subscription_count; i++)

@@ -107,7 +107,7 @@ static void free_reader(hd_conn *conn)
 static void queue_push(hd_conn *conn, hd_buf *buf)
 {
     if (conn->queue_count == conn->queue_cap) {
-        size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 8;
+        size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 4;
         hd_buf **queue = hd_alloc(cap * sizeof(*queue));
         for (size_t i = 0; i < conn->queue_count; i++)
             queue[i] = conn->queue[(conn->queue_head + i) % conn->queue_cap];

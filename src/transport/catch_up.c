@@ -5,6 +5,19 @@
 
 #include "herald/alloc.h"
 
+struct hd_catch_up {
+    char **topics; /* owned copies */
+    size_t *topic_lens;
+    uint64_t *gap_reported; /* per topic: 1 + the newest lost seq already reported, 0 = none */
+    size_t topic_count;
+    uint64_t last_seq;
+    char last_id[HD_ID_MAX];
+    hd_conn *conn;
+    hd_subscriber *subscriber; /* told what history served, so queued live copies are skipped */
+    const hd_catch_up_ops *ops;
+    void *ctx;
+};
+
 /* Enough per batch to amortise the history read, few enough to stay fair. */
 #define BATCH_MESSAGES 256
 
@@ -45,23 +58,23 @@ static const hd_history_visitor batch_visitor = {
     .on_message = batch_on_message,
 };
 
-static void send_batch(hd_catch_up *catch_up, const hd_cursor *cursor)
+/* Returns whether more history is held after this batch. */
+static bool send_batch(hd_catch_up *catch_up, const hd_cursor *cursor)
 {
     bool more = false;
     hd_hub_read_history(hd_conn_hub(catch_up->conn), (const char *const *)catch_up->topics,
                         catch_up->topic_lens, catch_up->topic_count, cursor, BATCH_MESSAGES,
                         &batch_visitor, catch_up, &more);
-    if (!more)
-        hd_catch_up_free(catch_up);
+    return more;
 }
 
-void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, hd_subscriber *subscriber,
-                       const hd_catch_up_ops *ops, void *ctx, char *const *topics,
-                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor)
+hd_catch_up *hd_catch_up_start(hd_conn *conn, hd_subscriber *subscriber, const hd_catch_up_ops *ops,
+                               void *ctx, char *const *topics, const size_t *topic_lens,
+                               size_t topic_count, const hd_cursor *cursor)
 {
     if (!cursor->present)
-        return;
-    catch_up->active = true;
+        return NULL;
+    hd_catch_up *catch_up = hd_calloc(1, sizeof(*catch_up));
     catch_up->conn = conn;
     catch_up->subscriber = subscriber;
     catch_up->ops = ops;
@@ -74,41 +87,48 @@ void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, hd_subscriber *subs
         catch_up->topics[i] = hd_strndup(topics[i], topic_lens[i]);
         catch_up->topic_lens[i] = topic_lens[i];
     }
-    send_batch(catch_up, cursor);
+    if (!send_batch(catch_up, cursor))
+        hd_catch_up_free(&catch_up);
+    return catch_up;
 }
 
-void hd_catch_up_continue(hd_catch_up *catch_up)
+void hd_catch_up_continue(hd_catch_up **catch_up)
 {
-    if (!catch_up->active)
+    hd_catch_up *c = *catch_up;
+    if (c == NULL)
         return;
     hd_cursor cursor = {
         .present = true,
-        .seq = catch_up->last_seq,
-        .text = catch_up->last_id,
-        .text_len = strlen(catch_up->last_id),
+        .seq = c->last_seq,
+        .text = c->last_id,
+        .text_len = strlen(c->last_id),
     };
-    send_batch(catch_up, &cursor);
+    if (!send_batch(c, &cursor))
+        hd_catch_up_free(catch_up);
 }
 
-void hd_catch_up_remove_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len)
+void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t topic_len)
 {
-    for (size_t i = 0; i < catch_up->topic_count; i++) {
-        if (catch_up->topic_lens[i] != topic_len || memcmp(catch_up->topics[i], topic, topic_len))
+    hd_catch_up *c = *catch_up;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->topic_count; i++) {
+        if (c->topic_lens[i] != topic_len || memcmp(c->topics[i], topic, topic_len))
             continue;
-        free(catch_up->topics[i]);
-        size_t last = --catch_up->topic_count;
-        catch_up->topics[i] = catch_up->topics[last];
-        catch_up->topic_lens[i] = catch_up->topic_lens[last];
-        catch_up->gap_reported[i] = catch_up->gap_reported[last];
+        free(c->topics[i]);
+        size_t last = --c->topic_count;
+        c->topics[i] = c->topics[last];
+        c->topic_lens[i] = c->topic_lens[last];
+        c->gap_reported[i] = c->gap_reported[last];
         break;
     }
-    if (catch_up->active && catch_up->topic_count == 0)
+    if (c->topic_count == 0)
         hd_catch_up_free(catch_up);
 }
 
 bool hd_catch_up_holds(const hd_catch_up *catch_up, const hd_message *msg)
 {
-    if (!catch_up->active)
+    if (catch_up == NULL)
         return false;
     for (size_t i = 0; i < catch_up->topic_count; i++) {
         if (catch_up->topic_lens[i] == msg->topic_len &&
@@ -118,12 +138,16 @@ bool hd_catch_up_holds(const hd_catch_up *catch_up, const hd_message *msg)
     return false;
 }
 
-void hd_catch_up_free(hd_catch_up *catch_up)
+void hd_catch_up_free(hd_catch_up **catch_up)
 {
-    for (size_t i = 0; i < catch_up->topic_count; i++)
-        free(catch_up->topics[i]);
-    free(catch_up->topics);
-    free(catch_up->topic_lens);
-    free(catch_up->gap_reported);
-    memset(catch_up, 0, sizeof(*catch_up));
+    hd_catch_up *c = *catch_up;
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < c->topic_count; i++)
+        free(c->topics[i]);
+    free(c->topics);
+    free(c->topic_lens);
+    free(c->gap_reported);
+    free(c);
+    *catch_up = NULL;
 }

@@ -24,34 +24,31 @@ typedef struct hd_catch_up_ops {
     void (*send_gap)(void *ctx, const hd_gap *gap);
 } hd_catch_up_ops;
 
-typedef struct hd_catch_up {
-    bool active;
-    char **topics; /* owned copies */
-    size_t *topic_lens;
-    uint64_t *gap_reported; /* per topic: 1 + the newest lost seq already reported, 0 = none */
-    size_t topic_count;
-    uint64_t last_seq;
-    char last_id[HD_ID_MAX];
-    hd_conn *conn;
-    hd_subscriber *subscriber; /* told what history served, so queued live copies are skipped */
-    const hd_catch_up_ops *ops;
-    void *ctx;
-} hd_catch_up;
+/*
+ * A catch-up exists only while history is still owed: a session holds a
+ * pointer that is NULL otherwise, so an idle subscriber pays nothing for it.
+ */
+typedef struct hd_catch_up hd_catch_up;
 
 /*
- * Sends the first batch of history after cursor for the topics (copied), and
- * stays active while more is held. A cursor that is not present sends
- * nothing. The catch-up must be inactive.
+ * Sends the first batch of history after cursor for the topics (copied).
+ * Returns the catch-up when more is held (the caller keeps it and calls
+ * hd_catch_up_continue), or NULL when everything was sent or the cursor is
+ * not present.
  */
-void hd_catch_up_start(hd_catch_up *catch_up, hd_conn *conn, hd_subscriber *subscriber,
-                       const hd_catch_up_ops *ops, void *ctx, char *const *topics,
-                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor);
-/* Sends the next batch, if active; call when the connection drained below half its limit. */
-void hd_catch_up_continue(hd_catch_up *catch_up);
+hd_catch_up *hd_catch_up_start(hd_conn *conn, hd_subscriber *subscriber, const hd_catch_up_ops *ops,
+                               void *ctx, char *const *topics, const size_t *topic_lens,
+                               size_t topic_count, const hd_cursor *cursor);
+/*
+ * Sends the next batch; call when the connection drained below half its
+ * limit. Frees the catch-up and sets *catch_up to NULL once it is done.
+ * NULL-safe, like every function here.
+ */
+void hd_catch_up_continue(hd_catch_up **catch_up);
 /* Stops catching up on one topic (the client unsubscribed from it). */
-void hd_catch_up_remove_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len);
+void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t topic_len);
 /* Whether a live delivery of msg must be skipped because a batch will carry it. */
 bool hd_catch_up_holds(const hd_catch_up *catch_up, const hd_message *msg);
-void hd_catch_up_free(hd_catch_up *catch_up);
+void hd_catch_up_free(hd_catch_up **catch_up);
 
 #endif

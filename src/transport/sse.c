@@ -18,9 +18,8 @@
 typedef struct sse_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
-    hd_subscribe_params params;
     hd_wire wire;
-    hd_catch_up catch_up;
+    hd_catch_up *catch_up; /* while history is still owed */
 } sse_session;
 
 /* ------------------------------------------------------------------------ */
@@ -122,7 +121,7 @@ static const hd_catch_up_ops sse_catch_up_ops = {
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     sse_session *session = (sse_session *)sub;
-    if (!hd_catch_up_holds(&session->catch_up, msg))
+    if (!hd_catch_up_holds(session->catch_up, msg))
         queue_message(session, msg);
 }
 
@@ -150,7 +149,6 @@ static void session_on_close(hd_conn *conn, void *ctx)
     sse_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
-    hd_subscribe_params_free(&session->params);
     free(session);
 }
 
@@ -187,12 +185,12 @@ static int parse_format(hd_conn *conn, hd_wire *wire)
     return rc;
 }
 
-static int subscribe_all(sse_session *session)
+static int subscribe_all(sse_session *session, const hd_subscribe_params *params)
 {
     hd_hub *hub = hd_conn_hub(session->conn);
-    for (size_t i = 0; i < session->params.topic_count; i++) {
-        hd_hub_status status = hd_hub_subscribe(
-            hub, &session->subscriber, session->params.topics[i], session->params.topic_lens[i]);
+    for (size_t i = 0; i < params->topic_count; i++) {
+        hd_hub_status status =
+            hd_hub_subscribe(hub, &session->subscriber, params->topics[i], params->topic_lens[i]);
         if (status != HD_HUB_OK) {
             hd_hub_unsubscribe_all(hub, &session->subscriber);
             hd_response_error(session->conn, 503, "topic_limit", 0,
@@ -225,25 +223,23 @@ void hd_sse_handle(hd_conn *conn)
     hd_wire wire;
     if (parse_format(conn, &wire) != 0)
         return;
+    hd_subscribe_params params;
+    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, true, &params) != 0)
+        return;
     sse_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->wire = wire;
-    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, true, &session->params) !=
-        0) {
-        free(session);
-        return;
-    }
     hd_subscriber_init(&session->subscriber, &sse_subscriber_ops);
-    if (subscribe_all(session) != 0) {
-        hd_subscribe_params_free(&session->params);
+    if (subscribe_all(session, &params) != 0) {
+        hd_subscribe_params_free(&params);
         free(session);
         return;
     }
     send_stream_head(session);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
-    hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &sse_catch_up_ops, session,
-                      session->params.topics, session->params.topic_lens,
-                      session->params.topic_count, &session->params.cursor);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
-    hd_subscribe_params_free(&session->params);
+    session->catch_up =
+        hd_catch_up_start(conn, &session->subscriber, &sse_catch_up_ops, session, params.topics,
+                          params.topic_lens, params.topic_count, &params.cursor);
+    hd_subscribe_params_free(&params);
 }

@@ -30,7 +30,7 @@ typedef struct ws_session {
     hd_ws_deflate_params deflate;
     hd_ws_inflater *inflater;
     hd_ws_reader *reader;
-    hd_catch_up catch_up;
+    hd_catch_up *catch_up; /* while history is still owed */
     bool close_sent;
     uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
     uint64_t message_started_ms; /* when the data message being received began; 0: none */
@@ -155,7 +155,7 @@ static const hd_catch_up_ops ws_catch_up_ops = {
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     ws_session *session = (ws_session *)sub;
-    if (!hd_catch_up_holds(&session->catch_up, msg))
+    if (!hd_catch_up_holds(session->catch_up, msg))
         queue_message(session, msg);
 }
 
@@ -191,7 +191,7 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
         send_error(session, command, "invalid_cursor", "since is not an id herald issued.");
         return;
     }
-    if (cursor.present && session->catch_up.active) {
+    if (cursor.present && session->catch_up != NULL) {
         send_error(session, command, "resume_in_progress",
                    "A resume is still being sent; subscribe with since once it has finished.");
         return;
@@ -225,8 +225,10 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
     size_t lens[command->topic_count];
     for (size_t i = 0; i < command->topic_count; i++)
         lens[i] = strlen(command->topics[i]);
-    hd_catch_up_start(&session->catch_up, session->conn, &session->subscriber, &ws_catch_up_ops,
-                      session, (char *const *)command->topics, lens, command->topic_count, &cursor);
+    if (cursor.present)
+        session->catch_up =
+            hd_catch_up_start(session->conn, &session->subscriber, &ws_catch_up_ops, session,
+                              (char *const *)command->topics, lens, command->topic_count, &cursor);
 }
 
 static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
@@ -541,7 +543,8 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     send_switching_protocols(session, extensions);
     hd_conn_start_stream(conn, &ws_stream_ops, session);
     if (params.topic_count > 0)
-        hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &ws_catch_up_ops, session,
-                          params.topics, params.topic_lens, params.topic_count, &params.cursor);
+        session->catch_up =
+            hd_catch_up_start(conn, &session->subscriber, &ws_catch_up_ops, session, params.topics,
+                              params.topic_lens, params.topic_count, &params.cursor);
     hd_subscribe_params_free(&params);
 }
