@@ -555,8 +555,11 @@ static void ws_bytes(sub *s, const char *p, size_t n)
             n--;
             if (s->ws_hdr_len == 2) {
                 uint8_t len7 = s->ws_hdr[1] & 0x7f;
-                s->ws_hdr_need =
-                    (uint8_t)(2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + ((s->ws_hdr[1] & 0x80) ? 4 : 0));
+                s->ws_hdr_need = (uint8_t)(2 +
+                                           (len7 == 126   ? 2
+                                            : len7 == 127 ? 8
+                                                          : 0) +
+                                           ((s->ws_hdr[1] & 0x80) ? 4 : 0));
             }
             if (s->ws_hdr_len < 2 || s->ws_hdr_len < s->ws_hdr_need)
                 continue;
@@ -656,7 +659,8 @@ static void poll_answer_done(sub *s)
 {
     /* more waiting at once? herald says "more":true; nchan answers one
      * message per request, so any message may have a successor */
-    int more = s->status == 200 && (opt.cursor == CUR_ETAG || memmem(s->buf, s->buf_len, "\"more\":true", 11));
+    int more = s->status == 200 &&
+               (opt.cursor == CUR_ETAG || memmem(s->buf, s->buf_len, "\"more\":true", 11));
     if (opt.cursor == CUR_JSON && s->status == 200) {
         char *c = memmem(s->buf, s->buf_len, "\"cursor\":\"", 10);
         if (c) {
@@ -806,8 +810,8 @@ static int on_head(sub *s, size_t head_len)
         g_me->bad_status++;
         if (limited_log()) {
             size_t l = strcspn(s->buf, "\r\n");
-            fprintf(stderr, "fanout[%d]: subscriber got \"%.*s\"\n", C.index, (int)(l < 100 ? l : 100),
-                    s->buf);
+            fprintf(stderr, "fanout[%d]: subscriber got \"%.*s\"\n", C.index,
+                    (int)(l < 100 ? l : 100), s->buf);
         }
         sub_close(s, !s->subscribed);
         return -1;
@@ -844,7 +848,8 @@ static void on_sub_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     sub *s = stream->data;
     if (nread < 0) {
         if (!C.closing && limited_log())
-            fprintf(stderr, "fanout[%d]: subscriber %d: %s\n", C.index, s->index, uv_err_name((int)nread));
+            fprintf(stderr, "fanout[%d]: subscriber %d: %s\n", C.index, s->index,
+                    uv_err_name((int)nread));
         sub_close(s, 1);
         return;
     }
@@ -922,20 +927,24 @@ static void sub_send_poll(sub *s)
         return;
     char path[300];
     int first = !s->subscribed;
-    int timeout = (opt.transport == T_PLAINPOLL || (first && opt.cursor == CUR_JSON)) ? 0 : opt.poll_timeout;
+    int timeout =
+        (opt.transport == T_PLAINPOLL || (first && opt.cursor == CUR_JSON)) ? 0 : opt.poll_timeout;
     if (fmt_path(path, sizeof path, opt.sub_path, s->topic, timeout) < 0)
         die("path too long");
     int l;
     if (opt.cursor == CUR_JSON) {
         l = snprintf(s->req, REQ_BUF, "GET %s%s%s%s%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path,
-                     s->cursor[0] ? (strchr(path, '?') ? "&" : "?") : "", s->cursor[0] ? opt.cursor_param : "",
-                     s->cursor[0] ? "=" : "", s->cursor, opt.host, opt.port);
+                     s->cursor[0] ? (strchr(path, '?') ? "&" : "?") : "",
+                     s->cursor[0] ? opt.cursor_param : "", s->cursor[0] ? "=" : "", s->cursor,
+                     opt.host, opt.port);
     } else if (!s->lastmod[0]) {
-        l = snprintf(s->req, REQ_BUF, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, opt.host, opt.port);
+        l = snprintf(s->req, REQ_BUF, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, opt.host,
+                     opt.port);
     } else {
-        l = snprintf(s->req, REQ_BUF,
-                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nIf-Modified-Since: %s\r\nIf-None-Match: %s\r\n\r\n",
-                     path, opt.host, opt.port, s->lastmod, s->etag);
+        l = snprintf(
+            s->req, REQ_BUF,
+            "GET %s HTTP/1.1\r\nHost: %s:%d\r\nIf-Modified-Since: %s\r\nIf-None-Match: %s\r\n\r\n",
+            path, opt.host, opt.port, s->lastmod, s->etag);
     }
     if (l <= 0 || l >= REQ_BUF)
         die("request too long");
@@ -1029,7 +1038,8 @@ static void start_one(sub *s, int gi)
     uv_ip4_addr(ip, 0, &src);
     rc = uv_tcp_bind(&s->tcp, (const struct sockaddr *)&src, 0);
     if (rc == 0)
-        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server, on_connect);
+        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server,
+                            on_connect);
     if (rc != 0) {
         if (limited_log())
             fprintf(stderr, "fanout[%d]: bind/connect %s: %s\n", C.index, ip, uv_err_name(rc));
@@ -1048,7 +1058,8 @@ static void start_more(void)
 static void on_subscribe_timeout(uv_timer_t *t)
 {
     (void)t;
-    fprintf(stderr, "fanout[%d]: subscribe timeout: %d of %d settled\n", C.index, C.settled, C.count);
+    fprintf(stderr, "fanout[%d]: subscribe timeout: %d of %d settled\n", C.index, C.settled,
+            C.count);
     for (int i = 0; i < C.next; i++)
         if (!C.subs[i].subscribed)
             sub_close(&C.subs[i], 1);
@@ -1158,7 +1169,8 @@ static void child_main(int index, int ready_fd, int ctl_fd)
     uv_timer_init(C.loop, &C.subscribe_timer);
     uv_timer_init(C.loop, &C.hard_timer);
     uv_timer_init(C.loop, &C.close_timer);
-    uv_timer_start(&C.subscribe_timer, on_subscribe_timeout, (uint64_t)(opt.subscribe_timeout * 1000), 0);
+    uv_timer_start(&C.subscribe_timer, on_subscribe_timeout,
+                   (uint64_t)(opt.subscribe_timeout * 1000), 0);
     uv_timer_start(&C.hard_timer, on_hard_timeout, (uint64_t)(opt.timeout * 1000), 0);
     start_more();
     check_ready();
@@ -1178,7 +1190,7 @@ typedef struct pub_conn {
     uv_tcp_t tcp;
     uv_connect_t connect_req;
     int index, connected, dead, reopen;
-    char **slot; /* --pipeline request buffers */
+    char **slot;        /* --pipeline request buffers */
     int sent, answered; /* counts; slot = sent % pipeline */
     uv_buf_t *batch;
     int nbatch;
@@ -1235,7 +1247,8 @@ static void pub_place(pub_conn *c, uint64_t now)
     memcpy(b, P.heads[t], (size_t)hl);
     memcpy(b + hl, P.body, (size_t)opt.size);
     char digits[64];
-    snprintf(digits, sizeof digits, "ts=%020" PRIu64 ",seq=%010u,st=%03d,", now, P.topic_seq[t], P.step);
+    snprintf(digits, sizeof digits, "ts=%020" PRIu64 ",seq=%010u,st=%03d,", now, P.topic_seq[t],
+             P.step);
     memcpy(b + hl, digits, MARKER_LEN);
     P.topic_seq[t]++;
     P.step_sent[t]++;
@@ -1258,7 +1271,8 @@ static void pub_flush_batches(void)
         if (!r)
             die("publisher: no free write request (bug)");
         c->free_reqs = r->next_free;
-        if (uv_write(&r->req, (uv_stream_t *)&c->tcp, c->batch, (unsigned)c->nbatch, on_pub_written) != 0) {
+        if (uv_write(&r->req, (uv_stream_t *)&c->tcp, c->batch, (unsigned)c->nbatch,
+                     on_pub_written) != 0) {
             c->dead = 1;
             P.failed++;
             r->next_free = c->free_reqs;
@@ -1301,7 +1315,7 @@ static void pub_schedule(void)
                 break;
             pub_conn *c = pub_pick();
             if (!c)
-                break; /* every pipeline full: resumes on the next answer */
+                break;               /* every pipeline full: resumes on the next answer */
             if (now > due + 2000000) /* more than 2 ms behind schedule */
                 P.late++;
             pub_place(c, now);
@@ -1335,7 +1349,8 @@ static void on_pub_timer(uv_timer_t *t)
 static void on_step_timer(uv_timer_t *t)
 {
     (void)t;
-    fprintf(stderr, "fanout: step %d: publish answers still missing after the step's time limit\n", P.step);
+    fprintf(stderr, "fanout: step %d: publish answers still missing after the step's time limit\n",
+            P.step);
     P.failed++;
     for (int i = 0; i < opt.pub_conns; i++)
         P.conns[i].dead = 1;
@@ -1400,7 +1415,8 @@ static void on_pub_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             uv_close((uv_handle_t *)&c->tcp, NULL);
         } else {
             if (!c->dead)
-                fprintf(stderr, "fanout: publisher connection %d: %s\n", c->index, uv_err_name((int)nread));
+                fprintf(stderr, "fanout: publisher connection %d: %s\n", c->index,
+                        uv_err_name((int)nread));
             c->dead = 1;
             P.failed++;
         }
@@ -1456,7 +1472,8 @@ static void pub_connect(pub_conn *c)
     uv_tcp_init(P.loop, &c->tcp);
     c->tcp.data = c;
     c->connect_req.data = c;
-    int rc = uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&addr, on_pub_connect);
+    int rc =
+        uv_tcp_connect(&c->connect_req, &c->tcp, (const struct sockaddr *)&addr, on_pub_connect);
     if (rc != 0) {
         fprintf(stderr, "fanout: publisher connect: %s\n", uv_err_name(rc));
         c->dead = 1;
@@ -1659,39 +1676,44 @@ static void print_common(const char *phase)
     json_str("label", opt.label);
     json_str("server", opt.server);
     json_str("transport", transport_names[opt.transport]);
-    printf("\"subscribers\":%d,\"topics\":%d,\"size\":%d,\"procs\":%d,\"pub_conns\":%d,\"pipeline\":%d,",
+    printf("\"subscribers\":%d,\"topics\":%d,\"size\":%d,\"procs\":%d,\"pub_conns\":%d,"
+           "\"pipeline\":%d,",
            opt.subs, opt.topics, opt.size, opt.procs, opt.pub_conns, opt.pipeline);
 }
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: fanout --transport sse|ws|poll|plainpoll --port P [options]\n"
-            "  --host ADDR          server address, 127.0.0.0/8 only (127.0.0.1)\n"
-            "  --topic PREFIX       topic t is PREFIX-t (bench)\n"
-            "  --topics T           topics; subscriber i listens to topic i %% T (1)\n"
-            "  --subs N             subscribers in all, 0 allowed (100)\n"
-            "  --procs K            subscriber processes (1); at most 19,000 subscribers each\n"
-            "  --src-addrs A        source addresses 127.0.0.2 .. 127.0.0.(1+A) (8)\n"
-            "  --sub-path PATH      subscribe path; {topic}, {timeout} replaced. Defaults (herald):\n"
-            "                       sse /events?topic={topic}, ws /ws?topic={topic},\n"
-            "                       poll|plainpoll /poll?topic={topic}&timeout={timeout}\n"
-            "  --cursor json|etag   poll cursor: json \"cursor\" sent as &PARAM= (herald), or\n"
-            "                       Last-Modified/Etag sent as If-Modified-Since/If-None-Match (nchan)\n"
-            "  --cursor-param NAME  query parameter for json cursors (since)\n"
-            "  --poll-timeout S     long-poll {timeout} (30)   --poll-interval S  plainpoll period (1)\n"
-            "  --pub-path PATH      publish path, POST, {topic} replaced (/topics/{topic})\n"
-            "  --pub-conns K        publisher connections (4)   --pipeline D  requests in flight each (16)\n"
-            "  --rates R1,R2,...    messages/s per step (all topics together); 0 = as fast as the\n"
-            "                       pipeline allows; empty = connect only (idle memory)\n"
-            "  --step-seconds S     publishing time per step (5)\n"
-            "  --size B             bytes of data per message, >= 48 (256)\n"
-            "  --stop-on-fail       stop stepping after a step with loss or p99 > --max-p99-ms (100)\n"
-            "  --strict             exit 1 if any step lost, duplicated or reordered a message\n"
-            "  --concurrency C      handshakes in flight per process (64)\n"
-            "  --settle S (1)  --drain S (5)  --subscribe-timeout S (60)  --timeout S (600)\n"
-            "  --server-pid PID     measure this process's CPU and RSS   --server NAME  --label TEXT\n"
-            "Output: one JSON line for the connect phase, then one per step, on stdout.\n");
+    fprintf(
+        stderr,
+        "usage: fanout --transport sse|ws|poll|plainpoll --port P [options]\n"
+        "  --host ADDR          server address, 127.0.0.0/8 only (127.0.0.1)\n"
+        "  --topic PREFIX       topic t is PREFIX-t (bench)\n"
+        "  --topics T           topics; subscriber i listens to topic i %% T (1)\n"
+        "  --subs N             subscribers in all, 0 allowed (100)\n"
+        "  --procs K            subscriber processes (1); at most 19,000 subscribers each\n"
+        "  --src-addrs A        source addresses 127.0.0.2 .. 127.0.0.(1+A) (8)\n"
+        "  --sub-path PATH      subscribe path; {topic}, {timeout} replaced. Defaults (herald):\n"
+        "                       sse /events?topic={topic}, ws /ws?topic={topic},\n"
+        "                       poll|plainpoll /poll?topic={topic}&timeout={timeout}\n"
+        "  --cursor json|etag   poll cursor: json \"cursor\" sent as &PARAM= (herald), or\n"
+        "                       Last-Modified/Etag sent as If-Modified-Since/If-None-Match "
+        "(nchan)\n"
+        "  --cursor-param NAME  query parameter for json cursors (since)\n"
+        "  --poll-timeout S     long-poll {timeout} (30)   --poll-interval S  plainpoll period "
+        "(1)\n"
+        "  --pub-path PATH      publish path, POST, {topic} replaced (/topics/{topic})\n"
+        "  --pub-conns K        publisher connections (4)   --pipeline D  requests in flight each "
+        "(16)\n"
+        "  --rates R1,R2,...    messages/s per step (all topics together); 0 = as fast as the\n"
+        "                       pipeline allows; empty = connect only (idle memory)\n"
+        "  --step-seconds S     publishing time per step (5)\n"
+        "  --size B             bytes of data per message, >= 48 (256)\n"
+        "  --stop-on-fail       stop stepping after a step with loss or p99 > --max-p99-ms (100)\n"
+        "  --strict             exit 1 if any step lost, duplicated or reordered a message\n"
+        "  --concurrency C      handshakes in flight per process (64)\n"
+        "  --settle S (1)  --drain S (5)  --subscribe-timeout S (60)  --timeout S (600)\n"
+        "  --server-pid PID     measure this process's CPU and RSS   --server NAME  --label TEXT\n"
+        "Output: one JSON line for the connect phase, then one per step, on stdout.\n");
     exit(2);
 }
 
@@ -1712,17 +1734,23 @@ static void parse_rates(const char *s)
 int main(int argc, char **argv)
 {
     static struct option lo[] = {
-        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},          {"host", 1, 0, 'H'},
-        {"port", 1, 0, 'p'},          {"topic", 1, 0, 't'},         {"topics", 1, 0, 'N'},
-        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},      {"cursor", 1, 0, 'C'},
-        {"cursor-param", 1, 0, 'Q'},  {"subs", 1, 0, 'n'},          {"procs", 1, 0, 'k'},
-        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},          {"rates", 1, 0, 'r'},
-        {"step-seconds", 1, 0, 'D'},  {"pub-conns", 1, 0, 'K'},     {"pipeline", 1, 0, 'L'},
-        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'},  {"concurrency", 1, 0, 'c'},
-        {"settle", 1, 0, 'e'},        {"drain", 1, 0, 'd'},         {"subscribe-timeout", 1, 0, 'T'},
-        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},    {"stop-on-fail", 0, 0, 'F'},
-        {"strict", 0, 0, 'Z'},        {"server-pid", 1, 0, 'i'},    {"server", 1, 0, 'V'},
-        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},         {"help", 0, 0, 'h'},          {0, 0, 0, 0},
+        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},
+        {"host", 1, 0, 'H'},          {"port", 1, 0, 'p'},
+        {"topic", 1, 0, 't'},         {"topics", 1, 0, 'N'},
+        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},
+        {"cursor", 1, 0, 'C'},        {"cursor-param", 1, 0, 'Q'},
+        {"subs", 1, 0, 'n'},          {"procs", 1, 0, 'k'},
+        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},
+        {"rates", 1, 0, 'r'},         {"step-seconds", 1, 0, 'D'},
+        {"pub-conns", 1, 0, 'K'},     {"pipeline", 1, 0, 'L'},
+        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'},
+        {"concurrency", 1, 0, 'c'},   {"settle", 1, 0, 'e'},
+        {"drain", 1, 0, 'd'},         {"subscribe-timeout", 1, 0, 'T'},
+        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},
+        {"stop-on-fail", 0, 0, 'F'},  {"strict", 0, 0, 'Z'},
+        {"server-pid", 1, 0, 'i'},    {"server", 1, 0, 'V'},
+        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},
+        {"help", 0, 0, 'h'},          {0, 0, 0, 0},
     };
     const char *rates = "100";
     int c;
@@ -1738,12 +1766,24 @@ int main(int argc, char **argv)
             opt.transport = found;
             break;
         }
-        case 'H': opt.host = optarg; break;
-        case 'p': opt.port = atoi(optarg); break;
-        case 't': opt.topic = optarg; break;
-        case 'N': opt.topics = atoi(optarg); break;
-        case 'S': opt.sub_path = optarg; break;
-        case 'P': opt.pub_path = optarg; break;
+        case 'H':
+            opt.host = optarg;
+            break;
+        case 'p':
+            opt.port = atoi(optarg);
+            break;
+        case 't':
+            opt.topic = optarg;
+            break;
+        case 'N':
+            opt.topics = atoi(optarg);
+            break;
+        case 'S':
+            opt.sub_path = optarg;
+            break;
+        case 'P':
+            opt.pub_path = optarg;
+            break;
         case 'C':
             if (strcmp(optarg, "json") == 0)
                 opt.cursor = CUR_JSON;
@@ -1752,30 +1792,77 @@ int main(int argc, char **argv)
             else
                 usage();
             break;
-        case 'Q': opt.cursor_param = optarg; break;
-        case 'n': opt.subs = atoi(optarg); break;
-        case 'k': opt.procs = atoi(optarg); break;
-        case 'a': opt.src_addrs = atoi(optarg); break;
-        case 's': opt.size = atoi(optarg); break;
-        case 'r': rates = optarg; break;
-        case 'D': opt.step_seconds = atof(optarg); break;
-        case 'K': opt.pub_conns = atoi(optarg); break;
-        case 'L': opt.pipeline = atoi(optarg); break;
-        case 'I': opt.poll_interval = atof(optarg); break;
-        case 'O': opt.poll_timeout = atoi(optarg); break;
-        case 'c': opt.concurrency = atoi(optarg); break;
-        case 'e': opt.settle = atof(optarg); break;
-        case 'd': opt.drain = atof(optarg); break;
-        case 'T': opt.subscribe_timeout = atof(optarg); break;
-        case 'x': opt.timeout = atof(optarg); break;
-        case 'Y': opt.max_p99_ms = atof(optarg); break;
-        case 'F': opt.stop_on_fail = 1; break;
-        case 'Z': opt.strict = 1; break;
-        case 'i': opt.server_pid = atoi(optarg); break;
-        case 'V': opt.server = optarg; break;
-        case 'l': opt.label = optarg; break;
-        case 'E': opt.etag_epoch = 1; break;
-        default: usage();
+        case 'Q':
+            opt.cursor_param = optarg;
+            break;
+        case 'n':
+            opt.subs = atoi(optarg);
+            break;
+        case 'k':
+            opt.procs = atoi(optarg);
+            break;
+        case 'a':
+            opt.src_addrs = atoi(optarg);
+            break;
+        case 's':
+            opt.size = atoi(optarg);
+            break;
+        case 'r':
+            rates = optarg;
+            break;
+        case 'D':
+            opt.step_seconds = atof(optarg);
+            break;
+        case 'K':
+            opt.pub_conns = atoi(optarg);
+            break;
+        case 'L':
+            opt.pipeline = atoi(optarg);
+            break;
+        case 'I':
+            opt.poll_interval = atof(optarg);
+            break;
+        case 'O':
+            opt.poll_timeout = atoi(optarg);
+            break;
+        case 'c':
+            opt.concurrency = atoi(optarg);
+            break;
+        case 'e':
+            opt.settle = atof(optarg);
+            break;
+        case 'd':
+            opt.drain = atof(optarg);
+            break;
+        case 'T':
+            opt.subscribe_timeout = atof(optarg);
+            break;
+        case 'x':
+            opt.timeout = atof(optarg);
+            break;
+        case 'Y':
+            opt.max_p99_ms = atof(optarg);
+            break;
+        case 'F':
+            opt.stop_on_fail = 1;
+            break;
+        case 'Z':
+            opt.strict = 1;
+            break;
+        case 'i':
+            opt.server_pid = atoi(optarg);
+            break;
+        case 'V':
+            opt.server = optarg;
+            break;
+        case 'l':
+            opt.label = optarg;
+            break;
+        case 'E':
+            opt.etag_epoch = 1;
+            break;
+        default:
+            usage();
         }
     }
     parse_rates(rates);
@@ -1785,7 +1872,8 @@ int main(int argc, char **argv)
                                                : "/poll?topic={topic}&timeout={timeout}";
     if (strncmp(opt.host, "127.", 4) != 0)
         die("--host must be a loopback address (127.0.0.0/8)");
-    if (opt.subs < 0 || opt.procs < 1 || opt.procs > MAX_PROCS || (opt.subs > 0 && opt.procs > opt.subs))
+    if (opt.subs < 0 || opt.procs < 1 || opt.procs > MAX_PROCS ||
+        (opt.subs > 0 && opt.procs > opt.subs))
         die("need 1 <= --procs <= min(--subs, %d)", MAX_PROCS);
     if (opt.subs == 0)
         opt.procs = 1;
@@ -1797,7 +1885,8 @@ int main(int argc, char **argv)
         die("--src-addrs must be 1..250");
     if (opt.size < MARKER_LEN + 2 || opt.size > 1 << 20)
         die("--size must be %d..1048576", MARKER_LEN + 2);
-    if (opt.pub_conns < 1 || opt.pub_conns > MAX_PUB_CONNS || opt.pipeline < 1 || opt.pipeline > 4096)
+    if (opt.pub_conns < 1 || opt.pub_conns > MAX_PUB_CONNS || opt.pipeline < 1 ||
+        opt.pipeline > 4096)
         die("bad --pub-conns or --pipeline");
     if (opt.concurrency < 1 || opt.poll_interval <= 0 || opt.step_seconds <= 0)
         die("bad --concurrency, --poll-interval or --step-seconds");
@@ -1861,16 +1950,17 @@ int main(int argc, char **argv)
         usleep((useconds_t)(opt.settle * 1e6));
     long rss_after = read_vm_kb(opt.server_pid, "VmRSS");
     print_common("connect");
-    printf("\"subscribed\":%" PRIu64 ",\"subscribe_failed\":%" PRIu64 ",\"bad_status\":%" PRIu64
-           ",\"connect_s\":%.3f,\"connect_per_s\":%.0f,\"server_cpu_s\":%.3f,\"sub_bytes_in\":%" PRIu64
-           ",\"sub_bytes_out\":%" PRIu64 ",\"server_rss_before_kb\":%ld,\"server_rss_after_kb\":%ld,"
-           "\"server_rss_per_sub_bytes\":%.0f}\n",
-           subscribed, failed, bad_status, connect_s, connect_s > 0 ? (double)subscribed / connect_s : 0,
-           k1.server_cpu - k0.server_cpu, k1.sub_in - k0.sub_in, k1.sub_out - k0.sub_out, rss_before,
-           rss_after,
-           subscribed && rss_before > 0 && rss_after > 0
-               ? (double)(rss_after - rss_before) * 1024.0 / (double)subscribed
-               : 0.0);
+    printf(
+        "\"subscribed\":%" PRIu64 ",\"subscribe_failed\":%" PRIu64 ",\"bad_status\":%" PRIu64
+        ",\"connect_s\":%.3f,\"connect_per_s\":%.0f,\"server_cpu_s\":%.3f,\"sub_bytes_in\":%" PRIu64
+        ",\"sub_bytes_out\":%" PRIu64 ",\"server_rss_before_kb\":%ld,\"server_rss_after_kb\":%ld,"
+        "\"server_rss_per_sub_bytes\":%.0f}\n",
+        subscribed, failed, bad_status, connect_s,
+        connect_s > 0 ? (double)subscribed / connect_s : 0, k1.server_cpu - k0.server_cpu,
+        k1.sub_in - k0.sub_in, k1.sub_out - k0.sub_out, rss_before, rss_after,
+        subscribed && rss_before > 0 && rss_after > 0
+            ? (double)(rss_after - rss_before) * 1024.0 / (double)subscribed
+            : 0.0);
 
     int rc = (failed || bad_status || subscribed < (uint64_t)opt.subs) ? 3 : 0;
     if (opt.nsteps > 0 && now_s() < deadline) {
@@ -1936,36 +2026,44 @@ int main(int argc, char **argv)
             for (int i = 0; i <= opt.procs; i++)
                 if (k2.proc_cpu[i] - k1.proc_cpu[i] > cmax)
                     cmax = k2.proc_cpu[i] - k1.proc_cpu[i];
-            uint64_t sin = k2.sub_in - k1.sub_in, sout = k2.sub_out - k1.sub_out, sreq = k2.sub_req - k1.sub_req;
+            uint64_t sin = k2.sub_in - k1.sub_in, sout = k2.sub_out - k1.sub_out,
+                     sreq = k2.sub_req - k1.sub_req;
             uint64_t pin = k2.pub_in - k1.pub_in, pout = k2.pub_out - k1.pub_out;
             double per = unique ? 1.0 / (double)unique : 0;
             int clean = lost <= 0 && dup == 0 && reorder == 0 && P.errors == errors0 && !P.failed;
             int ok = clean && pv[2] <= opt.max_p99_ms;
             print_common("step");
-            printf("\"step\":%d,\"rate\":%g,\"step_seconds\":%g,\"published\":%" PRIu64 ",\"publish_errors\":%" PRIu64
-                   ",\"publish_late\":%" PRIu64 ",\"publish_per_s\":%.1f,\"publish_max_outstanding\":%d,"
-                   "\"deliveries_expected\":%" PRIu64 ",\"deliveries_received\":%" PRIu64 ",\"lost\":%" PRId64
-                   ",\"duplicates\":%" PRIu64 ",\"reordered\":%" PRIu64 ",\"disconnects\":%" PRIu64
-                   ",\"deliveries_per_s\":%.0f,"
-                   "\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f},"
-                   "\"server_cpu_s\":%.3f,\"server_cpu_us_per_delivery\":%.3f,\"server_cpu_us_per_publish\":%.3f,"
-                   "\"server_rss_kb\":%ld,\"server_hwm_kb\":%ld,"
-                   "\"sub_bytes_in\":%" PRIu64 ",\"sub_bytes_out\":%" PRIu64 ",\"sub_requests\":%" PRIu64
-                   ",\"pub_bytes_in\":%" PRIu64 ",\"pub_bytes_out\":%" PRIu64 ","
-                   "\"per_delivery\":{\"sub_bytes_in\":%.1f,\"sub_bytes_out\":%.1f,\"pub_bytes_in\":%.2f,"
-                   "\"pub_bytes_out\":%.2f,\"wire_bytes\":%.1f,\"sub_requests\":%.4f,\"requests\":%.4f},"
-                   "\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%.3f,"
-                   "\"wall_s\":%.3f,\"clean\":%s,\"ok\":%s}\n",
-                   step, rate, opt.step_seconds, sent, P.errors - errors0, P.late - late0,
-                   pub_s > 0 ? (double)sent / pub_s : 0, P.max_outstanding, expected, recv, lost, dup, reorder,
-                   disc, dlv_s > 0 ? (double)unique / dlv_s : 0, pv[0], pv[1], pv[2], (double)lmax / 1e6,
-                   recv ? (double)lsum / (double)recv / 1e6 : 0, scpu, unique ? scpu * 1e6 / (double)unique : 0,
-                   sent ? scpu * 1e6 / (double)sent : 0, read_vm_kb(opt.server_pid, "VmRSS"),
-                   read_vm_kb(opt.server_pid, "VmHWM"), sin, sout, sreq, pin, pout, (double)sin * per,
-                   (double)sout * per, (double)pin * per, (double)pout * per,
-                   (double)(sin + sout + pin + pout) * per, (double)sreq * per, (double)(sreq + sent) * per,
-                   ccpu, wall > 0 ? ccpu / wall : 0, wall > 0 ? cmax / wall : 0, wall, clean ? "true" : "false",
-                   ok ? "true" : "false");
+            printf(
+                "\"step\":%d,\"rate\":%g,\"step_seconds\":%g,\"published\":%" PRIu64
+                ",\"publish_errors\":%" PRIu64 ",\"publish_late\":%" PRIu64
+                ",\"publish_per_s\":%.1f,\"publish_max_outstanding\":%d,"
+                "\"deliveries_expected\":%" PRIu64 ",\"deliveries_received\":%" PRIu64
+                ",\"lost\":%" PRId64 ",\"duplicates\":%" PRIu64 ",\"reordered\":%" PRIu64
+                ",\"disconnects\":%" PRIu64 ",\"deliveries_per_s\":%.0f,"
+                "\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f}"
+                ","
+                "\"server_cpu_s\":%.3f,\"server_cpu_us_per_delivery\":%.3f,\"server_cpu_us_per_"
+                "publish\":%.3f,"
+                "\"server_rss_kb\":%ld,\"server_hwm_kb\":%ld,"
+                "\"sub_bytes_in\":%" PRIu64 ",\"sub_bytes_out\":%" PRIu64
+                ",\"sub_requests\":%" PRIu64 ",\"pub_bytes_in\":%" PRIu64
+                ",\"pub_bytes_out\":%" PRIu64 ","
+                "\"per_delivery\":{\"sub_bytes_in\":%.1f,\"sub_bytes_out\":%.1f,\"pub_bytes_in\":%."
+                "2f,"
+                "\"pub_bytes_out\":%.2f,\"wire_bytes\":%.1f,\"sub_requests\":%.4f,\"requests\":%."
+                "4f},"
+                "\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%.3f,"
+                "\"wall_s\":%.3f,\"clean\":%s,\"ok\":%s}\n",
+                step, rate, opt.step_seconds, sent, P.errors - errors0, P.late - late0,
+                pub_s > 0 ? (double)sent / pub_s : 0, P.max_outstanding, expected, recv, lost, dup,
+                reorder, disc, dlv_s > 0 ? (double)unique / dlv_s : 0, pv[0], pv[1], pv[2],
+                (double)lmax / 1e6, recv ? (double)lsum / (double)recv / 1e6 : 0, scpu,
+                unique ? scpu * 1e6 / (double)unique : 0, sent ? scpu * 1e6 / (double)sent : 0,
+                read_vm_kb(opt.server_pid, "VmRSS"), read_vm_kb(opt.server_pid, "VmHWM"), sin, sout,
+                sreq, pin, pout, (double)sin * per, (double)sout * per, (double)pin * per,
+                (double)pout * per, (double)(sin + sout + pin + pout) * per, (double)sreq * per,
+                (double)(sreq + sent) * per, ccpu, wall > 0 ? ccpu / wall : 0,
+                wall > 0 ? cmax / wall : 0, wall, clean ? "true" : "false", ok ? "true" : "false");
             P.max_outstanding = 0;
             if (!clean && opt.strict)
                 rc = rc ? rc : 1;
@@ -1990,7 +2088,8 @@ int main(int argc, char **argv)
             pid_t r = waitpid(g_pids[i], &st, WNOHANG);
             if (r == g_pids[i]) {
                 if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) {
-                    fprintf(stderr, "fanout: subscriber process %d ended abnormally (status %d)\n", i, st);
+                    fprintf(stderr, "fanout: subscriber process %d ended abnormally (status %d)\n",
+                            i, st);
                     rc = 3;
                 }
                 g_pids[i] = 0;
