@@ -28,6 +28,11 @@ typedef struct ws_session {
     hd_conn *conn;
     bool echo;
     hd_ws_deflate_params deflate;
+    /*
+     * Both exist only while a frame or message is being received: an idle
+     * connection holds no reader state and no zlib stream (herald asks for
+     * client_no_context_takeover, so nothing carries over between messages).
+     */
     hd_ws_inflater *inflater;
     hd_ws_reader *reader;
     hd_catch_up *catch_up; /* while history is still owed */
@@ -75,7 +80,8 @@ static void send_close(ws_session *session, uint16_t code, const char *reason)
     if (session->close_sent)
         return;
     session->close_sent = true;
-    hd_ws_reader_stop(session->reader);
+    if (session->reader != NULL)
+        hd_ws_reader_stop(session->reader);
     hd_conn_send_last(session->conn, hd_ws_frame_build_close(code, reason));
 }
 
@@ -340,12 +346,27 @@ static const hd_ws_reader_callbacks reader_callbacks = {
 /* ------------------------------------------------------------------------ */
 /* Stream hooks                                                             */
 
+static size_t frame_limit(const hd_conn *conn, bool echo);
+
+static void release_reader(ws_session *session)
+{
+    hd_ws_reader_free(session->reader);
+    hd_ws_inflater_free(session->inflater);
+    session->reader = NULL;
+    session->inflater = NULL;
+}
+
 static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t len)
 {
     ws_session *session = ctx;
     session->last_heard_ms = hd_conn_now_ms(session->conn);
     if (session->close_sent)
         return;
+    if (session->reader == NULL) {
+        if (session->deflate.enabled)
+            session->inflater = hd_ws_inflater_new(&session->deflate);
+        session->reader = hd_ws_reader_new(frame_limit(conn, session->echo), session->inflater);
+    }
     const char *reason = NULL;
     uint16_t code =
         hd_ws_reader_feed(session->reader, bytes, len, &reader_callbacks, session, &reason);
@@ -354,10 +375,13 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
         send_close(session, code, reason);
         return;
     }
-    if (!hd_ws_reader_in_message(session->reader))
-        session->message_started_ms = 0;
-    else if (session->message_started_ms == 0)
-        session->message_started_ms = session->last_heard_ms;
+    if (session->close_sent || !hd_ws_reader_idle(session->reader)) {
+        if (session->message_started_ms == 0 && hd_ws_reader_in_message(session->reader))
+            session->message_started_ms = session->last_heard_ms;
+        return;
+    }
+    session->message_started_ms = 0;
+    release_reader(session);
 }
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
@@ -399,8 +423,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
     ws_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
-    hd_ws_reader_free(session->reader);
-    hd_ws_inflater_free(session->inflater);
+    release_reader(session);
     free(session);
 }
 
@@ -535,9 +558,6 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     if (offer != NULL && hd_conn_config(conn)->websocket.compression)
         hd_ws_deflate_negotiate(offer, offer_len, &session->deflate, extensions,
                                 sizeof(extensions));
-    if (session->deflate.enabled)
-        session->inflater = hd_ws_inflater_new(&session->deflate);
-    session->reader = hd_ws_reader_new(frame_limit(conn, echo), session->inflater);
     session->last_heard_ms = hd_conn_now_ms(conn);
 
     send_switching_protocols(session, extensions);

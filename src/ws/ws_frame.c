@@ -92,6 +92,11 @@ bool hd_ws_reader_in_message(const hd_ws_reader *reader)
     return reader->in_message || reader->state == READ_PAYLOAD;
 }
 
+bool hd_ws_reader_idle(const hd_ws_reader *reader)
+{
+    return reader->state == READ_HEADER && reader->header_len == 0 && !reader->in_message;
+}
+
 void hd_ws_reader_stop(hd_ws_reader *reader)
 {
     if (reader->state != READ_FAILED)

@@ -77,6 +77,8 @@ uint16_t hd_ws_reader_feed(hd_ws_reader *reader, const void *bytes, size_t len,
 void hd_ws_reader_stop(hd_ws_reader *reader);
 /* Whether a message or frame has begun and not yet completed (its bytes are held). */
 bool hd_ws_reader_in_message(const hd_ws_reader *reader);
+/* Between frames and messages, holding nothing: the reader may be freed and made anew. */
+bool hd_ws_reader_idle(const hd_ws_reader *reader);
 
 /* Bytes of a server frame header for a payload of len (2, 4 or 10). */
 size_t hd_ws_frame_header_size(size_t len);
