@@ -143,6 +143,16 @@ static void enqueue(hd_conn *conn, hd_buf *buf)
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
 
+void hd_conn_drop_queued(hd_conn *conn)
+{
+    while (conn->queue_count > conn->in_flight_count) {
+        size_t last = (conn->queue_head + conn->queue_count - 1) % conn->queue_cap;
+        conn->queued_bytes -= conn->queue[last]->len;
+        hd_buf_release(conn->queue[last]);
+        conn->queue_count--;
+    }
+}
+
 void hd_conn_send_last(hd_conn *conn, hd_buf *buf)
 {
     if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed) {

@@ -174,6 +174,12 @@ void hd_conn_end_wait(hd_conn *conn);
  */
 bool hd_conn_would_overflow(const hd_conn *conn, size_t len);
 /*
+ * Releases every queued buffer not yet handed to the socket: a slow consumer
+ * that is told to go (WebSocket close 1013) gives back the shared messages
+ * it held at once, not when its last word is finally read.
+ */
+void hd_conn_drop_queued(hd_conn *conn);
+/*
  * Queues buf (taking the caller's reference) past the outbound limit and
  * closes after flushing: for a last word such as a WebSocket close frame.
  */

@@ -100,6 +100,7 @@ static bool send_frame(ws_session *session, hd_buf *frame, bool owned)
         if (owned)
             hd_buf_release(frame);
         hd_log_info("closing WebSocket %s: slow consumer", session->conn->peer);
+        hd_conn_drop_queued(session->conn);
         hd_metric_add(
             &hd_conn_metrics(session->conn)->slow_consumer_disconnects[HD_TRANSPORT_WEBSOCKET], 1);
         send_close(session, HD_WS_CLOSE_TRY_AGAIN, "slow consumer: resume from your last id");
