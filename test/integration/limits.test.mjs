@@ -5,7 +5,7 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHerald, subscribe, curl, RawConn } from '../lib/harness.mjs';
+import { startHerald, subscribe, curl, RawConn, publish } from '../lib/harness.mjs';
 
 const servers = [];
 after(async () => { for (const h of servers) await h.stop(); });
@@ -54,20 +54,30 @@ async function until200(h, address) {
   }
 }
 
-test('max_connections refuses connections over the global limit', async () => {
-  const h = await startHerald({ config: { limits: { max_connections: 2 } } });
+test('max_connections refuses connections over the global limit; connected clients are unaffected', async () => {
+  const h = await startHerald({ config: { limits: { max_connections: 3 } } });
   servers.push(h);
   const first = await subscribe(h.url, '/events?topic=global');
   const second = await subscribe(h.url, '/events?topic=global');
+  const third = await RawConn.connect(h.host, h.port);
   try {
     const refused = await healthFrom(h, '127.0.0.4');
     assert.equal(refused.status, 503);
     assert.equal(JSON.parse(refused.body).error, 'too_many_connections');
+    // The slot held by the third is given back; the subscribers got nothing wrong meanwhile.
+    third.destroy();
+    await until200(h, '127.0.0.4');
+    const res = await publish(h.url, 'global', 'after the refusal');
+    assert.equal(res.status, 201);
+    for (const client of [first, second]) {
+      const [event] = await client.waitEvents(1);
+      assert.equal(event.data, 'after the refusal');
+    }
   } finally {
     first.close();
     second.close();
+    third.destroy();
   }
-  await until200(h, '127.0.0.4');
 });
 
 test('answers are never dropped for max_outbound_bytes: a large batch answer, and a pipelining client that does not read', async () => {
