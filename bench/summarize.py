@@ -343,13 +343,16 @@ set yrange [0:*]
                     for off in sorted(pts):
                         f.write(f"{off} {med([p[0] for p in pts[off]])} {med([p[1] for p in pts[off]])}\n")
                     f.write("\n\n")
-                    blocks.append(f"{c} {s}")
+                    blocks.append((c, s))
+        # one colour per case, solid for herald and dashed for nchan (gnuplot's
+        # default cycle has 8 colours: with 10 series two cases would share one)
         plots = ", ".join(
-            f"'{dat}' index {i} using 1:3 with linespoints title '{t}' lw 2 dt {1 if 'herald' in t else 2}"
-            for i, t in enumerate(blocks))
+            f"'{dat}' index {i} using 1:3 with linespoints title '{c} {s}' lw 2 lc {cases.index(c) + 1}"
+            f" dt {1 if s == 'herald' else 2} pt {7 if s == 'herald' else 6}"
+            for i, (c, s) in enumerate(blocks))
         script = f"""set terminal svg size 900,560 dynamic font 'sans,12'
 set output '{os.path.join(d, 'fanout.svg')}'
-set title 'Fan-out: p99 latency vs offered deliveries/s (median per step; a line ends at its first failing step)'
+set title 'Fan-out: p99 vs offered deliveries/s (medians per step; herald solid, nchan dashed)'
 set logscale xy
 set xlabel 'offered deliveries/s (rate x subscribers)'
 set ylabel 'p99 publish-to-receive latency, ms'

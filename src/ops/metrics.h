@@ -14,6 +14,7 @@
 
 #include "herald/buf.h"
 #include "herald/hub.h"
+#include "herald/worker.h"
 
 typedef enum hd_refusal {
     HD_REFUSED_MAX_CONNECTIONS,
@@ -54,7 +55,7 @@ void hd_metrics_accumulate(hd_metrics *dst, const hd_metrics *src);
 typedef struct hd_metrics_gauges {
     size_t connections; /* all open connections */
     unsigned workers;
-    uint64_t worker_connections[64]; /* open connections of each worker */
+    uint64_t worker_connections[HD_WORKERS_MAX]; /* open connections of each worker */
     bool draining;
     hd_hub_stats hub;
 } hd_metrics_gauges;
