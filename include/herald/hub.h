@@ -169,6 +169,28 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
                              size_t event_len, const char *data, size_t data_len, int64_t now_ms,
                              hd_message **out, size_t *subscribers);
 
+/* One message to publish; event may be NULL. */
+typedef struct hd_publish_item {
+    const char *topic;
+    size_t topic_len;
+    const char *event;
+    size_t event_len;
+    const char *data;
+    size_t data_len;
+} hd_publish_item;
+
+/*
+ * Publishes items all or nothing: every name is checked, and the topics the
+ * batch would create must fit under max_topics (counted conservatively),
+ * before the first is published, all under one lock, so another worker
+ * cannot take the last topic in between. On failure nothing is published
+ * and *failed (if non-NULL) is the index of the item that failed. out[i]
+ * and subscribers[i] (each array optional) as for hd_hub_publish.
+ */
+hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
+                                   int64_t now_ms, hd_message **out, size_t *subscribers,
+                                   size_t *failed);
+
 /*
  * Called once per worker at start: notify(ctx) is called from any thread,
  * with the hub's lock held, when the worker's inbox gets its first message
@@ -247,8 +269,11 @@ typedef struct hd_topic_info {
 } hd_topic_info;
 bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out);
 
+/* Longest topic name (SPEC §2). */
+#define HD_TOPIC_NAME_MAX 200
+
 typedef struct hd_topic_summary {
-    const char *name; /* borrowed from the hub: valid until the next call that changes it */
+    char name[HD_TOPIC_NAME_MAX]; /* a copy: another worker may free the topic once unlocked */
     size_t name_len;
     hd_topic_info info;
 } hd_topic_summary;

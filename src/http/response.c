@@ -87,8 +87,16 @@ bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const ch
     if (content_type != NULL)
         hd_strbuf_printf(out, "Content-Type: %s\r\n", content_type);
     hd_strbuf_printf(out, "Content-Length: %zu\r\n", body_len);
+    /*
+     * An idle keep-alive connection is closed after header_timeout_s; saying
+     * so keeps clients (fetch/undici, browsers) from reusing one just as it
+     * closes.
+     */
     if (close)
         hd_strbuf_append_str(out, "Connection: close\r\n");
+    else
+        hd_strbuf_printf(out, "Keep-Alive: timeout=%u\r\n",
+                         hd_conn_config(conn)->limits.header_timeout_s);
     hd_response_append_cors(out, conn);
     if (extra_headers != NULL)
         hd_strbuf_append_str(out, extra_headers);

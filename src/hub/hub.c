@@ -545,30 +545,37 @@ void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), 
 /* Returns whether the inbox was empty (its worker then needs a wake-up). */
 static bool inbox_push(hub_inbox *inbox, hd_message *msg)
 {
+    if (inbox->len == inbox->cap && inbox->head > 0) {
+        /* Reuse the room of what was delivered before growing. */
+        inbox->len -= inbox->head;
+        memmove(inbox->messages, inbox->messages + inbox->head,
+                inbox->len * sizeof(*inbox->messages));
+        inbox->head = 0;
+    }
     if (inbox->len == inbox->cap) {
         inbox->cap = inbox->cap ? inbox->cap * 2 : 64;
         inbox->messages = hd_realloc(inbox->messages, inbox->cap * sizeof(*inbox->messages));
     }
     inbox->messages[inbox->len++] = hd_message_retain(msg);
-    return inbox->len == 1;
+    return inbox->len - inbox->head == 1;
 }
 
-hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
-                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
-                             hd_message **out, size_t *subscribers)
+/*
+ * Appends one checked item to history and queues it for every worker with
+ * subscribers of its topic. Pushed under the lock, so every inbox is in seq
+ * order: per-topic order holds on every worker whoever published. Notified
+ * under it too, so a worker that unregistered (shutting down) is never woken
+ * afterwards. Returns whether the calling worker must deliver it itself (a
+ * worker without a notify callback, as in unit tests).
+ */
+static bool publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now_ms,
+                           hd_message **out, size_t *subscribers)
 {
-    hd_topic *t;
-    hub_lock(hub);
-    hd_hub_status status = check_publish(hub, topic, topic_len, event, event_len, &t);
-    if (status != HD_HUB_OK) {
-        hub_unlock(hub);
-        return status;
-    }
+    hd_topic *t = find_topic(hub, item->topic, item->topic_len);
     if (t == NULL)
-        t = topic_create(hub, topic, topic_len);
-
-    hd_message *msg = hd_message_new(topic, topic_len, event, event_len, data, data_len, ++hub->seq,
-                                     hub->epoch, now_ms);
+        t = topic_create(hub, item->topic, item->topic_len);
+    hd_message *msg = hd_message_new(item->topic, item->topic_len, item->event, item->event_len,
+                                     item->data, item->data_len, ++hub->seq, hub->epoch, now_ms);
     history_push(hub, t, msg);
     history_enforce_total(hub, msg);
     hub->stats.messages_published++;
@@ -577,11 +584,6 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
     if (out != NULL)
         *out = hd_message_retain(msg);
 
-    /*
-     * Pushed under the lock, so every inbox is in seq order: per-topic order
-     * holds on every worker whoever published. Notified under it too, so a
-     * worker that unregistered (shutting down) is never woken afterwards.
-     */
     unsigned self = hd_worker_index();
     bool deliver_here = false;
     for (unsigned w = 0; w < hub->workers; w++) {
@@ -593,6 +595,43 @@ hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, c
         else if (was_empty)
             hub->inboxes[w].notify(hub->inboxes[w].notify_ctx);
     }
+    return deliver_here;
+}
+
+hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
+                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
+                             hd_message **out, size_t *subscribers)
+{
+    hd_publish_item item = {topic, topic_len, event, event_len, data, data_len};
+    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL);
+}
+
+hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
+                                   int64_t now_ms, hd_message **out, size_t *subscribers,
+                                   size_t *failed)
+{
+    hub_lock(hub);
+    size_t new_topics = 0;
+    for (size_t i = 0; i < count; i++) {
+        hd_topic *t;
+        hd_hub_status status = check_publish(hub, items[i].topic, items[i].topic_len,
+                                             items[i].event, items[i].event_len, &t);
+        /* Repeated new topics count each time: conservative, and known before anything changes. */
+        new_topics += t == NULL;
+        if (status == HD_HUB_OK && t == NULL && hub->options.max_topics != 0 &&
+            hub->topic_count + new_topics > hub->options.max_topics)
+            status = HD_HUB_TOO_MANY_TOPICS;
+        if (status != HD_HUB_OK) {
+            hub_unlock(hub);
+            if (failed != NULL)
+                *failed = i;
+            return status;
+        }
+    }
+    bool deliver_here = false;
+    for (size_t i = 0; i < count; i++)
+        deliver_here |= publish_locked(hub, &items[i], now_ms, out ? &out[i] : NULL,
+                                       subscribers ? &subscribers[i] : NULL);
     hub_unlock(hub);
 
     while (deliver_here && hd_hub_deliver_pending(hub, UINT64_MAX))
@@ -985,7 +1024,7 @@ static size_t list_topics_locked(const hd_hub *hub, const char *prefix, size_t p
     }
     size_t count = len < limit ? len : limit;
     for (size_t i = 0; i < count; i++) {
-        out[i].name = heap[i]->name;
+        memcpy(out[i].name, heap[i]->name, heap[i]->name_len);
         out[i].name_len = heap[i]->name_len;
         fill_topic_info(hub, heap[i], &out[i].info);
     }

@@ -232,21 +232,20 @@ static void start_lingering(hd_conn *conn)
     wait_for_request(conn);
 }
 
-static void count_written(hd_conn *conn)
+/* Gives back the buffers of the batch that was being written; written: it all reached the socket.
+ */
+static void release_in_flight(hd_conn *conn, bool written)
 {
-    for (size_t i = 0; i < conn->in_flight_count; i++)
-        hd_metric_add(&conn->server->metrics.bytes_written,
-                      conn->queue[(conn->queue_head + i) % conn->queue_cap]->len);
-}
-
-static void release_in_flight(hd_conn *conn)
-{
+    uint64_t bytes = 0;
     for (size_t i = 0; i < conn->in_flight_count; i++) {
         hd_buf *buf = queue_pop(conn);
-        conn->queued_bytes -= buf->len;
+        bytes += buf->len;
         hd_buf_release(buf);
     }
+    conn->queued_bytes -= bytes;
     conn->in_flight_count = 0;
+    if (written)
+        hd_metric_add(&conn->server->metrics.bytes_written, bytes);
 }
 
 /* What follows a completed write: more output, the end of the connection, or more input. */
@@ -276,9 +275,7 @@ static void conn_on_write(uv_write_t *req, int status)
     hd_conn *conn = req->data;
     free(req);
     conn->write_req = NULL;
-    if (status == 0)
-        count_written(conn);
-    release_in_flight(conn);
+    release_in_flight(conn, status == 0);
     if (conn->state == HD_CONN_CLOSING)
         return;
     if (status < 0) {
@@ -308,7 +305,7 @@ void hd_conn_flush(hd_conn *conn)
     conn->in_flight_count = count;
     int written = uv_try_write((uv_stream_t *)&conn->tcp, bufs, (unsigned)count);
     if (written < 0 && written != UV_EAGAIN) {
-        release_in_flight(conn);
+        release_in_flight(conn, false);
         hd_conn_close(conn);
         return;
     }
@@ -316,8 +313,7 @@ void hd_conn_flush(hd_conn *conn)
     while (first < count && done >= bufs[first].len)
         done -= bufs[first++].len;
     if (first == count) {
-        count_written(conn);
-        release_in_flight(conn);
+        release_in_flight(conn, true);
         conn_on_written(conn);
         return;
     }
@@ -329,7 +325,7 @@ void hd_conn_flush(hd_conn *conn)
                  (unsigned)(count - first), conn_on_write) != 0) {
         free(conn->write_req);
         conn->write_req = NULL;
-        release_in_flight(conn);
+        release_in_flight(conn, false);
         hd_conn_close(conn);
     }
 }
@@ -447,10 +443,13 @@ void hd_conn_wake(hd_conn *conn)
 
 void hd_conn_end_wait(hd_conn *conn)
 {
-    if (conn->state != HD_CONN_WAITING)
+    if (conn->stream_ops == NULL)
         return;
     hd_list_unlink(&conn->wake_node);
+    /* Closing already (EOF in the same loop turn): the session ended itself, on_close must not. */
     forget_session(conn);
+    if (conn->state != HD_CONN_WAITING)
+        return;
     conn->state = HD_CONN_READING;
     llhttp_resume(&conn->reader->parser);
     wait_for_request(conn);

@@ -86,14 +86,18 @@ static void process_closes(hd_server *server)
 /* Transports woken by a delivery answer here, outside it; then input held meanwhile is parsed. */
 static void process_wakes(hd_server *server)
 {
-    while (!hd_list_empty(&server->wake_list)) {
-        hd_conn *conn = hd_container_of(server->wake_list.next, hd_conn, wake_node);
-        hd_list_unlink(&conn->wake_node);
-        if (conn->stream_ops != NULL && conn->stream_ops->on_wake != NULL)
-            conn->stream_ops->on_wake(conn, conn->stream_session);
+    /* Parsing held input may start another wait that asks for a wake at once: loop until both are
+     * empty. */
+    while (!hd_list_empty(&server->wake_list) || !hd_list_empty(&server->resume_list)) {
+        while (!hd_list_empty(&server->wake_list)) {
+            hd_conn *conn = hd_container_of(server->wake_list.next, hd_conn, wake_node);
+            hd_list_unlink(&conn->wake_node);
+            if (conn->stream_ops != NULL && conn->stream_ops->on_wake != NULL)
+                conn->stream_ops->on_wake(conn, conn->stream_session);
+        }
+        while (!hd_list_empty(&server->resume_list))
+            hd_conn_resume_input(hd_container_of(server->resume_list.next, hd_conn, wake_node));
     }
-    while (!hd_list_empty(&server->resume_list))
-        hd_conn_resume_input(hd_container_of(server->resume_list.next, hd_conn, wake_node));
 }
 
 static void flush_connections(hd_server *server)
@@ -166,8 +170,17 @@ static void server_on_inbox(uv_async_t *async)
 {
     hd_server *server = async->data;
     uint64_t slice = server->config->limits.max_outbound_bytes / 4;
-    while (hd_hub_deliver_pending(server->hub, slice))
+    for (int slices = 0; hd_hub_deliver_pending(server->hub, slice); slices++) {
         flush_connections(server);
+        /*
+         * Other workers may publish faster than this one fans out: give the
+         * loop back (reads, timers, closes) and come back for the rest.
+         */
+        if (slices == 16) {
+            uv_async_send(&server->inbox_async);
+            return;
+        }
+    }
 }
 
 static void server_on_stop_requested(uv_async_t *async)
@@ -380,6 +393,8 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
     hd_list_foreach_safe(node, next, &server->connections)
     {
         hd_conn *conn = hd_container_of(node, hd_conn, server_node);
+        if (conn->state == HD_CONN_CLOSING)
+            continue;
         if (conn->state == HD_CONN_READING && conn->request_started)
             continue; /* answered with Connection: close, or cut by the header timeout */
         if (conn->state == HD_CONN_READING && conn->queue_count == 0)

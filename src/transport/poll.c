@@ -38,7 +38,7 @@ typedef struct poll_session {
 
 /* One answer being collected from history. */
 typedef struct poll_answer {
-    hd_buf **envelopes; /* borrowed from the messages: retained when queued */
+    hd_buf **envelopes; /* one reference each: the messages may leave history once unlocked */
     size_t count;
     size_t limit;
     uint64_t bytes;
@@ -75,7 +75,7 @@ static bool answer_accepts(void *ctx, hd_message *msg)
 static bool answer_on_message(void *ctx, hd_message *msg)
 {
     poll_answer *answer = ctx;
-    hd_buf *envelope = envelope_of(msg);
+    hd_buf *envelope = hd_buf_retain(envelope_of(msg));
     answer->envelopes[answer->count++] = envelope;
     answer->bytes += envelope->len + 1;
     memcpy(answer->last_id, msg->id, msg->id_len + 1);
@@ -139,7 +139,7 @@ static void send_answer(hd_conn *conn, const hd_cursor *cursor, poll_answer *ans
     for (size_t i = 0; i < answer->count; i++) {
         if (i > 0)
             hd_conn_send(conn, comma);
-        hd_conn_send(conn, answer->envelopes[i]);
+        hd_conn_send_owned(conn, answer->envelopes[i]);
     }
     hd_buf_release(comma);
     hd_conn_send_owned(conn, hd_strbuf_finish(&tail));
@@ -201,6 +201,8 @@ static void session_on_timer_closed(uv_handle_t *handle)
 /* The wait is over (answered or disconnected): the session goes once its timer is closed. */
 static void session_end(poll_session *session)
 {
+    if (session->conn == NULL)
+        return;
     hd_hub_unsubscribe_all(hd_conn_hub(session->conn), &session->subscriber);
     session->conn = NULL;
     uv_close((uv_handle_t *)&session->timer, session_on_timer_closed);

@@ -1,6 +1,7 @@
 #include "transport/publish.h"
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -173,43 +174,48 @@ static int check_item(hd_conn *conn, const cJSON *item, size_t index, batch_item
 
 /*
  * Each item was checked alone; together they may still create more topics
- * than limits.max_topics allows, which must be known before anything is
- * published. Repeated new topics are counted each time: conservative.
+ * than limits.max_topics allows, which the hub checks before it publishes
+ * any (and, with several workers, under the same lock as the publishing).
  */
-static bool new_topics_fit(hd_conn *conn, const batch_item *items, size_t count)
-{
-    hd_hub *hub = hd_conn_hub(conn);
-    uint32_t max_topics = hd_conn_config(conn)->limits.max_topics;
-    if (max_topics == 0)
-        return true;
-    size_t new_topics = 0;
-    hd_topic_info info;
-    for (size_t i = 0; i < count; i++)
-        new_topics += !hd_hub_topic_info(hub, items[i].topic, strlen(items[i].topic), &info);
-    return hd_hub_topic_count(hub) + new_topics <= max_topics;
-}
-
 static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
 {
-    hd_strbuf out;
-    hd_strbuf_init(&out);
-    hd_strbuf_append_str(&out, "{\"messages\":[");
-    int64_t now = hd_clock_wall_ms();
+    hd_publish_item *publish = hd_calloc(count, sizeof(*publish));
+    hd_message **messages = hd_calloc(count, sizeof(*messages));
+    size_t *subscribers = hd_calloc(count, sizeof(*subscribers));
     for (size_t i = 0; i < count; i++) {
-        hd_message *msg;
-        size_t subscribers;
-        /* Every item was checked, so publishing cannot fail half-way. */
-        hd_hub_publish(hd_conn_hub(conn), items[i].topic, strlen(items[i].topic), items[i].event,
-                       items[i].event ? strlen(items[i].event) : 0, items[i].data,
-                       strlen(items[i].data), now, &msg, &subscribers);
-        if (i > 0)
-            hd_strbuf_append(&out, ",", 1);
-        append_result(&out, msg, subscribers);
-        hd_message_release(msg);
+        publish[i] = (hd_publish_item){
+            .topic = items[i].topic,
+            .topic_len = strlen(items[i].topic),
+            .event = items[i].event,
+            .event_len = items[i].event ? strlen(items[i].event) : 0,
+            .data = items[i].data,
+            .data_len = strlen(items[i].data),
+        };
     }
-    hd_strbuf_append_str(&out, "]}\n");
-    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
-    hd_strbuf_free(&out);
+    size_t failed = 0;
+    hd_hub_status status = hd_hub_publish_batch(hd_conn_hub(conn), publish, count,
+                                                hd_clock_wall_ms(), messages, subscribers, &failed);
+    if (status != HD_HUB_OK) {
+        char where[64];
+        snprintf(where, sizeof(where), "Item %zu: ", failed);
+        answer_hub_status(conn, status, where);
+    } else {
+        hd_strbuf out;
+        hd_strbuf_init(&out);
+        hd_strbuf_append_str(&out, "{\"messages\":[");
+        for (size_t i = 0; i < count; i++) {
+            if (i > 0)
+                hd_strbuf_append(&out, ",", 1);
+            append_result(&out, messages[i], subscribers[i]);
+            hd_message_release(messages[i]);
+        }
+        hd_strbuf_append_str(&out, "]}\n");
+        hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+        hd_strbuf_free(&out);
+    }
+    free(publish);
+    free(messages);
+    free(subscribers);
 }
 
 void hd_publish_handle_batch(hd_conn *conn)
@@ -239,10 +245,6 @@ void hd_publish_handle_batch(hd_conn *conn)
     int rc = 0;
     for (const cJSON *item = root->child; item != NULL && rc == 0; item = item->next, index++)
         rc = check_item(conn, item, index, &items[index]);
-    if (rc == 0 && !new_topics_fit(conn, items, count)) {
-        answer_hub_status(conn, HD_HUB_TOO_MANY_TOPICS, "");
-        rc = -1;
-    }
     if (rc == 0)
         publish_items(conn, items, count);
     free(items);

@@ -376,13 +376,12 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
         send_close(session, code, reason);
         return;
     }
-    if (session->close_sent || !hd_ws_reader_idle(session->reader)) {
-        if (session->message_started_ms == 0 && hd_ws_reader_in_message(session->reader))
-            session->message_started_ms = session->last_heard_ms;
-        return;
-    }
-    session->message_started_ms = 0;
-    release_reader(session);
+    if (!hd_ws_reader_in_message(session->reader))
+        session->message_started_ms = 0;
+    else if (session->message_started_ms == 0)
+        session->message_started_ms = session->last_heard_ms;
+    if (!session->close_sent && hd_ws_reader_idle(session->reader))
+        release_reader(session);
 }
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
