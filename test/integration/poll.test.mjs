@@ -687,6 +687,27 @@ describe('disconnects', () => {
   });
 });
 
+describe('disconnect races', () => {
+  // A client that goes away in the same loop turn as its poll times out (or
+  // as a publish wakes it) must be ended once: herald keeps serving, and
+  // h.stop() checks it exits 0 with no sanitizer report.
+  test('pollers that reset just as their timeout fires or a publish wakes them', { timeout: 60_000 }, async () => {
+    const topic = 'race-dc';
+    await publishOk(h.url, topic, 'history keeps the topic alive');
+    for (let round = 0; round < 3; round++) {
+      const conns = await Promise.all(Array.from({ length: 60 }, () => RawConn.connect(h.host, h.port)));
+      await Promise.all(conns.map((c) => c.write(`GET /poll?topic=${topic}&timeout=1 HTTP/1.1\r\nHost: t\r\n\r\n`)));
+      await waitSubscribers(h.url, topic, 60);
+      const started = performance.now();
+      conns.forEach((c, i) => setTimeout(() => c.destroy(), 900 + (i % 20) * 10));
+      if (round === 1) setTimeout(() => publishOk(h.url, topic, 'wake').catch(() => {}), 980);
+      await sleep(Math.max(0, 1300 - (performance.now() - started)));
+      await waitSubscribers(h.url, topic, 0, { timeout: 5000 });
+      assert.equal((await request(`${h.url}/healthz`)).status, 200);
+    }
+  });
+});
+
 describe('keep-alive and pipelining', () => {
   test('two pipelined polls, the first waiting (timeout=1): both answered, in order; the connection stays', { timeout: 30_000 }, async () => {
     const m = await publishOk(h.url, 'pl-b', 'held');
