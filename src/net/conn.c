@@ -31,7 +31,9 @@ uint64_t hd_conn_now_ms(const hd_conn *conn)
 
 bool hd_conn_server_draining(const hd_conn *conn)
 {
-    return conn->server->draining;
+    /* Asked to stop (by another thread) counts already: requests are answered as draining. */
+    return conn->server->draining ||
+           __atomic_load_n(&conn->server->group->stopping, __ATOMIC_ACQUIRE);
 }
 
 uv_loop_t *hd_conn_loop(const hd_conn *conn)
@@ -594,7 +596,7 @@ static int on_headers_complete(llhttp_t *parser)
     wait_for_request(conn);
     req->method = parser->method;
     /* While draining, each request still in flight is answered, then its connection closed. */
-    req->keep_alive = llhttp_should_keep_alive(parser) && !conn->server->draining;
+    req->keep_alive = llhttp_should_keep_alive(parser) && !hd_conn_server_draining(conn);
     hd_request_split_target(req);
     conn->body_limit = hd_router_body_limit(conn);
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->body_limit) {

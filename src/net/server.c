@@ -197,6 +197,7 @@ void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void
 
 void hd_server_request_shutdown(hd_server *server)
 {
+    __atomic_store_n(&server->group->stopping, true, __ATOMIC_RELEASE);
     uv_async_send(&server->stop_async);
 }
 

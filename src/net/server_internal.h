@@ -36,6 +36,7 @@ typedef struct hd_server_group {
     pthread_mutex_t lock; /* guards ip_counts */
     hd_ip_count *ip_counts;
     uint64_t connections; /* of all servers, atomic */
+    bool stopping;        /* atomic: shutdown was requested, before each worker gets to it */
     hd_server **servers;
     unsigned size;
     unsigned capacity;
