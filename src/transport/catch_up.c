@@ -41,31 +41,64 @@ static void batch_on_gap(void *ctx, const hd_gap *gap)
     catch_up->ops->send_gap(catch_up->ctx, gap);
 }
 
-static bool batch_on_message(void *ctx, hd_message *msg)
+/* A batch read under the hub's lock, then encoded and queued after it: other workers wait less. */
+typedef struct batch {
+    hd_catch_up *catch_up;
+    hd_message *messages[BATCH_MESSAGES]; /* one reference each */
+    size_t count;
+} batch;
+
+static void batch_gap(void *ctx, const hd_gap *gap)
 {
-    hd_catch_up *catch_up = ctx;
-    if (!catch_up->ops->send_message(catch_up->ctx, msg))
-        return false;
-    hd_subscriber_mark_seen(catch_up->subscriber, msg);
-    catch_up->last_seq = msg->seq;
-    memcpy(catch_up->last_id, msg->id, msg->id_len + 1);
-    uint64_t half = hd_conn_config(catch_up->conn)->limits.max_outbound_bytes / 2;
-    return hd_conn_queued_bytes(catch_up->conn) < half;
+    batch_on_gap(((batch *)ctx)->catch_up, gap);
+}
+
+static bool batch_take(void *ctx, hd_message *msg)
+{
+    batch *b = ctx;
+    b->messages[b->count++] = hd_message_retain(msg);
+    return true;
 }
 
 static const hd_history_visitor batch_visitor = {
-    .on_gap = batch_on_gap,
-    .on_message = batch_on_message,
+    .on_gap = batch_gap,
+    .on_message = batch_take,
 };
 
-/* Returns whether more history is held after this batch. */
+/*
+ * Queues the batch until the connection is half full (the rest is read
+ * again next time, from the last message sent). Returns whether all of it
+ * was sent.
+ */
+static bool send_messages(hd_catch_up *catch_up, batch *b)
+{
+    uint64_t half = hd_conn_config(catch_up->conn)->limits.max_outbound_bytes / 2;
+    size_t sent = 0;
+    while (sent < b->count) {
+        hd_message *msg = b->messages[sent];
+        if (!catch_up->ops->send_message(catch_up->ctx, msg))
+            break;
+        sent++;
+        hd_subscriber_mark_seen(catch_up->subscriber, msg);
+        catch_up->last_seq = msg->seq;
+        memcpy(catch_up->last_id, msg->id, msg->id_len + 1);
+        if (hd_conn_queued_bytes(catch_up->conn) >= half)
+            break;
+    }
+    for (size_t i = 0; i < b->count; i++)
+        hd_message_release(b->messages[i]);
+    return sent == b->count;
+}
+
+/* Returns whether more history is held after what this batch sent. */
 static bool send_batch(hd_catch_up *catch_up, const hd_cursor *cursor)
 {
+    batch b = {.catch_up = catch_up};
     bool more = false;
     hd_hub_read_history(hd_conn_hub(catch_up->conn), (const char *const *)catch_up->topics,
                         catch_up->topic_lens, catch_up->topic_count, cursor, BATCH_MESSAGES,
-                        &batch_visitor, catch_up, &more);
-    return more;
+                        &batch_visitor, &b, &more);
+    return !send_messages(catch_up, &b) || more;
 }
 
 hd_catch_up *hd_catch_up_start(hd_conn *conn, hd_subscriber *subscriber, const hd_catch_up_ops *ops,
