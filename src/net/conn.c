@@ -98,6 +98,7 @@ static void free_reader(hd_conn *conn)
     if (conn->reader == NULL)
         return;
     hd_request_free(conn->request);
+    hd_strbuf_free(&conn->reader->held_input);
     free(conn->reader);
     conn->reader = NULL;
     conn->request = NULL;
@@ -368,7 +369,6 @@ static void conn_on_closed(uv_handle_t *handle)
         hd_buf_release(queue_pop(conn));
     free(conn->queue);
     free_reader(conn);
-    hd_strbuf_free(&conn->held_input);
     hd_list_unlink(&conn->server_node);
     hd_metric_add(&server->connection_count, (uint64_t)-1);
     __atomic_fetch_sub(&server->group->connections, 1, __ATOMIC_RELAXED);
@@ -456,15 +456,15 @@ void hd_conn_end_wait(hd_conn *conn)
     llhttp_resume(&conn->reader->parser);
     wait_for_request(conn);
     /* Parsed in the server's pass, so that the answer the caller queues next goes first. */
-    if (conn->held_input.len > 0 || conn->reading_paused)
+    if (conn->reader->held_input.len > 0 || conn->reading_paused)
         hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);
 }
 
 /* Input that arrives while the answer is held back: kept for later, within a bound. */
 static void hold_input(hd_conn *conn, const char *bytes, size_t len)
 {
-    hd_strbuf_append(&conn->held_input, bytes, len);
-    if (conn->held_input.len >= hd_conn_config(conn)->limits.max_header_bytes &&
+    hd_strbuf_append(&conn->reader->held_input, bytes, len);
+    if (conn->reader->held_input.len >= hd_conn_config(conn)->limits.max_header_bytes &&
         !conn->reading_paused) {
         /* A client pipelining that much behind a long-poll waits for its answer first. */
         conn->reading_paused = true;
@@ -598,13 +598,13 @@ static int on_headers_complete(llhttp_t *parser)
     /* While draining, each request still in flight is answered, then its connection closed. */
     req->keep_alive = llhttp_should_keep_alive(parser) && !hd_conn_server_draining(conn);
     hd_request_split_target(req);
-    conn->body_limit = hd_router_body_limit(conn);
-    if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->body_limit) {
+    conn->reader->body_limit = hd_router_body_limit(conn);
+    if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->reader->body_limit) {
         hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body of %llu bytes exceeds the limit of %llu bytes.",
                           (unsigned long long)parser->content_length,
-                          (unsigned long long)conn->body_limit);
+                          (unsigned long long)conn->reader->body_limit);
         return HPE_USER;
     }
     size_t expect_len;
@@ -619,11 +619,11 @@ static int on_headers_complete(llhttp_t *parser)
 static int on_body(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
-    if (conn->request->body.len + len > conn->body_limit) {
+    if (conn->request->body.len + len > conn->reader->body_limit) {
         hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
         hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
                           "The body exceeds the limit of %llu bytes.",
-                          (unsigned long long)conn->body_limit);
+                          (unsigned long long)conn->reader->body_limit);
         return HPE_USER;
     }
     hd_strbuf_append(&conn->request->body, at, len);
@@ -704,8 +704,8 @@ void hd_conn_resume_input(hd_conn *conn)
         }
     }
     /* Parsing may hold input again (another long-poll), so it starts from a fresh buffer. */
-    hd_strbuf input = conn->held_input;
-    hd_strbuf_init(&conn->held_input);
+    hd_strbuf input = conn->reader->held_input;
+    hd_strbuf_init(&conn->reader->held_input);
     if (input.len > 0)
         parse_input(conn, input.data, input.len);
     hd_strbuf_free(&input);
@@ -784,8 +784,8 @@ hd_conn *hd_conn_new(hd_server *server)
     hd_list_init(&conn->timeout_node);
     hd_list_init(&conn->detach_node);
     hd_list_init(&conn->wake_node);
-    hd_strbuf_init(&conn->held_input);
-    conn->reader = hd_alloc(sizeof(*conn->reader));
+    conn->reader = hd_calloc(1, sizeof(*conn->reader));
+    hd_strbuf_init(&conn->reader->held_input);
     conn->request = &conn->reader->request;
     hd_request_init(conn->request);
     llhttp_init(&conn->reader->parser, HTTP_REQUEST, &server->http_settings);

@@ -76,6 +76,8 @@ typedef struct hd_stream_ops {
 typedef struct hd_conn_reader {
     llhttp_t parser;
     hd_request request;
+    uint64_t body_limit;  /* for the request being read */
+    hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
 } hd_conn_reader;
 
 /*
@@ -99,8 +101,6 @@ struct hd_conn {
     hd_conn_reader *reader; /* NULL once a stream took over */
     hd_request *request;    /* &reader->request, NULL with it */
     bool request_started;
-    uint64_t body_limit;  /* for the request being read */
-    hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
 
     /*
      * Outbound queue: a ring of buffer references, bounded in bytes. The

@@ -18,6 +18,7 @@
 #include "net/conn.h"
 #include "net/server_internal.h"
 #include "ws/ws_deflate.h"
+#include "ws/ws_handshake.h"
 
 #define SWEEP_INTERVAL_MS 250
 
@@ -304,6 +305,14 @@ static int listen_on(hd_server *server, size_t i, char *err, size_t err_len)
 
 int hd_server_start(hd_server *server, char *err, size_t err_len)
 {
+    /*
+     * OpenSSL sets up its SHA-1 provider on first use (about 170 KiB): do it
+     * at start, once, rather than during the first client's handshake.
+     */
+    if (server->index == 0) {
+        char accept[HD_WS_ACCEPT_SIZE];
+        hd_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, accept);
+    }
     const hd_config *config = server->config;
     server->listeners = hd_calloc(config->listen.count, sizeof(*server->listeners));
     server->listener_count = config->listen.count;

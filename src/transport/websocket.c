@@ -27,6 +27,7 @@ typedef struct ws_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
     bool echo;
+    bool close_sent;
     hd_ws_deflate_params deflate;
     /*
      * Both exist only while a frame or message is being received: an idle
@@ -35,8 +36,7 @@ typedef struct ws_session {
      */
     hd_ws_inflater *inflater;
     hd_ws_reader *reader;
-    hd_catch_up *catch_up; /* while history is still owed */
-    bool close_sent;
+    hd_catch_up *catch_up;       /* while history is still owed */
     uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
     uint64_t message_started_ms; /* when the data message being received began; 0: none */
 } ws_session;
