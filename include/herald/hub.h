@@ -200,9 +200,9 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
 void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx);
 /*
  * Delivers queued messages to the calling worker's subscribers, in order:
- * at least one, and more while their data adds up to less than max_bytes,
- * so that the worker can write its sockets between bursts. Returns whether
- * more are queued.
+ * at least one, and more (up to a fixed slice) while their data adds up to
+ * less than max_bytes, so that the worker can write its sockets between
+ * bursts. Returns whether more are queued.
  */
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes);
 

@@ -647,6 +647,10 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  * was published, or that a catch-up already served it from history, has a
  * seen_seq at or past it and skips it.
  */
+/* Messages taken from an inbox at a time: the slice lives on the stack, no allocation per publish.
+ */
+#define SLICE_MESSAGES 256
+
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
 {
     unsigned self = hd_worker_index();
@@ -654,14 +658,15 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
     hub_lock(hub);
     size_t count = 0;
     uint64_t bytes = 0;
-    while (inbox->head + count < inbox->len && (count == 0 || bytes < max_bytes))
+    while (inbox->head + count < inbox->len && count < SLICE_MESSAGES &&
+           (count == 0 || bytes < max_bytes))
         bytes += inbox->messages[inbox->head + count++]->data_len;
     if (count == 0) {
         hub_unlock(hub);
         return false;
     }
-    hd_message **messages = hd_alloc(count * sizeof(*messages));
-    hd_topic **topics = hd_alloc(count * sizeof(*topics));
+    hd_message *messages[SLICE_MESSAGES];
+    hd_topic *topics[SLICE_MESSAGES];
     memcpy(messages, inbox->messages + inbox->head, count * sizeof(*messages));
     inbox->head += count;
     if (inbox->head == inbox->len)
@@ -688,8 +693,6 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
         }
         hd_message_release(msg);
     }
-    free(topics);
-    free(messages);
     return more;
 }
 

@@ -40,7 +40,6 @@ typedef struct poll_session {
 typedef struct poll_answer {
     hd_buf **envelopes; /* one reference each: the messages may leave history once unlocked */
     size_t count;
-    size_t limit;
     uint64_t bytes;
     uint64_t byte_cap;
     hd_strbuf gaps; /* the members of "gaps":[…] */
@@ -169,7 +168,6 @@ static bool try_answer(hd_conn *conn, const poll_request *request, bool force,
     hd_cursor cursor = request_cursor(request, conn);
     poll_answer answer = {
         .envelopes = hd_alloc(request->limit * sizeof(hd_buf *)),
-        .limit = request->limit,
         .byte_cap = hd_conn_config(conn)->limits.max_outbound_bytes,
     };
     hd_strbuf_init(&answer.gaps);
