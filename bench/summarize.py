@@ -270,6 +270,40 @@ def main(d):
         out.append(table(head, body))
         out.append("\nlost: summed over repetitions; a run stops after its first step with loss.\n")
 
+    # (f) the write floor: no server, N plain write(2) calls per message
+    f = [r for r in rows if r["scenario"] == "f" and r["phase"] == "floor"]
+    if f:
+        out.append("\n## (f) Write floor: one message to N loopback subscribers with no server at all\n")
+        g = by(f, "case")
+        head = ["case", "subscribers per message", "µs per write(2)", "walk p50 ms", "walk p99 ms",
+                "floor delivery p50 / p99 ms"]
+        for s in srv:
+            head.append(f"{s} fan-out p50 / p99 ms at its lowest rate (case)")
+        body = []
+        for c in case_order(rows, "f"):
+            rs = g[(c,)]
+            n = rs[0]["subscribers"]
+            line = [c, f"{n:,}", fmt(med([r["us_per_write"] for r in rs])),
+                    fmt(med([r["walk_ms"]["p50"] for r in rs])), fmt(med([r["walk_ms"]["p99"] for r in rs])),
+                    f"{fmt(med([r['delivery_ms']['p50'] for r in rs]))} / {fmt(med([r['delivery_ms']['p99'] for r in rs]))}"]
+            for s in srv:
+                # the fan-out case whose messages each go to n subscribers, at its first (lowest) step
+                first = [r for r in b if r["server"] == s and r["step"] == 0 and r["transport"] == "sse"
+                         and r["size"] == 64 and r["subscribers"] // r["topics"] == n]
+                if first:
+                    line.append(f"{fmt(med([r['latency_ms']['p50'] for r in first]))} / "
+                                f"{fmt(med([r['latency_ms']['p99'] for r in first]))} "
+                                f"({first[0]['case']} at {first[0]['rate']:g} msg/s)")
+                else:
+                    line.append("–")
+            body.append(line)
+        out.append(table(head, body))
+        out.append("\nwrite_floor writes one 90 B message (the size of a 64 B SSE event on the wire) to each of N "
+                   "TCP_NODELAY loopback sockets from one core, N write(2) calls in a row, then sleeps; another "
+                   "process on the other core reads. walk = first write to last; floor delivery = each write's "
+                   "offset from its walk's start, the publish→receive latency a server that costs nothing itself "
+                   "would show, at best.\n")
+
     text = "\n".join(out)
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write(text)
