@@ -10,6 +10,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "auth/auth.h"
 #include "herald/config.h"
 #include "herald/hub.h"
 #include "herald/log.h"
@@ -20,6 +21,7 @@ typedef struct herald {
     uv_loop_t loop; /* the main thread's: signals only; the workers run their own */
     hd_config config;
     hd_hub *hub;
+    hd_auth *auth;
     hd_workers *workers;
     uv_signal_t sigterm;
     uv_signal_t sigint;
@@ -40,6 +42,43 @@ static void print_usage(FILE *out)
           "  -h, --help              show this help and exit\n"
           "  -V, --version           show the version and exit\n",
           out);
+}
+
+/*
+ * TLS and the Redis engine have their keys in the contract before they are
+ * built. Ignoring them would serve plain text, or a lone node, where the
+ * operator asked for TLS or a cluster: refuse to start.
+ */
+static int refuse_features_not_built(const hd_config *config)
+{
+    const char *key = NULL;
+    if (config->tls.cert[0] != '\0')
+        key = "tls.cert";
+    else if (config->cluster.redis[0] != '\0')
+        key = "cluster.redis";
+    if (key == NULL)
+        return 0;
+    fprintf(stderr,
+            "herald: %s: this version of herald does not support it yet (TLS and the Redis "
+            "engine are planned); leave it at its default\n",
+            key);
+    return -1;
+}
+
+/* Loads the token keys; a key that cannot be used is a config error (exit 2). */
+static hd_auth *load_auth(const hd_config *config)
+{
+    char err[HD_CONFIG_ERROR_MAX];
+    hd_auth *auth = hd_auth_new(config, err, sizeof(err));
+    if (auth == NULL) {
+        fprintf(stderr, "herald: %s\n", err);
+        return NULL;
+    }
+    bool keys = config->auth.jwt_secret[0] != '\0' || config->auth.jwt_public_key[0] != '\0';
+    if (!keys && !(config->auth.anonymous_publish && config->auth.anonymous_subscribe))
+        hd_log_warn("auth: no jwt_secret or jwt_public_key is set, so no token is accepted: "
+                    "only what anonymous_publish and anonymous_subscribe allow can be done");
+    return auth;
 }
 
 static int parse_arguments(int argc, char **argv, hd_config *config)
@@ -98,7 +137,7 @@ static int parse_arguments(int argc, char **argv, hd_config *config)
         fprintf(stderr, "herald: --log-level: expected debug, info, warn or error\n");
         return -1;
     }
-    return 0;
+    return refuse_features_not_built(config);
 }
 
 /*
@@ -139,6 +178,11 @@ int main(int argc, char **argv)
         return 2;
     }
     hd_log_set_level(h.config.log_level);
+    h.auth = load_auth(&h.config);
+    if (h.auth == NULL) {
+        hd_config_free(&h.config);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     hd_hub_options hub_options = {
@@ -153,7 +197,7 @@ int main(int argc, char **argv)
     hd_worker_set_count(workers);
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
-    h.workers = hd_workers_new(&h.config, h.hub, workers);
+    h.workers = hd_workers_new(&h.config, h.hub, h.auth, workers);
     hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
                 workers, workers == 1 ? "" : "s");
 
@@ -174,6 +218,7 @@ int main(int argc, char **argv)
     uv_run(&h.loop, UV_RUN_DEFAULT);
     hd_workers_free(h.workers);
     hd_hub_free(h.hub);
+    hd_auth_free(h.auth);
     uv_loop_close(&h.loop);
     hd_config_free(&h.config);
     if (status == 0)

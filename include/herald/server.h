@@ -2,8 +2,8 @@
  * The HTTP server: listeners, connections and the routes that lead to the
  * transports. One hd_server runs on one libuv loop and serves one hub.
  *
- * Ownership: the caller owns loop, config and hub and keeps them alive until
- * hd_server_free. The server owns its connections.
+ * Ownership: the caller owns loop, config, hub and auth and keeps them alive
+ * until hd_server_free. The server owns its connections.
  */
 #ifndef HERALD_SERVER_H
 #define HERALD_SERVER_H
@@ -14,6 +14,7 @@
 #include "herald/hub.h"
 
 typedef struct hd_server hd_server;
+typedef struct hd_auth hd_auth;
 
 /*
  * sibling: NULL for the first (or only) server; otherwise a server created
@@ -21,9 +22,11 @@ typedef struct hd_server hd_server;
  * limits count across the group, its listeners bind the same addresses as
  * the first one's (SO_REUSEPORT), and GET /metrics sums the group. Servers
  * of a group are created and started from one thread before any of their
- * loops runs; the group may hold hd_worker_count() servers.
+ * loops runs; the group may hold hd_worker_count() servers. auth: who may
+ * publish and subscribe (auth/auth.h); NULL lets everyone do everything.
  */
-hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, hd_server *sibling);
+hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, const hd_auth *auth,
+                         hd_server *sibling);
 /* Binds every config->listen address and starts accepting; logs "listening on ADDR:PORT". */
 int hd_server_start(hd_server *server, char *err, size_t err_len);
 /*

@@ -75,7 +75,8 @@ void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
     } else {
         return;
     }
-    hd_strbuf_append_str(head, "Access-Control-Expose-Headers: Content-Type\r\n");
+    /* A page must be able to tell a refused token (401) from a missing one. */
+    hd_strbuf_append_str(head, "Access-Control-Expose-Headers: Content-Type, WWW-Authenticate\r\n");
 }
 
 bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const char *content_type,

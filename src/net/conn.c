@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "herald/alloc.h"
+#include "herald/clock.h"
 #include "herald/log.h"
 #include "http/response.h"
 #include "net/server_internal.h"
@@ -29,6 +30,14 @@ uint64_t hd_conn_now_ms(const hd_conn *conn)
     return hd_server_now(conn->server);
 }
 
+uint64_t hd_conn_deadline_from_wall_ms(const hd_conn *conn, int64_t wall_ms)
+{
+    if (wall_ms == 0)
+        return 0;
+    int64_t remaining = wall_ms - hd_clock_wall_ms();
+    return hd_conn_now_ms(conn) + (uint64_t)(remaining > 1 ? remaining : 1);
+}
+
 bool hd_conn_server_draining(const hd_conn *conn)
 {
     /* Asked to stop (by another thread) counts already: requests are answered as draining. */
@@ -44,6 +53,11 @@ uv_loop_t *hd_conn_loop(const hd_conn *conn)
 hd_hub *hd_conn_hub(const hd_conn *conn)
 {
     return conn->server->hub;
+}
+
+const hd_auth *hd_conn_auth(const hd_conn *conn)
+{
+    return conn->server->auth;
 }
 
 struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn)
@@ -107,26 +121,32 @@ static void free_reader(hd_conn *conn)
 /* ------------------------------------------------------------------------ */
 /* Write path                                                               */
 
+/* The ring's capacity is a power of two, so a slot is a mask, not a division per delivery. */
+static hd_buf **queue_slot(const hd_conn *conn, size_t index)
+{
+    return &conn->queue[(conn->queue_head + index) & (conn->queue_cap - 1)];
+}
+
 static void queue_push(hd_conn *conn, hd_buf *buf)
 {
     if (conn->queue_count == conn->queue_cap) {
         size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 4;
         hd_buf **queue = hd_alloc(cap * sizeof(*queue));
         for (size_t i = 0; i < conn->queue_count; i++)
-            queue[i] = conn->queue[(conn->queue_head + i) % conn->queue_cap];
+            queue[i] = *queue_slot(conn, i);
         free(conn->queue);
         conn->queue = queue;
         conn->queue_cap = cap;
         conn->queue_head = 0;
     }
-    conn->queue[(conn->queue_head + conn->queue_count) % conn->queue_cap] = buf;
+    *queue_slot(conn, conn->queue_count) = buf;
     conn->queue_count++;
 }
 
 static hd_buf *queue_pop(hd_conn *conn)
 {
     hd_buf *buf = conn->queue[conn->queue_head];
-    conn->queue_head = (conn->queue_head + 1) % conn->queue_cap;
+    conn->queue_head = (conn->queue_head + 1) & (conn->queue_cap - 1);
     conn->queue_count--;
     return buf;
 }
@@ -149,9 +169,9 @@ static void enqueue(hd_conn *conn, hd_buf *buf)
 void hd_conn_drop_queued(hd_conn *conn)
 {
     while (conn->queue_count > conn->in_flight_count) {
-        size_t last = (conn->queue_head + conn->queue_count - 1) % conn->queue_cap;
-        conn->queued_bytes -= conn->queue[last]->len;
-        hd_buf_release(conn->queue[last]);
+        hd_buf *last = *queue_slot(conn, conn->queue_count - 1);
+        conn->queued_bytes -= last->len;
+        hd_buf_release(last);
         conn->queue_count--;
     }
 }
@@ -302,7 +322,7 @@ void hd_conn_flush(hd_conn *conn)
     uv_buf_t bufs[HD_CONN_WRITE_BATCH];
     size_t count = 0;
     while (count < conn->queue_count && count < HD_CONN_WRITE_BATCH) {
-        hd_buf *buf = conn->queue[(conn->queue_head + count) % conn->queue_cap];
+        hd_buf *buf = *queue_slot(conn, count);
         bufs[count++] = uv_buf_init(buf->data, (unsigned)buf->len);
     }
     conn->in_flight_count = count;

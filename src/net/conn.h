@@ -188,11 +188,15 @@ void hd_conn_send_last(hd_conn *conn, hd_buf *buf);
 const hd_config *hd_conn_config(const hd_conn *conn);
 /* The loop's monotonic clock in milliseconds (cached per loop iteration). */
 uint64_t hd_conn_now_ms(const hd_conn *conn);
+/* A wall-clock time (Unix ms) as a time of hd_conn_now_ms; 0 stays 0 (no deadline). */
+uint64_t hd_conn_deadline_from_wall_ms(const hd_conn *conn, int64_t wall_ms);
 /* Whether the server is shutting down (health checks then answer 503). */
 bool hd_conn_server_draining(const hd_conn *conn);
 /* The server's compressor for permessage-deflate frames (one per loop). */
 struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);
+/* Who may publish and subscribe (auth/auth.h); NULL: everyone may do everything. */
+const struct hd_auth *hd_conn_auth(const hd_conn *conn);
 uv_loop_t *hd_conn_loop(const hd_conn *conn);
 /* The server's counters (one set per loop, summed by GET /metrics). */
 hd_metrics *hd_conn_metrics(const hd_conn *conn);

@@ -47,12 +47,14 @@ static void group_leave(hd_server_group *group)
     free(group);
 }
 
-hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, hd_server *sibling)
+hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, const hd_auth *auth,
+                         hd_server *sibling)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
     server->config = config;
     server->hub = hub;
+    server->auth = auth;
     server->group = sibling != NULL ? sibling->group : group_new();
     server->index = server->group->size;
     server->group->servers[server->group->size++] = server;

@@ -47,6 +47,7 @@ struct hd_server {
     uv_loop_t *loop;
     const hd_config *config;
     hd_hub *hub;
+    const hd_auth *auth; /* shared by every worker, read only */
     /*
      * The one per-loop resource a transport needs (WebSocket compression is
      * done once per message, by one compressor per loop). The server is the

@@ -345,7 +345,7 @@ void hd_poll_handle(hd_conn *conn)
     poll_request request = {0};
     if (parse_poll_options(conn, &request) != 0)
         return;
-    if (hd_subscribe_params_parse(conn, NULL, cursor_params, true, &request.params) != 0)
+    if (hd_subscribe_params_parse(conn, NULL, cursor_params, true, &request.params, NULL) != 0)
         return;
     hd_hub_last_id(hd_conn_hub(conn), request.arrival_id);
     bool force = request.timeout_s == 0 || hd_conn_server_draining(conn);

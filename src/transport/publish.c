@@ -11,6 +11,7 @@
 #include "herald/json_text.h"
 #include "herald/utf8.h"
 #include "http/response.h"
+#include "transport/authorize.h"
 #include "transport/topics.h"
 
 #define EVENT_MAX 64
@@ -67,11 +68,23 @@ static const char *find_event(hd_conn *conn, char *storage, size_t *len)
     return event;
 }
 
+/* Whether the request may publish to the topic; answers 401 or 403 when not. */
+static bool may_publish(hd_conn *conn, const char *topic, size_t topic_len)
+{
+    hd_access access;
+    bool allowed = hd_authorize_request(conn, &access) &&
+                   hd_authorize_topic(conn, &access, HD_AUTH_PUBLISH, topic, topic_len, "");
+    hd_access_free(&access);
+    return allowed;
+}
+
 void hd_publish_handle_topic(hd_conn *conn)
 {
     char topic[HD_TOPIC_MAX];
     size_t topic_len;
     if (hd_topics_name_from_path(conn, topic, &topic_len) != 0)
+        return;
+    if (!may_publish(conn, topic, topic_len))
         return;
     char event_storage[EVENT_MAX + 1];
     size_t event_len = 0;
@@ -125,7 +138,8 @@ static bool is_json_content_type(const hd_conn *conn)
 }
 
 /* Checks one item; on error answers the client naming the index and returns -1. */
-static int check_item(hd_conn *conn, const cJSON *item, size_t index, batch_item *out)
+static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item, size_t index,
+                      batch_item *out)
 {
     char where[48];
     snprintf(where, sizeof(where), "Item %zu: ", index);
@@ -169,6 +183,8 @@ static int check_item(hd_conn *conn, const cJSON *item, size_t index, batch_item
         answer_hub_status(conn, status, where);
         return -1;
     }
+    if (!hd_authorize_topic(conn, access, HD_AUTH_PUBLISH, out->topic, strlen(out->topic), where))
+        return -1;
     return 0;
 }
 
@@ -225,9 +241,13 @@ void hd_publish_handle_batch(hd_conn *conn)
                           "POST /publish takes Content-Type: application/json.");
         return;
     }
+    hd_access access;
+    if (!hd_authorize_request(conn, &access))
+        return;
     const hd_strbuf *body = &conn->request->body;
     const char *text = body->data ? body->data : "";
     if (hd_json_text_has_nul(text, body->len)) {
+        hd_access_free(&access);
         hd_response_error(conn, 400, "invalid_json", 0, "JSON strings must not contain U+0000.");
         return;
     }
@@ -237,6 +257,7 @@ void hd_publish_handle_batch(hd_conn *conn)
             conn, 400, "invalid_json", 0,
             "The body must be a non-empty JSON array of {\"topic\",\"data\",\"event\"?}.");
         cJSON_Delete(root);
+        hd_access_free(&access);
         return;
     }
     size_t count = (size_t)cJSON_GetArraySize(root);
@@ -244,9 +265,10 @@ void hd_publish_handle_batch(hd_conn *conn)
     size_t index = 0;
     int rc = 0;
     for (const cJSON *item = root->child; item != NULL && rc == 0; item = item->next, index++)
-        rc = check_item(conn, item, index, &items[index]);
+        rc = check_item(conn, &access, item, index, &items[index]);
     if (rc == 0)
         publish_items(conn, items, count);
     free(items);
     cJSON_Delete(root);
+    hd_access_free(&access);
 }

@@ -19,7 +19,9 @@ typedef struct sse_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
     hd_wire wire;
-    hd_catch_up *catch_up; /* while history is still owed */
+    bool ending;                /* its token expired: the stream is being closed */
+    hd_catch_up *catch_up;      /* while history is still owed */
+    uint64_t token_deadline_ms; /* loop time at which the client's token expires; 0: never */
 } sse_session;
 
 /* ------------------------------------------------------------------------ */
@@ -118,10 +120,31 @@ static const hd_catch_up_ops sse_catch_up_ops = {
     .send_gap = queue_gap,
 };
 
+/*
+ * A stream outlives no token: once it expires, a last event says so and the
+ * stream ends. EventSource reconnects with the same URL, gets 401 and stops,
+ * so the page knows to fetch a new token.
+ */
+static bool token_expired(sse_session *session)
+{
+    if (session->ending)
+        return true;
+    if (session->token_deadline_ms == 0 ||
+        hd_conn_now_ms(session->conn) < session->token_deadline_ms)
+        return false;
+    static const char last_event[] = "event: herald-token-expired\n"
+                                     "data: {\"error\":\"token_expired\","
+                                     "\"message\":\"The token has expired.\"}\n\n";
+    session->ending = true;
+    hd_conn_send_owned(session->conn, hd_buf_copy(last_event, sizeof(last_event) - 1));
+    hd_conn_close_after_flush(session->conn);
+    return true;
+}
+
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     sse_session *session = (sse_session *)sub;
-    if (!hd_catch_up_holds(session->catch_up, msg))
+    if (!token_expired(session) && !hd_catch_up_holds(session->catch_up, msg))
         queue_message(session, msg);
 }
 
@@ -139,7 +162,8 @@ static void session_on_drain(hd_conn *conn, void *ctx)
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
 {
-    (void)ctx;
+    if (token_expired(ctx))
+        return;
     /* Six bytes per idle connection per heartbeat_s: not worth sharing state for. */
     hd_conn_send_owned(conn, hd_buf_copy(": hb\n\n", 6));
 }
@@ -224,11 +248,12 @@ void hd_sse_handle(hd_conn *conn)
     if (parse_format(conn, &wire) != 0)
         return;
     hd_subscribe_params params;
-    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, true, &params) != 0)
+    if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, true, &params, NULL) != 0)
         return;
     sse_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->wire = wire;
+    session->token_deadline_ms = hd_conn_deadline_from_wall_ms(conn, params.token_expires_ms);
     hd_subscriber_init(&session->subscriber, &sse_subscriber_ops);
     if (subscribe_all(session, &params) != 0) {
         hd_subscribe_params_free(&params);

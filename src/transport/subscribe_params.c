@@ -5,6 +5,7 @@
 
 #include "herald/alloc.h"
 #include "http/response.h"
+#include "transport/authorize.h"
 
 static bool is_cursor_param(const char *key, const char *const *names)
 {
@@ -22,12 +23,33 @@ static int fail(hd_conn *conn, hd_subscribe_params *params, const char *code, co
     return -1;
 }
 
+static int authorize_topics(hd_conn *conn, hd_subscribe_params *params, hd_access *keep_access)
+{
+    hd_access access;
+    bool allowed = hd_authorize_request(conn, &access);
+    for (size_t i = 0; allowed && i < params->topic_count; i++)
+        allowed = hd_authorize_topic(conn, &access, HD_AUTH_SUBSCRIBE, params->topics[i],
+                                     params->topic_lens[i], "");
+    params->token_expires_ms = access.grant.expires_ms;
+    if (allowed && keep_access != NULL) {
+        *keep_access = access;
+        return 0;
+    }
+    hd_access_free(&access);
+    if (allowed)
+        return 0;
+    hd_subscribe_params_free(params);
+    return -1;
+}
+
 int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
                               const char *const *cursor_params, bool topics_required,
-                              hd_subscribe_params *params)
+                              hd_subscribe_params *params, hd_access *keep_access)
 {
     const hd_config *config = hd_conn_config(conn);
     memset(params, 0, sizeof(*params));
+    if (keep_access != NULL)
+        memset(keep_access, 0, sizeof(*keep_access));
     size_t cap = config->limits.max_topics_per_subscription;
     params->topics = hd_calloc(cap, sizeof(*params->topics));
     params->topic_lens = hd_calloc(cap, sizeof(*params->topic_lens));
@@ -68,7 +90,7 @@ int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
     if (hd_hub_parse_cursor(hd_conn_hub(conn), params->cursor_text, strlen(params->cursor_text),
                             &params->cursor) != HD_HUB_OK)
         return fail(conn, params, "invalid_cursor", "The cursor is not an id herald issued.");
-    return 0;
+    return authorize_topics(conn, params, keep_access);
 }
 
 void hd_subscribe_params_free(hd_subscribe_params *params)

@@ -6,6 +6,7 @@
 
 #include "herald/alloc.h"
 #include "http/response.h"
+#include "transport/authorize.h"
 
 int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len)
 {
@@ -41,6 +42,13 @@ void hd_topics_handle_info(hd_conn *conn)
     char topic[HD_TOPIC_MAX];
     size_t topic_len;
     if (hd_topics_name_from_path(conn, topic, &topic_len) != 0)
+        return;
+    /* Asked before the topic is looked up, so that its existence is not told either. */
+    hd_access access;
+    bool allowed = hd_authorize_request(conn, &access) &&
+                   hd_authorize_topic(conn, &access, HD_AUTH_SUBSCRIBE, topic, topic_len, "");
+    hd_access_free(&access);
+    if (!allowed)
         return;
     hd_topic_info info;
     if (!hd_hub_topic_info(hd_conn_hub(conn), topic, topic_len, &info)) {
@@ -109,6 +117,27 @@ static const char *parse_list_query(hd_conn *conn, list_query *query)
     return error;
 }
 
+/* A listing shows only topics the client could subscribe to: all of them, under the prefix. */
+static bool may_list(hd_conn *conn, const list_query *query)
+{
+    hd_access access;
+    if (!hd_authorize_request(conn, &access))
+        return false;
+    bool allowed =
+        hd_access_allows_prefix(&access, HD_AUTH_SUBSCRIBE, query->prefix, query->prefix_len);
+    if (!allowed && !access.has_token)
+        hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized",
+                               "A token is required to list topics.");
+    else if (!allowed)
+        hd_response_error(conn, 403, "forbidden", 0,
+                          "The token does not allow subscribing to every topic under prefix "
+                          "'%.*s' (a subscribe pattern such as \"%.*s*\" would).",
+                          (int)query->prefix_len, query->prefix, (int)query->prefix_len,
+                          query->prefix);
+    hd_access_free(&access);
+    return allowed;
+}
+
 void hd_topics_handle_list(hd_conn *conn)
 {
     list_query query = {0};
@@ -117,6 +146,8 @@ void hd_topics_handle_list(hd_conn *conn)
         hd_response_error(conn, 400, "invalid_parameter", 0, "%s", error);
         return;
     }
+    if (!may_list(conn, &query))
+        return;
     hd_topic_summary *topics = hd_alloc(query.limit * sizeof(*topics));
     bool more;
     size_t count = hd_hub_list_topics(hd_conn_hub(conn), query.prefix, query.prefix_len,

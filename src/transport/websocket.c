@@ -8,6 +8,7 @@
  */
 #include "transport/websocket.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,7 +37,10 @@ typedef struct ws_session {
      */
     hd_ws_inflater *inflater;
     hd_ws_reader *reader;
-    hd_catch_up *catch_up;       /* while history is still owed */
+    hd_catch_up *catch_up; /* while history is still owed */
+    /* What the client may do, read from the upgrade request: the auth's anonymous rights
+     * (shared), or the rights of its token (owned, has_token set). */
+    const hd_access *access;
     uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
     uint64_t message_started_ms; /* when the data message being received began; 0: none */
 } ws_session;
@@ -188,10 +192,43 @@ static void send_ack(ws_session *session, const hd_ws_command *command, const hd
     send_json(session, &json);
 }
 
+/* Whether the session may act on the topic; sends the error frame when not. */
+static bool command_allowed(ws_session *session, const hd_ws_command *command,
+                            hd_auth_action action, const char *topic)
+{
+    if (hd_access_allows(session->access, action, topic, strlen(topic)))
+        return true;
+    const char *verb = action == HD_AUTH_PUBLISH ? "publish" : "subscribe";
+    char message[320];
+    if (session->access->has_token) {
+        snprintf(message, sizeof(message), "The token does not allow you to %s to '%s'.", verb,
+                 topic);
+        send_error(session, command, "forbidden", message);
+    } else {
+        snprintf(message, sizeof(message), "A token is required to %s to '%s'.", verb, topic);
+        send_error(session, command, "unauthorized", message);
+    }
+    return false;
+}
+
+/* A connection outlives no token: it is closed (1008) once the token has expired. */
+static bool token_expired(ws_session *session)
+{
+    int64_t expires_ms = session->access->grant.expires_ms;
+    if (expires_ms == 0 || hd_clock_wall_ms() < expires_ms)
+        return false;
+    send_close(session, HD_WS_CLOSE_POLICY, "token expired");
+    return true;
+}
+
 /* Subscribes to every topic or none; then acks and catches up from since. */
 static void run_subscribe(ws_session *session, const hd_ws_command *command)
 {
     hd_hub *hub = hd_conn_hub(session->conn);
+    for (size_t i = 0; i < command->topic_count; i++) {
+        if (!command_allowed(session, command, HD_AUTH_SUBSCRIBE, command->topics[i]))
+            return;
+    }
     hd_cursor cursor;
     const char *since = command->since ? command->since : "";
     if (hd_hub_parse_cursor(hub, since, strlen(since), &cursor) != HD_HUB_OK) {
@@ -251,6 +288,8 @@ static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
 
 static void run_publish(ws_session *session, const hd_ws_command *command)
 {
+    if (!command_allowed(session, command, HD_AUTH_PUBLISH, command->topic))
+        return;
     if (command->data_len > hd_conn_config(session->conn)->limits.max_message_bytes) {
         send_error(session, command, "payload_too_large",
                    "The data exceeds limits.max_message_bytes.");
@@ -281,6 +320,8 @@ static void run_publish(ws_session *session, const hd_ws_command *command)
 
 static void run_command(ws_session *session, const char *text, size_t len)
 {
+    if (token_expired(session))
+        return;
     hd_ws_command command;
     size_t max_topics = hd_conn_config(session->conn)->limits.max_topics_per_subscription;
     if (hd_ws_command_parse(text, len, max_topics, &command) != 0) {
@@ -393,6 +434,8 @@ static void session_on_heartbeat(hd_conn *conn, void *ctx)
         send_close(session, HD_WS_CLOSE_POLICY, "no frame from the peer within 2 x heartbeat_s");
         return;
     }
+    if (token_expired(session))
+        return;
     /*
      * A message trickled in a byte at a time holds its buffer (up to the frame
      * limit) for as long as the peer likes: give it the same deadline.
@@ -418,12 +461,21 @@ static void session_on_shutdown(hd_conn *conn, void *ctx)
     send_close(ctx, HD_WS_CLOSE_GOING_AWAY, "server shutting down");
 }
 
+static void free_access(ws_session *session)
+{
+    if (session->access->has_token) {
+        hd_access_free((hd_access *)session->access);
+        free((hd_access *)session->access);
+    }
+}
+
 static void session_on_close(hd_conn *conn, void *ctx)
 {
     ws_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
     release_reader(session);
+    free_access(session);
     free(session);
 }
 
@@ -525,6 +577,16 @@ static size_t frame_limit(const hd_conn *conn, bool echo)
     return echo ? max : 6 * max + 1024;
 }
 
+/* A token's rights move to the heap for the session's lifetime; without one, share the auth's. */
+static const hd_access *keep_access(hd_conn *conn, hd_access *access)
+{
+    if (!access->has_token)
+        return hd_auth_anonymous(hd_conn_auth(conn));
+    hd_access *kept = hd_alloc(sizeof(*kept));
+    *kept = *access;
+    return kept;
+}
+
 void hd_websocket_handle(hd_conn *conn, bool echo)
 {
     static const char *const cursor_params[] = {"since", "last_event_id", NULL};
@@ -532,19 +594,23 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
         return;
     /* ?topic=…&since=… subscribes at once, with the same rules as GET /events. */
     hd_subscribe_params params;
+    hd_access access;
     memset(&params, 0, sizeof(params));
-    if (!echo && hd_subscribe_params_parse(conn, NULL, cursor_params, false, &params) != 0)
+    memset(&access, 0, sizeof(access));
+    if (!echo && hd_subscribe_params_parse(conn, NULL, cursor_params, false, &params, &access) != 0)
         return;
 
     ws_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->echo = echo;
+    session->access = keep_access(conn, &access);
     hd_subscriber_init(&session->subscriber, &ws_subscriber_ops);
     for (size_t i = 0; i < params.topic_count; i++) {
         if (hd_hub_subscribe(hd_conn_hub(conn), &session->subscriber, params.topics[i],
                              params.topic_lens[i]) != HD_HUB_OK) {
             hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
             hd_subscribe_params_free(&params);
+            free_access(session);
             free(session);
             hd_response_error(conn, 503, "topic_limit", 0,
                               "The server holds limits.max_topics topics already.");

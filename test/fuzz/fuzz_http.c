@@ -1,13 +1,18 @@
 /*
  * Drives the real connection state machine (llhttp glue, limits, router,
- * publish, SSE and WebSocket handlers) with arbitrary bytes, split into two
- * reads at a position taken from the first byte. No sockets: output stays in
+ * publish, SSE and WebSocket handlers, token checks with HS256 and the
+ * secret "fuzz-secret") with arbitrary bytes, split into two reads at a
+ * position taken from the first byte. When that byte's top bit is set,
+ * clients without a token may do nothing; otherwise anything. No sockets: output stays in
  * the connection's queue and is freed when it closes.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "auth/auth.h"
+#include "herald/alloc.h"
 #include "herald/config.h"
 #include "herald/hub.h"
 #include "net/conn.h"
@@ -18,6 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static hd_config config;
+    static hd_auth *auth_open, *auth_closed;
     static int initialised;
     if (!initialised) {
         hd_config_init(&config);
@@ -26,6 +32,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         config.limits.max_header_bytes = 2048;
         config.limits.max_topics_per_subscription = 4;
         config.history.max_messages = 8;
+        free(config.auth.jwt_secret);
+        config.auth.jwt_secret = hd_strdup("fuzz-secret");
+        char err[256];
+        auth_open = hd_auth_new(&config, err, sizeof(err));
+        config.auth.anonymous_publish = config.auth.anonymous_subscribe = false;
+        auth_closed = hd_auth_new(&config, err, sizeof(err));
         hd_log_set_level(HD_LOG_ERROR);
         initialised = 1;
     }
@@ -36,7 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_hub_options options = {.history_max_messages = 8, .history_max_bytes = 65536, .epoch = 1};
     hd_hub *hub = hd_hub_new(&options);
     hd_hub_publish(hub, "a", 1, NULL, 0, "held", 4, 0, NULL, NULL);
-    hd_server *server = hd_server_new(&loop, &config, hub, NULL);
+    hd_server *server =
+        hd_server_new(&loop, &config, hub, data[0] & 0x80 ? auth_closed : auth_open, NULL);
     hd_conn *conn = hd_conn_new(server);
 
     size_t split = 1 + (size > 1 ? data[0] % (size - 1) : 0);

@@ -124,6 +124,18 @@ describe('bad configuration exits 2 with one line naming the problem', () => {
     await expectConfigError({ log_level: 'loud' }, { mentions: ['log_level'] });
   });
 
+  // Keys of features not built yet: serving plain text, or a lone node, where
+  // the operator asked for TLS or a cluster would be worse than not starting.
+  for (const [config, key] of [
+    [{ tls: { cert: '/etc/herald/cert.pem', key: '/etc/herald/key.pem' } }, 'tls.cert'],
+    [{ cluster: { redis: 'redis://127.0.0.1:6379' } }, 'cluster.redis'],
+  ]) {
+    test(`a feature not built yet is refused, not ignored: ${key}`, async () => {
+      const line = await expectConfigError(config, { mentions: [key] });
+      assert.match(line, /does not support it yet/);
+    });
+  }
+
   test('invalid JSON names the file', async () => {
     await expectConfigError(null, { raw: '{"heartbeat_s": 15,', mentions: ['{file}'] });
   });

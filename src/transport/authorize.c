@@ -1,0 +1,38 @@
+#include "transport/authorize.h"
+
+#include <stdio.h>
+
+#include "herald/clock.h"
+#include "http/response.h"
+
+bool hd_authorize_request(hd_conn *conn, hd_access *access)
+{
+    hd_jwt_result result =
+        hd_auth_read(hd_conn_auth(conn), conn->request, hd_clock_wall_ms(), access);
+    if (result == HD_JWT_OK)
+        return true;
+    hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
+                           "unauthorized", hd_jwt_result_message(result));
+    return false;
+}
+
+bool hd_authorize_topic(hd_conn *conn, const hd_access *access, hd_auth_action action,
+                        const char *topic, size_t topic_len, const char *where)
+{
+    if (hd_access_allows(access, action, topic, topic_len))
+        return true;
+    const char *verb = action == HD_AUTH_PUBLISH ? "publish" : "subscribe";
+    int len = topic_len > 200 ? 200 : (int)topic_len;
+    char message[320];
+    if (!access->has_token) {
+        snprintf(message, sizeof(message), "%sA token is required to %s to '%.*s'.", where, verb,
+                 len, topic);
+        /* RFC 7235 §3.1: a 401 says which scheme would do. */
+        hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized", message);
+        return false;
+    }
+    snprintf(message, sizeof(message), "%sThe token does not allow you to %s to '%.*s'.", where,
+             verb, len, topic);
+    hd_response_error_with(conn, 403, NULL, "forbidden", message);
+    return false;
+}
