@@ -71,6 +71,7 @@ struct hd_server {
     hd_list stream_idle;       /* STREAMING connections by time of their last output */
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
+    uv_idle_t flush_rest;    /* active while the flush list holds connections for the next pass */
     uv_timer_t sweep_timer;  /* header timeouts, heartbeats, history TTL */
     uv_timer_t grace_timer;  /* shutdown deadline */
     uv_async_t inbox_async;  /* another worker published to our subscribers */
