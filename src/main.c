@@ -74,7 +74,12 @@ static hd_auth *load_auth(const hd_config *config)
         fprintf(stderr, "herald: %s\n", err);
         return NULL;
     }
-    bool keys = config->auth.jwt_secret[0] != '\0' || config->auth.jwt_public_key[0] != '\0';
+    size_t secret_len = strlen(config->auth.jwt_secret);
+    if (secret_len > 0 && secret_len < 32)
+        hd_log_warn("auth.jwt_secret is %zu bytes: HS256 wants at least 32 (RFC 7518 §3.2); "
+                    "it is used as raw bytes, not decoded",
+                    secret_len);
+    bool keys = secret_len > 0 || config->auth.jwt_public_key[0] != '\0';
     if (!keys && !(config->auth.anonymous_publish && config->auth.anonymous_subscribe))
         hd_log_warn("auth: no jwt_secret or jwt_public_key is set, so no token is accepted: "
                     "only what anonymous_publish and anonymous_subscribe allow can be done");

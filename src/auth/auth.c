@@ -10,6 +10,7 @@
 
 struct hd_auth {
     hd_jwt_keys *keys;
+    const hd_config *config; /* for the origins a cookie token may come from */
     /* Whether any key is set: without one, tokens are not looked at (a cookie or header
      * meant for another service must not lock clients out of a server without auth). */
     bool verifies;
@@ -24,6 +25,7 @@ hd_auth *hd_auth_new(const hd_config *config, char *err, size_t err_len)
         return NULL;
     hd_auth *auth = hd_calloc(1, sizeof(*auth));
     auth->keys = keys;
+    auth->config = config;
     auth->verifies = config->auth.jwt_secret[0] != '\0' || config->auth.jwt_public_key[0] != '\0';
     auth->anonymous.anonymous_publish = config->auth.anonymous_publish;
     auth->anonymous.anonymous_subscribe = config->auth.anonymous_subscribe;
@@ -73,14 +75,60 @@ static const char *cookie_token(const char *cookies, size_t len, size_t *token_l
     return NULL;
 }
 
+static bool origin_listed(const hd_strings *origins, const char *origin, size_t len)
+{
+    for (size_t i = 0; i < origins->count; i++) {
+        if (strlen(origins->items[i]) == len && memcmp(origins->items[i], origin, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * A browser sends cookies with requests other sites make (a form's POST, a
+ * WebSocket opened by any page): a cookie token counts only when the request
+ * comes from no page (no Origin, as a same-origin GET) or from an origin the
+ * config lists by name — cors.allow_origins, or websocket.allow_origins for
+ * an upgrade — never merely through "*".
+ */
+static bool cookie_origin_trusted(const hd_auth *auth, const hd_request *req)
+{
+    size_t len = 0;
+    const char *origin = hd_request_header(req, "origin", &len);
+    if (origin == NULL)
+        return true;
+    size_t upgrade_len = 0;
+    const char *upgrade = hd_request_header(req, "upgrade", &upgrade_len);
+    bool websocket = upgrade != NULL && hd_header_has_token(upgrade, upgrade_len, "websocket");
+    const hd_strings *origins =
+        websocket ? &auth->config->websocket.allow_origins : &auth->config->cors.allow_origins;
+    return origin_listed(origins, origin, len);
+}
+
+/* The credentials of an Authorization header of the Bearer scheme (RFC 6750 §2.1), or NULL. */
+static const char *bearer_credentials(const hd_request *req, size_t *len)
+{
+    size_t value_len = 0;
+    const char *value = hd_request_header(req, "authorization", &value_len);
+    if (value == NULL || !starts_with_ci(value, value_len, "Bearer") ||
+        (value_len > 6 && value[6] != ' '))
+        return NULL;
+    /* "Bearer" with nothing after it is an empty token (refused), not the absence of one. */
+    size_t skip = value_len > 6 ? 7 : 6;
+    while (skip < value_len && value[skip] == ' ')
+        skip++;
+    *len = value_len - skip;
+    return value + skip;
+}
+
 /* Verifies the first token source the request has; false when it has none. */
 static bool read_token(const hd_auth *auth, const hd_request *req, int64_t now_ms,
                        hd_jwt_grant *grant, hd_jwt_result *result)
 {
     size_t len = 0;
-    const char *value = hd_request_header(req, "authorization", &len);
-    if (value != NULL && starts_with_ci(value, len, "Bearer ")) {
-        *result = hd_jwt_verify(auth->keys, value + 7, len - 7, now_ms, grant);
+    const char *value = bearer_credentials(req, &len);
+    if (value != NULL) {
+        *result = hd_jwt_verify(auth->keys, value, len, now_ms, grant);
         return true;
     }
     hd_query_iter it;
@@ -98,7 +146,7 @@ static bool read_token(const hd_auth *auth, const hd_request *req, int64_t now_m
         return true;
     value = hd_request_header(req, "cookie", &len);
     const char *token = value ? cookie_token(value, len, &len) : NULL;
-    if (token == NULL)
+    if (token == NULL || !cookie_origin_trusted(auth, req))
         return false;
     *result = hd_jwt_verify(auth->keys, token, len, now_ms, grant);
     return true;

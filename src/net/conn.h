@@ -14,9 +14,10 @@
  *              transport's on_close, then uv_close and its callback)
  *
  * Writes never go straight to the socket: hd_conn_send queues a reference to
- * a shared buffer and links the connection into the server's flush list; one
- * pass per loop iteration issues one gathered uv_write per connection. The
- * queue is bounded by limits.max_outbound_bytes.
+ * a shared buffer and links the connection into the server's flush list; the
+ * server's flush passes (a slice of the list per loop iteration) issue one
+ * gathered uv_write per connection. The queue is bounded by
+ * limits.max_outbound_bytes.
  *
  * Private to the server and the transports (not in include/): transports use
  * the functions below, and read only the fields `request` (until the stream

@@ -33,6 +33,7 @@ bool hd_authorize_topic(hd_conn *conn, const hd_access *access, hd_auth_action a
     }
     snprintf(message, sizeof(message), "%sThe token does not allow you to %s to '%.*s'.", where,
              verb, len, topic);
-    hd_response_error_with(conn, 403, NULL, "forbidden", message);
+    hd_response_error_with(conn, 403, "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
+                           "forbidden", message);
     return false;
 }

@@ -166,6 +166,10 @@ static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item,
                           where);
         return -1;
     }
+    /* Before anything the hub would say about the topic (such as the topic limit being full
+     * for a topic that does not exist yet): a client without rights learns nothing from it. */
+    if (!hd_authorize_topic(conn, access, HD_AUTH_PUBLISH, out->topic, strlen(out->topic), where))
+        return -1;
     size_t data_len = strlen(out->data);
     if (data_len > hd_conn_config(conn)->limits.max_message_bytes) {
         hd_response_error(conn, 413, "payload_too_large", 0,
@@ -183,8 +187,6 @@ static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item,
         answer_hub_status(conn, status, where);
         return -1;
     }
-    if (!hd_authorize_topic(conn, access, HD_AUTH_PUBLISH, out->topic, strlen(out->topic), where))
-        return -1;
     return 0;
 }
 

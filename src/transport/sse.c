@@ -100,26 +100,6 @@ static hd_buf *encode_for(sse_session *session, hd_message *msg)
     return hd_message_encoded(msg, session->wire, encoder, NULL);
 }
 
-static bool queue_message(void *ctx, hd_message *msg)
-{
-    sse_session *session = ctx;
-    if (hd_conn_send(session->conn, encode_for(session, msg)) != 0)
-        return false;
-    hd_metric_add(&hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_SSE], 1);
-    return true;
-}
-
-static void queue_gap(void *ctx, const hd_gap *gap)
-{
-    sse_session *session = ctx;
-    hd_conn_send_owned(session->conn, hd_sse_encode_gap(gap));
-}
-
-static const hd_catch_up_ops sse_catch_up_ops = {
-    .send_message = queue_message,
-    .send_gap = queue_gap,
-};
-
 /*
  * A stream outlives no token: once it expires, a last event says so and the
  * stream ends. EventSource reconnects with the same URL, gets 401 and stops,
@@ -141,10 +121,32 @@ static bool token_expired(sse_session *session)
     return true;
 }
 
+static bool queue_message(void *ctx, hd_message *msg)
+{
+    sse_session *session = ctx;
+    if (token_expired(session))
+        return false;
+    if (hd_conn_send(session->conn, encode_for(session, msg)) != 0)
+        return false;
+    hd_metric_add(&hd_conn_metrics(session->conn)->deliveries[HD_TRANSPORT_SSE], 1);
+    return true;
+}
+
+static void queue_gap(void *ctx, const hd_gap *gap)
+{
+    sse_session *session = ctx;
+    hd_conn_send_owned(session->conn, hd_sse_encode_gap(gap));
+}
+
+static const hd_catch_up_ops sse_catch_up_ops = {
+    .send_message = queue_message,
+    .send_gap = queue_gap,
+};
+
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     sse_session *session = (sse_session *)sub;
-    if (!token_expired(session) && !hd_catch_up_holds(session->catch_up, msg))
+    if (!hd_catch_up_holds(session->catch_up, msg))
         queue_message(session, msg);
 }
 

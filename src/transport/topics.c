@@ -1,6 +1,7 @@
 #include "transport/topics.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +101,11 @@ static const char *parse_list_query(hd_conn *conn, list_query *query)
                 error = "prefix and after are at most 200 bytes, like topic names.";
                 continue;
             }
+            if (param.value_len > 0 && !hd_topic_name_valid(param.value, param.value_len)) {
+                error = "prefix and after are made of topic-name characters: A-Z a-z 0-9 . _ ~ : / "
+                        "@ -.";
+                continue;
+            }
             memcpy(is_prefix ? query->prefix : query->after, param.value, param.value_len);
             *(is_prefix ? &query->prefix_len : &query->after_len) = param.value_len;
         } else if (strcmp(param.key, "limit") == 0) {
@@ -117,6 +123,17 @@ static const char *parse_list_query(hd_conn *conn, list_query *query)
     return error;
 }
 
+static void forbid_listing(hd_conn *conn, const list_query *query)
+{
+    char message[512];
+    snprintf(message, sizeof(message),
+             "The token does not allow subscribing to every topic under prefix '%.*s' (a "
+             "subscribe pattern such as \"%.*s*\" would).",
+             (int)query->prefix_len, query->prefix, (int)query->prefix_len, query->prefix);
+    hd_response_error_with(conn, 403, "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
+                           "forbidden", message);
+}
+
 /* A listing shows only topics the client could subscribe to: all of them, under the prefix. */
 static bool may_list(hd_conn *conn, const list_query *query)
 {
@@ -129,11 +146,7 @@ static bool may_list(hd_conn *conn, const list_query *query)
         hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized",
                                "A token is required to list topics.");
     else if (!allowed)
-        hd_response_error(conn, 403, "forbidden", 0,
-                          "The token does not allow subscribing to every topic under prefix "
-                          "'%.*s' (a subscribe pattern such as \"%.*s*\" would).",
-                          (int)query->prefix_len, query->prefix, (int)query->prefix_len,
-                          query->prefix);
+        forbid_listing(conn, query);
     hd_access_free(&access);
     return allowed;
 }

@@ -17,6 +17,7 @@
 #include "herald/log.h"
 #include "http/response.h"
 #include "ops/metrics.h"
+#include "transport/authorize.h"
 #include "transport/catch_up.h"
 #include "transport/subscribe_params.h"
 #include "transport/ws_control.h"
@@ -135,9 +136,25 @@ static void send_error(ws_session *session, const hd_ws_command *command, const 
     send_json(session, &json);
 }
 
+/*
+ * A connection outlives no token: once it has expired, nothing more is
+ * delivered and the connection is closed (1008). Only tokens with an exp pay
+ * for reading the clock.
+ */
+static bool token_expired(ws_session *session)
+{
+    int64_t expires_ms = session->access->grant.expires_ms;
+    if (expires_ms == 0 || (!session->close_sent && hd_clock_wall_ms() < expires_ms))
+        return false;
+    send_close(session, HD_WS_CLOSE_POLICY, "token expired");
+    return true;
+}
+
 static bool queue_message(void *ctx, hd_message *msg)
 {
     ws_session *session = ctx;
+    if (token_expired(session))
+        return false;
     hd_buf *frame = compresses_shared(session)
                         ? hd_message_encoded(msg, HD_WIRE_WS_DEFLATE, encode_compressed,
                                              hd_conn_ws_deflater(session->conn))
@@ -209,16 +226,6 @@ static bool command_allowed(ws_session *session, const hd_ws_command *command,
         send_error(session, command, "unauthorized", message);
     }
     return false;
-}
-
-/* A connection outlives no token: it is closed (1008) once the token has expired. */
-static bool token_expired(ws_session *session)
-{
-    int64_t expires_ms = session->access->grant.expires_ms;
-    if (expires_ms == 0 || hd_clock_wall_ms() < expires_ms)
-        return false;
-    send_close(session, HD_WS_CLOSE_POLICY, "token expired");
-    return true;
 }
 
 /* Subscribes to every topic or none; then acks and catches up from since. */
@@ -598,6 +605,9 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     memset(&params, 0, sizeof(params));
     memset(&access, 0, sizeof(access));
     if (!echo && hd_subscribe_params_parse(conn, NULL, cursor_params, false, &params, &access) != 0)
+        return;
+    /* The echo endpoint reaches no topic, but a refused token is refused everywhere. */
+    if (echo && !hd_authorize_request(conn, &access))
         return;
 
     ws_session *session = hd_calloc(1, sizeof(*session));

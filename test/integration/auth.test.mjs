@@ -3,8 +3,9 @@
 // which answer, what a token's patterns grant on every endpoint (publish,
 // batch publish, SSE, polling, WebSocket, topic info and listings), the
 // anonymous defaults, servers without keys, RS256/ES256 public keys, keys
-// herald refuses at start, expiry of long-lived connections, and tokens kept
-// out of the logs.
+// herald refuses at start (and a short HS256 secret it warns about), expiry
+// of long-lived connections, cookie tokens bound to the origins the config
+// names, the WebSocket echo endpoint, and tokens kept out of the logs.
 //
 // Tokens are minted here with node:crypto alone, so the test depends on no
 // JWT library (whose own choices could hide herald's).
@@ -22,6 +23,7 @@ import path from 'node:path';
 import {
   startHerald, runHerald, writeConfig, request, publish, publishOk, publishBatch, assertError,
   assertSanitizerClean, openSSE, subscribe, openEventSource, openWS, wsHandshake, until, ID_RE,
+  rawRequest, RawConn, SSEStream, parseId, sleep,
 } from '../lib/harness.mjs';
 
 // ---------------------------------------------------------------------------
@@ -134,6 +136,33 @@ async function assertTopicAbsent(url, topic, t = READER) {
   assertError(await topicInfo(url, topic, t), 404, 'not_found');
 }
 
+/** A 403 names the scope it lacked (RFC 6750 §3.1), not merely the scheme. */
+function assertInsufficientScope(res, ...what) {
+  assertForbidden(res, ...what);
+  assert.equal(headerOf(res, 'www-authenticate'), 'Bearer error="insufficient_scope"',
+    `WWW-Authenticate of a ${res.status}`);
+}
+
+/**
+ * POST /topics/{topic} written byte for byte, for header values fetch would
+ * normalise (it trims the spaces of `Authorization: Bearer    `). headers: an
+ * array of raw header lines. Resolves the parsed response.
+ */
+async function rawPublish(h, topic, data, { headers = [], query } = {}) {
+  const target = `/topics/${topic}${query ? `?${query}` : ''}`;
+  const head = [`POST ${target} HTTP/1.1`, 'Host: herald.test', 'Connection: close',
+    'Content-Type: text/plain', `Content-Length: ${Buffer.byteLength(data)}`, ...headers];
+  const { responses, text } = await rawRequest(h.host, h.port, `${head.join('\r\n')}\r\n\r\n${data}`);
+  assert.equal(responses.length, 1, `one response to POST ${target}; got:\n${text}`);
+  return responses[0];
+}
+
+/** Waits until the wall clock is past a token's exp (seconds) by `margin` ms. */
+async function waitPastExp(exp, margin = 250) {
+  const wait = exp * 1000 + margin - Date.now();
+  if (wait > 0) await sleep(wait);
+}
+
 // ---------------------------------------------------------------------------
 // A herald per describe block, with its bystander
 
@@ -165,6 +194,10 @@ function useHerald(config, { bystanderToken = ALL } = {}) {
 
 // Anonymous clients may do nothing: every right comes from a token.
 const STRICT = { auth: { jwt_secret: SECRET, anonymous_publish: false, anonymous_subscribe: false } };
+
+// A page's origin a config may list, and a stranger's.
+const APP_ORIGIN = 'https://app.example';
+const EVIL_ORIGIN = 'https://evil.example';
 
 // ---------------------------------------------------------------------------
 
@@ -222,6 +255,50 @@ describe('POST /topics/{topic} with anonymous access off (HS256)', () => {
     await publishOk(ctx.h.url, 'chat.first', 'x', {
       query: `access_token=${CHAT_PUB}`, headers: { Cookie: `access_token=${expired}` },
     });
+  });
+
+  test('"Authorization: Bearer" with nothing after it is an empty token, refused before a good ?access_token=', async () => {
+    // RFC 6750 §2.1: the header names the Bearer scheme, so its (empty)
+    // credentials are the request's token: read first and refused, never
+    // taken for an absent header that would let the query parameter through.
+    assertUnauthorized(await publish(ctx.h.url, 'chat.empty-bearer', 'x', {
+      headers: { Authorization: 'Bearer' }, query: `access_token=${CHAT_PUB}`,
+    }), { invalidToken: true, reason: /well-formed/ });
+    // The same with spaces after the scheme; fetch would trim them, so raw bytes.
+    for (const value of ['Bearer    ', 'Bearer ', 'bearer']) {
+      const res = await rawPublish(ctx.h, 'chat.empty-bearer', 'x', {
+        headers: [`Authorization: ${value}`], query: `access_token=${CHAT_PUB}`,
+      });
+      assertUnauthorized(res, { invalidToken: true, reason: /well-formed/ });
+    }
+    await assertTopicAbsent(ctx.h.url, 'chat.empty-bearer');
+    // Another scheme is not a bearer token at all: the query parameter is the
+    // token then. So is a scheme that merely starts with "Bearer".
+    for (const value of ['Basic xyz', 'Basic dXNlcjpwYXNz', `Bearerx ${CHAT_PUB}`]) {
+      await publishOk(ctx.h.url, 'chat.empty-bearer', value, {
+        headers: { Authorization: value }, query: `access_token=${CHAT_PUB}`,
+      });
+    }
+    // Without the query parameter, a Basic header is simply no token.
+    assertUnauthorized(await publish(ctx.h.url, 'chat.empty-bearer', 'x', { headers: { Authorization: 'Basic xyz' } }));
+  });
+
+  test('a 403 carries WWW-Authenticate: Bearer error="insufficient_scope" on every endpoint', async () => {
+    // RFC 6750 §3.1: the client learns that another token (with more scope)
+    // would do, as opposed to the 401's invalid_token.
+    assertInsufficientScope(await publish(ctx.h.url, 'news.scope', 'x', { headers: bearer(CHAT_PUB) }), 'news.scope');
+    assertInsufficientScope(await publishBatch(ctx.h.url, [{ topic: 'news.scope', data: 'x' }], { headers: bearer(CHAT_PUB) }),
+      'Item 0', 'news.scope');
+    assertInsufficientScope(await openSSE(ctx.h.url, '/events?topic=news.scope', { headers: bearer(CHAT_SUB) }), 'news.scope');
+    assertInsufficientScope(await request(`${ctx.h.url}/poll?topic=news.scope&timeout=0`, { headers: bearer(CHAT_SUB) }), 'news.scope');
+    assertInsufficientScope(await topicInfo(ctx.h.url, 'news.scope', CHAT_SUB), 'news.scope');
+    assertInsufficientScope(await wsHandshake(ctx.h.host, ctx.h.port, `/ws?topic=news.scope&access_token=${CHAT_SUB}`), 'news.scope');
+    await assertTopicAbsent(ctx.h.url, 'news.scope');
+  });
+
+  test('GET /topics?prefix= refused with 403 names the scope too', async () => {
+    const room1 = token(grant({ subscribe: ['chat.room1'] }));
+    assertInsufficientScope(await request(`${ctx.h.url}/topics?prefix=chat.`, { headers: bearer(room1) }), 'chat.');
   });
 
   test('refused tokens: 401 with error="invalid_token" and a message saying why', async () => {
@@ -307,6 +384,95 @@ describe('POST /topics/{topic} with anonymous access off (HS256)', () => {
 
 // ---------------------------------------------------------------------------
 
+describe('cookie tokens and Origin: cors.allow_origins ["https://app.example"]', () => {
+  // A browser attaches the cookie to requests any other site's page makes (a
+  // form's POST, a WebSocket), so a cookie token counts only without Origin
+  // or from an origin listed by name; header and query tokens are not
+  // ambient, so they count from anywhere.
+  const ctx = useHerald({ ...STRICT, cors: { allow_origins: [APP_ORIGIN] } });
+  const cookie = (t = CHAT_RW) => ({ Cookie: `access_token=${t}` });
+
+  test('POST /topics/T with the cookie: 201 without Origin or from the listed origin, 401 from another (nothing published)', async () => {
+    await publishOk(ctx.h.url, 'chat.ck', 'no origin', { headers: cookie() });
+    await publishOk(ctx.h.url, 'chat.ck', 'listed origin', { headers: { ...cookie(), Origin: APP_ORIGIN } });
+    // Treated as no token: the bare challenge, not invalid_token.
+    for (const origin of [EVIL_ORIGIN, 'https://app.example.evil.example', 'http://app.example', 'null']) {
+      assertUnauthorized(await publish(ctx.h.url, 'chat.ck-evil', 'x', { headers: { ...cookie(), Origin: origin } }));
+    }
+    await assertTopicAbsent(ctx.h.url, 'chat.ck-evil');
+    // A cookie that would be refused is not even looked at from there.
+    assertUnauthorized(await publish(ctx.h.url, 'chat.ck-evil', 'x', { headers: { Cookie: 'access_token=x.y.z', Origin: EVIL_ORIGIN } }));
+    const info = await topicInfo(ctx.h.url, 'chat.ck');
+    assert.equal(info.json.history.messages, 2, info.text);
+  });
+
+  test('the same token in the Authorization header or ?access_token= works from any origin', async () => {
+    await publishOk(ctx.h.url, 'chat.ck-hdr', 'header', { headers: { ...bearer(CHAT_PUB), Origin: EVIL_ORIGIN } });
+    await publishOk(ctx.h.url, 'chat.ck-hdr', 'query', { headers: { Origin: EVIL_ORIGIN }, query: `access_token=${CHAT_PUB}` });
+  });
+
+  test('batch publish and GET /events with the cookie are bound to the origin too', async () => {
+    const items = [{ topic: 'chat.ck-batch', data: 'x' }];
+    assertUnauthorized(await publishBatch(ctx.h.url, items, { headers: { ...cookie(), Origin: EVIL_ORIGIN } }));
+    await assertTopicAbsent(ctx.h.url, 'chat.ck-batch');
+    const ok = await publishBatch(ctx.h.url, items, { headers: { ...cookie(), Origin: APP_ORIGIN } });
+    assert.equal(ok.status, 201, ok.text);
+    assertUnauthorized(await openSSE(ctx.h.url, '/events?topic=chat.ck-sse', { headers: { ...cookie(), Origin: EVIL_ORIGIN } }));
+    // An EventSource on the page's own origin sends no Origin: the cookie counts.
+    const sse = await subscribe(ctx.h.url, '/events?topic=chat.ck-sse', { headers: cookie() });
+    sse.close();
+  });
+
+  test('WebSocket upgrade with the cookie, websocket.allow_origins ["*"]: 401 from any origin, even one cors lists', async () => {
+    // "*" lets any page open the socket, so it cannot vouch for the cookie;
+    // and for an upgrade cors.allow_origins is not the list that counts.
+    for (const origin of [EVIL_ORIGIN, APP_ORIGIN]) {
+      const res = await wsHandshake(ctx.h.host, ctx.h.port, '/ws?topic=chat.ck-ws', { headers: { ...cookie(), Origin: origin } });
+      assertUnauthorized(res);
+    }
+    await assertTopicAbsent(ctx.h.url, 'chat.ck-ws');
+    // Without Origin (not a browser page) the cookie counts.
+    const ws = await openWS(ctx.h.url, '/ws?topic=chat.ck-ws', { headers: cookie() });
+    try {
+      await publishOk(ctx.h.url, 'chat.ck-ws', 'to the socket', { headers: bearer(CHAT_PUB) });
+      assert.equal((await ws.waitEnvelopes(1))[0].data, 'to the socket');
+    } finally {
+      ws.close();
+    }
+  });
+});
+
+describe('cookie tokens and Origin: "*" vouches for nobody; websocket.allow_origins by name', () => {
+  const ctx = useHerald({ ...STRICT, cors: { allow_origins: ['*'] }, websocket: { allow_origins: [APP_ORIGIN] } });
+  const cookie = (t = CHAT_RW) => ({ Cookie: `access_token=${t}` });
+
+  test('POST /topics/T with the cookie from an origin "*" allows: 401; without Origin: 201', async () => {
+    for (const origin of [APP_ORIGIN, EVIL_ORIGIN]) {
+      assertUnauthorized(await publish(ctx.h.url, 'chat.star', 'x', { headers: { ...cookie(), Origin: origin } }));
+    }
+    await assertTopicAbsent(ctx.h.url, 'chat.star');
+    await publishOk(ctx.h.url, 'chat.star', 'no origin', { headers: cookie() });
+    await publishOk(ctx.h.url, 'chat.star', 'header', { headers: { ...bearer(CHAT_PUB), Origin: EVIL_ORIGIN } });
+  });
+
+  test('WebSocket upgrade with the cookie from the origin websocket.allow_origins lists: 101 and the subscription works', async () => {
+    const ws = await openWS(ctx.h.url, '/ws?topic=chat.star-ws', { headers: { ...cookie(), Origin: APP_ORIGIN } });
+    try {
+      await publishOk(ctx.h.url, 'chat.star-ws', 'via cookie', { headers: bearer(CHAT_PUB) });
+      assert.equal((await ws.waitEnvelopes(1))[0].data, 'via cookie');
+      // The session holds the cookie's rights for its ops as well.
+      await ws.ok({ op: 'publish', topic: 'chat.star-ws', data: 'op' });
+    } finally {
+      ws.close();
+    }
+    // Another origin is refused before any token is read (origin_not_allowed).
+    assertError(await wsHandshake(ctx.h.host, ctx.h.port, '/ws?topic=chat.star-ws', { headers: { ...cookie(), Origin: EVIL_ORIGIN } }),
+      403, 'origin_not_allowed');
+  });
+});
+
+// ---------------------------------------------------------------------------
+
 describe('POST /publish (batch) with anonymous access off', () => {
   const ctx = useHerald(STRICT);
 
@@ -343,6 +509,38 @@ describe('POST /publish (batch) with anonymous access off', () => {
     assert.equal(res.status, 201, res.text);
     assert.equal(res.json.messages.length, 2);
     for (const m of res.json.messages) assert.match(m.id, ID_RE);
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('POST /publish with limits.max_topics full', () => {
+  // The bystander's topic is one of the four; the block fills the rest.
+  const MAX_TOPICS = 4;
+  const ctx = useHerald({ ...STRICT, limits: { max_topics: MAX_TOPICS } });
+  before(async () => {
+    for (let i = 1; i < MAX_TOPICS; i++) await publishOk(ctx.h.url, `full.${i}`, 'x', { headers: bearer(ALL) });
+  });
+
+  test('a new topic the caller may not publish to: 401/403, not 503 topic_limit', async () => {
+    // The limit is full: a caller with the rights is told so…
+    assertError(await publishBatch(ctx.h.url, [{ topic: 'news.new', data: 'x' }], { headers: bearer(ALL) }), 503, 'topic_limit');
+    // …but one without them learns nothing about the hub from the answer.
+    const json = assertUnauthorized(await publishBatch(ctx.h.url, [{ topic: 'news.new', data: 'x' }]));
+    assert.match(json.message, /Item 0/);
+    assertInsufficientScope(await publishBatch(ctx.h.url, [{ topic: 'news.new', data: 'x' }], { headers: bearer(CHAT_PUB) }),
+      'Item 0', 'news.new');
+    // Also when an allowed item comes first (it exists, so it passes the limit).
+    const chatFull = token(grant({ publish: ['full.*'] }));
+    assertInsufficientScope(await publishBatch(ctx.h.url, [
+      { topic: 'full.1', data: 'ok' },
+      { topic: 'news.new', data: 'x' },
+    ], { headers: bearer(chatFull) }), 'Item 1', 'news.new');
+    // POST /topics/T checked rights first already; it agrees.
+    assertInsufficientScope(await publish(ctx.h.url, 'news.new', 'x', { headers: bearer(CHAT_PUB) }), 'news.new');
+    await assertTopicAbsent(ctx.h.url, 'news.new');
+    const info = await topicInfo(ctx.h.url, 'full.1');
+    assert.equal(info.json.history.messages, 1, 'the refused batch published nothing');
   });
 });
 
@@ -530,6 +728,32 @@ describe('WebSocket with anonymous access off', () => {
 
 // ---------------------------------------------------------------------------
 
+describe('the WebSocket echo endpoint (websocket.echo_path "/echo")', () => {
+  const ctx = useHerald({ ...STRICT, websocket: { echo_path: '/echo' } });
+
+  test('a refused token is 401 there too; without a token, or with a valid one, 101 and it echoes', async () => {
+    // It reaches no topic, but an invalid token is refused everywhere, never
+    // taken for none (a client would otherwise not learn it is broken).
+    const forged = token(grant({ subscribe: ['*'] }), { secret: 'not-the-secret' });
+    assertUnauthorized(await wsHandshake(ctx.h.host, ctx.h.port, `/echo?access_token=${forged}`),
+      { invalidToken: true, reason: /signature/ });
+    const expired = token(grant({ subscribe: ['*'] }, { exp: nowS() - 5 }));
+    assertUnauthorized(await wsHandshake(ctx.h.host, ctx.h.port, '/echo', { headers: bearer(expired) }),
+      { invalidToken: true, reason: /expired/ });
+    for (const [what, path] of [['no token', '/echo'], ['a valid token', `/echo?access_token=${CHAT_SUB}`]]) {
+      const ws = await openWS(ctx.h.url, path);
+      try {
+        await ws.send(`hello with ${what}`);
+        await ws.waitFor(() => ws.messages.some((m) => m.text === `hello with ${what}`), { what: 'the echo' });
+      } finally {
+        ws.close();
+      }
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
 describe('GET /topics with anonymous access off', () => {
   const ctx = useHerald(STRICT);
   before(async () => { await publishOk(ctx.h.url, 'chat.t', 'x', { headers: bearer(CHAT_PUB) }); });
@@ -561,6 +785,20 @@ describe('GET /topics with anonymous access off', () => {
     // A longer prefix is still under chat.*; a shorter one is not.
     assert.equal((await get('/topics?prefix=chat.t', CHAT_SUB)).status, 200);
     assertForbidden(await get('/topics?prefix=ch', CHAT_SUB));
+  });
+
+  test('GET /topics: a prefix or after that is no topic-name text is 400 invalid_parameter, even with subscribe ["*"]', async () => {
+    // Checked like topic names, so nothing but topic-name bytes reaches the
+    // registry's comparisons (and no such listing is silently empty).
+    for (const query of ['prefix=%FF%FE', 'prefix=a%20b', 'prefix=a+b', 'after=%00', 'after=chat.t%0A', 'prefix=chat.&after=%C3%A9']) {
+      const json = assertError(await get(`/topics?${query}`, READER), 400, 'invalid_parameter');
+      assert.match(json.message, /prefix and after/, `${query}: ${json.message}`);
+    }
+    // Topic-name text, and the empty value, still list.
+    for (const query of ['prefix=chat.', 'prefix=', 'after=chat.a', 'prefix=chat.&after=']) {
+      const ok = await get(`/topics?${query}`, READER);
+      assert.equal(ok.status, 200, `${query}: ${ok.text}`);
+    }
   });
 
   test('GET /topics without a prefix: 200 with ["*"], 403 with ["chat.*"], 401 without a token', async () => {
@@ -644,6 +882,118 @@ describe('expiry of long-lived connections (heartbeat_s 1)', () => {
     assert.equal(res.status, 200, res.text);
     assert.ok(Date.now() - started >= 2500, `answered after ${Date.now() - started} ms, before its timeout`);
     assert.ok(Date.now() >= exp * 1000, 'the token expired while the poll waited');
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('expiry at the next delivery (heartbeat_s 60: no heartbeat comes into it)', () => {
+  const BACKLOG = { count: 256, bytes: 60_000 };   // ~15 MB, well over what the sockets buffer
+  const ctx = useHerald({
+    ...STRICT,
+    heartbeat_s: 60,
+    history: { max_bytes: 64 * 1024 * 1024 },
+    limits: { max_request_bytes: 8 * 1024 * 1024 },
+  });
+
+  /** A token valid for 1–2 s (exp is in whole seconds). */
+  const shortLived = () => {
+    const exp = nowS() + 2;
+    return { exp, t: token(grant({ publish: ['chat.*'], subscribe: ['chat.*'] }, { exp })) };
+  };
+
+  test('WebSocket: the first message after expiry is not delivered; the connection is closed 1008 "token expired" instead', async () => {
+    const { exp, t } = shortLived();
+    const ws = await openWS(ctx.h.url, `/ws?access_token=${t}`);
+    try {
+      await ws.ok({ op: 'subscribe', topics: ['chat.ws-exp60'] });
+      await publishOk(ctx.h.url, 'chat.ws-exp60', 'before expiry', { headers: bearer(CHAT_PUB) });
+      await ws.waitEnvelopes(1);
+      await waitPastExp(exp);
+      // Nothing closes it on its own before the next delivery (no heartbeat for 60 s).
+      assert.equal(ws.closed, null, 'still open after expiry, until something is to be sent');
+      await publishOk(ctx.h.url, 'chat.ws-exp60', 'after expiry', { headers: bearer(ALL) });
+      assert.deepEqual(await ws.waitClose({ timeout: 5000 }), { code: 1008, reason: 'token expired' });
+      assert.deepEqual(ws.envelopes().map((e) => e.data), ['before expiry'], 'no message frame after expiry');
+    } finally {
+      ws.close();
+    }
+  });
+
+  test('WebSocket subscribed on the upgrade (?topic=): the same', async () => {
+    const { exp, t } = shortLived();
+    const ws = await openWS(ctx.h.url, `/ws?topic=chat.ws-exp60-up&access_token=${t}`);
+    try {
+      await waitPastExp(exp);
+      await publishOk(ctx.h.url, 'chat.ws-exp60-up', 'after expiry', { headers: bearer(ALL) });
+      assert.deepEqual(await ws.waitClose({ timeout: 5000 }), { code: 1008, reason: 'token expired' });
+      assert.deepEqual(ws.envelopes(), [], 'no message frame after expiry');
+    } finally {
+      ws.close();
+    }
+  });
+
+  test('SSE: the first message after expiry is not delivered; the stream gets herald-token-expired and ends', async () => {
+    // A live message; the one sent from history while catching up is the next test.
+    const { exp, t } = shortLived();
+    const sse = await subscribe(ctx.h.url, `/events?topic=chat.sse-exp60&access_token=${t}`);
+    try {
+      await publishOk(ctx.h.url, 'chat.sse-exp60', 'before expiry', { headers: bearer(CHAT_PUB) });
+      await sse.waitEvents(1);
+      await waitPastExp(exp);
+      assert.equal(sse.stream.ended, false, 'still open after expiry, until something is to be sent');
+      await publishOk(ctx.h.url, 'chat.sse-exp60', 'after expiry', { headers: bearer(ALL) });
+      await sse.waitFor((s) => s.events.some((e) => e.event === 'herald-token-expired'),
+        { timeout: 5000, what: 'event herald-token-expired' });
+      await sse.waitEnd({ timeout: 3000 });
+      assert.deepEqual(sse.events.map((e) => e.event ?? e.data), ['before expiry', 'herald-token-expired']);
+    } finally {
+      sse.close();
+    }
+  });
+
+  test('SSE catching up from history: what is still owed when the token expires is not sent', async (t) => {
+    // Catch-up queues history only as the connection drains. A client that
+    // reads nothing stalls it once the socket buffers are full; by the time
+    // it reads again its token has expired, and the rest of the backlog must
+    // not follow — only what was queued while the token was valid, then
+    // herald-token-expired.
+    const data = 'x'.repeat(BACKLOG.bytes);
+    let first;
+    for (let sent = 0; sent < BACKLOG.count; sent += 64) {
+      const items = Array.from({ length: Math.min(64, BACKLOG.count - sent) }, () => ({ topic: 'chat.backlog', data }));
+      const res = await publishBatch(ctx.h.url, items, { headers: bearer(ALL) });
+      assert.equal(res.status, 201, res.text.slice(0, 300));
+      first ??= res.json.messages[0].id;
+    }
+    const cursor = `${parseId(first).epoch}-0`;   // before the first message: the whole backlog is owed
+    const { exp, t: expiring } = shortLived();
+    const conn = await RawConn.connect(ctx.h.host, ctx.h.port);
+    let ended = false;
+    try {
+      conn.socket.pause();   // read nothing yet
+      await conn.write(`GET /events?topic=chat.backlog&last_event_id=${cursor}&access_token=${expiring} HTTP/1.1\r\n`
+        + 'Host: herald.test\r\nAccept: text/event-stream\r\n\r\n');
+      await waitPastExp(exp);
+      conn.socket.resume();
+      // Parsed once it ended: the buffer is only read then (it is megabytes).
+      ended = await conn.waitClose({ timeout: 10_000 }).then(() => true, () => false);
+    } finally {
+      conn.destroy();
+    }
+    const text = conn.buf.toString('utf8');
+    assert.match(text, /^HTTP\/1\.1 200 /, text.slice(0, 300));
+    const stream = new SSEStream();
+    stream.feed(text.slice(text.indexOf('\r\n\r\n') + 4));
+    const messages = stream.events.filter((e) => e.event === undefined);
+    t.diagnostic(`${messages.length} of ${BACKLOG.count} backlog messages arrived`);
+    assert.ok(ended, `the stream did not end within 10 s; it got ${messages.length} of ${BACKLOG.count} `
+      + `messages, then ${JSON.stringify(stream.events.slice(messages.length).map((e) => e.event))}`);
+    assert.ok(messages.length > 0, 'some of the backlog was queued while the token was valid');
+    assert.ok(messages.length < BACKLOG.count,
+      `${messages.length} of ${BACKLOG.count} backlog messages arrived: the rest was sent after expiry`);
+    assert.ok(messages.every((m) => m.data === data), 'whole messages only');
+    assert.equal(stream.events.at(-1).event, 'herald-token-expired', 'the stream ends with herald-token-expired');
   });
 });
 
@@ -827,6 +1177,42 @@ describe('start-up: keys herald cannot use', () => {
       // Subscribing is still anonymous.
       const sse = await subscribe(h.url, '/events?topic=warned');
       sse.close();
+    } finally {
+      await h.stop();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------
+
+describe('start-up: a short auth.jwt_secret', () => {
+  // RFC 7518 §3.2: an HS256 key must be at least 256 bits. herald uses the
+  // string's bytes as they are, so a short one is short, whatever it encodes.
+  test('under 32 bytes: a warn line naming auth.jwt_secret, its length and 32; herald still runs', async () => {
+    const secret = 's'.repeat(31);
+    const h = await startHerald({ config: { auth: { jwt_secret: secret, anonymous_publish: false } } });
+    try {
+      const [line] = await h.waitForStderr(/^.*\bwarn\b.*auth\.jwt_secret.*$/m);
+      assert.match(line, /\b31 bytes\b/, line);
+      assert.match(line, /\b32\b/, line);
+      assert.ok(!line.includes(secret), `the warning must not print the secret: ${line}`);
+      await publishOk(h.url, 'short', 'x', { headers: bearer(token(grant({ publish: ['*'] }), { secret })) });
+    } finally {
+      await h.stop();
+    }
+  });
+
+  test('32 bytes: no such line; the bytes are the key as written, not base64-decoded', async () => {
+    // 32 characters of base64 text (24 bytes once decoded): long enough as written.
+    const secret = Buffer.from('herald-test-24-byte-key!').toString('base64');
+    assert.equal(secret.length, 32);
+    const h = await startHerald({ config: { auth: { jwt_secret: secret, anonymous_publish: false } } });
+    try {
+      // The warning would come before "listening on", which startHerald waited for.
+      assert.doesNotMatch(h.stderr(), /jwt_secret/, h.stderr());
+      await publishOk(h.url, 'long', 'x', { headers: bearer(token(grant({ publish: ['*'] }), { secret })) });
+      const decoded = token(grant({ publish: ['*'] }), { secret: Buffer.from(secret, 'base64') });
+      assertUnauthorized(await publish(h.url, 'long', 'x', { headers: bearer(decoded) }), { invalidToken: true, reason: /signature/ });
     } finally {
       await h.stop();
     }
