@@ -16,12 +16,14 @@
 #include "herald/log.h"
 #include "herald/worker.h"
 #include "herald/workers.h"
+#include "net/tls.h"
 
 typedef struct herald {
     uv_loop_t loop; /* the main thread's: signals only; the workers run their own */
     hd_config config;
     hd_hub *hub;
     hd_auth *auth;
+    hd_tls_ctx *tls; /* NULL: plain TCP */
     hd_workers *workers;
     uv_signal_t sigterm;
     uv_signal_t sigint;
@@ -45,24 +47,36 @@ static void print_usage(FILE *out)
 }
 
 /*
- * TLS and the Redis engine have their keys in the contract before they are
- * built. Ignoring them would serve plain text, or a lone node, where the
- * operator asked for TLS or a cluster: refuse to start.
+ * The Redis engine has its key in the contract before it is built. Ignoring
+ * it would run a lone node where the operator asked for a cluster: refuse
+ * to start.
  */
 static int refuse_features_not_built(const hd_config *config)
 {
-    const char *key = NULL;
-    if (config->tls.cert[0] != '\0')
-        key = "tls.cert";
-    else if (config->cluster.redis[0] != '\0')
-        key = "cluster.redis";
-    if (key == NULL)
+    if (config->cluster.redis[0] == '\0')
         return 0;
-    fprintf(stderr,
-            "herald: %s: this version of herald does not support it yet (TLS and the Redis "
-            "engine are planned); leave it at its default\n",
-            key);
+    fprintf(stderr, "herald: cluster.redis: this version of herald does not support it yet (the "
+                    "Redis engine is planned); leave it at its default\n");
     return -1;
+}
+
+/*
+ * Loads tls.cert and tls.key into the one TLS context all listeners share;
+ * NULL in *tls when TLS is off. A certificate or key that cannot be used is
+ * a config error (exit 2), found before anything listens.
+ */
+static int load_tls(const hd_config *config, hd_tls_ctx **tls)
+{
+    *tls = NULL;
+    if (config->tls.cert[0] == '\0')
+        return 0; /* the config loader insists on both keys or neither */
+    char err[HD_CONFIG_ERROR_MAX];
+    *tls = hd_tls_ctx_new(config->tls.cert, config->tls.key, err, sizeof(err));
+    if (*tls == NULL) {
+        fprintf(stderr, "herald: %s\n", err);
+        return -1;
+    }
+    return 0;
 }
 
 /* Loads the token keys; a key that cannot be used is a config error (exit 2). */
@@ -188,6 +202,11 @@ int main(int argc, char **argv)
         hd_config_free(&h.config);
         return 2;
     }
+    if (load_tls(&h.config, &h.tls) != 0) {
+        hd_auth_free(h.auth);
+        hd_config_free(&h.config);
+        return 2;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     hd_hub_options hub_options = {
@@ -202,7 +221,7 @@ int main(int argc, char **argv)
     hd_worker_set_count(workers);
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
-    h.workers = hd_workers_new(&h.config, h.hub, h.auth, workers);
+    h.workers = hd_workers_new(&h.config, h.hub, h.auth, h.tls, workers);
     hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
                 workers, workers == 1 ? "" : "s");
 
@@ -224,6 +243,7 @@ int main(int argc, char **argv)
     hd_workers_free(h.workers);
     hd_hub_free(h.hub);
     hd_auth_free(h.auth);
+    hd_tls_ctx_free(h.tls);
     uv_loop_close(&h.loop);
     hd_config_free(&h.config);
     if (status == 0)

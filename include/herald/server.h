@@ -2,7 +2,7 @@
  * The HTTP server: listeners, connections and the routes that lead to the
  * transports. One hd_server runs on one libuv loop and serves one hub.
  *
- * Ownership: the caller owns loop, config, hub and auth and keeps them alive
+ * Ownership: the caller owns loop, config, hub, auth and tls and keeps them alive
  * until hd_server_free. The server owns its connections.
  */
 #ifndef HERALD_SERVER_H
@@ -15,6 +15,7 @@
 
 typedef struct hd_server hd_server;
 typedef struct hd_auth hd_auth;
+typedef struct hd_tls_ctx hd_tls_ctx;
 
 /*
  * sibling: NULL for the first (or only) server; otherwise a server created
@@ -24,9 +25,11 @@ typedef struct hd_auth hd_auth;
  * of a group are created and started from one thread before any of their
  * loops runs; the group may hold hd_worker_count() servers. auth: who may
  * publish and subscribe (auth/auth.h); NULL lets everyone do everything.
+ * tls: the TLS context every listener serves with (net/tls.h), shared by
+ * all workers; NULL serves plain HTTP.
  */
 hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, const hd_auth *auth,
-                         hd_server *sibling);
+                         const hd_tls_ctx *tls, hd_server *sibling);
 /* Binds every config->listen address and starts accepting; logs "listening on ADDR:PORT". */
 int hd_server_start(hd_server *server, char *err, size_t err_len);
 /*

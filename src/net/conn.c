@@ -158,6 +158,12 @@ bool hd_conn_would_overflow(const hd_conn *conn, size_t len)
            conn->queued_bytes + len > hd_conn_config(conn)->limits.max_outbound_bytes;
 }
 
+/* Whether anything waits to be written: queued buffers, or ciphertext the TLS session made. */
+static bool has_output(const hd_conn *conn)
+{
+    return conn->queue_count > 0 || (conn->tls != NULL && hd_tls_pending(conn->tls) > 0);
+}
+
 static void enqueue(hd_conn *conn, hd_buf *buf)
 {
     queue_push(conn, buf);
@@ -234,6 +240,23 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
         hd_conn_close(conn);
 }
 
+/*
+ * TLS: the peer learns that the stream ended on purpose, not by truncation.
+ * Best effort, in one non-blocking write: the alert is some 30 bytes and the
+ * socket's buffer is empty (everything else was written), and a client that
+ * misses it still sees the end of the TCP stream.
+ */
+static void send_close_notify(hd_conn *conn)
+{
+    hd_tls_shutdown(conn->tls);
+    hd_buf *alert = hd_tls_take(conn->tls);
+    if (alert == NULL)
+        return;
+    uv_buf_t buf = uv_buf_init(alert->data, (unsigned)alert->len);
+    uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+    hd_buf_release(alert);
+}
+
 /* Everything is written and the connection must end: shut down, then linger. */
 static void start_lingering(hd_conn *conn)
 {
@@ -245,6 +268,8 @@ static void start_lingering(hd_conn *conn)
             return;
         }
     }
+    if (conn->tls != NULL)
+        send_close_notify(conn);
     uv_shutdown_t *req = hd_alloc(sizeof(*req));
     req->data = conn;
     if (uv_shutdown(req, (uv_stream_t *)&conn->tcp, conn_on_shutdown) != 0) {
@@ -274,7 +299,7 @@ static void release_in_flight(hd_conn *conn, bool written)
 /* What follows a completed write: more output, the end of the connection, or more input. */
 static void conn_on_written(hd_conn *conn)
 {
-    if (conn->queue_count > 0) {
+    if (has_output(conn)) {
         if (!hd_list_linked(&conn->flush_node))
             hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
     } else if (conn->close_when_flushed) {
@@ -310,6 +335,36 @@ static void conn_on_write(uv_write_t *req, int status)
 }
 
 /*
+ * TLS: encrypts every queued plaintext buffer, releasing each (shared
+ * message encodings go back at once), and queues the ciphertext, handshake
+ * records first, as one buffer of this connection's own. The write path
+ * then sends it like any buffer, so a partial write keeps the rest alive
+ * until its callback and the outbound limit counts it. Called with nothing
+ * in flight, so the queue then holds that one buffer. Returns -1 when the
+ * session failed and the connection was closed.
+ */
+static int seal(hd_conn *conn)
+{
+    while (conn->queue_count > 0) {
+        hd_buf *buf = queue_pop(conn);
+        conn->queued_bytes -= buf->len;
+        int rc = buf->len > 0 ? hd_tls_write(conn->tls, buf->data, buf->len) : 0;
+        hd_buf_release(buf);
+        if (rc != 0) {
+            hd_log_debug("TLS write to %s failed", conn->peer);
+            hd_conn_close(conn);
+            return -1;
+        }
+    }
+    hd_buf *cipher = hd_tls_take(conn->tls);
+    if (cipher != NULL) {
+        queue_push(conn, cipher);
+        conn->queued_bytes += cipher->len;
+    }
+    return 0;
+}
+
+/*
  * One gathered write of up to HD_CONN_WRITE_BATCH buffers. It is tried
  * synchronously first: when the socket takes everything, as it usually
  * does, no write request is queued and libuv does not touch epoll. Only a
@@ -317,7 +372,11 @@ static void conn_on_write(uv_write_t *req, int status)
  */
 void hd_conn_flush(hd_conn *conn)
 {
-    if (conn->in_flight_count > 0 || conn->queue_count == 0 || conn->state == HD_CONN_CLOSING)
+    if (conn->in_flight_count > 0 || conn->state == HD_CONN_CLOSING)
+        return;
+    if (conn->tls != NULL && seal(conn) != 0)
+        return;
+    if (conn->queue_count == 0)
         return;
     uv_buf_t bufs[HD_CONN_WRITE_BATCH];
     size_t count = 0;
@@ -363,8 +422,10 @@ void hd_conn_close_after_flush(hd_conn *conn)
     /* A stream that is ending delivers nothing more: detach it now, not after the linger. */
     if (conn->stream_ops != NULL && !hd_list_linked(&conn->detach_node))
         hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
-    if (conn->queue_count == 0)
+    if (!has_output(conn))
         start_lingering(conn);
+    else if (!hd_list_linked(&conn->flush_node))
+        hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -389,6 +450,7 @@ static void conn_on_closed(uv_handle_t *handle)
         hd_buf_release(queue_pop(conn));
     free(conn->queue);
     free_reader(conn);
+    hd_tls_free(conn->tls);
     hd_list_unlink(&conn->server_node);
     hd_metric_add(&server->connection_count, (uint64_t)-1);
     __atomic_fetch_sub(&server->group->connections, 1, __ATOMIC_RELAXED);
@@ -754,6 +816,50 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
         conn->stream_ops->on_data(conn, conn->stream_session, bytes, len);
 }
 
+/*
+ * TLS: the ciphertext just read goes into the session, and the plaintext
+ * that comes out goes where plaintext from the socket goes on a plain
+ * listener. It is decrypted into the server's read buffer, free again now
+ * that the session copied the ciphertext; consumers copy what they keep, as
+ * they must anyway, since every read reuses that buffer. Whatever the
+ * session has to say (handshake records, alerts) is written by the flush
+ * pass. A handshake failure or bytes that are not TLS (plain HTTP to a TLS
+ * port) end this connection only, after a best-effort alert.
+ */
+static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
+{
+    /* Ending: the answer is sealed or written, and only EOF is awaited. */
+    if (conn->close_when_flushed)
+        return;
+    hd_tls_feed(conn->tls, cipher, len);
+    char *plain = conn->server->read_buffer;
+    for (;;) {
+        const char *reason = NULL;
+        ssize_t n = hd_tls_read(conn->tls, plain, sizeof(conn->server->read_buffer), &reason);
+        if (n > 0) {
+            hd_conn_feed(conn, plain, (size_t)n);
+            if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed)
+                return;
+            continue;
+        }
+        if (n == HD_TLS_WANT)
+            break;
+        if (n == HD_TLS_ERROR) {
+            hd_log_debug("TLS from %s failed: %s", conn->peer, reason);
+            hd_buf *alert = hd_tls_take(conn->tls);
+            if (alert != NULL) {
+                uv_buf_t buf = uv_buf_init(alert->data, (unsigned)alert->len);
+                uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+                hd_buf_release(alert);
+            }
+        }
+        hd_conn_close(conn); /* HD_TLS_ERROR, or close_notify: the peer is done, like EOF */
+        return;
+    }
+    if (hd_tls_pending(conn->tls) > 0 && !hd_list_linked(&conn->flush_node))
+        hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     hd_conn *conn = (hd_conn *)stream;
@@ -762,7 +868,10 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         return;
     }
     hd_metric_add(&conn->server->metrics.bytes_read, (uint64_t)nread);
-    hd_conn_feed(conn, buf->base, (size_t)nread);
+    if (conn->tls != NULL)
+        tls_on_read(conn, buf->base, (size_t)nread);
+    else
+        hd_conn_feed(conn, buf->base, (size_t)nread);
 }
 
 static void describe_peer(hd_conn *conn)
@@ -834,7 +943,9 @@ static void refuse(hd_conn *conn, hd_refusal reason, const char *limit)
                        body_len, body);
     uv_buf_t buf = uv_buf_init(response, (unsigned)len);
     hd_log_warn("refusing %s: %s", conn->peer, limit);
-    uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+    /* A TLS client would take plain text for a broken handshake: it only sees the close. */
+    if (conn->server->tls == NULL)
+        uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
     hd_conn_close(conn);
 }
 
@@ -864,6 +975,8 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
             return;
         }
     }
+    if (server->tls != NULL)
+        conn->tls = hd_tls_new(server->tls);
     uv_tcp_nodelay(&conn->tcp, 1);
     if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
         hd_conn_close(conn);

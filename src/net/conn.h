@@ -37,6 +37,7 @@
 #include "herald/list.h"
 #include "http/request.h"
 #include "net/ip_count.h"
+#include "net/tls.h"
 #include "ops/metrics.h"
 
 typedef struct hd_server hd_server;
@@ -117,6 +118,13 @@ struct hd_conn {
     size_t in_flight_count;
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */
+
+    /*
+     * The TLS session on a TLS listener, NULL on a plain one. With it the
+     * queue holds plaintext until a flush encrypts it all into one buffer of
+     * ciphertext, which is then the queue's only (in-flight) entry.
+     */
+    hd_tls *tls;
 
     const hd_stream_ops *stream_ops; /* NULL once the stream is detached */
     void *stream_session;

@@ -51,13 +51,14 @@ static void group_leave(hd_server_group *group)
 }
 
 hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, const hd_auth *auth,
-                         hd_server *sibling)
+                         const hd_tls_ctx *tls, hd_server *sibling)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
     server->config = config;
     server->hub = hub;
     server->auth = auth;
+    server->tls = tls;
     server->group = sibling != NULL ? sibling->group : group_new();
     server->index = server->group->size;
     server->group->servers[server->group->size++] = server;
@@ -274,16 +275,18 @@ static int resolve_address(const char *address, struct sockaddr_storage *addr)
                              : uv_ip4_addr(host, port, (struct sockaddr_in *)addr);
 }
 
-static void log_listening(const struct sockaddr_storage *bound)
+/* A TLS listener is logged with its scheme, so that operators (and tests) see what it speaks. */
+static void log_listening(const struct sockaddr_storage *bound, bool tls)
 {
     char name[INET6_ADDRSTRLEN] = "?";
+    const char *scheme = tls ? "https://" : "";
     if (bound->ss_family == AF_INET6) {
         uv_ip6_name((const struct sockaddr_in6 *)bound, name, sizeof(name));
-        hd_log_info("listening on [%s]:%d", name,
+        hd_log_info("listening on %s[%s]:%d", scheme, name,
                     ntohs(((const struct sockaddr_in6 *)bound)->sin6_port));
     } else {
         uv_ip4_name((const struct sockaddr_in *)bound, name, sizeof(name));
-        hd_log_info("listening on %s:%d", name,
+        hd_log_info("listening on %s%s:%d", scheme, name,
                     ntohs(((const struct sockaddr_in *)bound)->sin_port));
     }
 }
@@ -322,7 +325,7 @@ static int listen_on(hd_server *server, size_t i, char *err, size_t err_len)
     int len = sizeof(l->bound);
     uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
     if (first == server)
-        log_listening(&l->bound);
+        log_listening(&l->bound, server->tls != NULL);
     return 0;
 }
 

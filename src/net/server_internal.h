@@ -16,6 +16,7 @@
 #include "herald/list.h"
 #include "herald/server.h"
 #include "net/ip_count.h"
+#include "net/tls.h"
 #include "ops/metrics.h"
 
 #define HD_READ_BUFFER_SIZE 65536
@@ -47,7 +48,8 @@ struct hd_server {
     uv_loop_t *loop;
     const hd_config *config;
     hd_hub *hub;
-    const hd_auth *auth; /* shared by every worker, read only */
+    const hd_auth *auth;   /* shared by every worker, read only */
+    const hd_tls_ctx *tls; /* every listener speaks TLS with it; NULL: plain TCP */
     /*
      * The one per-loop resource a transport needs (WebSocket compression is
      * done once per message, by one compressor per loop). The server is the

@@ -23,7 +23,7 @@ struct hd_workers {
 };
 
 hd_workers *hd_workers_new(const hd_config *config, hd_hub *hub, const hd_auth *auth,
-                           unsigned count)
+                           const hd_tls_ctx *tls, unsigned count)
 {
     hd_workers *w = hd_calloc(1, sizeof(*w));
     w->workers = hd_calloc(count, sizeof(*w->workers));
@@ -32,7 +32,8 @@ hd_workers *hd_workers_new(const hd_config *config, hd_hub *hub, const hd_auth *
         worker *k = &w->workers[i];
         k->index = i;
         uv_loop_init(&k->loop);
-        k->server = hd_server_new(&k->loop, config, hub, auth, i > 0 ? w->workers[0].server : NULL);
+        k->server =
+            hd_server_new(&k->loop, config, hub, auth, tls, i > 0 ? w->workers[0].server : NULL);
     }
     return w;
 }

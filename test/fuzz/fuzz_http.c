@@ -49,7 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_hub *hub = hd_hub_new(&options);
     hd_hub_publish(hub, "a", 1, NULL, 0, "held", 4, 0, NULL, NULL);
     hd_server *server =
-        hd_server_new(&loop, &config, hub, data[0] & 0x80 ? auth_closed : auth_open, NULL);
+        hd_server_new(&loop, &config, hub, data[0] & 0x80 ? auth_closed : auth_open, NULL, NULL);
     hd_conn *conn = hd_conn_new(server);
 
     size_t split = 1 + (size > 1 ? data[0] % (size - 1) : 0);

@@ -10,6 +10,7 @@ import { after } from 'node:test';
 import { spawn, execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -426,16 +427,20 @@ export class SSEStream {
  * `retry:` preamble) was received so the subscription is known to be in place.
  * Non-200 answers resolve after the whole body with .body and .json set.
  *
+ * options.ca: the certificate to trust for an https:// base URL.
+ *
  * client: {status, headers, stream: SSEStream, body, json, close()}, and the
  * stream's waitFor/waitEvents/expectNoMore/waitEnd are forwarded.
  */
-export function openSSE(baseUrl, pathAndQuery, { headers = {}, timeout = 5000, waitPreamble = true } = {}) {
+export function openSSE(baseUrl, pathAndQuery, { headers = {}, timeout = 5000, waitPreamble = true, ca } = {}) {
   const url = new URL(pathAndQuery, baseUrl);
   return withTimeout(new Promise((resolve, reject) => {
-    const req = http.request(url, {
+    // https:// base URLs (TLS listeners) trust `ca`, the test's self-signed certificate.
+    const req = (url.protocol === 'https:' ? https : http).request(url, {
       method: 'GET',
       agent: false,
       headers: { Accept: 'text/event-stream', ...headers },
+      ...(ca ? { ca } : {}),
     });
     req.on('error', reject);
     req.on('socket', (sock) => { sockets.add(sock); sock.on('close', () => sockets.delete(sock)); });
