@@ -3,8 +3,9 @@
 # Idempotent: packages already present are left alone, and apt is not touched when nothing is missing.
 set -euo pipefail
 
+# openssl (the CLI) makes the self-signed certificate of the TLS tests.
 packages=(
-  build-essential cmake pkg-config git curl ca-certificates
+  build-essential cmake pkg-config git curl ca-certificates openssl
   libuv1-dev libssl-dev libcjson-dev libhiredis-dev zlib1g-dev
   redis-server chromium clang clang-format libclang-rt-14-dev
   nginx libnginx-mod-nchan
