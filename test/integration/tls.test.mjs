@@ -95,8 +95,11 @@ describe('TLS listener', () => {
   let h;
   let base;
   before(async () => {
-    // Room for the burst below to wait in a paused reader's queue.
-    h = await startHerald({ config: { tls: tlsConfig, log_level: 'debug', limits: { max_outbound_bytes: 64 * 1024 * 1024 } } });
+    // Two workers share the one TLS context (CTest also runs this file under
+    // ThreadSanitizer); room for the burst below in a paused reader's queue.
+    h = await startHerald({
+      config: { tls: tlsConfig, workers: 2, log_level: 'debug', limits: { max_outbound_bytes: 64 * 1024 * 1024 } },
+    });
     assert.match(h.stderr(), /listening on https:\/\/127\.0\.0\.1:\d+/);
     base = `https://127.0.0.1:${h.port}`;
   });
