@@ -424,7 +424,8 @@ void hd_conn_close_after_flush(hd_conn *conn)
         hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
     if (!has_output(conn))
         start_lingering(conn);
-    else if (!hd_list_linked(&conn->flush_node))
+    else if (conn->tls != NULL && !hd_list_linked(&conn->flush_node))
+        /* Ciphertext the session made while the request was read (queued buffers are linked). */
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
 

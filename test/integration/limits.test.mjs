@@ -108,7 +108,9 @@ test('answers are never dropped for max_outbound_bytes: a large batch answer, an
 });
 
 test('a body that stops arriving gets 408 after header_timeout_s; a refused connection is closed at once', async () => {
-  const h = await startHerald({ config: { limits: { header_timeout_s: 1, max_connections: 1 } } });
+  // One worker: with several, the second connection may be accepted (by another worker's
+  // listener) before the first one, and be the one that holds the slot.
+  const h = await startHerald({ config: { workers: 1, limits: { header_timeout_s: 1, max_connections: 1 } } });
   servers.push(h);
   const stalled = await RawConn.connect(h.host, h.port);
   await stalled.write('POST /topics/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab');
