@@ -121,25 +121,42 @@ static void free_reader(hd_conn *conn)
 /* ------------------------------------------------------------------------ */
 /* Write path                                                               */
 
+/* TLS: plaintext sealed per flush (see seal). */
+#define TLS_SEAL_MAX (1024 * 1024)
+
 /* The ring's capacity is a power of two, so a slot is a mask, not a division per delivery. */
 static hd_buf **queue_slot(const hd_conn *conn, size_t index)
 {
     return &conn->queue[(conn->queue_head + index) & (conn->queue_cap - 1)];
 }
 
+static void queue_make_room(hd_conn *conn)
+{
+    if (conn->queue_count < conn->queue_cap)
+        return;
+    size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 4;
+    hd_buf **queue = hd_alloc(cap * sizeof(*queue));
+    for (size_t i = 0; i < conn->queue_count; i++)
+        queue[i] = *queue_slot(conn, i);
+    free(conn->queue);
+    conn->queue = queue;
+    conn->queue_cap = cap;
+    conn->queue_head = 0;
+}
+
 static void queue_push(hd_conn *conn, hd_buf *buf)
 {
-    if (conn->queue_count == conn->queue_cap) {
-        size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 4;
-        hd_buf **queue = hd_alloc(cap * sizeof(*queue));
-        for (size_t i = 0; i < conn->queue_count; i++)
-            queue[i] = *queue_slot(conn, i);
-        free(conn->queue);
-        conn->queue = queue;
-        conn->queue_cap = cap;
-        conn->queue_head = 0;
-    }
+    queue_make_room(conn);
     *queue_slot(conn, conn->queue_count) = buf;
+    conn->queue_count++;
+}
+
+/* TLS: sealed ciphertext goes before the plaintext a bounded seal left queued. */
+static void queue_push_front(hd_conn *conn, hd_buf *buf)
+{
+    queue_make_room(conn);
+    conn->queue_head = (conn->queue_head + conn->queue_cap - 1) & (conn->queue_cap - 1);
+    conn->queue[conn->queue_head] = buf;
     conn->queue_count++;
 }
 
@@ -151,11 +168,17 @@ static hd_buf *queue_pop(hd_conn *conn)
     return buf;
 }
 
+/* Bytes waiting for the socket: queued or in flight, and ciphertext the TLS session made. */
+static uint64_t outbound_bytes(const hd_conn *conn)
+{
+    return conn->queued_bytes + (conn->tls != NULL ? hd_tls_pending(conn->tls) : 0);
+}
+
 bool hd_conn_would_overflow(const hd_conn *conn, size_t len)
 {
     /* An empty queue takes any one buffer, or a message above the limit could never go out. */
-    return conn->queued_bytes > 0 &&
-           conn->queued_bytes + len > hd_conn_config(conn)->limits.max_outbound_bytes;
+    uint64_t outbound = outbound_bytes(conn);
+    return outbound > 0 && outbound + len > hd_conn_config(conn)->limits.max_outbound_bytes;
 }
 
 /* Whether anything waits to be written: queued buffers, or ciphertext the TLS session made. */
@@ -240,11 +263,18 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
         hd_conn_close(conn);
 }
 
+static void on_close_notify_written(uv_write_t *req, int status)
+{
+    (void)status; /* best effort: the TCP shutdown queued after it ends the stream anyway */
+    hd_buf_release(req->data);
+    free(req);
+}
+
 /*
  * TLS: the peer learns that the stream ended on purpose, not by truncation.
- * Best effort, in one non-blocking write: the alert is some 30 bytes and the
- * socket's buffer is empty (everything else was written), and a client that
- * misses it still sees the end of the TCP stream.
+ * A queued write, not a try: the socket may be nearly full, and half an
+ * alert followed by FIN is exactly a truncation. uv_shutdown, issued after
+ * it, waits for it.
  */
 static void send_close_notify(hd_conn *conn)
 {
@@ -252,9 +282,13 @@ static void send_close_notify(hd_conn *conn)
     hd_buf *alert = hd_tls_take(conn->tls);
     if (alert == NULL)
         return;
+    uv_write_t *req = hd_alloc(sizeof(*req));
+    req->data = alert;
     uv_buf_t buf = uv_buf_init(alert->data, (unsigned)alert->len);
-    uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
-    hd_buf_release(alert);
+    if (uv_write(req, (uv_stream_t *)&conn->tcp, &buf, 1, on_close_notify_written) != 0) {
+        hd_buf_release(alert);
+        free(req);
+    }
 }
 
 /* Everything is written and the connection must end: shut down, then linger. */
@@ -307,7 +341,7 @@ static void conn_on_written(hd_conn *conn)
         return;
     }
     /* Below the low-water mark: take more input, or more history, while the socket is busy. */
-    if (conn->queued_bytes > hd_conn_config(conn)->limits.max_outbound_bytes / 2)
+    if (outbound_bytes(conn) > hd_conn_config(conn)->limits.max_outbound_bytes / 2)
         return;
     if (conn->reading_paused && conn->state != HD_CONN_WAITING) {
         conn->reading_paused = false;
@@ -340,14 +374,19 @@ static void conn_on_write(uv_write_t *req, int status)
  * records first, as one buffer of this connection's own. The write path
  * then sends it like any buffer, so a partial write keeps the rest alive
  * until its callback and the outbound limit counts it. Called with nothing
- * in flight, so the queue then holds that one buffer. Returns -1 when the
- * session failed and the connection was closed.
+ * in flight; the ciphertext goes to the front of the queue, before any
+ * plaintext left for the next flush, and only it is written. Returns -1
+ * when the session failed and the connection was closed.
  */
 static int seal(hd_conn *conn)
 {
-    while (conn->queue_count > 0) {
+    /* A bounded piece per flush: one write's length must fit in unsigned, and a burst is
+     * not copied twice (session, then buffer) all at once. */
+    size_t sealed = 0;
+    while (conn->queue_count > 0 && sealed < TLS_SEAL_MAX) {
         hd_buf *buf = queue_pop(conn);
         conn->queued_bytes -= buf->len;
+        sealed += buf->len;
         int rc = buf->len > 0 ? hd_tls_write(conn->tls, buf->data, buf->len) : 0;
         hd_buf_release(buf);
         if (rc != 0) {
@@ -358,7 +397,7 @@ static int seal(hd_conn *conn)
     }
     hd_buf *cipher = hd_tls_take(conn->tls);
     if (cipher != NULL) {
-        queue_push(conn, cipher);
+        queue_push_front(conn, cipher);
         conn->queued_bytes += cipher->len;
     }
     return 0;
@@ -380,7 +419,9 @@ void hd_conn_flush(hd_conn *conn)
         return;
     uv_buf_t bufs[HD_CONN_WRITE_BATCH];
     size_t count = 0;
-    while (count < conn->queue_count && count < HD_CONN_WRITE_BATCH) {
+    /* TLS: only the sealed buffer at the front is ciphertext. */
+    size_t batch = conn->tls != NULL ? 1 : HD_CONN_WRITE_BATCH;
+    while (count < conn->queue_count && count < batch) {
         hd_buf *buf = *queue_slot(conn, count);
         bufs[count++] = uv_buf_init(buf->data, (unsigned)buf->len);
     }
@@ -857,7 +898,19 @@ static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
         hd_conn_close(conn); /* HD_TLS_ERROR, or close_notify: the peer is done, like EOF */
         return;
     }
-    if (hd_tls_pending(conn->tls) > 0 && !hd_list_linked(&conn->flush_node))
+    if (hd_tls_pending(conn->tls) == 0)
+        return;
+    /*
+     * The session can write without a request (a TLS 1.3 KeyUpdate is
+     * answered in kind): a peer that does not read gets no more of that than
+     * the outbound limit, like any slow consumer.
+     */
+    if (outbound_bytes(conn) > hd_conn_config(conn)->limits.max_outbound_bytes) {
+        hd_log_debug("TLS from %s: closed, it does not read what it asks for", conn->peer);
+        hd_conn_close(conn);
+        return;
+    }
+    if (!hd_list_linked(&conn->flush_node))
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
 

@@ -28,6 +28,9 @@ struct hd_tls_ctx {
     SSL_CTX *ssl_ctx;
 };
 
+/* Its address marks a session whose peer tried to renegotiate (SSL app data). */
+static const char renegotiation_refused[] = "the client asked to renegotiate";
+
 static SSL *session(hd_tls *tls)
 {
     return (SSL *)tls;
@@ -60,6 +63,18 @@ static int check_readable(const char *key, const char *path, char *err, size_t e
     return 0;
 }
 
+/*
+ * A TLS 1.2 client may ask for a new handshake at any time; OpenSSL answers
+ * each request with a no_renegotiation warning and carries on, so a client
+ * that never reads could make the server write without end. The warning
+ * marks the session, and the read that produced it fails it.
+ */
+static void on_tls_info(const SSL *ssl, int where, int ret)
+{
+    if ((where & SSL_CB_WRITE_ALERT) && (ret & 0xff) == SSL_AD_NO_RENEGOTIATION)
+        SSL_set_app_data((SSL *)ssl, (void *)renegotiation_refused);
+}
+
 hd_tls_ctx *hd_tls_ctx_new(const char *cert_file, const char *key_file, char *err, size_t err_len)
 {
     if (check_readable("tls.cert", cert_file, err, err_len) != 0 ||
@@ -79,6 +94,9 @@ hd_tls_ctx *hd_tls_ctx_new(const char *cert_file, const char *key_file, char *er
      */
     SSL_CTX_set_options(ssl_ctx, SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION |
                                      SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    /* TLS 1.2: forward-secret AEAD suites only (TLS 1.3's are all of that kind). */
+    SSL_CTX_set_cipher_list(ssl_ctx, "ECDHE+AESGCM:ECDHE+CHACHA20");
+    SSL_CTX_set_info_callback(ssl_ctx, on_tls_info);
     SSL_CTX_set_num_tickets(ssl_ctx, 0);
     SSL_CTX_set_session_cache_mode(ssl_ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_mode(ssl_ctx, SSL_MODE_RELEASE_BUFFERS);
@@ -183,6 +201,12 @@ ssize_t hd_tls_read(hd_tls *tls, char *out, size_t cap, const char **reason)
     /* The error queue is per thread and shared by every connection of this loop: start clean. */
     ERR_clear_error();
     int n = SSL_read(ssl, out, cap > INT_MAX ? INT_MAX : (int)cap);
+    if (SSL_get_app_data(ssl) == renegotiation_refused) {
+        if (reason != NULL)
+            *reason = renegotiation_refused;
+        ERR_clear_error();
+        return HD_TLS_ERROR;
+    }
     if (n > 0)
         return n;
     switch (SSL_get_error(ssl, n)) {

@@ -236,6 +236,32 @@ describe('TLS listener', () => {
       ws.ws.terminate();
     }
   });
+
+  test('a TLS 1.2 client that asks to renegotiate loses its connection; others are undisturbed', async () => {
+    // OpenSSL would answer every renegotiation request with an alert and
+    // carry on, so a client that never reads could make herald write
+    // without end: herald ends the connection instead.
+    const sse = await subscribe(base, '/events?topic=tls-reneg', { ca });
+    try {
+      const socket = await withTimeout(new Promise((resolve, reject) => {
+        const s = tls.connect({ host: '127.0.0.1', port: h.port, ca, servername: 'localhost', maxVersion: 'TLSv1.2' });
+        s.once('secureConnect', () => resolve(s));
+        s.once('error', reject);
+      }), 5000, 'a TLS 1.2 connection');
+      assert.equal(socket.getProtocol(), 'TLSv1.2');
+      // TLS 1.2 suites are forward-secret AEAD only.
+      assert.match(socket.getCipher().name, /^ECDHE-.*(GCM|CHACHA20)/);
+      const closed = new Promise((resolve) => socket.once('close', resolve));
+      socket.on('error', () => {});
+      socket.renegotiate({}, () => {});
+      await withTimeout(closed, 5000, 'herald closing the renegotiating connection');
+      await h.waitForStderr(/TLS from 127\.0\.0\.1:\d+ failed: the client asked to renegotiate/);
+      const { id } = await publishTls(base, 'tls-reneg', 'unharmed');
+      assert.equal((await sse.waitEvents(1))[0].id, id);
+    } finally {
+      sse.close();
+    }
+  });
 });
 
 test('a TLS subscriber that stops reading is dropped as a slow consumer; another keeps receiving', async () => {
