@@ -20,6 +20,9 @@ typedef struct hd_strings {
     size_t count;
 } hd_strings;
 
+/* Whether one of the strings is exactly the len bytes of value (an allow-list lookup). */
+bool hd_strings_contains(const hd_strings *strings, const char *value, size_t len);
+
 typedef struct hd_config {
     hd_strings listen; /* "ADDR:PORT" ("[v6]:PORT" for IPv6); port 0 = any free port */
     hd_log_level log_level;

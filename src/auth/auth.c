@@ -75,15 +75,6 @@ static const char *cookie_token(const char *cookies, size_t len, size_t *token_l
     return NULL;
 }
 
-static bool origin_listed(const hd_strings *origins, const char *origin, size_t len)
-{
-    for (size_t i = 0; i < origins->count; i++) {
-        if (strlen(origins->items[i]) == len && memcmp(origins->items[i], origin, len) == 0)
-            return true;
-    }
-    return false;
-}
-
 /*
  * A browser sends cookies with requests other sites make (a form's POST, a
  * WebSocket opened by any page): a cookie token counts only when the request
@@ -102,7 +93,7 @@ static bool cookie_origin_trusted(const hd_auth *auth, const hd_request *req)
     bool websocket = upgrade != NULL && hd_header_has_token(upgrade, upgrade_len, "websocket");
     const hd_strings *origins =
         websocket ? &auth->config->websocket.allow_origins : &auth->config->cors.allow_origins;
-    return origin_listed(origins, origin, len);
+    return hd_strings_contains(origins, origin, len);
 }
 
 /* The credentials of an Authorization header of the Bearer scheme (RFC 6750 §2.1), or NULL. */

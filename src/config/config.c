@@ -265,6 +265,15 @@ void hd_config_init(hd_config *cfg)
     }
 }
 
+bool hd_strings_contains(const hd_strings *strings, const char *value, size_t len)
+{
+    for (size_t i = 0; i < strings->count; i++) {
+        if (strlen(strings->items[i]) == len && memcmp(strings->items[i], value, len) == 0)
+            return true;
+    }
+    return false;
+}
+
 void hd_config_free(hd_config *cfg)
 {
     for (size_t i = 0; i < N_KEYS; i++) {

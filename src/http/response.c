@@ -50,15 +50,6 @@ const char *hd_status_reason(int status)
     }
 }
 
-static bool origin_listed(const hd_strings *origins, const char *origin, size_t len)
-{
-    for (size_t i = 0; i < origins->count; i++) {
-        if (strlen(origins->items[i]) == len && memcmp(origins->items[i], origin, len) == 0)
-            return true;
-    }
-    return false;
-}
-
 void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
 {
     size_t origin_len;
@@ -66,9 +57,9 @@ void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
     if (origin == NULL)
         return;
     const hd_strings *allowed = &hd_conn_config(conn)->cors.allow_origins;
-    if (origin_listed(allowed, "*", 1)) {
+    if (hd_strings_contains(allowed, "*", 1)) {
         hd_strbuf_append_str(head, "Access-Control-Allow-Origin: *\r\n");
-    } else if (origin_listed(allowed, origin, origin_len)) {
+    } else if (hd_strings_contains(allowed, origin, origin_len)) {
         hd_strbuf_append_str(head, "Access-Control-Allow-Origin: ");
         hd_strbuf_append(head, origin, origin_len);
         hd_strbuf_append_str(head, "\r\nVary: Origin\r\n");

@@ -16,6 +16,19 @@ bool hd_authorize_request(hd_conn *conn, hd_access *access)
     return false;
 }
 
+void hd_authorize_refuse(hd_conn *conn, const hd_access *access, const char *message_no_token,
+                         const char *message_forbidden)
+{
+    if (!access->has_token)
+        /* RFC 7235 §3.1: a 401 says which scheme would do. */
+        hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized",
+                               message_no_token);
+    else
+        hd_response_error_with(conn, 403,
+                               "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
+                               "forbidden", message_forbidden);
+}
+
 bool hd_authorize_topic(hd_conn *conn, const hd_access *access, hd_auth_action action,
                         const char *topic, size_t topic_len, const char *where)
 {
@@ -23,17 +36,11 @@ bool hd_authorize_topic(hd_conn *conn, const hd_access *access, hd_auth_action a
         return true;
     const char *verb = action == HD_AUTH_PUBLISH ? "publish" : "subscribe";
     int len = topic_len > 200 ? 200 : (int)topic_len;
-    char message[320];
-    if (!access->has_token) {
-        snprintf(message, sizeof(message), "%sA token is required to %s to '%.*s'.", where, verb,
-                 len, topic);
-        /* RFC 7235 §3.1: a 401 says which scheme would do. */
-        hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized", message);
-        return false;
-    }
-    snprintf(message, sizeof(message), "%sThe token does not allow you to %s to '%.*s'.", where,
+    char no_token[320], forbidden[320];
+    snprintf(no_token, sizeof(no_token), "%sA token is required to %s to '%.*s'.", where, verb, len,
+             topic);
+    snprintf(forbidden, sizeof(forbidden), "%sThe token does not allow you to %s to '%.*s'.", where,
              verb, len, topic);
-    hd_response_error_with(conn, 403, "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
-                           "forbidden", message);
+    hd_authorize_refuse(conn, access, no_token, forbidden);
     return false;
 }

@@ -25,4 +25,12 @@ bool hd_authorize_request(hd_conn *conn, hd_access *access);
 bool hd_authorize_topic(hd_conn *conn, const hd_access *access, hd_auth_action action,
                         const char *topic, size_t topic_len, const char *where);
 
+/*
+ * Answers a request its rights do not cover: 401 with a Bearer challenge
+ * when it carried no token (message_no_token), else 403 insufficient_scope
+ * (message_forbidden).
+ */
+void hd_authorize_refuse(hd_conn *conn, const hd_access *access, const char *message_no_token,
+                         const char *message_forbidden);
+
 #endif

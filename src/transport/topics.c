@@ -123,17 +123,6 @@ static const char *parse_list_query(hd_conn *conn, list_query *query)
     return error;
 }
 
-static void forbid_listing(hd_conn *conn, const list_query *query)
-{
-    char message[512];
-    snprintf(message, sizeof(message),
-             "The token does not allow subscribing to every topic under prefix '%.*s' (a "
-             "subscribe pattern such as \"%.*s*\" would).",
-             (int)query->prefix_len, query->prefix, (int)query->prefix_len, query->prefix);
-    hd_response_error_with(conn, 403, "WWW-Authenticate: Bearer error=\"insufficient_scope\"\r\n",
-                           "forbidden", message);
-}
-
 /* A listing shows only topics the client could subscribe to: all of them, under the prefix. */
 static bool may_list(hd_conn *conn, const list_query *query)
 {
@@ -142,11 +131,14 @@ static bool may_list(hd_conn *conn, const list_query *query)
         return false;
     bool allowed =
         hd_access_allows_prefix(&access, HD_AUTH_SUBSCRIBE, query->prefix, query->prefix_len);
-    if (!allowed && !access.has_token)
-        hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized",
-                               "A token is required to list topics.");
-    else if (!allowed)
-        forbid_listing(conn, query);
+    if (!allowed) {
+        char forbidden[512];
+        snprintf(forbidden, sizeof(forbidden),
+                 "The token does not allow subscribing to every topic under prefix '%.*s' (a "
+                 "subscribe pattern such as \"%.*s*\" would).",
+                 (int)query->prefix_len, query->prefix, (int)query->prefix_len, query->prefix);
+        hd_authorize_refuse(conn, &access, "A token is required to list topics.", forbidden);
+    }
     hd_access_free(&access);
     return allowed;
 }

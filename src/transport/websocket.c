@@ -511,14 +511,8 @@ static bool origin_allowed(const hd_conn *conn)
     size_t len;
     const char *origin = hd_request_header(conn->request, "origin", &len);
     const hd_strings *allowed = &hd_conn_config(conn)->websocket.allow_origins;
-    if (origin == NULL)
-        return true;
-    for (size_t i = 0; i < allowed->count; i++) {
-        const char *item = allowed->items[i];
-        if (strcmp(item, "*") == 0 || (strlen(item) == len && memcmp(item, origin, len) == 0))
-            return true;
-    }
-    return false;
+    return origin == NULL || hd_strings_contains(allowed, "*", 1) ||
+           hd_strings_contains(allowed, origin, len);
 }
 
 /* Validates the upgrade request; answers and returns -1 when it is not one. */
