@@ -1,5 +1,5 @@
 /*
- * herald's configuration: the JSON file of SPEC §7, validated strictly.
+ * herald's configuration: the JSON file of config.example.json, validated strictly.
  *
  * The loader walks one table of keys (type, bounds, default, offset) and
  * rejects unknown keys, wrong types, out-of-range values and invalid JSON
@@ -76,7 +76,7 @@ typedef struct hd_config {
 
 #define HD_CONFIG_ERROR_MAX 512
 
-/* Fills cfg with the embedded defaults (SPEC §7). */
+/* Fills cfg with the embedded defaults (the values config.example.json shows). */
 void hd_config_init(hd_config *cfg);
 /*
  * Applies a JSON document on top of cfg. On error returns -1 and writes one

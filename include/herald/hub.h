@@ -269,7 +269,7 @@ typedef struct hd_topic_info {
 } hd_topic_info;
 bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out);
 
-/* Longest topic name (SPEC §2). */
+/* Longest topic name (docs/protocol.md). */
 #define HD_TOPIC_NAME_MAX 200
 
 typedef struct hd_topic_summary {

@@ -24,7 +24,7 @@
 
 /* One slot per wire format; transports own the encoders. */
 typedef enum hd_wire {
-    HD_WIRE_ENVELOPE,     /* the JSON envelope of SPEC §2 */
+    HD_WIRE_ENVELOPE,     /* the JSON envelope of docs/protocol.md */
     HD_WIRE_SSE,          /* an SSE event with the data as data: lines */
     HD_WIRE_SSE_ENVELOPE, /* an SSE event with the envelope as data (format=json) */
     HD_WIRE_WS,           /* a WebSocket text frame carrying the envelope */

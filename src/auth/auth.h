@@ -1,5 +1,5 @@
 /*
- * Who may publish and subscribe to what (SPEC §6): the `auth` settings plus
+ * Who may publish and subscribe to what (docs/protocol.md, Tokens): the `auth` settings plus
  * the token a request carries. With no token a client has the anonymous
  * rights the config grants; a valid token adds the topics its patterns name
  * (see jwt.h); an invalid token is refused outright, never treated as none.

@@ -1,5 +1,5 @@
 /*
- * TLS for the listeners (SPEC §6): one OpenSSL context per process, and per
+ * TLS for the listeners (docs/api.md, TLS): one OpenSSL context per process, and per
  * connection a TLS session that is pure bytes in, bytes out. herald's loop
  * owns the sockets, so a session never touches one: the connection hands it
  * the ciphertext it read and takes from it the ciphertext to write (memory

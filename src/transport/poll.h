@@ -1,5 +1,5 @@
 /*
- * Long-polling and plain polling on GET /poll (SPEC §3, docs/api.md).
+ * Long-polling and plain polling on GET /poll (docs/protocol.md, docs/api.md).
  *
  * A poll is answered from history after its cursor. When history holds
  * nothing new, the request waits: the connection is WAITING, a hub

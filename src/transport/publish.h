@@ -1,6 +1,6 @@
 /*
  * Publishing over HTTP: POST /topics/{topic} (the body is the data) and the
- * all-or-nothing batch POST /publish (SPEC §3).
+ * all-or-nothing batch POST /publish (docs/protocol.md).
  */
 #ifndef HERALD_TRANSPORT_PUBLISH_H
 #define HERALD_TRANSPORT_PUBLISH_H

@@ -1,5 +1,5 @@
 /*
- * Server-Sent Events on GET /events (SPEC §3): the handler, the subscriber
+ * Server-Sent Events on GET /events (docs/protocol.md): the handler, the subscriber
  * that feeds a connection from the hub, and the wire encoders, each of which
  * builds one immutable buffer that every SSE subscriber shares.
  */

@@ -1,5 +1,5 @@
 /*
- * WebSocket on /ws (SPEC §3): the opening handshake, then a session that
+ * WebSocket on /ws (docs/protocol.md): the opening handshake, then a session that
  * speaks the JSON control protocol and receives every message of its topics
  * as the shared, encoded-once envelope frame. The same session in echo mode
  * (websocket.echo_path) answers every message with itself instead, through

@@ -1,5 +1,5 @@
 /*
- * The JSON control protocol spoken on /ws (SPEC §3), parsed into a command
+ * The JSON control protocol spoken on /ws (docs/protocol.md), parsed into a command
  * without side effects, so that it can be unit-tested and fuzzed alone:
  *
  *   {"op":"subscribe","topics":["A","B"],"since":"ID","ref":1}

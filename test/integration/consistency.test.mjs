@@ -1,4 +1,4 @@
-// Cross-transport consistency (SPEC §2–3, docs/api.md): every transport is fed
+// Cross-transport consistency (docs/protocol.md, docs/api.md): every transport is fed
 // from one topic registry, so one publish reaches a Server-Sent Events client
 // (text and format=json), a WebSocket client (query and subscribe op) and a
 // long-poll client with the same id and exactly the same data; the WebSocket

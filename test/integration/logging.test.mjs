@@ -1,4 +1,4 @@
-// Logs (SPEC §6, §7): at log_level debug herald logs one line per request,
+// Logs (README, docs/api.md Auth): at log_level debug herald logs one line per request,
 // with the path only, so tokens in query strings never reach a log.
 
 import { test } from 'node:test';

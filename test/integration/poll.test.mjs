@@ -1,4 +1,4 @@
-// Long-polling and plain polling — GET /poll (SPEC §3, docs/api.md "Long-polling
+// Long-polling and plain polling — GET /poll (docs/protocol.md, docs/api.md "Long-polling
 // and plain polling"): immediate answers from history, waiting until a publish
 // or the timeout, cursors that chain without loss or repetition (also under
 // load and over one keep-alive connection), limit/more, gaps and epochs,

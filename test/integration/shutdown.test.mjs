@@ -1,4 +1,4 @@
-// Graceful shutdown (SPEC §4): on SIGTERM herald stops accepting, answers
+// Graceful shutdown (README, docs/protocol.md): on SIGTERM herald stops accepting, answers
 // the requests already under way (health checks then say 503 draining),
 // ends SSE streams after flushing them, and exits 0.
 

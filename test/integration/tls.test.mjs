@@ -1,4 +1,4 @@
-// TLS on the listeners (SPEC §6): with tls.cert and tls.key every listener
+// TLS on the listeners (docs/api.md): with tls.cert and tls.key every listener
 // speaks HTTPS and WSS. Real clients (curl, node's https and tls modules, the
 // npm ws client) trust a self-signed certificate made for 127.0.0.1 with the
 // openssl CLI; every transport works over it, large messages and bursts

@@ -15,7 +15,7 @@
 
 #include "test.h"
 
-/* Every key of SPEC §7 and herald's additions: names are part of the contract. */
+/* Every key of config.example.json: names are part of the contract. */
 static const char *const all_keys[] = {
     "listen",
     "log_level",
