@@ -10,7 +10,9 @@
  * Ids: every message gets "<epoch>-<seq>" where epoch is 8 lowercase hex
  * digits chosen when the hub is created (so a restart of the in-memory hub
  * changes it) and seq is a hub-wide counter starting at 1. Any id is a cursor
- * for any set of topics. A cursor from another epoch is answered as a gap.
+ * for any set of topics. A cursor from another epoch is answered as a gap;
+ * one of this epoch beyond the newest seq was never issued and is refused.
+ * The cursor "earliest" reads everything history holds, with no gap.
  *
  * Time is passed in by the caller (now_ms) so that TTL logic is testable.
  *
@@ -117,6 +119,7 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 typedef struct hd_cursor {
     bool present;     /* false: no cursor given (only new messages) */
     bool foreign;     /* from another epoch: everything held is delivered, with a gap */
+    bool earliest;    /* "earliest": everything held is delivered, without a gap (seq 0) */
     uint64_t seq;     /* last seq the client saw (valid when !foreign) */
     const char *text; /* the cursor as the client gave it (borrowed) */
     size_t text_len;
@@ -126,7 +129,7 @@ typedef enum hd_hub_status {
     HD_HUB_OK = 0,
     HD_HUB_BAD_TOPIC,      /* name is not 1..200 bytes of [A-Za-z0-9._~:/@-] */
     HD_HUB_BAD_EVENT,      /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
-    HD_HUB_BAD_CURSOR,     /* not an id herald could have issued */
+    HD_HUB_BAD_CURSOR,     /* not an id herald could have issued: malformed, or too new */
     HD_HUB_TOO_MANY_TOPICS /* max_topics reached and the topic does not exist */
 } hd_hub_status;
 
@@ -144,7 +147,9 @@ bool hd_event_name_valid(const char *name, size_t len);
 
 /*
  * Parses a cursor given by a client. An empty text (len 0) is "no cursor".
- * out->text borrows text. Returns HD_HUB_OK or HD_HUB_BAD_CURSOR.
+ * out->text borrows text. Returns HD_HUB_OK or HD_HUB_BAD_CURSOR, also for a
+ * well-formed id of this epoch beyond the newest one assigned (checked under
+ * the lock, so an id equal to the newest is valid whichever worker issued it).
  */
 hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t len, hd_cursor *out);
 

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -451,12 +452,69 @@ static int apply_object(apply_ctx *ctx, const cJSON *object, const char *prefix)
     return 0;
 }
 
-/* Rules that involve more than one key, checked on the result of a whole document. */
+/* A listen entry as the server binds it (localhost is 127.0.0.1): equal spellings compare equal. */
+typedef struct listen_entry {
+    int family;
+    unsigned char addr[sizeof(struct in6_addr)];
+    int port;
+    size_t index; /* in the list: the tie-break, so equal entries sort in list order */
+} listen_entry;
+
+static int compare_listen_entries(const void *a, const void *b)
+{
+    const listen_entry *x = a, *y = b;
+    /* Bytes before index: family, address and port (the struct is zeroed, padding included). */
+    int c = memcmp(x, y, offsetof(listen_entry, index));
+    return c != 0 ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+static bool same_listen_address(const listen_entry *a, const listen_entry *b)
+{
+    return memcmp(a, b, offsetof(listen_entry, index)) == 0;
+}
+
+/*
+ * With SO_REUSEPORT (several workers) a second bind of the same address
+ * succeeds and silently splits the connections; without it, the bind fails
+ * with a less helpful message. Port 0 is a fresh port each time, so it may
+ * repeat. Sorted, not compared pairwise: the list has no length limit.
+ */
+static int check_listen_duplicates(const hd_strings *listen, char *err, size_t err_len)
+{
+    listen_entry *entries = hd_calloc(listen->count, sizeof(*entries));
+    for (size_t i = 0; i < listen->count; i++) {
+        char host[INET6_ADDRSTRLEN];
+        listen_entry *e = &entries[i];
+        /* Every item passed check_listen, so both calls succeed. */
+        hd_config_parse_address(listen->items[i], host, sizeof(host), &e->port);
+        e->family = listen->items[i][0] == '[' ? AF_INET6 : AF_INET;
+        inet_pton(e->family, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, e->addr);
+        e->index = i;
+    }
+    qsort(entries, listen->count, sizeof(*entries), compare_listen_entries);
+    size_t first = 0, repeat = listen->count; /* the earliest repeated entry in list order */
+    for (size_t i = 1; i < listen->count; i++) {
+        if (entries[i].port != 0 && same_listen_address(&entries[i - 1], &entries[i]) &&
+            entries[i].index < repeat) {
+            first = entries[i - 1].index;
+            repeat = entries[i].index;
+        }
+    }
+    free(entries);
+    if (repeat == listen->count)
+        return 0;
+    char got[128], same[128];
+    return fail(err, err_len, "listen[%zu]: duplicate of listen[%zu] (got '%s', the same as '%s')",
+                repeat, first, printable(got, sizeof(got), listen->items[repeat]),
+                printable(same, sizeof(same), listen->items[first]));
+}
+
+/* Rules that involve more than one key or item, checked on the result of a whole document. */
 static int check_combination(const hd_config *cfg, char *err, size_t err_len)
 {
     if ((cfg->tls.cert[0] == '\0') != (cfg->tls.key[0] == '\0'))
         return fail(err, err_len, "tls.cert and tls.key must be set together");
-    return 0;
+    return check_listen_duplicates(&cfg->listen, err, err_len);
 }
 
 static int json_error(const char *json, const char *at, const char *what, char *err, size_t err_len)
@@ -475,6 +533,16 @@ static int json_error(const char *json, const char *at, const char *what, char *
 
 int hd_config_apply_json(hd_config *cfg, const char *json, size_t len, char *err, size_t err_len)
 {
+    /*
+     * RFC 8259 §8.1 lets a parser ignore a byte order mark, and Windows
+     * editors write one: skipped on purpose (not left to cJSON), so that
+     * error columns count from the first real character.
+     */
+    static const char bom[] = "\xef\xbb\xbf";
+    if (len >= sizeof(bom) - 1 && memcmp(json, bom, sizeof(bom) - 1) == 0) {
+        json += sizeof(bom) - 1;
+        len -= sizeof(bom) - 1;
+    }
     /*
      * cJSON stops at a NUL, so an embedded one would silently hide the rest
      * of the document; and requiring the terminator is how cJSON rejects

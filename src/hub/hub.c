@@ -475,9 +475,15 @@ static int hex_digit(char c)
 
 hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t len, hd_cursor *out)
 {
+    static const char earliest[] = "earliest";
     *out = (hd_cursor){.text = text, .text_len = len};
     if (len == 0)
         return HD_HUB_OK;
+    if (len == sizeof(earliest) - 1 && memcmp(text, earliest, len) == 0) {
+        out->present = true;
+        out->earliest = true;
+        return HD_HUB_OK;
+    }
     if (len < 10 || text[8] != '-')
         return HD_HUB_BAD_CURSOR;
 
@@ -503,14 +509,21 @@ hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t le
         seq = seq * 10 + d;
     }
 
-    /*
-     * A seq beyond the hub's own is accepted: the client may have seen it on
-     * a node that is ahead; it simply has nothing to read yet.
-     */
     out->present = true;
     out->foreign = epoch != hub->epoch;
     out->seq = seq;
-    return HD_HUB_OK;
+    if (out->foreign)
+        return HD_HUB_OK;
+    /*
+     * A seq beyond the newest one assigned was never issued: a poll would
+     * hand it back as its cursor forever and never see a message. The seq
+     * only grows and is assigned under the lock, so any id a client has seen,
+     * from whichever worker, is at most the seq read here.
+     */
+    hub_lock(hub);
+    bool issued = seq <= hub->seq;
+    hub_unlock(hub);
+    return issued ? HD_HUB_OK : HD_HUB_BAD_CURSOR;
 }
 
 /* Input errors (names) come before capacity errors (topic limit). */
@@ -851,7 +864,7 @@ static size_t read_history_locked(hd_hub *hub, const char *const *topics, const 
         const hd_topic *t = find_topic(hub, topics[i], topic_lens[i]);
         /* An unknown topic is one that would be created now: it inherits forgotten_upto. */
         uint64_t lost_upto = t ? t->lost_upto : hub->forgotten_upto;
-        if (cursor->foreign || cursor->seq < lost_upto) {
+        if (!cursor->earliest && (cursor->foreign || cursor->seq < lost_upto)) {
             hd_gap gap = {
                 .topic = topics[i],
                 .topic_len = topic_lens[i],

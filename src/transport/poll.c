@@ -88,30 +88,14 @@ static const hd_history_visitor answer_visitor = {
 };
 
 /*
- * The cursor to continue from: the last message sent when the answer was cut
- * short; otherwise the newest id of the hub (nothing of these topics lies
- * before it unread), unless the client's own cursor is further ahead.
+ * The answer's cursor, to continue from, is the last message sent when the
+ * answer was cut short; otherwise the newest id of the hub (nothing of these
+ * topics lies before it unread). The client's own cursor is never further
+ * ahead: one beyond the newest id is refused when parsed.
  */
-static void next_cursor(hd_conn *conn, const hd_cursor *cursor, const poll_answer *answer,
-                        bool more, char out[HD_ID_MAX])
+static void send_answer(hd_conn *conn, poll_answer *answer, bool more)
 {
-    hd_hub *hub = hd_conn_hub(conn);
-    memcpy(out, more ? answer->last_id : answer->newest_id, HD_ID_MAX);
-    if (more)
-        return;
-    hd_cursor newest;
-    hd_hub_parse_cursor(hub, out, strlen(out), &newest);
-    if (cursor->present && !cursor->foreign && cursor->seq > newest.seq &&
-        cursor->text_len < HD_ID_MAX) {
-        memcpy(out, cursor->text, cursor->text_len);
-        out[cursor->text_len] = '\0';
-    }
-}
-
-static void send_answer(hd_conn *conn, const hd_cursor *cursor, poll_answer *answer, bool more)
-{
-    char cursor_id[HD_ID_MAX];
-    next_cursor(conn, cursor, answer, more, cursor_id);
+    const char *cursor_id = more ? answer->last_id : answer->newest_id;
     hd_strbuf tail;
     hd_strbuf_init(&tail);
     hd_strbuf_printf(&tail, "],\"cursor\":\"%s\",\"gap\":%s", cursor_id,
@@ -179,7 +163,7 @@ static bool try_answer(hd_conn *conn, const poll_request *request, bool force,
     if (answered) {
         if (before_send != NULL)
             before_send(ctx);
-        send_answer(conn, &cursor, &answer, more);
+        send_answer(conn, &answer, more);
     }
     hd_strbuf_free(&answer.gaps);
     free(answer.envelopes);

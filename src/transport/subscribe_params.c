@@ -89,7 +89,8 @@ int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
         params->cursor_text = hd_strdup("");
     if (hd_hub_parse_cursor(hd_conn_hub(conn), params->cursor_text, strlen(params->cursor_text),
                             &params->cursor) != HD_HUB_OK)
-        return fail(conn, params, "invalid_cursor", "The cursor is not an id herald issued.");
+        return fail(conn, params, "invalid_cursor",
+                    "The cursor is not an id herald issued: malformed, or beyond the newest id.");
     return authorize_topics(conn, params, keep_access);
 }
 

@@ -239,7 +239,8 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
     hd_cursor cursor;
     const char *since = command->since ? command->since : "";
     if (hd_hub_parse_cursor(hub, since, strlen(since), &cursor) != HD_HUB_OK) {
-        send_error(session, command, "invalid_cursor", "since is not an id herald issued.");
+        send_error(session, command, "invalid_cursor",
+                   "since is not an id herald issued: malformed, or beyond the newest id.");
         return;
     }
     if (cursor.present && session->catch_up != NULL) {

@@ -1,7 +1,9 @@
 #include "transport/ws_control.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,16 +27,36 @@ static int fail(hd_ws_command *command, const char *code, const char *fmt, ...)
     return -1;
 }
 
+/*
+ * JSON's interoperable integers (RFC 8259 §6, I-JSON): every client reads
+ * them back exactly, where a larger number or a fraction may come back as
+ * another value than it sent, and one beyond a double as null.
+ */
+#define REF_INTEGER_MAX 9007199254740991.0 /* 2^53 - 1 */
+
+static bool is_safe_integer(double value)
+{
+    return value >= -REF_INTEGER_MAX && value <= REF_INTEGER_MAX && (double)(int64_t)value == value;
+}
+
 static int read_ref(const cJSON *root, hd_ws_command *command)
 {
     const cJSON *ref = cJSON_GetObjectItemCaseSensitive(root, "ref");
     if (ref == NULL)
         return 0;
-    if (cJSON_IsNumber(ref) || (cJSON_IsString(ref) && strlen(ref->valuestring) <= REF_MAX)) {
+    if (cJSON_IsString(ref) && strlen(ref->valuestring) <= REF_MAX) {
         command->ref = cJSON_PrintUnformatted(ref);
         return 0;
     }
-    return fail(command, "invalid_ref", "ref must be a number or a string of at most %d bytes.",
+    if (cJSON_IsNumber(ref) && is_safe_integer(ref->valuedouble)) {
+        char text[24];
+        snprintf(text, sizeof(text), "%" PRId64, (int64_t)ref->valuedouble);
+        command->ref = hd_strdup(text);
+        return 0;
+    }
+    return fail(command, "invalid_ref",
+                "ref must be a string of at most %d bytes or an integer from -(2^53-1) to "
+                "2^53-1.",
                 REF_MAX);
 }
 
@@ -105,10 +127,14 @@ int hd_ws_command_parse(const char *text, size_t len, size_t max_topics, hd_ws_c
     const char *name = cJSON_IsString(op) ? op->valuestring : "";
     if (strcmp(name, "subscribe") == 0) {
         command->op = HD_WS_OP_SUBSCRIBE;
-        return read_topics(root, max_topics, command) != 0 ||
-                       read_string(root, "since", &command->since, command) != 0
-                   ? -1
-                   : 0;
+        if (read_topics(root, max_topics, command) != 0)
+            return -1;
+        /* Like any cursor that is not an id (SPEC §2), on every transport. */
+        const cJSON *since = cJSON_GetObjectItemCaseSensitive(root, "since");
+        if (since != NULL && !cJSON_IsString(since))
+            return fail(command, "invalid_cursor", "since must be an id (a string).");
+        command->since = since != NULL ? since->valuestring : NULL;
+        return 0;
     }
     if (strcmp(name, "unsubscribe") == 0) {
         command->op = HD_WS_OP_UNSUBSCRIBE;

@@ -7,9 +7,10 @@
  *   {"op":"publish","topic":"A","data":"…","event":"x","ref":3}
  *   {"op":"ping","ref":4}
  *
- * ref is optional; a number or a string of at most 128 bytes, echoed as
- * given. A command that cannot be parsed still carries its ref when one was
- * readable, so the error frame can name it.
+ * ref is optional: a string of at most 128 bytes, echoed as given, or an
+ * integer of at most 2^53-1 in magnitude, echoed in plain decimal; anything
+ * else is invalid_ref. A command that cannot be parsed still carries its ref
+ * when one was readable, so the error frame can name it.
  */
 #ifndef HERALD_TRANSPORT_WS_CONTROL_H
 #define HERALD_TRANSPORT_WS_CONTROL_H
@@ -43,7 +44,8 @@ typedef struct hd_ws_command {
 /*
  * Parses one text message. Returns 0, or -1 with command->error and message
  * set (invalid_json, invalid_op, invalid_topic, invalid_event, too_many_topics,
- * invalid_ref). Names are validated here; cursors and sizes by the caller.
+ * invalid_ref, invalid_cursor for a since that is not a string). Names are
+ * validated here; cursor values and sizes by the caller.
  * Always call hd_ws_command_free afterwards.
  */
 int hd_ws_command_parse(const char *text, size_t len, size_t max_topics, hd_ws_command *command);

@@ -124,6 +124,13 @@ describe('bad configuration exits 2 with one line naming the problem', () => {
     await expectConfigError({ log_level: 'loud' }, { mentions: ['log_level'] });
   });
 
+  test('the same listen address twice, however spelled', async () => {
+    await expectConfigError({ listen: ['127.0.0.1:18080', '127.0.0.1:18080'] },
+      { mentions: ['listen[1]', 'duplicate of listen[0]', '127.0.0.1:18080'] });
+    await expectConfigError({ listen: ['[::1]:8080', 'localhost:8080', '127.0.0.1:08080'] },
+      { mentions: ['listen[2]', 'duplicate of listen[1]', "'127.0.0.1:08080'", "'localhost:8080'"] });
+  });
+
   // Keys of features not built yet: running a lone node where the operator
   // asked for a cluster would be worse than not starting. (TLS is built: its
   // configuration errors are in tls.test.mjs.)
@@ -138,6 +145,18 @@ describe('bad configuration exits 2 with one line naming the problem', () => {
 
   test('invalid JSON names the file', async () => {
     await expectConfigError(null, { raw: '{"heartbeat_s": 15,', mentions: ['{file}'] });
+  });
+
+  test('a UTF-8 byte order mark is accepted (Windows editors write one); elsewhere it is invalid JSON', async () => {
+    const { dir, file } = writeConfig(null, { raw: '\ufeff{\r\n  "heartbeat_s": 20\r\n}\r\n' });
+    try {
+      const h = await startHerald({ args: ['--config', file, '--listen', '127.0.0.1:0'] });
+      assert.equal((await request(`${h.url}/healthz`)).status, 200);
+      await h.stop();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    await expectConfigError(null, { raw: '{"heartbeat_s": \ufeff20}', mentions: ['{file}', 'line 1, column 17'] });
   });
 
   test('a JSON document that is not an object', async () => {

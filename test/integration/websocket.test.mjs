@@ -146,7 +146,8 @@ for (const mode of MODES) {
       const c = await open();
       try {
         if (mode.perMessageDeflate) assert.match(c.extensions, /permessage-deflate/);
-        for (const ref of [1, 0, -7, 3.25, 123456789, 'abc', '', 'ünïcødé 😀 "quoted" \\ \n', 'é'.repeat(64)]) {
+        const safe = Number.MAX_SAFE_INTEGER;
+        for (const ref of [1, 0, -7, 123456789, safe, -safe, 'abc', '', 'ünïcødé 😀 "quoted" \\ \n', 'é'.repeat(64)]) {
           assert.deepEqual(await c.call({ op: 'ping', ref }), { type: 'ack', ref });
         }
         assert.deepEqual(await c.call({ op: 'ping', ref: undefined }), { type: 'ack' });
@@ -156,6 +157,13 @@ for (const mode of MODES) {
         await c.send('{"op":"ping","ref":"17"}');
         await c.waitFor(() => c.messages.length >= from + 2, { what: 'two acks' });
         assert.deepEqual(c.messages.slice(from).map((m) => m.text), ['{"type":"ack","ref":17}', '{"type":"ack","ref":"17"}']);
+        // An integral number however spelled comes back in plain decimal, still a number.
+        const spelled = c.messages.length;
+        await c.send('{"op":"ping","ref":1e3}');
+        await c.send('{"op":"ping","ref":-9007199254740991}');
+        await c.waitFor(() => c.messages.length >= spelled + 2, { what: 'two acks' });
+        assert.deepEqual(c.messages.slice(spelled).map((m) => m.text),
+          ['{"type":"ack","ref":1000}', '{"type":"ack","ref":-9007199254740991}']);
       } finally {
         c.close();
       }
@@ -277,6 +285,14 @@ for (const mode of MODES) {
           [{ op: 'ping', ref: [1] }, 'invalid_ref'],
           [{ op: 'ping', ref: true }, 'invalid_ref'],
           [{ op: 'ping', ref: null }, 'invalid_ref'],
+          // Numbers a client could not read back exactly (a fraction, past 2^53 - 1, past a double).
+          [{ op: 'ping', ref: 3.25 }, 'invalid_ref'],
+          [{ op: 'ping', ref: 2 ** 53 }, 'invalid_ref'],
+          [{ op: 'ping', ref: -(2 ** 53) }, 'invalid_ref'],
+          ['{"op":"ping","ref":9007199254740993}', 'invalid_ref'],
+          ['{"op":"ping","ref":1e400}', 'invalid_ref'],
+          ['{"op":"ping","ref":-1e400}', 'invalid_ref'],
+          [{ op: 'subscribe', topics: ['cursor-topic'], since: 'x', ref: 0.5 }, 'invalid_ref'],
         ];
         for (const [msg, code, ref] of cases) {
           const from = c.messages.length;

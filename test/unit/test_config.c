@@ -420,6 +420,15 @@ static void test_invalid_json(void)
     /* Trailing whitespace is fine. */
     CHECK_EQ_STR(apply_error("\n{}\n\n"), "(accepted)");
 
+    /* A UTF-8 byte order mark at the start is skipped on purpose (Windows editors write it)... */
+    CHECK_EQ_STR(apply_error("\xef\xbb\xbf{\"heartbeat_s\": 15}"), "(accepted)");
+    /* ...and error columns count from the first character after it. */
+    CHECK_EQ_STR(apply_error("{,}"), "invalid JSON near line 1, column 3");
+    CHECK_EQ_STR(apply_error("\xef\xbb\xbf{,}"), "invalid JSON near line 1, column 3");
+    CHECK_EQ_STR(apply_error("\xef\xbb\xbf"), "invalid JSON near line 1, column 1");
+    /* Anywhere else it is a character like any other, which JSON does not allow there. */
+    CHECK_EQ_STR(apply_error(" \xef\xbb\xbf{}"), "invalid JSON near line 1, column 2");
+
     /* An embedded NUL must not hide what follows it; the length is what counts. */
     static const char with_nul[] = "{}\0{\"x\": 1}";
     hd_config cfg;
@@ -502,6 +511,25 @@ static void test_listen(void)
         CHECK_EQ_STR(apply_error(json), expected);
     }
     CHECK_EQ_STR(apply_error("{\"listen\": []}"), "listen: must not be empty");
+
+    /* The same address twice, however spelled, is refused: naming the key and both entries. */
+    CHECK_EQ_STR(apply_error("{\"listen\": [\"127.0.0.1:80\", \"[::1]:80\", \"127.0.0.1:80\"]}"),
+                 "listen[2]: duplicate of listen[0] (got '127.0.0.1:80', the same as "
+                 "'127.0.0.1:80')");
+    CHECK_EQ_STR(apply_error("{\"listen\": [\"localhost:8080\", \"127.0.0.1:08080\"]}"),
+                 "listen[1]: duplicate of listen[0] (got '127.0.0.1:08080', the same as "
+                 "'localhost:8080')");
+    CHECK_EQ_STR(apply_error("{\"listen\": [\"[::]:443\", \"[0:0::0]:443\"]}"),
+                 "listen[1]: duplicate of listen[0] (got '[0:0::0]:443', the same as '[::]:443')");
+    /* The first repeat in list order is named, whatever the sort found first. */
+    CHECK_EQ_STR(apply_error("{\"listen\": [\"10.0.0.2:1\", \"10.0.0.1:1\", \"10.0.0.2:1\", "
+                             "\"10.0.0.1:1\"]}"),
+                 "listen[2]: duplicate of listen[0] (got '10.0.0.2:1', the same as '10.0.0.2:1')");
+    /* Other ports, other families, other hosts, and port 0 (a new port each time) are fine. */
+    CHECK_EQ_STR(apply_error("{\"listen\": [\"127.0.0.1:80\", \"127.0.0.1:81\", \"[::1]:80\", "
+                             "\"0.0.0.0:80\", \"127.0.0.1:0\", \"localhost:0\", \"[::]:0\", "
+                             "\"[::]:0\"]}"),
+                 "(accepted)");
 
     /* A rejected list leaves the previous one whole. */
     hd_config cfg;
@@ -640,6 +668,12 @@ static void test_load_file(void)
     snprintf(expected, sizeof(expected), "cannot read config file '%s': Is a directory", dir);
     CHECK_EQ_STR(err, expected);
     rmdir(dir);
+
+    /* A byte order mark, as Windows editors write it. */
+    path = temp_file("\xef\xbb\xbf{\"heartbeat_s\": 8}\r\n");
+    CHECK_EQ_INT(hd_config_load_file(&cfg, path, err, sizeof(err)), 0);
+    CHECK_EQ_INT(cfg.heartbeat_s, 8);
+    unlink(path);
 
     /* A file larger than the read buffer's first size, padded with whitespace. */
     size_t big = 1 << 20;

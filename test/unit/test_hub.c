@@ -251,6 +251,14 @@ static void test_parse_cursor(void)
     CHECK_EQ_INT(hd_hub_parse_cursor(hub, "", 0, &c), HD_HUB_OK);
     CHECK(!c.present);
 
+    /* Nothing published yet: only seq 0 has been "issued" (the newest id of an empty hub). */
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(0), 10, &c), HD_HUB_OK);
+    CHECK(c.present && !c.foreign && !c.earliest);
+    CHECK_EQ_INT(c.seq, 0);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(1), 10, &c), HD_HUB_BAD_CURSOR);
+
+    for (int i = 0; i < 17; i++)
+        publish(hub, "t");
     const char *exact = ID(17);
     CHECK_EQ_INT(hd_hub_parse_cursor(hub, exact, strlen(exact), &c), HD_HUB_OK);
     CHECK(c.present);
@@ -259,20 +267,24 @@ static void test_parse_cursor(void)
     CHECK(c.text == exact);
     CHECK_EQ_INT(c.text_len, strlen(exact));
 
-    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(0), 10, &c), HD_HUB_OK);
-    CHECK(c.present && !c.foreign);
-    CHECK_EQ_INT(c.seq, 0);
-
+    /* Beyond the newest id of this epoch: never issued, whatever its size. */
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(18), 11, &c), HD_HUB_BAD_CURSOR);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(999), 12, &c), HD_HUB_BAD_CURSOR);
     const char *max = ID(18446744073709551615);
-    CHECK_EQ_INT(hd_hub_parse_cursor(hub, max, strlen(max), &c), HD_HUB_OK);
-    CHECK(c.seq == UINT64_MAX);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, max, strlen(max), &c), HD_HUB_BAD_CURSOR);
+    publish(hub, "t");
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(18), 11, &c), HD_HUB_OK);
 
+    /* Another epoch's seq says nothing about this one: any size is a gap, not an error. */
     CHECK_EQ_INT(hd_hub_parse_cursor(hub, "deadbeef-5", 10, &c), HD_HUB_OK);
     CHECK(c.present && c.foreign);
+    const char *foreign_max = "deadbeef-18446744073709551615";
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, foreign_max, strlen(foreign_max), &c), HD_HUB_OK);
+    CHECK(c.present && c.foreign && c.seq == UINT64_MAX);
 
-    /* Ahead of this hub (another node): valid, with nothing to read yet. */
-    CHECK_EQ_INT(hd_hub_parse_cursor(hub, ID(999), 12, &c), HD_HUB_OK);
-    CHECK(c.present && !c.foreign);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, "earliest", 8, &c), HD_HUB_OK);
+    CHECK(c.present && c.earliest && !c.foreign);
+    CHECK_EQ_INT(c.seq, 0);
 
     const char *bad[] = {
         "abc",
@@ -297,6 +309,11 @@ static void test_parse_cursor(void)
         "0badf00d-18446744073709551616",
         "0badf00d-99999999999999999999",
         "0badf00d-123456789012345678901",
+        "Earliest",
+        "EARLIEST",
+        "earliest ",
+        "earlies",
+        "earliest-1",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int status = hd_hub_parse_cursor(hub, bad[i], strlen(bad[i]), &c);
@@ -332,8 +349,9 @@ static void test_cursor_positions(void)
     CHECK_EQ_INT(r.visited, 0);
     CHECK(!r.more);
 
-    r = read_one(hub, "t", ID(999));
-    CHECK_EQ_INT(r.visited, 0);
+    r = read_one(hub, "t", "earliest");
+    CHECK_EQ_INT(r.visited, 5);
+    CHECK_EQ_INT(r.seqs[0], 1);
     CHECK_EQ_INT(r.gap_count, 0);
     hd_hub_free(hub);
 }
@@ -362,6 +380,12 @@ static void test_eviction_by_count(void)
     r = read_one(hub, "t", ID(1));
     CHECK_EQ_INT(r.gap_count, 1);
     CHECK_EQ_INT(r.visited, 3);
+
+    /* earliest asks for what history holds: no loss is reported. */
+    r = read_one(hub, "t", "earliest");
+    CHECK_EQ_INT(r.visited, 3);
+    CHECK_EQ_INT(r.seqs[0], 3);
+    CHECK_EQ_INT(r.gap_count, 0);
 
     /* The client saw 2, the newest lost: nothing was lost for it. */
     r = read_one(hub, "t", ID(2));
