@@ -80,11 +80,32 @@ void hd_conn_group_metrics(const hd_conn *conn, hd_metrics *total, hd_metrics_ga
         gauges->worker_connections[i] =
             __atomic_load_n(&group->servers[i]->connection_count, __ATOMIC_RELAXED);
     }
+    gauges->pending_body_bytes = __atomic_load_n(&group->pending_body_bytes, __ATOMIC_RELAXED);
 }
 
 size_t hd_conn_server_connections(const hd_conn *conn)
 {
     return (size_t)__atomic_load_n(&conn->server->group->connections, __ATOMIC_RELAXED);
+}
+
+bool hd_conn_hold_pending(hd_conn *conn, uint64_t *reserved, uint64_t bytes)
+{
+    uint64_t *held = &conn->server->group->pending_body_bytes;
+    if (bytes <= *reserved) {
+        __atomic_fetch_sub(held, *reserved - bytes, __ATOMIC_RELAXED);
+        *reserved = bytes;
+        return true;
+    }
+    uint64_t limit = hd_conn_config(conn)->limits.max_pending_body_bytes;
+    uint64_t more = bytes - *reserved;
+    uint64_t now = __atomic_load_n(held, __ATOMIC_RELAXED);
+    do {
+        if (more > limit || now > limit - more)
+            return false;
+    } while (!__atomic_compare_exchange_n(held, &now, now + more, true, __ATOMIC_RELAXED,
+                                          __ATOMIC_RELAXED));
+    *reserved = bytes;
+    return true;
 }
 
 uint64_t hd_conn_queued_bytes(const hd_conn *conn)
@@ -107,10 +128,27 @@ static void wait_for_request(hd_conn *conn)
     wait_in(conn, &conn->server->header_wait);
 }
 
+/*
+ * Body buffers larger than this are freed with their share of
+ * limits.max_pending_body_bytes: an idle keep-alive connection keeps no large upload.
+ */
+#define KEEP_BODY_BYTES 4096
+
+/* The request being read is dispatched, or ends unfinished: its deadline and body go. */
+static void end_request(hd_conn *conn)
+{
+    hd_conn_reader *reader = conn->reader;
+    hd_list_unlink(&reader->request_node);
+    hd_conn_hold_pending(conn, &reader->body_reserved, 0);
+    if (conn->request->body.cap > KEEP_BODY_BYTES)
+        hd_strbuf_free(&conn->request->body);
+}
+
 static void free_reader(hd_conn *conn)
 {
     if (conn->reader == NULL)
         return;
+    end_request(conn);
     hd_request_free(conn->request);
     hd_strbuf_free(&conn->reader->held_input);
     free(conn->reader);
@@ -460,6 +498,9 @@ void hd_conn_close_after_flush(hd_conn *conn)
     conn->close_when_flushed = true;
     /* The header timeout also bounds how long a client may take to read the answer. */
     wait_for_request(conn);
+    /* A request cut short (413, 503, 408, 400) holds no budget or body while the answer lingers. */
+    if (conn->request_started)
+        end_request(conn);
     /* A stream that is ending delivers nothing more: detach it now, not after the linger. */
     if (conn->stream_ops != NULL && !hd_list_linked(&conn->detach_node))
         hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
@@ -480,6 +521,8 @@ void hd_conn_close(hd_conn *conn)
         return;
     conn->state = HD_CONN_CLOSING;
     hd_list_unlink(&conn->timeout_node);
+    if (conn->reader != NULL)
+        hd_list_unlink(&conn->reader->request_node);
     hd_list_unlink(&conn->flush_node);
     hd_list_insert_tail(&conn->server->close_list, &conn->close_node);
 }
@@ -599,18 +642,29 @@ static void hold_input(hd_conn *conn, const char *bytes, size_t len)
 /* ------------------------------------------------------------------------ */
 /* Timeouts fired by the server's sweep.                                    */
 
+/* 408 for a request under way; then closed. */
+static void answer_timeout(hd_conn *conn, const char *what, uint32_t seconds)
+{
+    hd_list_unlink(&conn->timeout_node);
+    conn->request->keep_alive = false;
+    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
+    hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
+                      "The request %s within %u s.", what, seconds);
+}
+
 void hd_conn_on_header_timeout(hd_conn *conn)
 {
     if (conn->close_when_flushed || !conn->request_started) {
         hd_conn_close(conn);
         return;
     }
-    hd_list_unlink(&conn->timeout_node);
-    conn->request->keep_alive = false;
-    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-    hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
-                      "The request headers did not arrive within %u s.",
-                      hd_conn_config(conn)->limits.header_timeout_s);
+    answer_timeout(conn, "headers did not arrive", hd_conn_config(conn)->limits.header_timeout_s);
+}
+
+/* Only a request under way is in request_wait (see end_request and hd_conn_close). */
+void hd_conn_on_request_timeout(hd_conn *conn)
+{
+    answer_timeout(conn, "did not complete", hd_conn_config(conn)->limits.request_timeout_s);
 }
 
 void hd_conn_on_idle_stream(hd_conn *conn)
@@ -652,6 +706,9 @@ static int on_message_begin(llhttp_t *parser)
     hd_conn *conn = parser_conn(parser);
     hd_request_reset(conn->request);
     conn->request_started = true;
+    /* However steadily it trickles in, the request has limits.request_timeout_s from here. */
+    conn->reader->request_since_ms = hd_server_now(conn->server);
+    hd_list_insert_tail(&conn->server->request_wait, &conn->reader->request_node);
     return 0;
 }
 
@@ -712,6 +769,26 @@ static int on_header_value_complete(llhttp_t *parser)
     return 0;
 }
 
+/*
+ * Counts a body against limits.max_pending_body_bytes before it takes
+ * memory: a declared Content-Length whole, when the head is complete (so the
+ * 503 comes before 100 Continue and before any body byte is read); a chunked
+ * body as each chunk arrives. Over the limit: 503 busy, then closed.
+ */
+static int reserve_body(hd_conn *conn, uint64_t bytes)
+{
+    if (bytes <= conn->reader->body_reserved ||
+        hd_conn_hold_pending(conn, &conn->reader->body_reserved, bytes))
+        return 0;
+    hd_metric_add(&conn->server->metrics.pending_body_refusals[HD_PROTOCOL_HTTP], 1);
+    hd_log_debug("refusing a body from %s: limits.max_pending_body_bytes reached", conn->peer);
+    conn->request->keep_alive = false;
+    hd_response_error_with(conn, 503, "Retry-After: 1\r\n", "busy",
+                           "herald holds limits.max_pending_body_bytes of request bodies and "
+                           "messages being received; try again shortly.");
+    return HPE_USER;
+}
+
 static int on_headers_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
@@ -731,6 +808,9 @@ static int on_headers_complete(llhttp_t *parser)
                           (unsigned long long)conn->reader->body_limit);
         return HPE_USER;
     }
+    int rc = (parser->flags & F_CONTENT_LENGTH) ? reserve_body(conn, parser->content_length) : 0;
+    if (rc != 0)
+        return rc;
     size_t expect_len;
     const char *expect = hd_request_header(req, "expect", &expect_len);
     if (expect != NULL && expect_len == 12 && strncasecmp(expect, "100-continue", 12) == 0) {
@@ -750,6 +830,9 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
                           (unsigned long long)conn->reader->body_limit);
         return HPE_USER;
     }
+    int rc = reserve_body(conn, conn->request->body.len + len);
+    if (rc != 0)
+        return rc;
     hd_strbuf_append(&conn->request->body, at, len);
     wait_for_request(conn);
     return 0;
@@ -761,6 +844,7 @@ static int on_message_complete(llhttp_t *parser)
     conn->request_started = false;
     hd_metric_add(&conn->server->metrics.http_requests, 1);
     hd_router_dispatch(conn);
+    end_request(conn); /* the handler is done with the body */
     if (conn->state != HD_CONN_READING || conn->close_when_flushed)
         return HPE_PAUSED;
     wait_for_request(conn);
@@ -969,6 +1053,7 @@ hd_conn *hd_conn_new(hd_server *server)
     hd_list_init(&conn->wake_node);
     conn->reader = hd_calloc(1, sizeof(*conn->reader));
     hd_strbuf_init(&conn->reader->held_input);
+    hd_list_init(&conn->reader->request_node);
     conn->request = &conn->reader->request;
     hd_request_init(conn->request);
     llhttp_init(&conn->reader->parser, HTTP_REQUEST, &server->http_settings);

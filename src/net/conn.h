@@ -80,6 +80,10 @@ typedef struct hd_conn_reader {
     hd_request request;
     uint64_t body_limit;  /* for the request being read */
     hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
+    /* In server->request_wait from the request's first byte until it is dispatched or ends. */
+    hd_list request_node;
+    uint64_t request_since_ms;
+    uint64_t body_reserved; /* of limits.max_pending_body_bytes, for the body being read */
 } hd_conn_reader;
 
 /*
@@ -213,5 +217,13 @@ hd_metrics *hd_conn_metrics(const hd_conn *conn);
 void hd_conn_group_metrics(const hd_conn *conn, hd_metrics *total, hd_metrics_gauges *gauges);
 /* Connections all workers hold open, of every kind. */
 size_t hd_conn_server_connections(const hd_conn *conn);
+/*
+ * Moves *reserved, this connection's share of limits.max_pending_body_bytes
+ * (shared by every worker), to bytes: for a request body or WebSocket message
+ * still being received. Returns false, changing nothing, when growing would
+ * pass the limit; shrinking (to 0 when the message is done) always succeeds.
+ * Safe from any worker thread.
+ */
+bool hd_conn_hold_pending(hd_conn *conn, uint64_t *reserved, uint64_t bytes);
 
 #endif

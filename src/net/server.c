@@ -71,6 +71,7 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, 
     hd_list_init(&server->wake_list);
     hd_list_init(&server->resume_list);
     hd_list_init(&server->header_wait);
+    hd_list_init(&server->request_wait);
     hd_list_init(&server->stream_idle);
     hd_conn_init_http_settings(&server->http_settings);
     return server;
@@ -160,12 +161,27 @@ static void sweep_list(hd_server *server, hd_list *list, uint64_t timeout_ms,
     }
 }
 
+/* Requests still under way request_timeout_s after their first byte (one list of readers). */
+static void sweep_requests(hd_server *server, uint64_t timeout_ms)
+{
+    uint64_t now = hd_server_now(server);
+    while (!hd_list_empty(&server->request_wait)) {
+        hd_conn_reader *reader =
+            hd_container_of(server->request_wait.next, hd_conn_reader, request_node);
+        if (reader->request_since_ms + timeout_ms > now)
+            break;
+        hd_list_unlink(&reader->request_node);
+        hd_conn_on_request_timeout(reader->parser.data);
+    }
+}
+
 static void server_on_sweep(uv_timer_t *timer)
 {
     hd_server *server = timer->data;
     const hd_config *config = server->config;
     sweep_list(server, &server->header_wait, (uint64_t)config->limits.header_timeout_s * 1000,
                hd_conn_on_header_timeout);
+    sweep_requests(server, (uint64_t)config->limits.request_timeout_s * 1000);
     sweep_list(server, &server->stream_idle, (uint64_t)config->heartbeat_s * 1000,
                hd_conn_on_idle_stream);
     uint64_t now = hd_server_now(server);

@@ -38,6 +38,8 @@ typedef struct hd_server_group {
     hd_ip_count *ip_counts;
     uint64_t connections; /* of all servers, atomic */
     bool stopping;        /* atomic: shutdown was requested, before each worker gets to it */
+    /* Held by bodies and WebSocket messages still being received, atomic (hd_conn_hold_pending). */
+    uint64_t pending_body_bytes;
     hd_server **servers;
     unsigned size;
     unsigned capacity;
@@ -70,6 +72,7 @@ struct hd_server {
     hd_list wake_list;         /* WAITING connections whose transport asked for on_wake */
     hd_list resume_list;       /* connections with input held while they were WAITING */
     hd_list header_wait;       /* READING connections by time they started waiting */
+    hd_list request_wait;      /* readers of a request under way, by time of its first byte */
     hd_list stream_idle;       /* STREAMING connections by time of their last output */
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
@@ -105,6 +108,7 @@ void hd_conn_detach_stream(hd_conn *conn);
 /* Parses the input held while the connection was WAITING (from the server's pass). */
 void hd_conn_resume_input(hd_conn *conn);
 void hd_conn_on_header_timeout(hd_conn *conn);
+void hd_conn_on_request_timeout(hd_conn *conn);
 void hd_conn_on_idle_stream(hd_conn *conn);
 void hd_conn_init_http_settings(llhttp_settings_t *settings);
 uint64_t hd_server_now(const hd_server *server);

@@ -97,6 +97,19 @@ static void render_traffic(const hd_metrics *m, hd_strbuf *out)
                  m->protocol_errors[p]);
 }
 
+static void render_pending(const hd_metrics *m, const hd_metrics_gauges *g, hd_strbuf *out)
+{
+    gauge(out, "herald_pending_body_bytes",
+          "Bytes held by request bodies and WebSocket messages still being received.",
+          g->pending_body_bytes);
+    family(out, "herald_pending_body_refusals_total", "counter",
+           "Bodies answered 503 and WebSocket messages closed with 1013 because "
+           "limits.max_pending_body_bytes was reached.");
+    for (int p = 0; p < HD_PROTOCOL_COUNT; p++)
+        labelled(out, "herald_pending_body_refusals_total", "protocol", protocol_names[p],
+                 m->pending_body_refusals[p]);
+}
+
 /* The process metrics every Prometheus client library exports, read from /proc. */
 static void render_process(hd_strbuf *out)
 {
@@ -150,6 +163,7 @@ void hd_metrics_render(const hd_metrics *metrics, const hd_metrics_gauges *gauge
     render_connections(metrics, gauges, out);
     render_hub(&gauges->hub, out);
     render_traffic(metrics, out);
+    render_pending(metrics, gauges, out);
     gauge(out, "herald_draining", "1 while herald is shutting down.", gauges->draining);
     family(out, "herald_build_info", "gauge", "Always 1; the version is the label.");
     labelled(out, "herald_build_info", "version", HERALD_VERSION, 1);

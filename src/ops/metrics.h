@@ -38,6 +38,8 @@ typedef struct hd_metrics {
     uint64_t deliveries[HD_TRANSPORT_COUNT];
     uint64_t slow_consumer_disconnects[HD_TRANSPORT_COUNT];
     uint64_t protocol_errors[HD_PROTOCOL_COUNT];
+    /* Bodies refused (503) and WebSocket messages closed (1013) over max_pending_body_bytes. */
+    uint64_t pending_body_refusals[HD_PROTOCOL_COUNT];
     /* Gauge: connections a transport holds (streams, waiting polls). */
     uint64_t transport_connections[HD_TRANSPORT_COUNT];
 } hd_metrics;
@@ -57,6 +59,7 @@ typedef struct hd_metrics_gauges {
     unsigned workers;
     uint64_t worker_connections[HD_WORKERS_MAX]; /* open connections of each worker */
     bool draining;
+    uint64_t pending_body_bytes; /* held by bodies and WebSocket messages being received */
     hd_hub_stats hub;
 } hd_metrics_gauges;
 

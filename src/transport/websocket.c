@@ -44,6 +44,7 @@ typedef struct ws_session {
     const hd_access *access;
     uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
     uint64_t message_started_ms; /* when the data message being received began; 0: none */
+    uint64_t pending_reserved;   /* of limits.max_pending_body_bytes, for the reader's message */
 } ws_session;
 
 /* ------------------------------------------------------------------------ */
@@ -406,6 +407,27 @@ static void release_reader(ws_session *session)
     session->inflater = NULL;
 }
 
+/*
+ * Called after each read and timeout, outside the reader's callbacks: a
+ * closing session, or one between messages, gives its reader back; a
+ * message being received counts against limits.max_pending_body_bytes
+ * (checked after each read, so a message may pass it by one read's worth
+ * before it is dropped). Past it the peer is told to come back (1013).
+ */
+static void hold_message(ws_session *session)
+{
+    if (session->reader != NULL && (session->close_sent || hd_ws_reader_idle(session->reader)))
+        release_reader(session);
+    uint64_t held = session->reader != NULL ? hd_ws_reader_held_bytes(session->reader) : 0;
+    if (hd_conn_hold_pending(session->conn, &session->pending_reserved, held))
+        return;
+    release_reader(session);
+    hd_conn_hold_pending(session->conn, &session->pending_reserved, 0);
+    hd_metric_add(&hd_conn_metrics(session->conn)->pending_body_refusals[HD_PROTOCOL_WEBSOCKET], 1);
+    send_close(session, HD_WS_CLOSE_TRY_AGAIN,
+               "server busy: too many messages being received; try again later");
+}
+
 static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t len)
 {
     ws_session *session = ctx;
@@ -423,14 +445,12 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
     if (code != 0) {
         hd_metric_add(&hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_WEBSOCKET], 1);
         send_close(session, code, reason);
-        return;
-    }
-    if (!hd_ws_reader_in_message(session->reader))
+    } else if (!hd_ws_reader_in_message(session->reader)) {
         session->message_started_ms = 0;
-    else if (session->message_started_ms == 0)
+    } else if (session->message_started_ms == 0) {
         session->message_started_ms = session->last_heard_ms;
-    if (!session->close_sent && hd_ws_reader_idle(session->reader))
-        release_reader(session);
+    }
+    hold_message(session);
 }
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
@@ -440,6 +460,7 @@ static void session_on_heartbeat(hd_conn *conn, void *ctx)
     uint64_t limit = 2000ull * hd_conn_config(conn)->heartbeat_s;
     if (silence >= limit) {
         send_close(session, HD_WS_CLOSE_POLICY, "no frame from the peer within 2 x heartbeat_s");
+        hold_message(session);
         return;
     }
     if (token_expired(session))
@@ -451,6 +472,7 @@ static void session_on_heartbeat(hd_conn *conn, void *ctx)
     if (session->message_started_ms != 0 &&
         hd_conn_now_ms(conn) - session->message_started_ms >= limit) {
         send_close(session, HD_WS_CLOSE_POLICY, "message not completed within 2 x heartbeat_s");
+        hold_message(session);
         return;
     }
     send_frame(session, hd_ws_frame_build(HD_WS_PING, false, "", 0), true);
@@ -483,6 +505,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
     release_reader(session);
+    hd_conn_hold_pending(conn, &session->pending_reserved, 0);
     free_access(session);
     free(session);
 }

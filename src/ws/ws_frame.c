@@ -97,6 +97,11 @@ bool hd_ws_reader_idle(const hd_ws_reader *reader)
     return reader->state == READ_HEADER && reader->header_len == 0 && !reader->in_message;
 }
 
+size_t hd_ws_reader_held_bytes(const hd_ws_reader *reader)
+{
+    return reader->message.cap;
+}
+
 void hd_ws_reader_stop(hd_ws_reader *reader)
 {
     if (reader->state != READ_FAILED)

@@ -79,6 +79,8 @@ void hd_ws_reader_stop(hd_ws_reader *reader);
 bool hd_ws_reader_in_message(const hd_ws_reader *reader);
 /* Between frames and messages, holding nothing: the reader may be freed and made anew. */
 bool hd_ws_reader_idle(const hd_ws_reader *reader);
+/* Bytes of memory the message being received holds (its reassembly buffer, inflated). */
+size_t hd_ws_reader_held_bytes(const hd_ws_reader *reader);
 
 /* Bytes of a server frame header for a payload of len (2, 4 or 10). */
 size_t hd_ws_frame_header_size(size_t len);

@@ -234,6 +234,7 @@ describe('signals', () => {
           max_outbound_bytes: 1048576,
           max_header_bytes: 16384,
           header_timeout_s: 10,
+          request_timeout_s: 30,
           poll_timeout_max_s: 120,
         },
         cors: { allow_origins: ['*'] },

@@ -221,6 +221,8 @@ const DOCUMENTED = [
   ['herald_bytes_written_total', 'counter'],
   ['herald_slow_consumer_disconnects_total', 'counter', { transport: ['sse', 'websocket'] }],
   ['herald_protocol_errors_total', 'counter', { protocol: ['http', 'websocket'] }],
+  ['herald_pending_body_bytes', 'gauge'],
+  ['herald_pending_body_refusals_total', 'counter', { protocol: ['http', 'websocket'] }],
   ['herald_draining', 'gauge'],
   ['herald_build_info', 'gauge', { version: null }],
   ['process_resident_memory_bytes', 'gauge'],

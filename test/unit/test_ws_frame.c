@@ -916,18 +916,37 @@ static void test_in_message_tracks_partial_messages(void)
     recorder_init(&rec);
     const char *reason = NULL;
     CHECK(!hd_ws_reader_in_message(r));
+    CHECK_EQ_INT(hd_ws_reader_held_bytes(r), 0);
     /* Half of the first frame's payload. */
     CHECK_EQ_INT(hd_ws_reader_feed(r, in.data, 7, &callbacks, &rec, &reason), 0);
     CHECK(hd_ws_reader_in_message(r));
+    CHECK(hd_ws_reader_held_bytes(r) >= 1);
     /* The rest of the first frame and the ping: the message is still open. */
     size_t first_two = 8 + 7;
     CHECK_EQ_INT(hd_ws_reader_feed(r, in.data + 7, first_two - 7, &callbacks, &rec, &reason), 0);
     CHECK(hd_ws_reader_in_message(r));
+    CHECK(hd_ws_reader_held_bytes(r) >= 2);
     CHECK_EQ_INT(
         hd_ws_reader_feed(r, in.data + first_two, in.len - first_two, &callbacks, &rec, &reason),
         0);
     CHECK(!hd_ws_reader_in_message(r));
     hd_ws_reader_free(r);
+
+    /* A large message's buffer is what it holds, and is given back when it ends. */
+    hd_strbuf big;
+    hd_strbuf_init(&big);
+    char payload[5000];
+    memset(payload, 'x', sizeof(payload));
+    put_frame(&big, 0x01, payload, sizeof(payload));
+    put_frame(&big, 0x80, "", 0);
+    r = hd_ws_reader_new(10000, NULL);
+    size_t first = big.len - 6; /* the empty final frame is 6 bytes */
+    CHECK_EQ_INT(hd_ws_reader_feed(r, big.data, first, &callbacks, &rec, &reason), 0);
+    CHECK(hd_ws_reader_held_bytes(r) >= sizeof(payload));
+    CHECK_EQ_INT(hd_ws_reader_feed(r, big.data + first, 6, &callbacks, &rec, &reason), 0);
+    CHECK_EQ_INT(hd_ws_reader_held_bytes(r), 0);
+    hd_ws_reader_free(r);
+    hd_strbuf_free(&big);
     hd_strbuf_free(&rec.log);
     hd_strbuf_free(&in);
 }
