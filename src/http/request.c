@@ -31,25 +31,58 @@ void hd_request_free(hd_request *req)
     hd_strbuf_free(&req->body);
 }
 
+/* The length of the "http://authority" or "https://authority" that starts target, else 0. */
+static size_t absolute_form_prefix(const char *target, size_t len)
+{
+    size_t i = len >= 7 && strncasecmp(target, "http://", 7) == 0    ? 7
+               : len >= 8 && strncasecmp(target, "https://", 8) == 0 ? 8
+                                                                     : 0;
+    if (i == 0)
+        return 0;
+    while (i < len && target[i] != '/' && target[i] != '?')
+        i++;
+    return i;
+}
+
 void hd_request_split_target(hd_request *req)
 {
     const char *target = req->target.data ? req->target.data : "";
     size_t len = req->target.len;
+    size_t prefix = absolute_form_prefix(target, len);
+    target += prefix;
+    len -= prefix;
     const char *question = memchr(target, '?', len);
     size_t path_len = question ? (size_t)(question - target) : len;
     req->path = target;
     req->path_len = path_len;
+    if (prefix > 0 && path_len == 0) {
+        /* "http://host" and "http://host?q" name the root (RFC 9112 §3.2.1). */
+        req->path = "/";
+        req->path_len = 1;
+    }
     req->query = question ? question + 1 : target + len;
     req->query_len = question ? len - path_len - 1 : 0;
 }
 
 const char *hd_request_header(const hd_request *req, const char *name, size_t *len)
 {
+    return hd_request_header_next(req, name, NULL, len);
+}
+
+const char *hd_request_header_next(const hd_request *req, const char *name, const char *prev,
+                                   size_t *len)
+{
     if (req->headers.data == NULL)
         return NULL;
     /* Bounded scans: an answer sent mid-parse meets a header still being read. */
     const char *p = req->headers.data;
     const char *end = p + req->headers.len;
+    if (prev != NULL) {
+        const char *prev_end = memchr(prev, '\0', (size_t)(end - prev));
+        if (prev_end == NULL)
+            return NULL;
+        p = prev_end + 1;
+    }
     size_t wanted = strlen(name);
     while (p < end) {
         const char *name_end = memchr(p, '\0', (size_t)(end - p));
@@ -69,23 +102,46 @@ const char *hd_request_header(const hd_request *req, const char *name, size_t *l
     return NULL;
 }
 
-bool hd_header_has_token(const char *value, size_t len, const char *token)
+/* Finds the next member of a comma-separated value from *pos, without surrounding OWS. */
+static bool next_member(const char *value, size_t len, size_t *pos, size_t *start, size_t *end)
+{
+    size_t i = *pos;
+    while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
+        i++;
+    if (i >= len)
+        return false;
+    *start = i;
+    while (i < len && value[i] != ',')
+        i++;
+    *pos = i;
+    while (i > *start && (value[i - 1] == ' ' || value[i - 1] == '\t'))
+        i--;
+    *end = i;
+    return true;
+}
+
+static bool member_is(const char *value, size_t start, size_t end, const char *token)
 {
     size_t token_len = strlen(token);
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-            i++;
-        size_t start = i;
-        while (i < len && value[i] != ',')
-            i++;
-        size_t end = i;
-        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
-            end--;
-        if (end - start == token_len && strncasecmp(value + start, token, token_len) == 0)
+    return end - start == token_len && strncasecmp(value + start, token, token_len) == 0;
+}
+
+bool hd_header_has_token(const char *value, size_t len, const char *token)
+{
+    size_t pos = 0, start, end;
+    while (next_member(value, len, &pos, &start, &end))
+        if (member_is(value, start, end, token))
             return true;
-    }
     return false;
+}
+
+bool hd_header_only_token(const char *value, size_t len, const char *token)
+{
+    size_t pos = 0, start, end;
+    while (next_member(value, len, &pos, &start, &end))
+        if (!member_is(value, start, end, token))
+            return false;
+    return true;
 }
 
 static int hex_value(char c)

@@ -31,13 +31,23 @@ void hd_request_init(hd_request *req);
 /* Empties the request for the next one on the connection, keeping capacity. */
 void hd_request_reset(hd_request *req);
 void hd_request_free(hd_request *req);
+/*
+ * Sets path and query from the target. An absolute-form target
+ * ("http://host/path?query", RFC 9112 §3.2.2) is routed by its path and
+ * query; its authority is ignored, like the Host header.
+ */
 void hd_request_split_target(hd_request *req);
 
 /* Whether a comma-separated header value lists token (case-insensitive). */
 bool hd_header_has_token(const char *value, size_t len, const char *token);
+/* Whether every member of a comma-separated header value is token (empty members aside). */
+bool hd_header_only_token(const char *value, size_t len, const char *token);
 
-/* The first header with this lower-case name, or NULL; *len gets its length. */
+/* The first header with this lower-case name, or NULL; *len (if not NULL) gets its length. */
 const char *hd_request_header(const hd_request *req, const char *name, size_t *len);
+/* The next header with this name after the value prev returned by either function, or NULL. */
+const char *hd_request_header_next(const hd_request *req, const char *name, const char *prev,
+                                   size_t *len);
 
 /*
  * Iterates the query string, one percent-decoded ('+' as space) parameter

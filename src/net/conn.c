@@ -712,6 +712,25 @@ static int on_message_begin(llhttp_t *parser)
     return 0;
 }
 
+/*
+ * RFC 9112 §2.3: herald speaks HTTP/1.x, read as 1.1 past 1.1. The parser
+ * lets every DIGIT.DIGIT through (LENIENT_VERSION) so that other majors
+ * get a 505 here, not llhttp's 400 (or, for 2.0, an answer in HTTP/1.1).
+ */
+static int check_version(hd_conn *conn, const llhttp_t *parser)
+{
+    if (parser->http_major == 1)
+        return 0;
+    conn->request->method = parser->method; /* a HEAD still gets no body */
+    return reject(conn, 505, "http_version_not_supported",
+                  "herald speaks HTTP/1.1 and HTTP/1.0 only.");
+}
+
+static int on_version_complete(llhttp_t *parser)
+{
+    return check_version(parser_conn(parser), parser);
+}
+
 static int on_url(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
@@ -745,7 +764,11 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
-    hd_strbuf_append(&conn->request->headers, "", 1);
+    hd_strbuf *headers = &conn->request->headers;
+    /* Nothing since the last value's terminator: ": value", which llhttp 8.1 lets through. */
+    if (headers->len == 0 || headers->data[headers->len - 1] == '\0')
+        return reject(conn, 400, "bad_request", "Malformed HTTP request: an empty header name.");
+    hd_strbuf_append(headers, "", 1);
     if (++conn->request->header_count > hd_conn_config(conn)->limits.max_headers)
         return reject(conn, 431, "headers_too_large",
                       "The request has more headers than limits.max_headers.");
@@ -789,6 +812,71 @@ static int reserve_body(hd_conn *conn, uint64_t bytes)
     return HPE_USER;
 }
 
+/*
+ * RFC 9112 rules on the whole head that llhttp 8.1 leaves to its user:
+ * exactly one Host (§3.2; HTTP/1.0 may omit it), no Transfer-Encoding in
+ * HTTP/1.0 (§6.1: such framing cannot be trusted), a Transfer-Encoding that
+ * ends in chunked (§6.3: else 400, before llhttp says the same later), and
+ * no transfer coding but chunked, the only one herald undoes (§6.1: 501).
+ */
+static int check_head(hd_conn *conn, const llhttp_t *parser)
+{
+    /* A request line without a version (HTTP/0.9) never reached on_version_complete. */
+    if (check_version(conn, parser) != 0)
+        return HPE_USER;
+    const hd_request *req = conn->request;
+    const char *host = hd_request_header(req, "host", NULL);
+    if (host == NULL && parser->http_minor > 0)
+        return reject(conn, 400, "bad_request", "An HTTP/1.1 request needs a Host header.");
+    if (host != NULL && hd_request_header_next(req, "host", host, NULL) != NULL)
+        return reject(conn, 400, "bad_request", "A request has one Host header, not several.");
+    /* Present counts, even empty (which llhttp 8.1 ignores): a proxy may read it otherwise. */
+    size_t len;
+    const char *coding = hd_request_header(req, "transfer-encoding", &len);
+    if (coding == NULL)
+        return 0;
+    if (parser->http_minor == 0)
+        return reject(conn, 400, "bad_request",
+                      "Transfer-Encoding is not HTTP/1.0: the body's length cannot be trusted.");
+    if (!(parser->flags & F_CHUNKED))
+        return reject(conn, 400, "bad_request",
+                      "Malformed HTTP request: a Transfer-Encoding must end in chunked.");
+    for (; coding != NULL;
+         coding = hd_request_header_next(req, "transfer-encoding", coding, &len)) {
+        if (!hd_header_only_token(coding, len, "chunked"))
+            return reject(conn, 501, "not_implemented",
+                          "herald decodes no transfer coding but chunked.");
+    }
+    return 0;
+}
+
+/*
+ * Expect: 100-continue (RFC 9110 §10.1.1): the client waits for a go-ahead
+ * before it sends the body. HTTP/1.0 clients must not be sent one, nor is
+ * one needed without a body. When the head alone already decides a refusal
+ * (404, 405, 401, 415...), that is the answer instead, and the connection
+ * closes: the client may send the body anyway, and it is not read.
+ */
+static int answer_expectation(hd_conn *conn, const llhttp_t *parser)
+{
+    hd_request *req = conn->request;
+    size_t len;
+    const char *expect = hd_request_header(req, "expect", &len);
+    if (expect == NULL || len != 12 || strncasecmp(expect, "100-continue", 12) != 0 ||
+        parser->http_minor == 0 || !((parser->flags & F_CHUNKED) || parser->content_length > 0))
+        return 0;
+    bool keep_alive = req->keep_alive;
+    req->keep_alive = false;
+    if (!hd_router_head_acceptable(conn)) {
+        hd_metric_add(&conn->server->metrics.http_requests, 1);
+        return HPE_USER;
+    }
+    req->keep_alive = keep_alive;
+    static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    hd_conn_send_owned(conn, hd_buf_copy(interim, sizeof(interim) - 1));
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *parser)
 {
     hd_conn *conn = parser_conn(parser);
@@ -798,6 +886,8 @@ static int on_headers_complete(llhttp_t *parser)
     req->method = parser->method;
     /* While draining, each request still in flight is answered, then its connection closed. */
     req->keep_alive = llhttp_should_keep_alive(parser) && !hd_conn_server_draining(conn);
+    if (check_head(conn, parser) != 0)
+        return HPE_USER;
     hd_request_split_target(req);
     conn->reader->body_limit = hd_router_body_limit(conn);
     if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->reader->body_limit) {
@@ -811,25 +901,32 @@ static int on_headers_complete(llhttp_t *parser)
     int rc = (parser->flags & F_CONTENT_LENGTH) ? reserve_body(conn, parser->content_length) : 0;
     if (rc != 0)
         return rc;
-    size_t expect_len;
-    const char *expect = hd_request_header(req, "expect", &expect_len);
-    if (expect != NULL && expect_len == 12 && strncasecmp(expect, "100-continue", 12) == 0) {
-        static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
-        hd_conn_send_owned(conn, hd_buf_copy(interim, sizeof(interim) - 1));
-    }
+    return answer_expectation(conn, parser);
+}
+
+static int refuse_body(hd_conn *conn)
+{
+    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
+    hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
+                      "The body exceeds the limit of %llu bytes.",
+                      (unsigned long long)conn->reader->body_limit);
+    return HPE_USER;
+}
+
+/* A chunk that would take the body past its limit is refused once its size is read. */
+static int on_chunk_header(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    if (parser->content_length > conn->reader->body_limit - conn->request->body.len)
+        return refuse_body(conn);
     return 0;
 }
 
 static int on_body(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
-    if (conn->request->body.len + len > conn->reader->body_limit) {
-        hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-        hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
-                          "The body exceeds the limit of %llu bytes.",
-                          (unsigned long long)conn->reader->body_limit);
-        return HPE_USER;
-    }
+    if (conn->request->body.len + len > conn->reader->body_limit)
+        return refuse_body(conn);
     int rc = reserve_body(conn, conn->request->body.len + len);
     if (rc != 0)
         return rc;
@@ -855,12 +952,14 @@ void hd_conn_init_http_settings(llhttp_settings_t *settings)
 {
     llhttp_settings_init(settings);
     settings->on_message_begin = on_message_begin;
+    settings->on_version_complete = on_version_complete;
     settings->on_url = on_url;
     settings->on_header_field = on_header_field;
     settings->on_header_field_complete = on_header_field_complete;
     settings->on_header_value = on_header_value;
     settings->on_header_value_complete = on_header_value_complete;
     settings->on_headers_complete = on_headers_complete;
+    settings->on_chunk_header = on_chunk_header;
     settings->on_body = on_body;
     settings->on_message_complete = on_message_complete;
 }
@@ -1057,6 +1156,8 @@ hd_conn *hd_conn_new(hd_server *server)
     conn->request = &conn->reader->request;
     hd_request_init(conn->request);
     llhttp_init(&conn->reader->parser, HTTP_REQUEST, &server->http_settings);
+    /* Any DIGIT.DIGIT version: on_version_complete answers those herald does not speak. */
+    conn->reader->parser.lenient_flags |= LENIENT_VERSION;
     conn->reader->parser.data = conn;
     uv_tcp_init(server->loop, &conn->tcp);
     hd_list_insert_tail(&server->connections, &conn->server_node);

@@ -115,18 +115,25 @@ static void send_answer(hd_conn *conn, poll_answer *answer, bool more)
     hd_strbuf_init(&head);
     bool close = hd_response_append_head(&head, conn, 200, "application/json",
                                          "Cache-Control: no-cache\r\n", body_len, 0);
-    hd_strbuf_append(&head, open, sizeof(open) - 1);
-    hd_conn_send_owned(conn, hd_strbuf_finish(&head));
-
-    hd_buf *comma = answer->count > 1 ? hd_buf_copy(",", 1) : NULL;
-    for (size_t i = 0; i < answer->count; i++) {
-        if (i > 0)
-            hd_conn_send(conn, comma);
-        hd_conn_send_owned(conn, answer->envelopes[i]);
+    if (conn->request->method == HTTP_HEAD) {
+        /* The Content-Length this answer has as a GET's, and none of its body. */
+        for (size_t i = 0; i < answer->count; i++)
+            hd_buf_release(answer->envelopes[i]);
+        hd_strbuf_free(&tail);
+        hd_conn_send_owned(conn, hd_strbuf_finish(&head));
+    } else {
+        hd_strbuf_append(&head, open, sizeof(open) - 1);
+        hd_conn_send_owned(conn, hd_strbuf_finish(&head));
+        hd_buf *comma = answer->count > 1 ? hd_buf_copy(",", 1) : NULL;
+        for (size_t i = 0; i < answer->count; i++) {
+            if (i > 0)
+                hd_conn_send(conn, comma);
+            hd_conn_send_owned(conn, answer->envelopes[i]);
+        }
+        hd_buf_release(comma);
+        hd_conn_send_owned(conn, hd_strbuf_finish(&tail));
+        hd_metric_add(&hd_conn_metrics(conn)->deliveries[HD_TRANSPORT_POLL], answer->count);
     }
-    hd_buf_release(comma);
-    hd_conn_send_owned(conn, hd_strbuf_finish(&tail));
-    hd_metric_add(&hd_conn_metrics(conn)->deliveries[HD_TRANSPORT_POLL], answer->count);
     if (close)
         hd_conn_close_after_flush(conn);
 }
@@ -332,7 +339,9 @@ void hd_poll_handle(hd_conn *conn)
     if (hd_subscribe_params_parse(conn, NULL, cursor_params, true, &request.params, NULL) != 0)
         return;
     hd_hub_last_id(hd_conn_hub(conn), request.arrival_id);
-    bool force = request.timeout_s == 0 || hd_conn_server_draining(conn);
+    /* HEAD does not wait: it is answered at once with the head of what a GET would get now. */
+    bool force = request.timeout_s == 0 || hd_conn_server_draining(conn) ||
+                 conn->request->method == HTTP_HEAD;
     if (try_answer(conn, &request, force, NULL, NULL)) {
         hd_subscribe_params_free(&request.params);
         return;

@@ -78,21 +78,42 @@ static bool may_publish(hd_conn *conn, const char *topic, size_t topic_len)
     return allowed;
 }
 
-void hd_publish_handle_topic(hd_conn *conn)
-{
+/* What a POST /topics/{topic} says before its body. */
+typedef struct topic_head {
     char topic[HD_TOPIC_MAX];
     size_t topic_len;
-    if (hd_topics_name_from_path(conn, topic, &topic_len) != 0)
-        return;
-    if (!may_publish(conn, topic, topic_len))
-        return;
     char event_storage[EVENT_MAX + 1];
-    size_t event_len = 0;
-    const char *event = find_event(conn, event_storage, &event_len);
-    if (event != NULL && !hd_event_name_valid(event, event_len)) {
+    const char *event; /* NULL: none; else in event_storage or the request's headers */
+    size_t event_len;
+} topic_head;
+
+/* Reads and checks the topic, the token's right to publish and the event; false: answered. */
+static bool read_topic_head(hd_conn *conn, topic_head *head)
+{
+    if (hd_topics_name_from_path(conn, head->topic, &head->topic_len) != 0)
+        return false;
+    if (!may_publish(conn, head->topic, head->topic_len))
+        return false;
+    head->event_len = 0;
+    head->event = find_event(conn, head->event_storage, &head->event_len);
+    if (head->event != NULL && !hd_event_name_valid(head->event, head->event_len)) {
         answer_hub_status(conn, HD_HUB_BAD_EVENT, "");
-        return;
+        return false;
     }
+    return true;
+}
+
+bool hd_publish_topic_head_acceptable(hd_conn *conn)
+{
+    topic_head head;
+    return read_topic_head(conn, &head);
+}
+
+void hd_publish_handle_topic(hd_conn *conn)
+{
+    topic_head head;
+    if (!read_topic_head(conn, &head))
+        return;
     const hd_strbuf *body = &conn->request->body;
     const char *data = body->data ? body->data : "";
     if (!hd_utf8_valid(data, body->len)) {
@@ -102,9 +123,9 @@ void hd_publish_handle_topic(hd_conn *conn)
     }
     hd_message *msg;
     size_t subscribers;
-    hd_hub_status status =
-        hd_hub_publish(hd_conn_hub(conn), topic, topic_len, event, event ? event_len : 0, data,
-                       body->len, hd_clock_wall_ms(), &msg, &subscribers);
+    hd_hub_status status = hd_hub_publish(hd_conn_hub(conn), head.topic, head.topic_len, head.event,
+                                          head.event ? head.event_len : 0, data, body->len,
+                                          hd_clock_wall_ms(), &msg, &subscribers);
     if (status != HD_HUB_OK) {
         answer_hub_status(conn, status, "");
         return;
@@ -236,15 +257,39 @@ static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
     free(subscribers);
 }
 
-void hd_publish_handle_batch(hd_conn *conn)
+/* Checks the content type and reads the token's rights (the caller frees them); false: answered. */
+static bool read_batch_head(hd_conn *conn, hd_access *access)
 {
     if (!is_json_content_type(conn)) {
         hd_response_error(conn, 415, "unsupported_media_type", 0,
                           "POST /publish takes Content-Type: application/json.");
-        return;
+        return false;
     }
+    return hd_authorize_request(conn, access);
+}
+
+bool hd_publish_batch_head_acceptable(hd_conn *conn)
+{
     hd_access access;
-    if (!hd_authorize_request(conn, &access))
+    if (!read_batch_head(conn, &access))
+        return false;
+    hd_access_free(&access);
+    return true;
+}
+
+/* Whether only JSON whitespace follows the value cJSON parsed, up to end. */
+static bool only_whitespace_after(const char *parsed_end, const char *end)
+{
+    for (const char *p = parsed_end; p < end; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r')
+            return false;
+    return true;
+}
+
+void hd_publish_handle_batch(hd_conn *conn)
+{
+    hd_access access;
+    if (!read_batch_head(conn, &access))
         return;
     const hd_strbuf *body = &conn->request->body;
     const char *text = body->data ? body->data : "";
@@ -253,7 +298,13 @@ void hd_publish_handle_batch(hd_conn *conn)
         hd_response_error(conn, 400, "invalid_json", 0, "JSON strings must not contain U+0000.");
         return;
     }
-    cJSON *root = cJSON_ParseWithLength(text, body->len);
+    /* cJSON stops after the first value; anything but whitespace after it is not one document. */
+    const char *parsed_end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, body->len, &parsed_end, false);
+    if (root != NULL && !only_whitespace_after(parsed_end, text + body->len)) {
+        cJSON_Delete(root);
+        root = NULL;
+    }
     if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
         hd_response_error(
             conn, 400, "invalid_json", 0,

@@ -74,41 +74,79 @@ static void answer_metrics(hd_conn *conn)
     hd_strbuf_free(&body);
 }
 
-void hd_router_dispatch(hd_conn *conn)
+static void answer_websocket(hd_conn *conn)
+{
+    hd_websocket_handle(conn, false);
+}
+
+static void answer_echo(hd_conn *conn)
+{
+    hd_websocket_handle(conn, true);
+}
+
+typedef void (*route_handler)(hd_conn *conn);
+
+/* Answers 405 for a known path; its route has no handler then. */
+static route_handler refuse_method(hd_conn *conn, const char *allow)
+{
+    hd_response_method_not_allowed(conn, allow);
+    return NULL;
+}
+
+/*
+ * The handler for the request's method and path, or NULL after answering
+ * 404 or 405. HEAD goes wherever GET does: each handler answers it with
+ * the head its GET would get (RFC 9110 §9.3.2).
+ */
+static route_handler find_route(hd_conn *conn)
 {
     const hd_request *req = conn->request;
     int method = req->method;
     bool read = method == HTTP_GET || method == HTTP_HEAD;
-    /* The path only: query strings may carry tokens, which never reach a log. */
-    hd_log_debug("%s %s %.*s", conn->peer, llhttp_method_name(method),
-                 (int)(req->path_len > 256 ? 256 : req->path_len), req->path);
-
-    if (method == HTTP_OPTIONS) {
-        answer_preflight(conn);
-    } else if (path_is(req, "/healthz")) {
-        read ? answer_health(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
-    } else if (path_is(req, "/events")) {
-        method == HTTP_GET ? hd_sse_handle(conn) : hd_response_method_not_allowed(conn, "GET");
-    } else if (path_is(req, "/poll")) {
-        method == HTTP_GET ? hd_poll_handle(conn) : hd_response_method_not_allowed(conn, "GET");
-    } else if (path_is(req, "/metrics")) {
-        read ? answer_metrics(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
-    } else if (path_is(req, "/topics")) {
-        read ? hd_topics_handle_list(conn) : hd_response_method_not_allowed(conn, "GET, HEAD");
-    } else if (path_is(req, "/ws") || is_echo_path(conn)) {
-        method == HTTP_GET ? hd_websocket_handle(conn, !path_is(req, "/ws"))
-                           : hd_response_method_not_allowed(conn, "GET");
-    } else if (path_is(req, "/publish")) {
-        method == HTTP_POST ? hd_publish_handle_batch(conn)
-                            : hd_response_method_not_allowed(conn, "POST");
-    } else if (path_is_topic(req)) {
+    if (method == HTTP_OPTIONS)
+        return answer_preflight;
+    if (path_is(req, "/healthz"))
+        return read ? answer_health : refuse_method(conn, "GET, HEAD");
+    if (path_is(req, "/events"))
+        return read ? hd_sse_handle : refuse_method(conn, "GET, HEAD");
+    if (path_is(req, "/poll"))
+        return read ? hd_poll_handle : refuse_method(conn, "GET, HEAD");
+    if (path_is(req, "/metrics"))
+        return read ? answer_metrics : refuse_method(conn, "GET, HEAD");
+    if (path_is(req, "/topics"))
+        return read ? hd_topics_handle_list : refuse_method(conn, "GET, HEAD");
+    if (path_is(req, "/ws"))
+        return read ? answer_websocket : refuse_method(conn, "GET, HEAD");
+    if (is_echo_path(conn))
+        return read ? answer_echo : refuse_method(conn, "GET, HEAD");
+    if (path_is(req, "/publish"))
+        return method == HTTP_POST ? hd_publish_handle_batch : refuse_method(conn, "POST");
+    if (path_is_topic(req)) {
         if (method == HTTP_POST)
-            hd_publish_handle_topic(conn);
-        else if (read)
-            hd_topics_handle_info(conn);
-        else
-            hd_response_method_not_allowed(conn, "GET, HEAD, POST");
-    } else {
-        hd_response_error(conn, 404, "not_found", 0, "There is nothing at this path.");
+            return hd_publish_handle_topic;
+        return read ? hd_topics_handle_info : refuse_method(conn, "GET, HEAD, POST");
     }
+    hd_response_error(conn, 404, "not_found", 0, "There is nothing at this path.");
+    return NULL;
+}
+
+bool hd_router_head_acceptable(hd_conn *conn)
+{
+    route_handler handler = find_route(conn);
+    if (handler == hd_publish_handle_topic)
+        return hd_publish_topic_head_acceptable(conn);
+    if (handler == hd_publish_handle_batch)
+        return hd_publish_batch_head_acceptable(conn);
+    return handler != NULL;
+}
+
+void hd_router_dispatch(hd_conn *conn)
+{
+    const hd_request *req = conn->request;
+    /* The path only: query strings may carry tokens, which never reach a log. */
+    hd_log_debug("%s %s %.*s", conn->peer, llhttp_method_name(req->method),
+                 (int)(req->path_len > 256 ? 256 : req->path_len), req->path);
+    route_handler handler = find_route(conn);
+    if (handler != NULL)
+        handler(conn);
 }

@@ -227,9 +227,9 @@ static int subscribe_all(sse_session *session, const hd_subscribe_params *params
     return 0;
 }
 
-static void send_stream_head(sse_session *session)
+/* The stream's status line and headers, then (preamble) its first lines. */
+static void send_stream_head(hd_conn *conn, bool preamble)
 {
-    hd_conn *conn = session->conn;
     hd_strbuf head;
     hd_strbuf_init(&head);
     /* No length and no chunking: the stream is the rest of the connection. */
@@ -239,7 +239,9 @@ static void send_stream_head(sse_session *session)
                                 "X-Accel-Buffering: no\r\n"
                                 "Connection: close\r\n");
     hd_response_append_cors(&head, conn);
-    hd_strbuf_printf(&head, "\r\nretry: %u\n: herald\n\n", hd_conn_config(conn)->sse.retry_ms);
+    hd_strbuf_append(&head, "\r\n", 2);
+    if (preamble)
+        hd_strbuf_printf(&head, "retry: %u\n: herald\n\n", hd_conn_config(conn)->sse.retry_ms);
     hd_conn_send_owned(conn, hd_strbuf_finish(&head));
 }
 
@@ -252,6 +254,13 @@ void hd_sse_handle(hd_conn *conn)
     hd_subscribe_params params;
     if (hd_subscribe_params_parse(conn, "last-event-id", cursor_params, true, &params, NULL) != 0)
         return;
+    if (conn->request->method == HTTP_HEAD) {
+        /* The head of the stream a GET would open, and no stream: nothing subscribes. */
+        hd_subscribe_params_free(&params);
+        send_stream_head(conn, false);
+        hd_conn_close_after_flush(conn);
+        return;
+    }
     sse_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->wire = wire;
@@ -262,7 +271,7 @@ void hd_sse_handle(hd_conn *conn)
         free(session);
         return;
     }
-    send_stream_head(session);
+    send_stream_head(conn, true);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
     session->catch_up =

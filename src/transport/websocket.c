@@ -543,7 +543,8 @@ static bool origin_allowed(const hd_conn *conn)
 static int check_upgrade(hd_conn *conn)
 {
     size_t len;
-    if (!header_has_token(conn, "upgrade", "websocket") ||
+    /* HEAD gets the head of the answer to a GET without Upgrade (RFC 6455 upgrades GET only). */
+    if (conn->request->method != HTTP_GET || !header_has_token(conn, "upgrade", "websocket") ||
         !header_has_token(conn, "connection", "upgrade")) {
         hd_response_error_with(conn, 426, "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n",
                                "upgrade_required",

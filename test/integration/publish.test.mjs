@@ -395,7 +395,6 @@ describe('bad input: a clear error for that client, nobody else disturbed', () =
     ['a non-numeric Content-Length', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n'],
     ['a bad chunk size', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nab\r\n0\r\n\r\n'],
     ['Content-Length with Transfer-Encoding', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n'],
-    ['an unknown HTTP version', 'GET /healthz HTTP/7.3\r\nHost: t\r\n\r\n'],
     // Request-smuggling shapes (RFC 9112 §6.3, §5.1), each a 400 and a close.
     ['two differing Content-Lengths', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd'],
     ['a repeated Content-Length', 'POST /topics/x HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc'],

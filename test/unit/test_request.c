@@ -61,10 +61,61 @@ static void test_headers_and_tokens(void)
     hd_request_free(&req);
 }
 
+static void test_repeated_headers(void)
+{
+    hd_request req;
+    hd_request_init(&req);
+    hd_strbuf_append(&req.headers, "host\0a\0transfer-encoding\0gzip\0host\0b\0", 37);
+    size_t len;
+    const char *first = hd_request_header(&req, "host", &len);
+    CHECK_EQ_MEM(first, len, "a", 1);
+    const char *second = hd_request_header_next(&req, "host", first, &len);
+    CHECK_EQ_MEM(second, len, "b", 1);
+    CHECK(hd_request_header_next(&req, "host", second, &len) == NULL);
+    const char *te = hd_request_header(&req, "transfer-encoding", NULL);
+    CHECK(te != NULL);
+    CHECK(hd_request_header_next(&req, "transfer-encoding", te, NULL) == NULL);
+
+    CHECK(hd_header_only_token("chunked", 7, "chunked"));
+    CHECK(hd_header_only_token(" Chunked ,, ", 12, "chunked"));
+    CHECK(hd_header_only_token("", 0, "chunked"));
+    CHECK(!hd_header_only_token("gzip, chunked", 13, "chunked"));
+    CHECK(!hd_header_only_token("chunked;x=1", 11, "chunked"));
+    hd_request_free(&req);
+}
+
+static void check_split(const char *target, const char *path, const char *query)
+{
+    hd_request req;
+    hd_request_init(&req);
+    hd_strbuf_append_str(&req.target, target);
+    hd_request_split_target(&req);
+    CHECK_EQ_MEM(req.path, req.path_len, path, strlen(path));
+    CHECK_EQ_MEM(req.query, req.query_len, query, strlen(query));
+    hd_request_free(&req);
+}
+
+static void test_target_forms(void)
+{
+    check_split("/events?topic=a", "/events", "topic=a");
+    check_split("/healthz", "/healthz", "");
+    check_split("http://herald.test/healthz", "/healthz", "");
+    check_split("HTTPS://h:8443/poll?topic=a&since=x", "/poll", "topic=a&since=x");
+    check_split("http://user@h/topics/a?b", "/topics/a", "b");
+    check_split("http://h", "/", "");
+    check_split("http://h?x=1", "/", "x=1");
+    /* Other schemes are not absolute-form herald serves: they route nowhere. */
+    check_split("ftp://h/healthz", "ftp://h/healthz", "");
+    check_split("http:/healthz", "http:/healthz", "");
+    check_split("*", "*", "");
+}
+
 int main(void)
 {
     RUN_TEST(test_percent_decode);
     RUN_TEST(test_query_iteration);
     RUN_TEST(test_headers_and_tokens);
+    RUN_TEST(test_repeated_headers);
+    RUN_TEST(test_target_forms);
     return test_summary();
 }
