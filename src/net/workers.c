@@ -91,12 +91,14 @@ void hd_workers_free(hd_workers *w)
 {
     if (w == NULL)
         return;
+    /* All threads first: a worker still draining may read another's server (GET /metrics). */
     for (unsigned i = 0; i < w->count; i++) {
-        worker *k = &w->workers[i];
-        if (k->running)
-            uv_thread_join(&k->thread);
-        hd_server_free(k->server);
-        uv_loop_close(&k->loop);
+        if (w->workers[i].running)
+            uv_thread_join(&w->workers[i].thread);
+    }
+    for (unsigned i = 0; i < w->count; i++) {
+        hd_server_free(w->workers[i].server);
+        uv_loop_close(&w->workers[i].loop);
     }
     free(w->workers);
     free(w);

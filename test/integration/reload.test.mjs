@@ -70,9 +70,10 @@ test('SIGUSR1, SIGUSR2 and SIGPIPE do not stop herald: it keeps serving, its his
 
 test('SIGHUP, SIGUSR1 and SIGUSR2 during the shutdown drain do not cut it short: exit 0', async () => {
   const h = await startHerald({ config: { workers: 2, shutdown_grace_s: 30 } });
-  // Half a request keeps the drain waiting for it.
+  // A request whose body is still to come keeps the drain waiting for it; 100 Continue says it is read.
   const pending = await RawConn.connect(h.host, h.port);
-  await pending.write('GET /healthz HTTP/1.1\r\n');
+  await pending.write('POST /topics/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n');
+  await pending.waitFor((c) => c.text.includes('100 Continue'), { what: '100 Continue' });
   h.child.kill('SIGTERM');
   await h.waitForStderr(/received SIGTERM: shutting down/);
   for (const signal of ['SIGHUP', 'SIGUSR1', 'SIGUSR2']) h.child.kill(signal);
