@@ -10,23 +10,44 @@
 #include <string.h>
 #include <uv.h>
 
-#include "auth/auth.h"
 #include "herald/config.h"
 #include "herald/hub.h"
 #include "herald/log.h"
+#include "herald/settings.h"
 #include "herald/worker.h"
 #include "herald/workers.h"
-#include "net/tls.h"
+
+/* What the command line asked for: a reload (SIGHUP) applies it again on top of the file. */
+typedef struct options {
+    const char *config_path; /* NULL: the embedded defaults, and nothing to reload */
+    const char *listen;
+    const char *log_level;
+} options;
+
+/*
+ * The signals herald takes, all on the main thread (the workers block
+ * them). SIGUSR1 and SIGUSR2 mean nothing to herald, but their default
+ * action would end it: they are logged and ignored. SIGPIPE is ignored
+ * outright (a peer gone mid-write is an error code, not a signal).
+ */
+static const struct {
+    int signum;
+    const char *name;
+} taken_signals[] = {
+    {SIGTERM, "SIGTERM"}, {SIGINT, "SIGINT"},   {SIGHUP, "SIGHUP"},
+    {SIGUSR1, "SIGUSR1"}, {SIGUSR2, "SIGUSR2"},
+};
+
+#define N_SIGNALS (sizeof(taken_signals) / sizeof(taken_signals[0]))
 
 typedef struct herald {
     uv_loop_t loop; /* the main thread's: signals only; the workers run their own */
-    hd_config config;
+    options options;
+    hd_settings *settings; /* the newest, which a reload starts from */
     hd_hub *hub;
-    hd_auth *auth;
-    hd_tls_ctx *tls; /* NULL: plain TCP */
     hd_workers *workers;
-    uv_signal_t sigterm;
-    uv_signal_t sigint;
+    sigset_t signal_set; /* taken_signals */
+    uv_signal_t signals[N_SIGNALS];
 } herald;
 
 static void print_usage(FILE *out)
@@ -60,50 +81,10 @@ static int refuse_features_not_built(const hd_config *config)
     return -1;
 }
 
-/*
- * Loads tls.cert and tls.key into the one TLS context all listeners share;
- * NULL in *tls when TLS is off. A certificate or key that cannot be used is
- * a config error (exit 2), found before anything listens.
- */
-static int load_tls(const hd_config *config, hd_tls_ctx **tls)
-{
-    *tls = NULL;
-    if (config->tls.cert[0] == '\0')
-        return 0; /* the config loader insists on both keys or neither */
-    char err[HD_CONFIG_ERROR_MAX];
-    *tls = hd_tls_ctx_new(config->tls.cert, config->tls.key, err, sizeof(err));
-    if (*tls == NULL) {
-        fprintf(stderr, "herald: %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-/* Loads the token keys; a key that cannot be used is a config error (exit 2). */
-static hd_auth *load_auth(const hd_config *config)
-{
-    char err[HD_CONFIG_ERROR_MAX];
-    hd_auth *auth = hd_auth_new(config, err, sizeof(err));
-    if (auth == NULL) {
-        fprintf(stderr, "herald: %s\n", err);
-        return NULL;
-    }
-    size_t secret_len = strlen(config->auth.jwt_secret);
-    if (secret_len > 0 && secret_len < 32)
-        hd_log_warn("auth.jwt_secret is %zu bytes: HS256 wants at least 32 (RFC 7518 §3.2); "
-                    "it is used as raw bytes, not decoded",
-                    secret_len);
-    bool keys = secret_len > 0 || config->auth.jwt_public_key[0] != '\0';
-    if (!keys && !(config->auth.anonymous_publish && config->auth.anonymous_subscribe))
-        hd_log_warn("auth: no jwt_secret or jwt_public_key is set, so no token is accepted: "
-                    "only what anonymous_publish and anonymous_subscribe allow can be done");
-    return auth;
-}
-
-static int parse_arguments(int argc, char **argv, hd_config *config)
+static int parse_arguments(int argc, char **argv, options *opts)
 {
     enum { OPT_LOG_LEVEL = 256 };
-    static const struct option options[] = {
+    static const struct option long_options[] = {
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, 'l'},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -111,19 +92,18 @@ static int parse_arguments(int argc, char **argv, hd_config *config)
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
     };
-    const char *config_path = NULL, *listen = NULL, *log_level = NULL;
     int opt;
     opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":c:l:hV", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":c:l:hV", long_options, NULL)) != -1) {
         switch (opt) {
         case 'c':
-            config_path = optarg;
+            opts->config_path = optarg;
             break;
         case 'l':
-            listen = optarg;
+            opts->listen = optarg;
             break;
         case OPT_LOG_LEVEL:
-            log_level = optarg;
+            opts->log_level = optarg;
             break;
         case 'h':
             print_usage(stdout);
@@ -143,41 +123,108 @@ static int parse_arguments(int argc, char **argv, hd_config *config)
         fprintf(stderr, "herald: unexpected argument '%s' (see --help)\n", argv[optind]);
         return -1;
     }
-    char err[HD_CONFIG_ERROR_MAX];
-    if (config_path != NULL && hd_config_load_file(config, config_path, err, sizeof(err)) != 0) {
-        fprintf(stderr, "herald: %s\n", err);
+    return 0;
+}
+
+/* The config file (if any), then the command line's overrides; err names the key or option. */
+static int load_config(hd_config *config, const options *opts, char *err, size_t err_len)
+{
+    if (opts->config_path != NULL &&
+        hd_config_load_file(config, opts->config_path, err, err_len) != 0)
+        return -1;
+    if (opts->listen != NULL) {
+        size_t prefix = (size_t)snprintf(err, err_len, "--listen: ");
+        if (hd_config_set_listen(config, opts->listen, err + prefix, err_len - prefix) != 0)
+            return -1;
+    }
+    if (opts->log_level != NULL && hd_log_level_parse(opts->log_level, &config->log_level) != 0) {
+        snprintf(err, err_len, "--log-level: expected debug, info, warn or error");
         return -1;
     }
-    if (listen != NULL && hd_config_set_listen(config, listen, err, sizeof(err)) != 0) {
-        fprintf(stderr, "herald: --listen: %s\n", err);
-        return -1;
-    }
-    if (log_level != NULL && hd_log_level_parse(log_level, &config->log_level) != 0) {
-        fprintf(stderr, "herald: --log-level: expected debug, info, warn or error\n");
-        return -1;
-    }
-    return refuse_features_not_built(config);
+    return 0;
 }
 
 /*
- * The first signal drains the workers; the main loop then has nothing left
- * and main joins their threads. Closing the handles restores the default
- * action, and a signal that arrived meanwhile would be delivered with it as
- * libuv unblocks: block both first (the workers block them from their
- * start), so a repeated signal cannot cut the clean exit short.
+ * The file is read again with the same overrides, and the keys and the
+ * certificate built and checked here, on the main thread, before any
+ * worker sees them: anything wrong refuses the whole reload, and the
+ * running settings stay. Keys only a restart can change keep their running
+ * values, with a warning naming them; the rest applies.
  */
-static void on_signal(uv_signal_t *signal, int signum)
+static void reload(herald *h)
 {
-    herald *h = signal->data;
-    hd_log_info("received %s: shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    const char *path = h->options.config_path;
+    if (path == NULL) {
+        hd_log_warn("received SIGHUP: herald was started without --config, nothing to reload");
+        return;
+    }
+    hd_log_info("received SIGHUP: reloading %s", path);
+    hd_config next;
+    hd_config_init(&next);
+    char err[HD_CONFIG_ERROR_MAX], kept[256];
+    size_t kept_count = 0;
+    hd_settings *settings = NULL;
+    if (load_config(&next, &h->options, err, sizeof(err)) == 0) {
+        kept_count = hd_config_keep_restart_keys(&next, &h->settings->config, kept, sizeof(kept));
+        settings = hd_settings_new(&next, err, sizeof(err));
+    }
+    hd_config_free(&next); /* what hd_settings_new did not take */
+    if (settings == NULL) {
+        hd_log_error("reload refused, the running configuration stays: %s", err);
+        return;
+    }
+    if (kept_count > 0)
+        hd_log_warn("reload: kept the running value of %s (changes only at a restart)", kept);
+    hd_log_set_level(settings->config.log_level);
+    hd_workers_use_settings(h->workers, settings);
+    hd_settings_release(h->settings);
+    h->settings = settings;
+}
+
+/* Closes the signal handles, the last of the main loop: uv_run then returns. */
+static void stop_taking_signals(herald *h)
+{
+    for (size_t i = 0; i < N_SIGNALS; i++)
+        uv_close((uv_handle_t *)&h->signals[i], NULL);
+}
+
+/*
+ * The first SIGTERM or SIGINT drains the workers; the main loop then has
+ * nothing left and main joins their threads. Closing the handles restores
+ * the default actions, and a signal that arrived meanwhile would be
+ * delivered with it as libuv unblocks: block them all first (the workers
+ * block them from their start), so a repeated signal, or a SIGHUP, cannot
+ * cut the clean exit short.
+ */
+static void shut_down(herald *h, const char *signal_name)
+{
+    hd_log_info("received %s: shutting down", signal_name);
     hd_workers_shutdown(h->workers);
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
-    uv_close((uv_handle_t *)&h->sigterm, NULL);
-    uv_close((uv_handle_t *)&h->sigint, NULL);
+    pthread_sigmask(SIG_BLOCK, &h->signal_set, NULL);
+    stop_taking_signals(h);
+}
+
+static void on_signal(uv_signal_t *handle, int signum)
+{
+    herald *h = handle->data;
+    const char *name = taken_signals[handle - h->signals].name;
+    if (signum == SIGHUP)
+        reload(h);
+    else if (signum == SIGUSR1 || signum == SIGUSR2)
+        hd_log_info("received %s: herald does not use it; ignored", name);
+    else
+        shut_down(h, name);
+}
+
+static void take_signals(herald *h)
+{
+    sigemptyset(&h->signal_set);
+    for (size_t i = 0; i < N_SIGNALS; i++) {
+        sigaddset(&h->signal_set, taken_signals[i].signum);
+        uv_signal_init(&h->loop, &h->signals[i]);
+        h->signals[i].data = h;
+        uv_signal_start(&h->signals[i], on_signal, taken_signals[i].signum);
+    }
 }
 
 static unsigned worker_count(const hd_config *config)
@@ -188,64 +235,66 @@ static unsigned worker_count(const hd_config *config)
     return cpus < 1 ? 1 : cpus > HD_WORKERS_MAX ? HD_WORKERS_MAX : cpus;
 }
 
+/* The settings at start; NULL after printing why (a config error: exit 2). */
+static hd_settings *load_settings(const options *opts)
+{
+    hd_config config;
+    hd_config_init(&config);
+    char err[HD_CONFIG_ERROR_MAX];
+    hd_settings *settings = NULL;
+    if (load_config(&config, opts, err, sizeof(err)) != 0) {
+        fprintf(stderr, "herald: %s\n", err);
+    } else if (refuse_features_not_built(&config) == 0) {
+        hd_log_set_level(config.log_level);
+        settings = hd_settings_new(&config, err, sizeof(err));
+        if (settings == NULL)
+            fprintf(stderr, "herald: %s\n", err);
+    }
+    hd_config_free(&config); /* what hd_settings_new did not take */
+    return settings;
+}
+
 int main(int argc, char **argv)
 {
     static herald h;
-    hd_config_init(&h.config);
-    if (parse_arguments(argc, argv, &h.config) != 0) {
-        hd_config_free(&h.config);
+    if (parse_arguments(argc, argv, &h.options) != 0)
         return 2;
-    }
-    hd_log_set_level(h.config.log_level);
-    h.auth = load_auth(&h.config);
-    if (h.auth == NULL) {
-        hd_config_free(&h.config);
+    h.settings = load_settings(&h.options);
+    if (h.settings == NULL)
         return 2;
-    }
-    if (load_tls(&h.config, &h.tls) != 0) {
-        hd_auth_free(h.auth);
-        hd_config_free(&h.config);
-        return 2;
-    }
     signal(SIGPIPE, SIG_IGN);
 
+    const hd_config *config = &h.settings->config;
     hd_hub_options hub_options = {
-        .history_max_messages = h.config.history.max_messages,
-        .history_max_bytes = h.config.history.max_bytes,
-        .history_ttl_s = h.config.history.ttl_s,
-        .history_max_total_bytes = h.config.history.max_total_bytes,
-        .max_topics = h.config.limits.max_topics,
+        .history_max_messages = config->history.max_messages,
+        .history_max_bytes = config->history.max_bytes,
+        .history_ttl_s = config->history.ttl_s,
+        .history_max_total_bytes = config->history.max_total_bytes,
+        .max_topics = config->limits.max_topics,
     };
     /* Messages size their per-worker encoding slots by this: set before the hub exists. */
-    unsigned workers = worker_count(&h.config);
+    unsigned workers = worker_count(config);
     hd_worker_set_count(workers);
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
-    h.workers = hd_workers_new(&h.config, h.hub, h.auth, h.tls, workers);
+    h.workers = hd_workers_new(h.settings, h.hub, workers);
     hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
                 workers, workers == 1 ? "" : "s");
 
     /* Signals first: a supervisor may stop herald as soon as it says it listens. */
-    uv_signal_init(&h.loop, &h.sigterm);
-    uv_signal_init(&h.loop, &h.sigint);
-    h.sigterm.data = h.sigint.data = &h;
-    uv_signal_start(&h.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&h.sigint, on_signal, SIGINT);
+    take_signals(&h);
     char err[256];
     int status = 0;
-    if (hd_workers_start(h.workers, err, sizeof(err)) != 0) {
+    if (hd_workers_start(h.workers, &h.signal_set, err, sizeof(err)) != 0) {
         hd_log_error("%s", err);
         status = 1;
-        uv_close((uv_handle_t *)&h.sigterm, NULL);
-        uv_close((uv_handle_t *)&h.sigint, NULL);
+        stop_taking_signals(&h);
     }
     uv_run(&h.loop, UV_RUN_DEFAULT);
     hd_workers_free(h.workers);
     hd_hub_free(h.hub);
-    hd_auth_free(h.auth);
-    hd_tls_ctx_free(h.tls);
+    hd_settings_release(h.settings);
     uv_loop_close(&h.loop);
-    hd_config_free(&h.config);
     if (status == 0)
         hd_log_info("stopped");
     return status;

@@ -96,5 +96,13 @@ int hd_config_set_listen(hd_config *cfg, const char *address, char *err, size_t 
  */
 int hd_config_parse_address(const char *address, char *host, size_t host_len, int *port);
 void hd_config_free(hd_config *cfg);
+/*
+ * For a reload: each key herald reads only at start (listen, workers,
+ * history.*, limits.max_topics, cluster.redis; tls.cert and tls.key when
+ * they would turn TLS on or off) that differs in next gets running's value
+ * back, and its name is appended to names (", " between). Returns how many.
+ */
+size_t hd_config_keep_restart_keys(hd_config *next, const hd_config *running, char *names,
+                                   size_t names_len);
 
 #endif

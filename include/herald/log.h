@@ -14,6 +14,7 @@ typedef enum hd_log_level {
     HD_LOG_ERROR,
 } hd_log_level;
 
+/* Thread-safe: takes effect at once for every thread. */
 void hd_log_set_level(hd_log_level level);
 /* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
 int hd_log_level_parse(const char *name, hd_log_level *out);

@@ -2,8 +2,9 @@
  * The HTTP server: listeners, connections and the routes that lead to the
  * transports. One hd_server runs on one libuv loop and serves one hub.
  *
- * Ownership: the caller owns loop, config, hub, auth and tls and keeps them alive
- * until hd_server_free. The server owns its connections.
+ * Ownership: the caller owns loop and hub and keeps them alive until
+ * hd_server_free. The server holds a reference to the settings it serves
+ * with (herald/settings.h) and owns its connections.
  */
 #ifndef HERALD_SERVER_H
 #define HERALD_SERVER_H
@@ -12,10 +13,9 @@
 
 #include "herald/config.h"
 #include "herald/hub.h"
+#include "herald/settings.h"
 
 typedef struct hd_server hd_server;
-typedef struct hd_auth hd_auth;
-typedef struct hd_tls_ctx hd_tls_ctx;
 
 /*
  * sibling: NULL for the first (or only) server; otherwise a server created
@@ -23,13 +23,13 @@ typedef struct hd_tls_ctx hd_tls_ctx;
  * limits count across the group, its listeners bind the same addresses as
  * the first one's (SO_REUSEPORT), and GET /metrics sums the group. Servers
  * of a group are created and started from one thread before any of their
- * loops runs; the group may hold hd_worker_count() servers. auth: who may
- * publish and subscribe (auth/auth.h); NULL lets everyone do everything.
- * tls: the TLS context every listener serves with (net/tls.h), shared by
- * all workers; NULL serves plain HTTP.
+ * loops runs; the group may hold hd_worker_count() servers. settings: the
+ * config, the token keys and the TLS context every listener serves with
+ * (NULL: plain HTTP); the server takes a reference. Its listen addresses
+ * and the choice of TLS or plain stay those of the first settings for the
+ * server's life.
  */
-hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, const hd_auth *auth,
-                         const hd_tls_ctx *tls, hd_server *sibling);
+hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd_server *sibling);
 /* Binds every config->listen address and starts accepting; logs "listening on ADDR:PORT". */
 int hd_server_start(hd_server *server, char *err, size_t err_len);
 /*
@@ -43,6 +43,15 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
 void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx);
 /* Thread-safe: makes the server's own loop call hd_server_shutdown. */
 void hd_server_request_shutdown(hd_server *server);
+/*
+ * Thread-safe, after hd_server_start: the server's own loop switches to
+ * settings (taking a reference) before its next callback, and lets go of
+ * the ones it had; settings a newer call replaced before the loop took them
+ * are let go unused. Requests and streams already going on read the new
+ * limits from then on; what they settled at their start stays (a TLS
+ * session's certificate, a WebSocket's token rights).
+ */
+void hd_server_use_settings(hd_server *server, hd_settings *settings);
 /* Frees the server after hd_server_shutdown has completed. */
 void hd_server_free(hd_server *server);
 

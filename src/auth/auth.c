@@ -193,9 +193,3 @@ bool hd_access_allows_prefix(const hd_access *access, hd_auth_action action, con
     }
     return false;
 }
-
-const hd_access *hd_auth_anonymous(const hd_auth *auth)
-{
-    static const hd_access everyone = {.anonymous_publish = true, .anonymous_subscribe = true};
-    return auth != NULL ? &auth->anonymous : &everyone;
-}

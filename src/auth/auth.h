@@ -8,8 +8,9 @@
  * <token>`, the `access_token` query parameter (EventSource cannot set
  * headers) or the `access_token` cookie.
  *
- * hd_auth is created once, before the worker threads start, and only read
- * after: every worker uses it at once.
+ * hd_auth is created on the main thread (at start, and anew by each
+ * reload: herald/settings.h) and only read after: every worker uses it at
+ * once. Nothing it returns points into it.
  */
 #ifndef HERALD_AUTH_AUTH_H
 #define HERALD_AUTH_AUTH_H
@@ -58,7 +59,5 @@ bool hd_access_allows(const hd_access *access, hd_auth_action action, const char
  */
 bool hd_access_allows_prefix(const hd_access *access, hd_auth_action action, const char *prefix,
                              size_t prefix_len);
-/* The anonymous rights (no token), for sessions that keep their rights for their lifetime. */
-const hd_access *hd_auth_anonymous(const hd_auth *auth);
 
 #endif

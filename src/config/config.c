@@ -113,6 +113,22 @@ static const config_key config_keys[] = {
 
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
+/*
+ * Keys read once, at start: the listeners, the threads, the bounds built
+ * into the hub, the cluster engine. A reload keeps their running values
+ * (hd_config_keep_restart_keys); every other key may change at run time.
+ */
+static const char *const restart_keys[] = {
+    "listen",
+    "workers",
+    "history.max_messages",
+    "history.max_bytes",
+    "history.ttl_s",
+    "history.max_total_bytes",
+    "limits.max_topics",
+    "cluster.redis",
+};
+
 /* Config files are small; the cap only stops a wrong path (a device, a log) from eating memory. */
 #define MAX_FILE_BYTES (16u << 20)
 
@@ -650,4 +666,97 @@ int hd_config_set_listen(hd_config *cfg, const char *address, char *err, size_t 
     }
     strings_set_one(&cfg->listen, address);
     return 0;
+}
+
+/* ------------------------------------------------------------- reload */
+
+static const void *field_of_const(const hd_config *cfg, const config_key *key)
+{
+    return (const char *)cfg + key->offset;
+}
+
+/* The size of a key's field when it holds a plain value (compared and copied bytewise), else 0. */
+static size_t value_size(key_type type)
+{
+    switch (type) {
+    case KEY_U32:
+        return sizeof(uint32_t);
+    case KEY_U64:
+        return sizeof(uint64_t);
+    case KEY_BOOL:
+        return sizeof(bool);
+    case KEY_LOG_LEVEL:
+        return sizeof(hd_log_level);
+    case KEY_STRING:
+    case KEY_STRINGS:
+        break;
+    }
+    return 0;
+}
+
+static bool field_equal(const config_key *key, const hd_config *a, const hd_config *b)
+{
+    const void *x = field_of_const(a, key), *y = field_of_const(b, key);
+    size_t size = value_size(key->type);
+    if (size > 0)
+        return memcmp(x, y, size) == 0;
+    if (key->type == KEY_STRING)
+        return strcmp(*(char *const *)x, *(char *const *)y) == 0;
+    const hd_strings *p = x, *q = y;
+    if (p->count != q->count)
+        return false;
+    for (size_t i = 0; i < p->count; i++) {
+        if (strcmp(p->items[i], q->items[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+static void field_copy(const config_key *key, hd_config *dst, const hd_config *src)
+{
+    void *to = field_of(dst, key);
+    const void *from = field_of_const(src, key);
+    size_t size = value_size(key->type);
+    if (size > 0) {
+        memcpy(to, from, size);
+    } else if (key->type == KEY_STRING) {
+        free(*(char **)to);
+        *(char **)to = hd_strdup(*(char *const *)from);
+    } else {
+        const hd_strings *list = from;
+        hd_strings *copy = to;
+        strings_free(copy);
+        copy->items = hd_calloc(list->count, sizeof(char *));
+        for (size_t i = 0; i < list->count; i++)
+            copy->items[i] = hd_strdup(list->items[i]);
+        copy->count = list->count;
+    }
+}
+
+/* Puts the running value of key back into next when it differs; names it in names. */
+static size_t keep_key(hd_config *next, const hd_config *running, const char *name, char *names,
+                       size_t names_len)
+{
+    const config_key *key = find_key(name);
+    if (field_equal(key, next, running))
+        return 0;
+    field_copy(key, next, running);
+    size_t used = strlen(names);
+    snprintf(names + used, names_len - used, "%s%s", used > 0 ? ", " : "", name);
+    return 1;
+}
+
+size_t hd_config_keep_restart_keys(hd_config *next, const hd_config *running, char *names,
+                                   size_t names_len)
+{
+    names[0] = '\0';
+    size_t kept = 0;
+    for (size_t i = 0; i < sizeof(restart_keys) / sizeof(restart_keys[0]); i++)
+        kept += keep_key(next, running, restart_keys[i], names, names_len);
+    /* A new certificate is fine; turning TLS on or off would change what every listener speaks. */
+    if ((next->tls.cert[0] == '\0') != (running->tls.cert[0] == '\0')) {
+        kept += keep_key(next, running, "tls.cert", names, names_len);
+        kept += keep_key(next, running, "tls.key", names, names_len);
+    }
+    return kept;
 }

@@ -198,6 +198,11 @@ void hd_conn_drop_queued(hd_conn *conn);
  */
 void hd_conn_send_last(hd_conn *conn, hd_buf *buf);
 
+/*
+ * The config in force on the connection's loop. A reload (SIGHUP) may
+ * replace it between two callbacks: read it where it is needed, and keep
+ * no pointer into it (nor into hd_conn_auth's) past the callback.
+ */
 const hd_config *hd_conn_config(const hd_conn *conn);
 /* The loop's monotonic clock in milliseconds (cached per loop iteration). */
 uint64_t hd_conn_now_ms(const hd_conn *conn);

@@ -50,15 +50,21 @@ static void group_leave(hd_server_group *group)
     free(group);
 }
 
-hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, const hd_auth *auth,
-                         const hd_tls_ctx *tls, hd_server *sibling)
+/* Takes the caller's reference to settings. */
+static void use_settings(hd_server *server, hd_settings *settings)
+{
+    server->settings = settings;
+    server->config = &settings->config;
+    server->auth = settings->auth;
+    server->tls = settings->tls;
+}
+
+hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd_server *sibling)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
-    server->config = config;
+    use_settings(server, hd_settings_ref(settings));
     server->hub = hub;
-    server->auth = auth;
-    server->tls = tls;
     server->group = sibling != NULL ? sibling->group : group_new();
     server->index = server->group->size;
     server->group->servers[server->group->size++] = server;
@@ -224,6 +230,34 @@ static void server_on_inbox(uv_async_t *async)
     }
 }
 
+/*
+ * Settings handed over by hd_server_use_settings: whoever takes them out of
+ * next_settings (this loop, or a newer hand-over) owns that reference. The
+ * last worker to switch says the reload is complete.
+ */
+static void server_on_settings(uv_async_t *async)
+{
+    hd_server *server = async->data;
+    hd_settings *next = __atomic_exchange_n(&server->next_settings, NULL, __ATOMIC_ACQ_REL);
+    if (next == NULL)
+        return;
+    hd_settings *previous = server->settings;
+    use_settings(server, next);
+    hd_settings_release(previous);
+    unsigned workers = server->group->size;
+    if (hd_settings_take(next) == workers)
+        hd_log_info("reload complete: the new configuration is in force on %s",
+                    workers == 1 ? "the worker" : "every worker");
+}
+
+void hd_server_use_settings(hd_server *server, hd_settings *settings)
+{
+    hd_settings *superseded =
+        __atomic_exchange_n(&server->next_settings, hd_settings_ref(settings), __ATOMIC_ACQ_REL);
+    hd_settings_release(superseded);
+    uv_async_send(&server->settings_async);
+}
+
 static void server_on_stop_requested(uv_async_t *async)
 {
     hd_server *server = async->data;
@@ -373,7 +407,9 @@ int hd_server_start(hd_server *server, char *err, size_t err_len)
     server->inbox_async.data = server;
     uv_async_init(server->loop, &server->stop_async, server_on_stop_requested);
     server->stop_async.data = server;
-    server->handles_open += 6;
+    uv_async_init(server->loop, &server->settings_async, server_on_settings);
+    server->settings_async.data = server;
+    server->handles_open += 7;
     hd_hub_set_notify(server->hub, server->index, notify_inbox, server);
 
     for (size_t i = 0; i < config->listen.count; i++) {
@@ -417,6 +453,7 @@ void hd_server_maybe_done(hd_server *server)
     uv_close((uv_handle_t *)&server->grace_timer, server_on_handle_closed);
     uv_close((uv_handle_t *)&server->inbox_async, server_on_handle_closed);
     uv_close((uv_handle_t *)&server->stop_async, server_on_handle_closed);
+    uv_close((uv_handle_t *)&server->settings_async, server_on_handle_closed);
 }
 
 static void server_on_grace_expired(uv_timer_t *timer)
@@ -467,6 +504,8 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
 
 void hd_server_free(hd_server *server)
 {
+    hd_settings_release(server->next_settings);
+    hd_settings_release(server->settings);
     hd_ws_deflater_free(server->ws_deflater);
     group_leave(server->group);
     free(server->listeners);

@@ -53,6 +53,16 @@ struct hd_server {
     const hd_auth *auth;   /* shared by every worker, read only */
     const hd_tls_ctx *tls; /* every listener speaks TLS with it; NULL: plain TCP */
     /*
+     * config, auth and tls are the parts of settings (one reference). Only
+     * this loop's thread switches them (server_on_settings), between two
+     * callbacks: read them afresh in each callback, keep no pointer.
+     * next_settings (atomic) were handed over by another thread and not yet
+     * taken; settings_async wakes the loop for them.
+     */
+    hd_settings *settings;
+    hd_settings *next_settings;
+    uv_async_t settings_async;
+    /*
      * The one per-loop resource a transport needs (WebSocket compression is
      * done once per message, by one compressor per loop). The server is the
      * per-loop object, so it holds it, as an opaque pointer.

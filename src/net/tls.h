@@ -9,9 +9,11 @@
  * reason is written with the caller's buffer or logged at debug by the
  * caller (a handshake failure is the peer's problem, not the server's).
  *
- * Threading: the context is created before the workers start and then only
- * read, which OpenSSL allows from any thread. A session belongs to the
- * thread of its connection's loop.
+ * Threading: a context is created on the main thread (at start, and by each
+ * reload) and then only read, which OpenSSL allows from any thread; it may
+ * be freed on any thread, while sessions made from it live on (each holds
+ * its own reference to the SSL_CTX). A session belongs to the thread of its
+ * connection's loop.
  */
 #ifndef HERALD_NET_TLS_H
 #define HERALD_NET_TLS_H

@@ -22,8 +22,7 @@ struct hd_workers {
     unsigned count;
 };
 
-hd_workers *hd_workers_new(const hd_config *config, hd_hub *hub, const hd_auth *auth,
-                           const hd_tls_ctx *tls, unsigned count)
+hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, unsigned count)
 {
     hd_workers *w = hd_calloc(1, sizeof(*w));
     w->workers = hd_calloc(count, sizeof(*w->workers));
@@ -32,8 +31,7 @@ hd_workers *hd_workers_new(const hd_config *config, hd_hub *hub, const hd_auth *
         worker *k = &w->workers[i];
         k->index = i;
         uv_loop_init(&k->loop);
-        k->server =
-            hd_server_new(&k->loop, config, hub, auth, tls, i > 0 ? w->workers[0].server : NULL);
+        k->server = hd_server_new(&k->loop, settings, hub, i > 0 ? w->workers[0].server : NULL);
     }
     return w;
 }
@@ -57,7 +55,7 @@ static void stop_unstarted(hd_workers *w, unsigned failed)
     hd_worker_set_index(0);
 }
 
-int hd_workers_start(hd_workers *w, char *err, size_t err_len)
+int hd_workers_start(hd_workers *w, const sigset_t *main_signals, char *err, size_t err_len)
 {
     for (unsigned i = 0; i < w->count; i++) {
         if (hd_server_start(w->workers[i].server, err, err_len) != 0) {
@@ -65,11 +63,8 @@ int hd_workers_start(hd_workers *w, char *err, size_t err_len)
             return -1;
         }
     }
-    sigset_t stop_signals, previous;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, &previous);
+    sigset_t previous;
+    pthread_sigmask(SIG_BLOCK, main_signals, &previous);
     for (unsigned i = 0; i < w->count; i++) {
         worker *k = &w->workers[i];
         k->running = uv_thread_create(&k->thread, worker_run, k) == 0;
@@ -78,6 +73,12 @@ int hd_workers_start(hd_workers *w, char *err, size_t err_len)
     }
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     return 0;
+}
+
+void hd_workers_use_settings(hd_workers *w, hd_settings *settings)
+{
+    for (unsigned i = 0; i < w->count; i++)
+        hd_server_use_settings(w->workers[i].server, settings);
 }
 
 void hd_workers_shutdown(hd_workers *w)
@@ -90,12 +91,14 @@ void hd_workers_free(hd_workers *w)
 {
     if (w == NULL)
         return;
+    /* All threads first: a worker still draining may read another's server (GET /metrics). */
     for (unsigned i = 0; i < w->count; i++) {
-        worker *k = &w->workers[i];
-        if (k->running)
-            uv_thread_join(&k->thread);
-        hd_server_free(k->server);
-        uv_loop_close(&k->loop);
+        if (w->workers[i].running)
+            uv_thread_join(&w->workers[i].thread);
+    }
+    for (unsigned i = 0; i < w->count; i++) {
+        hd_server_free(w->workers[i].server);
+        uv_loop_close(&w->workers[i].loop);
     }
     free(w->workers);
     free(w);

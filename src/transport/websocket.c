@@ -39,9 +39,9 @@ typedef struct ws_session {
     hd_ws_inflater *inflater;
     hd_ws_reader *reader;
     hd_catch_up *catch_up; /* while history is still owed */
-    /* What the client may do, read from the upgrade request: the auth's anonymous rights
-     * (shared), or the rights of its token (owned, has_token set). */
-    const hd_access *access;
+    /* What the client may do, read from the upgrade request and kept for the session's
+     * lifetime: a copy, since a reload (SIGHUP) may free the auth it came from. */
+    hd_access access;
     uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
     uint64_t message_started_ms; /* when the data message being received began; 0: none */
     uint64_t pending_reserved;   /* of limits.max_pending_body_bytes, for the reader's message */
@@ -144,7 +144,7 @@ static void send_error(ws_session *session, const hd_ws_command *command, const 
  */
 static bool token_expired(ws_session *session)
 {
-    int64_t expires_ms = session->access->grant.expires_ms;
+    int64_t expires_ms = session->access.grant.expires_ms;
     if (expires_ms == 0 || (!session->close_sent && hd_clock_wall_ms() < expires_ms))
         return false;
     send_close(session, HD_WS_CLOSE_POLICY, "token expired");
@@ -214,11 +214,11 @@ static void send_ack(ws_session *session, const hd_ws_command *command, const hd
 static bool command_allowed(ws_session *session, const hd_ws_command *command,
                             hd_auth_action action, const char *topic)
 {
-    if (hd_access_allows(session->access, action, topic, strlen(topic)))
+    if (hd_access_allows(&session->access, action, topic, strlen(topic)))
         return true;
     const char *verb = action == HD_AUTH_PUBLISH ? "publish" : "subscribe";
     char message[320];
-    if (session->access->has_token) {
+    if (session->access.has_token) {
         snprintf(message, sizeof(message), "The token does not allow you to %s to '%s'.", verb,
                  topic);
         send_error(session, command, "forbidden", message);
@@ -491,14 +491,6 @@ static void session_on_shutdown(hd_conn *conn, void *ctx)
     send_close(ctx, HD_WS_CLOSE_GOING_AWAY, "server shutting down");
 }
 
-static void free_access(ws_session *session)
-{
-    if (session->access->has_token) {
-        hd_access_free((hd_access *)session->access);
-        free((hd_access *)session->access);
-    }
-}
-
 static void session_on_close(hd_conn *conn, void *ctx)
 {
     ws_session *session = ctx;
@@ -506,7 +498,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
     hd_catch_up_free(&session->catch_up);
     release_reader(session);
     hd_conn_hold_pending(conn, &session->pending_reserved, 0);
-    free_access(session);
+    hd_access_free(&session->access);
     free(session);
 }
 
@@ -603,16 +595,6 @@ static size_t frame_limit(const hd_conn *conn, bool echo)
     return echo ? max : 6 * max + 1024;
 }
 
-/* A token's rights move to the heap for the session's lifetime; without one, share the auth's. */
-static const hd_access *keep_access(hd_conn *conn, hd_access *access)
-{
-    if (!access->has_token)
-        return hd_auth_anonymous(hd_conn_auth(conn));
-    hd_access *kept = hd_alloc(sizeof(*kept));
-    *kept = *access;
-    return kept;
-}
-
 void hd_websocket_handle(hd_conn *conn, bool echo)
 {
     static const char *const cursor_params[] = {"since", "last_event_id", NULL};
@@ -632,14 +614,14 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     ws_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->echo = echo;
-    session->access = keep_access(conn, &access);
+    session->access = access; /* the session owns the grant from here */
     hd_subscriber_init(&session->subscriber, &ws_subscriber_ops);
     for (size_t i = 0; i < params.topic_count; i++) {
         if (hd_hub_subscribe(hd_conn_hub(conn), &session->subscriber, params.topics[i],
                              params.topic_lens[i]) != HD_HUB_OK) {
             hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
             hd_subscribe_params_free(&params);
-            free_access(session);
+            hd_access_free(&session->access);
             free(session);
             hd_response_error(conn, 503, "topic_limit", 0,
                               "The server holds limits.max_topics topics already.");

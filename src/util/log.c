@@ -6,12 +6,13 @@
 #include <sys/time.h>
 #include <time.h>
 
+/* Atomic: a reload (SIGHUP) sets it on the main thread while the workers log. */
 static hd_log_level current_level = HD_LOG_INFO;
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void hd_log_set_level(hd_log_level level)
 {
-    current_level = level;
+    __atomic_store_n(&current_level, level, __ATOMIC_RELAXED);
 }
 
 int hd_log_level_parse(const char *name, hd_log_level *out)
@@ -27,7 +28,7 @@ int hd_log_level_parse(const char *name, hd_log_level *out)
 
 void hd_log(hd_log_level level, const char *fmt, ...)
 {
-    if (level < current_level)
+    if (level < __atomic_load_n(&current_level, __ATOMIC_RELAXED))
         return;
     struct timeval tv;
     gettimeofday(&tv, NULL);

@@ -11,34 +11,41 @@
 #include <string.h>
 #include <uv.h>
 
-#include "auth/auth.h"
 #include "herald/alloc.h"
 #include "herald/config.h"
 #include "herald/hub.h"
+#include "herald/log.h"
+#include "herald/settings.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* The fuzz limits and secret; anonymous clients may do everything, or nothing. */
+static hd_settings *fuzz_settings(bool anonymous)
+{
+    hd_config config;
+    hd_config_init(&config);
+    config.limits.max_message_bytes = 4096;
+    config.limits.max_request_bytes = 8192;
+    config.limits.max_header_bytes = 2048;
+    config.limits.max_topics_per_subscription = 4;
+    config.history.max_messages = 8;
+    free(config.auth.jwt_secret);
+    config.auth.jwt_secret = hd_strdup("fuzz-secret");
+    config.auth.anonymous_publish = config.auth.anonymous_subscribe = anonymous;
+    char err[256];
+    return hd_settings_new(&config, err, sizeof(err));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static hd_config config;
-    static hd_auth *auth_open, *auth_closed;
+    static hd_settings *settings_open, *settings_closed;
     static int initialised;
     if (!initialised) {
-        hd_config_init(&config);
-        config.limits.max_message_bytes = 4096;
-        config.limits.max_request_bytes = 8192;
-        config.limits.max_header_bytes = 2048;
-        config.limits.max_topics_per_subscription = 4;
-        config.history.max_messages = 8;
-        free(config.auth.jwt_secret);
-        config.auth.jwt_secret = hd_strdup("fuzz-secret");
-        char err[256];
-        auth_open = hd_auth_new(&config, err, sizeof(err));
-        config.auth.anonymous_publish = config.auth.anonymous_subscribe = false;
-        auth_closed = hd_auth_new(&config, err, sizeof(err));
         hd_log_set_level(HD_LOG_ERROR);
+        settings_open = fuzz_settings(true);
+        settings_closed = fuzz_settings(false);
         initialised = 1;
     }
     if (size == 0)
@@ -49,7 +56,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_hub *hub = hd_hub_new(&options);
     hd_hub_publish(hub, "a", 1, NULL, 0, "held", 4, 0, NULL, NULL);
     hd_server *server =
-        hd_server_new(&loop, &config, hub, data[0] & 0x80 ? auth_closed : auth_open, NULL, NULL);
+        hd_server_new(&loop, data[0] & 0x80 ? settings_closed : settings_open, hub, NULL);
     hd_conn *conn = hd_conn_new(server);
 
     size_t split = 1 + (size > 1 ? data[0] % (size - 1) : 0);

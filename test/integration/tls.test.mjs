@@ -15,7 +15,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import {
   startHerald, runHerald, writeConfig, assertSanitizerClean, subscribe, openWS, curl, RawConn,
   withTimeout, ID_RE,
@@ -320,6 +320,57 @@ test('SIGTERM with open wss and SSE-over-TLS clients exits 0 (WebSocket 1001, SS
   assert.equal(closed.code, 1001);
   await sse.waitEnd({ timeout: 5000 });
   await stopped;
+});
+
+test('SIGHUP with a new certificate: new connections get it, a TLS stream opened before stays up', async () => {
+  const otherCertFile = path.join(dir, 'other-cert.pem');
+  const fingerprint = (file) => new X509Certificate(readFileSync(file)).fingerprint256;
+  const bothCas = [ca, readFileSync(otherCertFile)];
+  /** The certificates of `count` new connections (two workers: spread over both). */
+  const served = (port, count = 4) => Promise.all(Array.from({ length: count }, () => withTimeout(new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, ca: bothCas, servername: 'localhost' });
+    socket.once('secureConnect', () => { resolve(socket.getPeerCertificate().fingerprint256); socket.destroy(); });
+    socket.once('error', reject);
+  }), 5000, 'a TLS handshake')));
+  const reloadWith = async (hs, config, until) => {
+    const from = hs.stderr().length;
+    writeFileSync(hs.configFile, JSON.stringify({ workers: 2, ...config }));
+    hs.child.kill('SIGHUP');
+    await hs.waitForStderr(new RegExp(`^[\\s\\S]{${from}}[\\s\\S]*?${until.source}`));
+    return hs.stderr().slice(from);
+  };
+
+  const hs = await startHerald({ config: { tls: tlsConfig, workers: 2 } });
+  const base = `https://127.0.0.1:${hs.port}`;
+  let sse;
+  try {
+    sse = await subscribe(base, '/events?topic=tls-reload', { ca });
+    assert.deepEqual(new Set(await served(hs.port)), new Set([fingerprint(certFile)]));
+
+    await reloadWith(hs, { tls: { cert: otherCertFile, key: otherKeyFile } }, /reload complete/);
+    assert.deepEqual(new Set(await served(hs.port)), new Set([fingerprint(otherCertFile)]));
+    // The stream opened with the first certificate is still up, and still served.
+    const res = await new Promise((resolve, reject) => {
+      const req = https.request(`${base}/topics/tls-reload`, { method: 'POST', ca: bothCas, agent: false }, resolve);
+      req.on('error', reject);
+      req.end('after the swap');
+    });
+    assert.equal(res.statusCode, 201);
+    res.resume();
+    const [event] = await sse.waitEvents(1);
+    assert.equal(event.data, 'after the swap');
+
+    // A key that does not match is refused, naming tls.key; the new certificate stays.
+    const refused = await reloadWith(hs, { tls: { cert: otherCertFile, key: keyFile } }, /reload refused.*\n/);
+    assert.match(refused, /error reload refused, the running configuration stays: tls\.key: .*key\.pem/);
+    // Turning TLS off needs a restart: kept, with a warning.
+    const kept = await reloadWith(hs, {}, /reload complete/);
+    assert.match(kept, /kept the running value of tls\.cert, tls\.key/);
+    assert.deepEqual(new Set(await served(hs.port)), new Set([fingerprint(otherCertFile)]));
+  } finally {
+    sse?.close();
+    await hs.stop();
+  }
 });
 
 describe('bad TLS configuration exits 2 with one line naming the key', () => {

@@ -752,6 +752,46 @@ static void test_example_file(void)
     cJSON_Delete(root);
 }
 
+/* A reload keeps what only a restart changes, and names it; every other key is the new file's. */
+static void test_keep_restart_keys(void)
+{
+    hd_config running, next;
+    hd_config_init(&running);
+    hd_config_init(&next);
+    char err[HD_CONFIG_ERROR_MAX], names[256];
+    CHECK_EQ_INT(hd_config_keep_restart_keys(&next, &running, names, sizeof(names)), 0);
+    CHECK_EQ_STR(names, "");
+
+    const char *json = "{\"listen\": [\"127.0.0.1:1\", \"127.0.0.1:2\"], \"workers\": 3,"
+                       " \"history\": {\"max_bytes\": 5}, \"cluster\": {\"redis\": \"redis://x\"},"
+                       " \"limits\": {\"max_message_bytes\": 7}, \"log_level\": \"debug\","
+                       " \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\"}}";
+    CHECK_EQ_INT(hd_config_apply_json(&next, json, strlen(json), err, sizeof(err)), 0);
+    CHECK_EQ_INT(hd_config_keep_restart_keys(&next, &running, names, sizeof(names)), 6);
+    CHECK_EQ_STR(names, "listen, workers, history.max_bytes, cluster.redis, tls.cert, tls.key");
+    CHECK_EQ_INT(next.listen.count, 1);
+    CHECK_EQ_STR(next.listen.items[0], "127.0.0.1:8080");
+    CHECK_EQ_INT(next.workers, 0);
+    CHECK_EQ_INT(next.history.max_bytes, 4194304);
+    CHECK_EQ_STR(next.cluster.redis, "");
+    CHECK_EQ_STR(next.tls.cert, "");
+    CHECK_EQ_STR(next.tls.key, "");
+    CHECK_EQ_INT(next.limits.max_message_bytes, 7);
+    CHECK_EQ_INT(next.log_level, HD_LOG_DEBUG);
+    hd_config_free(&next);
+
+    /* A new certificate while TLS stays on is no restart. */
+    const char *tls_on = "{\"tls\": {\"cert\": \"a.pem\", \"key\": \"b.pem\"}}";
+    const char *tls_new = "{\"tls\": {\"cert\": \"c.pem\", \"key\": \"d.pem\"}}";
+    CHECK_EQ_INT(hd_config_apply_json(&running, tls_on, strlen(tls_on), err, sizeof(err)), 0);
+    hd_config_init(&next);
+    CHECK_EQ_INT(hd_config_apply_json(&next, tls_new, strlen(tls_new), err, sizeof(err)), 0);
+    CHECK_EQ_INT(hd_config_keep_restart_keys(&next, &running, names, sizeof(names)), 0);
+    CHECK_EQ_STR(next.tls.cert, "c.pem");
+    hd_config_free(&next);
+    hd_config_free(&running);
+}
+
 static void test_set_listen(void)
 {
     hd_config cfg;
@@ -790,6 +830,7 @@ int main(void)
     RUN_TEST(test_small_error_buffer);
     RUN_TEST(test_load_file);
     RUN_TEST(test_example_file);
+    RUN_TEST(test_keep_restart_keys);
     RUN_TEST(test_set_listen);
     return test_summary();
 }
