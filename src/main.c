@@ -234,8 +234,9 @@ int main(int argc, char **argv)
     char err[256];
     int status = 0;
     if (hd_workers_start(h.workers, err, sizeof(err)) != 0) {
+        /* Like a config error: an address in use or not ours to bind is a setup problem. */
         hd_log_error("%s", err);
-        status = 1;
+        status = 2;
         uv_close((uv_handle_t *)&h.sigterm, NULL);
         uv_close((uv_handle_t *)&h.sigint, NULL);
     }
