@@ -332,12 +332,17 @@ static void reopen_reserve(hd_server *server)
         server->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
-/* Returns whether a waiting connection was answered (or none was left to answer). */
-static bool shed_connection(hd_listener *l)
+typedef enum shed_result {
+    SHED_ANSWERED,     /* a waiting connection was answered 503 and closed */
+    SHED_NONE_WAITING, /* the backlog was empty (another worker took the connection) */
+    SHED_FAILED,       /* no reserve, or the slot it freed was taken by another thread */
+} shed_result;
+
+static shed_result shed_connection(hd_listener *l)
 {
     hd_server *server = l->server;
     if (server->reserve_fd < 0)
-        return false;
+        return SHED_FAILED;
     close(server->reserve_fd);
     server->reserve_fd = -1;
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -364,7 +369,9 @@ static bool shed_connection(hd_listener *l)
         close(fd);
     }
     reopen_reserve(server);
-    return fd >= 0 || accept_errno == EAGAIN || accept_errno == EWOULDBLOCK;
+    if (fd >= 0)
+        return SHED_ANSWERED;
+    return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? SHED_NONE_WAITING : SHED_FAILED;
 }
 
 /* Keeps the loop from polling a socket whose connections cannot be accepted now. */
@@ -374,20 +381,30 @@ static void pause_listener(hd_listener *l)
     uv_poll_stop(&l->poll);
 }
 
-static void on_accept_failed(hd_listener *l, int error)
+/* Returns whether to go on accepting. */
+static bool on_accept_failed(hd_listener *l, int error)
 {
     hd_server *server = l->server;
     hd_accept_error kind = error == EMFILE   ? HD_ACCEPT_EMFILE
                            : error == ENFILE ? HD_ACCEPT_ENFILE
                                              : HD_ACCEPT_OTHER;
+    shed_result shed = kind != HD_ACCEPT_OTHER ? shed_connection(l) : SHED_FAILED;
+    /*
+     * accept() looks for a free descriptor before it looks at the backlog, so
+     * it fails with EMFILE when there was nothing to accept, as for every
+     * worker woken with the one that took the connection: no failure then.
+     */
+    if (shed == SHED_NONE_WAITING)
+        return false;
     hd_metric_add(&server->metrics.accept_errors[kind], 1);
-    bool shed = kind != HD_ACCEPT_OTHER && shed_connection(l);
-    if (!shed)
+    if (shed == SHED_FAILED)
         pause_listener(l);
     if (log_burst_take(&server->accept_error_log, hd_server_now(server)))
         hd_log_warn("accept failed: %s; %s", uv_strerror(uv_translate_sys_error(error)),
-                    shed ? "answering new connections 503 until descriptors are free"
-                         : "not accepting for a moment");
+                    shed == SHED_ANSWERED
+                        ? "answering new connections 503 until descriptors are free"
+                        : "not accepting for a moment");
+    return shed == SHED_ANSWERED;
 }
 
 static void listener_on_readable(uv_poll_t *poll, int status, int events)
@@ -398,14 +415,14 @@ static void listener_on_readable(uv_poll_t *poll, int status, int events)
         on_accept_failed(l, -status);
         return;
     }
-    for (int i = 0; i < ACCEPT_BATCH && !l->paused; i++) {
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
         int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0)
             hd_conn_accept(l->server, fd);
         else if (errno == EAGAIN || errno == EWOULDBLOCK)
             return; /* taken by another worker, or none left */
-        else if (errno != EINTR && errno != ECONNABORTED)
-            on_accept_failed(l, errno);
+        else if (errno != EINTR && errno != ECONNABORTED && !on_accept_failed(l, errno))
+            return;
     }
 }
 

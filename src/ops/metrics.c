@@ -69,7 +69,8 @@ static void render_connections(const hd_metrics *m, const hd_metrics_gauges *g, 
         labelled(out, "herald_connections_refused_total", "reason", refusal_names[r],
                  m->connections_refused[r]);
     family(out, "herald_accept_errors_total", "counter",
-           "accept() failures: emfile and enfile are running out of file descriptors.");
+           "accept() failures that met a waiting connection; emfile, enfile: out of file "
+           "descriptors.");
     for (int e = 0; e < HD_ACCEPT_ERROR_COUNT; e++)
         labelled(out, "herald_accept_errors_total", "error", accept_error_names[e],
                  m->accept_errors[e]);

@@ -271,9 +271,11 @@ function openFds(pid) {
 test('out of file descriptors: clients read a 503, it is logged and counted, and herald recovers when descriptors free up', async () => {
   const h = await startHerald({ config: { workers: 2 } });
   servers.push(h);
-  // Room for a few connections more than herald holds now (the soft limit only: it is raised back).
-  const limit = openFds(h.child.pid) + 8;
-  execFileSync('prlimit', ['--pid', String(h.child.pid), `--nofile=${limit}:`]);
+  // Room for a few connections more than herald holds now (the soft limit only: it is put back).
+  const pid = String(h.child.pid);
+  const soft = execFileSync('prlimit', ['--pid', pid, '--nofile', '--output=SOFT', '--noheadings'],
+    { encoding: 'utf8' }).trim();
+  execFileSync('prlimit', ['--pid', pid, `--nofile=${openFds(h.child.pid) + 8}:`]);
   try {
     const subscribers = [];
     let refused = null;
@@ -307,6 +309,6 @@ test('out of file descriptors: clients read a 503, it is logged and counted, and
       s.destroy();
     }
   } finally {
-    execFileSync('prlimit', ['--pid', String(h.child.pid), '--nofile=1024:']);
+    execFileSync('prlimit', ['--pid', pid, `--nofile=${soft}:`]);
   }
 });
