@@ -286,8 +286,9 @@ int main(int argc, char **argv)
     char err[256];
     int status = 0;
     if (hd_workers_start(h.workers, &h.signal_set, err, sizeof(err)) != 0) {
+        /* Like a config error: an address in use or not ours to bind is a setup problem. */
         hd_log_error("%s", err);
-        status = 1;
+        status = 2;
         stop_taking_signals(&h);
     }
     uv_run(&h.loop, UV_RUN_DEFAULT);

@@ -20,8 +20,8 @@ typedef struct hd_server hd_server;
 /*
  * sibling: NULL for the first (or only) server; otherwise a server created
  * earlier for another worker, whose group this one joins: the connection
- * limits count across the group, its listeners bind the same addresses as
- * the first one's (SO_REUSEPORT), and GET /metrics sums the group. Servers
+ * limits count across the group, its listeners share the first one's
+ * listening sockets, and GET /metrics sums the group. Servers
  * of a group are created and started from one thread before any of their
  * loops runs; the group may hold hd_worker_count() servers. settings: the
  * config, the token keys and the TLS context every listener serves with
@@ -30,7 +30,11 @@ typedef struct hd_server hd_server;
  * server's life.
  */
 hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd_server *sibling);
-/* Binds every config->listen address and starts accepting; logs "listening on ADDR:PORT". */
+/*
+ * Binds every config->listen address (the first server of a group; the others
+ * share its sockets) and starts accepting; logs "listening on ADDR:PORT".
+ * -1 with err set when an address cannot be bound (in use: by another herald).
+ */
 int hd_server_start(hd_server *server, char *err, size_t err_len);
 /*
  * Graceful shutdown: stop accepting, end every stream and connection after

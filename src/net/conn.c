@@ -8,6 +8,8 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "herald/alloc.h"
 #include "herald/clock.h"
@@ -527,6 +529,20 @@ void hd_conn_close(hd_conn *conn)
     hd_list_insert_tail(&conn->server->close_list, &conn->close_node);
 }
 
+/* Gives the connection's places under max_connections and max_connections_per_ip back, once. */
+static void leave_limits(hd_conn *conn)
+{
+    hd_server_group *group = conn->server->group;
+    if (conn->refused)
+        return; /* given back when it was refused */
+    __atomic_fetch_sub(&group->connections, 1, __ATOMIC_RELAXED);
+    if (conn->ip_counted) {
+        pthread_mutex_lock(&group->lock);
+        hd_ip_count_remove(group->ip_counts, &conn->ip);
+        pthread_mutex_unlock(&group->lock);
+    }
+}
+
 static void conn_on_closed(uv_handle_t *handle)
 {
     hd_conn *conn = (hd_conn *)handle;
@@ -538,12 +554,9 @@ static void conn_on_closed(uv_handle_t *handle)
     hd_tls_free(conn->tls);
     hd_list_unlink(&conn->server_node);
     hd_metric_add(&server->connection_count, (uint64_t)-1);
-    __atomic_fetch_sub(&server->group->connections, 1, __ATOMIC_RELAXED);
-    if (conn->ip_counted) {
-        pthread_mutex_lock(&server->group->lock);
-        hd_ip_count_remove(server->group->ip_counts, &conn->ip);
-        pthread_mutex_unlock(&server->group->lock);
-    }
+    leave_limits(conn);
+    if (conn->refused_draining)
+        server->refused_draining--;
     free(conn);
     hd_server_maybe_done(server);
 }
@@ -1167,32 +1180,59 @@ hd_conn *hd_conn_new(hd_server *server)
     return conn;
 }
 
-/*
- * A connection over a limit is told so in one non-blocking write and closed
- * at once: a flood must not hold descriptors for a linger or a timeout.
- */
-static void refuse(hd_conn *conn, hd_refusal reason, const char *limit)
+/* A refused connection's input, read and dropped (see HD_REFUSED_DRAIN_BYTES). */
+static void refused_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
-    hd_metric_add(&conn->server->metrics.connections_refused[reason], 1);
-    char body[160], response[320];
-    int body_len = snprintf(body, sizeof(body),
-                            "{\"error\":\"too_many_connections\",\"message\":\"%s.\"}\n", limit);
-    int len = snprintf(response, sizeof(response),
-                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                       "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                       body_len, body);
-    uv_buf_t buf = uv_buf_init(response, (unsigned)len);
-    hd_log_warn("refusing %s: %s", conn->peer, limit);
-    /* A TLS client would take plain text for a broken handshake: it only sees the close. */
-    if (conn->server->tls == NULL)
-        uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
-    hd_conn_close(conn);
+    (void)buf;
+    hd_conn *conn = (hd_conn *)stream;
+    if (nread < 0) {
+        hd_conn_close(conn); /* EOF: the client read the answer and closed */
+        return;
+    }
+    hd_metric_add(&conn->server->metrics.bytes_read, (uint64_t)nread);
+    conn->refused_drained += (uint32_t)nread;
+    if (conn->refused_drained > HD_REFUSED_DRAIN_BYTES)
+        hd_conn_close(conn);
 }
 
-void hd_conn_accept(hd_server *server, uv_stream_t *listener)
+/*
+ * A connection over a limit is told so in one non-blocking write, its write
+ * side shut down, and its input drained for a moment (see
+ * HD_REFUSED_DRAIN_BYTES): a flood must not hold places under the limits,
+ * nor more than a bounded number of descriptors, for long.
+ */
+static void refuse(hd_conn *conn, hd_refusal reason)
+{
+    hd_server *server = conn->server;
+    hd_server_note_refusal(server, reason, conn->peer);
+    leave_limits(conn);
+    conn->refused = true;
+    char answer[320];
+    size_t len = hd_server_refusal_answer(server, reason, answer, sizeof(answer));
+    if (len > 0) {
+        uv_buf_t buf = uv_buf_init(answer, (unsigned)len);
+        int written = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
+        if (written > 0)
+            hd_metric_add(&server->metrics.bytes_written, (uint64_t)written);
+    }
+    /* Straight to the socket: nothing else is written to it, so libuv need not know. */
+    uv_os_fd_t fd;
+    if (server->refused_draining >= HD_REFUSED_DRAIN_MAX ||
+        uv_fileno((uv_handle_t *)&conn->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0 ||
+        uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, refused_on_read) != 0) {
+        hd_conn_close(conn);
+        return;
+    }
+    server->refused_draining++;
+    conn->refused_draining = true;
+    wait_in(conn, &server->refused_drain);
+}
+
+void hd_conn_accept(hd_server *server, int fd)
 {
     hd_conn *conn = hd_conn_new(server);
-    if (uv_accept(listener, (uv_stream_t *)&conn->tcp) != 0) {
+    if (uv_tcp_open(&conn->tcp, fd) != 0) {
+        close(fd);
         hd_conn_close(conn);
         return;
     }
@@ -1200,7 +1240,7 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
     hd_metric_add(&server->metrics.connections_accepted, 1);
     if (__atomic_load_n(&server->group->connections, __ATOMIC_RELAXED) >
         server->config->limits.max_connections) {
-        refuse(conn, HD_REFUSED_MAX_CONNECTIONS, "limits.max_connections reached");
+        refuse(conn, HD_REFUSED_MAX_CONNECTIONS);
         return;
     }
     const uint32_t per_ip = server->config->limits.max_connections_per_ip;
@@ -1210,8 +1250,7 @@ void hd_conn_accept(hd_server *server, uv_stream_t *listener)
         uint32_t count = hd_ip_count_add(server->group->ip_counts, &conn->ip);
         pthread_mutex_unlock(&server->group->lock);
         if (count > per_ip) {
-            refuse(conn, HD_REFUSED_MAX_CONNECTIONS_PER_IP,
-                   "limits.max_connections_per_ip reached");
+            refuse(conn, HD_REFUSED_MAX_CONNECTIONS_PER_IP);
             return;
         }
     }

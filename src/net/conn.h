@@ -135,7 +135,10 @@ struct hd_conn {
 
     char peer[56]; /* "[IPv6 address]:port" at most */
     hd_ip ip;
-    bool ip_counted; /* counted in server->ip_counts */
+    bool ip_counted;          /* counted in server->ip_counts */
+    bool refused;             /* answered 503: holds no place under the connection limits */
+    bool refused_draining;    /* its input is read out before close (server->refused_drain) */
+    uint32_t refused_drained; /* bytes read out so far */
 };
 
 /*

@@ -2,9 +2,11 @@
  * Listeners, the per-iteration flush pass, the timeout sweep and graceful
  * shutdown. Connections themselves live in conn.c.
  */
+#define _GNU_SOURCE /* accept4 */
 #include "herald/server.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -24,6 +26,9 @@
 #define SWEEP_INTERVAL_MS 250
 /* Connections written per flush pass (about 0.5 ms of writes here) before the loop reads again. */
 #define FLUSH_SLICE 128
+
+static void sweep_logs(hd_server *server, uint64_t now);
+static void resume_listeners(hd_server *server);
 
 uint64_t hd_server_now(const hd_server *server)
 {
@@ -79,6 +84,8 @@ hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd
     hd_list_init(&server->header_wait);
     hd_list_init(&server->request_wait);
     hd_list_init(&server->stream_idle);
+    hd_list_init(&server->refused_drain);
+    server->reserve_fd = -1;
     hd_conn_init_http_settings(&server->http_settings);
     return server;
 }
@@ -190,7 +197,11 @@ static void server_on_sweep(uv_timer_t *timer)
     sweep_requests(server, (uint64_t)config->limits.request_timeout_s * 1000);
     sweep_list(server, &server->stream_idle, (uint64_t)config->heartbeat_s * 1000,
                hd_conn_on_idle_stream);
+    sweep_list(server, &server->refused_drain, HD_REFUSED_DRAIN_MS, hd_conn_close);
     uint64_t now = hd_server_now(server);
+    sweep_logs(server, now);
+    if (!server->draining)
+        resume_listeners(server);
     if (config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
         server->last_expire_ms = now;
         hd_hub_expire(server->hub, hd_clock_wall_ms());
@@ -277,35 +288,239 @@ void hd_server_request_shutdown(hd_server *server)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Refusals and accept failures, logged in bursts                           */
+
+#define LOG_BURST_MS 1000
+
+static const char *const refusal_reasons[HD_REFUSED_COUNT] = {
+    "limits.max_connections reached", "limits.max_connections_per_ip reached",
+    "out of file descriptors"};
+
+/* Whether this occurrence gets its own line now; otherwise it is counted for the summary. */
+static bool log_burst_take(hd_log_burst *burst, uint64_t now)
+{
+    if (burst->written && now - burst->last_ms < LOG_BURST_MS) {
+        burst->suppressed++;
+        return false;
+    }
+    burst->written = true;
+    burst->last_ms = now;
+    return true;
+}
+
+/* From the sweep: the number of occurrences not written, once a second at most. */
+static void log_burst_summary(hd_log_burst *burst, uint64_t now, const char *what)
+{
+    if (burst->suppressed == 0 || now - burst->last_ms < LOG_BURST_MS)
+        return;
+    hd_log_warn("%s: %llu more in the last %llu ms", what, (unsigned long long)burst->suppressed,
+                (unsigned long long)(now - burst->last_ms));
+    burst->suppressed = 0;
+    burst->last_ms = now;
+}
+
+void hd_server_note_refusal(hd_server *server, hd_refusal reason, const char *peer)
+{
+    hd_metric_add(&server->metrics.connections_refused[reason], 1);
+    if (log_burst_take(&server->refusal_log[reason], hd_server_now(server)))
+        hd_log_warn("refusing %s: %s", peer, refusal_reasons[reason]);
+}
+
+size_t hd_server_refusal_answer(const hd_server *server, hd_refusal reason, char *out, size_t cap)
+{
+    /* A TLS client would take plain text for a broken handshake: it only sees the close. */
+    if (server->tls != NULL)
+        return 0;
+    char body[160];
+    int body_len =
+        snprintf(body, sizeof(body), "{\"error\":\"too_many_connections\",\"message\":\"%s.\"}\n",
+                 refusal_reasons[reason]);
+    int len = snprintf(out, cap,
+                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                       "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
+                       body_len, body);
+    return len > 0 && (size_t)len < cap ? (size_t)len : 0;
+}
+
+static void sweep_logs(hd_server *server, uint64_t now)
+{
+    for (int r = 0; r < HD_REFUSED_COUNT; r++) {
+        char what[96];
+        snprintf(what, sizeof(what), "refusing connections: %s", refusal_reasons[r]);
+        log_burst_summary(&server->refusal_log[r], now, what);
+    }
+    log_burst_summary(&server->accept_error_log, now, "accept failed");
+}
+
+/* ------------------------------------------------------------------------ */
 /* Listeners                                                                */
 
-static void server_on_connection(uv_stream_t *listener, int status)
+/* Connections accepted per readiness event before the loop does other work. */
+#define ACCEPT_BATCH 64
+
+/*
+ * Running out of file descriptors. accept() then fails with EMFILE (or
+ * ENFILE) and the connection stays in the backlog, where a level-triggered
+ * poll reports it again at once: a busy loop, while the client waits for
+ * nothing. libuv's answer (uv_listen) is a descriptor held in reserve,
+ * closed to accept and close every waiting connection, then reopened; but
+ * it does so silently, and the client sees a bare close (or a reset, when it
+ * had sent its request). herald accepts itself to do the same, like nginx
+ * and libuv users before it, but says why: the reserve descriptor is closed,
+ * one connection accepted, answered 503 with its write side shut down, what
+ * it already sent read out (so that close sends FIN, not a reset), closed,
+ * and the reserve reopened; each such refusal is counted and logged in
+ * bursts. It cannot linger as other refused connections do (see
+ * HD_REFUSED_DRAIN_BYTES): its descriptor is the reserve's. When there is no reserve (another
+ * thread took the freed slot, or reopening it failed) the listener pauses
+ * until the next sweep: connections wait in the backlog, unharmed, until
+ * descriptors are free again.
+ */
+static void reopen_reserve(hd_server *server)
 {
-    hd_listener *l = listener->data;
+    if (server->reserve_fd < 0)
+        server->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+typedef enum shed_result {
+    SHED_ANSWERED,     /* a waiting connection was answered 503 and closed */
+    SHED_NONE_WAITING, /* the backlog was empty (another worker took the connection) */
+    SHED_FAILED,       /* no reserve, or the slot it freed was taken by another thread */
+} shed_result;
+
+static shed_result shed_connection(hd_listener *l)
+{
+    hd_server *server = l->server;
+    if (server->reserve_fd < 0)
+        return SHED_FAILED;
+    close(server->reserve_fd);
+    server->reserve_fd = -1;
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int accept_errno = errno;
+    if (fd >= 0) {
+        char peer[56] = "?";
+        struct sockaddr_storage addr;
+        socklen_t len = sizeof(addr);
+        if (getpeername(fd, (struct sockaddr *)&addr, &len) == 0)
+            uv_ip_name((const struct sockaddr *)&addr, peer, sizeof(peer));
+        hd_server_note_refusal(server, HD_REFUSED_FILE_DESCRIPTORS, peer);
+        char answer[320];
+        size_t answer_len =
+            hd_server_refusal_answer(server, HD_REFUSED_FILE_DESCRIPTORS, answer, sizeof(answer));
+        if (answer_len > 0 && send(fd, answer, answer_len, MSG_NOSIGNAL) > 0)
+            hd_metric_add(&server->metrics.bytes_written, answer_len);
+        shutdown(fd, SHUT_WR);
+        for (size_t drained = 0; drained < HD_REFUSED_DRAIN_BYTES;) {
+            ssize_t n = recv(fd, server->read_buffer, sizeof(server->read_buffer), 0);
+            if (n <= 0)
+                break;
+            drained += (size_t)n;
+        }
+        close(fd);
+    }
+    reopen_reserve(server);
+    if (fd >= 0)
+        return SHED_ANSWERED;
+    return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? SHED_NONE_WAITING : SHED_FAILED;
+}
+
+/* Keeps the loop from polling a socket whose connections cannot be accepted now. */
+static void pause_listener(hd_listener *l)
+{
+    l->paused = true;
+    uv_poll_stop(&l->poll);
+}
+
+/* Returns whether to go on accepting. */
+static bool on_accept_failed(hd_listener *l, int error)
+{
+    hd_server *server = l->server;
+    hd_accept_error kind = error == EMFILE   ? HD_ACCEPT_EMFILE
+                           : error == ENFILE ? HD_ACCEPT_ENFILE
+                                             : HD_ACCEPT_OTHER;
+    shed_result shed = kind != HD_ACCEPT_OTHER ? shed_connection(l) : SHED_FAILED;
+    /*
+     * accept() looks for a free descriptor before it looks at the backlog, so
+     * it fails with EMFILE when there was nothing to accept, as for every
+     * worker woken with the one that took the connection: no failure then.
+     */
+    if (shed == SHED_NONE_WAITING)
+        return false;
+    hd_metric_add(&server->metrics.accept_errors[kind], 1);
+    if (shed == SHED_FAILED)
+        pause_listener(l);
+    if (log_burst_take(&server->accept_error_log, hd_server_now(server)))
+        hd_log_warn("accept failed: %s; %s", uv_strerror(uv_translate_sys_error(error)),
+                    shed == SHED_ANSWERED
+                        ? "answering new connections 503 until descriptors are free"
+                        : "not accepting for a moment");
+    return shed == SHED_ANSWERED;
+}
+
+static void listener_on_readable(uv_poll_t *poll, int status, int events)
+{
+    (void)events;
+    hd_listener *l = poll->data;
     if (status < 0) {
-        hd_log_warn("accept failed: %s", uv_strerror(status));
+        on_accept_failed(l, -status);
         return;
     }
-    hd_conn_accept(l->server, listener);
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0)
+            hd_conn_accept(l->server, fd);
+        else if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return; /* taken by another worker, or none left */
+        else if (errno != EINTR && errno != ECONNABORTED && !on_accept_failed(l, errno))
+            return;
+    }
+}
+
+/* From the sweep: listeners paused for want of descriptors try again. */
+static void resume_listeners(hd_server *server)
+{
+    reopen_reserve(server);
+    for (size_t i = 0; i < server->listener_count; i++) {
+        hd_listener *l = &server->listeners[i];
+        if (l->paused && !uv_is_closing((uv_handle_t *)&l->poll)) {
+            l->paused = false;
+            uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
+        }
+    }
 }
 
 /*
- * Several workers each listen on the same address with SO_REUSEPORT, and
- * the kernel spreads connections over them. libuv 1.44 cannot set that
- * option, so the socket is made here and handed to uv_tcp_open.
+ * One listening socket per address, made by the first worker and shared by
+ * every worker (each polls its own dup of it and accepts from it; the kernel
+ * wakes them all, and whoever accepts first serves the connection).
+ *
+ * Not one SO_REUSEPORT socket per worker, though the kernel would spread
+ * connections over those: SO_REUSEPORT lets any process of the same user
+ * join the group, so a second herald started on the same address would
+ * start without error and the kernel would split new clients between two
+ * unrelated hubs (different epochs, messages published on one never reach
+ * subscribers of the other). A guard socket does not close that hole on
+ * Linux: bound without SO_REUSEADDR it keeps the workers' own SO_REUSEPORT
+ * sockets from binding; bound with it (and not listening), it does not stop
+ * a foreign SO_REUSEPORT socket either (checked on Linux 6.18). A
+ * single socket without SO_REUSEPORT makes the kernel refuse a second
+ * instance (EADDRINUSE), whatever `workers` is. SO_REUSEADDR stays: a restart
+ * must not wait for the last run's TIME_WAIT connections. What it costs: a
+ * new connection wakes every worker and one wins the accept (the others get
+ * EAGAIN), and the share each worker takes is decided by who is free first
+ * rather than by a hash, which also means a busy worker leaves connections
+ * to the others instead of queueing them.
  */
-static int bind_socket(const struct sockaddr *addr, bool reuse_port)
+static int open_listening_socket(const struct sockaddr *addr)
 {
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return uv_translate_sys_error(errno);
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuse_port)
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     socklen_t len =
         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-    if (bind(fd, addr, len) != 0) {
+    if (bind(fd, addr, len) != 0 || listen(fd, 1024) != 0) {
         int err = uv_translate_sys_error(errno);
         close(fd);
         return err;
@@ -341,41 +556,51 @@ static void log_listening(const struct sockaddr_storage *bound, bool tls)
     }
 }
 
-/* The first worker binds what the config says (port 0: any); the others bind what it got. */
+/* The first worker binds what the config says (port 0: any); the others share its socket. */
 static int listen_on(hd_server *server, size_t i, char *err, size_t err_len)
 {
     hd_listener *l = &server->listeners[i];
     const char *address = server->config->listen.items[i];
     hd_server *first = server->group->servers[0];
-    struct sockaddr_storage addr;
-    int rc =
-        first != server ? (addr = first->listeners[i].bound, 0) : resolve_address(address, &addr);
-    if (rc != 0) {
-        snprintf(err, err_len, "invalid listen address '%s'", address);
+    int fd;
+    if (first == server) {
+        struct sockaddr_storage addr;
+        if (resolve_address(address, &addr) != 0) {
+            snprintf(err, err_len, "invalid listen address '%s'", address);
+            return -1;
+        }
+        fd = open_listening_socket((const struct sockaddr *)&addr);
+        if (fd == UV_EADDRINUSE) {
+            snprintf(err, err_len, "cannot listen on %s: address already in use (another herald?)",
+                     address);
+            return -1;
+        }
+    } else {
+        fd = fcntl(first->listeners[i].fd, F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            fd = uv_translate_sys_error(errno);
+    }
+    if (fd < 0) {
+        snprintf(err, err_len, "cannot listen on %s: %s", address, uv_strerror(fd));
         return -1;
     }
-    int fd = bind_socket((const struct sockaddr *)&addr, server->group->capacity > 1);
-    if (fd >= 0) {
-        uv_tcp_init(server->loop, &l->tcp);
-        server->handles_open++;
-        l->server = server;
-        l->tcp.data = l;
-        rc = uv_tcp_open(&l->tcp, fd);
-        if (rc != 0)
-            close(fd);
-    } else {
-        rc = fd;
-    }
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->tcp, 1024, server_on_connection);
+    int rc = uv_poll_init_socket(server->loop, &l->poll, fd);
     if (rc != 0) {
+        close(fd);
         snprintf(err, err_len, "cannot listen on %s: %s", address, uv_strerror(rc));
         return -1;
     }
-    int len = sizeof(l->bound);
-    uv_tcp_getsockname(&l->tcp, (struct sockaddr *)&l->bound, &len);
-    if (first == server)
-        log_listening(&l->bound, server->tls != NULL);
+    l->fd = fd;
+    l->server = server;
+    l->poll.data = l;
+    server->handles_open++;
+    uv_poll_start(&l->poll, UV_READABLE, listener_on_readable);
+    if (first == server) {
+        struct sockaddr_storage bound;
+        socklen_t len = sizeof(bound);
+        getsockname(fd, (struct sockaddr *)&bound, &len);
+        log_listening(&bound, server->tls != NULL);
+    }
     return 0;
 }
 
@@ -411,6 +636,7 @@ int hd_server_start(hd_server *server, char *err, size_t err_len)
     server->settings_async.data = server;
     server->handles_open += 7;
     hd_hub_set_notify(server->hub, server->index, notify_inbox, server);
+    reopen_reserve(server);
 
     for (size_t i = 0; i < config->listen.count; i++) {
         if (listen_on(server, i, err, err_len) != 0)
@@ -435,7 +661,8 @@ static void server_on_handle_closed(uv_handle_t *handle)
 
 static void listener_on_closed(uv_handle_t *handle)
 {
-    hd_listener *l = (hd_listener *)handle;
+    hd_listener *l = handle->data;
+    close(l->fd);
     handle_closed(l->server);
 }
 
@@ -477,7 +704,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
     server->on_shutdown_done = on_done;
     server->shutdown_ctx = ctx;
     for (size_t i = 0; i < server->listener_count; i++) {
-        uv_handle_t *handle = (uv_handle_t *)&server->listeners[i].tcp;
+        uv_handle_t *handle = (uv_handle_t *)&server->listeners[i].poll;
         if (handle->data != NULL && !uv_is_closing(handle))
             uv_close(handle, listener_on_closed);
     }
@@ -507,6 +734,8 @@ void hd_server_free(hd_server *server)
     hd_settings_release(server->next_settings);
     hd_settings_release(server->settings);
     hd_ws_deflater_free(server->ws_deflater);
+    if (server->reserve_fd >= 0)
+        close(server->reserve_fd);
     group_leave(server->group);
     free(server->listeners);
     free(server);

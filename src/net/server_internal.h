@@ -21,11 +21,28 @@
 
 #define HD_READ_BUFFER_SIZE 65536
 
+/*
+ * A worker's watch on one listening socket. Every worker of the group holds
+ * its own descriptor (a dup) of the same socket, and accepts from it itself
+ * (accept4, not uv_listen: see server.c on running out of descriptors).
+ */
 typedef struct hd_listener {
-    uv_tcp_t tcp;
+    uv_poll_t poll; /* readable: connections wait in the backlog */
+    int fd;
     hd_server *server;
-    struct sockaddr_storage bound; /* what it is bound to, for the group's other workers */
+    bool paused; /* accept failed with nothing to shed: the sweep resumes it */
 } hd_listener;
+
+/*
+ * A log line a flood would repeat (one per refused connection): the first in
+ * a second is written at once, the rest only counted, and the sweep writes
+ * their number once a second.
+ */
+typedef struct hd_log_burst {
+    uint64_t last_ms;    /* when a line was last written */
+    uint64_t suppressed; /* occurrences since then, not written */
+    bool written;        /* a line was ever written */
+} hd_log_burst;
 
 /*
  * What the servers of all workers share: the limits that are per process
@@ -84,6 +101,8 @@ struct hd_server {
     hd_list header_wait;       /* READING connections by time they started waiting */
     hd_list request_wait;      /* readers of a request under way, by time of its first byte */
     hd_list stream_idle;       /* STREAMING connections by time of their last output */
+    hd_list refused_drain;     /* refused connections reading their input out, by time refused */
+    unsigned refused_draining; /* how many: at most HD_REFUSED_DRAIN_MAX */
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
     uv_idle_t flush_rest;    /* active while the flush list holds connections for the next pass */
@@ -97,6 +116,9 @@ struct hd_server {
     char read_buffer[HD_READ_BUFFER_SIZE]; /* shared: every read is parsed at once */
 
     hd_metrics metrics;
+    hd_log_burst refusal_log[HD_REFUSED_COUNT];
+    hd_log_burst accept_error_log;
+    int reserve_fd; /* /dev/null, held to be closed when accept() runs out of descriptors */
 
     bool draining;
     void (*on_stopped)(void *ctx); /* for hd_server_request_shutdown */
@@ -106,9 +128,24 @@ struct hd_server {
     void *shutdown_ctx;
 };
 
+/*
+ * A refused connection is answered, its write side shut down, and what the
+ * client sends is read and dropped until it closes: closing a socket with
+ * unread input makes the kernel send a reset, which can reach the client
+ * before the answer does (a client still uploading a body would see
+ * ECONNRESET instead of the 503). Bounded: at most this many bytes and this
+ * long (the sweep's resolution), and at most this many such connections per
+ * worker; past that a refusal is closed at once. A draining connection holds
+ * no place under the connection limits.
+ */
+#define HD_REFUSED_DRAIN_BYTES (256 * 1024)
+#define HD_REFUSED_DRAIN_MS 2000
+#define HD_REFUSED_DRAIN_MAX 256
+
 /* conn.c entry points used by server.c (and by the fuzz driver, which has no sockets). */
 hd_conn *hd_conn_new(hd_server *server);
-void hd_conn_accept(hd_server *server, uv_stream_t *listener);
+/* Takes over fd, a socket just accepted: served, or refused over a connection limit. */
+void hd_conn_accept(hd_server *server, int fd);
 /* Input from the socket: parsed as HTTP, or handed to the stream that took over. */
 void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len);
 void hd_conn_flush(hd_conn *conn);
@@ -123,5 +160,9 @@ void hd_conn_on_idle_stream(hd_conn *conn);
 void hd_conn_init_http_settings(llhttp_settings_t *settings);
 uint64_t hd_server_now(const hd_server *server);
 void hd_server_maybe_done(hd_server *server);
+/* Counts a refusal and logs it (aggregated: see hd_log_burst); peer names the client. */
+void hd_server_note_refusal(hd_server *server, hd_refusal reason, const char *peer);
+/* The 503 a refused client is sent into out; its length, 0 on a TLS listener (nothing to send). */
+size_t hd_server_refusal_answer(const hd_server *server, hd_refusal reason, char *out, size_t cap);
 
 #endif

@@ -6,8 +6,9 @@
 #include <unistd.h>
 
 static const char *const transport_names[HD_TRANSPORT_COUNT] = {"sse", "websocket", "poll"};
-static const char *const refusal_names[HD_REFUSED_COUNT] = {"max_connections",
-                                                            "max_connections_per_ip"};
+static const char *const refusal_names[HD_REFUSED_COUNT] = {
+    "max_connections", "max_connections_per_ip", "file_descriptors"};
+static const char *const accept_error_names[HD_ACCEPT_ERROR_COUNT] = {"emfile", "enfile", "other"};
 static const char *const protocol_names[HD_PROTOCOL_COUNT] = {"http", "websocket"};
 
 static void family(hd_strbuf *out, const char *name, const char *type, const char *help)
@@ -61,11 +62,18 @@ static void render_connections(const hd_metrics *m, const hd_metrics_gauges *g, 
                          g->worker_connections[w]);
     counter(out, "herald_connections_accepted_total", "Client connections accepted.",
             m->connections_accepted);
-    family(out, "herald_connections_refused_total", "counter",
-           "Connections refused with 503 because a limit was reached.");
+    family(
+        out, "herald_connections_refused_total", "counter",
+        "Connections answered 503 and closed: a limit was reached, or file descriptors ran out.");
     for (int r = 0; r < HD_REFUSED_COUNT; r++)
         labelled(out, "herald_connections_refused_total", "reason", refusal_names[r],
                  m->connections_refused[r]);
+    family(out, "herald_accept_errors_total", "counter",
+           "accept() failures that met a waiting connection; emfile, enfile: out of file "
+           "descriptors.");
+    for (int e = 0; e < HD_ACCEPT_ERROR_COUNT; e++)
+        labelled(out, "herald_accept_errors_total", "error", accept_error_names[e],
+                 m->accept_errors[e]);
 }
 
 static void render_hub(const hd_hub_stats *hub, hd_strbuf *out)

@@ -16,11 +16,21 @@
 #include "herald/hub.h"
 #include "herald/worker.h"
 
+/* Why a connection was answered 503 and closed. */
 typedef enum hd_refusal {
     HD_REFUSED_MAX_CONNECTIONS,
     HD_REFUSED_MAX_CONNECTIONS_PER_IP,
+    HD_REFUSED_FILE_DESCRIPTORS, /* accept() hit EMFILE/ENFILE: answered from the reserve */
     HD_REFUSED_COUNT
 } hd_refusal;
+
+/* accept() failures, by errno. */
+typedef enum hd_accept_error {
+    HD_ACCEPT_EMFILE, /* the process is out of descriptors */
+    HD_ACCEPT_ENFILE, /* the system is */
+    HD_ACCEPT_OTHER,
+    HD_ACCEPT_ERROR_COUNT
+} hd_accept_error;
 
 typedef enum hd_protocol { HD_PROTOCOL_HTTP, HD_PROTOCOL_WEBSOCKET, HD_PROTOCOL_COUNT } hd_protocol;
 
@@ -32,6 +42,7 @@ typedef enum hd_protocol { HD_PROTOCOL_HTTP, HD_PROTOCOL_WEBSOCKET, HD_PROTOCOL_
 typedef struct hd_metrics {
     uint64_t connections_accepted;
     uint64_t connections_refused[HD_REFUSED_COUNT];
+    uint64_t accept_errors[HD_ACCEPT_ERROR_COUNT];
     uint64_t http_requests;
     uint64_t bytes_read;
     uint64_t bytes_written;

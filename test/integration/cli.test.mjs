@@ -251,3 +251,36 @@ describe('signals', () => {
     }
   });
 });
+
+describe('a second herald on an address already in use', () => {
+  // With several workers herald used to listen with SO_REUSEPORT, which let a
+  // second instance join silently: the kernel then split clients between two
+  // unrelated hubs. The one listening socket now makes the kernel refuse it.
+  test('exits 2 naming the address, whatever its workers; the first keeps serving', async () => {
+    const first = await startHerald({ config: { workers: 2 } });
+    const address = `127.0.0.1:${first.port}`;
+    const sse = await subscribe(first.url, '/events?topic=cli-second');
+    try {
+      for (const workers of [1, 2]) {
+        const { dir, file } = writeConfig({ workers });
+        try {
+          // Short timeout: a second herald that started would run until killed.
+          const r = await runHerald(['--config', file, '--listen', address], { timeout: 4000 });
+          assert.equal(r.code, 2, `workers ${workers}: ${r.stderr}`);
+          assertSanitizerClean(r.stderr);
+          assert.match(r.stderr, new RegExp(`cannot listen on ${address}: address already in use`));
+          assert.doesNotMatch(r.stderr, /listening on/);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+      // Every new connection still reaches the first, and its subscriber gets what is published.
+      for (let i = 0; i < 10; i++) await publishOk(first.url, 'cli-second', `m${i}`);
+      const events = await sse.waitEvents(10);
+      assert.deepEqual(events.map((e) => e.data), Array.from({ length: 10 }, (_, i) => `m${i}`));
+    } finally {
+      sse.close();
+      await first.stop();
+    }
+  });
+});

@@ -1,5 +1,5 @@
-// Several workers (event loops on their own threads, each with its own
-// SO_REUSEPORT listener) behind one hub: subscribers spread over the workers
+// Several workers (event loops on their own threads, sharing one listening
+// socket) behind one hub: subscribers spread over the workers
 // receive every message, in the same per-topic order, whichever worker the
 // publisher reached. Also run against herald-tsan (ThreadSanitizer) by CTest.
 
@@ -46,7 +46,7 @@ test('subscribers spread over the workers get every message in per-topic order',
     ws.push({ topics, client: await openWS(h.url, `/ws?topic=${topics[0]}`) });
     await ws.at(-1).client.ok({ op: 'subscribe', topics: [topics[1]] });
   }
-  // The kernel spreads connections over the listeners: both workers must hold some.
+  // Whichever worker is free first accepts: both workers must hold some.
   const before = await metrics();
   for (let w = 0; w < WORKERS; w++) {
     assert.ok(before.get(`herald_worker_connections{worker="${w}"}`) > 0,
