@@ -493,9 +493,9 @@ static bool same_listen_address(const listen_entry *a, const listen_entry *b)
 }
 
 /*
- * With SO_REUSEPORT (several workers) a second bind of the same address
- * succeeds and silently splits the connections; without it, the bind fails
- * with a less helpful message. Port 0 is a fresh port each time, so it may
+ * The second bind of the same address would fail at start with "address
+ * already in use", which does not say that herald's own config is the
+ * culprit; this names both entries. Port 0 is a fresh port each time, so it may
  * repeat. Sorted, not compared pairwise: the list has no length limit.
  */
 static int check_listen_duplicates(const hd_strings *listen, char *err, size_t err_len)
