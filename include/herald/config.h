@@ -46,6 +46,7 @@ typedef struct hd_config {
         uint32_t max_header_bytes;
         uint32_t max_headers;
         uint32_t header_timeout_s;
+        uint32_t close_timeout_s; /* to read what is queued once a close was decided */
         uint32_t poll_timeout_max_s;
     } limits;
     struct {

@@ -92,6 +92,7 @@ static const config_key config_keys[] = {
     U32("limits.max_header_bytes", limits.max_header_bytes, 1024, 1048576, 16384),
     U32("limits.max_headers", limits.max_headers, 1, 10000, 100),
     U32("limits.header_timeout_s", limits.header_timeout_s, 1, 3600, 10),
+    U32("limits.close_timeout_s", limits.close_timeout_s, 1, 3600, 30),
     U32("limits.poll_timeout_max_s", limits.poll_timeout_max_s, 1, 3600, 120),
     U32("sse.retry_ms", sse.retry_ms, 0, 3600000, 2000),
     STRINGS("cors.allow_origins", cors.allow_origins, 0, "*", NULL),

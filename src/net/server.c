@@ -72,6 +72,7 @@ hd_server *hd_server_new(uv_loop_t *loop, const hd_config *config, hd_hub *hub, 
     hd_list_init(&server->resume_list);
     hd_list_init(&server->header_wait);
     hd_list_init(&server->stream_idle);
+    hd_list_init(&server->close_wait);
     hd_conn_init_http_settings(&server->http_settings);
     return server;
 }
@@ -168,6 +169,8 @@ static void server_on_sweep(uv_timer_t *timer)
                hd_conn_on_header_timeout);
     sweep_list(server, &server->stream_idle, (uint64_t)config->heartbeat_s * 1000,
                hd_conn_on_idle_stream);
+    sweep_list(server, &server->close_wait, (uint64_t)config->limits.close_timeout_s * 1000,
+               hd_conn_on_close_timeout);
     uint64_t now = hd_server_now(server);
     if (config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
         server->last_expire_ms = now;

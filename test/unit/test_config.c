@@ -34,6 +34,7 @@ static const char *const all_keys[] = {
     "limits.max_header_bytes",
     "limits.max_headers",
     "limits.header_timeout_s",
+    "limits.close_timeout_s",
     "limits.poll_timeout_max_s",
     "sse.retry_ms",
     "cors.allow_origins",
@@ -111,6 +112,7 @@ static bool same_config(const hd_config *a, const hd_config *b)
            a->limits.max_header_bytes == b->limits.max_header_bytes &&
            a->limits.max_headers == b->limits.max_headers &&
            a->limits.header_timeout_s == b->limits.header_timeout_s &&
+           a->limits.close_timeout_s == b->limits.close_timeout_s &&
            a->limits.poll_timeout_max_s == b->limits.poll_timeout_max_s &&
            a->sse.retry_ms == b->sse.retry_ms &&
            same_strings(&a->cors.allow_origins, &b->cors.allow_origins) &&
@@ -162,6 +164,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(cfg.limits.max_header_bytes, 16384);
     CHECK_EQ_INT(cfg.limits.max_headers, 100);
     CHECK_EQ_INT(cfg.limits.header_timeout_s, 10);
+    CHECK_EQ_INT(cfg.limits.close_timeout_s, 30);
     CHECK_EQ_INT(cfg.limits.poll_timeout_max_s, 120);
     CHECK_EQ_INT(cfg.sse.retry_ms, 2000);
     CHECK_EQ_INT(cfg.cors.allow_origins.count, 1);
@@ -198,7 +201,7 @@ static void test_every_key_set(void)
         " \"max_message_bytes\": 16777216, \"max_request_bytes\": 268435456,"
         " \"max_topics_per_subscription\": 1, \"max_topics\": 0,"
         " \"max_outbound_bytes\": 17179869184, \"max_header_bytes\": 1024, \"max_headers\": 1,"
-        " \"header_timeout_s\": 1, \"poll_timeout_max_s\": 3600},"
+        " \"header_timeout_s\": 1, \"close_timeout_s\": 3600, \"poll_timeout_max_s\": 3600},"
         " \"sse\": {\"retry_ms\": 0},"
         " \"cors\": {\"allow_origins\": [\"https://a.example\", \"https://b.example\"]},"
         " \"websocket\": {\"allow_origins\": [], \"compression\": false, \"echo_path\": \"/echo\"},"
@@ -231,6 +234,7 @@ static void test_every_key_set(void)
     CHECK_EQ_INT(cfg.limits.max_header_bytes, 1024);
     CHECK_EQ_INT(cfg.limits.max_headers, 1);
     CHECK_EQ_INT(cfg.limits.header_timeout_s, 1);
+    CHECK_EQ_INT(cfg.limits.close_timeout_s, 3600);
     CHECK_EQ_INT(cfg.limits.poll_timeout_max_s, 3600);
     CHECK_EQ_INT(cfg.sse.retry_ms, 0);
     /* String arrays replace the default wholesale, never append to it. */
@@ -364,6 +368,7 @@ static void test_integer_ranges(void)
         {"limits.max_header_bytes", 1024, 1048576},
         {"limits.max_headers", 1, 10000},
         {"limits.header_timeout_s", 1, 3600},
+        {"limits.close_timeout_s", 1, 3600},
         {"limits.poll_timeout_max_s", 1, 3600},
         {"sse.retry_ms", 0, 3600000},
     };
