@@ -96,6 +96,7 @@ static const config_key config_keys[] = {
     U32("limits.request_timeout_s", limits.request_timeout_s, 1, 3600, 30),
     U64("limits.max_pending_body_bytes", limits.max_pending_body_bytes, 1024, UINT64_C(1) << 40,
         UINT64_C(64) << 20),
+    U32("limits.close_timeout_s", limits.close_timeout_s, 1, 3600, 30),
     U32("limits.poll_timeout_max_s", limits.poll_timeout_max_s, 1, 3600, 120),
     U32("sse.retry_ms", sse.retry_ms, 0, 3600000, 2000),
     STRINGS("cors.allow_origins", cors.allow_origins, 0, "*", NULL),

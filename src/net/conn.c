@@ -214,7 +214,7 @@ static uint64_t outbound_bytes(const hd_conn *conn)
     return conn->queued_bytes + (conn->tls != NULL ? hd_tls_pending(conn->tls) : 0);
 }
 
-bool hd_conn_would_overflow(const hd_conn *conn, size_t len)
+static bool would_overflow(const hd_conn *conn, size_t len)
 {
     /* An empty queue takes any one buffer, or a message above the limit could never go out. */
     uint64_t outbound = outbound_bytes(conn);
@@ -235,7 +235,8 @@ static void enqueue(hd_conn *conn, hd_buf *buf)
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
 
-void hd_conn_drop_queued(hd_conn *conn)
+/* Releases every queued buffer not handed to the socket (on TLS: not sealed). */
+static void drop_unstarted(hd_conn *conn)
 {
     while (conn->queue_count > conn->in_flight_count) {
         hd_buf *last = *queue_slot(conn, conn->queue_count - 1);
@@ -243,6 +244,30 @@ void hd_conn_drop_queued(hd_conn *conn)
         hd_buf_release(last);
         conn->queue_count--;
     }
+}
+
+/*
+ * The slow-consumer policy, decided here only (as Redis decides it in
+ * closeClientOnOutputBufferLimitReached): a stream whose queue would pass
+ * limits.max_outbound_bytes is ended, and it ends whole. What the socket
+ * has not started on is dropped, so the shared messages go back at once;
+ * the buffer in progress is finished (a client that reads late must not
+ * find half a frame), then the transport's last word, then close_notify and
+ * FIN. That tail is at most one frame and the last word (on TLS: what was
+ * already sealed, at most one seal), and close_timeout_s bounds its wait.
+ */
+static void end_slow_consumer(hd_conn *conn)
+{
+    hd_log_info("closing %s: slow consumer, its queue passed limits.max_outbound_bytes",
+                conn->peer);
+    drop_unstarted(conn);
+    if (conn->stream_ops != NULL) {
+        hd_metric_add(&conn->server->metrics.slow_consumer_disconnects[conn->stream_ops->transport],
+                      1);
+        if (conn->stream_ops->on_slow_consumer != NULL)
+            conn->stream_ops->on_slow_consumer(conn, conn->stream_session);
+    }
+    hd_conn_close_after_flush(conn);
 }
 
 void hd_conn_send_last(hd_conn *conn, hd_buf *buf)
@@ -274,14 +299,9 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
         }
         return 0;
     }
-    if (hd_conn_would_overflow(conn, buf->len)) {
-        hd_log_info("closing %s: outbound queue over limits.max_outbound_bytes (slow consumer)",
-                    conn->peer);
-        if (conn->stream_ops != NULL)
-            hd_metric_add(
-                &conn->server->metrics.slow_consumer_disconnects[conn->stream_ops->transport], 1);
+    if (would_overflow(conn, buf->len)) {
         hd_buf_release(buf);
-        hd_conn_close(conn);
+        end_slow_consumer(conn);
         return -1;
     }
     enqueue(conn, buf);
@@ -447,7 +467,10 @@ static int seal(hd_conn *conn)
  * One gathered write of up to HD_CONN_WRITE_BATCH buffers. It is tried
  * synchronously first: when the socket takes everything, as it usually
  * does, no write request is queued and libuv does not touch epoll. Only a
- * partial write leaves the rest to uv_write.
+ * partial write leaves the rest of the buffer in progress to uv_write,
+ * alone: the buffers behind it stay queued, not started, so that a slow
+ * consumer can still drop them (a uv_write cannot be taken back in part).
+ * Once it is written the next flush pass gathers the rest.
  */
 void hd_conn_flush(hd_conn *conn)
 {
@@ -475,17 +498,17 @@ void hd_conn_flush(hd_conn *conn)
     size_t done = written > 0 ? (size_t)written : 0, first = 0;
     while (first < count && done >= bufs[first].len)
         done -= bufs[first++].len;
+    conn->in_flight_count = first;
+    release_in_flight(conn, true);
     if (first == count) {
-        release_in_flight(conn, true);
         conn_on_written(conn);
         return;
     }
-    bufs[first].base += done;
-    bufs[first].len -= done;
+    uv_buf_t rest = uv_buf_init(bufs[first].base + done, (unsigned)(bufs[first].len - done));
+    conn->in_flight_count = 1;
     conn->write_req = hd_alloc(sizeof(*conn->write_req));
     conn->write_req->data = conn;
-    if (uv_write(conn->write_req, (uv_stream_t *)&conn->tcp, bufs + first,
-                 (unsigned)(count - first), conn_on_write) != 0) {
+    if (uv_write(conn->write_req, (uv_stream_t *)&conn->tcp, &rest, 1, conn_on_write) != 0) {
         free(conn->write_req);
         conn->write_req = NULL;
         release_in_flight(conn, false);
@@ -498,17 +521,24 @@ void hd_conn_close_after_flush(hd_conn *conn)
     if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed)
         return;
     conn->close_when_flushed = true;
-    /* The header timeout also bounds how long a client may take to read the answer. */
-    wait_for_request(conn);
     /* A request cut short (413, 503, 408, 400) holds no budget or body while the answer lingers. */
     if (conn->request_started)
         end_request(conn);
     /* A stream that is ending delivers nothing more: detach it now, not after the linger. */
     if (conn->stream_ops != NULL && !hd_list_linked(&conn->detach_node))
         hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
-    if (!has_output(conn))
+    if (!has_output(conn)) {
         start_lingering(conn);
-    else if (conn->tls != NULL && !hd_list_linked(&conn->flush_node))
+        return;
+    }
+    /*
+     * What is queued gets its own deadline, counted from now and not from
+     * the last request or heartbeat: a client that stalls for a while still
+     * reads its tail whole. Nothing joins the queue any more, so the
+     * deadline bounds bytes as well as time.
+     */
+    wait_in(conn, &conn->server->close_wait);
+    if (conn->tls != NULL && !hd_list_linked(&conn->flush_node))
         /* Ciphertext the session made while the request was read (queued buffers are linked). */
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
@@ -678,6 +708,23 @@ void hd_conn_on_header_timeout(hd_conn *conn)
 void hd_conn_on_request_timeout(hd_conn *conn)
 {
     answer_timeout(conn, "did not complete", hd_conn_config(conn)->limits.request_timeout_s);
+}
+
+/*
+ * The tail was not read in time: a reset, not a FIN, since what reached the
+ * socket may end in the middle of a frame, and the kernel would otherwise
+ * keep probing a window that the peer does not open.
+ */
+void hd_conn_on_close_timeout(hd_conn *conn)
+{
+    hd_log_info("closing %s: it did not read its last output within limits.close_timeout_s",
+                conn->peer);
+    uv_os_fd_t fd;
+    if (uv_fileno((uv_handle_t *)&conn->tcp, &fd) == 0) {
+        struct linger abort_on_close = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &abort_on_close, sizeof(abort_on_close));
+    }
+    hd_conn_close(conn);
 }
 
 void hd_conn_on_idle_stream(hd_conn *conn)

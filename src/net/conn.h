@@ -17,7 +17,9 @@
  * a shared buffer and links the connection into the server's flush list; the
  * server's flush passes (a slice of the list per loop iteration) issue one
  * gathered uv_write per connection. The queue is bounded by
- * limits.max_outbound_bytes.
+ * limits.max_outbound_bytes. Only the buffer the socket took part of is
+ * ever in flight past a flush, so a connection that is told to go can
+ * still drop everything behind it: buffers are whole frames or events.
  *
  * Private to the server and the transports (not in include/): transports use
  * the functions below, and read only the fields `request` (until the stream
@@ -60,6 +62,13 @@ typedef struct hd_stream_ops {
     void (*on_drain)(hd_conn *conn, void *session);
     /* Bytes that arrived after the request that started the stream; NULL: discarded. */
     void (*on_data)(hd_conn *conn, void *session, const char *bytes, size_t len);
+    /*
+     * The queue passed limits.max_outbound_bytes and the stream is being
+     * ended (see hd_conn_send): queue a last word with hd_conn_send_last
+     * (WebSocket: close 1013). NULL: nothing more (SSE ends after the event
+     * in progress).
+     */
+    void (*on_slow_consumer)(hd_conn *conn, void *session);
     /* The server is draining; NULL: the stream is ended after a flush. */
     void (*on_shutdown)(hd_conn *conn, void *session);
     /* Called from the server's pass after hd_conn_wake, outside any hub delivery. */
@@ -99,7 +108,7 @@ struct hd_conn {
     hd_list server_node;  /* every connection, for shutdown */
     hd_list flush_node;   /* in server->flush_list while output waits */
     hd_list close_node;   /* in server->close_list once CLOSING */
-    hd_list timeout_node; /* in the header-timeout or heartbeat list */
+    hd_list timeout_node; /* in the header-timeout, heartbeat or close-timeout list */
     hd_list detach_node;  /* in server->detach_list while an ending stream awaits detaching */
     hd_list wake_node;    /* in server->wake_list (WAITING) or resume_list (held input) */
     uint64_t timeout_since_ms;
@@ -142,10 +151,16 @@ struct hd_conn {
 };
 
 /*
- * Queues a reference to buf (retained here; the caller keeps its own). Returns
- * 0, or -1 when the queue would exceed limits.max_outbound_bytes: the
- * connection is then marked for close (a slow consumer) and buf not queued.
- * Safe to call from a hub deliver callback.
+ * Queues a reference to buf (retained here; the caller keeps its own).
+ * Returns 0, or -1 when buf was not queued: the connection is closing, or
+ * the queue of a stream would exceed limits.max_outbound_bytes. The stream
+ * is then ended as a slow consumer: what was queued and not started is
+ * dropped, the buffer in progress is finished, ops->on_slow_consumer adds
+ * its last word, and the connection closes once that is written (within
+ * limits.close_timeout_s). An empty queue accepts any one buffer, so the
+ * bound is the limit or one message, whichever is larger. Answers to
+ * requests (READING) are never dropped: reading pauses instead. Safe to
+ * call from a hub deliver callback.
  */
 int hd_conn_send(hd_conn *conn, hd_buf *buf);
 /* Like hd_conn_send, but takes over the caller's reference. */
@@ -155,7 +170,9 @@ uint64_t hd_conn_queued_bytes(const hd_conn *conn);
 /*
  * Closes once everything queued has been written (an answer, then close):
  * the write side is shut down and input drained for a moment first, so the
- * client reads the answer instead of a reset.
+ * client reads the answer instead of a reset. The client has
+ * limits.close_timeout_s to read what is queued; past that the connection
+ * is reset. Input that arrives meanwhile is discarded.
  */
 void hd_conn_close_after_flush(hd_conn *conn);
 /* Marks the connection for close now; queued output is dropped. Idempotent. */
@@ -183,18 +200,6 @@ void hd_conn_wake(hd_conn *conn);
  */
 void hd_conn_end_wait(hd_conn *conn);
 
-/*
- * Whether queueing len more bytes would exceed limits.max_outbound_bytes. An
- * empty queue accepts any one buffer, so the bound is the limit or one
- * message, whichever is larger.
- */
-bool hd_conn_would_overflow(const hd_conn *conn, size_t len);
-/*
- * Releases every queued buffer not yet handed to the socket: a slow consumer
- * that is told to go (WebSocket close 1013) gives back the shared messages
- * it held at once, not when its last word is finally read.
- */
-void hd_conn_drop_queued(hd_conn *conn);
 /*
  * Queues buf (taking the caller's reference) past the outbound limit and
  * closes after flushing: for a last word such as a WebSocket close frame.

@@ -86,6 +86,7 @@ hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd
     hd_list_init(&server->stream_idle);
     hd_list_init(&server->refused_drain);
     server->reserve_fd = -1;
+    hd_list_init(&server->close_wait);
     hd_conn_init_http_settings(&server->http_settings);
     return server;
 }
@@ -198,6 +199,8 @@ static void server_on_sweep(uv_timer_t *timer)
     sweep_list(server, &server->stream_idle, (uint64_t)config->heartbeat_s * 1000,
                hd_conn_on_idle_stream);
     sweep_list(server, &server->refused_drain, HD_REFUSED_DRAIN_MS, hd_conn_close);
+    sweep_list(server, &server->close_wait, (uint64_t)config->limits.close_timeout_s * 1000,
+               hd_conn_on_close_timeout);
     uint64_t now = hd_server_now(server);
     sweep_logs(server, now);
     if (!server->draining)

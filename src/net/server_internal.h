@@ -103,6 +103,7 @@ struct hd_server {
     hd_list stream_idle;       /* STREAMING connections by time of their last output */
     hd_list refused_drain;     /* refused connections reading their input out, by time refused */
     unsigned refused_draining; /* how many: at most HD_REFUSED_DRAIN_MAX */
+    hd_list close_wait;        /* connections closing once their queue is written, by time */
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
     uv_idle_t flush_rest;    /* active while the flush list holds connections for the next pass */
@@ -157,6 +158,8 @@ void hd_conn_resume_input(hd_conn *conn);
 void hd_conn_on_header_timeout(hd_conn *conn);
 void hd_conn_on_request_timeout(hd_conn *conn);
 void hd_conn_on_idle_stream(hd_conn *conn);
+/* The queue of a connection closing after a flush was not written within limits.close_timeout_s. */
+void hd_conn_on_close_timeout(hd_conn *conn);
 void hd_conn_init_http_settings(llhttp_settings_t *settings);
 uint64_t hd_server_now(const hd_server *server);
 void hd_server_maybe_done(hd_server *server);

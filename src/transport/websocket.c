@@ -14,7 +14,6 @@
 
 #include "herald/alloc.h"
 #include "herald/clock.h"
-#include "herald/log.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/authorize.h"
@@ -91,25 +90,12 @@ static void send_close(ws_session *session, uint16_t code, const char *reason)
     hd_conn_send_last(session->conn, hd_ws_frame_build_close(code, reason));
 }
 
-/*
- * Queues a frame; a peer too slow to take it is told so with 1013 (it can
- * come back with its last id) instead of being cut off silently.
- */
+/* Queues a frame; a peer too slow to take it is told so by session_on_slow_consumer. */
 static bool send_frame(ws_session *session, hd_buf *frame, bool owned)
 {
     if (session->close_sent) {
         if (owned)
             hd_buf_release(frame);
-        return false;
-    }
-    if (hd_conn_would_overflow(session->conn, frame->len)) {
-        if (owned)
-            hd_buf_release(frame);
-        hd_log_info("closing WebSocket %s: slow consumer", session->conn->peer);
-        hd_conn_drop_queued(session->conn);
-        hd_metric_add(
-            &hd_conn_metrics(session->conn)->slow_consumer_disconnects[HD_TRANSPORT_WEBSOCKET], 1);
-        send_close(session, HD_WS_CLOSE_TRY_AGAIN, "slow consumer: resume from your last id");
         return false;
     }
     return (owned ? hd_conn_send_owned : hd_conn_send)(session->conn, frame) == 0;
@@ -485,6 +471,13 @@ static void session_on_drain(hd_conn *conn, void *ctx)
     hd_catch_up_continue(&session->catch_up);
 }
 
+/* Told with 1013 (it can come back with its last id), not cut off silently. */
+static void session_on_slow_consumer(hd_conn *conn, void *ctx)
+{
+    (void)conn;
+    send_close(ctx, HD_WS_CLOSE_TRY_AGAIN, "slow consumer: resume from your last id");
+}
+
 static void session_on_shutdown(hd_conn *conn, void *ctx)
 {
     (void)conn;
@@ -507,6 +500,7 @@ static const hd_stream_ops ws_stream_ops = {
     .on_heartbeat = session_on_heartbeat,
     .on_drain = session_on_drain,
     .on_data = session_on_data,
+    .on_slow_consumer = session_on_slow_consumer,
     .on_shutdown = session_on_shutdown,
     .heartbeat_when_idle = false,
     .transport = HD_TRANSPORT_WEBSOCKET,

@@ -551,6 +551,7 @@ describe('slow consumers', () => {
       const buf = slow.buf;
       const parsed = new SSEStream();
       parsed.feed(buf.subarray(buf.indexOf('\r\n\r\n') + 4).toString('utf8'));
+      assert.ok(parsed.raw.endsWith('\n\n'), `the stream ended at an event boundary: ${JSON.stringify(parsed.raw.slice(-40))}`);
       const seen = parsed.events.map((e) => e.id); // complete events only
       assert.ok(seen.length > 0, 'the slow client received something before it stopped reading');
       assert.ok(seen.length < ids.length, `the slow client must not have received everything (${seen.length})`);

@@ -9,7 +9,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startHerald, publishOk, publishBatch, subscribe, openEventSource, assertError, parseId, ID_RE, sleep,
-  openWS, RawWS, wsHandshake, wsDeflate, wsFrame,
+  openWS, RawWS, wsHandshake, wsDeflate, wsFrame, parseWsFrames,
 } from '../lib/harness.mjs';
 import zlib from 'node:zlib';
 
@@ -1037,8 +1037,11 @@ describe('slow consumers', () => {
       assert.ok(seen.length > 0, 'the slow client received something before it stopped reading');
       assert.ok(seen.length < ids.length, `the slow client must not have received everything (${seen.length})`);
       assert.deepEqual(seen, ids.slice(0, seen.length), 'what it did receive is a prefix, in order');
-      const close = frames.find((f) => f.opcode === 8);
-      if (close) assert.equal(close.code, 1013, `close frame ${JSON.stringify(close.reason)}`);
+      // It ended whole: the frame in progress, then close 1013, nothing cut.
+      const close = frames.at(-1);
+      assert.equal(close.opcode, 8, 'the last frame is a close frame');
+      assert.equal(close.code, 1013, `close frame ${JSON.stringify(close.reason)}`);
+      assert.equal(parseWsFrames(slow.conn.buf.subarray(slow.bodyStart)).rest.length, 0, 'no partial frame');
 
       // It resumes from its last id and gets exactly the rest.
       const resumed = await openWS(hs.url, `/ws?topic=slow&since=${seen.at(-1)}`);

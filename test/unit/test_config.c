@@ -36,6 +36,7 @@ static const char *const all_keys[] = {
     "limits.header_timeout_s",
     "limits.request_timeout_s",
     "limits.max_pending_body_bytes",
+    "limits.close_timeout_s",
     "limits.poll_timeout_max_s",
     "sse.retry_ms",
     "cors.allow_origins",
@@ -115,6 +116,7 @@ static bool same_config(const hd_config *a, const hd_config *b)
            a->limits.header_timeout_s == b->limits.header_timeout_s &&
            a->limits.request_timeout_s == b->limits.request_timeout_s &&
            a->limits.max_pending_body_bytes == b->limits.max_pending_body_bytes &&
+           a->limits.close_timeout_s == b->limits.close_timeout_s &&
            a->limits.poll_timeout_max_s == b->limits.poll_timeout_max_s &&
            a->sse.retry_ms == b->sse.retry_ms &&
            same_strings(&a->cors.allow_origins, &b->cors.allow_origins) &&
@@ -168,6 +170,7 @@ static void test_defaults(void)
     CHECK_EQ_INT(cfg.limits.header_timeout_s, 10);
     CHECK_EQ_INT(cfg.limits.request_timeout_s, 30);
     CHECK(cfg.limits.max_pending_body_bytes == UINT64_C(64) << 20);
+    CHECK_EQ_INT(cfg.limits.close_timeout_s, 30);
     CHECK_EQ_INT(cfg.limits.poll_timeout_max_s, 120);
     CHECK_EQ_INT(cfg.sse.retry_ms, 2000);
     CHECK_EQ_INT(cfg.cors.allow_origins.count, 1);
@@ -204,7 +207,7 @@ static void test_every_key_set(void)
         " \"max_message_bytes\": 16777216, \"max_request_bytes\": 268435456,"
         " \"max_topics_per_subscription\": 1, \"max_topics\": 0,"
         " \"max_outbound_bytes\": 17179869184, \"max_header_bytes\": 1024, \"max_headers\": 1,"
-        " \"header_timeout_s\": 1, \"request_timeout_s\": 3600,"
+        " \"header_timeout_s\": 1, \"request_timeout_s\": 3600, \"close_timeout_s\": 3600,"
         " \"max_pending_body_bytes\": 1024, \"poll_timeout_max_s\": 3600},"
         " \"sse\": {\"retry_ms\": 0},"
         " \"cors\": {\"allow_origins\": [\"https://a.example\", \"https://b.example\"]},"
@@ -240,6 +243,7 @@ static void test_every_key_set(void)
     CHECK_EQ_INT(cfg.limits.header_timeout_s, 1);
     CHECK_EQ_INT(cfg.limits.request_timeout_s, 3600);
     CHECK(cfg.limits.max_pending_body_bytes == 1024);
+    CHECK_EQ_INT(cfg.limits.close_timeout_s, 3600);
     CHECK_EQ_INT(cfg.limits.poll_timeout_max_s, 3600);
     CHECK_EQ_INT(cfg.sse.retry_ms, 0);
     /* String arrays replace the default wholesale, never append to it. */
@@ -373,6 +377,7 @@ static void test_integer_ranges(void)
         {"limits.max_header_bytes", 1024, 1048576},
         {"limits.max_headers", 1, 10000},
         {"limits.header_timeout_s", 1, 3600},
+        {"limits.close_timeout_s", 1, 3600},
         {"limits.poll_timeout_max_s", 1, 3600},
         {"sse.retry_ms", 0, 3600000},
     };
