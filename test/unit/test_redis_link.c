@@ -1,0 +1,657 @@
+/*
+ * Tests for src/engine/redis_link.c against a real redis-server, which
+ * this program starts on a free port (and kills at the end; the kernel
+ * kills it too if this program dies, through PR_SET_PDEATHSIG). A missing
+ * redis-server is a failure, not a skip: deps/install.sh installs it.
+ *
+ * Covered: connecting and commands (binary-safe), a refused connect that
+ * turns UP once the server starts, 10,000 pipelined commands answered in
+ * order, AUTH and SELECT, the in-flight bound, the server killed with
+ * commands in flight (each answered OUTCOME_UNKNOWN once), a server that
+ * stops answering (SIGSTOP: TIMEOUT, then UP after SIGCONT), CLIENT KILL
+ * of the pub/sub connection (resubscribed, messages flow again), binary
+ * channels and payloads, NOSCRIPT after SCRIPT FLUSH, a pub/sub connection
+ * that goes silent (through a proxy in this program that can freeze it),
+ * and closing with commands in flight.
+ */
+#include "engine/redis_link.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "test.h"
+
+static uv_loop_t loop;
+static uv_timer_t wake; /* keeps UV_RUN_ONCE returning while a test waits */
+
+/* ------------------------------------------------------------ redis-server */
+
+static pid_t redis_pid = -1;
+static int redis_port;
+static redisContext *admin; /* a plain blocking client for the test's own commands */
+
+static uint64_t now_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(addr);
+    if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        getsockname(fd, (struct sockaddr *)&addr, &len) < 0)
+        abort();
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+static void redis_kill(void)
+{
+    if (redis_pid > 0) {
+        kill(redis_pid, SIGKILL);
+        waitpid(redis_pid, NULL, 0);
+        redis_pid = -1;
+    }
+    if (admin) {
+        redisFree(admin);
+        admin = NULL;
+    }
+}
+
+/* Starts redis-server on redis_port and waits until it answers PING; false on failure. */
+static bool redis_start(void)
+{
+    char port[16];
+    snprintf(port, sizeof(port), "%d", redis_port);
+    pid_t parent = getpid();
+    redis_pid = fork();
+    if (redis_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(1);
+        freopen("/dev/null", "w", stdout);
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--daemonize", "no", (char *)NULL);
+        fprintf(stderr, "cannot run redis-server: %s (deps/install.sh installs it)\n",
+                strerror(errno));
+        _exit(127);
+    }
+    uint64_t deadline = now_ms() + 10000;
+    while (now_ms() < deadline) {
+        if (waitpid(redis_pid, NULL, WNOHANG) == redis_pid) {
+            redis_pid = -1;
+            return false;
+        }
+        struct timeval tv = {1, 0};
+        redisContext *c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
+        if (c && !c->err) {
+            redisSetTimeout(c, tv);
+            redisReply *r = redisCommand(c, "PING");
+            bool ok = r && r->type == REDIS_REPLY_STATUS;
+            freeReplyObject(r);
+            if (ok) {
+                admin = c;
+                return true;
+            }
+        }
+        redisFree(c);
+        usleep(20000);
+    }
+    return false;
+}
+
+/* Runs an admin command (hiredis format) and returns its reply, which the caller frees. */
+static redisReply *admin_command(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = admin ? redisvCommand(admin, fmt, ap) : NULL;
+    va_end(ap);
+    return r;
+}
+
+static long long admin_integer(const char *fmt, const char *arg)
+{
+    redisReply *r = admin_command(fmt, arg);
+    long long v = r && r->type == REDIS_REPLY_INTEGER ? r->integer : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static long long blocked_clients(void)
+{
+    redisReply *r = admin_command("INFO clients");
+    const char *at = r && r->str ? strstr(r->str, "blocked_clients:") : NULL;
+    long long n = at ? atoll(at + 16) : -1;
+    freeReplyObject(r);
+    return n;
+}
+
+/* ------------------------------------------------------------ recording callbacks */
+
+#define MAX_SEEN 16
+
+static unsigned answers_seen; /* answers so far, in the order they came */
+
+static struct {
+    hd_redis_link_state state;
+    int entered[3]; /* how often each state was entered */
+    char reason[512];
+    int subscribed;
+    char subscribed_names[MAX_SEEN][64];
+    unsigned answers_at_down; /* answers_seen when DOWN was last reported */
+    int messages;
+    char channel[64], payload[256];
+    size_t channel_len, payload_len;
+} rec;
+
+static void on_state(void *ctx, hd_redis_link_state state, const char *reason)
+{
+    (void)ctx;
+    rec.state = state;
+    rec.entered[state]++;
+    if (state == HD_REDIS_LINK_DOWN)
+        rec.answers_at_down = answers_seen;
+    snprintf(rec.reason, sizeof(rec.reason), "%s", reason);
+    fprintf(stderr, "     link %s: %s\n", hd_redis_link_state_name(state), reason);
+}
+
+static void on_subscribed(void *ctx, const char *channel, size_t len)
+{
+    (void)ctx;
+    if (rec.subscribed < MAX_SEEN)
+        snprintf(rec.subscribed_names[rec.subscribed], 64, "%.*s", (int)len, channel);
+    rec.subscribed++;
+}
+
+static void on_message(void *ctx, const char *channel, size_t channel_len, const char *payload,
+                       size_t payload_len)
+{
+    (void)ctx;
+    rec.messages++;
+    rec.channel_len = channel_len < sizeof(rec.channel) ? channel_len : sizeof(rec.channel);
+    memcpy(rec.channel, channel, rec.channel_len);
+    rec.payload_len = payload_len < sizeof(rec.payload) ? payload_len : sizeof(rec.payload);
+    memcpy(rec.payload, payload, rec.payload_len);
+}
+
+static int subscribed_count(const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < rec.subscribed && i < MAX_SEEN; i++)
+        n += strcmp(rec.subscribed_names[i], name) == 0;
+    return n;
+}
+
+/* One command's answer. */
+typedef struct answer {
+    int calls;
+    hd_redis_status status;
+    int type;
+    long long integer;
+    char str[64];
+    size_t len;
+    size_t elements;
+    uint64_t at_ms;
+    unsigned order;
+} answer;
+
+static void on_answer(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    answer *a = ctx;
+    a->calls++;
+    a->status = status;
+    a->at_ms = now_ms();
+    a->order = ++answers_seen;
+    if (reply) {
+        a->type = reply->type;
+        a->integer = reply->integer;
+        a->elements = reply->elements;
+        if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+            reply = reply->element[reply->elements - 1];
+        a->len = reply->len < sizeof(a->str) ? reply->len : sizeof(a->str);
+        if (reply->str)
+            memcpy(a->str, reply->str, a->len);
+    }
+}
+
+/* ------------------------------------------------------------ helpers */
+
+static void on_wake(uv_timer_t *timer)
+{
+    (void)timer;
+}
+
+/* Runs the loop until cond holds or ms pass; the value of cond at the end. */
+#define WAIT_UNTIL(cond, ms)                                                                       \
+    ({                                                                                             \
+        uint64_t deadline_ = now_ms() + (ms);                                                      \
+        uv_timer_start(&wake, on_wake, 5, 5);                                                      \
+        while (!(cond) && now_ms() < deadline_)                                                    \
+            uv_run(&loop, UV_RUN_ONCE);                                                            \
+        uv_timer_stop(&wake);                                                                      \
+        (cond);                                                                                    \
+    })
+
+static const char probe_channel[] = "herald-test:node:1";
+
+static hd_redis_link_settings settings_for(int port, uint32_t timeout_ms)
+{
+    hd_redis_link_settings s = {
+        .timeout_ms = timeout_ms,
+        .probe_idle_ms = 60000,
+        .max_inflight_bytes = 64 << 20,
+        .probe_channel = probe_channel,
+        .probe_channel_len = sizeof(probe_channel) - 1,
+        .on_state = on_state,
+        .on_subscribed = on_subscribed,
+        .on_message = on_message,
+    };
+    char url[64], err[128];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    if (hd_redis_url_parse(url, &s.url, err, sizeof(err)) < 0)
+        abort();
+    return s;
+}
+
+static hd_redis_link *link_up(const hd_redis_link_settings *s)
+{
+    memset(&rec, 0, sizeof(rec));
+    hd_redis_link *link = hd_redis_link_new(&loop, s);
+    hd_redis_link_start(link);
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP && subscribed_count(probe_channel) == 1, 5000));
+    return link;
+}
+
+static void link_close(hd_redis_link *link)
+{
+    hd_redis_link_close(link);
+    uv_run(&loop, UV_RUN_DEFAULT); /* the link's and hiredis's handles close */
+}
+
+static hd_redis_status command(hd_redis_link *link, answer *a, const char *name, const char *arg1,
+                               size_t len1, const char *arg2, size_t len2)
+{
+    const char *argv[] = {name, arg1, arg2};
+    const size_t lens[] = {strlen(name), len1, len2};
+    return hd_redis_link_command(link, arg2 ? 3 : arg1 ? 2 : 1, argv, lens, on_answer, a);
+}
+
+/* ------------------------------------------------------------ tests */
+
+static void test_backoff(void)
+{
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(0, 0), 125);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(0, 0.5), 187);
+    CHECK(hd_redis_link_backoff_ms(0, 0.9999999) <= 250);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(1, 0), 250);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(2, 0), 500);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(4, 0), 2000);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(4, 0.999), 3998);
+    /* 250 * 2^5 = 8 s is past the 5 s cap. */
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(5, 0), 2500);
+    CHECK(hd_redis_link_backoff_ms(5, 0.9999999) < 5000);
+    CHECK(hd_redis_link_backoff_ms(5, 0.9999999) >= 4999);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(31, 0), 2500);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(64, 0.5), 3750);
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(~0u, 1.0), hd_redis_link_backoff_ms(~0u, 0.999999));
+    CHECK_EQ_INT(hd_redis_link_backoff_ms(3, -1), 1000);
+    CHECK_EQ_STR(hd_redis_link_state_name(HD_REDIS_LINK_DOWN), "down");
+    CHECK_EQ_STR(hd_redis_link_state_name(HD_REDIS_LINK_CONNECTING), "connecting");
+    CHECK_EQ_STR(hd_redis_link_state_name(HD_REDIS_LINK_UP), "up");
+}
+
+/* No server yet: DOWN at once with the refusal (not after the watchdog), then UP once it runs. */
+static void test_refused_then_up(void)
+{
+    hd_redis_link_settings s = settings_for(redis_port, 3000);
+    memset(&rec, 0, sizeof(rec));
+    hd_redis_link *link = hd_redis_link_new(&loop, &s);
+    answer a = {0};
+    CHECK_EQ_INT(command(link, &a, "PING", NULL, 0, NULL, 0), HD_REDIS_UNAVAILABLE);
+    uint64_t start = now_ms();
+    hd_redis_link_start(link);
+    CHECK_EQ_INT(rec.state, HD_REDIS_LINK_CONNECTING);
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] > 0, 3000));
+    CHECK(now_ms() - start < 1000);
+    CHECK(strstr(rec.reason, "refused") != NULL);
+    CHECK_EQ_INT(command(link, &a, "PING", NULL, 0, NULL, 0), HD_REDIS_UNAVAILABLE);
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] >= 3, 5000)); /* it keeps trying */
+
+    CHECK(redis_start());
+    start = now_ms();
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP, 8000));
+    CHECK(now_ms() - start < 5000); /* the backoff is still short after 3 attempts */
+    CHECK_EQ_INT(a.calls, 0);
+    link_close(link);
+}
+
+static void test_commands(void)
+{
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    hd_redis_link *link = link_up(&s);
+
+    redisReply *info = admin_command("INFO server");
+    CHECK(info && strstr(info->str, hd_redis_link_run_id(link)) != NULL);
+    CHECK_EQ_INT(strlen(hd_redis_link_run_id(link)), 40);
+    CHECK(strstr(rec.reason, hd_redis_link_run_id(link)) != NULL);
+    freeReplyObject(info);
+
+    static const char value[] = "a\0b\r\n$3\0";
+    answer set = {0}, get = {0}, bad = {0};
+    CHECK_EQ_INT(command(link, &set, "SET", "k\0ey", 4, value, sizeof(value)), HD_REDIS_OK);
+    CHECK_EQ_INT(command(link, &get, "GET", "k\0ey", 4, NULL, 0), HD_REDIS_OK);
+    CHECK_EQ_INT(command(link, &bad, "INCR", "k\0ey", 4, NULL, 0), HD_REDIS_OK);
+    CHECK_EQ_INT(set.calls + get.calls + bad.calls, 0); /* never from inside the call */
+    CHECK(WAIT_UNTIL(bad.calls == 1, 2000));
+    CHECK_EQ_INT(set.status, HD_REDIS_OK);
+    CHECK_EQ_INT(set.type, REDIS_REPLY_STATUS);
+    CHECK_EQ_INT(get.type, REDIS_REPLY_STRING);
+    CHECK_EQ_MEM(get.str, get.len, value, sizeof(value));
+    CHECK_EQ_INT(bad.status, HD_REDIS_OK);
+    CHECK_EQ_INT(bad.type, REDIS_REPLY_ERROR);
+    CHECK(set.order < get.order && get.order < bad.order);
+    link_close(link);
+    CHECK_EQ_INT(set.calls + get.calls + bad.calls, 3);
+}
+
+static void test_pipeline(void)
+{
+    enum { N = 10000 };
+    hd_redis_link_settings s = settings_for(redis_port, 5000);
+    hd_redis_link *link = link_up(&s);
+    answer *a = calloc(N, sizeof(*a));
+    unsigned first = answers_seen;
+    for (int i = 0; i < N; i++)
+        CHECK_EQ_INT(command(link, &a[i], "INCR", "pipeline", 8, NULL, 0), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(a[N - 1].calls == 1, 10000));
+    int wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += a[i].calls != 1 || a[i].status != HD_REDIS_OK || a[i].integer != i + 1 ||
+                 a[i].order != first + 1 + (unsigned)i;
+    CHECK_EQ_INT(wrong, 0);
+    free(a);
+    link_close(link);
+}
+
+static void test_auth_select_and_bound(void)
+{
+    /* The test server has no password: AUTH is refused, and the reason says so. */
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    snprintf(s.url.password, sizeof(s.url.password), "not-the-password");
+    memset(&rec, 0, sizeof(rec));
+    hd_redis_link *link = hd_redis_link_new(&loop, &s);
+    hd_redis_link_start(link);
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] > 0, 3000));
+    CHECK(strstr(rec.reason, "refused the") != NULL && strstr(rec.reason, "AUTH") != NULL);
+    CHECK(strstr(rec.reason, "not-the-password") == NULL);
+    CHECK_EQ_INT(rec.entered[HD_REDIS_LINK_UP], 0);
+    link_close(link);
+
+    /* A db other than 0, and the bound on bytes in flight. */
+    s = settings_for(redis_port, 2000);
+    s.url.db = 3;
+    s.max_inflight_bytes = 100;
+    link = link_up(&s);
+    char big[80];
+    memset(big, 'x', sizeof(big));
+    answer a = {0}, b = {0}, c = {0};
+    CHECK_EQ_INT(command(link, &a, "SET", "in-db-3", 7, big, sizeof(big)), HD_REDIS_OK);
+    CHECK_EQ_INT(command(link, &b, "SET", "in-db-3", 7, big, sizeof(big)), HD_REDIS_FULL);
+    CHECK(WAIT_UNTIL(a.calls == 1, 2000));
+    CHECK_EQ_INT(command(link, &c, "SET", "in-db-3", 7, big, sizeof(big)), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(c.calls == 1, 2000));
+    CHECK_EQ_INT(b.calls, 0);
+    freeReplyObject(admin_command("SELECT 3"));
+    CHECK_EQ_INT(admin_integer("EXISTS %s", "in-db-3"), 1);
+    freeReplyObject(admin_command("SELECT 0"));
+    CHECK_EQ_INT(admin_integer("EXISTS %s", "in-db-3"), 0);
+    link_close(link);
+}
+
+static void test_scripts(void)
+{
+    static const char body[] = "return {KEYS[1], ARGV[1]}";
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    memset(&rec, 0, sizeof(rec));
+    hd_redis_link *link = hd_redis_link_new(&loop, &s);
+    const hd_redis_script *script = hd_redis_link_script(link, body, sizeof(body) - 1);
+    redisReply *r = admin_command("SCRIPT LOAD %s", body);
+    CHECK(r && r->type == REDIS_REPLY_STRING && strcmp(r->str, hd_redis_script_sha(script)) == 0);
+    freeReplyObject(r);
+    freeReplyObject(admin_command("SCRIPT FLUSH"));
+    hd_redis_link_start(link);
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP, 5000));
+    /* Loaded by the handshake. */
+    r = admin_command("SCRIPT EXISTS %s", hd_redis_script_sha(script));
+    CHECK(r && r->elements == 1 && r->element[0]->integer == 1);
+    freeReplyObject(r);
+
+    const char *argv[] = {"k\0x", "v\0y"};
+    const size_t lens[] = {3, 3};
+    answer a = {0}, b = {0};
+    CHECK_EQ_INT(hd_redis_link_evalsha(link, script, 1, 2, argv, lens, on_answer, &a), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(a.calls == 1, 2000));
+    CHECK_EQ_INT(a.type, REDIS_REPLY_ARRAY);
+    CHECK_EQ_INT(a.elements, 2);
+    CHECK_EQ_MEM(a.str, a.len, "v\0y", 3);
+
+    /* Redis forgets it: NOSCRIPT is not passed on, the script is loaded and run again. */
+    freeReplyObject(admin_command("SCRIPT FLUSH"));
+    CHECK_EQ_INT(hd_redis_link_evalsha(link, script, 1, 2, argv, lens, on_answer, &b), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(b.calls == 1, 2000));
+    CHECK_EQ_INT(b.status, HD_REDIS_OK);
+    CHECK_EQ_INT(b.type, REDIS_REPLY_ARRAY);
+    CHECK_EQ_MEM(b.str, b.len, "v\0y", 3);
+
+    /* A script registered while UP is loaded at once. */
+    static const char other[] = "return 7";
+    const hd_redis_script *seven = hd_redis_link_script(link, other, sizeof(other) - 1);
+    answer c = {0};
+    CHECK_EQ_INT(hd_redis_link_evalsha(link, seven, 0, 0, NULL, NULL, on_answer, &c), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(c.calls == 1, 2000));
+    CHECK_EQ_INT(c.integer, 7);
+    link_close(link);
+}
+
+static void test_pubsub_binary(void)
+{
+    static const char channel[] = "herald-test:c:\0bin";
+    static const char payload[] = "1:2:0:1700000000000:0:\0\r\n\xff data";
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    hd_redis_link *link = link_up(&s);
+    hd_redis_link_subscribe(link, channel, sizeof(channel) - 1);
+    hd_redis_link_subscribe(link, "plain", 5);
+    hd_redis_link_subscribe(link, "plain", 5); /* idempotent */
+    CHECK_EQ_INT(rec.subscribed, 1);           /* not from inside the call */
+    CHECK(WAIT_UNTIL(rec.subscribed == 3, 2000));
+    CHECK_EQ_INT(subscribed_count("plain"), 1);
+
+    redisReply *r =
+        admin_command("PUBLISH %b %b", channel, sizeof(channel) - 1, payload, sizeof(payload) - 1);
+    CHECK(r && r->integer == 1);
+    freeReplyObject(r);
+    CHECK(WAIT_UNTIL(rec.messages == 1, 2000));
+    CHECK_EQ_MEM(rec.channel, rec.channel_len, channel, sizeof(channel) - 1);
+    CHECK_EQ_MEM(rec.payload, rec.payload_len, payload, sizeof(payload) - 1);
+
+    /*
+     * Unsubscribed: nothing more of it is passed on. Messages on one
+     * connection keep their order, so once the later "plain" one arrived
+     * the other would have too.
+     */
+    hd_redis_link_unsubscribe(link, channel, sizeof(channel) - 1);
+    freeReplyObject(admin_command("PUBLISH %b %s", channel, sizeof(channel) - 1, "late"));
+    freeReplyObject(admin_command("PUBLISH plain after"));
+    CHECK(WAIT_UNTIL(rec.messages == 2, 2000));
+    CHECK_EQ_MEM(rec.channel, rec.channel_len, "plain", 5);
+    CHECK_EQ_INT(admin_integer("PUBLISH %s x", "plain"), 1);
+    CHECK(WAIT_UNTIL(rec.messages == 3, 2000));
+    r = admin_command("PUBSUB NUMSUB %b", channel, sizeof(channel) - 1);
+    CHECK(r && r->elements == 2 && r->element[1]->integer == 0);
+    freeReplyObject(r);
+
+    /* Subscribed again: confirmed again, and it flows again. */
+    hd_redis_link_subscribe(link, channel, sizeof(channel) - 1);
+    CHECK(WAIT_UNTIL(rec.subscribed == 4, 2000));
+    freeReplyObject(admin_command("PUBLISH %b %s", channel, sizeof(channel) - 1, "again"));
+    CHECK(WAIT_UNTIL(rec.messages == 4, 2000));
+    CHECK_EQ_MEM(rec.payload, rec.payload_len, "again", 5);
+
+    /* Unsubscribed and subscribed again before Redis heard of either: confirmed, still flowing. */
+    hd_redis_link_unsubscribe(link, "plain", 5);
+    hd_redis_link_subscribe(link, "plain", 5);
+    CHECK(WAIT_UNTIL(subscribed_count("plain") == 2, 2000));
+    freeReplyObject(admin_command("PUBLISH plain once-more"));
+    CHECK(WAIT_UNTIL(rec.messages == 5, 2000));
+    CHECK_EQ_MEM(rec.payload, rec.payload_len, "once-more", 9);
+    link_close(link);
+}
+
+static void test_pubsub_client_kill(void)
+{
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    hd_redis_link *link = link_up(&s);
+    hd_redis_link_subscribe(link, "topic-a", 7);
+    hd_redis_link_subscribe(link, "topic-b", 7);
+    CHECK(WAIT_UNTIL(rec.subscribed == 3, 2000));
+
+    CHECK_EQ_INT(admin_integer("CLIENT KILL TYPE %s", "pubsub"), 1);
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] == 1, 2000));
+    CHECK(strstr(rec.reason, "closed the pub/sub connection") != NULL);
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP && rec.subscribed == 6, 5000));
+    CHECK_EQ_INT(subscribed_count("topic-a"), 2);
+    CHECK_EQ_INT(subscribed_count("topic-b"), 2);
+    CHECK_EQ_INT(admin_integer("PUBLISH topic-b %s", "back"), 1);
+    CHECK(WAIT_UNTIL(rec.messages == 1, 2000));
+    CHECK_EQ_MEM(rec.channel, rec.channel_len, "topic-b", 7);
+    CHECK_EQ_MEM(rec.payload, rec.payload_len, "back", 4);
+    link_close(link);
+}
+
+/* The server dies with commands in flight: each is answered OUTCOME_UNKNOWN, once, before DOWN. */
+static void test_server_killed(void)
+{
+    enum { N = 100 };
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    hd_redis_link *link = link_up(&s);
+    answer blocked = {0}, a[N] = {0};
+    /* BLPOP holds the connection: the INCRs behind it wait their turn. */
+    CHECK_EQ_INT(command(link, &blocked, "BLPOP", "never-pushed", 12, "0", 1), HD_REDIS_OK);
+    for (int i = 0; i < N; i++)
+        command(link, &a[i], "INCR", "after-blpop", 11, NULL, 0);
+    CHECK(WAIT_UNTIL(blocked_clients() == 1, 2000)); /* they reached the server */
+    redis_kill();
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] == 1, 3000));
+    CHECK_EQ_INT(blocked.calls, 1);
+    CHECK_EQ_INT(blocked.status, HD_REDIS_OUTCOME_UNKNOWN);
+    int wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += a[i].calls != 1 || a[i].status != HD_REDIS_OUTCOME_UNKNOWN ||
+                 a[i].order > rec.answers_at_down;
+    CHECK_EQ_INT(wrong, 0);
+    answer late = {0};
+    CHECK_EQ_INT(command(link, &late, "PING", NULL, 0, NULL, 0), HD_REDIS_UNAVAILABLE);
+
+    CHECK(redis_start());
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP, 8000));
+    CHECK_EQ_INT(command(link, &late, "PING", NULL, 0, NULL, 0), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(late.calls == 1, 2000));
+    CHECK_EQ_MEM(late.str, late.len, "PONG", 4);
+    link_close(link);
+    CHECK_EQ_INT(blocked.calls, 1);
+}
+
+/* A server that stops answering: TIMEOUT within timeout_ms, DOWN, and UP again after SIGCONT. */
+static void test_server_stopped(void)
+{
+    enum { TIMEOUT_MS = 500, N = 5 };
+    hd_redis_link_settings s = settings_for(redis_port, TIMEOUT_MS);
+    hd_redis_link *link = link_up(&s);
+    kill(redis_pid, SIGSTOP);
+    answer a[N] = {0};
+    uint64_t sent = now_ms();
+    for (int i = 0; i < N; i++)
+        CHECK_EQ_INT(command(link, &a[i], "INCR", "while-stopped", 13, NULL, 0), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(a[N - 1].calls == 1, 3000));
+    for (int i = 0; i < N; i++) {
+        CHECK_EQ_INT(a[i].calls, 1);
+        CHECK_EQ_INT(a[i].status, HD_REDIS_TIMEOUT);
+        CHECK(a[i].at_ms - sent >= TIMEOUT_MS - 10);
+        CHECK(a[i].at_ms - sent <= TIMEOUT_MS + 250);
+    }
+    CHECK_EQ_INT(rec.state, HD_REDIS_LINK_DOWN);
+    CHECK(strstr(rec.reason, "did not answer a command within 500 ms") != NULL);
+    /* The kernel still accepts connections for the stopped server: the watchdog ends them. */
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] >= 2, 3000));
+    CHECK(strstr(rec.reason, "no answer from") != NULL);
+    kill(redis_pid, SIGCONT);
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP, 6000));
+    link_close(link);
+}
+
+/* Closing answers what is in flight before it returns, and calls nothing after. */
+static void test_close_in_flight(void)
+{
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    hd_redis_link *link = link_up(&s);
+    answer a[3] = {0};
+    for (int i = 0; i < 3; i++)
+        command(link, &a[i], "PING", NULL, 0, NULL, 0);
+    int states = rec.entered[HD_REDIS_LINK_DOWN];
+    hd_redis_link_close(link);
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ_INT(a[i].calls, 1);
+        CHECK_EQ_INT(a[i].status, HD_REDIS_OUTCOME_UNKNOWN);
+    }
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(rec.entered[HD_REDIS_LINK_DOWN], states);
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ_INT(a[i].calls, 1);
+
+    /* Closed while the first attempt resolves the host. */
+    memset(&rec, 0, sizeof(rec));
+    link = hd_redis_link_new(&loop, &s);
+    hd_redis_link_start(link);
+    link_close(link);
+    CHECK_EQ_INT(rec.entered[HD_REDIS_LINK_UP], 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    alarm(180); /* a hang fails the test; the server dies with this process */
+    uv_loop_init(&loop);
+    uv_timer_init(&loop, &wake);
+    redis_port = free_port();
+
+    RUN_TEST(test_backoff);
+    RUN_TEST(test_refused_then_up);
+    if (redis_pid > 0) {
+        RUN_TEST(test_commands);
+        RUN_TEST(test_pipeline);
+        RUN_TEST(test_auth_select_and_bound);
+        RUN_TEST(test_scripts);
+        RUN_TEST(test_pubsub_binary);
+        RUN_TEST(test_pubsub_client_kill);
+        RUN_TEST(test_close_in_flight);
+        RUN_TEST(test_server_stopped);
+        RUN_TEST(test_server_killed);
+    }
+    redis_kill();
+    uv_close((uv_handle_t *)&wake, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK_EQ_INT(uv_loop_close(&loop), 0);
+    return test_summary();
+}
