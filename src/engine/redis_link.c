@@ -331,8 +331,10 @@ hd_redis_status hd_redis_link_evalsha(hd_redis_link *link, const hd_redis_script
     lens[1] = 2 * SHA_DIGEST_LENGTH;
     full[2] = numkeys;
     lens[2] = (size_t)numkeys_len;
-    memcpy(full + 3, argv, (size_t)argc * sizeof(*full));
-    memcpy(lens + 3, argvlen, (size_t)argc * sizeof(*lens));
+    for (int i = 0; i < argc; i++) {
+        full[3 + i] = argv[i];
+        lens[3 + i] = argvlen[i];
+    }
     char *formatted = NULL;
     int len = redisFormatCommandArgv(&formatted, argc + 3, full, lens);
     free(full);

@@ -71,8 +71,7 @@ typedef enum hd_redis_status {
     HD_REDIS_UNAVAILABLE,
     /* More than max_inflight_bytes would be in flight: nothing was sent. Returned at once. */
     HD_REDIS_FULL,
-    /* Sent, then the connection broke (or the link was closed): Redis may or may not have run it.
-     */
+    /* Sent, then the connection broke (or the link closed): Redis may or may not have run it. */
     HD_REDIS_OUTCOME_UNKNOWN,
     /*
      * Sent, then Redis stopped answering for timeout_ms; the link was torn down.
@@ -92,7 +91,8 @@ typedef struct hd_redis_link_settings {
     hd_redis_url url;
     uint32_t timeout_ms;    /* connect attempt, command and probe timeout (cluster.timeout_ms) */
     uint32_t probe_idle_ms; /* pub/sub silence before the liveness probe */
-    uint64_t max_inflight_bytes; /* sum of the arguments of the commands in flight */
+    /* Bound on the arguments' bytes of the commands in flight (one command may exceed it). */
+    uint64_t max_inflight_bytes;
     /*
      * This node's own channel (required): subscribed to for as long as the
      * link lives, and probed. Messages on it are passed on like any other,
@@ -140,7 +140,10 @@ const char *hd_redis_link_state_name(hd_redis_link_state state);
  */
 hd_redis_link *hd_redis_link_new(uv_loop_t *loop, const hd_redis_link_settings *settings);
 
-/* Starts the first connect attempt (on_state CONNECTING is called from inside). */
+/*
+ * Starts the first connect attempt. on_state is called from inside:
+ * CONNECTING, or DOWN when the host cannot even be looked up.
+ */
 void hd_redis_link_start(hd_redis_link *link);
 
 /*
@@ -163,6 +166,8 @@ const char *hd_redis_link_run_id(const hd_redis_link *link);
  * argv[0]); they are copied before this returns. Returns HD_REDIS_OK when
  * it was sent, and cb(ctx, ...) is then called exactly once, later; or
  * HD_REDIS_UNAVAILABLE / HD_REDIS_FULL, and cb is never called.
+ * No blocking commands (BLPOP, WAIT...): the command timeout would take
+ * one for a Redis that stopped answering.
  */
 hd_redis_status hd_redis_link_command(hd_redis_link *link, int argc, const char **argv,
                                       const size_t *argvlen, hd_redis_reply_cb *cb, void *ctx);

@@ -140,7 +140,7 @@ static long long blocked_clients(void)
 
 /* ------------------------------------------------------------ recording callbacks */
 
-#define MAX_SEEN 16
+#define MAX_SEEN 4096
 
 static unsigned answers_seen; /* answers so far, in the order they came */
 
@@ -149,7 +149,7 @@ static struct {
     int entered[3]; /* how often each state was entered */
     char reason[512];
     int subscribed;
-    char subscribed_names[MAX_SEEN][64];
+    char subscribed_names[MAX_SEEN][32];
     unsigned answers_at_down; /* answers_seen when DOWN was last reported */
     int messages;
     char channel[64], payload[256];
@@ -171,7 +171,7 @@ static void on_subscribed(void *ctx, const char *channel, size_t len)
 {
     (void)ctx;
     if (rec.subscribed < MAX_SEEN)
-        snprintf(rec.subscribed_names[rec.subscribed], 64, "%.*s", (int)len, channel);
+        snprintf(rec.subscribed_names[rec.subscribed], 32, "%.*s", (int)len, channel);
     rec.subscribed++;
 }
 
@@ -286,6 +286,156 @@ static hd_redis_status command(hd_redis_link *link, answer *a, const char *name,
     const char *argv[] = {name, arg1, arg2};
     const size_t lens[] = {strlen(name), len1, len2};
     return hd_redis_link_command(link, arg2 ? 3 : arg1 ? 2 : 1, argv, lens, on_answer, a);
+}
+
+/* ------------------------------------------------------------ proxy */
+
+/*
+ * A TCP proxy on the test's loop between the link and redis-server, to do
+ * to one of the link's two connections what a network can: stop delivering
+ * Redis's bytes (freeze), or reset it. A connection is the pub/sub one once
+ * the link sent SUBSCRIBE on it.
+ */
+typedef struct proxy_conn {
+    uv_tcp_t client, server;
+    uv_connect_t connect;
+    bool is_pubsub;
+    bool frozen; /* Redis's bytes are dropped */
+    int probes;  /* liveness probes delivered to the link */
+    int open;    /* handles not closed yet */
+    struct proxy_conn *next;
+} proxy_conn;
+
+static struct {
+    uv_tcp_t listener;
+    int port;
+    proxy_conn *conns;
+} proxy;
+
+typedef struct proxy_write {
+    uv_write_t req;
+    char data[];
+} proxy_write;
+
+static bool contains(const char *hay, size_t len, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (size_t i = 0; i + n <= len; i++)
+        if (memcmp(hay + i, needle, n) == 0)
+            return true;
+    return false;
+}
+
+static void proxy_on_closed(uv_handle_t *handle)
+{
+    proxy_conn *pc = handle->data;
+    if (--pc->open > 0)
+        return;
+    for (proxy_conn **at = &proxy.conns; *at; at = &(*at)->next)
+        if (*at == pc) {
+            *at = pc->next;
+            break;
+        }
+    free(pc);
+}
+
+static void proxy_close(proxy_conn *pc)
+{
+    uv_handle_t *ends[] = {(uv_handle_t *)&pc->client, (uv_handle_t *)&pc->server};
+    for (int i = 0; i < 2; i++)
+        if (!uv_is_closing(ends[i]))
+            uv_close(ends[i], proxy_on_closed);
+}
+
+static void proxy_on_alloc(uv_handle_t *handle, size_t size, uv_buf_t *buf)
+{
+    (void)handle;
+    buf->base = malloc(size);
+    buf->len = size;
+}
+
+static void proxy_on_written(uv_write_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+static void proxy_on_read(uv_stream_t *from, ssize_t n, const uv_buf_t *buf)
+{
+    proxy_conn *pc = from->data;
+    bool from_client = from == (uv_stream_t *)&pc->client;
+    if (n < 0) {
+        proxy_close(pc);
+    } else if (n > 0) {
+        if (from_client && contains(buf->base, (size_t)n, "SUBSCRIBE"))
+            pc->is_pubsub = true;
+        if (!from_client && !pc->frozen && contains(buf->base, (size_t)n, "herald-link-probe"))
+            pc->probes++;
+        if (from_client || !pc->frozen) {
+            proxy_write *w = malloc(sizeof(*w) + (size_t)n);
+            memcpy(w->data, buf->base, (size_t)n);
+            uv_buf_t out = uv_buf_init(w->data, (unsigned)n);
+            uv_write(&w->req, (uv_stream_t *)(from_client ? &pc->server : &pc->client), &out, 1,
+                     proxy_on_written);
+        }
+    }
+    free(buf->base);
+}
+
+static void proxy_on_connected(uv_connect_t *req, int status)
+{
+    proxy_conn *pc = req->data;
+    if (status < 0) {
+        proxy_close(pc);
+        return;
+    }
+    uv_read_start((uv_stream_t *)&pc->client, proxy_on_alloc, proxy_on_read);
+    uv_read_start((uv_stream_t *)&pc->server, proxy_on_alloc, proxy_on_read);
+}
+
+static void proxy_on_accept(uv_stream_t *listener, int status)
+{
+    (void)status;
+    proxy_conn *pc = calloc(1, sizeof(*pc));
+    uv_tcp_init(&loop, &pc->client);
+    uv_tcp_init(&loop, &pc->server);
+    pc->client.data = pc->server.data = pc->connect.data = pc;
+    pc->open = 2;
+    pc->next = proxy.conns;
+    proxy.conns = pc;
+    struct sockaddr_in addr;
+    uv_ip4_addr("127.0.0.1", redis_port, &addr);
+    if (uv_accept(listener, (uv_stream_t *)&pc->client) < 0 ||
+        uv_tcp_connect(&pc->connect, &pc->server, (struct sockaddr *)&addr, proxy_on_connected) < 0)
+        proxy_close(pc);
+}
+
+static void proxy_start(void)
+{
+    struct sockaddr_in addr;
+    int len = sizeof(addr);
+    uv_ip4_addr("127.0.0.1", 0, &addr);
+    uv_tcp_init(&loop, &proxy.listener);
+    uv_tcp_bind(&proxy.listener, (struct sockaddr *)&addr, 0);
+    uv_listen((uv_stream_t *)&proxy.listener, 16, proxy_on_accept);
+    uv_tcp_getsockname(&proxy.listener, (struct sockaddr *)&addr, &len);
+    proxy.port = ntohs(addr.sin_port);
+}
+
+static void proxy_stop(void)
+{
+    for (proxy_conn *pc = proxy.conns; pc; pc = pc->next)
+        proxy_close(pc);
+    uv_close((uv_handle_t *)&proxy.listener, NULL); /* the next loop run completes it */
+}
+
+/* The live proxied connection of that kind (pub/sub or command), or NULL. */
+static proxy_conn *proxy_find(bool pubsub)
+{
+    for (proxy_conn *pc = proxy.conns; pc; pc = pc->next)
+        if (pc->is_pubsub == pubsub && !uv_is_closing((uv_handle_t *)&pc->client))
+            return pc;
+    return NULL;
 }
 
 /* ------------------------------------------------------------ tests */
@@ -526,15 +676,23 @@ static void test_pubsub_client_kill(void)
     hd_redis_link_subscribe(link, "topic-a", 7);
     hd_redis_link_subscribe(link, "topic-b", 7);
     CHECK(WAIT_UNTIL(rec.subscribed == 3, 2000));
+    /* More channels than one SUBSCRIBE carries (512): several batches, all confirmed. */
+    enum { MANY = 1200 };
+    for (int i = 0; i < MANY; i++) {
+        char name[32];
+        hd_redis_link_subscribe(link, name, (size_t)snprintf(name, sizeof(name), "many-%d", i));
+    }
+    CHECK(WAIT_UNTIL(rec.subscribed == 3 + MANY, 2000));
+    CHECK_EQ_INT(admin_integer("PUBLISH many-1199 %s", "x"), 1);
 
     CHECK_EQ_INT(admin_integer("CLIENT KILL TYPE %s", "pubsub"), 1);
     CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] == 1, 2000));
     CHECK(strstr(rec.reason, "closed the pub/sub connection") != NULL);
-    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP && rec.subscribed == 6, 5000));
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP && rec.subscribed == 2 * (3 + MANY), 5000));
     CHECK_EQ_INT(subscribed_count("topic-a"), 2);
     CHECK_EQ_INT(subscribed_count("topic-b"), 2);
     CHECK_EQ_INT(admin_integer("PUBLISH topic-b %s", "back"), 1);
-    CHECK(WAIT_UNTIL(rec.messages == 1, 2000));
+    CHECK(WAIT_UNTIL(rec.messages == 2, 2000));
     CHECK_EQ_MEM(rec.channel, rec.channel_len, "topic-b", 7);
     CHECK_EQ_MEM(rec.payload, rec.payload_len, "back", 4);
     link_close(link);
@@ -601,6 +759,71 @@ static void test_server_stopped(void)
     link_close(link);
 }
 
+/*
+ * The pub/sub connection stops delivering while the command connection
+ * works (centrifugo#1189): the probe finds out, the link reconnects and
+ * resubscribes. While healthy, probes come back and nothing happens.
+ */
+static void test_pubsub_silent(void)
+{
+    proxy_start();
+    hd_redis_link_settings s = settings_for(proxy.port, 500);
+    s.probe_idle_ms = 200;
+    hd_redis_link *link = link_up(&s);
+    hd_redis_link_subscribe(link, "topic-s", 7);
+    CHECK(WAIT_UNTIL(rec.subscribed == 2, 2000));
+    proxy_conn *pc = proxy_find(true);
+    CHECK(pc != NULL);
+    if (pc == NULL)
+        return;
+    CHECK(WAIT_UNTIL(pc->probes >= 3, 3000));
+    CHECK_EQ_INT(rec.entered[HD_REDIS_LINK_DOWN], 0);
+    CHECK_EQ_INT(rec.messages, 0); /* probes are not passed on */
+
+    pc->frozen = true;
+    uint64_t frozen_at = now_ms();
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] == 1, 3000));
+    CHECK(now_ms() - frozen_at <= 200 + 500 + 300);
+    CHECK(strstr(rec.reason, "did not deliver the liveness probe within 500 ms") != NULL);
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP && subscribed_count("topic-s") == 2, 5000));
+    CHECK_EQ_INT(admin_integer("PUBLISH topic-s %s", "flows"), 1);
+    CHECK(WAIT_UNTIL(rec.messages == 1, 2000));
+    CHECK_EQ_MEM(rec.payload, rec.payload_len, "flows", 5);
+    proxy_stop();
+    link_close(link);
+}
+
+/*
+ * A reset command connection: libuv stops the poll and hiredis 0.14 never
+ * hears of it (pitfall #1); the link notices within a tick, not after the
+ * command timeout, and answers what was in flight OUTCOME_UNKNOWN.
+ */
+static void test_connection_reset(void)
+{
+    proxy_start();
+    hd_redis_link_settings s = settings_for(proxy.port, 5000);
+    hd_redis_link *link = link_up(&s);
+    answer blocked = {0};
+    CHECK_EQ_INT(command(link, &blocked, "BLPOP", "never-pushed", 12, "0", 1), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(blocked_clients() == 1, 2000));
+    proxy_conn *pc = proxy_find(false);
+    CHECK(pc != NULL);
+    if (pc == NULL)
+        return;
+    uint64_t reset_at = now_ms();
+    uv_tcp_close_reset(&pc->client, proxy_on_closed);
+    uv_close((uv_handle_t *)&pc->server, proxy_on_closed);
+    CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] == 1, 6000));
+    CHECK(now_ms() - reset_at < 1000);
+    CHECK(strstr(rec.reason, "the command connection") != NULL &&
+          strstr(rec.reason, "reset") != NULL);
+    CHECK_EQ_INT(blocked.calls, 1);
+    CHECK_EQ_INT(blocked.status, HD_REDIS_OUTCOME_UNKNOWN);
+    CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP, 5000));
+    proxy_stop();
+    link_close(link);
+}
+
 /* Closing answers what is in flight before it returns, and calls nothing after. */
 static void test_close_in_flight(void)
 {
@@ -645,6 +868,8 @@ int main(void)
         RUN_TEST(test_scripts);
         RUN_TEST(test_pubsub_binary);
         RUN_TEST(test_pubsub_client_kill);
+        RUN_TEST(test_pubsub_silent);
+        RUN_TEST(test_connection_reset);
         RUN_TEST(test_close_in_flight);
         RUN_TEST(test_server_stopped);
         RUN_TEST(test_server_killed);
