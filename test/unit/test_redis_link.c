@@ -669,6 +669,46 @@ static void test_pubsub_binary(void)
     link_close(link);
 }
 
+/* (UN)SUBSCRIBEs of one channel pipelined before Redis answers the first. */
+static void test_pubsub_churn(void)
+{
+    hd_redis_link_settings s = settings_for(redis_port, 2000);
+    hd_redis_link *link = link_up(&s);
+    hd_redis_link_subscribe(link, "churn", 5);
+    CHECK(WAIT_UNTIL(rec.subscribed == 2, 2000));
+
+    /* UNSUBSCRIBE goes out, then SUBSCRIBE behind it: confirmed once both are answered. */
+    hd_redis_link_unsubscribe(link, "churn", 5);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    hd_redis_link_subscribe(link, "churn", 5);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK(WAIT_UNTIL(subscribed_count("churn") == 2, 2000));
+    CHECK_EQ_INT(admin_integer("PUBLISH churn %s", "1"), 1);
+    CHECK(WAIT_UNTIL(rec.messages == 1, 2000));
+
+    /* SUBSCRIBE then UNSUBSCRIBE of a new channel: never confirmed, nothing passed on. */
+    hd_redis_link_subscribe(link, "brief", 5);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    hd_redis_link_unsubscribe(link, "brief", 5);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    freeReplyObject(admin_command("PUBLISH brief x"));
+    CHECK_EQ_INT(admin_integer("PUBLISH churn %s", "2"), 1);
+    CHECK(WAIT_UNTIL(rec.messages == 2, 2000));
+    CHECK_EQ_MEM(rec.channel, rec.channel_len, "churn", 5);
+    CHECK_EQ_INT(subscribed_count("brief"), 0);
+    redisReply *r = admin_command("PUBSUB NUMSUB brief");
+    CHECK(r && r->elements == 2 && r->element[1]->integer == 0);
+    freeReplyObject(r);
+
+    /* And subscribed for good: confirmed, and it flows. */
+    hd_redis_link_subscribe(link, "brief", 5);
+    CHECK(WAIT_UNTIL(subscribed_count("brief") == 1, 2000));
+    CHECK_EQ_INT(admin_integer("PUBLISH brief %s", "3"), 1);
+    CHECK(WAIT_UNTIL(rec.messages == 3, 2000));
+    CHECK_EQ_MEM(rec.payload, rec.payload_len, "3", 1);
+    link_close(link);
+}
+
 static void test_pubsub_client_kill(void)
 {
     hd_redis_link_settings s = settings_for(redis_port, 2000);
@@ -867,6 +907,7 @@ int main(void)
         RUN_TEST(test_auth_select_and_bound);
         RUN_TEST(test_scripts);
         RUN_TEST(test_pubsub_binary);
+        RUN_TEST(test_pubsub_churn);
         RUN_TEST(test_pubsub_client_kill);
         RUN_TEST(test_pubsub_silent);
         RUN_TEST(test_connection_reset);
