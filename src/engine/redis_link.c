@@ -516,11 +516,19 @@ static void link_flush(hd_redis_link *link)
     send_batch(link, sub_argv, sub_lens, &nsub);
     send_batch(link, unsub_argv, unsub_lens, &nunsub);
 
-    /* A callback may close the link or drop it, which unlinks these. */
+    /*
+     * A callback may close the link or drop it (which unlinks these), or
+     * unsubscribe one still waiting here: that one goes back to the queue.
+     */
     while (!hd_list_empty(&confirmed)) {
         channel *ch = hd_container_of(confirmed.next, channel, queue_node);
         hd_list_unlink(&ch->queue_node);
-        if (link->state == HD_REDIS_LINK_UP && ch->wanted && ch->tell) {
+        if (link->state != HD_REDIS_LINK_UP) {
+            continue;
+        } else if (!ch->wanted) {
+            channel_queue(link, ch);
+            link_schedule_flush(link);
+        } else if (ch->tell) {
             ch->tell = false;
             link->settings.on_subscribed(link->settings.ctx, ch->name, ch->len);
         }

@@ -139,6 +139,7 @@ static struct {
     int messages;
     char channel[64], payload[256];
     size_t channel_len, payload_len;
+    void (*subscribed_hook)(const char *channel, size_t len); /* run after recording */
 } rec;
 
 static inline void on_state(void *ctx, hd_redis_link_state state, const char *reason)
@@ -158,6 +159,8 @@ static inline void on_subscribed(void *ctx, const char *channel, size_t len)
     if (rec.subscribed < MAX_SEEN)
         snprintf(rec.subscribed_names[rec.subscribed], 32, "%.*s", (int)len, channel);
     rec.subscribed++;
+    if (rec.subscribed_hook)
+        rec.subscribed_hook(channel, len);
 }
 
 static inline void on_message(void *ctx, const char *channel, size_t channel_len,

@@ -404,6 +404,15 @@ static void test_pubsub_binary(void)
     link_close(link);
 }
 
+static hd_redis_link *churn_link;
+
+/* Unsubscribes "churn-y" when "churn-x" is confirmed. */
+static void unsubscribe_y_on_x(const char *channel, size_t len)
+{
+    if (len == 7 && memcmp(channel, "churn-x", 7) == 0)
+        hd_redis_link_unsubscribe(churn_link, "churn-y", 7);
+}
+
 /* (UN)SUBSCRIBEs of one channel pipelined before Redis answers the first. */
 static void test_pubsub_churn(void)
 {
@@ -441,6 +450,26 @@ static void test_pubsub_churn(void)
     CHECK_EQ_INT(admin_integer("PUBLISH brief %s", "3"), 1);
     CHECK(WAIT_UNTIL(rec.messages == 3, 2000));
     CHECK_EQ_MEM(rec.payload, rec.payload_len, "3", 1);
+
+    /*
+     * Two channels wanted again while Redis still has them are confirmed
+     * one after the other; the first one's callback drops the second,
+     * which must then leave Redis too.
+     */
+    hd_redis_link_subscribe(link, "churn-x", 7);
+    hd_redis_link_subscribe(link, "churn-y", 7);
+    CHECK(WAIT_UNTIL(subscribed_count("churn-x") == 1 && subscribed_count("churn-y") == 1, 2000));
+    hd_redis_link_unsubscribe(link, "churn-x", 7);
+    hd_redis_link_unsubscribe(link, "churn-y", 7);
+    hd_redis_link_subscribe(link, "churn-x", 7);
+    hd_redis_link_subscribe(link, "churn-y", 7);
+    churn_link = link;
+    rec.subscribed_hook = unsubscribe_y_on_x;
+    CHECK(WAIT_UNTIL(subscribed_count("churn-x") == 2, 2000));
+    rec.subscribed_hook = NULL;
+    CHECK(WAIT_UNTIL(admin_integer("PUBLISH churn-y %s", "gone") == 0, 2000));
+    CHECK_EQ_INT(subscribed_count("churn-y"), 1);
+    CHECK_EQ_INT(admin_integer("PUBLISH churn-x %s", "here"), 1);
     link_close(link);
 }
 
