@@ -167,6 +167,16 @@ const char *hd_redis_link_state_name(hd_redis_link_state state)
     return "?";
 }
 
+/*
+ * Milliseconds for deadlines. Not uv_now: the loop's cached time can be
+ * old when a callback ran long, and a command stamped with it would time
+ * out early.
+ */
+static uint64_t clock_ms(void)
+{
+    return uv_hrtime() / 1000000;
+}
+
 static double random_uniform(void)
 {
     uint32_t r = 0;
@@ -229,7 +239,7 @@ static pending *pending_new(conn *c, size_t bytes, hd_redis_reply_cb *cb, void *
 /* After hiredis took p: it is in flight from now. */
 static void pending_track(pending *p)
 {
-    p->sent_ms = uv_now(p->conn->link->loop);
+    p->sent_ms = clock_ms();
     p->conn->link->inflight_bytes += p->bytes;
     hd_list_insert_tail(&p->conn->inflight, &p->node);
 }
@@ -576,7 +586,7 @@ static void sub_on_reply(redisAsyncContext *ac, void *r, void *privdata)
     const redisReply *reply = r;
     if (reply == NULL || ac->data == NULL)
         return; /* the context is being freed */
-    link->sub_activity_ms = uv_now(link->loop);
+    link->sub_activity_ms = clock_ms();
     link->probe_out = false;
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
@@ -833,7 +843,7 @@ static void link_up(hd_redis_link *link)
     }
     link->state = HD_REDIS_LINK_UP;
     link->attempt = 0;
-    link->sub_activity_ms = uv_now(link->loop);
+    link->sub_activity_ms = clock_ms();
     link->probe_out = false;
     for (size_t i = 0; i < link->bucket_count; i++)
         for (channel *ch = link->buckets[i]; ch; ch = ch->bucket_next)
@@ -869,7 +879,7 @@ static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
     else
         uv_ip4_name((const struct sockaddr_in *)res->ai_addr, link->ip, sizeof(link->ip));
     uv_freeaddrinfo(res);
-    link->attempt_started_ms = uv_now(link->loop);
+    link->attempt_started_ms = clock_ms();
     if (conn_open(&link->cmd) < 0 || conn_open(&link->sub) < 0) {
         char reason[REASON_MAX];
         memcpy(reason, link->reason, sizeof(reason));
@@ -943,7 +953,7 @@ static void link_check_probe(hd_redis_link *link, uint64_t now)
 static void link_on_tick(uv_timer_t *timer)
 {
     hd_redis_link *link = hd_container_of(timer, hd_redis_link, tick);
-    uint64_t now = uv_now(link->loop);
+    uint64_t now = clock_ms();
     uint32_t timeout = link->settings.timeout_ms;
     if (link->resolving)
         return; /* getaddrinfo has its own timeout */
