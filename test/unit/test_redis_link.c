@@ -551,7 +551,8 @@ static void test_server_stopped(void)
         CHECK_EQ_INT(a[i].calls, 1);
         CHECK_EQ_INT(a[i].status, HD_REDIS_TIMEOUT);
         CHECK(a[i].at_ms - sent >= TIMEOUT_MS - 10);
-        CHECK(a[i].at_ms - sent <= TIMEOUT_MS + 250);
+        CHECK(a[i].at_ms - sent <=
+              TIMEOUT_MS + 400); /* a tick is 50 ms; slack for a loaded machine */
     }
     CHECK_EQ_INT(rec.state, HD_REDIS_LINK_DOWN);
     CHECK(strstr(rec.reason, "did not answer a command within 500 ms") != NULL);
@@ -587,7 +588,7 @@ static void test_pubsub_silent(void)
     pc->frozen = true;
     uint64_t frozen_at = now_ms();
     CHECK(WAIT_UNTIL(rec.entered[HD_REDIS_LINK_DOWN] == 1, 3000));
-    CHECK(now_ms() - frozen_at <= 200 + 500 + 300);
+    CHECK(now_ms() - frozen_at <= 200 + 500 + 500); /* idle, probe timeout, slack */
     CHECK(strstr(rec.reason, "did not deliver the liveness probe within 500 ms") != NULL);
     CHECK(WAIT_UNTIL(rec.state == HD_REDIS_LINK_UP && subscribed_count("topic-s") == 2, 5000));
     CHECK_EQ_INT(admin_integer("PUBLISH topic-s %s", "flows"), 1);
