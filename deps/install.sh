@@ -4,10 +4,11 @@
 set -euo pipefail
 
 # openssl (the CLI) makes the self-signed certificate of the TLS tests.
+# redis-server, redis-sentinel and redis-tools (redis-cli): the Redis engine's tests start their own.
 packages=(
   build-essential cmake pkg-config git curl ca-certificates openssl
   libuv1-dev libssl-dev libcjson-dev libhiredis-dev zlib1g-dev
-  redis-server chromium clang clang-format libclang-rt-14-dev
+  redis-server redis-sentinel redis-tools chromium clang clang-format libclang-rt-14-dev
   nginx libnginx-mod-nchan
 )
 # Node.js may already come from another source (nodesource); only fall back to Debian's when absent.

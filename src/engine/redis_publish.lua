@@ -1,0 +1,161 @@
+-- herald's publish script (SPEC §5; ../shared/design/redis-engine.md, part B):
+-- one atomic step that assigns ids to a batch of messages (a single publish
+-- is a batch of one), appends each to its topic's history, trims that
+-- history and hands each message to every node over pub/sub.
+--
+-- KEYS[1]  {prefix}:hub, a hash: e = epoch, s = last seq issued
+-- ARGV     prefix ("{herald}"), epoch candidate, now (ms), max_messages,
+--          max_bytes, ttl (ms, 0 = none), idle_ttl (s, 0 = none),
+--          known epoch, known seq (the highest seq this node has seen in
+--          known epoch; "" and 0 when none), overhead (bytes a message
+--          costs besides its topic, event and data), n,
+--          then n triples: topic, event ("" = none), data
+-- Returns  {epoch, rotation, seq_1, ..., seq_n}; rotation is "" or why
+--          the epoch changed: "lost" (no hub hash) or "rollback" (Redis is
+--          behind what was seen: a restore, a failover that lost writes).
+--
+-- Per topic T:
+--   {prefix}:s:T  stream, entry id "<seq>-0", fields in this order:
+--                 d data, t ms, p previous seq of T in this epoch (0 = first), v event
+--   {prefix}:m:T  hash: e = epoch of the stream, l = last seq of T,
+--                 b = topic, event and data bytes held
+--   {prefix}:c:T  channel: "<epoch>:<seq>:<prev>:<ms>:<event length>:<event><data>"
+-- A message costs #T + #event + #data + overhead bytes, as in the memory
+-- engine (the overhead is counted per entry, not stored, so nodes that
+-- pass different ones do not skew b). Before each append the oldest
+-- entries go while they are expired (t <= now - ttl), or while keeping them
+-- would exceed max_messages or max_bytes with the new one; a message larger
+-- than max_bytes is kept alone, and limits of 0 behave like 1 (as in the
+-- memory engine).
+--
+-- Phase 1 only reads and checks, so a refusal writes nothing; phase 2 has
+-- no command that can fail, so a batch is stored whole or not at all.
+-- Numbers go out through string.format('%d'): Lua's .. prints them %.14g.
+
+local hub = KEYS[1]
+local prefix = ARGV[1]
+local candidate = ARGV[2]
+local now = tonumber(ARGV[3])
+local max_messages = tonumber(ARGV[4])
+local max_bytes = tonumber(ARGV[5])
+local ttl = tonumber(ARGV[6])
+local idle_ttl = tonumber(ARGV[7])
+local known_epoch = ARGV[8]
+local known_seq = tonumber(ARGV[9])
+local overhead = tonumber(ARGV[10])
+local n = tonumber(ARGV[11])
+
+local function refuse(why)
+  return redis.error_reply('ERR herald publish: ' .. why)
+end
+
+-- Phase 1: checks.
+if not (now and max_messages and max_bytes and ttl and idle_ttl and known_seq and overhead
+    and n) then
+  return refuse('a numeric argument is not a number')
+end
+if n < 1 or #ARGV ~= 11 + 3 * n then
+  return refuse('expected ' .. string.format('%d', 11 + 3 * n) .. ' arguments')
+end
+if hub ~= prefix .. ':hub' or candidate == '' then
+  return refuse('bad hub key or epoch candidate')
+end
+
+local function wrong_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    return refuse(key .. ' holds a ' .. t .. ', not a ' .. want)
+  end
+end
+
+local err = wrong_type(hub, 'hash')
+if err then return err end
+local hub_e, hub_s = unpack(redis.call('HMGET', hub, 'e', 's'))
+if hub_s and not tonumber(hub_s) then
+  return refuse(hub .. ' s is not a number') -- HINCRBY would fail half way
+end
+hub_s = tonumber(hub_s) or 0
+local rotation = ''
+if not hub_e then
+  rotation = 'lost'
+elseif hub_e == known_epoch and known_seq > hub_s then
+  rotation = 'rollback'
+end
+
+local topics = {}
+for i = 1, n do
+  local topic = ARGV[9 + 3 * i]
+  if topic == '' then
+    return refuse('empty topic')
+  end
+  if not topics[topic] then
+    local t = { meta = prefix .. ':m:' .. topic, stream = prefix .. ':s:' .. topic }
+    err = wrong_type(t.meta, 'hash') or wrong_type(t.stream, 'stream')
+    if err then return err end
+    local e, l, b = unpack(redis.call('HMGET', t.meta, 'e', 'l', 'b'))
+    t.e, t.l, t.b = e, tonumber(l) or 0, tonumber(b) or 0
+    if hub_e and e == hub_e and t.l > hub_s then
+      rotation = 'rollback'
+    end
+    topics[topic] = t
+  end
+end
+if rotation ~= '' and candidate == hub_e then
+  return refuse('the epoch candidate is the current epoch')
+end
+
+-- Phase 2: writes.
+local epoch = hub_e
+if rotation ~= '' then
+  epoch = candidate
+  redis.call('HSET', hub, 'e', epoch, 's', 0)
+end
+
+local function trim(topic, t, bytes)
+  local expired_at = now - ttl
+  while true do
+    local len = redis.call('XLEN', t.stream)
+    if len == 0 then
+      t.b = 0 -- nothing held, whatever the meta hash said (the stream expired first)
+      return
+    end
+    local oldest = redis.call('XRANGE', t.stream, '-', '+', 'COUNT', 1)[1]
+    local f = oldest[2] -- d, data, t, ms, p, prev, v, event
+    local expired = ttl > 0 and tonumber(f[4]) <= expired_at
+    local held = t.b + bytes + (len + 1) * overhead
+    if not (expired or len >= max_messages or held > max_bytes) then return end
+    redis.call('XDEL', t.stream, oldest[1])
+    t.b = t.b - (#topic + #f[8] + #f[2])
+  end
+end
+
+local reply = { epoch, rotation }
+local now_text = string.format('%d', now)
+for i = 1, n do
+  local topic, event, data = ARGV[9 + 3 * i], ARGV[10 + 3 * i], ARGV[11 + 3 * i]
+  local t = topics[topic]
+  if t.e ~= epoch then
+    -- The stream belongs to another epoch (or none): its ids mean nothing now.
+    redis.call('DEL', t.stream)
+    t.e, t.l, t.b = epoch, 0, 0
+  end
+  local seq = redis.call('HINCRBY', hub, 's', 1)
+  local bytes = #topic + #event + #data
+  trim(topic, t, bytes)
+  local prev = t.l
+  redis.call('XADD', t.stream, string.format('%d-0', seq), 'd', data, 't', now_text,
+    'p', string.format('%d', prev), 'v', event)
+  t.l, t.b = seq, t.b + bytes
+  redis.call('PUBLISH', prefix .. ':c:' .. topic,
+    string.format('%s:%d:%d:%s:%d:', epoch, seq, prev, now_text, #event) .. event .. data)
+  reply[#reply + 1] = seq
+end
+
+for _, t in pairs(topics) do
+  redis.call('HSET', t.meta, 'e', t.e, 'l', string.format('%d', t.l), 'b', string.format('%d', t.b))
+  if idle_ttl > 0 then
+    redis.call('EXPIRE', t.meta, idle_ttl)
+    redis.call('EXPIRE', t.stream, idle_ttl)
+  end
+end
+return reply

@@ -1,0 +1,17 @@
+/*
+ * The Redis engine's Lua scripts, compiled into the binary from
+ * src/engine/<name>.lua (deps/embed.cmake, wired in CMakeLists.txt): each
+ * is hd_<name>_lua, NUL-terminated, and hd_<name>_lua_len bytes long
+ * (without the NUL). What a script takes and returns is written at its top.
+ * Register one with hd_redis_link_script.
+ */
+#ifndef HERALD_ENGINE_REDIS_SCRIPTS_H
+#define HERALD_ENGINE_REDIS_SCRIPTS_H
+
+#include <stddef.h>
+
+/* One publish, or a batch, in one atomic step: ids, history, trim, fan-out. */
+extern const char hd_redis_publish_lua[];
+extern const size_t hd_redis_publish_lua_len;
+
+#endif
