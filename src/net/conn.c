@@ -801,6 +801,16 @@ static int on_url(llhttp_t *parser, const char *at, size_t len)
     return count_head_bytes(conn, len);
 }
 
+/*
+ * Trailer fields (after a chunked body) are counted against the limits and
+ * dropped: RFC 9110 §6.5.1 forbids merging them into the header section,
+ * where a token or a Content-Type a proxy never saw in the head would count.
+ */
+static bool in_trailers(const llhttp_t *parser)
+{
+    return (parser->flags & F_TRAILING) != 0;
+}
+
 static int on_header_field(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
@@ -814,6 +824,8 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
     if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
         return reject(conn, 400, "bad_request",
                       "Malformed HTTP request: whitespace in a header name.");
+    if (in_trailers(parser))
+        return 0;
     hd_strbuf *headers = &conn->request->headers;
     hd_strbuf_reserve(headers, len);
     for (size_t i = 0; i < len; i++)
@@ -826,9 +838,10 @@ static int on_header_field_complete(llhttp_t *parser)
     hd_conn *conn = parser_conn(parser);
     hd_strbuf *headers = &conn->request->headers;
     /* Nothing since the last value's terminator: ": value", which llhttp 8.1 lets through. */
-    if (headers->len == 0 || headers->data[headers->len - 1] == '\0')
+    if (!in_trailers(parser) && (headers->len == 0 || headers->data[headers->len - 1] == '\0'))
         return reject(conn, 400, "bad_request", "Malformed HTTP request: an empty header name.");
-    hd_strbuf_append(headers, "", 1);
+    if (!in_trailers(parser))
+        hd_strbuf_append(headers, "", 1);
     if (++conn->request->header_count > hd_conn_config(conn)->limits.max_headers)
         return reject(conn, 431, "headers_too_large",
                       "The request has more headers than limits.max_headers.");
@@ -839,7 +852,7 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len)
 {
     hd_conn *conn = parser_conn(parser);
     int rc = count_head_bytes(conn, len);
-    if (rc != 0)
+    if (rc != 0 || in_trailers(parser))
         return rc;
     hd_strbuf_append(&conn->request->headers, at, len);
     return 0;
@@ -847,8 +860,8 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len)
 
 static int on_header_value_complete(llhttp_t *parser)
 {
-    hd_conn *conn = parser_conn(parser);
-    hd_strbuf_append(&conn->request->headers, "", 1);
+    if (!in_trailers(parser))
+        hd_strbuf_append(&parser_conn(parser)->request->headers, "", 1);
     return 0;
 }
 

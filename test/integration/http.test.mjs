@@ -288,6 +288,66 @@ describe('Expect: 100-continue with tokens', () => {
   });
 });
 
+describe('trailer fields', () => {
+  // RFC 9110 §6.5.1: a trailer field is not merged into the header section.
+  // Otherwise a token, a Content-Type or an Origin a proxy never saw in the
+  // head (or stripped from it) would count as if the client had sent it there.
+  const SECRET = 'herald-http-trailer-secret-5e4d3c2b1a';
+  let ha;
+  before(async () => {
+    ha = await startHerald({ config: { auth: { jwt_secret: SECRET, anonymous_publish: false } } });
+  });
+  after(async () => { await ha?.stop(); });
+
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const input = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ herald: { publish: ['*'] } })}`;
+  const good = `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
+  const chunked = (target, head, body, trailers) => `POST ${target} HTTP/1.1\r\nHost: t\r\n${head}`
+    + `Transfer-Encoding: chunked\r\n\r\n${Buffer.byteLength(body).toString(16)}\r\n${body}\r\n0\r\n${trailers}\r\n`;
+
+  test('a token sent as a trailer does not authorize: 401, and nothing is published', async () => {
+    const sse = await subscribe(ha.url, '/events?topic=trailed');
+    try {
+      const r = await rawRequest(ha.host, ha.port,
+        chunked('/topics/trailed', '', 'sneaked', `Authorization: Bearer ${good}\r\n`), { timeout: 5000 });
+      assert.equal(r.responses.length, 1, r.text);
+      assertError(r.responses[0], 401, 'unauthorized');
+      // The same token in the head publishes; the subscriber gets only that message.
+      const ok = await rawRequest(ha.host, ha.port,
+        chunked('/topics/trailed', `Authorization: Bearer ${good}\r\nConnection: close\r\n`, 'in the head', ''), { timeout: 5000 });
+      assert.equal(ok.responses[0]?.status, 201, ok.text);
+      const [ev] = await sse.waitEvents(1);
+      assert.equal(ev.data, 'in the head');
+      assert.equal(sse.events.length, 1);
+    } finally {
+      sse.close();
+    }
+  });
+
+  test('a Content-Type sent as a trailer does not make a batch JSON: 415', async () => {
+    const body = JSON.stringify([{ topic: 'trailed', data: 'x' }]);
+    const r = await rawRequest(ha.host, ha.port,
+      chunked('/publish', `Authorization: Bearer ${good}\r\n`, body, 'Content-Type: application/json\r\n'), { timeout: 5000 });
+    assert.equal(r.responses.length, 1, r.text);
+    assertError(r.responses[0], 415, 'unsupported_media_type');
+  });
+
+  test('trailers still count against max_headers, and the next request on the connection reads its own headers', async () => {
+    const conn = await RawConn.connect(h.host, h.port);
+    try {
+      await conn.write(chunked('/topics/trailed', '', 'one', 'X-Trailer: 1\r\n')
+        + 'GET /topics/trailed HTTP/1.1\r\nHost: t\r\n\r\n');
+      const [first, second] = await conn.waitResponses(2);
+      assert.equal(first.status, 201, conn.text);
+      assert.equal(second.status, 200, conn.text);
+    } finally {
+      conn.destroy();
+    }
+    const many = Array.from({ length: 200 }, (_, i) => `X-T${i}: v\r\n`).join('');
+    await assertRefused(chunked('/topics/trailed', '', 'two', many), 431, 'headers_too_large');
+  });
+});
+
 describe('chunk sizes', () => {
   test('a chunk over the body limit → 413 as soon as its size line is read (not a 408 later)', async () => {
     for (const [target, limit] of [['/topics/chunks', MAX_MESSAGE], ['/publish', MAX_REQUEST]]) {
