@@ -866,10 +866,11 @@ static int on_header_value_complete(llhttp_t *parser)
 }
 
 /*
- * Counts a body against limits.max_pending_body_bytes before it takes
- * memory: a declared Content-Length whole, when the head is complete (so the
- * 503 comes before 100 Continue and before any body byte is read); a chunked
- * body as each chunk arrives. Over the limit: 503 busy, then closed.
+ * Counts a body against limits.max_pending_body_bytes as its bytes arrive,
+ * not by its declared Content-Length: a client that declares a large body
+ * and sends nothing would otherwise hold the budget for free, and a few such
+ * connections would turn every other publisher away. To hold budget a client
+ * must send the bytes. Over the limit: 503 busy, then closed.
  */
 static int reserve_body(hd_conn *conn, uint64_t bytes)
 {
@@ -971,9 +972,6 @@ static int on_headers_complete(llhttp_t *parser)
                           (unsigned long long)conn->reader->body_limit);
         return HPE_USER;
     }
-    int rc = (parser->flags & F_CONTENT_LENGTH) ? reserve_body(conn, parser->content_length) : 0;
-    if (rc != 0)
-        return rc;
     return answer_expectation(conn, parser);
 }
 

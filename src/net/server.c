@@ -493,6 +493,34 @@ static void resume_listeners(hd_server *server)
 }
 
 /*
+ * An address in use is most often another process (another herald), but an
+ * earlier entry of the same list on the same port can hold it too: a
+ * wildcard (0.0.0.0:P, [::]:P) overlaps every address of its port, which the
+ * config's duplicate check does not call a duplicate.
+ */
+static void describe_address_in_use(const hd_config *config, size_t index, char *err,
+                                    size_t err_len)
+{
+    const char *address = config->listen.items[index];
+    char host[64];
+    int port, other_port;
+    hd_config_parse_address(address, host, sizeof(host), &port);
+    for (size_t j = 0; j < index; j++) {
+        if (hd_config_parse_address(config->listen.items[j], host, sizeof(host), &other_port) ==
+                0 &&
+            other_port == port && port != 0) {
+            snprintf(err, err_len,
+                     "cannot listen on %s: address already in use, by listen[%zu] '%s' of this "
+                     "configuration on the same port (a wildcard address covers every address)",
+                     address, j, config->listen.items[j]);
+            return;
+        }
+    }
+    snprintf(err, err_len, "cannot listen on %s: address already in use (another herald?)",
+             address);
+}
+
+/*
  * One listening socket per address, made by the first worker and shared by
  * every worker (each polls its own dup of it and accepts from it; the kernel
  * wakes them all, and whoever accepts first serves the connection).
@@ -574,8 +602,7 @@ static int listen_on(hd_server *server, size_t i, char *err, size_t err_len)
         }
         fd = open_listening_socket((const struct sockaddr *)&addr);
         if (fd == UV_EADDRINUSE) {
-            snprintf(err, err_len, "cannot listen on %s: address already in use (another herald?)",
-                     address);
+            describe_address_in_use(server->config, i, err, err_len);
             return -1;
         }
     } else {

@@ -284,3 +284,23 @@ describe('a second herald on an address already in use', () => {
     }
   });
 });
+
+describe('listen entries of one configuration that overlap', () => {
+  // 0.0.0.0:P and 127.0.0.1:P are not duplicates, but the wildcard holds the
+  // port for every address: the error names the entry, not another herald.
+  test('exits 2 naming the earlier wildcard entry', async () => {
+    const probe = await startHerald({});
+    const port = probe.port; // a port known free once the probe stops
+    await probe.stop();
+    const { dir, file } = writeConfig({ listen: [`0.0.0.0:${port}`, `127.0.0.1:${port}`] });
+    try {
+      const r = await runHerald(['--config', file], { timeout: 4000 });
+      assert.equal(r.code, 2, r.stderr);
+      assertSanitizerClean(r.stderr);
+      assert.match(r.stderr, new RegExp(
+        `cannot listen on 127\\.0\\.0\\.1:${port}: address already in use, by listen\\[0\\] '0\\.0\\.0\\.0:${port}'`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -90,13 +90,15 @@ test('bodies being received share max_pending_body_bytes across workers: past it
   servers.push(h);
   const subscriber = await subscribe(h.url, '/events?topic=budget');
   const publisher = await openWS(h.url, '/ws');
-  // Four uploads declaring 1 KiB each hold the whole budget, whichever worker took them.
-  const holders = [];
-  for (let i = 0; i < 4; i++) holders.push(await partialBody(h, 1024, 10));
+  // Only bytes received count: a body declared but not sent holds nothing.
+  const idle = await partialBody(h, 1 << 20, 0);
+  // Four uploads that sent 1 KiB each hold the whole budget, whichever worker took them.
+  const holders = [idle];
+  for (let i = 0; i < 4; i++) holders.push(await partialBody(h, 2048, 1024));
   try {
     await until(async () => (await metric(h, PENDING)) === budget, { what: 'the budget to be held' });
 
-    // A new body is refused before it is read: 503 busy, Retry-After, connection closed.
+    // A new body is refused as it arrives: 503 busy, Retry-After, connection closed.
     const refused = await RawConn.connect(h.host, h.port);
     await refused.write('POST /topics/budget HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello');
     const [res] = await refused.waitResponses(1);
@@ -145,9 +147,9 @@ test('bodies refused (413), answered, or cut by a timeout give their share back'
   const res = await request(`${h.url}/topics/held`, { method: 'POST', body: 'z'.repeat(2000) });
   assert.equal(res.status, 201, res.text);
   assert.equal(await metric(h, PENDING), 0);
-  // A stalled upload meets header_timeout_s: 408, and its declared length is given back.
+  // A stalled upload meets header_timeout_s: 408, and what it sent is given back.
   const stalled = await partialBody(h, 1024, 10);
-  await until(async () => (await metric(h, PENDING)) === 1024, { what: 'the upload to be held' });
+  await until(async () => (await metric(h, PENDING)) === 10, { what: 'the upload to be held' });
   const [timedOut] = await stalled.waitResponses(1, { timeout: 3000 });
   assert.equal(timedOut.status, 408);
   assert.equal(await metric(h, PENDING), 0);
