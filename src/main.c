@@ -198,8 +198,9 @@ static void stop_taking_signals(herald *h)
  */
 static void shut_down(herald *h, const char *signal_name)
 {
-    hd_log_info("received %s: shutting down", signal_name);
+    /* Workers answer as draining from here: the log line, which clients may wait for, comes after. */
     hd_workers_shutdown(h->workers);
+    hd_log_info("received %s: shutting down", signal_name);
     pthread_sigmask(SIG_BLOCK, &h->signal_set, NULL);
     stop_taking_signals(h);
 }
