@@ -18,11 +18,11 @@
  *
  * Threading: one hub serves every worker thread; its state is guarded by
  * one mutex, taken by each function here. A subscriber belongs to the worker
- * whose thread initialised it: the hub delivers to it only on that thread,
- * from hd_hub_deliver_pending, which the worker calls when notified (a hub
- * without a notify callback for the worker, as in unit tests, delivers
- * within hd_hub_publish instead). Visitor and deliver callbacks must not call back into the hub;
- * visitors run with the lock held.
+ * whose thread initialised it: a publish queues the message in that
+ * worker's inbox (herald/mailbox.h), and the hub delivers it on that thread,
+ * from hd_hub_deliver_pending, which the worker calls when notified. Visitor
+ * and deliver callbacks must not call back into the hub; visitors run with
+ * the lock held.
  */
 #ifndef HERALD_HUB_H
 #define HERALD_HUB_H
@@ -200,7 +200,8 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  * Called once per worker at start: notify(ctx) is called from any thread,
  * with the hub's lock held, when the worker's inbox gets its first message
  * (e.g. uv_async_send); the worker then calls hd_hub_deliver_pending on its
- * own thread. NULL unregisters (before the worker stops).
+ * own thread. NULL unregisters (before the worker stops): no call follows.
+ * Messages queued for a worker without one wait for hd_hub_deliver_pending.
  */
 void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx);
 /*

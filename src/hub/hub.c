@@ -11,6 +11,7 @@
 
 #include "herald/alloc.h"
 #include "herald/log.h"
+#include "herald/mailbox.h"
 #include "herald/worker.h"
 
 /*
@@ -42,16 +43,6 @@ struct hd_topic {
     char name[];
 };
 
-/* Messages for one worker's subscribers, in seq order, until its thread delivers them. */
-typedef struct hub_inbox {
-    hd_message **messages; /* one reference each, from head to len */
-    size_t head;
-    size_t len;
-    size_t cap;
-    void (*notify)(void *ctx);
-    void *notify_ctx;
-} hub_inbox;
-
 /*
  * Every field is guarded by lock, except what each worker owns alone: its
  * subscribers' subscription arrays and their seen_seq, which only its thread
@@ -61,7 +52,11 @@ typedef struct hub_inbox {
 struct hd_hub {
     pthread_mutex_t lock;
     unsigned workers;
-    hub_inbox *inboxes; /* one per worker */
+    /*
+     * One per worker: the messages its subscribers are owed, in seq order,
+     * one reference each, until its thread delivers them. Guarded by lock.
+     */
+    hd_mailbox *inboxes;
     hd_hub_options options;
     uint32_t epoch;
     uint64_t seq; /* the last seq assigned */
@@ -410,6 +405,8 @@ hd_hub *hd_hub_new(const hd_hub_options *options)
     pthread_mutex_init(&hub->lock, NULL);
     hub->workers = hd_worker_count();
     hub->inboxes = hd_calloc(hub->workers, sizeof(*hub->inboxes));
+    for (unsigned w = 0; w < hub->workers; w++)
+        hd_mailbox_init(&hub->inboxes[w], &hub->lock);
     hub->options = *options;
     hub->epoch = options->epoch;
     while (hub->epoch == 0)
@@ -433,9 +430,11 @@ void hd_hub_free(hd_hub *hub)
         }
     }
     for (unsigned w = 0; w < hub->workers; w++) {
-        for (size_t i = hub->inboxes[w].head; i < hub->inboxes[w].len; i++)
-            hd_message_release(hub->inboxes[w].messages[i]);
-        free(hub->inboxes[w].messages);
+        size_t count;
+        void *const *queued = hd_mailbox_peek_locked(&hub->inboxes[w], &count);
+        for (size_t i = 0; i < count; i++)
+            hd_message_release(queued[i]);
+        hd_mailbox_destroy(&hub->inboxes[w]);
     }
     free(hub->inboxes);
     free(hub->buckets);
@@ -549,39 +548,17 @@ hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t 
 
 void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx)
 {
-    hub_lock(hub);
-    hub->inboxes[worker].notify = notify;
-    hub->inboxes[worker].notify_ctx = ctx;
-    hub_unlock(hub);
-}
-
-/* Returns whether the inbox was empty (its worker then needs a wake-up). */
-static bool inbox_push(hub_inbox *inbox, hd_message *msg)
-{
-    if (inbox->len == inbox->cap && inbox->head > 0) {
-        /* Reuse the room of what was delivered before growing. */
-        inbox->len -= inbox->head;
-        memmove(inbox->messages, inbox->messages + inbox->head,
-                inbox->len * sizeof(*inbox->messages));
-        inbox->head = 0;
-    }
-    if (inbox->len == inbox->cap) {
-        inbox->cap = inbox->cap ? inbox->cap * 2 : 64;
-        inbox->messages = hd_realloc(inbox->messages, inbox->cap * sizeof(*inbox->messages));
-    }
-    inbox->messages[inbox->len++] = hd_message_retain(msg);
-    return inbox->len - inbox->head == 1;
+    hd_mailbox_set_notify(&hub->inboxes[worker], notify, ctx);
 }
 
 /*
  * Appends one checked item to history and queues it for every worker with
- * subscribers of its topic. Pushed under the lock, so every inbox is in seq
- * order: per-topic order holds on every worker whoever published. Notified
+ * subscribers of its topic. Queued under the lock, so every inbox is in seq
+ * order: per-topic order holds on every worker whoever published. Woken
  * under it too, so a worker that unregistered (shutting down) is never woken
- * afterwards. Returns whether the calling worker must deliver it itself (a
- * worker without a notify callback, as in unit tests).
+ * afterwards.
  */
-static bool publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now_ms,
+static void publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now_ms,
                            hd_message **out, size_t *subscribers)
 {
     hd_topic *t = find_topic(hub, item->topic, item->topic_len);
@@ -596,19 +573,10 @@ static bool publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now
         *subscribers = t->subscriber_count;
     if (out != NULL)
         *out = hd_message_retain(msg);
-
-    unsigned self = hd_worker_index();
-    bool deliver_here = false;
     for (unsigned w = 0; w < hub->workers; w++) {
-        if (hd_list_empty(&t->subscribers[w]))
-            continue;
-        bool was_empty = inbox_push(&hub->inboxes[w], msg);
-        if (hub->inboxes[w].notify == NULL)
-            deliver_here = deliver_here || w == self;
-        else if (was_empty)
-            hub->inboxes[w].notify(hub->inboxes[w].notify_ctx);
+        if (!hd_list_empty(&t->subscribers[w]))
+            hd_mailbox_post_locked(&hub->inboxes[w], hd_message_retain(msg));
     }
-    return deliver_here;
 }
 
 hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
@@ -641,14 +609,10 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
             return status;
         }
     }
-    bool deliver_here = false;
     for (size_t i = 0; i < count; i++)
-        deliver_here |= publish_locked(hub, &items[i], now_ms, out ? &out[i] : NULL,
-                                       subscribers ? &subscribers[i] : NULL);
+        publish_locked(hub, &items[i], now_ms, out ? &out[i] : NULL,
+                       subscribers ? &subscribers[i] : NULL);
     hub_unlock(hub);
-
-    while (deliver_here && hd_hub_deliver_pending(hub, UINT64_MAX))
-        ;
     return HD_HUB_OK;
 }
 
@@ -667,24 +631,23 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
 {
     unsigned self = hd_worker_index();
-    hub_inbox *inbox = &hub->inboxes[self];
+    hd_mailbox *inbox = &hub->inboxes[self];
     hub_lock(hub);
-    size_t count = 0;
+    size_t queued, count = 0;
+    void *const *pending = hd_mailbox_peek_locked(inbox, &queued);
+    hd_message *messages[SLICE_MESSAGES];
     uint64_t bytes = 0;
-    while (inbox->head + count < inbox->len && count < SLICE_MESSAGES &&
-           (count == 0 || bytes < max_bytes))
-        bytes += inbox->messages[inbox->head + count++]->data_len;
+    while (count < queued && count < SLICE_MESSAGES && (count == 0 || bytes < max_bytes)) {
+        messages[count] = pending[count];
+        bytes += messages[count++]->data_len;
+    }
     if (count == 0) {
         hub_unlock(hub);
         return false;
     }
-    hd_message *messages[SLICE_MESSAGES];
     hd_topic *topics[SLICE_MESSAGES];
-    memcpy(messages, inbox->messages + inbox->head, count * sizeof(*messages));
-    inbox->head += count;
-    if (inbox->head == inbox->len)
-        inbox->head = inbox->len = 0;
-    bool more = inbox->len > 0;
+    hd_mailbox_consume_locked(inbox, count);
+    bool more = queued > count;
     for (size_t i = 0; i < count; i++) {
         hd_topic *t = find_topic(hub, messages[i]->topic, messages[i]->topic_len);
         topics[i] = t != NULL && !hd_list_empty(&t->subscribers[self]) ? t : NULL;
@@ -752,6 +715,7 @@ void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops)
 {
     sub->ops = ops;
     sub->worker = hd_worker_index();
+    assert(sub->worker != HD_WORKER_NONE); /* only a worker delivers (herald/worker.h) */
     sub->subscriptions = NULL;
     sub->subscription_count = 0;
     sub->subscription_cap = 0;

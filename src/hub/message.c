@@ -88,7 +88,9 @@ size_t hd_message_cost(const hd_message *msg)
 hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode, void *ctx)
 {
     assert(wire < HD_WIRE_COUNT);
-    hd_buf **slot = &msg->wire[hd_worker_index() * HD_WIRE_COUNT + wire];
+    unsigned self = hd_worker_index();
+    assert(self != HD_WORKER_NONE); /* a thread with no slots of its own (herald/worker.h) */
+    hd_buf **slot = &msg->wire[self * HD_WIRE_COUNT + wire];
     if (*slot == NULL)
         *slot = encode(msg, ctx);
     return *slot;

@@ -72,6 +72,19 @@ static hd_hub_status subscribe(hd_hub *hub, test_sub *ts, const char *topic)
     return hd_hub_subscribe(hub, &ts->sub, topic, strlen(topic));
 }
 
+/* The worker's wake-ups, as a server's uv_async_send would take them. */
+static void count_notify(void *ctx)
+{
+    (*(int *)ctx)++;
+}
+
+/* What the worker does when woken: everything queued for its subscribers, delivered. */
+static void deliver_queued(hd_hub *hub)
+{
+    while (hd_hub_deliver_pending(hub, UINT64_MAX))
+        ;
+}
+
 static size_t subscribers_of(const hd_hub *hub, const char *topic)
 {
     hd_topic_info info;
@@ -774,6 +787,8 @@ static void test_foreign_epoch_gaps(void)
 static void test_fan_out(void)
 {
     hd_hub *hub = default_hub();
+    int wakeups = 0;
+    hd_hub_set_notify(hub, 0, count_notify, &wakeups);
     test_sub s1, s2, s3;
     test_sub_init(&s1);
     test_sub_init(&s2);
@@ -792,6 +807,10 @@ static void test_fan_out(void)
     CHECK_EQ_INT(n, 2);
     CHECK_EQ_INT(hd_hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 0);
+    /* Queued for the worker, which is woken once for the burst, and delivered when it runs. */
+    CHECK_EQ_INT(s1.delivered, 0);
+    CHECK_EQ_INT(wakeups, 1);
+    deliver_queued(hub);
     CHECK_EQ_INT(s1.delivered, 2);
     CHECK_EQ_INT(s1.seqs[0], 1);
     CHECK_EQ_INT(s1.seqs[1], 2);
@@ -810,6 +829,8 @@ static void test_fan_out(void)
     hd_hub_unsubscribe(hub, &s3.sub, "bad name", 8); /* invalid name: no-op */
     CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 1);
+    CHECK_EQ_INT(wakeups, 2); /* the inbox had been emptied */
+    deliver_queued(hub);
     CHECK_EQ_INT(s1.delivered, 2);
     CHECK_EQ_INT(s2.delivered, 2);
 
@@ -819,8 +840,24 @@ static void test_fan_out(void)
     CHECK_EQ_INT(s1.sub.subscription_cap, 0);
     CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 1);
+    deliver_queued(hub);
     CHECK_EQ_INT(s1.delivered, 2);
     CHECK_EQ_INT(s3.delivered, 2);
+
+    /* A subscriber that left before its worker ran is not delivered what was queued for it. */
+    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    hd_hub_unsubscribe_all(hub, &s3.sub);
+    deliver_queued(hub);
+    CHECK_EQ_INT(s3.delivered, 2);
+
+    /* Unregistered: messages still queue, and no wake-up follows. */
+    CHECK_EQ_INT(subscribe(hub, &s3, "b"), HD_HUB_OK);
+    hd_hub_set_notify(hub, 0, NULL, NULL);
+    int before = wakeups;
+    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(wakeups, before);
+    deliver_queued(hub);
+    CHECK_EQ_INT(s3.delivered, 3);
 
     /* Unsubscribing everyone from a topic with history keeps the topic. */
     hd_hub_unsubscribe_all(hub, &s2.sub);
@@ -850,6 +887,7 @@ static void test_many_subscriptions_stay_linked(void)
         hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
         CHECK_EQ_INT(n, 3);
     }
+    deliver_queued(hub);
     for (int k = 0; k < 3; k++)
         CHECK_EQ_INT(s[k].delivered, 40);
 
@@ -866,6 +904,7 @@ static void test_many_subscriptions_stay_linked(void)
         CHECK_EQ_INT(n, i % 2 ? 3 : 2);
         CHECK_EQ_INT(subscribers_of(hub, name), i % 2 ? 3 : 2);
     }
+    deliver_queued(hub);
     CHECK_EQ_INT(s[0].delivered, 80);
     CHECK_EQ_INT(s[1].delivered, 60);
     for (int k = 0; k < 3; k++)
