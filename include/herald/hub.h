@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "herald/id.h"
 #include "herald/list.h"
 #include "herald/message.h"
 
@@ -50,7 +51,8 @@ typedef struct hd_hub_options {
  * A gap: messages of topic after `from` up to and including `to` were lost
  * (evicted from history, or from another epoch). from is the client's cursor
  * text as given; to is the id of the newest message known lost, or
- * "<epoch>-0" when a foreign-epoch cursor names nothing this hub knows lost.
+ * "<epoch>-0" when a foreign-epoch cursor names nothing this hub knows lost;
+ * to_seq is its seq.
  */
 typedef struct hd_gap {
     const char *topic;
@@ -59,6 +61,7 @@ typedef struct hd_gap {
     size_t from_len;
     char to[HD_ID_MAX];
     size_t to_len;
+    uint64_t to_seq;
 } hd_gap;
 
 /* Appends "topic":…,"from":…,"to":… (the members every transport's gap carries). */
@@ -115,19 +118,9 @@ void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops);
  */
 void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 
-/* A parsed cursor. */
-typedef struct hd_cursor {
-    bool present;     /* false: no cursor given (only new messages) */
-    bool foreign;     /* from another epoch: everything held is delivered, with a gap */
-    bool earliest;    /* "earliest": everything held is delivered, without a gap (seq 0) */
-    uint64_t seq;     /* last seq the client saw (valid when !foreign) */
-    const char *text; /* the cursor as the client gave it (borrowed) */
-    size_t text_len;
-} hd_cursor;
-
 typedef enum hd_hub_status {
     HD_HUB_OK = 0,
-    HD_HUB_BAD_TOPIC,      /* name is not 1..200 bytes of [A-Za-z0-9._~:/@-] */
+    HD_HUB_BAD_TOPIC,      /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
     HD_HUB_BAD_EVENT,      /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
     HD_HUB_BAD_CURSOR,     /* not an id herald could have issued: malformed, or too new */
     HD_HUB_TOO_MANY_TOPICS /* max_topics reached and the topic does not exist */
@@ -138,9 +131,19 @@ hd_hub *hd_hub_new(const hd_hub_options *options);
 void hd_hub_free(hd_hub *hub);
 
 uint32_t hd_hub_epoch(const hd_hub *hub);
-/* The id of the newest message published, or "<epoch>-0"; writes HD_ID_MAX bytes at most. */
-size_t hd_hub_last_id(const hd_hub *hub, char *out);
-size_t hd_hub_topic_count(const hd_hub *hub);
+/*
+ * The id of the newest message published, or "<epoch>-0" (the hub's cut:
+ * see hd_hub_read_history); writes HD_ID_MAX bytes at most.
+ */
+size_t hd_hub_newest_id(const hd_hub *hub, char *out);
+
+/* Longest topic name (docs/protocol.md). */
+#define HD_TOPIC_NAME_MAX 200
+/* What hd_topic_name_valid accepts, as error messages say it. */
+#define HD_TOPIC_NAME_RULE "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -."
+_Static_assert(HD_TOPIC_NAME_MAX == 200, "HD_TOPIC_NAME_RULE states the limit");
+/* What hd_event_name_valid accepts, as error messages say it. */
+#define HD_EVENT_NAME_RULE "An event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -."
 
 bool hd_topic_name_valid(const char *name, size_t len);
 bool hd_event_name_valid(const char *name, size_t len);
@@ -240,27 +243,29 @@ typedef struct hd_history_visitor {
     bool (*accepts)(void *ctx, hd_message *msg);
 } hd_history_visitor;
 
-/*
- * Reads history after cursor for the given topics (names need not exist;
- * unknown topics hold nothing): first one on_gap per topic whose lost range
- * the cursor reaches into, then up to limit messages (0 = no limit) merged
- * across topics in seq order. A cursor that is not present reads nothing.
- * Returns the number of messages visited; *more (if non-NULL) is set when
- * limit cut the answer short. Duplicated topic names are read once.
- */
-size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
-                           size_t topic_count, const hd_cursor *cursor, size_t limit,
-                           const hd_history_visitor *visitor, void *ctx, bool *more);
+/* What to read: the history of some topics after a cursor. */
+typedef struct hd_history_query {
+    const char *const *topics; /* need not exist (unknown topics hold nothing); repeats read once */
+    const size_t *topic_lens;
+    size_t topic_count;
+    hd_cursor cursor; /* not present: nothing is read */
+    size_t limit;     /* most messages read; 0 = no limit */
+} hd_history_query;
 
 /*
- * The same, and newest_id (HD_ID_MAX bytes) gets the hub's newest id as of
- * the read: with other workers publishing meanwhile, only an id taken under
- * the same lock is one before which nothing unread of these topics lies.
+ * Reads history after query->cursor: first one on_gap per topic whose lost
+ * range the cursor reaches into, then up to limit messages merged across
+ * topics in seq order. Returns the number of messages visited; *more (if
+ * non-NULL) is set when limit (or accepts) cut the answer short.
+ *
+ * *cut (if non-NULL) gets the hub's newest seq as of the read: with other
+ * workers publishing meanwhile, only a seq taken under the same lock is one
+ * up to which nothing unread of these topics lies, so a poll answers with
+ * it as its next cursor and a catch-up knows it read past every live
+ * message published before it.
  */
-size_t hd_hub_read_history_newest(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
-                                  size_t topic_count, const hd_cursor *cursor, size_t limit,
-                                  const hd_history_visitor *visitor, void *ctx, bool *more,
-                                  char *newest_id);
+size_t hd_hub_read_history(hd_hub *hub, const hd_history_query *query,
+                           const hd_history_visitor *visitor, void *ctx, bool *more, uint64_t *cut);
 
 /* Drops messages older than history.ttl_s; call from a periodic timer. */
 void hd_hub_expire(hd_hub *hub, int64_t now_ms);
@@ -274,9 +279,6 @@ typedef struct hd_topic_info {
     char last_id[HD_ID_MAX]; /* "" when no message is held or was ever published */
 } hd_topic_info;
 bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out);
-
-/* Longest topic name (docs/protocol.md). */
-#define HD_TOPIC_NAME_MAX 200
 
 typedef struct hd_topic_summary {
     char name[HD_TOPIC_NAME_MAX]; /* a copy: another worker may free the topic once unlocked */

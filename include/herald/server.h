@@ -43,8 +43,6 @@ int hd_server_start(hd_server *server, char *err, size_t err_len);
  * the loop); the loop then has nothing left of the server.
  */
 void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx);
-/* Sets what hd_server_request_shutdown passes to hd_server_shutdown; before the loop runs. */
-void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx);
 /* Thread-safe: makes the server's own loop call hd_server_shutdown. */
 void hd_server_request_shutdown(hd_server *server);
 /*

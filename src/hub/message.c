@@ -2,7 +2,6 @@
 
 #include <assert.h>
 #include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,9 +49,7 @@ hd_message *hd_message_new(const char *topic, size_t topic_len, const char *even
     msg->data_len = data_len;
     copy_string(p, data, data_len);
 
-    int n = snprintf(msg->id, sizeof(msg->id), "%08" PRIx32 "-%" PRIu64, epoch, seq);
-    assert(n > 0 && (size_t)n < sizeof(msg->id));
-    msg->id_len = (size_t)n;
+    msg->id_len = hd_id_format(epoch, seq, msg->id);
     return msg;
 }
 

@@ -202,7 +202,8 @@ static void server_on_sweep(uv_timer_t *timer)
     sweep_logs(server, now);
     if (!server->draining)
         resume_listeners(server);
-    if (config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
+    /* The hub is shared: one worker expires it for all. */
+    if (server->index == 0 && config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
         server->last_expire_ms = now;
         hd_hub_expire(server->hub, hd_clock_wall_ms());
     }
@@ -271,14 +272,7 @@ void hd_server_use_settings(hd_server *server, hd_settings *settings)
 
 static void server_on_stop_requested(uv_async_t *async)
 {
-    hd_server *server = async->data;
-    hd_server_shutdown(server, server->on_stopped, server->on_stopped_ctx);
-}
-
-void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx)
-{
-    server->on_stopped = on_stopped;
-    server->on_stopped_ctx = ctx;
+    hd_server_shutdown(async->data, NULL, NULL);
 }
 
 void hd_server_request_shutdown(hd_server *server)

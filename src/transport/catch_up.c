@@ -29,10 +29,10 @@ struct hd_catch_up {
 static void batch_on_gap(void *ctx, const hd_gap *gap)
 {
     hd_catch_up *catch_up = ctx;
-    const char *dash = memchr(gap->to, '-', gap->to_len);
-    uint64_t lost = dash ? strtoull(dash + 1, NULL, 10) : 0;
+    uint64_t lost = gap->to_seq;
     for (size_t i = 0; i < catch_up->topic_count; i++) {
-        if (gap->topic != catch_up->topics[i])
+        if (catch_up->topic_lens[i] != gap->topic_len ||
+            memcmp(catch_up->topics[i], gap->topic, gap->topic_len) != 0)
             continue;
         if (catch_up->gap_reported[i] > lost)
             return;
@@ -95,9 +95,14 @@ static bool send_batch(hd_catch_up *catch_up, const hd_cursor *cursor)
 {
     batch b = {.catch_up = catch_up};
     bool more = false;
-    hd_hub_read_history(hd_conn_hub(catch_up->conn), (const char *const *)catch_up->topics,
-                        catch_up->topic_lens, catch_up->topic_count, cursor, BATCH_MESSAGES,
-                        &batch_visitor, &b, &more);
+    hd_history_query query = {
+        .topics = (const char *const *)catch_up->topics,
+        .topic_lens = catch_up->topic_lens,
+        .topic_count = catch_up->topic_count,
+        .cursor = *cursor,
+        .limit = BATCH_MESSAGES,
+    };
+    hd_hub_read_history(hd_conn_hub(catch_up->conn), &query, &batch_visitor, &b, &more, NULL);
     return !send_messages(catch_up, &b) || more;
 }
 

@@ -163,9 +163,17 @@ static bool try_answer(hd_conn *conn, const poll_request *request, bool force,
     };
     hd_strbuf_init(&answer.gaps);
     bool more = false;
-    hd_hub_read_history_newest(hd_conn_hub(conn), (const char *const *)request->params.topics,
-                               request->params.topic_lens, request->params.topic_count, &cursor,
-                               request->limit, &answer_visitor, &answer, &more, answer.newest_id);
+    uint64_t cut;
+    hd_history_query query = {
+        .topics = (const char *const *)request->params.topics,
+        .topic_lens = request->params.topic_lens,
+        .topic_count = request->params.topic_count,
+        .cursor = cursor,
+        .limit = request->limit,
+    };
+    hd_hub *hub = hd_conn_hub(conn);
+    hd_hub_read_history(hub, &query, &answer_visitor, &answer, &more, &cut);
+    hd_id_format(hd_hub_epoch(hub), cut, answer.newest_id);
     bool answered = force || answer.count > 0 || answer.gap_count > 0;
     if (answered) {
         if (before_send != NULL)
@@ -338,7 +346,7 @@ void hd_poll_handle(hd_conn *conn)
         return;
     if (hd_subscribe_params_parse(conn, NULL, cursor_params, true, &request.params, NULL) != 0)
         return;
-    hd_hub_last_id(hd_conn_hub(conn), request.arrival_id);
+    hd_hub_newest_id(hd_conn_hub(conn), request.arrival_id);
     /* HEAD does not wait: it is answered at once with the head of what a GET would get now. */
     bool force = request.timeout_s == 0 || hd_conn_server_draining(conn) ||
                  conn->request->method == HTTP_HEAD;

@@ -30,12 +30,10 @@ static void answer_hub_status(hd_conn *conn, hd_hub_status status, const char *w
 {
     switch (status) {
     case HD_HUB_BAD_TOPIC:
-        hd_response_error(conn, 400, "invalid_topic", 0,
-                          "%sA topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.", where);
+        hd_response_error(conn, 400, "invalid_topic", 0, "%s" HD_TOPIC_NAME_RULE, where);
         break;
     case HD_HUB_BAD_EVENT:
-        hd_response_error(conn, 400, "invalid_event", 0,
-                          "%sAn event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -.", where);
+        hd_response_error(conn, 400, "invalid_event", 0, "%s" HD_EVENT_NAME_RULE, where);
         break;
     case HD_HUB_TOO_MANY_TOPICS:
         hd_response_error(conn, 503, "topic_limit", 0,
@@ -80,7 +78,7 @@ static bool may_publish(hd_conn *conn, const char *topic, size_t topic_len)
 
 /* What a POST /topics/{topic} says before its body. */
 typedef struct topic_head {
-    char topic[HD_TOPIC_MAX];
+    char topic[HD_TOPIC_NAME_MAX + 1];
     size_t topic_len;
     char event_storage[EVENT_MAX + 1];
     const char *event; /* NULL: none; else in event_storage or the request's headers */
