@@ -120,10 +120,13 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 
 typedef enum hd_hub_status {
     HD_HUB_OK = 0,
-    HD_HUB_BAD_TOPIC,      /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
-    HD_HUB_BAD_EVENT,      /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
-    HD_HUB_BAD_CURSOR,     /* not an id herald could have issued: malformed, or too new */
-    HD_HUB_TOO_MANY_TOPICS /* max_topics reached and the topic does not exist */
+    HD_HUB_BAD_TOPIC,       /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
+    HD_HUB_BAD_EVENT,       /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
+    HD_HUB_BAD_CURSOR,      /* not an id herald could have issued: malformed, or too new */
+    HD_HUB_TOO_MANY_TOPICS, /* max_topics reached and the topic does not exist */
+    /* Only from an engine that stores elsewhere (engine/engine.h), never from the hub: */
+    HD_HUB_UNAVAILABLE,     /* the store cannot be reached: nothing was done */
+    HD_HUB_OUTCOME_UNKNOWN, /* the store was asked but did not answer: it may have been done */
 } hd_hub_status;
 
 hd_hub *hd_hub_new(const hd_hub_options *options);
@@ -163,20 +166,6 @@ hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t le
 hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t topic_len,
                                    const char *event, size_t event_len);
 
-/*
- * Publishes one message: assigns the next id, appends it to the topic's
- * history (evicting the oldest beyond the limits), and queues it for every
- * worker with subscribers of the topic, each delivering on its own thread as
- * soon as it runs (see hd_hub_set_notify). On
- * success *out (if non-NULL) is a new reference to the message, which the
- * caller releases, and *subscribers (if non-NULL) the number of subscribers
- * of the topic on all workers. data must already be valid UTF-8 within the
- * size limit; the hub validates the names.
- */
-hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
-                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
-                             hd_message **out, size_t *subscribers);
-
 /* One message to publish; event may be NULL. */
 typedef struct hd_publish_item {
     const char *topic;
@@ -192,8 +181,17 @@ typedef struct hd_publish_item {
  * batch would create must fit under max_topics (counted conservatively),
  * before the first is published, all under one lock, so another worker
  * cannot take the last topic in between. On failure nothing is published
- * and *failed (if non-NULL) is the index of the item that failed. out[i]
- * and subscribers[i] (each array optional) as for hd_hub_publish.
+ * and *failed (if non-NULL) is the index of the item that failed.
+ *
+ * Each item gets the next id, goes into its topic's history (evicting the
+ * oldest beyond the limits), and is queued for every worker with
+ * subscribers of the topic, each delivering on its own thread as soon as it
+ * runs (see hd_hub_set_notify). On success out[i] (if out is non-NULL) is a
+ * new reference to item i's message, which the caller releases, and
+ * subscribers[i] (if non-NULL) the number of subscribers of its topic on all
+ * workers. data must already be valid UTF-8 within the size limit; the hub
+ * validates the names. Transports publish through the engine
+ * (engine/engine.h), which calls this.
  */
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
@@ -216,6 +214,20 @@ void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), 
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes);
 
 /*
+ * Set once, before any worker runs. on_interest(ctx, topic, len, true) is
+ * called when a topic gets its first subscriber on this node (of any
+ * worker), and (…, false) when its last one leaves: an engine that shares
+ * topics with other nodes subscribes to them there (engine/engine.h). It is
+ * called on the thread that subscribed or unsubscribed, with the hub's lock
+ * held, so the calls for a topic come in the order of the changes; it must
+ * not call back into the hub, and should only hand the news over.
+ */
+void hd_hub_set_interest(hd_hub *hub,
+                         void (*on_interest)(void *ctx, const char *topic, size_t topic_len,
+                                             bool interested),
+                         void *ctx);
+
+/*
  * Attaches sub to topic (created on first use). Subscribing twice to the same
  * topic is a no-op. Returns HD_HUB_BAD_TOPIC or HD_HUB_TOO_MANY_TOPICS on
  * failure, with sub unchanged.
@@ -236,11 +248,6 @@ typedef struct hd_history_visitor {
     void (*on_gap)(void *ctx, const hd_gap *gap);
     /* msg borrowed; return false to stop reading (more is then set if anything is left). */
     bool (*on_message)(void *ctx, hd_message *msg);
-    /*
-     * Optional, called before on_message: false stops the read before msg,
-     * which is then not visited, and sets more (e.g. an answer that is full).
-     */
-    bool (*accepts)(void *ctx, hd_message *msg);
 } hd_history_visitor;
 
 /* What to read: the history of some topics after a cursor. */
@@ -256,7 +263,7 @@ typedef struct hd_history_query {
  * Reads history after query->cursor: first one on_gap per topic whose lost
  * range the cursor reaches into, then up to limit messages merged across
  * topics in seq order. Returns the number of messages visited; *more (if
- * non-NULL) is set when limit (or accepts) cut the answer short.
+ * non-NULL) is set when limit cut the answer short.
  *
  * *cut (if non-NULL) gets the hub's newest seq as of the read: with other
  * workers publishing meanwhile, only a seq taken under the same lock is one

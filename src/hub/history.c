@@ -225,8 +225,7 @@ static size_t read_history_locked(const hd_hub *hub, const hd_history_query *q,
         }
         if (next == NULL)
             break;
-        if ((q->limit != 0 && visited == q->limit) ||
-            (visitor->accepts != NULL && !visitor->accepts(ctx, next_msg))) {
+        if (q->limit != 0 && visited == q->limit) {
             *more = true;
             break;
         }

@@ -296,14 +296,6 @@ static void publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now
     }
 }
 
-hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
-                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
-                             hd_message **out, size_t *subscribers)
-{
-    hd_publish_item item = {topic, topic_len, event, event_len, data, data_len};
-    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL);
-}
-
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
                                    size_t *failed)
@@ -409,7 +401,8 @@ static void subscription_remove(hd_hub *hub, hd_subscriber *sub, size_t i)
     hd_subscription *s = &sub->subscriptions[i];
     hd_topic *t = s->topic;
     hd_list_unlink(&s->node);
-    t->subscriber_count--;
+    if (--t->subscriber_count == 0 && hub->on_interest != NULL)
+        hub->on_interest(hub->interest_ctx, t->name, t->name_len, false);
     t->subscribers_by_transport[sub->ops->transport]--;
     hub->subscription_count--;
     size_t last = --sub->subscription_count;
@@ -464,10 +457,20 @@ static hd_hub_status subscribe_locked(hd_hub *hub, hd_subscriber *sub, const cha
     /* Live delivery starts after what is published now; a catch-up serves the rest. */
     s->seen_seq = hub->seq;
     hd_list_insert_tail(&t->subscribers[sub->worker], &s->node);
-    t->subscriber_count++;
+    if (++t->subscriber_count == 1 && hub->on_interest != NULL)
+        hub->on_interest(hub->interest_ctx, t->name, t->name_len, true);
     t->subscribers_by_transport[sub->ops->transport]++;
     hub->subscription_count++;
     return HD_HUB_OK;
+}
+
+void hd_hub_set_interest(hd_hub *hub,
+                         void (*on_interest)(void *ctx, const char *topic, size_t topic_len,
+                                             bool interested),
+                         void *ctx)
+{
+    hub->on_interest = on_interest;
+    hub->interest_ctx = ctx;
 }
 
 hd_hub_status hd_hub_subscribe(hd_hub *hub, hd_subscriber *sub, const char *topic, size_t topic_len)

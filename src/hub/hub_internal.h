@@ -87,6 +87,10 @@ struct hd_hub {
     size_t history_messages;
 
     hd_hub_stats stats; /* the counters; gauges are filled in by hd_hub_get_stats */
+
+    /* hd_hub_set_interest's; set before the workers run, read under the lock. */
+    void (*on_interest)(void *ctx, const char *topic, size_t topic_len, bool interested);
+    void *interest_ctx;
 };
 
 /* The lock is not part of the hub's logical state: const readers take it too. */

@@ -64,12 +64,14 @@ static void use_settings(hd_server *server, hd_settings *settings)
     server->tls = settings->tls;
 }
 
-hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd_server *sibling)
+hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
+                         struct hd_engine *engine, hd_server *sibling)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
     use_settings(server, hd_settings_ref(settings));
     server->hub = hub;
+    server->engine = engine;
     server->group = sibling != NULL ? sibling->group : group_new();
     server->index = server->group->size;
     server->group->servers[server->group->size++] = server;

@@ -67,6 +67,8 @@ struct hd_server {
     uv_loop_t *loop;
     const hd_config *config;
     hd_hub *hub;
+    /* What transports publish and read history through. */
+    struct hd_engine *engine;
     const hd_auth *auth;   /* shared by every worker, read only */
     const hd_tls_ctx *tls; /* every listener speaks TLS with it; NULL: plain TCP */
     /*

@@ -157,11 +157,11 @@ void hd_ws_command_free(hd_ws_command *command)
     memset(command, 0, sizeof(*command));
 }
 
-void hd_ws_command_append_ref(const hd_ws_command *command, hd_strbuf *sb)
+void hd_ws_append_ref(const char *ref, hd_strbuf *sb)
 {
-    if (command->ref == NULL)
+    if (ref == NULL)
         return;
     hd_strbuf_append_str(sb, "\"ref\":");
-    hd_strbuf_append_str(sb, command->ref);
+    hd_strbuf_append_str(sb, ref);
     hd_strbuf_append(sb, ",", 1);
 }

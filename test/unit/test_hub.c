@@ -26,12 +26,22 @@ static hd_hub *default_hub(void)
     return hub_with(1000, 4 << 20, 0, 0);
 }
 
+/* One message, as the memory engine publishes it (a batch of one). */
+static hd_hub_status hub_publish(hd_hub *hub, const char *topic, size_t topic_len,
+                                 const char *event, size_t event_len, const char *data,
+                                 size_t data_len, int64_t now_ms, hd_message **out,
+                                 size_t *subscribers)
+{
+    hd_publish_item item = {topic, topic_len, event, event_len, data, data_len};
+    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL);
+}
+
 /* Publishes data to topic at now_ms and returns the message's seq (0 on failure). */
 static uint64_t publish_at(hd_hub *hub, const char *topic, const char *data, int64_t now_ms)
 {
     hd_message *msg = NULL;
-    if (hd_hub_publish(hub, topic, strlen(topic), NULL, 0, data, strlen(data), now_ms, &msg,
-                       NULL) != HD_HUB_OK)
+    if (hub_publish(hub, topic, strlen(topic), NULL, 0, data, strlen(data), now_ms, &msg, NULL) !=
+        HD_HUB_OK)
         return 0;
     uint64_t seq = msg->seq;
     hd_message_release(msg);
@@ -210,7 +220,7 @@ static void test_ids_monotonic_across_topics(void)
     for (int i = 0; i < 5; i++) {
         hd_message *msg = NULL;
         size_t subs = 99;
-        CHECK_EQ_INT(hd_hub_publish(hub, topics[i], 1, NULL, 0, "d", 1, 1000 + i, &msg, &subs),
+        CHECK_EQ_INT(hub_publish(hub, topics[i], 1, NULL, 0, "d", 1, 1000 + i, &msg, &subs),
                      HD_HUB_OK);
         CHECK_EQ_INT(msg->seq, (uint64_t)i + 1);
         CHECK_EQ_INT(msg->time_ms, 1000 + i);
@@ -243,11 +253,11 @@ static void test_publish_rejects_bad_names(void)
 {
     hd_hub *hub = default_hub();
     hd_message *msg = NULL;
-    CHECK_EQ_INT(hd_hub_publish(hub, "a b", 3, NULL, 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
-    CHECK_EQ_INT(hd_hub_publish(hub, "", 0, NULL, 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
-    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "e/v", 3, "d", 1, 0, &msg, NULL), HD_HUB_BAD_EVENT);
-    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "", 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_EVENT);
-    CHECK_EQ_INT(hd_hub_publish(hub, "a b", 3, "e/v", 3, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(hub_publish(hub, "a b", 3, NULL, 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(hub_publish(hub, "", 0, NULL, 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
+    CHECK_EQ_INT(hub_publish(hub, "a", 1, "e/v", 3, "d", 1, 0, &msg, NULL), HD_HUB_BAD_EVENT);
+    CHECK_EQ_INT(hub_publish(hub, "a", 1, "", 0, "d", 1, 0, &msg, NULL), HD_HUB_BAD_EVENT);
+    CHECK_EQ_INT(hub_publish(hub, "a b", 3, "e/v", 3, "d", 1, 0, &msg, NULL), HD_HUB_BAD_TOPIC);
     CHECK(msg == NULL);
     CHECK_EQ_INT(topic_count(hub), 0);
     CHECK_EQ_INT(hd_hub_check_publish(hub, "a", 1, "ev", 2), HD_HUB_OK);
@@ -257,7 +267,7 @@ static void test_publish_rejects_bad_names(void)
     CHECK_EQ_INT(topic_count(hub), 0);
 
     /* Failed publishes consume no seq. */
-    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, "ev", 2, "d", 1, 0, &msg, NULL), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "a", 1, "ev", 2, "d", 1, 0, &msg, NULL), HD_HUB_OK);
     CHECK_EQ_STR(msg->id, ID(1));
     CHECK_EQ_MEM(msg->event, msg->event_len, "ev", 2);
     hd_message_release(msg);
@@ -788,11 +798,11 @@ static void test_fan_out(void)
     CHECK_EQ_INT(s3.sub.subscription_count, 1);
 
     size_t n = 99;
-    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 2);
-    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 2);
-    CHECK_EQ_INT(hd_hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 0);
     /* Queued for the worker, which is woken once for the burst, and delivered when it runs. */
     CHECK_EQ_INT(s1.delivered, 0);
@@ -814,7 +824,7 @@ static void test_fan_out(void)
     hd_hub_unsubscribe(hub, &s1.sub, "a", 1);        /* not subscribed: no-op */
     hd_hub_unsubscribe(hub, &s1.sub, "zzz", 3);      /* unknown topic: no-op */
     hd_hub_unsubscribe(hub, &s3.sub, "bad name", 8); /* invalid name: no-op */
-    CHECK_EQ_INT(hd_hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "a", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 1);
     CHECK_EQ_INT(wakeups, 2); /* the inbox had been emptied */
     deliver_queued(hub);
@@ -825,14 +835,14 @@ static void test_fan_out(void)
     CHECK(s1.sub.subscriptions == NULL);
     CHECK_EQ_INT(s1.sub.subscription_count, 0);
     CHECK_EQ_INT(s1.sub.subscription_cap, 0);
-    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(n, 1);
     deliver_queued(hub);
     CHECK_EQ_INT(s1.delivered, 2);
     CHECK_EQ_INT(s3.delivered, 2);
 
     /* A subscriber that left before its worker ran is not delivered what was queued for it. */
-    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     hd_hub_unsubscribe_all(hub, &s3.sub);
     deliver_queued(hub);
     CHECK_EQ_INT(s3.delivered, 2);
@@ -841,7 +851,7 @@ static void test_fan_out(void)
     CHECK_EQ_INT(subscribe(hub, &s3, "b"), HD_HUB_OK);
     hd_hub_set_notify(hub, 0, NULL, NULL);
     int before = wakeups;
-    CHECK_EQ_INT(hd_hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
+    CHECK_EQ_INT(hub_publish(hub, "b", 1, NULL, 0, "x", 1, 0, NULL, &n), HD_HUB_OK);
     CHECK_EQ_INT(wakeups, before);
     deliver_queued(hub);
     CHECK_EQ_INT(s3.delivered, 3);
@@ -871,7 +881,7 @@ static void test_many_subscriptions_stay_linked(void)
     for (int i = 0; i < 40; i++) {
         snprintf(name, sizeof(name), "t%02d", i);
         size_t n = 0;
-        hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
+        hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
         CHECK_EQ_INT(n, 3);
     }
     deliver_queued(hub);
@@ -887,7 +897,7 @@ static void test_many_subscriptions_stay_linked(void)
     for (int i = 0; i < 40; i++) {
         snprintf(name, sizeof(name), "t%02d", i);
         size_t n = 0;
-        hd_hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
+        hub_publish(hub, name, strlen(name), NULL, 0, "", 0, 0, NULL, &n);
         CHECK_EQ_INT(n, i % 2 ? 3 : 2);
         CHECK_EQ_INT(subscribers_of(hub, name), i % 2 ? 3 : 2);
     }
@@ -908,8 +918,7 @@ static void test_max_topics(void)
     test_sub_init(&s);
     CHECK(publish(hub, "a") != 0);
     CHECK_EQ_INT(subscribe(hub, &s, "b"), HD_HUB_OK);
-    CHECK_EQ_INT(hd_hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, NULL),
-                 HD_HUB_TOO_MANY_TOPICS);
+    CHECK_EQ_INT(hub_publish(hub, "c", 1, NULL, 0, "x", 1, 0, NULL, NULL), HD_HUB_TOO_MANY_TOPICS);
     CHECK_EQ_INT(hd_hub_check_publish(hub, "c", 1, NULL, 0), HD_HUB_TOO_MANY_TOPICS);
     CHECK_EQ_INT(hd_hub_check_publish(hub, "c", 1, "bad event", 9), HD_HUB_BAD_EVENT);
     CHECK_EQ_INT(subscribe(hub, &s, "c"), HD_HUB_TOO_MANY_TOPICS);
@@ -971,7 +980,7 @@ static void test_messages_outlive_hub(void)
 {
     hd_hub *hub = hub_with(1, 1 << 20, 0, 0);
     hd_message *msg = NULL;
-    hd_hub_publish(hub, "t", 1, "ev", 2, "data", 4, 7, &msg, NULL);
+    hub_publish(hub, "t", 1, "ev", 2, "data", 4, 7, &msg, NULL);
     CHECK_EQ_INT(msg->refs, 2); /* the hub's and the caller's */
     publish(hub, "t");          /* evicts msg: the hub drops its reference */
     CHECK_EQ_INT(msg->refs, 1);
