@@ -5,7 +5,9 @@
  * The hub knows nothing of sockets. A transport embeds an hd_subscriber in its
  * connection, fills in an ops table, and attaches it to topics; the hub calls
  * ops->deliver for every message published to those topics. The hub never
- * switches on the transport.
+ * switches on the transport. Transports publish and read history through
+ * the engine (engine/engine.h), never here: the memory engine is this hub,
+ * and an engine that stores elsewhere will feed it what other nodes publish.
  *
  * Ids: every message gets "<epoch>-<seq>" where epoch is 8 lowercase hex
  * digits chosen when the hub is created (so a restart of the in-memory hub

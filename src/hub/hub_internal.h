@@ -112,8 +112,7 @@ void hd_topic_free_if_unused(hd_hub *hub, hd_topic *t);
 /* history.c, each with the lock held. */
 /* Appends msg (taking over its reference), first evicting the oldest beyond the topic's limits. */
 void hd_history_push(hd_hub *hub, hd_topic *t, hd_message *msg);
-/* Keeps the hub within history.max_total_bytes, never dropping keep (the message just published).
- */
+/* Keeps the hub within history.max_total_bytes, never dropping keep (the one just published). */
 void hd_history_enforce_total(hd_hub *hub, const hd_message *keep);
 /* Drops the topic's whole history, without counting it as evicted: the topic is being freed. */
 void hd_history_free(hd_topic *t);
