@@ -1,5 +1,5 @@
 /*
- * herald: argv → config → hub → server → loop; signals; exit codes
+ * herald: argv → config → hub and engine → workers → loop; signals; exit codes
  * (0 clean shutdown, 1 runtime failure, 2 bad usage or configuration).
  */
 #include <getopt.h>
@@ -16,6 +16,7 @@
 #include "herald/settings.h"
 #include "herald/worker.h"
 #include "herald/workers.h"
+#include "engine/memory.h"
 
 /* What the command line asked for: a reload (SIGHUP) applies it again on top of the file. */
 typedef struct options {
@@ -45,6 +46,7 @@ typedef struct herald {
     options options;
     hd_settings *settings; /* the newest, which a reload starts from */
     hd_hub *hub;
+    hd_engine *engine; /* the memory engine: cluster.redis is refused until it is built */
     hd_workers *workers;
     sigset_t signal_set; /* taken_signals */
     uv_signal_t signals[N_SIGNALS];
@@ -278,7 +280,8 @@ int main(int argc, char **argv)
     hd_worker_set_count(workers);
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
-    h.workers = hd_workers_new(h.settings, h.hub, workers);
+    h.engine = hd_engine_memory_new(h.hub);
+    h.workers = hd_workers_new(h.settings, h.hub, h.engine, workers);
     hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
                 workers, workers == 1 ? "" : "s");
 
@@ -294,6 +297,7 @@ int main(int argc, char **argv)
     }
     uv_run(&h.loop, UV_RUN_DEFAULT);
     hd_workers_free(h.workers);
+    hd_engine_free(h.engine);
     hd_hub_free(h.hub);
     hd_settings_release(h.settings);
     uv_loop_close(&h.loop);

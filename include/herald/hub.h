@@ -5,7 +5,9 @@
  * The hub knows nothing of sockets. A transport embeds an hd_subscriber in its
  * connection, fills in an ops table, and attaches it to topics; the hub calls
  * ops->deliver for every message published to those topics. The hub never
- * switches on the transport.
+ * switches on the transport. Transports publish and read history through
+ * the engine (engine/engine.h), never here: the memory engine is this hub,
+ * and an engine that stores elsewhere will feed it what other nodes publish.
  *
  * Ids: every message gets "<epoch>-<seq>" where epoch is 8 lowercase hex
  * digits chosen when the hub is created (so a restart of the in-memory hub
@@ -18,11 +20,11 @@
  *
  * Threading: one hub serves every worker thread; its state is guarded by
  * one mutex, taken by each function here. A subscriber belongs to the worker
- * whose thread initialised it: the hub delivers to it only on that thread,
- * from hd_hub_deliver_pending, which the worker calls when notified (a hub
- * without a notify callback for the worker, as in unit tests, delivers
- * within hd_hub_publish instead). Visitor and deliver callbacks must not call back into the hub;
- * visitors run with the lock held.
+ * whose thread initialised it: a publish queues the message in that
+ * worker's inbox (herald/mailbox.h), and the hub delivers it on that thread,
+ * from hd_hub_deliver_pending, which the worker calls when notified. Visitor
+ * and deliver callbacks must not call back into the hub; visitors run with
+ * the lock held.
  */
 #ifndef HERALD_HUB_H
 #define HERALD_HUB_H
@@ -31,6 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "herald/id.h"
 #include "herald/list.h"
 #include "herald/message.h"
 
@@ -50,7 +53,8 @@ typedef struct hd_hub_options {
  * A gap: messages of topic after `from` up to and including `to` were lost
  * (evicted from history, or from another epoch). from is the client's cursor
  * text as given; to is the id of the newest message known lost, or
- * "<epoch>-0" when a foreign-epoch cursor names nothing this hub knows lost.
+ * "<epoch>-0" when a foreign-epoch cursor names nothing this hub knows lost;
+ * to_seq is its seq.
  */
 typedef struct hd_gap {
     const char *topic;
@@ -59,6 +63,7 @@ typedef struct hd_gap {
     size_t from_len;
     char to[HD_ID_MAX];
     size_t to_len;
+    uint64_t to_seq;
 } hd_gap;
 
 /* Appends "topic":…,"from":…,"to":… (the members every transport's gap carries). */
@@ -115,22 +120,15 @@ void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops);
  */
 void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 
-/* A parsed cursor. */
-typedef struct hd_cursor {
-    bool present;     /* false: no cursor given (only new messages) */
-    bool foreign;     /* from another epoch: everything held is delivered, with a gap */
-    bool earliest;    /* "earliest": everything held is delivered, without a gap (seq 0) */
-    uint64_t seq;     /* last seq the client saw (valid when !foreign) */
-    const char *text; /* the cursor as the client gave it (borrowed) */
-    size_t text_len;
-} hd_cursor;
-
 typedef enum hd_hub_status {
     HD_HUB_OK = 0,
-    HD_HUB_BAD_TOPIC,      /* name is not 1..200 bytes of [A-Za-z0-9._~:/@-] */
-    HD_HUB_BAD_EVENT,      /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
-    HD_HUB_BAD_CURSOR,     /* not an id herald could have issued: malformed, or too new */
-    HD_HUB_TOO_MANY_TOPICS /* max_topics reached and the topic does not exist */
+    HD_HUB_BAD_TOPIC,       /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
+    HD_HUB_BAD_EVENT,       /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
+    HD_HUB_BAD_CURSOR,      /* not an id herald could have issued: malformed, or too new */
+    HD_HUB_TOO_MANY_TOPICS, /* max_topics reached and the topic does not exist */
+    /* Only from an engine that stores elsewhere (engine/engine.h), never from the hub: */
+    HD_HUB_UNAVAILABLE,     /* the store cannot be reached: nothing was done */
+    HD_HUB_OUTCOME_UNKNOWN, /* the store was asked but did not answer: it may have been done */
 } hd_hub_status;
 
 hd_hub *hd_hub_new(const hd_hub_options *options);
@@ -138,9 +136,19 @@ hd_hub *hd_hub_new(const hd_hub_options *options);
 void hd_hub_free(hd_hub *hub);
 
 uint32_t hd_hub_epoch(const hd_hub *hub);
-/* The id of the newest message published, or "<epoch>-0"; writes HD_ID_MAX bytes at most. */
-size_t hd_hub_last_id(const hd_hub *hub, char *out);
-size_t hd_hub_topic_count(const hd_hub *hub);
+/*
+ * The id of the newest message published, or "<epoch>-0" (the hub's cut:
+ * see hd_hub_read_history); writes HD_ID_MAX bytes at most.
+ */
+size_t hd_hub_newest_id(const hd_hub *hub, char *out);
+
+/* Longest topic name (docs/protocol.md). */
+#define HD_TOPIC_NAME_MAX 200
+/* What hd_topic_name_valid accepts, as error messages say it. */
+#define HD_TOPIC_NAME_RULE "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -."
+_Static_assert(HD_TOPIC_NAME_MAX == 200, "HD_TOPIC_NAME_RULE states the limit");
+/* What hd_event_name_valid accepts, as error messages say it. */
+#define HD_EVENT_NAME_RULE "An event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -."
 
 bool hd_topic_name_valid(const char *name, size_t len);
 bool hd_event_name_valid(const char *name, size_t len);
@@ -160,20 +168,6 @@ hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t le
 hd_hub_status hd_hub_check_publish(const hd_hub *hub, const char *topic, size_t topic_len,
                                    const char *event, size_t event_len);
 
-/*
- * Publishes one message: assigns the next id, appends it to the topic's
- * history (evicting the oldest beyond the limits), and queues it for every
- * worker with subscribers of the topic, each delivering on its own thread as
- * soon as it runs (see hd_hub_set_notify). On
- * success *out (if non-NULL) is a new reference to the message, which the
- * caller releases, and *subscribers (if non-NULL) the number of subscribers
- * of the topic on all workers. data must already be valid UTF-8 within the
- * size limit; the hub validates the names.
- */
-hd_hub_status hd_hub_publish(hd_hub *hub, const char *topic, size_t topic_len, const char *event,
-                             size_t event_len, const char *data, size_t data_len, int64_t now_ms,
-                             hd_message **out, size_t *subscribers);
-
 /* One message to publish; event may be NULL. */
 typedef struct hd_publish_item {
     const char *topic;
@@ -189,8 +183,17 @@ typedef struct hd_publish_item {
  * batch would create must fit under max_topics (counted conservatively),
  * before the first is published, all under one lock, so another worker
  * cannot take the last topic in between. On failure nothing is published
- * and *failed (if non-NULL) is the index of the item that failed. out[i]
- * and subscribers[i] (each array optional) as for hd_hub_publish.
+ * and *failed (if non-NULL) is the index of the item that failed.
+ *
+ * Each item gets the next id, goes into its topic's history (evicting the
+ * oldest beyond the limits), and is queued for every worker with
+ * subscribers of the topic, each delivering on its own thread as soon as it
+ * runs (see hd_hub_set_notify). On success out[i] (if out is non-NULL) is a
+ * new reference to item i's message, which the caller releases, and
+ * subscribers[i] (if non-NULL) the number of subscribers of its topic on all
+ * workers. data must already be valid UTF-8 within the size limit; the hub
+ * validates the names. Transports publish through the engine
+ * (engine/engine.h), which calls this.
  */
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
@@ -200,7 +203,8 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  * Called once per worker at start: notify(ctx) is called from any thread,
  * with the hub's lock held, when the worker's inbox gets its first message
  * (e.g. uv_async_send); the worker then calls hd_hub_deliver_pending on its
- * own thread. NULL unregisters (before the worker stops).
+ * own thread. NULL unregisters (before the worker stops): no call follows.
+ * Messages queued for a worker without one wait for hd_hub_deliver_pending.
  */
 void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), void *ctx);
 /*
@@ -210,6 +214,20 @@ void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), 
  * bursts. Returns whether more are queued.
  */
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes);
+
+/*
+ * Set once, before any worker runs. on_interest(ctx, topic, len, true) is
+ * called when a topic gets its first subscriber on this node (of any
+ * worker), and (…, false) when its last one leaves: an engine that shares
+ * topics with other nodes subscribes to them there (engine/engine.h). It is
+ * called on the thread that subscribed or unsubscribed, with the hub's lock
+ * held, so the calls for a topic come in the order of the changes; it must
+ * not call back into the hub, and should only hand the news over.
+ */
+void hd_hub_set_interest(hd_hub *hub,
+                         void (*on_interest)(void *ctx, const char *topic, size_t topic_len,
+                                             bool interested),
+                         void *ctx);
 
 /*
  * Attaches sub to topic (created on first use). Subscribing twice to the same
@@ -232,34 +250,31 @@ typedef struct hd_history_visitor {
     void (*on_gap)(void *ctx, const hd_gap *gap);
     /* msg borrowed; return false to stop reading (more is then set if anything is left). */
     bool (*on_message)(void *ctx, hd_message *msg);
-    /*
-     * Optional, called before on_message: false stops the read before msg,
-     * which is then not visited, and sets more (e.g. an answer that is full).
-     */
-    bool (*accepts)(void *ctx, hd_message *msg);
 } hd_history_visitor;
 
-/*
- * Reads history after cursor for the given topics (names need not exist;
- * unknown topics hold nothing): first one on_gap per topic whose lost range
- * the cursor reaches into, then up to limit messages (0 = no limit) merged
- * across topics in seq order. A cursor that is not present reads nothing.
- * Returns the number of messages visited; *more (if non-NULL) is set when
- * limit cut the answer short. Duplicated topic names are read once.
- */
-size_t hd_hub_read_history(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
-                           size_t topic_count, const hd_cursor *cursor, size_t limit,
-                           const hd_history_visitor *visitor, void *ctx, bool *more);
+/* What to read: the history of some topics after a cursor. */
+typedef struct hd_history_query {
+    const char *const *topics; /* need not exist (unknown topics hold nothing); repeats read once */
+    const size_t *topic_lens;
+    size_t topic_count;
+    hd_cursor cursor; /* not present: nothing is read */
+    size_t limit;     /* most messages read; 0 = no limit */
+} hd_history_query;
 
 /*
- * The same, and newest_id (HD_ID_MAX bytes) gets the hub's newest id as of
- * the read: with other workers publishing meanwhile, only an id taken under
- * the same lock is one before which nothing unread of these topics lies.
+ * Reads history after query->cursor: first one on_gap per topic whose lost
+ * range the cursor reaches into, then up to limit messages merged across
+ * topics in seq order. Returns the number of messages visited; *more (if
+ * non-NULL) is set when limit cut the answer short.
+ *
+ * *cut (if non-NULL) gets the hub's newest seq as of the read: with other
+ * workers publishing meanwhile, only a seq taken under the same lock is one
+ * up to which nothing unread of these topics lies, so a poll answers with
+ * it as its next cursor and a catch-up knows it read past every live
+ * message published before it.
  */
-size_t hd_hub_read_history_newest(hd_hub *hub, const char *const *topics, const size_t *topic_lens,
-                                  size_t topic_count, const hd_cursor *cursor, size_t limit,
-                                  const hd_history_visitor *visitor, void *ctx, bool *more,
-                                  char *newest_id);
+size_t hd_hub_read_history(hd_hub *hub, const hd_history_query *query,
+                           const hd_history_visitor *visitor, void *ctx, bool *more, uint64_t *cut);
 
 /* Drops messages older than history.ttl_s; call from a periodic timer. */
 void hd_hub_expire(hd_hub *hub, int64_t now_ms);
@@ -273,9 +288,6 @@ typedef struct hd_topic_info {
     char last_id[HD_ID_MAX]; /* "" when no message is held or was ever published */
 } hd_topic_info;
 bool hd_hub_topic_info(const hd_hub *hub, const char *topic, size_t topic_len, hd_topic_info *out);
-
-/* Longest topic name (docs/protocol.md). */
-#define HD_TOPIC_NAME_MAX 200
 
 typedef struct hd_topic_summary {
     char name[HD_TOPIC_NAME_MAX]; /* a copy: another worker may free the topic once unlocked */

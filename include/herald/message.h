@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #include "herald/buf.h"
+#include "herald/id.h"
 #include "herald/list.h"
 
 /* One slot per wire format; transports own the encoders. */
@@ -31,9 +32,6 @@ typedef enum hd_wire {
     HD_WIRE_WS_DEFLATE,   /* the same frame compressed without context takeover */
     HD_WIRE_COUNT
 } hd_wire;
-
-/* Longest id text: "<8 hex epoch>-<20 digit seq>" plus NUL. */
-#define HD_ID_MAX 32
 
 typedef struct hd_message {
     uint32_t refs;

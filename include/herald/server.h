@@ -1,8 +1,9 @@
 /*
  * The HTTP server: listeners, connections and the routes that lead to the
- * transports. One hd_server runs on one libuv loop and serves one hub.
+ * transports. One hd_server runs on one libuv loop and serves one hub,
+ * through one engine (engine/engine.h) for what is stored.
  *
- * Ownership: the caller owns loop and hub and keeps them alive until
+ * Ownership: the caller owns loop, hub and engine and keeps them alive until
  * hd_server_free. The server holds a reference to the settings it serves
  * with (herald/settings.h) and owns its connections.
  */
@@ -16,6 +17,7 @@
 #include "herald/settings.h"
 
 typedef struct hd_server hd_server;
+struct hd_engine;
 
 /*
  * sibling: NULL for the first (or only) server; otherwise a server created
@@ -29,7 +31,8 @@ typedef struct hd_server hd_server;
  * and the choice of TLS or plain stay those of the first settings for the
  * server's life.
  */
-hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd_server *sibling);
+hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
+                         struct hd_engine *engine, hd_server *sibling);
 /*
  * Binds every config->listen address (the first server of a group; the others
  * share its sockets) and starts accepting; logs "listening on ADDR:PORT".
@@ -43,8 +46,6 @@ int hd_server_start(hd_server *server, char *err, size_t err_len);
  * the loop); the loop then has nothing left of the server.
  */
 void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx);
-/* Sets what hd_server_request_shutdown passes to hd_server_shutdown; before the loop runs. */
-void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx);
 /* Thread-safe: makes the server's own loop call hd_server_shutdown. */
 void hd_server_request_shutdown(hd_server *server);
 /*

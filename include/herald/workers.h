@@ -1,9 +1,10 @@
 /*
  * The worker threads: one libuv loop and one hd_server per worker, all
- * serving one hub. The caller's thread (main) keeps only the signals.
+ * serving one hub through one engine. The caller's thread (main) keeps only
+ * the signals.
  *
- * Ownership: the caller owns the hub and keeps it alive until
- * hd_workers_free; the workers own their loops and servers, and each holds
+ * Ownership: the caller owns the hub and the engine and keeps them alive
+ * until hd_workers_free; the workers own their loops and servers, and each holds
  * a reference to the settings it serves with (herald/settings.h).
  */
 #ifndef HERALD_WORKERS_H
@@ -16,12 +17,14 @@
 #include "herald/settings.h"
 
 typedef struct hd_workers hd_workers;
+struct hd_engine;
 
 /*
  * count must equal hd_worker_count(), set before the hub was created. Every
  * worker starts with settings (its config, token keys and TLS context).
  */
-hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, unsigned count);
+hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, struct hd_engine *engine,
+                           unsigned count);
 /*
  * Binds every listener of every worker (the first worker resolves port 0,
  * the others share its addresses), then starts the threads with

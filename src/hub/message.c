@@ -2,7 +2,6 @@
 
 #include <assert.h>
 #include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,9 +49,7 @@ hd_message *hd_message_new(const char *topic, size_t topic_len, const char *even
     msg->data_len = data_len;
     copy_string(p, data, data_len);
 
-    int n = snprintf(msg->id, sizeof(msg->id), "%08" PRIx32 "-%" PRIu64, epoch, seq);
-    assert(n > 0 && (size_t)n < sizeof(msg->id));
-    msg->id_len = (size_t)n;
+    msg->id_len = hd_id_format(epoch, seq, msg->id);
     return msg;
 }
 
@@ -88,7 +85,9 @@ size_t hd_message_cost(const hd_message *msg)
 hd_buf *hd_message_encoded(hd_message *msg, hd_wire wire, hd_wire_encoder encode, void *ctx)
 {
     assert(wire < HD_WIRE_COUNT);
-    hd_buf **slot = &msg->wire[hd_worker_index() * HD_WIRE_COUNT + wire];
+    unsigned self = hd_worker_index();
+    assert(self != HD_WORKER_NONE); /* a thread with no slots of its own (herald/worker.h) */
+    hd_buf **slot = &msg->wire[self * HD_WIRE_COUNT + wire];
     if (*slot == NULL)
         *slot = encode(msg, ctx);
     return *slot;

@@ -57,6 +57,11 @@ hd_hub *hd_conn_hub(const hd_conn *conn)
     return conn->server->hub;
 }
 
+struct hd_engine *hd_conn_engine(const hd_conn *conn)
+{
+    return conn->server->engine;
+}
+
 const hd_auth *hd_conn_auth(const hd_conn *conn)
 {
     return conn->server->auth;

@@ -221,6 +221,8 @@ bool hd_conn_server_draining(const hd_conn *conn);
 /* The server's compressor for permessage-deflate frames (one per loop). */
 struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);
+/* Where messages are published and history read (engine/engine.h). */
+struct hd_engine *hd_conn_engine(const hd_conn *conn);
 /* Who may publish and subscribe (auth/auth.h); NULL: everyone may do everything. */
 const struct hd_auth *hd_conn_auth(const hd_conn *conn);
 uv_loop_t *hd_conn_loop(const hd_conn *conn);

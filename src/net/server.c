@@ -64,12 +64,14 @@ static void use_settings(hd_server *server, hd_settings *settings)
     server->tls = settings->tls;
 }
 
-hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub, hd_server *sibling)
+hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
+                         struct hd_engine *engine, hd_server *sibling)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
     use_settings(server, hd_settings_ref(settings));
     server->hub = hub;
+    server->engine = engine;
     server->group = sibling != NULL ? sibling->group : group_new();
     server->index = server->group->size;
     server->group->servers[server->group->size++] = server;
@@ -205,7 +207,8 @@ static void server_on_sweep(uv_timer_t *timer)
     sweep_logs(server, now);
     if (!server->draining)
         resume_listeners(server);
-    if (config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
+    /* The hub is shared: one worker expires it for all. */
+    if (server->index == 0 && config->history.ttl_s > 0 && now - server->last_expire_ms >= 1000) {
         server->last_expire_ms = now;
         hd_hub_expire(server->hub, hd_clock_wall_ms());
     }
@@ -274,14 +277,7 @@ void hd_server_use_settings(hd_server *server, hd_settings *settings)
 
 static void server_on_stop_requested(uv_async_t *async)
 {
-    hd_server *server = async->data;
-    hd_server_shutdown(server, server->on_stopped, server->on_stopped_ctx);
-}
-
-void hd_server_on_stopped(hd_server *server, void (*on_stopped)(void *ctx), void *ctx)
-{
-    server->on_stopped = on_stopped;
-    server->on_stopped_ctx = ctx;
+    hd_server_shutdown(async->data, NULL, NULL);
 }
 
 void hd_server_request_shutdown(hd_server *server)

@@ -67,6 +67,8 @@ struct hd_server {
     uv_loop_t *loop;
     const hd_config *config;
     hd_hub *hub;
+    /* What transports publish and read history through. */
+    struct hd_engine *engine;
     const hd_auth *auth;   /* shared by every worker, read only */
     const hd_tls_ctx *tls; /* every listener speaks TLS with it; NULL: plain TCP */
     /*
@@ -107,7 +109,7 @@ struct hd_server {
 
     uv_prepare_t flush_pass; /* runs before the loop blocks: flushes, closes */
     uv_idle_t flush_rest;    /* active while the flush list holds connections for the next pass */
-    uv_timer_t sweep_timer;  /* header timeouts, heartbeats, history TTL */
+    uv_timer_t sweep_timer;  /* header timeouts, heartbeats, history TTL (worker 0) */
     uv_timer_t grace_timer;  /* shutdown deadline */
     uv_async_t inbox_async;  /* another worker published to our subscribers */
     uv_async_t stop_async;   /* hd_server_request_shutdown from another thread */
@@ -122,8 +124,6 @@ struct hd_server {
     int reserve_fd; /* /dev/null, held to be closed when accept() runs out of descriptors */
 
     bool draining;
-    void (*on_stopped)(void *ctx); /* for hd_server_request_shutdown */
-    void *on_stopped_ctx;
     int handles_open; /* server-owned handles still to be closed at shutdown */
     void (*on_shutdown_done)(void *ctx);
     void *shutdown_ctx;

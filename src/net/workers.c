@@ -22,7 +22,8 @@ struct hd_workers {
     unsigned count;
 };
 
-hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, unsigned count)
+hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, struct hd_engine *engine,
+                           unsigned count)
 {
     hd_workers *w = hd_calloc(1, sizeof(*w));
     w->workers = hd_calloc(count, sizeof(*w->workers));
@@ -31,7 +32,8 @@ hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, unsigned count)
         worker *k = &w->workers[i];
         k->index = i;
         uv_loop_init(&k->loop);
-        k->server = hd_server_new(&k->loop, settings, hub, i > 0 ? w->workers[0].server : NULL);
+        k->server =
+            hd_server_new(&k->loop, settings, hub, engine, i > 0 ? w->workers[0].server : NULL);
     }
     return w;
 }

@@ -35,7 +35,7 @@ bool hd_authorize_topic(hd_conn *conn, const hd_access *access, hd_auth_action a
     if (hd_access_allows(access, action, topic, topic_len))
         return true;
     const char *verb = action == HD_AUTH_PUBLISH ? "publish" : "subscribe";
-    int len = topic_len > 200 ? 200 : (int)topic_len;
+    int len = topic_len > HD_TOPIC_NAME_MAX ? HD_TOPIC_NAME_MAX : (int)topic_len;
     char no_token[320], forbidden[320];
     snprintf(no_token, sizeof(no_token), "%sA token is required to %s to '%.*s'.", where, verb, len,
              topic);

@@ -1,17 +1,34 @@
+/*
+ * When a catch-up may end. Live messages of its topics are skipped while it
+ * runs (the subscription's seen_seq has moved past them), so it may only
+ * end with a read that reached past every message it skipped: a read whose
+ * cut (the newest seq as of the read) is at least the newest skipped seq,
+ * and which left nothing unread (!more) and was sent whole. With the memory
+ * engine that holds by construction: a read runs on the worker's thread
+ * under the hub's lock, and every live message the worker was handed before
+ * was published before it. An engine that reads later (Redis) can be
+ * overtaken: live messages newer than the read's cut may arrive while it is
+ * under way, and are skipped; then the catch-up reads once more from where
+ * it stopped.
+ */
 #include "transport/catch_up.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "herald/alloc.h"
+#include "engine/engine.h"
 
 struct hd_catch_up {
     char **topics; /* owned copies */
     size_t *topic_lens;
     uint64_t *gap_reported; /* per topic: 1 + the newest lost seq already reported, 0 = none */
     size_t topic_count;
-    uint64_t last_seq;
-    char last_id[HD_ID_MAX];
+    hd_cursor next; /* where the next batch reads from: the client's, then the last sent */
+    char next_text[HD_ID_MAX]; /* next.text */
+    uint64_t skipped_upto;     /* the newest seq of a live message skipped meanwhile */
+    hd_engine_request *read;   /* under way (an engine that answers later), or NULL */
+    hd_catch_up **owner;       /* the session's pointer to it, cleared when it ends */
     hd_conn *conn;
     hd_subscriber *subscriber; /* told what history served, so queued live copies are skipped */
     const hd_catch_up_ops *ops;
@@ -21,93 +38,96 @@ struct hd_catch_up {
 /* Enough per batch to amortise the history read, few enough to stay fair. */
 #define BATCH_MESSAGES 256
 
+static void read_batch(hd_catch_up *catch_up);
+
 /*
- * Every batch asks the hub for gaps after its own cursor, so a loss already
+ * Every batch asks for gaps after its own cursor, so a loss already
  * reported by an earlier batch comes back: report each topic's loss once,
  * and again only if it grew.
  */
-static void batch_on_gap(void *ctx, const hd_gap *gap)
+static void send_gap(hd_catch_up *catch_up, const hd_gap *gap)
 {
-    hd_catch_up *catch_up = ctx;
-    const char *dash = memchr(gap->to, '-', gap->to_len);
-    uint64_t lost = dash ? strtoull(dash + 1, NULL, 10) : 0;
     for (size_t i = 0; i < catch_up->topic_count; i++) {
-        if (gap->topic != catch_up->topics[i])
+        if (catch_up->topic_lens[i] != gap->topic_len ||
+            memcmp(catch_up->topics[i], gap->topic, gap->topic_len) != 0)
             continue;
-        if (catch_up->gap_reported[i] > lost)
+        if (catch_up->gap_reported[i] > gap->to_seq)
             return;
-        catch_up->gap_reported[i] = lost + 1;
+        catch_up->gap_reported[i] = gap->to_seq + 1;
     }
     catch_up->ops->send_gap(catch_up->ctx, gap);
 }
 
-/* A batch read under the hub's lock, then encoded and queued after it: other workers wait less. */
-typedef struct batch {
-    hd_catch_up *catch_up;
-    hd_message *messages[BATCH_MESSAGES]; /* one reference each */
-    size_t count;
-} batch;
-
-static void batch_gap(void *ctx, const hd_gap *gap)
+static void advance(hd_catch_up *catch_up, const hd_message *msg)
 {
-    batch_on_gap(((batch *)ctx)->catch_up, gap);
+    memcpy(catch_up->next_text, msg->id, msg->id_len + 1);
+    catch_up->next = (hd_cursor){
+        .present = true,
+        .seq = msg->seq,
+        .text = catch_up->next_text,
+        .text_len = msg->id_len,
+    };
 }
-
-static bool batch_take(void *ctx, hd_message *msg)
-{
-    batch *b = ctx;
-    b->messages[b->count++] = hd_message_retain(msg);
-    return true;
-}
-
-static const hd_history_visitor batch_visitor = {
-    .on_gap = batch_gap,
-    .on_message = batch_take,
-};
 
 /*
  * Queues the batch until the connection is half full (the rest is read
  * again next time, from the last message sent). Returns whether all of it
  * was sent.
  */
-static bool send_messages(hd_catch_up *catch_up, batch *b)
+static bool send_messages(hd_catch_up *catch_up, const hd_history_result *result)
 {
     uint64_t half = hd_conn_config(catch_up->conn)->limits.max_outbound_bytes / 2;
-    size_t sent = 0;
-    while (sent < b->count) {
-        hd_message *msg = b->messages[sent];
+    for (size_t i = 0; i < result->count; i++) {
+        hd_message *msg = result->messages[i];
         if (!catch_up->ops->send_message(catch_up->ctx, msg))
-            break;
-        sent++;
+            return false;
         hd_subscriber_mark_seen(catch_up->subscriber, msg);
-        catch_up->last_seq = msg->seq;
-        memcpy(catch_up->last_id, msg->id, msg->id_len + 1);
+        advance(catch_up, msg);
         if (hd_conn_queued_bytes(catch_up->conn) >= half)
-            break;
+            return i + 1 == result->count;
     }
-    for (size_t i = 0; i < b->count; i++)
-        hd_message_release(b->messages[i]);
-    return sent == b->count;
+    return true;
 }
 
-/* Returns whether more history is held after what this batch sent. */
-static bool send_batch(hd_catch_up *catch_up, const hd_cursor *cursor)
+static void batch_on_read(void *ctx, const hd_history_result *result)
 {
-    batch b = {.catch_up = catch_up};
-    bool more = false;
-    hd_hub_read_history(hd_conn_hub(catch_up->conn), (const char *const *)catch_up->topics,
-                        catch_up->topic_lens, catch_up->topic_count, cursor, BATCH_MESSAGES,
-                        &batch_visitor, &b, &more);
-    return !send_messages(catch_up, &b) || more;
+    hd_catch_up *catch_up = ctx;
+    catch_up->read = NULL;
+    for (size_t i = 0; i < result->gap_count; i++)
+        send_gap(catch_up, &result->gaps[i]);
+    if (!send_messages(catch_up, result) || result->more)
+        return; /* more once the connection drains */
+    if (result->cut < catch_up->skipped_upto) {
+        /* Overtaken by live messages it skipped (see above): read on from here. */
+        read_batch(catch_up);
+        return;
+    }
+    hd_catch_up_free(catch_up->owner);
 }
 
-hd_catch_up *hd_catch_up_start(hd_conn *conn, hd_subscriber *subscriber, const hd_catch_up_ops *ops,
-                               void *ctx, char *const *topics, const size_t *topic_lens,
-                               size_t topic_count, const hd_cursor *cursor)
+static void read_batch(hd_catch_up *catch_up)
+{
+    hd_history_query query = {
+        .topics = (const char *const *)catch_up->topics,
+        .topic_lens = catch_up->topic_lens,
+        .topic_count = catch_up->topic_count,
+        .cursor = catch_up->next,
+        .limit = BATCH_MESSAGES,
+    };
+    hd_engine_request *read =
+        hd_engine_read(hd_conn_engine(catch_up->conn), &query, batch_on_read, catch_up);
+    if (read != NULL) /* else it was read already, and catch_up may be gone */
+        catch_up->read = read;
+}
+
+void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscriber,
+                       const hd_catch_up_ops *ops, void *ctx, char *const *topics,
+                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor)
 {
     if (!cursor->present)
-        return NULL;
+        return;
     hd_catch_up *catch_up = hd_calloc(1, sizeof(*catch_up));
+    catch_up->owner = owner;
     catch_up->conn = conn;
     catch_up->subscriber = subscriber;
     catch_up->ops = ops;
@@ -120,24 +140,21 @@ hd_catch_up *hd_catch_up_start(hd_conn *conn, hd_subscriber *subscriber, const h
         catch_up->topics[i] = hd_strndup(topics[i], topic_lens[i]);
         catch_up->topic_lens[i] = topic_lens[i];
     }
-    if (!send_batch(catch_up, cursor))
-        hd_catch_up_free(&catch_up);
-    return catch_up;
+    /* A cursor is an id or "earliest": it fits. */
+    size_t len = cursor->text_len < HD_ID_MAX ? cursor->text_len : HD_ID_MAX - 1;
+    memcpy(catch_up->next_text, cursor->text, len);
+    catch_up->next = *cursor;
+    catch_up->next.text = catch_up->next_text;
+    catch_up->next.text_len = len;
+    *owner = catch_up;
+    read_batch(catch_up);
 }
 
 void hd_catch_up_continue(hd_catch_up **catch_up)
 {
     hd_catch_up *c = *catch_up;
-    if (c == NULL)
-        return;
-    hd_cursor cursor = {
-        .present = true,
-        .seq = c->last_seq,
-        .text = c->last_id,
-        .text_len = strlen(c->last_id),
-    };
-    if (!send_batch(c, &cursor))
-        hd_catch_up_free(catch_up);
+    if (c != NULL && c->read == NULL)
+        read_batch(c);
 }
 
 void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t topic_len)
@@ -159,14 +176,17 @@ void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t 
         hd_catch_up_free(catch_up);
 }
 
-bool hd_catch_up_holds(const hd_catch_up *catch_up, const hd_message *msg)
+bool hd_catch_up_holds(hd_catch_up *catch_up, const hd_message *msg)
 {
     if (catch_up == NULL)
         return false;
     for (size_t i = 0; i < catch_up->topic_count; i++) {
         if (catch_up->topic_lens[i] == msg->topic_len &&
-            memcmp(catch_up->topics[i], msg->topic, msg->topic_len) == 0)
+            memcmp(catch_up->topics[i], msg->topic, msg->topic_len) == 0) {
+            if (msg->seq > catch_up->skipped_upto)
+                catch_up->skipped_upto = msg->seq;
             return true;
+        }
     }
     return false;
 }
@@ -176,6 +196,7 @@ void hd_catch_up_free(hd_catch_up **catch_up)
     hd_catch_up *c = *catch_up;
     if (c == NULL)
         return;
+    hd_engine_cancel(hd_conn_engine(c->conn), c->read);
     for (size_t i = 0; i < c->topic_count; i++)
         free(c->topics[i]);
     free(c->topics);

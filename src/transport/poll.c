@@ -4,9 +4,9 @@
  * (HD_WIRE_ENVELOPE: the same bytes for every poller, and the same text the
  * WebSocket frames carry), then a tail with the cursor and any gaps.
  *
- * A waiting poll's session owns its topics, its cursor and a timer; it is
- * freed from the timer's close callback, whichever of answer, disconnect
- * or shutdown ended it.
+ * A poll's session owns its topics and its cursor, and while it waits a
+ * timer; a waiting session is freed from the timer's close callback,
+ * whichever of answer, disconnect or shutdown ended it.
  */
 #include "transport/poll.h"
 
@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "herald/alloc.h"
+#include "engine/engine.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/subscribe_params.h"
@@ -29,113 +30,151 @@ typedef struct poll_request {
     size_t limit;
 } poll_request;
 
+/*
+ * A poll from its request to its answer. It reads history (through the
+ * engine); when that holds nothing new it waits: subscribed to its topics,
+ * with a timer, the connection WAITING. An engine that answers a read later
+ * has the connection WAITING during the read too.
+ */
 typedef struct poll_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
-    hd_conn *conn;            /* NULL once the wait ended */
+    hd_conn *conn;            /* NULL once the poll ended */
     poll_request request;
+    hd_engine_request *read; /* a read still under way (an engine that answers later) */
+    bool force;              /* answer what the next read finds, even nothing */
+    bool reread;             /* woken during a read: if it finds nothing, read again */
+    bool held;               /* the connection is WAITING for this session */
+    bool waiting;            /* subscribed, its timer running (freed from the timer's close) */
     uv_timer_t timer;
 } poll_session;
 
-/* One answer being collected from history. */
-typedef struct poll_answer {
-    hd_buf **envelopes; /* one reference each: the messages may leave history once unlocked */
-    size_t count;
-    uint64_t bytes;
-    uint64_t byte_cap;
-    hd_strbuf gaps; /* the members of "gaps":[…] */
-    size_t gap_count;
-    char last_id[HD_ID_MAX];
-    char newest_id[HD_ID_MAX]; /* the hub's newest id when history was read */
-} poll_answer;
-
 /* ------------------------------------------------------------------------ */
-/* Reading and sending an answer                                            */
-
-static void answer_on_gap(void *ctx, const hd_gap *gap)
-{
-    poll_answer *answer = ctx;
-    hd_strbuf_append_str(&answer->gaps, answer->gap_count++ ? ",{" : "{");
-    hd_gap_append_json_fields(gap, &answer->gaps);
-    hd_strbuf_append_str(&answer->gaps, "}");
-}
+/* Sending an answer                                                        */
 
 static hd_buf *envelope_of(hd_message *msg)
 {
     return hd_message_encoded(msg, HD_WIRE_ENVELOPE, hd_message_encode_envelope, NULL);
 }
 
-/* An answer holds at most max_outbound_bytes of envelopes, like any queue, but at least one. */
-static bool answer_accepts(void *ctx, hd_message *msg)
-{
-    poll_answer *answer = ctx;
-    return answer->count == 0 || answer->bytes + envelope_of(msg)->len + 1 <= answer->byte_cap;
-}
-
-static bool answer_on_message(void *ctx, hd_message *msg)
-{
-    poll_answer *answer = ctx;
-    hd_buf *envelope = hd_buf_retain(envelope_of(msg));
-    answer->envelopes[answer->count++] = envelope;
-    answer->bytes += envelope->len + 1;
-    memcpy(answer->last_id, msg->id, msg->id_len + 1);
-    return true;
-}
-
-static const hd_history_visitor answer_visitor = {
-    .on_gap = answer_on_gap,
-    .on_message = answer_on_message,
-    .accepts = answer_accepts,
-};
-
 /*
- * The answer's cursor, to continue from, is the last message sent when the
- * answer was cut short; otherwise the newest id of the hub (nothing of these
+ * The answer: the messages read, up to max_outbound_bytes of envelopes
+ * (like any queue, but at least one), and the gaps. Its cursor, to continue
+ * from, is the last message sent when the answer was cut short (by the limit
+ * or the bytes); otherwise the newest id as of the read (nothing of these
  * topics lies before it unread). The client's own cursor is never further
  * ahead: one beyond the newest id is refused when parsed.
  */
-static void send_answer(hd_conn *conn, poll_answer *answer, bool more)
+static void send_answer(hd_conn *conn, const hd_history_result *result)
 {
-    const char *cursor_id = more ? answer->last_id : answer->newest_id;
+    uint64_t byte_cap = hd_conn_config(conn)->limits.max_outbound_bytes;
+    static const char open[] = "{\"messages\":[";
+    size_t count = 0, body_len = sizeof(open) - 1;
+    uint64_t bytes = 0;
+    for (; count < result->count; count++) {
+        size_t len = envelope_of(result->messages[count])->len;
+        if (count > 0 && bytes + len + 1 > byte_cap)
+            break;
+        bytes += len + 1;
+        body_len += len + (count > 0);
+    }
+    bool more = result->more || count < result->count;
+    char cursor_id[HD_ID_MAX];
+    if (more)
+        memcpy(cursor_id, result->messages[count - 1]->id, result->messages[count - 1]->id_len + 1);
+    else
+        hd_id_format(result->epoch, result->cut, cursor_id);
+
     hd_strbuf tail;
     hd_strbuf_init(&tail);
     hd_strbuf_printf(&tail, "],\"cursor\":\"%s\",\"gap\":%s", cursor_id,
-                     answer->gap_count ? "true" : "false");
-    if (answer->gap_count) {
+                     result->gap_count ? "true" : "false");
+    if (result->gap_count) {
         hd_strbuf_append_str(&tail, ",\"gaps\":[");
-        hd_strbuf_append(&tail, answer->gaps.data, answer->gaps.len);
+        for (size_t i = 0; i < result->gap_count; i++) {
+            hd_strbuf_append_str(&tail, i > 0 ? ",{" : "{");
+            hd_gap_append_json_fields(&result->gaps[i], &tail);
+            hd_strbuf_append_str(&tail, "}");
+        }
         hd_strbuf_append_str(&tail, "]");
     }
     hd_strbuf_printf(&tail, ",\"more\":%s}\n", more ? "true" : "false");
+    body_len += tail.len;
 
-    static const char open[] = "{\"messages\":[";
-    size_t body_len = sizeof(open) - 1 + tail.len;
-    for (size_t i = 0; i < answer->count; i++)
-        body_len += answer->envelopes[i]->len + (i > 0);
     hd_strbuf head;
     hd_strbuf_init(&head);
     bool close = hd_response_append_head(&head, conn, 200, "application/json",
                                          "Cache-Control: no-cache\r\n", body_len, 0);
     if (conn->request->method == HTTP_HEAD) {
         /* The Content-Length this answer has as a GET's, and none of its body. */
-        for (size_t i = 0; i < answer->count; i++)
-            hd_buf_release(answer->envelopes[i]);
         hd_strbuf_free(&tail);
         hd_conn_send_owned(conn, hd_strbuf_finish(&head));
     } else {
         hd_strbuf_append(&head, open, sizeof(open) - 1);
         hd_conn_send_owned(conn, hd_strbuf_finish(&head));
-        hd_buf *comma = answer->count > 1 ? hd_buf_copy(",", 1) : NULL;
-        for (size_t i = 0; i < answer->count; i++) {
+        hd_buf *comma = count > 1 ? hd_buf_copy(",", 1) : NULL;
+        for (size_t i = 0; i < count; i++) {
             if (i > 0)
                 hd_conn_send(conn, comma);
-            hd_conn_send_owned(conn, answer->envelopes[i]);
+            hd_conn_send(conn, envelope_of(result->messages[i]));
         }
         hd_buf_release(comma);
         hd_conn_send_owned(conn, hd_strbuf_finish(&tail));
-        hd_metric_add(&hd_conn_metrics(conn)->deliveries[HD_TRANSPORT_POLL], answer->count);
+        hd_metric_add(&hd_conn_metrics(conn)->deliveries[HD_TRANSPORT_POLL], count);
     }
     if (close)
         hd_conn_close_after_flush(conn);
+}
+
+/* ------------------------------------------------------------------------ */
+/* The session                                                              */
+
+static const hd_stream_ops poll_wait_ops;
+
+static void session_on_timer_closed(uv_handle_t *handle)
+{
+    poll_session *session = handle->data;
+    hd_subscribe_params_free(&session->request.params);
+    free(session);
+}
+
+/*
+ * The poll is over (answered, refused, or its connection closed): no read,
+ * wake or timer comes to it any more, and the connection reads on after the
+ * answer the caller queues next. Then session_free.
+ */
+static void session_stop(poll_session *session)
+{
+    hd_conn *conn = session->conn;
+    hd_engine_cancel(hd_conn_engine(conn), session->read);
+    session->read = NULL;
+    session->conn = NULL;
+    if (session->held)
+        hd_conn_end_wait(conn);
+    if (session->waiting)
+        hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
+}
+
+/*
+ * A waiting session goes once its timer is closed, so that the callbacks it
+ * is freed from may still read it.
+ */
+static void session_free(poll_session *session)
+{
+    if (session->waiting) {
+        uv_close((uv_handle_t *)&session->timer, session_on_timer_closed);
+    } else {
+        hd_subscribe_params_free(&session->request.params);
+        free(session);
+    }
+}
+
+/* The answer will come from a callback: hold the request until then. */
+static void session_hold(poll_session *session)
+{
+    if (session->held)
+        return;
+    session->held = true;
+    hd_conn_start_wait(session->conn, &poll_wait_ops, session);
 }
 
 static hd_cursor request_cursor(const poll_request *request, hd_conn *conn)
@@ -148,67 +187,7 @@ static hd_cursor request_cursor(const poll_request *request, hd_conn *conn)
     return cursor;
 }
 
-/*
- * Answers from history when there is something to say, or always when
- * forced (timeout, plain polling, shutdown). For a waiting poll, before_send
- * ends the wait so that the answer can be queued. Returns whether it answered.
- */
-static bool try_answer(hd_conn *conn, const poll_request *request, bool force,
-                       void (*before_send)(void *ctx), void *ctx)
-{
-    hd_cursor cursor = request_cursor(request, conn);
-    poll_answer answer = {
-        .envelopes = hd_alloc(request->limit * sizeof(hd_buf *)),
-        .byte_cap = hd_conn_config(conn)->limits.max_outbound_bytes,
-    };
-    hd_strbuf_init(&answer.gaps);
-    bool more = false;
-    hd_hub_read_history_newest(hd_conn_hub(conn), (const char *const *)request->params.topics,
-                               request->params.topic_lens, request->params.topic_count, &cursor,
-                               request->limit, &answer_visitor, &answer, &more, answer.newest_id);
-    bool answered = force || answer.count > 0 || answer.gap_count > 0;
-    if (answered) {
-        if (before_send != NULL)
-            before_send(ctx);
-        send_answer(conn, &answer, more);
-    }
-    hd_strbuf_free(&answer.gaps);
-    free(answer.envelopes);
-    return answered;
-}
-
-/* ------------------------------------------------------------------------ */
-/* Waiting                                                                  */
-
-static void session_on_timer_closed(uv_handle_t *handle)
-{
-    poll_session *session = handle->data;
-    hd_subscribe_params_free(&session->request.params);
-    free(session);
-}
-
-/* The wait is over (answered or disconnected): the session goes once its timer is closed. */
-static void session_end(poll_session *session)
-{
-    if (session->conn == NULL)
-        return;
-    hd_hub_unsubscribe_all(hd_conn_hub(session->conn), &session->subscriber);
-    session->conn = NULL;
-    uv_close((uv_handle_t *)&session->timer, session_on_timer_closed);
-}
-
-static void session_end_wait(void *ctx)
-{
-    poll_session *session = ctx;
-    hd_conn *conn = session->conn;
-    session_end(session);
-    hd_conn_end_wait(conn);
-}
-
-static void session_answer(poll_session *session, bool force)
-{
-    try_answer(session->conn, &session->request, force, session_end_wait, session);
-}
+static void session_read(poll_session *session);
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
@@ -222,27 +201,108 @@ static const hd_subscriber_ops poll_subscriber_ops = {
     .transport = HD_TRANSPORT_POLL,
 };
 
-static void session_on_wake(hd_conn *conn, void *ctx)
+/* Answers now with what history holds, even nothing, or with the read under way. */
+static void session_force(poll_session *session)
 {
-    (void)conn;
-    session_answer(ctx, false);
+    session->force = true;
+    if (session->read == NULL)
+        session_read(session);
 }
 
 static void session_on_timeout(uv_timer_t *timer)
 {
-    session_answer(timer->data, true);
+    session_force(timer->data);
+}
+
+/* Nothing new: subscribe and wait for a message or the timeout. */
+static void start_waiting(poll_session *session)
+{
+    hd_conn *conn = session->conn;
+    hd_hub *hub = hd_conn_hub(conn);
+    const hd_subscribe_params *params = &session->request.params;
+    for (size_t i = 0; i < params->topic_count; i++) {
+        if (hd_hub_subscribe(hub, &session->subscriber, params->topics[i], params->topic_lens[i]) !=
+            HD_HUB_OK) {
+            hd_hub_unsubscribe_all(hub, &session->subscriber);
+            session_stop(session);
+            session_free(session);
+            hd_response_error(conn, 503, "topic_limit", 0,
+                              "The server holds limits.max_topics topics already.");
+            return;
+        }
+    }
+    session->waiting = true;
+    uv_timer_init(hd_conn_loop(conn), &session->timer);
+    session->timer.data = session;
+    uv_timer_start(&session->timer, session_on_timeout, (uint64_t)session->request.timeout_s * 1000,
+                   0);
+    session_hold(session);
+    /*
+     * Another worker may have published between the read and the
+     * subscription, which then missed it: look again once, in the next pass.
+     */
+    hd_conn_wake(conn);
+}
+
+static void session_on_read(void *ctx, const hd_history_result *result)
+{
+    poll_session *session = ctx;
+    session->read = NULL;
+    if (session->force || result->count > 0 || result->gap_count > 0) {
+        hd_conn *conn = session->conn;
+        session_stop(session);
+        send_answer(conn, result); /* its gaps name the session's topics and cursor */
+        session_free(session);
+    } else if (session->reread) {
+        session->reread = false;
+        session_read(session);
+    } else if (!session->waiting) {
+        start_waiting(session);
+    }
+}
+
+static void session_read(poll_session *session)
+{
+    hd_conn *conn = session->conn;
+    const poll_request *request = &session->request;
+    hd_history_query query = {
+        .topics = (const char *const *)request->params.topics,
+        .topic_lens = request->params.topic_lens,
+        .topic_count = request->params.topic_count,
+        .cursor = request_cursor(request, conn),
+        .limit = request->limit,
+    };
+    hd_engine_request *read =
+        hd_engine_read(hd_conn_engine(conn), &query, session_on_read, session);
+    if (read == NULL)
+        return; /* answered or waiting already: session may be gone */
+    session->read = read;
+    session_hold(session);
+}
+
+static void session_on_wake(hd_conn *conn, void *ctx)
+{
+    (void)conn;
+    poll_session *session = ctx;
+    if (session->read != NULL)
+        session->reread = true;
+    else
+        session_read(session);
 }
 
 static void session_on_shutdown(hd_conn *conn, void *ctx)
 {
     (void)conn;
-    session_answer(ctx, true);
+    session_force(ctx);
 }
 
 static void session_on_close(hd_conn *conn, void *ctx)
 {
     (void)conn;
-    session_end(ctx);
+    poll_session *session = ctx;
+    session->held = false; /* the connection forgot the session already */
+    session_stop(session);
+    session_free(session);
 }
 
 static const hd_stream_ops poll_wait_ops = {
@@ -251,35 +311,6 @@ static const hd_stream_ops poll_wait_ops = {
     .on_shutdown = session_on_shutdown,
     .transport = HD_TRANSPORT_POLL,
 };
-
-static void start_waiting(hd_conn *conn, poll_request *request)
-{
-    poll_session *session = hd_calloc(1, sizeof(*session));
-    session->conn = conn;
-    session->request = *request;
-    hd_subscriber_init(&session->subscriber, &poll_subscriber_ops);
-    hd_hub *hub = hd_conn_hub(conn);
-    for (size_t i = 0; i < request->params.topic_count; i++) {
-        if (hd_hub_subscribe(hub, &session->subscriber, request->params.topics[i],
-                             request->params.topic_lens[i]) != HD_HUB_OK) {
-            hd_hub_unsubscribe_all(hub, &session->subscriber);
-            hd_subscribe_params_free(&session->request.params);
-            free(session);
-            hd_response_error(conn, 503, "topic_limit", 0,
-                              "The server holds limits.max_topics topics already.");
-            return;
-        }
-    }
-    uv_timer_init(hd_conn_loop(conn), &session->timer);
-    session->timer.data = session;
-    uv_timer_start(&session->timer, session_on_timeout, (uint64_t)request->timeout_s * 1000, 0);
-    hd_conn_start_wait(conn, &poll_wait_ops, session);
-    /*
-     * Another worker may have published between the first read and the
-     * subscription, which then missed it: look again once, in the next pass.
-     */
-    hd_conn_wake(conn);
-}
 
 /* ------------------------------------------------------------------------ */
 /* GET /poll                                                                */
@@ -338,13 +369,13 @@ void hd_poll_handle(hd_conn *conn)
         return;
     if (hd_subscribe_params_parse(conn, NULL, cursor_params, true, &request.params, NULL) != 0)
         return;
-    hd_hub_last_id(hd_conn_hub(conn), request.arrival_id);
+    hd_hub_newest_id(hd_conn_hub(conn), request.arrival_id);
+    poll_session *session = hd_calloc(1, sizeof(*session));
+    session->conn = conn;
+    session->request = request;
+    hd_subscriber_init(&session->subscriber, &poll_subscriber_ops);
     /* HEAD does not wait: it is answered at once with the head of what a GET would get now. */
-    bool force = request.timeout_s == 0 || hd_conn_server_draining(conn) ||
-                 conn->request->method == HTTP_HEAD;
-    if (try_answer(conn, &request, force, NULL, NULL)) {
-        hd_subscribe_params_free(&request.params);
-        return;
-    }
-    start_waiting(conn, &request);
+    session->force = request.timeout_s == 0 || hd_conn_server_draining(conn) ||
+                     conn->request->method == HTTP_HEAD;
+    session_read(session);
 }

@@ -10,40 +10,91 @@
 #include "herald/clock.h"
 #include "herald/json_text.h"
 #include "herald/utf8.h"
+#include "engine/engine.h"
 #include "http/response.h"
 #include "transport/authorize.h"
 #include "transport/topics.h"
 
 #define EVENT_MAX 64
 
-static void append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers)
+void hd_publish_append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers)
 {
-    hd_strbuf_append_str(sb, "{\"id\":");
+    hd_strbuf_append_str(sb, "\"id\":");
     hd_strbuf_append_json_string(sb, msg->id, msg->id_len);
     hd_strbuf_append_str(sb, ",\"topic\":");
     hd_strbuf_append_json_string(sb, msg->topic, msg->topic_len);
-    hd_strbuf_printf(sb, ",\"subscribers\":%zu}", subscribers);
+    hd_strbuf_printf(sb, ",\"subscribers\":%zu", subscribers);
 }
 
-/* Answers the error a hub status stands for. */
-static void answer_hub_status(hd_conn *conn, hd_hub_status status, const char *where)
+hd_publish_refusal hd_publish_refusal_of(hd_hub_status status)
 {
     switch (status) {
     case HD_HUB_BAD_TOPIC:
-        hd_response_error(conn, 400, "invalid_topic", 0,
-                          "%sA topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.", where);
-        break;
+        return (hd_publish_refusal){400, "invalid_topic", HD_TOPIC_NAME_RULE, NULL};
     case HD_HUB_BAD_EVENT:
-        hd_response_error(conn, 400, "invalid_event", 0,
-                          "%sAn event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -.", where);
-        break;
+        return (hd_publish_refusal){400, "invalid_event", HD_EVENT_NAME_RULE, NULL};
     case HD_HUB_TOO_MANY_TOPICS:
-        hd_response_error(conn, 503, "topic_limit", 0,
-                          "%sThe server holds limits.max_topics topics already.", where);
-        break;
+        return (hd_publish_refusal){503, "topic_limit",
+                                    "The server holds limits.max_topics topics already.", NULL};
+    case HD_HUB_UNAVAILABLE:
+        return (hd_publish_refusal){503, "unavailable",
+                                    "The message store cannot be reached: nothing was published.",
+                                    "Retry-After: 1\r\n"};
+    case HD_HUB_OUTCOME_UNKNOWN:
+        return (hd_publish_refusal){
+            503, "outcome_unknown",
+            "The message store did not confirm the publish: it may have been published.",
+            "Retry-After: 1\r\n"};
     default:
-        hd_response_error(conn, 500, "internal", 0, "%sUnexpected hub status.", where);
+        return (hd_publish_refusal){500, "internal", "Unexpected hub status.", NULL};
     }
+}
+
+/* Answers the error a hub status stands for; where prefixes the message ("Item 2: "). */
+static void answer_hub_status(hd_conn *conn, hd_hub_status status, const char *where)
+{
+    hd_publish_refusal refusal = hd_publish_refusal_of(status);
+    char message[256];
+    snprintf(message, sizeof(message), "%s%s", where, refusal.message);
+    hd_response_error_with(conn, refusal.http_status, refusal.headers, refusal.code, message);
+}
+
+/*
+ * An engine that answers later (engine/engine.h) leaves the request held
+ * (WAITING, so that a pipelined request behind it is answered after it); the
+ * answer is queued from its callback, and a connection that closes first
+ * cancels it. Counted with the waiting polls in the connection gauges: both
+ * are requests whose answer is held back. The memory engine answers before
+ * the publish call returns, so none of this runs with it.
+ */
+static void held_publish_on_close(hd_conn *conn, void *request)
+{
+    hd_engine_cancel(hd_conn_engine(conn), request);
+}
+
+static void held_publish_on_shutdown(hd_conn *conn, void *request)
+{
+    /* The answer is on its way; the shutdown's grace period bounds the wait. */
+    (void)conn;
+    (void)request;
+}
+
+static const hd_stream_ops held_publish_ops = {
+    .on_close = held_publish_on_close,
+    .on_shutdown = held_publish_on_shutdown,
+    .transport = HD_TRANSPORT_POLL,
+};
+
+static void hold_until_published(hd_conn *conn, hd_engine_request *request)
+{
+    if (request != NULL)
+        hd_conn_start_wait(conn, &held_publish_ops, request);
+}
+
+/* Before an answer queued from a publish callback: a held request reads on after it. */
+static void end_hold(hd_conn *conn)
+{
+    hd_conn_end_wait(conn); /* nothing to end when the engine answered at once */
 }
 
 /* The event name from ?event= or else X-Event; NULL when neither is given. */
@@ -80,7 +131,7 @@ static bool may_publish(hd_conn *conn, const char *topic, size_t topic_len)
 
 /* What a POST /topics/{topic} says before its body. */
 typedef struct topic_head {
-    char topic[HD_TOPIC_MAX];
+    char topic[HD_TOPIC_NAME_MAX + 1];
     size_t topic_len;
     char event_storage[EVENT_MAX + 1];
     const char *event; /* NULL: none; else in event_storage or the request's headers */
@@ -109,6 +160,23 @@ bool hd_publish_topic_head_acceptable(hd_conn *conn)
     return read_topic_head(conn, &head);
 }
 
+static void topic_on_published(void *ctx, const hd_publish_outcome *outcome)
+{
+    hd_conn *conn = ctx;
+    end_hold(conn);
+    if (outcome->status != HD_HUB_OK) {
+        answer_hub_status(conn, outcome->status, "");
+        return;
+    }
+    hd_strbuf out;
+    hd_strbuf_init(&out);
+    hd_strbuf_append(&out, "{", 1);
+    hd_publish_append_result(&out, outcome->messages[0], outcome->subscribers[0]);
+    hd_strbuf_append(&out, "}\n", 2);
+    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+    hd_strbuf_free(&out);
+}
+
 void hd_publish_handle_topic(hd_conn *conn)
 {
     topic_head head;
@@ -121,22 +189,16 @@ void hd_publish_handle_topic(hd_conn *conn)
                           "The message data must be valid UTF-8 text.");
         return;
     }
-    hd_message *msg;
-    size_t subscribers;
-    hd_hub_status status = hd_hub_publish(hd_conn_hub(conn), head.topic, head.topic_len, head.event,
-                                          head.event ? head.event_len : 0, data, body->len,
-                                          hd_clock_wall_ms(), &msg, &subscribers);
-    if (status != HD_HUB_OK) {
-        answer_hub_status(conn, status, "");
-        return;
-    }
-    hd_strbuf out;
-    hd_strbuf_init(&out);
-    append_result(&out, msg, subscribers);
-    hd_message_release(msg);
-    hd_strbuf_append(&out, "\n", 1);
-    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
-    hd_strbuf_free(&out);
+    hd_publish_item item = {
+        .topic = head.topic,
+        .topic_len = head.topic_len,
+        .event = head.event,
+        .event_len = head.event ? head.event_len : 0,
+        .data = data,
+        .data_len = body->len,
+    };
+    hold_until_published(conn, hd_engine_publish(hd_conn_engine(conn), &item, 1, hd_clock_wall_ms(),
+                                                 topic_on_published, conn));
 }
 
 /* ------------------------------------------------------------------------ */
@@ -211,16 +273,37 @@ static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item,
     return 0;
 }
 
+static void batch_on_published(void *ctx, const hd_publish_outcome *outcome)
+{
+    hd_conn *conn = ctx;
+    end_hold(conn);
+    if (outcome->status != HD_HUB_OK) {
+        char where[64];
+        snprintf(where, sizeof(where), "Item %zu: ", outcome->failed);
+        answer_hub_status(conn, outcome->status, where);
+        return;
+    }
+    hd_strbuf out;
+    hd_strbuf_init(&out);
+    hd_strbuf_append_str(&out, "{\"messages\":[");
+    for (size_t i = 0; i < outcome->count; i++) {
+        hd_strbuf_append(&out, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
+        hd_publish_append_result(&out, outcome->messages[i], outcome->subscribers[i]);
+        hd_strbuf_append(&out, "}", 1);
+    }
+    hd_strbuf_append_str(&out, "]}\n");
+    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+    hd_strbuf_free(&out);
+}
+
 /*
  * Each item was checked alone; together they may still create more topics
- * than limits.max_topics allows, which the hub checks before it publishes
+ * than limits.max_topics allows, which the engine checks before it publishes
  * any (and, with several workers, under the same lock as the publishing).
  */
 static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
 {
     hd_publish_item *publish = hd_calloc(count, sizeof(*publish));
-    hd_message **messages = hd_calloc(count, sizeof(*messages));
-    size_t *subscribers = hd_calloc(count, sizeof(*subscribers));
     for (size_t i = 0; i < count; i++) {
         publish[i] = (hd_publish_item){
             .topic = items[i].topic,
@@ -231,30 +314,9 @@ static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
             .data_len = strlen(items[i].data),
         };
     }
-    size_t failed = 0;
-    hd_hub_status status = hd_hub_publish_batch(hd_conn_hub(conn), publish, count,
-                                                hd_clock_wall_ms(), messages, subscribers, &failed);
-    if (status != HD_HUB_OK) {
-        char where[64];
-        snprintf(where, sizeof(where), "Item %zu: ", failed);
-        answer_hub_status(conn, status, where);
-    } else {
-        hd_strbuf out;
-        hd_strbuf_init(&out);
-        hd_strbuf_append_str(&out, "{\"messages\":[");
-        for (size_t i = 0; i < count; i++) {
-            if (i > 0)
-                hd_strbuf_append(&out, ",", 1);
-            append_result(&out, messages[i], subscribers[i]);
-            hd_message_release(messages[i]);
-        }
-        hd_strbuf_append_str(&out, "]}\n");
-        hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
-        hd_strbuf_free(&out);
-    }
-    free(publish);
-    free(messages);
-    free(subscribers);
+    hold_until_published(conn, hd_engine_publish(hd_conn_engine(conn), publish, count,
+                                                 hd_clock_wall_ms(), batch_on_published, conn));
+    free(publish); /* the engine copied what it needs */
 }
 
 /* Checks the content type and reads the token's rights (the caller frees them); false: answered. */

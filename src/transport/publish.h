@@ -5,6 +5,7 @@
 #ifndef HERALD_TRANSPORT_PUBLISH_H
 #define HERALD_TRANSPORT_PUBLISH_H
 
+#include "herald/hub.h"
 #include "net/conn.h"
 
 void hd_publish_handle_topic(hd_conn *conn);
@@ -17,5 +18,21 @@ void hd_publish_handle_batch(hd_conn *conn);
  */
 bool hd_publish_topic_head_acceptable(hd_conn *conn);
 bool hd_publish_batch_head_acceptable(hd_conn *conn);
+
+/*
+ * Appends the members a publish answers for each message it published
+ * (`"id":…,"topic":…,"subscribers":N`, no braces): the HTTP answers and the
+ * WebSocket ack share them.
+ */
+void hd_publish_append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers);
+
+/* What a publish refused with status tells its client, over HTTP or in a WebSocket error. */
+typedef struct hd_publish_refusal {
+    int http_status;
+    const char *code;    /* the error code, e.g. "topic_limit" */
+    const char *message; /* one sentence */
+    const char *headers; /* extra HTTP header lines (Retry-After), or NULL */
+} hd_publish_refusal;
+hd_publish_refusal hd_publish_refusal_of(hd_hub_status status);
 
 #endif

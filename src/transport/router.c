@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "herald/log.h"
+#include "engine/engine.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/poll.h"
@@ -52,6 +53,14 @@ static void answer_health(hd_conn *conn)
 {
     if (hd_conn_server_draining(conn)) {
         hd_response_error(conn, 503, "draining", HD_RESPONSE_CLOSE, "herald is shutting down.");
+        return;
+    }
+    /* A readiness probe: a node whose engine cannot publish takes no traffic. */
+    const hd_engine *engine = hd_conn_engine(conn);
+    hd_engine_state state = hd_engine_get_state(engine);
+    if (state != HD_ENGINE_UP) {
+        hd_response_error(conn, 503, "unavailable", 0, "The %s engine is %s.",
+                          hd_engine_name(engine), hd_engine_state_name(state));
         return;
     }
     hd_response_send(conn, 200, "text/plain; charset=utf-8", NULL, "ok\n", 3, 0);

@@ -274,8 +274,7 @@ void hd_sse_handle(hd_conn *conn)
     send_stream_head(conn, true);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
-    session->catch_up =
-        hd_catch_up_start(conn, &session->subscriber, &sse_catch_up_ops, session, params.topics,
-                          params.topic_lens, params.topic_count, &params.cursor);
+    hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &sse_catch_up_ops, session,
+                      params.topics, params.topic_lens, params.topic_count, &params.cursor);
     hd_subscribe_params_free(&params);
 }

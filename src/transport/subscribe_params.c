@@ -67,8 +67,7 @@ int hd_subscribe_params_parse(hd_conn *conn, const char *cursor_header,
     while (rc == 0 && hd_query_next(&it, &param)) {
         if (strcmp(param.key, "topic") == 0) {
             if (!hd_topic_name_valid(param.value, param.value_len)) {
-                rc = fail(conn, params, "invalid_topic",
-                          "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
+                rc = fail(conn, params, "invalid_topic", HD_TOPIC_NAME_RULE);
             } else if (params->topic_count == cap) {
                 rc = fail(conn, params, "too_many_topics",
                           "More topics than limits.max_topics_per_subscription.");

@@ -9,18 +9,17 @@
 #include "http/response.h"
 #include "transport/authorize.h"
 
-int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len)
+int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_NAME_MAX + 1], size_t *len)
 {
     const hd_request *req = conn->request;
     size_t prefix = strlen("/topics/");
     const char *raw = req->path + prefix;
     size_t raw_len = req->path_len - prefix;
     /* Each decoded byte takes one to three raw ones: a longer path cannot be a topic. */
-    char decoded[3 * HD_TOPIC_MAX];
+    char decoded[3 * (HD_TOPIC_NAME_MAX + 1)];
     long n = raw_len < sizeof(decoded) ? hd_percent_decode(raw, raw_len, decoded, false) : -1;
-    if (n < 0 || (size_t)n >= HD_TOPIC_MAX || !hd_topic_name_valid(decoded, (size_t)n)) {
-        hd_response_error(conn, 400, "invalid_topic", 0,
-                          "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
+    if (n < 0 || (size_t)n > HD_TOPIC_NAME_MAX || !hd_topic_name_valid(decoded, (size_t)n)) {
+        hd_response_error(conn, 400, "invalid_topic", 0, HD_TOPIC_NAME_RULE);
         return -1;
     }
     memcpy(out, decoded, (size_t)n);
@@ -40,7 +39,7 @@ static void append_last_id(hd_strbuf *body, const hd_topic_info *info)
 
 void hd_topics_handle_info(hd_conn *conn)
 {
-    char topic[HD_TOPIC_MAX];
+    char topic[HD_TOPIC_NAME_MAX + 1];
     size_t topic_len;
     if (hd_topics_name_from_path(conn, topic, &topic_len) != 0)
         return;
@@ -79,9 +78,9 @@ void hd_topics_handle_info(hd_conn *conn)
 #define LIST_MAX_LIMIT 1000
 
 typedef struct list_query {
-    char prefix[HD_TOPIC_MAX];
+    char prefix[HD_TOPIC_NAME_MAX + 1];
     size_t prefix_len;
-    char after[HD_TOPIC_MAX];
+    char after[HD_TOPIC_NAME_MAX + 1];
     size_t after_len;
     size_t limit;
 } list_query;
@@ -97,7 +96,7 @@ static const char *parse_list_query(hd_conn *conn, list_query *query)
     while (error == NULL && hd_query_next(&it, &param)) {
         bool is_prefix = strcmp(param.key, "prefix") == 0;
         if (is_prefix || strcmp(param.key, "after") == 0) {
-            if (param.value_len >= HD_TOPIC_MAX) {
+            if (param.value_len > HD_TOPIC_NAME_MAX) {
                 error = "prefix and after are at most 200 bytes, like topic names.";
                 continue;
             }

@@ -8,14 +8,11 @@
 
 #include "net/conn.h"
 
-/* Longest topic name plus NUL. */
-#define HD_TOPIC_MAX 201
-
 /*
- * Percent-decodes the topic from a /topics/{topic} path into out. Returns 0,
+ * Percent-decodes the topic from a /topics/{topic} path into out (NUL-terminated). Returns 0,
  * or -1 after answering 400 invalid_topic.
  */
-int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_MAX], size_t *len);
+int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_NAME_MAX + 1], size_t *len);
 /* GET /topics/{topic}: subscribers by transport, last id, history length and bytes. */
 void hd_topics_handle_info(hd_conn *conn);
 /* GET /topics?prefix=&after=&limit=: one page of topics in name order. */

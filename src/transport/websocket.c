@@ -14,17 +14,35 @@
 
 #include "herald/alloc.h"
 #include "herald/clock.h"
+#include "engine/engine.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/authorize.h"
 #include "transport/catch_up.h"
+#include "transport/publish.h"
 #include "transport/subscribe_params.h"
 #include "transport/ws_control.h"
 #include "ws/ws_deflate.h"
 #include "ws/ws_frame.h"
 #include "ws/ws_handshake.h"
 
-typedef struct ws_session {
+typedef struct ws_session ws_session;
+
+/*
+ * A publish whose ack is owed. The engine answers it in a callback: at once
+ * for the memory engine (the command still owns its ref then), or later, when
+ * the publish stays listed in the session and owns the ref until it is acked,
+ * or cancelled when the session closes first. One is embedded in the session,
+ * so the common case, one publish at a time, allocates nothing.
+ */
+typedef struct ws_publish {
+    hd_list node; /* in session->publishes while the engine holds it */
+    ws_session *session;
+    hd_engine_request *request; /* NULL while the engine's call is under way */
+    char *ref;                  /* the command's ref: borrowed during the call, then owned */
+} ws_publish;
+
+struct ws_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
     bool echo;
@@ -44,7 +62,9 @@ typedef struct ws_session {
     uint64_t last_heard_ms;      /* monotonic time of the last bytes from the peer */
     uint64_t message_started_ms; /* when the data message being received began; 0: none */
     uint64_t pending_reserved;   /* of limits.max_pending_body_bytes, for the reader's message */
-} ws_session;
+    ws_publish publish;          /* for one publish in flight; more are allocated */
+    hd_list publishes;           /* in flight, in the order they were sent */
+};
 
 /* ------------------------------------------------------------------------ */
 /* Outbound frames                                                          */
@@ -107,20 +127,26 @@ static void send_json(ws_session *session, hd_strbuf *json)
     hd_strbuf_free(json);
 }
 
-static void send_error(ws_session *session, const hd_ws_command *command, const char *code,
-                       const char *message)
+/* ref: the command's, NULL when it had none (or there was no command). */
+static void send_error_ref(ws_session *session, const char *ref, const char *code,
+                           const char *message)
 {
     hd_strbuf json;
     hd_strbuf_init(&json);
     hd_strbuf_append_str(&json, "{\"type\":\"error\",");
-    if (command != NULL)
-        hd_ws_command_append_ref(command, &json);
+    hd_ws_append_ref(ref, &json);
     hd_strbuf_append_str(&json, "\"error\":");
     hd_strbuf_append_json_string(&json, code, strlen(code));
     hd_strbuf_append_str(&json, ",\"message\":");
     hd_strbuf_append_json_string(&json, message, strlen(message));
     hd_strbuf_append_str(&json, "}");
     send_json(session, &json);
+}
+
+static void send_error(ws_session *session, const hd_ws_command *command, const char *code,
+                       const char *message)
+{
+    send_error_ref(session, command != NULL ? command->ref : NULL, code, message);
 }
 
 /*
@@ -183,17 +209,22 @@ static const hd_subscriber_ops ws_subscriber_ops = {
 /* Control protocol                                                         */
 
 /* extra: more members, each followed by a comma, or NULL. */
-static void send_ack(ws_session *session, const hd_ws_command *command, const hd_strbuf *extra)
+static void send_ack_ref(ws_session *session, const char *ref, const hd_strbuf *extra)
 {
     hd_strbuf json;
     hd_strbuf_init(&json);
     hd_strbuf_append_str(&json, "{\"type\":\"ack\",");
-    hd_ws_command_append_ref(command, &json);
+    hd_ws_append_ref(ref, &json);
     if (extra != NULL)
         hd_strbuf_append(&json, extra->data, extra->len);
     /* Every member ends with a comma; the last one closes the object instead. */
     json.data[json.len - 1] = '}';
     send_json(session, &json);
+}
+
+static void send_ack(ws_session *session, const hd_ws_command *command, const hd_strbuf *extra)
+{
+    send_ack_ref(session, command->ref, extra);
 }
 
 /* Whether the session may act on the topic; sends the error frame when not. */
@@ -264,10 +295,8 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
     size_t lens[command->topic_count];
     for (size_t i = 0; i < command->topic_count; i++)
         lens[i] = strlen(command->topics[i]);
-    if (cursor.present)
-        session->catch_up =
-            hd_catch_up_start(session->conn, &session->subscriber, &ws_catch_up_ops, session,
-                              (char *const *)command->topics, lens, command->topic_count, &cursor);
+    hd_catch_up_start(&session->catch_up, session->conn, &session->subscriber, &ws_catch_up_ops,
+                      session, (char *const *)command->topics, lens, command->topic_count, &cursor);
 }
 
 static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
@@ -281,7 +310,46 @@ static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
     send_ack(session, command, NULL);
 }
 
-static void run_publish(ws_session *session, const hd_ws_command *command)
+/* A publish the engine held is over: its ref and, unless it is the embedded one, itself go. */
+static void publish_forget(ws_publish *publish)
+{
+    hd_list_unlink(&publish->node);
+    free(publish->ref);
+    if (publish != &publish->session->publish)
+        free(publish);
+}
+
+/* Acks a publish with its id, or sends the error its refusal stands for. */
+static void publish_on_done(void *ctx, const hd_publish_outcome *outcome)
+{
+    ws_publish *publish = ctx;
+    ws_session *session = publish->session;
+    if (outcome->status == HD_HUB_OK) {
+        hd_strbuf extra;
+        hd_strbuf_init(&extra);
+        hd_publish_append_result(&extra, outcome->messages[0], outcome->subscribers[0]);
+        hd_strbuf_append(&extra, ",", 1);
+        send_ack_ref(session, publish->ref, &extra);
+        hd_strbuf_free(&extra);
+    } else {
+        hd_publish_refusal refusal = hd_publish_refusal_of(outcome->status);
+        send_error_ref(session, publish->ref, refusal.code, refusal.message);
+    }
+    if (publish->request != NULL) /* else answered within the call: the command owns the ref */
+        publish_forget(publish);
+}
+
+/* The publishes the engine still holds, when the session goes first: their acks go nowhere. */
+static void cancel_publishes(ws_session *session)
+{
+    while (!hd_list_empty(&session->publishes)) {
+        ws_publish *publish = hd_container_of(session->publishes.next, ws_publish, node);
+        hd_engine_cancel(hd_conn_engine(session->conn), publish->request);
+        publish_forget(publish);
+    }
+}
+
+static void run_publish(ws_session *session, hd_ws_command *command)
 {
     if (!command_allowed(session, command, HD_AUTH_PUBLISH, command->topic))
         return;
@@ -290,27 +358,25 @@ static void run_publish(ws_session *session, const hd_ws_command *command)
                    "The data exceeds limits.max_message_bytes.");
         return;
     }
-    hd_message *msg;
-    size_t subscribers;
-    hd_hub_status status =
-        hd_hub_publish(hd_conn_hub(session->conn), command->topic, strlen(command->topic),
-                       command->event, command->event ? strlen(command->event) : 0, command->data,
-                       command->data_len, hd_clock_wall_ms(), &msg, &subscribers);
-    if (status != HD_HUB_OK) {
-        send_error(session, command, "topic_limit",
-                   "The server holds limits.max_topics topics already.");
-        return;
-    }
-    hd_strbuf extra;
-    hd_strbuf_init(&extra);
-    hd_strbuf_append_str(&extra, "\"id\":");
-    hd_strbuf_append_json_string(&extra, msg->id, msg->id_len);
-    hd_strbuf_append_str(&extra, ",\"topic\":");
-    hd_strbuf_append_json_string(&extra, msg->topic, msg->topic_len);
-    hd_strbuf_printf(&extra, ",\"subscribers\":%zu,", subscribers);
-    hd_message_release(msg);
-    send_ack(session, command, &extra);
-    hd_strbuf_free(&extra);
+    ws_publish *publish =
+        hd_list_linked(&session->publish.node) ? hd_alloc(sizeof(*publish)) : &session->publish;
+    *publish = (ws_publish){.session = session, .ref = command->ref};
+    hd_list_init(&publish->node);
+    hd_publish_item item = {
+        .topic = command->topic,
+        .topic_len = strlen(command->topic),
+        .event = command->event,
+        .event_len = command->event ? strlen(command->event) : 0,
+        .data = command->data,
+        .data_len = command->data_len,
+    };
+    hd_engine_request *request = hd_engine_publish(hd_conn_engine(session->conn), &item, 1,
+                                                   hd_clock_wall_ms(), publish_on_done, publish);
+    if (request == NULL)
+        return; /* acked already */
+    publish->request = request;
+    command->ref = NULL; /* the publish owns it until its ack */
+    hd_list_insert_tail(&session->publishes, &publish->node);
 }
 
 static void run_command(ws_session *session, const char *text, size_t len)
@@ -489,6 +555,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
     ws_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
+    cancel_publishes(session);
     release_reader(session);
     hd_conn_hold_pending(conn, &session->pending_reserved, 0);
     hd_access_free(&session->access);
@@ -609,6 +676,8 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     session->conn = conn;
     session->echo = echo;
     session->access = access; /* the session owns the grant from here */
+    hd_list_init(&session->publish.node);
+    hd_list_init(&session->publishes);
     hd_subscriber_init(&session->subscriber, &ws_subscriber_ops);
     for (size_t i = 0; i < params.topic_count; i++) {
         if (hd_hub_subscribe(hd_conn_hub(conn), &session->subscriber, params.topics[i],
@@ -634,8 +703,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     send_switching_protocols(session, extensions);
     hd_conn_start_stream(conn, &ws_stream_ops, session);
     if (params.topic_count > 0)
-        session->catch_up =
-            hd_catch_up_start(conn, &session->subscriber, &ws_catch_up_ops, session, params.topics,
-                              params.topic_lens, params.topic_count, &params.cursor);
+        hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &ws_catch_up_ops, session,
+                          params.topics, params.topic_lens, params.topic_count, &params.cursor);
     hd_subscribe_params_free(&params);
 }

@@ -86,8 +86,7 @@ static int read_topics(const cJSON *root, size_t max_topics, hd_ws_command *comm
     for (const cJSON *topic = topics->child; topic != NULL; topic = topic->next) {
         if (!cJSON_IsString(topic) ||
             !hd_topic_name_valid(topic->valuestring, strlen(topic->valuestring)))
-            return fail(command, "invalid_topic",
-                        "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
+            return fail(command, "invalid_topic", HD_TOPIC_NAME_RULE);
         command->topics[command->topic_count++] = topic->valuestring;
     }
     return 0;
@@ -102,11 +101,9 @@ static int read_publish(const cJSON *root, hd_ws_command *command)
     if (command->topic == NULL || command->data == NULL)
         return fail(command, "invalid_json", "publish needs \"topic\" and \"data\".");
     if (!hd_topic_name_valid(command->topic, strlen(command->topic)))
-        return fail(command, "invalid_topic",
-                    "A topic is 1 to 200 bytes of A-Z a-z 0-9 . _ ~ : / @ -.");
+        return fail(command, "invalid_topic", HD_TOPIC_NAME_RULE);
     if (command->event != NULL && !hd_event_name_valid(command->event, strlen(command->event)))
-        return fail(command, "invalid_event",
-                    "An event name is 1 to 64 bytes of A-Z a-z 0-9 _ . : -.");
+        return fail(command, "invalid_event", HD_EVENT_NAME_RULE);
     command->data_len = strlen(command->data);
     return 0;
 }
@@ -160,11 +157,11 @@ void hd_ws_command_free(hd_ws_command *command)
     memset(command, 0, sizeof(*command));
 }
 
-void hd_ws_command_append_ref(const hd_ws_command *command, hd_strbuf *sb)
+void hd_ws_append_ref(const char *ref, hd_strbuf *sb)
 {
-    if (command->ref == NULL)
+    if (ref == NULL)
         return;
     hd_strbuf_append_str(sb, "\"ref\":");
-    hd_strbuf_append_str(sb, command->ref);
+    hd_strbuf_append_str(sb, ref);
     hd_strbuf_append(sb, ",", 1);
 }

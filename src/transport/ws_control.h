@@ -51,7 +51,7 @@ typedef struct hd_ws_command {
 int hd_ws_command_parse(const char *text, size_t len, size_t max_topics, hd_ws_command *command);
 void hd_ws_command_free(hd_ws_command *command);
 
-/* Appends "ref":<ref>, (with the comma) when the command has a ref. */
-void hd_ws_command_append_ref(const hd_ws_command *command, hd_strbuf *sb);
+/* Appends "ref":<ref>, (with the comma) when ref (a command's) is not NULL. */
+void hd_ws_append_ref(const char *ref, hd_strbuf *sb);
 
 #endif

@@ -16,6 +16,7 @@
 #include "herald/hub.h"
 #include "herald/log.h"
 #include "herald/settings.h"
+#include "engine/memory.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
 
@@ -38,6 +39,13 @@ static hd_settings *fuzz_settings(bool anonymous)
     return hd_settings_new(&config, err, sizeof(err));
 }
 
+/* What a worker does when the hub wakes it (its loop is not run here): deliver what is queued. */
+static void deliver_queued(hd_hub *hub)
+{
+    while (hd_hub_deliver_pending(hub, UINT64_MAX))
+        ;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static hd_settings *settings_open, *settings_closed;
@@ -54,19 +62,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uv_loop_init(&loop);
     hd_hub_options options = {.history_max_messages = 8, .history_max_bytes = 65536, .epoch = 1};
     hd_hub *hub = hd_hub_new(&options);
-    hd_hub_publish(hub, "a", 1, NULL, 0, "held", 4, 0, NULL, NULL);
+    hd_publish_item held = {.topic = "a", .topic_len = 1, .data = "held", .data_len = 4};
+    hd_hub_publish_batch(hub, &held, 1, 0, NULL, NULL, NULL);
+    hd_engine *engine = hd_engine_memory_new(hub);
     hd_server *server =
-        hd_server_new(&loop, data[0] & 0x80 ? settings_closed : settings_open, hub, NULL);
+        hd_server_new(&loop, data[0] & 0x80 ? settings_closed : settings_open, hub, engine, NULL);
     hd_conn *conn = hd_conn_new(server);
 
     size_t split = 1 + (size > 1 ? data[0] % (size - 1) : 0);
     hd_conn_feed(conn, (const char *)data + 1, split - 1);
+    deliver_queued(hub);
     hd_conn_feed(conn, (const char *)data + split, size - split);
+    deliver_queued(hub);
 
     hd_conn_close(conn);
     hd_conn_finish_close(conn);
     uv_run(&loop, UV_RUN_DEFAULT);
     hd_server_free(server);
+    hd_engine_free(engine);
     hd_hub_free(hub);
     uv_loop_close(&loop);
     return 0;

@@ -11,7 +11,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_ws_command_parse((const char *)data, size, 8, &command);
     hd_strbuf sb;
     hd_strbuf_init(&sb);
-    hd_ws_command_append_ref(&command, &sb);
+    hd_ws_append_ref(command.ref, &sb);
     hd_strbuf_free(&sb);
     hd_ws_command_free(&command);
     return 0;

@@ -166,8 +166,11 @@ static void test_append_ref(void)
     parse("{\"op\":\"ping\",\"ref\":12}", &command);
     hd_strbuf sb;
     hd_strbuf_init(&sb);
-    hd_ws_command_append_ref(&command, &sb);
+    hd_ws_append_ref(command.ref, &sb);
     CHECK_EQ_MEM(sb.data, sb.len, "\"ref\":12,", 9);
+    /* No ref, nothing. */
+    hd_ws_append_ref(NULL, &sb);
+    CHECK_EQ_INT(sb.len, 9);
     hd_strbuf_free(&sb);
     hd_ws_command_free(&command);
 }

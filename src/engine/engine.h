@@ -1,0 +1,177 @@
+/*
+ * The engine: where messages are stored and how they reach every node.
+ *
+ * Transports publish and read history only through an engine. The local
+ * registry (herald/hub.h) keeps the subscriptions of this node, delivers to
+ * them, and answers introspection; an engine decides where the sequence and
+ * history live. It is a small ops table, like nchan's nchan_store_t: the
+ * memory engine (engine/memory.h) is the hub itself and completes every
+ * call before returning; an engine that stores elsewhere (Redis) runs on its
+ * own thread and completes later. Callers are written for both.
+ *
+ * Completion. publish and read take a callback and its ctx, and call it
+ * exactly once, on the thread of the worker that called, unless the request
+ * is cancelled first:
+ *   - An engine that can answer at once calls it inside the call and returns
+ *     NULL. NULL therefore means "already done": the caller must not touch
+ *     what its callback may have freed.
+ *   - Otherwise it returns a request, and calls back later from the worker's
+ *     loop (through a mailbox: herald/mailbox.h), never from inside another
+ *     call into the engine. Until then the caller holds the request, and
+ *     cancels it if it goes away first (a connection that closes).
+ * Why callbacks and not a "would block" answer: a caller written this way
+ * has one path for both engines, and the memory engine, which answers on
+ * the caller's stack, costs no allocation and no thread hop.
+ *
+ * Arguments: the items, the query and everything they point to are the
+ * caller's and need only live during the call; an engine that answers later
+ * copies what it needs. What a callback receives (outcome, result, their
+ * messages and gaps) is borrowed for the callback: retain a message to keep
+ * it. A result may point into the query (the memory engine's gaps name its
+ * topics and cursor text): a callback that frees what the query pointed to
+ * does so after it is done with the result.
+ *
+ * Threading: publish, read and cancel are called on worker threads
+ * (hd_worker_index()), each worker on its own requests. state may be called
+ * from any thread. interest is called by the hub, with its lock held (see
+ * hd_hub_set_interest): it may only hand the news over (to the engine's own
+ * thread), never call back into the hub or block.
+ */
+#ifndef HERALD_ENGINE_ENGINE_H
+#define HERALD_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "herald/hub.h"
+
+typedef struct hd_engine hd_engine;
+/* A call still under way: the engine's own, opaque to callers. */
+typedef struct hd_engine_request hd_engine_request;
+
+/* Most messages one read returns: a query's limit is 1 to this. */
+#define HD_ENGINE_READ_MAX 1024
+
+/* What a publish came to. */
+typedef struct hd_publish_outcome {
+    /*
+     * HD_HUB_OK: every item was published. Otherwise none was: a name or
+     * the topic limit (the item at fault is failed), or, from an engine
+     * that stores elsewhere, HD_HUB_UNAVAILABLE (nothing was sent) or
+     * HD_HUB_OUTCOME_UNKNOWN (sent, but whether it was stored is not known).
+     */
+    hd_hub_status status;
+    size_t failed;
+    size_t count;                /* HD_HUB_OK: the number of items */
+    hd_message *const *messages; /* HD_HUB_OK: one per item, in item order */
+    const size_t *subscribers;   /* HD_HUB_OK: each item's topic's subscribers on this node */
+} hd_publish_outcome;
+
+typedef void (*hd_engine_publish_cb)(void *ctx, const hd_publish_outcome *outcome);
+
+/*
+ * What a read found: hd_hub_read_history's answer as one result. An engine
+ * that cannot read now (its store is unreachable) calls back once it can;
+ * a caller that stops waiting cancels.
+ */
+typedef struct hd_history_result {
+    const hd_gap *gaps; /* first, one per topic whose lost range the cursor reaches into */
+    size_t gap_count;
+    hd_message *const *messages; /* after the cursor, in seq order (merged across topics) */
+    size_t count;
+    bool more; /* the limit cut the read short: more is held after the last message */
+    /*
+     * The newest seq of the whole sequence as of the read, and its epoch:
+     * everything of these topics up to cut was read (or reported lost). A
+     * poll answers "<epoch>-<cut>" as its next cursor when !more; a catch-up
+     * is complete only once a read's cut reaches every live message it
+     * skipped meanwhile (catch_up.c).
+     */
+    uint32_t epoch;
+    uint64_t cut;
+} hd_history_result;
+
+typedef void (*hd_engine_read_cb)(void *ctx, const hd_history_result *result);
+
+typedef enum hd_engine_state {
+    HD_ENGINE_UP,         /* publishes and reads are served */
+    HD_ENGINE_CONNECTING, /* not yet, or no longer, connected: publishes are refused */
+    HD_ENGINE_DOWN,       /* gave up until the next attempt: publishes are refused */
+} hd_engine_state;
+
+typedef struct hd_engine_ops {
+    const char *name; /* "memory", "redis": for logs, /healthz and /metrics */
+    /*
+     * Publishes items all or nothing (see hd_publish_outcome), with now_ms
+     * as their time. Names are checked by the engine; data must already be
+     * valid UTF-8 within limits.max_message_bytes.
+     */
+    hd_engine_request *(*publish)(hd_engine *engine, const hd_publish_item *items, size_t count,
+                                  int64_t now_ms, hd_engine_publish_cb done, void *ctx);
+    /* Reads history (hd_history_query; limit 1 to HD_ENGINE_READ_MAX). */
+    hd_engine_request *(*read)(hd_engine *engine, const hd_history_query *query,
+                               hd_engine_read_cb done, void *ctx);
+    /* The callback of request will not be called. NULL: the engine never returns a request. */
+    void (*cancel)(hd_engine *engine, hd_engine_request *request);
+    /*
+     * A topic got its first subscriber on this node (interested), or lost its
+     * last: an engine that distributes through a shared store subscribes to
+     * the topic there. NULL: the engine does not care (the hub then reports
+     * nothing). Called as hd_hub_set_interest says.
+     */
+    void (*interest)(hd_engine *engine, const char *topic, size_t topic_len, bool interested);
+    hd_engine_state (*state)(const hd_engine *engine);
+    /* After every worker has stopped: nothing is under way any more. */
+    void (*free)(hd_engine *engine);
+} hd_engine_ops;
+
+/* Every engine's first member. */
+struct hd_engine {
+    const hd_engine_ops *ops;
+    hd_hub *hub; /* this node's registry: the engine delivers through it; not owned */
+};
+
+/*
+ * For an engine's constructor: fills in the base and, when ops->interest is
+ * set, has the hub report interest to it (hd_hub_set_interest), so an engine
+ * that needs no interest costs subscriptions nothing.
+ */
+void hd_engine_init(hd_engine *engine, const hd_engine_ops *ops, hd_hub *hub);
+
+const char *hd_engine_state_name(hd_engine_state state); /* "up", "connecting", "down" */
+
+static inline hd_engine_request *hd_engine_publish(hd_engine *engine, const hd_publish_item *items,
+                                                   size_t count, int64_t now_ms,
+                                                   hd_engine_publish_cb done, void *ctx)
+{
+    return engine->ops->publish(engine, items, count, now_ms, done, ctx);
+}
+
+static inline hd_engine_request *hd_engine_read(hd_engine *engine, const hd_history_query *query,
+                                                hd_engine_read_cb done, void *ctx)
+{
+    return engine->ops->read(engine, query, done, ctx);
+}
+
+/* NULL-safe: a caller cancels what it holds, which is NULL once the callback ran. */
+static inline void hd_engine_cancel(hd_engine *engine, hd_engine_request *request)
+{
+    if (request != NULL)
+        engine->ops->cancel(engine, request);
+}
+
+static inline hd_engine_state hd_engine_get_state(const hd_engine *engine)
+{
+    return engine->ops->state(engine);
+}
+
+static inline const char *hd_engine_name(const hd_engine *engine)
+{
+    return engine->ops->name;
+}
+
+/* NULL-safe. */
+void hd_engine_free(hd_engine *engine);
+
+#endif

@@ -1,0 +1,122 @@
+#include "engine/memory.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "herald/alloc.h"
+
+/* A batch up to this size publishes without allocating (the single publish above all). */
+#define PUBLISH_ON_STACK 16
+
+static hd_engine_request *memory_publish(hd_engine *engine, const hd_publish_item *items,
+                                         size_t count, int64_t now_ms, hd_engine_publish_cb done,
+                                         void *ctx)
+{
+    hd_message *messages_on_stack[PUBLISH_ON_STACK];
+    size_t subscribers_on_stack[PUBLISH_ON_STACK];
+    bool on_stack = count <= PUBLISH_ON_STACK;
+    hd_message **messages = on_stack ? messages_on_stack : hd_alloc(count * sizeof(*messages));
+    size_t *subscribers = on_stack ? subscribers_on_stack : hd_alloc(count * sizeof(*subscribers));
+
+    hd_publish_outcome outcome = {0};
+    outcome.status = hd_hub_publish_batch(engine->hub, items, count, now_ms, messages, subscribers,
+                                          &outcome.failed);
+    if (outcome.status == HD_HUB_OK) {
+        outcome.count = count;
+        outcome.messages = messages;
+        outcome.subscribers = subscribers;
+    }
+    done(ctx, &outcome);
+    for (size_t i = 0; i < outcome.count; i++)
+        hd_message_release(messages[i]);
+    if (!on_stack) {
+        free(messages);
+        free(subscribers);
+    }
+    return NULL;
+}
+
+/* A read collected under the hub's lock, handed over after it: other workers wait less. */
+typedef struct collected {
+    size_t topic_count;
+    hd_gap *gaps; /* allocated at the first gap: most reads have none */
+    size_t gap_count;
+    size_t count;
+    hd_message *messages[HD_ENGINE_READ_MAX]; /* one reference each */
+} collected;
+
+static void collect_gap(void *ctx, const hd_gap *gap)
+{
+    collected *c = ctx;
+    /* At most one per topic; gap->topic and from borrow the query, which outlives the call. */
+    if (c->gaps == NULL)
+        c->gaps = hd_alloc(c->topic_count * sizeof(*c->gaps));
+    c->gaps[c->gap_count++] = *gap;
+}
+
+static bool collect_message(void *ctx, hd_message *msg)
+{
+    collected *c = ctx;
+    c->messages[c->count++] = hd_message_retain(msg);
+    return true;
+}
+
+static const hd_history_visitor collector = {
+    .on_gap = collect_gap,
+    .on_message = collect_message,
+};
+
+static hd_engine_request *memory_read(hd_engine *engine, const hd_history_query *query,
+                                      hd_engine_read_cb done, void *ctx)
+{
+    assert(query->limit >= 1 && query->limit <= HD_ENGINE_READ_MAX);
+    hd_history_query bounded = *query;
+    if (bounded.limit == 0 || bounded.limit > HD_ENGINE_READ_MAX)
+        bounded.limit = HD_ENGINE_READ_MAX;
+    collected c;
+    c.topic_count = query->topic_count;
+    c.gaps = NULL;
+    c.gap_count = c.count = 0;
+    hd_history_result result = {.epoch = hd_hub_epoch(engine->hub)};
+    hd_hub_read_history(engine->hub, &bounded, &collector, &c, &result.more, &result.cut);
+    result.gaps = c.gaps;
+    result.gap_count = c.gap_count;
+    result.messages = c.messages;
+    result.count = c.count;
+    done(ctx, &result);
+    for (size_t i = 0; i < c.count; i++)
+        hd_message_release(c.messages[i]);
+    free(c.gaps);
+    return NULL;
+}
+
+/* Every call completes before it returns: there is never a request to cancel. */
+
+static hd_engine_state memory_state(const hd_engine *engine)
+{
+    (void)engine;
+    return HD_ENGINE_UP;
+}
+
+static void memory_free(hd_engine *engine)
+{
+    free(engine);
+}
+
+static const hd_engine_ops memory_ops = {
+    .name = "memory",
+    .publish = memory_publish,
+    .read = memory_read,
+    .cancel = NULL,
+    .interest = NULL, /* every subscriber is local: nothing to subscribe to elsewhere */
+    .state = memory_state,
+    .free = memory_free,
+};
+
+hd_engine *hd_engine_memory_new(hd_hub *hub)
+{
+    hd_engine *engine = hd_calloc(1, sizeof(*engine));
+    hd_engine_init(engine, &memory_ops, hub);
+    return engine;
+}

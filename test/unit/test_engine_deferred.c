@@ -1,0 +1,478 @@
+/*
+ * The transports against an engine that answers later, as one that stores
+ * elsewhere (Redis) will: publishes are held until the test completes them,
+ * and reads are taken when asked but answered when the test says, so that
+ * messages published meanwhile are newer than the answer's cut. The paths
+ * the memory engine never takes run here. The
+ * real connection state machine is fed bytes without a socket, as the fuzz
+ * driver does; what a connection queued is measured by its byte count, and
+ * what the engine was asked (and told to cancel) by the engine itself. Run
+ * it under the sanitizer build too: a callback after its caller went, or a
+ * ref or request left behind, is what it is for.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <uv.h>
+
+#include "engine/memory.h"
+#include "herald/alloc.h"
+#include "herald/config.h"
+#include "herald/log.h"
+#include "herald/settings.h"
+#include "net/conn.h"
+#include "net/server_internal.h"
+#include "test.h"
+
+#define EPOCH 0x0badf00d
+#define MAX_PENDING 16
+
+/* ---------------------------------------------------------------- the deferred engine */
+
+/* One call held back, with copies of what it was given (the caller's may be gone). */
+typedef struct pending {
+    bool is_read;
+    bool cancelled;
+    bool done;
+    hd_publish_item items[4];
+    size_t count;
+    char *strings[12];
+    size_t string_count;
+    hd_history_query query;
+    const char *topics[4];
+    size_t topic_lens[4];
+    char cursor_text[HD_ID_MAX];
+    hd_history_result result; /* read when asked; its messages retained until answered */
+    hd_gap gaps[4];
+    hd_message **messages;
+    hd_engine_publish_cb publish_done;
+    hd_engine_read_cb read_done;
+    void *ctx;
+} pending;
+
+typedef struct deferred {
+    hd_engine base;
+    hd_engine *memory; /* does the work when the test says so */
+    pending *calls[MAX_PENDING];
+    size_t count;
+    size_t cancels;
+} deferred;
+
+static char *keep(pending *p, const char *text, size_t len)
+{
+    char *copy = hd_strndup(text != NULL ? text : "", len);
+    p->strings[p->string_count++] = copy;
+    return copy;
+}
+
+static pending *hold(deferred *d, void *ctx)
+{
+    pending *p = hd_calloc(1, sizeof(*p));
+    p->ctx = ctx;
+    CHECK(d->count < MAX_PENDING);
+    d->calls[d->count++] = p;
+    return p;
+}
+
+static hd_engine_request *deferred_publish(hd_engine *engine, const hd_publish_item *items,
+                                           size_t count, int64_t now_ms, hd_engine_publish_cb done,
+                                           void *ctx)
+{
+    (void)now_ms;
+    pending *p = hold((deferred *)engine, ctx);
+    p->publish_done = done;
+    p->count = count;
+    for (size_t i = 0; i < count && i < 4; i++) {
+        p->items[i] = (hd_publish_item){
+            .topic = keep(p, items[i].topic, items[i].topic_len),
+            .topic_len = items[i].topic_len,
+            .event = items[i].event ? keep(p, items[i].event, items[i].event_len) : NULL,
+            .event_len = items[i].event_len,
+            .data = keep(p, items[i].data, items[i].data_len),
+            .data_len = items[i].data_len,
+        };
+    }
+    return (hd_engine_request *)p;
+}
+
+static void take_result(void *ctx, const hd_history_result *result)
+{
+    pending *p = ctx;
+    p->result = *result;
+    for (size_t i = 0; i < result->gap_count && i < 4; i++)
+        p->gaps[i] = result->gaps[i]; /* they name p's copies of the topics and the cursor */
+    p->result.gaps = p->gaps;
+    p->messages = hd_calloc(result->count + 1, sizeof(*p->messages));
+    for (size_t i = 0; i < result->count; i++)
+        p->messages[i] = hd_message_retain(result->messages[i]);
+    p->result.messages = p->messages;
+}
+
+static hd_engine_request *deferred_read(hd_engine *engine, const hd_history_query *query,
+                                        hd_engine_read_cb done, void *ctx)
+{
+    deferred *d = (deferred *)engine;
+    pending *p = hold(d, ctx);
+    p->is_read = true;
+    p->read_done = done;
+    p->query = *query;
+    for (size_t i = 0; i < query->topic_count && i < 4; i++) {
+        p->topics[i] = keep(p, query->topics[i], query->topic_lens[i]);
+        p->topic_lens[i] = query->topic_lens[i];
+    }
+    p->query.topics = p->topics;
+    p->query.topic_lens = p->topic_lens;
+    snprintf(p->cursor_text, sizeof(p->cursor_text), "%.*s", (int)query->cursor.text_len,
+             query->cursor.text ? query->cursor.text : "");
+    p->query.cursor.text = p->cursor_text;
+    hd_engine_read(d->memory, &p->query, take_result, p);
+    return (hd_engine_request *)p;
+}
+
+static void deferred_cancel(hd_engine *engine, hd_engine_request *request)
+{
+    deferred *d = (deferred *)engine;
+    pending *p = (pending *)request;
+    CHECK(!p->done && !p->cancelled);
+    p->cancelled = true;
+    d->cancels++;
+}
+
+static hd_engine_state deferred_state(const hd_engine *engine)
+{
+    (void)engine;
+    return HD_ENGINE_UP;
+}
+
+static void deferred_free(hd_engine *engine)
+{
+    deferred *d = (deferred *)engine;
+    for (size_t i = 0; i < d->count; i++) {
+        pending *p = d->calls[i];
+        for (size_t s = 0; s < p->string_count; s++)
+            free(p->strings[s]);
+        for (size_t m = 0; p->messages != NULL && m < p->result.count; m++)
+            hd_message_release(p->messages[m]);
+        free(p->messages);
+        free(p);
+    }
+    hd_engine_free(d->memory);
+    free(d);
+}
+
+static const hd_engine_ops deferred_ops = {
+    .name = "deferred",
+    .publish = deferred_publish,
+    .read = deferred_read,
+    .cancel = deferred_cancel,
+    .state = deferred_state,
+    .free = deferred_free,
+};
+
+/* Calls not yet answered nor cancelled. */
+static size_t outstanding(const deferred *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->count; i++)
+        n += !d->calls[i]->done && !d->calls[i]->cancelled;
+    return n;
+}
+
+/* Answers the calls held so far, oldest first (callbacks may make new ones: left for later). */
+static void complete(deferred *d)
+{
+    size_t count = d->count;
+    for (size_t i = 0; i < count; i++) {
+        pending *p = d->calls[i];
+        if (p->done || p->cancelled)
+            continue;
+        p->done = true;
+        if (p->is_read)
+            p->read_done(p->ctx, &p->result);
+        else
+            hd_engine_publish(d->memory, p->items, p->count, 0, p->publish_done, p->ctx);
+    }
+}
+
+/* ---------------------------------------------------------------- a server without sockets */
+
+typedef struct world {
+    uv_loop_t loop;
+    hd_hub *hub;
+    deferred *engine;
+    hd_settings *settings;
+    hd_server *server;
+} world;
+
+static void world_init(world *w)
+{
+    hd_log_set_level(HD_LOG_ERROR);
+    uv_loop_init(&w->loop);
+    hd_hub_options options = {
+        .history_max_messages = 100, .history_max_bytes = 1 << 20, .epoch = EPOCH};
+    w->hub = hd_hub_new(&options);
+    w->engine = hd_calloc(1, sizeof(*w->engine));
+    hd_engine_init(&w->engine->base, &deferred_ops, w->hub);
+    w->engine->memory = hd_engine_memory_new(w->hub);
+    hd_config config;
+    hd_config_init(&config);
+    char err[256];
+    w->settings = hd_settings_new(&config, err, sizeof(err));
+    hd_config_free(&config);
+    w->server = hd_server_new(&w->loop, w->settings, w->hub, &w->engine->base, NULL);
+}
+
+static void world_free(world *w)
+{
+    uv_run(&w->loop, UV_RUN_DEFAULT); /* the connections' and timers' close callbacks */
+    hd_server_free(w->server);
+    hd_settings_release(w->settings);
+    hd_engine_free(&w->engine->base);
+    hd_hub_free(w->hub);
+    CHECK_EQ_INT(uv_loop_close(&w->loop), 0);
+}
+
+static hd_conn *connect_and_send(world *w, const char *request)
+{
+    hd_conn *conn = hd_conn_new(w->server);
+    hd_conn_feed(conn, request, strlen(request));
+    return conn;
+}
+
+static void disconnect(hd_conn *conn)
+{
+    hd_conn_close(conn);
+    hd_conn_finish_close(conn);
+}
+
+static void publish_direct(world *w, const char *topic, const char *data)
+{
+    hd_publish_item item = {
+        .topic = topic, .topic_len = strlen(topic), .data = data, .data_len = strlen(data)};
+    CHECK_EQ_INT(hd_hub_publish_batch(w->hub, &item, 1, 0, NULL, NULL, NULL), HD_HUB_OK);
+}
+
+static size_t history_of(world *w, const char *topic)
+{
+    hd_topic_info info;
+    return hd_hub_topic_info(w->hub, topic, strlen(topic), &info) ? info.history_messages : 0;
+}
+
+static size_t subscribers_of(world *w, const char *topic)
+{
+    hd_topic_info info;
+    return hd_hub_topic_info(w->hub, topic, strlen(topic), &info) ? info.subscribers : 0;
+}
+
+/* ---------------------------------------------------------------- HTTP publish */
+
+static void test_http_publish_answered_from_the_callback(void)
+{
+    world w;
+    world_init(&w);
+    hd_conn *conn = connect_and_send(&w, "POST /topics/news HTTP/1.1\r\nHost: x\r\n"
+                                         "Content-Length: 5\r\n\r\nhello");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), 0); /* held: nothing answered yet */
+    CHECK_EQ_INT(history_of(&w, "news"), 0);
+
+    complete(w.engine);
+    CHECK_EQ_INT(history_of(&w, "news"), 1);
+    CHECK(hd_conn_queued_bytes(conn) > 0); /* the 201 */
+
+    /* A batch too. */
+    uint64_t before = hd_conn_queued_bytes(conn);
+    const char *batch = "POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        "Content-Length: 54\r\n\r\n"
+                        "[{\"topic\":\"news\",\"data\":\"a\"},{\"topic\":\"x\",\"data\":\"b\"}]";
+    hd_conn *second = connect_and_send(&w, batch);
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    CHECK_EQ_INT(hd_conn_queued_bytes(second), 0);
+    complete(w.engine);
+    CHECK_EQ_INT(history_of(&w, "news"), 2);
+    CHECK(hd_conn_queued_bytes(second) > 0);
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), before);
+
+    disconnect(conn);
+    disconnect(second);
+    world_free(&w);
+}
+
+static void test_http_publish_cancelled_on_close(void)
+{
+    world w;
+    world_init(&w);
+    hd_conn *conn = connect_and_send(&w, "POST /topics/news HTTP/1.1\r\nHost: x\r\n"
+                                         "Content-Length: 5\r\n\r\nhello");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    disconnect(conn);
+    CHECK_EQ_INT(w.engine->cancels, 1);
+    CHECK_EQ_INT(outstanding(w.engine), 0);
+    complete(w.engine); /* nothing left to answer: the callback never runs */
+    CHECK_EQ_INT(history_of(&w, "news"), 0);
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- catch-up (SSE) */
+
+/* Three messages in history, and an SSE stream that resumes from before them. */
+static hd_conn *resume_three(world *w)
+{
+    world_init(w);
+    for (int i = 0; i < 3; i++)
+        publish_direct(w, "t", "held");
+    return connect_and_send(w, "GET /events?topic=t&since=0badf00d-0 HTTP/1.1\r\nHost: x\r\n\r\n");
+}
+
+static void test_sse_catch_up_read_later(void)
+{
+    world w;
+    hd_conn *conn = resume_three(&w);
+    uint64_t head = hd_conn_queued_bytes(conn);
+    CHECK(head > 0); /* the stream's head goes at once */
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+
+    complete(w.engine);
+    CHECK(hd_conn_queued_bytes(conn) > head); /* the three held messages */
+    CHECK_EQ_INT(outstanding(w.engine), 0);   /* caught up: nothing more asked */
+
+    /* A stream that closes during its catch-up cancels the read. */
+    hd_conn *other =
+        connect_and_send(&w, "GET /events?topic=t&since=0badf00d-1 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    disconnect(other);
+    CHECK_EQ_INT(w.engine->cancels, 1);
+    CHECK_EQ_INT(subscribers_of(&w, "t"), 1);
+
+    disconnect(conn);
+    world_free(&w);
+}
+
+/*
+ * Overtaken: a live message newer than the read's cut arrives, and is
+ * skipped, while the read is under way. The catch-up must read once more
+ * rather than end, or that message is lost to the client.
+ */
+static void test_catch_up_reads_past_what_it_skipped(void)
+{
+    world w;
+    hd_conn *conn = resume_three(&w);
+    CHECK_EQ_INT(outstanding(w.engine), 1); /* read, cut 3, not yet answered */
+    publish_direct(&w, "t", "live");        /* seq 4, for the subscriber */
+    uint64_t head = hd_conn_queued_bytes(conn);
+    while (hd_hub_deliver_pending(w.hub, UINT64_MAX)) /* as the worker does when woken */
+        ;
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), head); /* skipped: a batch will carry it */
+
+    complete(w.engine);
+    uint64_t three = hd_conn_queued_bytes(conn);
+    CHECK(three > head);
+    CHECK_EQ_INT(outstanding(w.engine), 1); /* cut 3 < 4: it reads on */
+    complete(w.engine);
+    uint64_t four = hd_conn_queued_bytes(conn);
+    CHECK_EQ_INT(four - three,
+                 (three - head) / 3); /* the fourth, same size as each of the others */
+    CHECK_EQ_INT(outstanding(w.engine), 0);
+
+    /* Caught up: live messages flow again. */
+    publish_direct(&w, "t", "next");
+    while (hd_hub_deliver_pending(w.hub, UINT64_MAX))
+        ;
+    CHECK(hd_conn_queued_bytes(conn) > four);
+    disconnect(conn);
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- poll */
+
+static void test_poll_read_later(void)
+{
+    world w;
+    world_init(&w);
+    publish_direct(&w, "t", "held");
+
+    /* Something to say: answered when the read comes back. */
+    hd_conn *conn = connect_and_send(
+        &w, "GET /poll?topic=t&since=0badf00d-0&timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), 0);
+    complete(w.engine);
+    CHECK(hd_conn_queued_bytes(conn) > 0);
+    CHECK_EQ_INT(subscribers_of(&w, "t"), 0); /* it never had to wait */
+
+    /* Nothing new: it waits, subscribed, until it goes. */
+    hd_conn *waiting = connect_and_send(
+        &w, "GET /poll?topic=t&since=0badf00d-1&timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    complete(w.engine);
+    CHECK_EQ_INT(hd_conn_queued_bytes(waiting), 0);
+    CHECK_EQ_INT(subscribers_of(&w, "t"), 1);
+    disconnect(waiting);
+    CHECK_EQ_INT(subscribers_of(&w, "t"), 0);
+
+    /* Gone during its read: the read is cancelled. */
+    hd_conn *gone = connect_and_send(
+        &w, "GET /poll?topic=t&since=0badf00d-1&timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    disconnect(gone);
+    CHECK_EQ_INT(w.engine->cancels, 1);
+
+    disconnect(conn);
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- WebSocket publish */
+
+/* A client's text frame: masked, as RFC 6455 requires of clients. */
+static size_t client_frame(const char *text, char *out)
+{
+    size_t len = strlen(text);
+    static const unsigned char mask[4] = {0x12, 0x34, 0x56, 0x78};
+    out[0] = (char)0x81;
+    out[1] = (char)(0x80 | len); /* < 126 here */
+    memcpy(out + 2, mask, 4);
+    for (size_t i = 0; i < len; i++)
+        out[6 + i] = (char)(text[i] ^ mask[i % 4]);
+    return 6 + len;
+}
+
+static void test_websocket_publish_acked_later(void)
+{
+    world w;
+    world_init(&w);
+    hd_conn *conn = connect_and_send(&w, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                         "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                                         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    uint64_t handshake = hd_conn_queued_bytes(conn);
+    CHECK(handshake > 0);
+
+    char frame[128];
+    size_t len =
+        client_frame("{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"x\",\"ref\":\"r1\"}", frame);
+    hd_conn_feed(conn, frame, len);
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), handshake);
+    complete(w.engine);
+    CHECK(hd_conn_queued_bytes(conn) > handshake); /* the ack */
+    CHECK_EQ_INT(history_of(&w, "t"), 1);
+
+    /* Two in flight (the session's own and one more), then the session goes. */
+    hd_conn_feed(conn, frame, len);
+    len = client_frame("{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"y\",\"ref\":\"r2\"}", frame);
+    hd_conn_feed(conn, frame, len);
+    CHECK_EQ_INT(outstanding(w.engine), 2);
+    disconnect(conn);
+    CHECK_EQ_INT(w.engine->cancels, 2);
+    CHECK_EQ_INT(history_of(&w, "t"), 1);
+    world_free(&w);
+}
+
+int main(void)
+{
+    RUN_TEST(test_http_publish_answered_from_the_callback);
+    RUN_TEST(test_http_publish_cancelled_on_close);
+    RUN_TEST(test_sse_catch_up_read_later);
+    RUN_TEST(test_catch_up_reads_past_what_it_skipped);
+    RUN_TEST(test_poll_read_later);
+    RUN_TEST(test_websocket_publish_acked_later);
+    return test_summary();
+}
