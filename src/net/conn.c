@@ -117,7 +117,7 @@ bool hd_conn_hold_pending(hd_conn *conn, uint64_t *reserved, uint64_t bytes)
 
 uint64_t hd_conn_queued_bytes(const hd_conn *conn)
 {
-    return conn->queued_bytes;
+    return conn->outq.bytes;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -166,57 +166,10 @@ static void free_reader(hd_conn *conn)
 /* ------------------------------------------------------------------------ */
 /* Write path                                                               */
 
-/* TLS: plaintext sealed per flush (see seal). */
-#define TLS_SEAL_MAX (1024 * 1024)
-
-/* The ring's capacity is a power of two, so a slot is a mask, not a division per delivery. */
-static hd_buf **queue_slot(const hd_conn *conn, size_t index)
-{
-    return &conn->queue[(conn->queue_head + index) & (conn->queue_cap - 1)];
-}
-
-static void queue_make_room(hd_conn *conn)
-{
-    if (conn->queue_count < conn->queue_cap)
-        return;
-    size_t cap = conn->queue_cap ? conn->queue_cap * 2 : 4;
-    hd_buf **queue = hd_alloc(cap * sizeof(*queue));
-    for (size_t i = 0; i < conn->queue_count; i++)
-        queue[i] = *queue_slot(conn, i);
-    free(conn->queue);
-    conn->queue = queue;
-    conn->queue_cap = cap;
-    conn->queue_head = 0;
-}
-
-static void queue_push(hd_conn *conn, hd_buf *buf)
-{
-    queue_make_room(conn);
-    *queue_slot(conn, conn->queue_count) = buf;
-    conn->queue_count++;
-}
-
-/* TLS: sealed ciphertext goes before the plaintext a bounded seal left queued. */
-static void queue_push_front(hd_conn *conn, hd_buf *buf)
-{
-    queue_make_room(conn);
-    conn->queue_head = (conn->queue_head + conn->queue_cap - 1) & (conn->queue_cap - 1);
-    conn->queue[conn->queue_head] = buf;
-    conn->queue_count++;
-}
-
-static hd_buf *queue_pop(hd_conn *conn)
-{
-    hd_buf *buf = conn->queue[conn->queue_head];
-    conn->queue_head = (conn->queue_head + 1) & (conn->queue_cap - 1);
-    conn->queue_count--;
-    return buf;
-}
-
 /* Bytes waiting for the socket: queued or in flight, and ciphertext the TLS session made. */
 static uint64_t outbound_bytes(const hd_conn *conn)
 {
-    return conn->queued_bytes + (conn->tls != NULL ? hd_tls_pending(conn->tls) : 0);
+    return conn->outq.bytes + (conn->tls != NULL ? hd_tls_pending(conn->tls) : 0);
 }
 
 static bool would_overflow(const hd_conn *conn, size_t len)
@@ -229,26 +182,14 @@ static bool would_overflow(const hd_conn *conn, size_t len)
 /* Whether anything waits to be written: queued buffers, or ciphertext the TLS session made. */
 static bool has_output(const hd_conn *conn)
 {
-    return conn->queue_count > 0 || (conn->tls != NULL && hd_tls_pending(conn->tls) > 0);
+    return conn->outq.count > 0 || (conn->tls != NULL && hd_tls_pending(conn->tls) > 0);
 }
 
 static void enqueue(hd_conn *conn, hd_buf *buf)
 {
-    queue_push(conn, buf);
-    conn->queued_bytes += buf->len;
+    hd_outq_push(&conn->outq, buf);
     if (!hd_list_linked(&conn->flush_node))
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
-}
-
-/* Releases every queued buffer not handed to the socket (on TLS: not sealed). */
-static void drop_unstarted(hd_conn *conn)
-{
-    while (conn->queue_count > conn->in_flight_count) {
-        hd_buf *last = *queue_slot(conn, conn->queue_count - 1);
-        conn->queued_bytes -= last->len;
-        hd_buf_release(last);
-        conn->queue_count--;
-    }
 }
 
 /*
@@ -265,7 +206,7 @@ static void end_slow_consumer(hd_conn *conn)
 {
     hd_log_info("closing %s: slow consumer, its queue passed limits.max_outbound_bytes",
                 conn->peer);
-    drop_unstarted(conn);
+    hd_outq_drop_unstarted(&conn->outq);
     if (conn->stream_ops != NULL) {
         hd_metric_add(&conn->server->metrics.slow_consumer_disconnects[conn->stream_ops->transport],
                       1);
@@ -297,7 +238,7 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
          * reads is slowed down instead, by reading no more until it caught up.
          */
         enqueue(conn, buf);
-        if (conn->queued_bytes > hd_conn_config(conn)->limits.max_outbound_bytes &&
+        if (conn->outq.bytes > hd_conn_config(conn)->limits.max_outbound_bytes &&
             !conn->reading_paused) {
             conn->reading_paused = true;
             uv_read_stop((uv_stream_t *)&conn->tcp);
@@ -379,18 +320,10 @@ static void start_lingering(hd_conn *conn)
     wait_for_request(conn);
 }
 
-/* Gives back the buffers of the batch that was being written; written: it all reached the socket.
- */
+/* Gives back the buffers that were being written; written: they all reached the socket. */
 static void release_in_flight(hd_conn *conn, bool written)
 {
-    uint64_t bytes = 0;
-    for (size_t i = 0; i < conn->in_flight_count; i++) {
-        hd_buf *buf = queue_pop(conn);
-        bytes += buf->len;
-        hd_buf_release(buf);
-    }
-    conn->queued_bytes -= bytes;
-    conn->in_flight_count = 0;
+    uint64_t bytes = hd_outq_finish(&conn->outq);
     if (written)
         hd_metric_add(&conn->server->metrics.bytes_written, bytes);
 }
@@ -433,39 +366,14 @@ static void conn_on_write(uv_write_t *req, int status)
     conn_on_written(conn);
 }
 
-/*
- * TLS: encrypts every queued plaintext buffer, releasing each (shared
- * message encodings go back at once), and queues the ciphertext, handshake
- * records first, as one buffer of this connection's own. The write path
- * then sends it like any buffer, so a partial write keeps the rest alive
- * until its callback and the outbound limit counts it. Called with nothing
- * in flight; the ciphertext goes to the front of the queue, before any
- * plaintext left for the next flush, and only it is written. Returns -1
- * when the session failed and the connection was closed.
- */
+/* TLS: seals the queued plaintext (hd_outq_seal); -1 when the session failed and it closed. */
 static int seal(hd_conn *conn)
 {
-    /* A bounded piece per flush: one write's length must fit in unsigned, and a burst is
-     * not copied twice (session, then buffer) all at once. */
-    size_t sealed = 0;
-    while (conn->queue_count > 0 && sealed < TLS_SEAL_MAX) {
-        hd_buf *buf = queue_pop(conn);
-        conn->queued_bytes -= buf->len;
-        sealed += buf->len;
-        int rc = buf->len > 0 ? hd_tls_write(conn->tls, buf->data, buf->len) : 0;
-        hd_buf_release(buf);
-        if (rc != 0) {
-            hd_log_debug("TLS write to %s failed", conn->peer);
-            hd_conn_close(conn);
-            return -1;
-        }
-    }
-    hd_buf *cipher = hd_tls_take(conn->tls);
-    if (cipher != NULL) {
-        queue_push_front(conn, cipher);
-        conn->queued_bytes += cipher->len;
-    }
-    return 0;
+    if (hd_outq_seal(&conn->outq, conn->tls) == 0)
+        return 0;
+    hd_log_debug("TLS write to %s failed", conn->peer);
+    hd_conn_close(conn);
+    return -1;
 }
 
 /*
@@ -479,38 +387,29 @@ static int seal(hd_conn *conn)
  */
 void hd_conn_flush(hd_conn *conn)
 {
-    if (conn->in_flight_count > 0 || conn->state == HD_CONN_CLOSING)
+    if (conn->outq.in_flight > 0 || conn->state == HD_CONN_CLOSING)
         return;
     if (conn->tls != NULL && seal(conn) != 0)
         return;
-    if (conn->queue_count == 0)
+    if (conn->outq.count == 0)
         return;
     uv_buf_t bufs[HD_CONN_WRITE_BATCH];
-    size_t count = 0;
     /* TLS: only the sealed buffer at the front is ciphertext. */
-    size_t batch = conn->tls != NULL ? 1 : HD_CONN_WRITE_BATCH;
-    while (count < conn->queue_count && count < batch) {
-        hd_buf *buf = *queue_slot(conn, count);
-        bufs[count++] = uv_buf_init(buf->data, (unsigned)buf->len);
-    }
-    conn->in_flight_count = count;
+    size_t count = hd_outq_start(&conn->outq, bufs, conn->tls != NULL ? 1 : HD_CONN_WRITE_BATCH);
     int written = uv_try_write((uv_stream_t *)&conn->tcp, bufs, (unsigned)count);
     if (written < 0 && written != UV_EAGAIN) {
         release_in_flight(conn, false);
         hd_conn_close(conn);
         return;
     }
-    size_t done = written > 0 ? (size_t)written : 0, first = 0;
-    while (first < count && done >= bufs[first].len)
-        done -= bufs[first++].len;
-    conn->in_flight_count = first;
-    release_in_flight(conn, true);
-    if (first == count) {
+    uv_buf_t rest;
+    uint64_t released = 0;
+    bool cut = hd_outq_took(&conn->outq, written > 0 ? (size_t)written : 0, &rest, &released);
+    hd_metric_add(&conn->server->metrics.bytes_written, released);
+    if (!cut) {
         conn_on_written(conn);
         return;
     }
-    uv_buf_t rest = uv_buf_init(bufs[first].base + done, (unsigned)(bufs[first].len - done));
-    conn->in_flight_count = 1;
     conn->write_req = hd_alloc(sizeof(*conn->write_req));
     conn->write_req->data = conn;
     if (uv_write(conn->write_req, (uv_stream_t *)&conn->tcp, &rest, 1, conn_on_write) != 0) {
@@ -582,9 +481,7 @@ static void conn_on_closed(uv_handle_t *handle)
 {
     hd_conn *conn = (hd_conn *)handle;
     hd_server *server = conn->server;
-    while (conn->queue_count > 0)
-        hd_buf_release(queue_pop(conn));
-    free(conn->queue);
+    hd_outq_free(&conn->outq);
     free_reader(conn);
     hd_tls_free(conn->tls);
     hd_list_unlink(&conn->server_node);
@@ -1079,7 +976,7 @@ void hd_conn_resume_input(hd_conn *conn)
     if (conn->state != HD_CONN_READING || conn->close_when_flushed)
         return;
     if (conn->reading_paused &&
-        conn->queued_bytes <= hd_conn_config(conn)->limits.max_outbound_bytes) {
+        conn->outq.bytes <= hd_conn_config(conn)->limits.max_outbound_bytes) {
         conn->reading_paused = false;
         if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
             hd_conn_close(conn);

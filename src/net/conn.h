@@ -39,6 +39,7 @@
 #include "herald/list.h"
 #include "http/request.h"
 #include "net/ip_count.h"
+#include "net/outq.h"
 #include "net/tls.h"
 #include "ops/metrics.h"
 
@@ -117,18 +118,8 @@ struct hd_conn {
     hd_request *request;    /* &reader->request, NULL with it */
     bool request_started;
 
-    /*
-     * Outbound queue: a ring of buffer references, bounded in bytes. The
-     * first in_flight_count of them are being written; they stay in the ring
-     * (holding their bytes alive) until the write completes.
-     */
-    hd_buf **queue;
-    size_t queue_head;
-    size_t queue_count; /* in flight plus waiting */
-    size_t queue_cap;
-    uint64_t queued_bytes; /* queued plus in flight */
+    hd_outq outq;          /* bounded by limits.max_outbound_bytes: see hd_conn_send */
     uv_write_t *write_req; /* only while the socket did not take a write at once */
-    size_t in_flight_count;
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */
 

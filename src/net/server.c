@@ -742,7 +742,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
             continue;
         if (conn->state == HD_CONN_READING && conn->request_started)
             continue; /* answered with Connection: close, or cut by the header timeout */
-        if (conn->state == HD_CONN_READING && conn->queue_count == 0)
+        if (conn->state == HD_CONN_READING && conn->outq.count == 0)
             hd_conn_close(conn);
         else if (conn->stream_ops != NULL && conn->stream_ops->on_shutdown != NULL)
             conn->stream_ops->on_shutdown(conn, conn->stream_session);

@@ -2,8 +2,9 @@
  * Tests for src/net/tls.c, bytes in and bytes out with no socket: a
  * self-signed P-256 certificate made here with OpenSSL, an OpenSSL client
  * over memory BIOs talking to an hd_tls session (handshake, both
- * directions, a 1 MiB burst, close_notify both ways), bytes that are not
- * TLS, and the context's refusals, each naming its config key.
+ * directions, a 1 MiB burst, close_notify both ways), the outbound queue's
+ * seal (net/outq.h) read back by the client, bytes that are not TLS, and the
+ * context's refusals, each naming its config key.
  */
 #include "net/tls.h"
 
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "net/outq.h"
 #include "test.h"
 
 static char dir[] = "/tmp/herald-test-tls-XXXXXX";
@@ -220,6 +222,70 @@ static void test_records_split_anywhere(void)
     pair_close(&p);
 }
 
+/* Hands the queue's front buffer (ciphertext after a seal) to the client, as a write would. */
+static void outq_front_to_client(pair *p, hd_outq *q)
+{
+    uv_buf_t buf;
+    CHECK_EQ_INT(hd_outq_start(q, &buf, 1), 1);
+    BIO_write(SSL_get_rbio(p->client), buf.base, (int)buf.len);
+    hd_outq_finish(q);
+}
+
+/* Reads exactly len bytes of plaintext on the client into out; whether they all came. */
+static bool client_read(pair *p, char *out, size_t len)
+{
+    size_t got = 0;
+    int n;
+    while (got < len && (n = SSL_read(p->client, out + got, (int)(len - got))) > 0)
+        got += (size_t)n;
+    return got == len;
+}
+
+/*
+ * hd_outq_seal: queued plaintext (an empty buffer among it) becomes one
+ * front buffer of ciphertext; past HD_OUTQ_SEAL_MAX the rest waits behind
+ * it, still plaintext, for the next seal.
+ */
+static void test_outq_seal(void)
+{
+    pair p;
+    pair_open(&p, ctx);
+    CHECK(handshake(&p));
+    hd_outq q = {0};
+    hd_outq_push(&q, hd_buf_copy("first ", 6));
+    hd_outq_push(&q, hd_buf_copy("", 0));
+    hd_outq_push(&q, hd_buf_copy("second", 6));
+    CHECK_EQ_INT(hd_outq_seal(&q, p.server), 0);
+    CHECK_EQ_INT(q.count, 1);
+    CHECK(q.bytes > 12); /* record overhead */
+    CHECK_EQ_INT(hd_tls_pending(p.server), 0);
+    outq_front_to_client(&p, &q);
+    char small[16];
+    CHECK(client_read(&p, small, 12));
+    CHECK_EQ_MEM(small, 12, "first second", 12);
+    CHECK_EQ_INT(q.bytes, 0);
+
+    size_t piece = HD_OUTQ_SEAL_MAX / 2 + 1, total = 3 * piece;
+    char *burst = malloc(total);
+    for (size_t i = 0; i < total; i++)
+        burst[i] = (char)('a' + i % 26);
+    for (int i = 0; i < 3; i++)
+        hd_outq_push(&q, hd_buf_copy(burst + i * piece, piece));
+    CHECK_EQ_INT(hd_outq_seal(&q, p.server), 0);
+    CHECK_EQ_INT(q.count, 2);
+    outq_front_to_client(&p, &q);
+    CHECK_EQ_INT(q.bytes, piece);
+    CHECK_EQ_INT(hd_outq_seal(&q, p.server), 0);
+    CHECK_EQ_INT(q.count, 1);
+    outq_front_to_client(&p, &q);
+    char *back = malloc(total);
+    CHECK(client_read(&p, back, total) && memcmp(back, burst, total) == 0);
+    free(burst);
+    free(back);
+    hd_outq_free(&q);
+    pair_close(&p);
+}
+
 static void test_not_tls(void)
 {
     hd_tls *server = hd_tls_new(ctx);
@@ -279,6 +345,7 @@ int main(void)
     }
     RUN_TEST(test_round_trip);
     RUN_TEST(test_records_split_anywhere);
+    RUN_TEST(test_outq_seal);
     RUN_TEST(test_not_tls);
     RUN_TEST(test_context_refusals);
     hd_tls_ctx_free(ctx);
