@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 
 #include "herald/alloc.h"
 #include "herald/clock.h"
@@ -19,7 +18,6 @@
 #include "ops/metrics.h"
 #include "transport/router.h"
 
-static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 const hd_config *hd_conn_config(const hd_conn *conn)
@@ -123,7 +121,7 @@ uint64_t hd_conn_queued_bytes(const hd_conn *conn)
 /* ------------------------------------------------------------------------ */
 /* Timeouts: FIFO lists whose entries all share one duration stay sorted.   */
 
-static void wait_in(hd_conn *conn, hd_list *list)
+void hd_conn_wait_in(hd_conn *conn, hd_list *list)
 {
     hd_list_unlink(&conn->timeout_node);
     conn->timeout_since_ms = hd_server_now(conn->server);
@@ -132,7 +130,7 @@ static void wait_in(hd_conn *conn, hd_list *list)
 
 static void wait_for_request(hd_conn *conn)
 {
-    wait_in(conn, &conn->server->header_wait);
+    hd_conn_wait_in(conn, &conn->server->header_wait);
 }
 
 /*
@@ -252,7 +250,7 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
     }
     enqueue(conn, buf);
     if (conn->stream_ops != NULL && conn->stream_ops->heartbeat_when_idle)
-        wait_in(conn, &conn->server->stream_idle);
+        hd_conn_wait_in(conn, &conn->server->stream_idle);
     return 0;
 }
 
@@ -303,7 +301,7 @@ static void start_lingering(hd_conn *conn)
     /* Lingering means reading until EOF, so reading paused for backpressure resumes. */
     if (conn->reading_paused) {
         conn->reading_paused = false;
-        if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
+        if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0) {
             hd_conn_close(conn);
             return;
         }
@@ -343,7 +341,7 @@ static void conn_on_written(hd_conn *conn)
         return;
     if (conn->reading_paused && conn->state != HD_CONN_WAITING) {
         conn->reading_paused = false;
-        if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0)
+        if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0)
             hd_conn_close(conn);
     }
     if (conn->stream_ops != NULL && conn->stream_ops->on_drain != NULL)
@@ -441,7 +439,7 @@ void hd_conn_close_after_flush(hd_conn *conn)
      * reads its tail whole. Nothing joins the queue any more, so the
      * deadline bounds bytes as well as time.
      */
-    wait_in(conn, &conn->server->close_wait);
+    hd_conn_wait_in(conn, &conn->server->close_wait);
     if (conn->tls != NULL && !hd_list_linked(&conn->flush_node))
         /* Ciphertext the session made while the request was read (queued buffers are linked). */
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
@@ -463,8 +461,7 @@ void hd_conn_close(hd_conn *conn)
     hd_list_insert_tail(&conn->server->close_list, &conn->close_node);
 }
 
-/* Gives the connection's places under max_connections and max_connections_per_ip back, once. */
-static void leave_limits(hd_conn *conn)
+void hd_conn_leave_limits(hd_conn *conn)
 {
     hd_server_group *group = conn->server->group;
     if (conn->refused)
@@ -486,7 +483,7 @@ static void conn_on_closed(uv_handle_t *handle)
     hd_tls_free(conn->tls);
     hd_list_unlink(&conn->server_node);
     hd_metric_add(&server->connection_count, (uint64_t)-1);
-    leave_limits(conn);
+    hd_conn_leave_limits(conn);
     if (conn->refused_draining)
         server->refused_draining--;
     free(conn);
@@ -527,7 +524,7 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
     conn->stream_ops = ops;
     conn->stream_session = session;
     hd_metric_add(&conn->server->metrics.transport_connections[ops->transport], 1);
-    wait_in(conn, &conn->server->stream_idle);
+    hd_conn_wait_in(conn, &conn->server->stream_idle);
     /* A request that was under way when shutdown began ends as soon as it starts. */
     if (conn->server->draining) {
         if (ops->on_shutdown != NULL)
@@ -631,7 +628,7 @@ void hd_conn_on_close_timeout(hd_conn *conn)
 
 void hd_conn_on_idle_stream(hd_conn *conn)
 {
-    wait_in(conn, &conn->server->stream_idle);
+    hd_conn_wait_in(conn, &conn->server->stream_idle);
     if (conn->stream_ops != NULL && conn->stream_ops->on_heartbeat != NULL)
         conn->stream_ops->on_heartbeat(conn, conn->stream_session);
 }
@@ -978,7 +975,7 @@ void hd_conn_resume_input(hd_conn *conn)
     if (conn->reading_paused &&
         conn->outq.bytes <= hd_conn_config(conn)->limits.max_outbound_bytes) {
         conn->reading_paused = false;
-        if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
+        if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0) {
             hd_conn_close(conn);
             return;
         }
@@ -994,7 +991,7 @@ void hd_conn_resume_input(hd_conn *conn)
 /* ------------------------------------------------------------------------ */
 /* libuv callbacks                                                          */
 
-static void conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+void hd_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     hd_conn *conn = (hd_conn *)handle;
@@ -1084,34 +1081,6 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
         hd_conn_feed(conn, buf->base, (size_t)nread);
 }
 
-static void describe_peer(hd_conn *conn)
-{
-    struct sockaddr_storage addr;
-    int len = sizeof(addr);
-    strcpy(conn->peer, "?");
-    if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&addr, &len) != 0)
-        return;
-    char host[INET6_ADDRSTRLEN] = "?";
-    int port = 0;
-    if (addr.ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)&addr;
-        conn->ip.bytes[10] = conn->ip.bytes[11] = 0xff;
-        memcpy(&conn->ip.bytes[12], &in->sin_addr, 4);
-        uv_ip4_name(in, host, sizeof(host));
-        port = ntohs(in->sin_port);
-        snprintf(conn->peer, sizeof(conn->peer), "%s:%d", host, port);
-    } else if (addr.ss_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&addr;
-        memcpy(conn->ip.bytes, &in6->sin6_addr, 16);
-        static const uint8_t v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        if (memcmp(conn->ip.bytes, v4_mapped, sizeof(v4_mapped)) != 0)
-            memset(conn->ip.bytes + 8, 0, 8);
-        uv_ip6_name(in6, host, sizeof(host));
-        port = ntohs(in6->sin6_port);
-        snprintf(conn->peer, sizeof(conn->peer), "[%s]:%d", host, port);
-    }
-}
-
 hd_conn *hd_conn_new(hd_server *server)
 {
     hd_conn *conn = hd_calloc(1, sizeof(*conn));
@@ -1140,84 +1109,12 @@ hd_conn *hd_conn_new(hd_server *server)
     return conn;
 }
 
-/* A refused connection's input, read and dropped (see HD_REFUSED_DRAIN_BYTES). */
-static void refused_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+void hd_conn_serve(hd_conn *conn)
 {
-    (void)buf;
-    hd_conn *conn = (hd_conn *)stream;
-    if (nread < 0) {
-        hd_conn_close(conn); /* EOF: the client read the answer and closed */
-        return;
-    }
-    hd_metric_add(&conn->server->metrics.bytes_read, (uint64_t)nread);
-    conn->refused_drained += (uint32_t)nread;
-    if (conn->refused_drained > HD_REFUSED_DRAIN_BYTES)
-        hd_conn_close(conn);
-}
-
-/*
- * A connection over a limit is told so in one non-blocking write, its write
- * side shut down, and its input drained for a moment (see
- * HD_REFUSED_DRAIN_BYTES): a flood must not hold places under the limits,
- * nor more than a bounded number of descriptors, for long.
- */
-static void refuse(hd_conn *conn, hd_refusal reason)
-{
-    hd_server *server = conn->server;
-    hd_server_note_refusal(server, reason, conn->peer);
-    leave_limits(conn);
-    conn->refused = true;
-    char answer[320];
-    size_t len = hd_server_refusal_answer(server, reason, answer, sizeof(answer));
-    if (len > 0) {
-        uv_buf_t buf = uv_buf_init(answer, (unsigned)len);
-        int written = uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1);
-        if (written > 0)
-            hd_metric_add(&server->metrics.bytes_written, (uint64_t)written);
-    }
-    /* Straight to the socket: nothing else is written to it, so libuv need not know. */
-    uv_os_fd_t fd;
-    if (server->refused_draining >= HD_REFUSED_DRAIN_MAX ||
-        uv_fileno((uv_handle_t *)&conn->tcp, &fd) != 0 || shutdown(fd, SHUT_WR) != 0 ||
-        uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, refused_on_read) != 0) {
-        hd_conn_close(conn);
-        return;
-    }
-    server->refused_draining++;
-    conn->refused_draining = true;
-    wait_in(conn, &server->refused_drain);
-}
-
-void hd_conn_accept(hd_server *server, int fd)
-{
-    hd_conn *conn = hd_conn_new(server);
-    if (uv_tcp_open(&conn->tcp, fd) != 0) {
-        close(fd);
-        hd_conn_close(conn);
-        return;
-    }
-    describe_peer(conn);
-    hd_metric_add(&server->metrics.connections_accepted, 1);
-    if (__atomic_load_n(&server->group->connections, __ATOMIC_RELAXED) >
-        server->config->limits.max_connections) {
-        refuse(conn, HD_REFUSED_MAX_CONNECTIONS);
-        return;
-    }
-    const uint32_t per_ip = server->config->limits.max_connections_per_ip;
-    if (per_ip > 0) {
-        conn->ip_counted = true;
-        pthread_mutex_lock(&server->group->lock);
-        uint32_t count = hd_ip_count_add(server->group->ip_counts, &conn->ip);
-        pthread_mutex_unlock(&server->group->lock);
-        if (count > per_ip) {
-            refuse(conn, HD_REFUSED_MAX_CONNECTIONS_PER_IP);
-            return;
-        }
-    }
-    if (server->tls != NULL)
-        conn->tls = hd_tls_new(server->tls);
+    if (conn->server->tls != NULL)
+        conn->tls = hd_tls_new(conn->server->tls);
     uv_tcp_nodelay(&conn->tcp, 1);
-    if (uv_read_start((uv_stream_t *)&conn->tcp, conn_on_alloc, conn_on_read) != 0) {
+    if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0) {
         hd_conn_close(conn);
         return;
     }

@@ -1,6 +1,7 @@
 /*
- * The server's private state, shared by server.c (listeners, loop passes,
- * timers, shutdown) and conn.c (the per-connection state machine).
+ * The server's private state, shared by server.c (loop passes, timers,
+ * shutdown), listener.c (listening sockets, accepting, refusals) and conn.c
+ * (the per-connection state machine).
  */
 #ifndef HERALD_NET_SERVER_INTERNAL_H
 #define HERALD_NET_SERVER_INTERNAL_H
@@ -143,10 +144,17 @@ struct hd_server {
 #define HD_REFUSED_DRAIN_MS 2000
 #define HD_REFUSED_DRAIN_MAX 256
 
-/* conn.c entry points used by server.c (and by the fuzz driver, which has no sockets). */
+/* conn.c entry points used by server.c and listener.c (and by the fuzz driver, which has no
+ * sockets). */
 hd_conn *hd_conn_new(hd_server *server);
-/* Takes over fd, a socket just accepted: served, or refused over a connection limit. */
-void hd_conn_accept(hd_server *server, int fd);
+/* A connection accepted under the limits: TLS session, reading, the header timeout. */
+void hd_conn_serve(hd_conn *conn);
+/* libuv's allocation callback for a connection: every read goes to the server's read buffer. */
+void hd_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
+/* Puts conn at the end of one of the server's timeout lists, timed from now. */
+void hd_conn_wait_in(hd_conn *conn, hd_list *list);
+/* Gives the connection's places under max_connections and max_connections_per_ip back, once. */
+void hd_conn_leave_limits(hd_conn *conn);
 /* Input from the socket: parsed as HTTP, or handed to the stream that took over. */
 void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len);
 void hd_conn_flush(hd_conn *conn);
@@ -163,9 +171,18 @@ void hd_conn_on_close_timeout(hd_conn *conn);
 void hd_conn_init_http_settings(llhttp_settings_t *settings);
 uint64_t hd_server_now(const hd_server *server);
 void hd_server_maybe_done(hd_server *server);
-/* Counts a refusal and logs it (aggregated: see hd_log_burst); peer names the client. */
-void hd_server_note_refusal(hd_server *server, hd_refusal reason, const char *peer);
-/* The 503 a refused client is sent into out; its length, 0 on a TLS listener (nothing to send). */
-size_t hd_server_refusal_answer(const hd_server *server, hd_refusal reason, char *out, size_t cap);
+/* One of the server's handles closed during shutdown: the last one completes it. */
+void hd_server_handle_closed(hd_server *server);
+
+/* listener.c, for server.c. */
+/* Opens the reserve descriptor and listens on every config->listen address (hd_server_start). */
+int hd_listeners_start(hd_server *server, char *err, size_t err_len);
+/* From the sweep: refusals and accept failures not logged yet are summed up; paused listeners
+ * try again. */
+void hd_listeners_sweep(hd_server *server, uint64_t now);
+/* Shutdown: stops accepting; each listener closed counts as one of handles_open. */
+void hd_listeners_close(hd_server *server);
+/* With the server: the listeners and the reserve descriptor. */
+void hd_listeners_free(hd_server *server);
 
 #endif
