@@ -17,6 +17,8 @@
 #include "herald/worker.h"
 #include "herald/workers.h"
 #include "engine/memory.h"
+#include "http/http1.h"
+#include "transport/context.h"
 
 /* What the command line asked for: a reload (SIGHUP) applies it again on top of the file. */
 typedef struct options {
@@ -40,6 +42,17 @@ static const struct {
 };
 
 #define N_SIGNALS (sizeof(taken_signals) / sizeof(taken_signals[0]))
+
+/*
+ * What the workers serve: HTTP/1 requests, routed to the transports, with
+ * the transports' context per loop. net/ names neither; this is where the
+ * layers meet.
+ */
+static const hd_workers_service http_service = {
+    .protocol = &hd_http1_protocol,
+    .context_new = hd_transport_context_new,
+    .context_free = hd_transport_context_free,
+};
 
 typedef struct herald {
     uv_loop_t loop; /* the main thread's: signals only; the workers run their own */
@@ -200,7 +213,8 @@ static void stop_taking_signals(herald *h)
  */
 static void shut_down(herald *h, const char *signal_name)
 {
-    /* Workers answer as draining from here: the log line, which clients may wait for, comes after. */
+    /* Workers answer as draining from here: the log line, which clients may wait for, comes after.
+     */
     hd_workers_shutdown(h->workers);
     hd_log_info("received %s: shutting down", signal_name);
     pthread_sigmask(SIG_BLOCK, &h->signal_set, NULL);
@@ -281,7 +295,7 @@ int main(int argc, char **argv)
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
     h.engine = hd_engine_memory_new(h.hub);
-    h.workers = hd_workers_new(h.settings, h.hub, h.engine, workers);
+    h.workers = hd_workers_new(h.settings, h.hub, h.engine, workers, &http_service);
     hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
                 workers, workers == 1 ? "" : "s");
 

@@ -1,11 +1,14 @@
 /*
- * The HTTP server: listeners, connections and the routes that lead to the
- * transports. One hd_server runs on one libuv loop and serves one hub,
- * through one engine (engine/engine.h) for what is stored.
+ * The server of one loop: listeners, connections, their deadlines and
+ * writes. It knows no protocol and no handler by name: what reads requests
+ * off its connections, and the context of its loop for that and the
+ * handlers behind it, are given to hd_server_new (main.c wires HTTP/1 and
+ * the transports in). One hd_server runs on one libuv loop and serves one
+ * hub, through one engine (engine/engine.h) for what is stored.
  *
- * Ownership: the caller owns loop, hub and engine and keeps them alive until
- * hd_server_free. The server holds a reference to the settings it serves
- * with (herald/settings.h) and owns its connections.
+ * Ownership: the caller owns loop, hub, engine and context and keeps them
+ * alive until hd_server_free. The server holds a reference to the settings
+ * it serves with (herald/settings.h) and owns its connections.
  */
 #ifndef HERALD_SERVER_H
 #define HERALD_SERVER_H
@@ -18,6 +21,8 @@
 
 typedef struct hd_server hd_server;
 struct hd_engine;
+/* What reads requests off a connection (src/net/conn.h; HTTP/1: src/http/http1.h). */
+struct hd_conn_protocol;
 
 /*
  * sibling: NULL for the first (or only) server; otherwise a server created
@@ -29,10 +34,12 @@ struct hd_engine;
  * config, the token keys and the TLS context every listener serves with
  * (NULL: plain HTTP); the server takes a reference. Its listen addresses
  * and the choice of TLS or plain stay those of the first settings for the
- * server's life.
+ * server's life. protocol reads requests off every connection; context is
+ * this loop's, for it and the handlers behind it (hd_conn_context).
  */
 hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
-                         struct hd_engine *engine, hd_server *sibling);
+                         struct hd_engine *engine, hd_server *sibling,
+                         const struct hd_conn_protocol *protocol, void *context);
 /*
  * Binds every config->listen address (the first server of a group; the others
  * share its sockets) and starts accepting; logs "listening on ADDR:PORT".

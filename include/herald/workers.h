@@ -18,13 +18,25 @@
 
 typedef struct hd_workers hd_workers;
 struct hd_engine;
+struct hd_conn_protocol;
+
+/*
+ * What every worker's server serves with (see hd_server_new): the protocol,
+ * and a context made for each worker's loop, on the thread that calls
+ * hd_workers_new, and freed with the worker.
+ */
+typedef struct hd_workers_service {
+    const struct hd_conn_protocol *protocol;
+    void *(*context_new)(void);
+    void (*context_free)(void *context);
+} hd_workers_service;
 
 /*
  * count must equal hd_worker_count(), set before the hub was created. Every
  * worker starts with settings (its config, token keys and TLS context).
  */
 hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, struct hd_engine *engine,
-                           unsigned count);
+                           unsigned count, const hd_workers_service *service);
 /*
  * Binds every listener of every worker (the first worker resolves port 0,
  * the others share its addresses), then starts the threads with

@@ -2,7 +2,7 @@
  * One HTTP request as the parser glue collects it: method, target, headers
  * (names lower-cased) and body, copied out of the read buffer because the
  * read buffer is reused for the next read. Everything is bounded by the
- * limits checked in conn.c as bytes arrive.
+ * limits checked in http1.c as bytes arrive.
  */
 #ifndef HERALD_HTTP_REQUEST_H
 #define HERALD_HTTP_REQUEST_H

@@ -9,10 +9,12 @@
 #ifndef HERALD_HTTP_RESPONSE_H
 #define HERALD_HTTP_RESPONSE_H
 
+#include <llhttp.h>
 #include <stdbool.h>
 #include <stddef.h>
 
 #include "herald/buf.h"
+#include "http/request.h"
 #include "net/conn.h"
 
 enum {

@@ -1,11 +1,12 @@
 /*
- * The per-connection state machine (see conn.h): accept, the read path with
- * the llhttp glue and its limits, the bounded write queue, and the two-phase
- * close.
+ * The per-connection state machine (see conn.h): the read path up to the
+ * protocol, held input, the write path over the bounded queue (outq.c), the
+ * deadlines the server's sweep fires, streams and waits, and the two-phase
+ * close. Accepting and refusing are listener.c's; what the bytes mean is the
+ * protocol's (hd_conn_protocol).
  */
 #include "net/conn.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -13,10 +14,8 @@
 #include "herald/alloc.h"
 #include "herald/clock.h"
 #include "herald/log.h"
-#include "http/response.h"
 #include "net/server_internal.h"
 #include "ops/metrics.h"
-#include "transport/router.h"
 
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
@@ -65,9 +64,9 @@ const hd_auth *hd_conn_auth(const hd_conn *conn)
     return conn->server->auth;
 }
 
-struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn)
+void *hd_conn_context(const hd_conn *conn)
 {
-    return conn->server->ws_deflater;
+    return conn->server->context;
 }
 
 hd_metrics *hd_conn_metrics(const hd_conn *conn)
@@ -128,37 +127,39 @@ void hd_conn_wait_in(hd_conn *conn, hd_list *list)
     hd_list_insert_tail(list, &conn->timeout_node);
 }
 
-static void wait_for_request(hd_conn *conn)
+void hd_conn_renew_read_deadline(hd_conn *conn)
 {
     hd_conn_wait_in(conn, &conn->server->header_wait);
 }
 
-/*
- * Body buffers larger than this are freed with their share of
- * limits.max_pending_body_bytes: an idle keep-alive connection keeps no large upload.
- */
-#define KEEP_BODY_BYTES 4096
-
-/* The request being read is dispatched, or ends unfinished: its deadline and body go. */
-static void end_request(hd_conn *conn)
+void hd_conn_start_request_deadline(hd_conn *conn)
 {
     hd_conn_reader *reader = conn->reader;
     hd_list_unlink(&reader->request_node);
-    hd_conn_hold_pending(conn, &reader->body_reserved, 0);
-    if (conn->request->body.cap > KEEP_BODY_BYTES)
-        hd_strbuf_free(&conn->request->body);
+    reader->request_since_ms = hd_server_now(conn->server);
+    hd_list_insert_tail(&conn->server->request_wait, &reader->request_node);
+}
+
+void hd_conn_stop_request_deadline(hd_conn *conn)
+{
+    hd_list_unlink(&conn->reader->request_node);
+}
+
+bool hd_conn_reads_requests(const hd_conn *conn)
+{
+    return conn->state == HD_CONN_READING && !conn->close_when_flushed;
 }
 
 static void free_reader(hd_conn *conn)
 {
-    if (conn->reader == NULL)
+    hd_conn_reader *reader = conn->reader;
+    if (reader == NULL)
         return;
-    end_request(conn);
-    hd_request_free(conn->request);
-    hd_strbuf_free(&conn->reader->held_input);
-    free(conn->reader);
+    hd_list_unlink(&reader->request_node);
+    hd_strbuf_free(&reader->held_input);
     conn->reader = NULL;
     conn->request = NULL;
+    conn->server->protocol->reader_free(conn, reader);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -315,7 +316,7 @@ static void start_lingering(hd_conn *conn)
         hd_conn_close(conn);
         return;
     }
-    wait_for_request(conn);
+    hd_conn_renew_read_deadline(conn);
 }
 
 /* Gives back the buffers that were being written; written: they all reached the socket. */
@@ -423,9 +424,9 @@ void hd_conn_close_after_flush(hd_conn *conn)
     if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed)
         return;
     conn->close_when_flushed = true;
-    /* A request cut short (413, 503, 408, 400) holds no budget or body while the answer lingers. */
-    if (conn->request_started)
-        end_request(conn);
+    /* A request cut short by an early answer holds no budget or body while the answer lingers. */
+    if (conn->reader != NULL)
+        conn->server->protocol->on_ending(conn);
     /* A stream that is ending delivers nothing more: detach it now, not after the linger. */
     if (conn->stream_ops != NULL && !hd_list_linked(&conn->detach_node))
         hd_list_insert_tail(&conn->server->detach_list, &conn->detach_node);
@@ -519,7 +520,7 @@ void hd_conn_finish_close(hd_conn *conn)
 
 void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session)
 {
-    /* A stream reads no more requests: the parser and request go once the parser returns. */
+    /* A stream reads no more requests: its reader goes once the protocol returns. */
     conn->state = HD_CONN_STREAMING;
     conn->stream_ops = ops;
     conn->stream_session = session;
@@ -562,9 +563,8 @@ void hd_conn_end_wait(hd_conn *conn)
     if (conn->state != HD_CONN_WAITING)
         return;
     conn->state = HD_CONN_READING;
-    llhttp_resume(&conn->reader->parser);
-    wait_for_request(conn);
-    /* Parsed in the server's pass, so that the answer the caller queues next goes first. */
+    hd_conn_renew_read_deadline(conn);
+    /* Read in the server's pass, so that the answer the caller queues next goes first. */
     if (conn->reader->held_input.len > 0 || conn->reading_paused)
         hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);
 }
@@ -584,29 +584,21 @@ static void hold_input(hd_conn *conn, const char *bytes, size_t len)
 /* ------------------------------------------------------------------------ */
 /* Timeouts fired by the server's sweep.                                    */
 
-/* 408 for a request under way; then closed. */
-static void answer_timeout(hd_conn *conn, const char *what, uint32_t seconds)
-{
-    hd_list_unlink(&conn->timeout_node);
-    conn->request->keep_alive = false;
-    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-    hd_response_error(conn, 408, "request_timeout", HD_RESPONSE_CLOSE,
-                      "The request %s within %u s.", what, seconds);
-}
-
+/* Lingering after the last answer, the connection ends; otherwise the protocol decides. */
 void hd_conn_on_header_timeout(hd_conn *conn)
 {
-    if (conn->close_when_flushed || !conn->request_started) {
+    if (conn->close_when_flushed || conn->reader == NULL) {
         hd_conn_close(conn);
         return;
     }
-    answer_timeout(conn, "headers did not arrive", hd_conn_config(conn)->limits.header_timeout_s);
+    conn->server->protocol->on_read_timeout(conn);
 }
 
-/* Only a request under way is in request_wait (see end_request and hd_conn_close). */
+/* Only a request under way is in request_wait (see hd_conn_stop_request_deadline). */
 void hd_conn_on_request_timeout(hd_conn *conn)
 {
-    answer_timeout(conn, "did not complete", hd_conn_config(conn)->limits.request_timeout_s);
+    hd_list_unlink(&conn->timeout_node);
+    conn->server->protocol->on_request_timeout(conn);
 }
 
 /*
@@ -633,338 +625,24 @@ void hd_conn_on_idle_stream(hd_conn *conn)
         conn->stream_ops->on_heartbeat(conn, conn->stream_session);
 }
 
-/* ------------------------------------------------------------------------ */
-/* Read path: llhttp callbacks. Returning HPE_USER stops the parser after   */
-/* the callback has answered the client itself.                            */
-
-static hd_conn *parser_conn(llhttp_t *parser)
-{
-    return parser->data;
-}
-
-static int reject(hd_conn *conn, int status, const char *code, const char *message)
-{
-    conn->request->keep_alive = false;
-    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-    hd_response_error(conn, status, code, HD_RESPONSE_CLOSE, "%s", message);
-    return HPE_USER;
-}
-
-/* Counts bytes of the request head against limits.max_header_bytes. */
-static int count_head_bytes(hd_conn *conn, size_t len)
-{
-    conn->request->header_bytes += len;
-    if (conn->request->header_bytes > hd_conn_config(conn)->limits.max_header_bytes)
-        return reject(conn, 431, "headers_too_large",
-                      "The request head is larger than limits.max_header_bytes.");
-    return 0;
-}
-
-static int on_message_begin(llhttp_t *parser)
-{
-    hd_conn *conn = parser_conn(parser);
-    hd_request_reset(conn->request);
-    conn->request_started = true;
-    /* However steadily it trickles in, the request has limits.request_timeout_s from here. */
-    conn->reader->request_since_ms = hd_server_now(conn->server);
-    hd_list_insert_tail(&conn->server->request_wait, &conn->reader->request_node);
-    return 0;
-}
-
 /*
- * RFC 9112 §2.3: herald speaks HTTP/1.x, read as 1.1 past 1.1. The parser
- * lets every DIGIT.DIGIT through (LENIENT_VERSION) so that other majors
- * get a 505 here, not llhttp's 400 (or, for 2.0, an answer in HTTP/1.1).
+ * Input for the protocol, while READING. What it did not consume came
+ * behind a request that handed the connection over: held for after the
+ * answer (WAITING), or the stream's (a WebSocket client may send frames
+ * right behind its handshake); anything else is dropped.
  */
-static int check_version(hd_conn *conn, const llhttp_t *parser)
+static void read_requests(hd_conn *conn, const char *bytes, size_t len)
 {
-    if (parser->http_major == 1)
-        return 0;
-    conn->request->method = parser->method; /* a HEAD still gets no body */
-    return reject(conn, 505, "http_version_not_supported",
-                  "herald speaks HTTP/1.1 and HTTP/1.0 only.");
-}
-
-static int on_version_complete(llhttp_t *parser)
-{
-    return check_version(parser_conn(parser), parser);
-}
-
-static int on_url(llhttp_t *parser, const char *at, size_t len)
-{
-    hd_conn *conn = parser_conn(parser);
-    if (conn->request->target.len + len > hd_conn_config(conn)->limits.max_header_bytes / 2)
-        return reject(conn, 414, "uri_too_long",
-                      "The request target is longer than limits.max_header_bytes / 2.");
-    hd_strbuf_append(&conn->request->target, at, len);
-    return count_head_bytes(conn, len);
-}
-
-/*
- * Trailer fields (after a chunked body) are counted against the limits and
- * dropped: RFC 9110 §6.5.1 forbids merging them into the header section,
- * where a token or a Content-Type a proxy never saw in the head would count.
- */
-static bool in_trailers(const llhttp_t *parser)
-{
-    return (parser->flags & F_TRAILING) != 0;
-}
-
-static int on_header_field(llhttp_t *parser, const char *at, size_t len)
-{
-    hd_conn *conn = parser_conn(parser);
-    int rc = count_head_bytes(conn, len);
-    if (rc != 0)
-        return rc;
-    /*
-     * RFC 9112 §5.1: no whitespace between a field name and its colon, which
-     * llhttp 8.1 lets through; proxies disagree on such names (smuggling).
-     */
-    if (memchr(at, ' ', len) != NULL || memchr(at, '\t', len) != NULL)
-        return reject(conn, 400, "bad_request",
-                      "Malformed HTTP request: whitespace in a header name.");
-    if (in_trailers(parser))
-        return 0;
-    hd_strbuf *headers = &conn->request->headers;
-    hd_strbuf_reserve(headers, len);
-    for (size_t i = 0; i < len; i++)
-        headers->data[headers->len++] = (char)tolower((unsigned char)at[i]);
-    return 0;
-}
-
-static int on_header_field_complete(llhttp_t *parser)
-{
-    hd_conn *conn = parser_conn(parser);
-    hd_strbuf *headers = &conn->request->headers;
-    /* Nothing since the last value's terminator: ": value", which llhttp 8.1 lets through. */
-    if (!in_trailers(parser) && (headers->len == 0 || headers->data[headers->len - 1] == '\0'))
-        return reject(conn, 400, "bad_request", "Malformed HTTP request: an empty header name.");
-    if (!in_trailers(parser))
-        hd_strbuf_append(headers, "", 1);
-    if (++conn->request->header_count > hd_conn_config(conn)->limits.max_headers)
-        return reject(conn, 431, "headers_too_large",
-                      "The request has more headers than limits.max_headers.");
-    return 0;
-}
-
-static int on_header_value(llhttp_t *parser, const char *at, size_t len)
-{
-    hd_conn *conn = parser_conn(parser);
-    int rc = count_head_bytes(conn, len);
-    if (rc != 0 || in_trailers(parser))
-        return rc;
-    hd_strbuf_append(&conn->request->headers, at, len);
-    return 0;
-}
-
-static int on_header_value_complete(llhttp_t *parser)
-{
-    if (!in_trailers(parser))
-        hd_strbuf_append(&parser_conn(parser)->request->headers, "", 1);
-    return 0;
-}
-
-/*
- * Counts a body against limits.max_pending_body_bytes as its bytes arrive,
- * not by its declared Content-Length: a client that declares a large body
- * and sends nothing would otherwise hold the budget for free, and a few such
- * connections would turn every other publisher away. To hold budget a client
- * must send the bytes. Over the limit: 503 busy, then closed.
- */
-static int reserve_body(hd_conn *conn, uint64_t bytes)
-{
-    if (bytes <= conn->reader->body_reserved ||
-        hd_conn_hold_pending(conn, &conn->reader->body_reserved, bytes))
-        return 0;
-    hd_metric_add(&conn->server->metrics.pending_body_refusals[HD_PROTOCOL_HTTP], 1);
-    hd_log_debug("refusing a body from %s: limits.max_pending_body_bytes reached", conn->peer);
-    conn->request->keep_alive = false;
-    hd_response_error_with(conn, 503, "Retry-After: 1\r\n", "busy",
-                           "herald holds limits.max_pending_body_bytes of request bodies and "
-                           "messages being received; try again shortly.");
-    return HPE_USER;
-}
-
-/*
- * RFC 9112 rules on the whole head that llhttp 8.1 leaves to its user:
- * exactly one Host (§3.2; HTTP/1.0 may omit it), no Transfer-Encoding in
- * HTTP/1.0 (§6.1: such framing cannot be trusted), a Transfer-Encoding that
- * ends in chunked (§6.3: else 400, before llhttp says the same later), and
- * no transfer coding but chunked, the only one herald undoes (§6.1: 501).
- */
-static int check_head(hd_conn *conn, const llhttp_t *parser)
-{
-    /* A request line without a version (HTTP/0.9) never reached on_version_complete. */
-    if (check_version(conn, parser) != 0)
-        return HPE_USER;
-    const hd_request *req = conn->request;
-    const char *host = hd_request_header(req, "host", NULL);
-    if (host == NULL && parser->http_minor > 0)
-        return reject(conn, 400, "bad_request", "An HTTP/1.1 request needs a Host header.");
-    if (host != NULL && hd_request_header_next(req, "host", host, NULL) != NULL)
-        return reject(conn, 400, "bad_request", "A request has one Host header, not several.");
-    /* Present counts, even empty (which llhttp 8.1 ignores): a proxy may read it otherwise. */
-    size_t len;
-    const char *coding = hd_request_header(req, "transfer-encoding", &len);
-    if (coding == NULL)
-        return 0;
-    if (parser->http_minor == 0)
-        return reject(conn, 400, "bad_request",
-                      "Transfer-Encoding is not HTTP/1.0: the body's length cannot be trusted.");
-    if (!(parser->flags & F_CHUNKED))
-        return reject(conn, 400, "bad_request",
-                      "Malformed HTTP request: a Transfer-Encoding must end in chunked.");
-    for (; coding != NULL;
-         coding = hd_request_header_next(req, "transfer-encoding", coding, &len)) {
-        if (!hd_header_only_token(coding, len, "chunked"))
-            return reject(conn, 501, "not_implemented",
-                          "herald decodes no transfer coding but chunked.");
-    }
-    return 0;
-}
-
-/*
- * Expect: 100-continue (RFC 9110 §10.1.1): the client waits for a go-ahead
- * before it sends the body. HTTP/1.0 clients must not be sent one, nor is
- * one needed without a body. When the head alone already decides a refusal
- * (404, 405, 401, 415...), that is the answer instead, and the connection
- * closes: the client may send the body anyway, and it is not read.
- */
-static int answer_expectation(hd_conn *conn, const llhttp_t *parser)
-{
-    hd_request *req = conn->request;
-    size_t len;
-    const char *expect = hd_request_header(req, "expect", &len);
-    if (expect == NULL || len != 12 || strncasecmp(expect, "100-continue", 12) != 0 ||
-        parser->http_minor == 0 || !((parser->flags & F_CHUNKED) || parser->content_length > 0))
-        return 0;
-    bool keep_alive = req->keep_alive;
-    req->keep_alive = false;
-    if (!hd_router_head_acceptable(conn)) {
-        hd_metric_add(&conn->server->metrics.http_requests, 1);
-        return HPE_USER;
-    }
-    req->keep_alive = keep_alive;
-    static const char interim[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    hd_conn_send_owned(conn, hd_buf_copy(interim, sizeof(interim) - 1));
-    return 0;
-}
-
-static int on_headers_complete(llhttp_t *parser)
-{
-    hd_conn *conn = parser_conn(parser);
-    hd_request *req = conn->request;
-    /* The body gets its own header_timeout_s, renewed as it arrives. */
-    wait_for_request(conn);
-    req->method = parser->method;
-    /* While draining, each request still in flight is answered, then its connection closed. */
-    req->keep_alive = llhttp_should_keep_alive(parser) && !hd_conn_server_draining(conn);
-    if (check_head(conn, parser) != 0)
-        return HPE_USER;
-    hd_request_split_target(req);
-    conn->reader->body_limit = hd_router_body_limit(conn);
-    if ((parser->flags & F_CONTENT_LENGTH) && parser->content_length > conn->reader->body_limit) {
-        hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-        hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
-                          "The body of %llu bytes exceeds the limit of %llu bytes.",
-                          (unsigned long long)parser->content_length,
-                          (unsigned long long)conn->reader->body_limit);
-        return HPE_USER;
-    }
-    return answer_expectation(conn, parser);
-}
-
-static int refuse_body(hd_conn *conn)
-{
-    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-    hd_response_error(conn, 413, "payload_too_large", HD_RESPONSE_CLOSE,
-                      "The body exceeds the limit of %llu bytes.",
-                      (unsigned long long)conn->reader->body_limit);
-    return HPE_USER;
-}
-
-/* A chunk that would take the body past its limit is refused once its size is read. */
-static int on_chunk_header(llhttp_t *parser)
-{
-    hd_conn *conn = parser_conn(parser);
-    if (parser->content_length > conn->reader->body_limit - conn->request->body.len)
-        return refuse_body(conn);
-    return 0;
-}
-
-static int on_body(llhttp_t *parser, const char *at, size_t len)
-{
-    hd_conn *conn = parser_conn(parser);
-    if (conn->request->body.len + len > conn->reader->body_limit)
-        return refuse_body(conn);
-    int rc = reserve_body(conn, conn->request->body.len + len);
-    if (rc != 0)
-        return rc;
-    hd_strbuf_append(&conn->request->body, at, len);
-    wait_for_request(conn);
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *parser)
-{
-    hd_conn *conn = parser_conn(parser);
-    conn->request_started = false;
-    hd_metric_add(&conn->server->metrics.http_requests, 1);
-    hd_router_dispatch(conn);
-    end_request(conn); /* the handler is done with the body */
-    if (conn->state != HD_CONN_READING || conn->close_when_flushed)
-        return HPE_PAUSED;
-    wait_for_request(conn);
-    return 0;
-}
-
-void hd_conn_init_http_settings(llhttp_settings_t *settings)
-{
-    llhttp_settings_init(settings);
-    settings->on_message_begin = on_message_begin;
-    settings->on_version_complete = on_version_complete;
-    settings->on_url = on_url;
-    settings->on_header_field = on_header_field;
-    settings->on_header_field_complete = on_header_field_complete;
-    settings->on_header_value = on_header_value;
-    settings->on_header_value_complete = on_header_value_complete;
-    settings->on_headers_complete = on_headers_complete;
-    settings->on_chunk_header = on_chunk_header;
-    settings->on_body = on_body;
-    settings->on_message_complete = on_message_complete;
-}
-
-static void parse_input(hd_conn *conn, const char *data, size_t len)
-{
-    llhttp_errno_t err = llhttp_execute(&conn->reader->parser, data, len);
-    const char *rest = err == HPE_PAUSED ? llhttp_get_error_pos(&conn->reader->parser) : NULL;
-    size_t rest_len = rest != NULL && rest < data + len ? (size_t)(data + len - rest) : 0;
-    /* A stream that started inside the parser's callbacks needs it no more, now it returned. */
+    size_t used = conn->server->protocol->on_data(conn, bytes, len);
+    /* A stream that started inside the protocol's callbacks needs the reader no more. */
     if (conn->state == HD_CONN_STREAMING)
         free_reader(conn);
-    if (err == HPE_PAUSED && conn->state == HD_CONN_WAITING) {
-        if (rest_len > 0)
-            hold_input(conn, rest, rest_len);
+    if (used >= len)
         return;
-    }
-    if (err == HPE_PAUSED && conn->stream_ops != NULL && conn->stream_ops->on_data != NULL) {
-        /* A WebSocket client may send frames right behind its handshake. */
-        if (rest_len > 0)
-            conn->stream_ops->on_data(conn, conn->stream_session, rest, rest_len);
-        return;
-    }
-    /* A callback that answered (413, 414, 431) has already ended the connection. */
-    if (err == HPE_OK || err == HPE_PAUSED || err == HPE_USER || conn->close_when_flushed)
-        return;
-    if (err == HPE_PAUSED_UPGRADE) {
-        /* Answered as plain HTTP; what follows is a protocol herald does not speak there. */
-        hd_conn_close_after_flush(conn);
-        return;
-    }
-    conn->request->keep_alive = false;
-    hd_metric_add(&conn->server->metrics.protocol_errors[HD_PROTOCOL_HTTP], 1);
-    hd_response_error(conn, 400, "bad_request", HD_RESPONSE_CLOSE, "Malformed HTTP request: %s.",
-                      llhttp_get_error_reason(&conn->reader->parser));
+    if (conn->state == HD_CONN_WAITING)
+        hold_input(conn, bytes + used, len - used);
+    else if (conn->stream_ops != NULL && conn->stream_ops->on_data != NULL)
+        conn->stream_ops->on_data(conn, conn->stream_session, bytes + used, len - used);
 }
 
 void hd_conn_resume_input(hd_conn *conn)
@@ -980,11 +658,11 @@ void hd_conn_resume_input(hd_conn *conn)
             return;
         }
     }
-    /* Parsing may hold input again (another long-poll), so it starts from a fresh buffer. */
+    /* Reading may hold input again (another long-poll), so it starts from a fresh buffer. */
     hd_strbuf input = conn->reader->held_input;
     hd_strbuf_init(&conn->reader->held_input);
     if (input.len > 0)
-        parse_input(conn, input.data, input.len);
+        read_requests(conn, input.data, input.len);
     hd_strbuf_free(&input);
 }
 
@@ -995,7 +673,7 @@ void hd_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     (void)suggested;
     hd_conn *conn = (hd_conn *)handle;
-    /* Every read is parsed before the next one, so one buffer serves all connections. */
+    /* Every read is consumed before the next one, so one buffer serves all connections. */
     *buf = uv_buf_init(conn->server->read_buffer, sizeof(conn->server->read_buffer));
 }
 
@@ -1004,7 +682,7 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
     if (len == 0 || conn->close_when_flushed)
         return;
     if (conn->state == HD_CONN_READING)
-        parse_input(conn, bytes, len);
+        read_requests(conn, bytes, len);
     else if (conn->state == HD_CONN_WAITING)
         hold_input(conn, bytes, len);
     else if (conn->stream_ops != NULL && conn->stream_ops->on_data != NULL)
@@ -1092,15 +770,10 @@ hd_conn *hd_conn_new(hd_server *server)
     hd_list_init(&conn->timeout_node);
     hd_list_init(&conn->detach_node);
     hd_list_init(&conn->wake_node);
-    conn->reader = hd_calloc(1, sizeof(*conn->reader));
+    conn->reader = server->protocol->reader_new(conn);
+    conn->reader->conn = conn;
     hd_strbuf_init(&conn->reader->held_input);
     hd_list_init(&conn->reader->request_node);
-    conn->request = &conn->reader->request;
-    hd_request_init(conn->request);
-    llhttp_init(&conn->reader->parser, HTTP_REQUEST, &server->http_settings);
-    /* Any DIGIT.DIGIT version: on_version_complete answers those herald does not speak. */
-    conn->reader->parser.lenient_flags |= LENIENT_VERSION;
-    conn->reader->parser.data = conn;
     uv_tcp_init(server->loop, &conn->tcp);
     hd_list_insert_tail(&server->connections, &conn->server_node);
     hd_metric_add(&server->connection_count, 1);
@@ -1118,5 +791,5 @@ void hd_conn_serve(hd_conn *conn)
         hd_conn_close(conn);
         return;
     }
-    wait_for_request(conn);
+    hd_conn_renew_read_deadline(conn);
 }

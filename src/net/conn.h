@@ -2,8 +2,9 @@
  * A client connection and its state machine: the one place where a
  * connection changes state.
  *
- *   READING    parsing requests; each complete request is routed and
- *              answered in order (keep-alive and pipelining)
+ *   READING    the server's protocol (hd_conn_protocol: HTTP/1.x) reads
+ *              requests; each is answered in order (keep-alive and
+ *              pipelining)
  *   WAITING    a transport holds the answer to the current request back
  *              (long-poll); the request stays readable, input that arrives
  *              meanwhile is held (bounded) and parsed after the answer, and
@@ -21,14 +22,19 @@
  * ever in flight past a flush, so a connection that is told to go can
  * still drop everything behind it: buffers are whole frames or events.
  *
- * Private to the server and the transports (not in include/): transports use
- * the functions below, and read only the fields `request` (until the stream
- * starts) and `peer`; every other field is the connection's own.
+ * net/ knows no protocol: it moves bytes, bounds them and keeps deadlines.
+ * What the bytes mean, and what a client is told when it breaks a rule or a
+ * deadline, is the protocol's, given to hd_server_new with a context per
+ * loop (hd_conn_context) for it and the handlers behind it.
+ *
+ * Private to the server, the protocol and the transports (not in include/):
+ * transports use the functions below, and read only the fields `request`
+ * (until the stream starts) and `peer`; every other field is the
+ * connection's own.
  */
 #ifndef HERALD_NET_CONN_H
 #define HERALD_NET_CONN_H
 
-#include <llhttp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -37,7 +43,6 @@
 #include "herald/config.h"
 #include "herald/hub.h"
 #include "herald/list.h"
-#include "http/request.h"
 #include "net/ip_count.h"
 #include "net/outq.h"
 #include "net/tls.h"
@@ -45,6 +50,8 @@
 
 typedef struct hd_server hd_server;
 typedef struct hd_conn hd_conn;
+/* The request being read (http/request.h): the protocol fills it, net/ only holds the pointer. */
+typedef struct hd_request hd_request;
 
 typedef enum hd_conn_state {
     HD_CONN_READING,
@@ -84,17 +91,59 @@ typedef struct hd_stream_ops {
 
 #define HD_CONN_WRITE_BATCH 64
 
-/* What a connection needs only while it reads requests; freed when a stream takes over. */
+/*
+ * What a connection needs only while it reads requests; freed when a stream
+ * takes over. The protocol's reader embeds it first (hd_conn_protocol's
+ * reader_new) and adds its own state after it; these fields are net/'s.
+ */
 typedef struct hd_conn_reader {
-    llhttp_t parser;
-    hd_request request;
-    uint64_t body_limit;  /* for the request being read */
-    hd_strbuf held_input; /* arrived while WAITING; parsed once the answer is queued */
-    /* In server->request_wait from the request's first byte until it is dispatched or ends. */
+    hd_conn *conn;
+    hd_strbuf
+        held_input; /* arrived while WAITING; handed to the protocol once the answer is queued */
+    /* In server->request_wait from hd_conn_start_request_deadline until it is stopped. */
     hd_list request_node;
     uint64_t request_since_ms;
-    uint64_t body_reserved; /* of limits.max_pending_body_bytes, for the body being read */
 } hd_conn_reader;
+
+/*
+ * What reads requests off a connection (HTTP/1.x: http/http1.h), given to
+ * hd_server_new. net/ calls up into the layers above only through this table
+ * and the stream ops. Every function runs on the connection's loop.
+ */
+typedef struct hd_conn_protocol {
+    /*
+     * A new connection: its reader, allocated with hd_conn_reader first
+     * (net/ sets up that part after this returns). The protocol may point
+     * conn->request into it.
+     */
+    hd_conn_reader *(*reader_new)(hd_conn *conn);
+    /*
+     * The reader goes (the connection closed, or a stream took over, once
+     * on_data returned): free what it holds, and it. conn->reader and
+     * conn->request are NULL by then.
+     */
+    void (*reader_free)(hd_conn *conn, hd_conn_reader *reader);
+    /*
+     * Input while READING. Returns how much of it was consumed: all of it,
+     * unless a request handed the connection over (hd_conn_start_wait: the
+     * rest is held and handed back after the answer; hd_conn_start_stream:
+     * the rest goes to the stream's on_data).
+     */
+    size_t (*on_data)(hd_conn *conn, const char *bytes, size_t len);
+    /* limits.header_timeout_s passed without input while READING: close, or answer. */
+    void (*on_read_timeout)(hd_conn *conn);
+    /* limits.request_timeout_s passed since hd_conn_start_request_deadline. */
+    void (*on_request_timeout)(hd_conn *conn);
+    /* hd_conn_close_after_flush with a reader: a request cut short lets go of what it holds. */
+    void (*on_ending)(hd_conn *conn);
+    /* Whether a request is under way: shutdown leaves it to be answered (then closed). */
+    bool (*request_under_way)(const hd_conn *conn);
+    /*
+     * What a client refused over a connection limit is sent before the close
+     * (why: a phrase naming the limit), into out; its length, 0 for nothing.
+     */
+    size_t (*refusal)(const char *why, char *out, size_t cap);
+} hd_conn_protocol;
 
 /*
  * Kept small: an idle subscriber is one of these, its session and its
@@ -114,9 +163,8 @@ struct hd_conn {
     hd_list wake_node;    /* in server->wake_list (WAITING) or resume_list (held input) */
     uint64_t timeout_since_ms;
 
-    hd_conn_reader *reader; /* NULL once a stream took over */
-    hd_request *request;    /* &reader->request, NULL with it */
-    bool request_started;
+    hd_conn_reader *reader; /* the protocol's; NULL once a stream took over */
+    hd_request *request;    /* the protocol's request being read, NULL with the reader */
 
     hd_outq outq;          /* bounded by limits.max_outbound_bytes: see hd_conn_send */
     uv_write_t *write_req; /* only while the socket did not take a write at once */
@@ -179,7 +227,7 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
  * Holds the answer to the current request back (long-poll): the connection
  * is WAITING until hd_conn_end_wait; ops->on_close runs if it closes first,
  * ops->on_shutdown when the server drains. Unlike a stream, the request
- * stays readable (hd_response_* use it when the answer is finally sent).
+ * stays readable (the answer, when it is finally sent, reads it).
  */
 void hd_conn_start_wait(hd_conn *conn, const hd_stream_ops *ops, void *session);
 /* Asks for ops->on_wake in the server's next pass (safe from a hub deliver callback). */
@@ -209,8 +257,11 @@ uint64_t hd_conn_now_ms(const hd_conn *conn);
 uint64_t hd_conn_deadline_from_wall_ms(const hd_conn *conn, int64_t wall_ms);
 /* Whether the server is shutting down (health checks then answer 503). */
 bool hd_conn_server_draining(const hd_conn *conn);
-/* The server's compressor for permessage-deflate frames (one per loop). */
-struct hd_ws_deflater *hd_conn_ws_deflater(const hd_conn *conn);
+/*
+ * The context of the connection's loop, as given to hd_server_new: the
+ * protocol's and its handlers' (transport/context.h), opaque to net/.
+ */
+void *hd_conn_context(const hd_conn *conn);
 hd_hub *hd_conn_hub(const hd_conn *conn);
 /* Where messages are published and history read (engine/engine.h). */
 struct hd_engine *hd_conn_engine(const hd_conn *conn);
@@ -231,5 +282,19 @@ size_t hd_conn_server_connections(const hd_conn *conn);
  * Safe from any worker thread.
  */
 bool hd_conn_hold_pending(hd_conn *conn, uint64_t *reserved, uint64_t bytes);
+
+/* For the protocol (see hd_conn_protocol). */
+
+/* Whether the connection still reads requests: READING, and not ending. */
+bool hd_conn_reads_requests(const hd_conn *conn);
+/* Input arrived, or a request was answered: limits.header_timeout_s starts again. */
+void hd_conn_renew_read_deadline(hd_conn *conn);
+/*
+ * A request's first byte arrived: on_request_timeout fires
+ * limits.request_timeout_s from now, unless hd_conn_stop_request_deadline
+ * comes first (or the connection closes).
+ */
+void hd_conn_start_request_deadline(hd_conn *conn);
+void hd_conn_stop_request_deadline(hd_conn *conn);
 
 #endif

@@ -1,8 +1,8 @@
 /*
  * The listening sockets and what comes in through them: accepting (each
  * worker from its own descriptor of the shared socket), the connection
- * limits, refusals (a 503, the write side shut down, the input read out for
- * a moment), running out of descriptors, and the log lines for all of these,
+ * limits, refusals (the protocol's answer, the write side shut down, the
+ * input read out for a moment), running out of descriptors, and the log lines for all of these,
  * aggregated in bursts. A connection accepted under the limits is handed to
  * conn.c (hd_conn_serve).
  */
@@ -60,21 +60,13 @@ static void note_refusal(hd_server *server, hd_refusal reason, const char *peer)
         hd_log_warn("refusing %s: %s", peer, refusal_reasons[reason]);
 }
 
-/* The 503 a refused client is sent into out; its length, 0 on a TLS listener (nothing to send). */
+/* What a refused client is sent (the protocol's 503) into out; its length, 0: nothing. */
 static size_t refusal_answer(const hd_server *server, hd_refusal reason, char *out, size_t cap)
 {
     /* A TLS client would take plain text for a broken handshake: it only sees the close. */
     if (server->tls != NULL)
         return 0;
-    char body[160];
-    int body_len =
-        snprintf(body, sizeof(body), "{\"error\":\"too_many_connections\",\"message\":\"%s.\"}\n",
-                 refusal_reasons[reason]);
-    int len = snprintf(out, cap,
-                       "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                       "Content-Length: %d\r\nConnection: close\r\n\r\n%s",
-                       body_len, body);
-    return len > 0 && (size_t)len < cap ? (size_t)len : 0;
+    return server->protocol->refusal(refusal_reasons[reason], out, cap);
 }
 
 static void sweep_logs(hd_server *server, uint64_t now)

@@ -14,8 +14,6 @@
 #include "herald/worker.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
-#include "ws/ws_deflate.h"
-#include "ws/ws_handshake.h"
 
 #define SWEEP_INTERVAL_MS 250
 /* Connections written per flush pass (about 0.5 ms of writes here) before the loop reads again. */
@@ -56,10 +54,13 @@ static void use_settings(hd_server *server, hd_settings *settings)
 }
 
 hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
-                         struct hd_engine *engine, hd_server *sibling)
+                         struct hd_engine *engine, hd_server *sibling,
+                         const hd_conn_protocol *protocol, void *context)
 {
     hd_server *server = hd_calloc(1, sizeof(*server));
     server->loop = loop;
+    server->protocol = protocol;
+    server->context = context;
     use_settings(server, hd_settings_ref(settings));
     server->hub = hub;
     server->engine = engine;
@@ -67,7 +68,6 @@ hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
     server->index = server->group->size;
     server->group->servers[server->group->size++] = server;
     server->group->alive++;
-    server->ws_deflater = hd_ws_deflater_new();
     hd_list_init(&server->connections);
     hd_list_init(&server->flush_list);
     hd_list_init(&server->close_list);
@@ -80,7 +80,6 @@ hd_server *hd_server_new(uv_loop_t *loop, hd_settings *settings, hd_hub *hub,
     hd_list_init(&server->refused_drain);
     server->reserve_fd = -1;
     hd_list_init(&server->close_wait);
-    hd_conn_init_http_settings(&server->http_settings);
     return server;
 }
 
@@ -98,7 +97,7 @@ static void process_closes(hd_server *server)
     }
 }
 
-/* Transports woken by a delivery answer here, outside it; then input held meanwhile is parsed. */
+/* Transports woken by a delivery answer here, outside it; then input held meanwhile is read. */
 static void process_wakes(hd_server *server)
 {
     /* Parsing held input may start another wait that asks for a wake at once: loop until both are
@@ -178,7 +177,7 @@ static void sweep_requests(hd_server *server, uint64_t timeout_ms)
         if (reader->request_since_ms + timeout_ms > now)
             break;
         hd_list_unlink(&reader->request_node);
-        hd_conn_on_request_timeout(reader->parser.data);
+        hd_conn_on_request_timeout(reader->conn);
     }
 }
 
@@ -277,14 +276,6 @@ void hd_server_request_shutdown(hd_server *server)
 
 int hd_server_start(hd_server *server, char *err, size_t err_len)
 {
-    /*
-     * OpenSSL sets up its SHA-1 provider on first use (about 170 KiB): do it
-     * at start, once, rather than during the first client's handshake.
-     */
-    if (server->index == 0) {
-        char accept[HD_WS_ACCEPT_SIZE];
-        hd_ws_accept_key("dGhlIHNhbXBsZSBub25jZQ==", 24, accept);
-    }
     uv_prepare_init(server->loop, &server->flush_pass);
     server->flush_pass.data = server;
     uv_prepare_start(&server->flush_pass, server_on_flush_pass);
@@ -364,7 +355,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
         hd_conn *conn = hd_container_of(node, hd_conn, server_node);
         if (conn->state == HD_CONN_CLOSING)
             continue;
-        if (conn->state == HD_CONN_READING && conn->request_started)
+        if (conn->state == HD_CONN_READING && server->protocol->request_under_way(conn))
             continue; /* answered with Connection: close, or cut by the header timeout */
         if (conn->state == HD_CONN_READING && conn->outq.count == 0)
             hd_conn_close(conn);
@@ -383,7 +374,6 @@ void hd_server_free(hd_server *server)
 {
     hd_settings_release(server->next_settings);
     hd_settings_release(server->settings);
-    hd_ws_deflater_free(server->ws_deflater);
     hd_listeners_free(server);
     group_leave(server->group);
     free(server);

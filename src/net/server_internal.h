@@ -6,7 +6,6 @@
 #ifndef HERALD_NET_SERVER_INTERNAL_H
 #define HERALD_NET_SERVER_INTERNAL_H
 
-#include <llhttp.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <uv.h>
@@ -16,6 +15,7 @@
 #include "herald/hub.h"
 #include "herald/list.h"
 #include "herald/server.h"
+#include "net/conn.h"
 #include "net/ip_count.h"
 #include "net/tls.h"
 #include "ops/metrics.h"
@@ -82,12 +82,9 @@ struct hd_server {
     hd_settings *settings;
     hd_settings *next_settings;
     uv_async_t settings_async;
-    /*
-     * The one per-loop resource a transport needs (WebSocket compression is
-     * done once per message, by one compressor per loop). The server is the
-     * per-loop object, so it holds it, as an opaque pointer.
-     */
-    struct hd_ws_deflater *ws_deflater;
+    /* What reads requests off every connection, and this loop's context for it (the caller's). */
+    const hd_conn_protocol *protocol;
+    void *context;
 
     hd_listener *listeners;
     size_t listener_count;
@@ -116,8 +113,7 @@ struct hd_server {
     uv_async_t stop_async;   /* hd_server_request_shutdown from another thread */
     uint64_t last_expire_ms;
 
-    llhttp_settings_t http_settings;
-    char read_buffer[HD_READ_BUFFER_SIZE]; /* shared: every read is parsed at once */
+    char read_buffer[HD_READ_BUFFER_SIZE]; /* shared: every read is consumed at once */
 
     hd_metrics metrics;
     hd_log_burst refusal_log[HD_REFUSED_COUNT];
@@ -155,7 +151,7 @@ void hd_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf);
 void hd_conn_wait_in(hd_conn *conn, hd_list *list);
 /* Gives the connection's places under max_connections and max_connections_per_ip back, once. */
 void hd_conn_leave_limits(hd_conn *conn);
-/* Input from the socket: parsed as HTTP, or handed to the stream that took over. */
+/* Input from the socket: for the protocol, held (WAITING), or the stream's that took over. */
 void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len);
 void hd_conn_flush(hd_conn *conn);
 void hd_conn_finish_close(hd_conn *conn);
@@ -168,7 +164,6 @@ void hd_conn_on_request_timeout(hd_conn *conn);
 void hd_conn_on_idle_stream(hd_conn *conn);
 /* The queue of a connection closing after a flush was not written within limits.close_timeout_s. */
 void hd_conn_on_close_timeout(hd_conn *conn);
-void hd_conn_init_http_settings(llhttp_settings_t *settings);
 uint64_t hd_server_now(const hd_server *server);
 void hd_server_maybe_done(hd_server *server);
 /* One of the server's handles closed during shutdown: the last one completes it. */

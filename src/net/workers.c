@@ -12,6 +12,7 @@
 typedef struct worker {
     uv_loop_t loop;
     hd_server *server;
+    void *context; /* the service's, for this loop */
     uv_thread_t thread;
     unsigned index;
     bool running;
@@ -20,20 +21,24 @@ typedef struct worker {
 struct hd_workers {
     worker *workers;
     unsigned count;
+    const hd_workers_service *service;
 };
 
 hd_workers *hd_workers_new(hd_settings *settings, hd_hub *hub, struct hd_engine *engine,
-                           unsigned count)
+                           unsigned count, const hd_workers_service *service)
 {
     hd_workers *w = hd_calloc(1, sizeof(*w));
     w->workers = hd_calloc(count, sizeof(*w->workers));
     w->count = count;
+    w->service = service;
     for (unsigned i = 0; i < count; i++) {
         worker *k = &w->workers[i];
         k->index = i;
         uv_loop_init(&k->loop);
+        k->context = service->context_new();
         k->server =
-            hd_server_new(&k->loop, settings, hub, engine, i > 0 ? w->workers[0].server : NULL);
+            hd_server_new(&k->loop, settings, hub, engine, i > 0 ? w->workers[0].server : NULL,
+                          service->protocol, k->context);
     }
     return w;
 }
@@ -100,6 +105,7 @@ void hd_workers_free(hd_workers *w)
     }
     for (unsigned i = 0; i < w->count; i++) {
         hd_server_free(w->workers[i].server);
+        w->service->context_free(w->workers[i].context);
         uv_loop_close(&w->workers[i].loop);
     }
     free(w->workers);

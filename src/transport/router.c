@@ -32,7 +32,8 @@ static bool is_echo_path(const hd_conn *conn)
     return echo_path != NULL && echo_path[0] != '\0' && path_is(conn->request, echo_path);
 }
 
-uint64_t hd_router_body_limit(const hd_conn *conn)
+/* The body size the request's route accepts, known once the head is parsed. */
+static uint64_t route_body_limit(const hd_conn *conn)
 {
     const hd_config *config = hd_conn_config(conn);
     if (path_is(conn->request, "/publish"))
@@ -139,7 +140,13 @@ static route_handler find_route(hd_conn *conn)
     return NULL;
 }
 
-bool hd_router_head_acceptable(hd_conn *conn)
+/*
+ * Whether the request may go on to send its body, judged from its head
+ * (method, path, query, headers) before the body is read: false after
+ * answering the refusal the head alone earns (404, 405, 401, 403, 415...).
+ * For Expect: 100-continue; the request is dispatched as usual later.
+ */
+static bool route_head_acceptable(hd_conn *conn)
 {
     route_handler handler = find_route(conn);
     if (handler == hd_publish_handle_topic)
@@ -149,7 +156,8 @@ bool hd_router_head_acceptable(hd_conn *conn)
     return handler != NULL;
 }
 
-void hd_router_dispatch(hd_conn *conn)
+/* Answers the request, or hands the connection to a streaming transport. */
+static void route_dispatch(hd_conn *conn)
 {
     const hd_request *req = conn->request;
     /* The path only: query strings may carry tokens, which never reach a log. */
@@ -159,3 +167,9 @@ void hd_router_dispatch(hd_conn *conn)
     if (handler != NULL)
         handler(conn);
 }
+
+const hd_http_handlers hd_router_handlers = {
+    .body_limit = route_body_limit,
+    .head_acceptable = route_head_acceptable,
+    .dispatch = route_dispatch,
+};

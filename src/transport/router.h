@@ -1,25 +1,13 @@
 /*
- * Routes a complete request to its handler. Called by the connection's
- * state machine, once per request, in request order.
+ * Routes each request to its handler: the handlers HTTP/1 (http/http1.h)
+ * hands every request to, once per request, in request order. The table
+ * goes into each loop's context (transport/context.h).
  */
 #ifndef HERALD_TRANSPORT_ROUTER_H
 #define HERALD_TRANSPORT_ROUTER_H
 
-#include <stdbool.h>
-#include <stdint.h>
+#include "http/http1.h"
 
-#include "net/conn.h"
-
-/* The body size the request's route accepts, known once the head is parsed. */
-uint64_t hd_router_body_limit(const hd_conn *conn);
-/*
- * Whether the request may go on to send its body, judged from its head
- * (method, path, query, headers) before the body is read: false after
- * answering the refusal the head alone earns (404, 405, 401, 403, 415...).
- * For Expect: 100-continue; the request is dispatched as usual later.
- */
-bool hd_router_head_acceptable(hd_conn *conn);
-/* Answers the request, or hands the connection to a streaming transport. */
-void hd_router_dispatch(hd_conn *conn);
+extern const hd_http_handlers hd_router_handlers;
 
 #endif

@@ -19,6 +19,7 @@
 #include "ops/metrics.h"
 #include "transport/authorize.h"
 #include "transport/catch_up.h"
+#include "transport/context.h"
 #include "transport/publish.h"
 #include "transport/subscribe_params.h"
 #include "transport/ws_control.h"
@@ -170,7 +171,7 @@ static bool queue_message(void *ctx, hd_message *msg)
         return false;
     hd_buf *frame = compresses_shared(session)
                         ? hd_message_encoded(msg, HD_WIRE_WS_DEFLATE, encode_compressed,
-                                             hd_conn_ws_deflater(session->conn))
+                                             hd_transport_ws_deflater(session->conn))
                         : hd_message_encoded(msg, HD_WIRE_WS, hd_websocket_encode_message, NULL);
     if (!send_frame(session, frame, false))
         return false;
@@ -411,9 +412,10 @@ static void run_command(ws_session *session, const char *text, size_t len)
 
 static void echo_message(ws_session *session, hd_ws_opcode opcode, const char *data, size_t len)
 {
-    hd_buf *frame = compresses_shared(session)
-                        ? hd_ws_deflate_frame(hd_conn_ws_deflater(session->conn), opcode, data, len)
-                        : hd_ws_frame_build(opcode, false, data, len);
+    hd_buf *frame =
+        compresses_shared(session)
+            ? hd_ws_deflate_frame(hd_transport_ws_deflater(session->conn), opcode, data, len)
+            : hd_ws_frame_build(opcode, false, data, len);
     send_frame(session, frame, true);
 }
 

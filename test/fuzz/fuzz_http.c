@@ -17,8 +17,10 @@
 #include "herald/log.h"
 #include "herald/settings.h"
 #include "engine/memory.h"
+#include "http/http1.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
+#include "transport/context.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -49,11 +51,13 @@ static void deliver_queued(hd_hub *hub)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static hd_settings *settings_open, *settings_closed;
+    static void *context; /* the transports' per-loop context, as main.c wires it */
     static int initialised;
     if (!initialised) {
         hd_log_set_level(HD_LOG_ERROR);
         settings_open = fuzz_settings(true);
         settings_closed = fuzz_settings(false);
+        context = hd_transport_context_new();
         initialised = 1;
     }
     if (size == 0)
@@ -65,8 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_publish_item held = {.topic = "a", .topic_len = 1, .data = "held", .data_len = 4};
     hd_hub_publish_batch(hub, &held, 1, 0, NULL, NULL, NULL);
     hd_engine *engine = hd_engine_memory_new(hub);
-    hd_server *server =
-        hd_server_new(&loop, data[0] & 0x80 ? settings_closed : settings_open, hub, engine, NULL);
+    hd_server *server = hd_server_new(&loop, data[0] & 0x80 ? settings_closed : settings_open, hub,
+                                      engine, NULL, &hd_http1_protocol, context);
     hd_conn *conn = hd_conn_new(server);
 
     size_t split = 1 + (size > 1 ? data[0] % (size - 1) : 0);

@@ -20,8 +20,10 @@
 #include "herald/config.h"
 #include "herald/log.h"
 #include "herald/settings.h"
+#include "http/http1.h"
 #include "net/conn.h"
 #include "net/server_internal.h"
+#include "transport/context.h"
 #include "test.h"
 
 #define EPOCH 0x0badf00d
@@ -201,6 +203,7 @@ typedef struct world {
     hd_hub *hub;
     deferred *engine;
     hd_settings *settings;
+    void *context; /* the transports' per-loop context, as main.c wires it */
     hd_server *server;
 } world;
 
@@ -219,13 +222,16 @@ static void world_init(world *w)
     char err[256];
     w->settings = hd_settings_new(&config, err, sizeof(err));
     hd_config_free(&config);
-    w->server = hd_server_new(&w->loop, w->settings, w->hub, &w->engine->base, NULL);
+    w->context = hd_transport_context_new();
+    w->server = hd_server_new(&w->loop, w->settings, w->hub, &w->engine->base, NULL,
+                              &hd_http1_protocol, w->context);
 }
 
 static void world_free(world *w)
 {
     uv_run(&w->loop, UV_RUN_DEFAULT); /* the connections' and timers' close callbacks */
     hd_server_free(w->server);
+    hd_transport_context_free(w->context);
     hd_settings_release(w->settings);
     hd_engine_free(&w->engine->base);
     hd_hub_free(w->hub);
