@@ -39,6 +39,15 @@ static void gauge(hd_strbuf *out, const char *name, const char *help, uint64_t v
     sample(out, name, value);
 }
 
+/* A counter family with one sample per value of one label (names[i] for values[i]). */
+static void counter_by(hd_strbuf *out, const char *name, const char *help, const char *label,
+                       const char *const *names, const uint64_t *values, int count)
+{
+    family(out, name, "counter", help);
+    for (int i = 0; i < count; i++)
+        labelled(out, name, label, names[i], values[i]);
+}
+
 static void per_transport(hd_strbuf *out, const char *name, const uint64_t *values)
 {
     for (int t = 0; t < HD_TRANSPORT_COUNT; t++)
@@ -62,18 +71,14 @@ static void render_connections(const hd_metrics *m, const hd_metrics_gauges *g, 
                          g->worker_connections[w]);
     counter(out, "herald_connections_accepted_total", "Client connections accepted.",
             m->connections_accepted);
-    family(
-        out, "herald_connections_refused_total", "counter",
-        "Connections answered 503 and closed: a limit was reached, or file descriptors ran out.");
-    for (int r = 0; r < HD_REFUSED_COUNT; r++)
-        labelled(out, "herald_connections_refused_total", "reason", refusal_names[r],
-                 m->connections_refused[r]);
-    family(out, "herald_accept_errors_total", "counter",
-           "accept() failures that met a waiting connection; emfile, enfile: out of file "
-           "descriptors.");
-    for (int e = 0; e < HD_ACCEPT_ERROR_COUNT; e++)
-        labelled(out, "herald_accept_errors_total", "error", accept_error_names[e],
-                 m->accept_errors[e]);
+    counter_by(
+        out, "herald_connections_refused_total",
+        "Connections answered 503 and closed: a limit was reached, or file descriptors ran out.",
+        "reason", refusal_names, m->connections_refused, HD_REFUSED_COUNT);
+    counter_by(out, "herald_accept_errors_total",
+               "accept() failures that met a waiting connection; emfile, enfile: out of file "
+               "descriptors.",
+               "error", accept_error_names, m->accept_errors, HD_ACCEPT_ERROR_COUNT);
 }
 
 static void render_hub(const hd_hub_stats *hub, hd_strbuf *out)
@@ -99,10 +104,8 @@ static void render_traffic(const hd_metrics *m, hd_strbuf *out)
     family(out, "herald_slow_consumer_disconnects_total", "counter",
            "Subscribers disconnected because their queue passed limits.max_outbound_bytes.");
     per_transport(out, "herald_slow_consumer_disconnects_total", m->slow_consumer_disconnects);
-    family(out, "herald_protocol_errors_total", "counter", "Malformed client input.");
-    for (int p = 0; p < HD_PROTOCOL_COUNT; p++)
-        labelled(out, "herald_protocol_errors_total", "protocol", protocol_names[p],
-                 m->protocol_errors[p]);
+    counter_by(out, "herald_protocol_errors_total", "Malformed client input.", "protocol",
+               protocol_names, m->protocol_errors, HD_PROTOCOL_COUNT);
 }
 
 static void render_pending(const hd_metrics *m, const hd_metrics_gauges *g, hd_strbuf *out)
@@ -110,12 +113,10 @@ static void render_pending(const hd_metrics *m, const hd_metrics_gauges *g, hd_s
     gauge(out, "herald_pending_body_bytes",
           "Bytes held by request bodies and WebSocket messages still being received.",
           g->pending_body_bytes);
-    family(out, "herald_pending_body_refusals_total", "counter",
-           "Bodies answered 503 and WebSocket messages closed with 1013 because "
-           "limits.max_pending_body_bytes was reached.");
-    for (int p = 0; p < HD_PROTOCOL_COUNT; p++)
-        labelled(out, "herald_pending_body_refusals_total", "protocol", protocol_names[p],
-                 m->pending_body_refusals[p]);
+    counter_by(out, "herald_pending_body_refusals_total",
+               "Bodies answered 503 and WebSocket messages closed with 1013 because "
+               "limits.max_pending_body_bytes was reached.",
+               "protocol", protocol_names, m->pending_body_refusals, HD_PROTOCOL_COUNT);
 }
 
 /* The process metrics every Prometheus client library exports, read from /proc. */
