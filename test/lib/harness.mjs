@@ -138,9 +138,12 @@ export async function startHerald({ config = {}, args, listen = '127.0.0.1:0', e
   });
 
   let stopping = null;
+  let exitInfo = null;
   const exited = new Promise((resolve) => {
     child.on('close', (code, signal) => {
       running.delete(child);
+      // Before the waiters run: a waiter must see the exit now, not after a timeout.
+      exitInfo = { code, signal };
       if (!stopping && !startFailed) {
         // Say so at once: the tests that follow will only see refused connections.
         process.stderr.write(`\n*** herald (${argv.join(' ')}) exited unexpectedly: code ${code}, signal ${signal}; stderr:\n${stderr}\n`);
@@ -149,8 +152,6 @@ export async function startHerald({ config = {}, args, listen = '127.0.0.1:0', e
       resolve({ code, signal });
     });
   });
-  let exitInfo = null;
-  exited.then((info) => { exitInfo = info; });
   const spawnError = new Promise((_, reject) => child.on('error', reject));
 
   const waitForStderr = (re, timeout = 5000) => withTimeout(new Promise((resolve, reject) => {
