@@ -47,6 +47,13 @@ typedef struct hd_hub_options {
     uint64_t history_max_total_bytes; /* all topics together; 0 = no limit */
     uint32_t max_topics;              /* 0 = no limit */
     uint32_t epoch;                   /* 0 = pick a random non-zero epoch */
+    /*
+     * The sequence is a cluster's (engine/redis.h): this hub only mirrors
+     * what it was handed (hd_hub_ingest), so a cursor of its epoch beyond
+     * the newest seq it saw may still have been issued by another node and
+     * is not refused here (the engine's read answers it).
+     */
+    bool cluster;
 } hd_hub_options;
 
 /*
@@ -198,6 +205,33 @@ typedef struct hd_publish_item {
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
                                    size_t *failed);
+
+/*
+ * For an engine that stores elsewhere (cluster mode): a message another
+ * node (or this one, through the store) published, handed over in the
+ * store's seq order. Like a publish without assigning a seq: msg (whose
+ * reference the hub takes) goes into its topic's local history and to
+ * every worker with subscribers of the topic. The hub's seq becomes the
+ * newest seq ingested; a message of another epoch moves the hub to that
+ * epoch. A message at or below its topic's newest seq is a duplicate and
+ * dropped. Returns whether it was taken. Any thread.
+ */
+bool hd_hub_ingest(hd_hub *hub, hd_message *msg);
+/*
+ * Moves the hub to epoch (cluster mode: the store's); a new epoch restarts
+ * its seq at 0. Any thread.
+ */
+void hd_hub_set_epoch(hd_hub *hub, uint32_t epoch);
+
+/*
+ * An engine that answers on its own thread runs its completions on each
+ * worker's thread through this: run(ctx, worker) is called by the worker
+ * (at the start of hd_hub_deliver_pending) after hd_hub_wake(worker). Set
+ * once, before any worker runs.
+ */
+void hd_hub_set_worker_hook(hd_hub *hub, void (*run)(void *ctx, unsigned worker), void *ctx);
+/* Wakes worker as a new message would (its notify), so it runs the hook. Any thread. */
+void hd_hub_wake(hd_hub *hub, unsigned worker);
 
 /*
  * Called once per worker at start: notify(ctx) is called from any thread,
