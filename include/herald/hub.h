@@ -218,10 +218,14 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  */
 bool hd_hub_ingest(hd_hub *hub, hd_message *msg);
 /*
- * Moves the hub to epoch (cluster mode: the store's); a new epoch restarts
- * its seq at 0. Any thread.
+ * Moves the hub to epoch (cluster mode: the store's; a new epoch restarts
+ * its seq at 0), and its seq to at least seq: the newest the cluster is
+ * known to have issued (from a publish's or a read's answer). Subscribing
+ * starts live delivery after the hub's seq, which is right for a cluster's
+ * too: what was issued before was published before the subscription (a
+ * catch-up reads it). Any thread.
  */
-void hd_hub_set_epoch(hd_hub *hub, uint32_t epoch);
+void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq);
 
 /*
  * An engine that answers on its own thread runs its completions on each

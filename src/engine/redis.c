@@ -175,6 +175,7 @@ struct hd_engine_request {
     hd_engine_read_cb read_done;
     struct hd_engine_request *next; /* in the reads waiting for the link */
     bool fill;                      /* a read for a lost pub/sub message: the engine's own */
+    bool hello;                     /* the read of no topic at connect: the epoch and the cut */
     char *buf;                      /* the copies of the caller's bytes */
 
     /* publish */
@@ -390,10 +391,11 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq)
         e->epoch = epoch;
         e->known_seq = 0;
         forget_positions(e);
-        hd_hub_set_epoch(e->base.hub, epoch);
     }
-    if (seq > e->known_seq)
+    if (seq > e->known_seq || e->known_seq == 0) {
         e->known_seq = seq;
+        hd_hub_advance(e->base.hub, epoch, seq);
+    }
 }
 
 /* ------------------------------------------------------------------ publishing */
@@ -649,6 +651,12 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
 {
     hd_engine_request *req = ctx;
     redis_engine *e = req->engine;
+    if (req->hello) {
+        if (status == HD_REDIS_OK && !take_read_reply(e, req, reply))
+            hd_log_error("cluster: the read script answered something unexpected");
+        request_free(req);
+        return;
+    }
     if (status != HD_REDIS_OK) {
         /* The link broke: a fill gives up (the hole stays), a client's read waits for it. */
         if (req->fill) {
@@ -916,6 +924,11 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
     e->was_up = true;
     /* What pub/sub carried while down is not known: each topic starts again from its next. */
     forget_positions(e);
+    hd_cursor earliest = {.present = true, .earliest = true, .text = ""};
+    hd_engine_request *hello = read_request_new(e, NULL, NULL, 0, &earliest, 1, NULL);
+    hello->hello = true;
+    hello->worker = HD_WORKER_NONE;
+    run_read(e, hello);
     hd_engine_request *waiting = e->waiting;
     e->waiting = NULL;
     e->waiting_tail = &e->waiting;

@@ -359,10 +359,12 @@ static void set_epoch_locked(hd_hub *hub, uint32_t epoch)
     free(unused);
 }
 
-void hd_hub_set_epoch(hd_hub *hub, uint32_t epoch)
+void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq)
 {
     hub_lock(hub);
     set_epoch_locked(hub, epoch);
+    if (seq > hub->seq)
+        hub->seq = seq;
     hub_unlock(hub);
 }
 
