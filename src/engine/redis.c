@@ -1042,6 +1042,13 @@ static void redis_free(hd_engine *engine)
     free(e);
 }
 
+static void redis_stats(const hd_engine *engine, hd_engine_stats *out)
+{
+    redis_engine *e = (redis_engine *)engine;
+    out->reconnects = atomic_load(&e->reconnects);
+    out->lost_reads = atomic_load(&e->gap_reads);
+}
+
 static const hd_engine_ops redis_ops = {
     .name = "redis",
     .publish = redis_publish,
@@ -1049,15 +1056,9 @@ static const hd_engine_ops redis_ops = {
     .cancel = redis_cancel,
     .interest = redis_interest,
     .state = redis_state,
+    .stats = redis_stats,
     .free = redis_free,
 };
-
-void hd_engine_redis_get_stats(const hd_engine *engine, hd_engine_redis_stats *out)
-{
-    redis_engine *e = (redis_engine *)engine;
-    out->reconnects = atomic_load(&e->reconnects);
-    out->gap_reads = atomic_load(&e->gap_reads);
-}
 
 hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *options)
 {

@@ -51,13 +51,6 @@ typedef struct hd_engine_redis_options {
  */
 hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *options);
 
-/* Counters for /metrics. */
-typedef struct hd_engine_redis_stats {
-    uint64_t reconnects; /* times the link came up again after being up */
-    uint64_t gap_reads;  /* reads for pub/sub messages found lost through prev */
-} hd_engine_redis_stats;
-void hd_engine_redis_get_stats(const hd_engine *engine, hd_engine_redis_stats *out);
-
 /* ------------------------------------------------------------------ pure parts, for tests */
 
 /* One pub/sub payload: "<epoch>:<seq>:<prev>:<ms>:<event length>:<event><data>". */

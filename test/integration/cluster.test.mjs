@@ -176,6 +176,9 @@ test('Redis stopped: publish 503 unavailable at once, /healthz 503, subscribers 
     await until(async () => (await request(`${a.url}/healthz`)).status === 503,
       { timeout: TIMEOUT_MS * 3, what: '/healthz on A to say 503' });
     const health = await request(`${a.url}/healthz`);
+    const down = await request(`${a.url}/metrics`);
+    assert.match(down.text, /^herald_cluster_up 0$/m);
+    assert.match(down.text, /^herald_cluster_state\{state="up"\} 0$/m);
     assertError(health, 503, 'unavailable');
     assert.match(health.text, /redis/);
     const t0 = Date.now();
@@ -191,6 +194,10 @@ test('Redis stopped: publish 503 unavailable at once, /healthz 503, subscribers 
   await until(async () => (await request(`${b.url}/healthz`)).status === 200,
     { timeout: 10_000, what: '/healthz on B to recover' });
   await subscribedOnRedis(topic, 1);
+  const up = await request(`${a.url}/metrics`);
+  assert.match(up.text, /^herald_cluster_up 1$/m);
+  assert.match(up.text, /^herald_cluster_state\{state="up"\} 1$/m);
+  assert.match(up.text, /^herald_cluster_reconnects_total [1-9]/m);
   const after = await publishOk(a.url, topic, 'after');
   await sse.waitFor((s) => s.events.some((e) => e.id === after.id), { what: 'the message published after the outage' });
   assert.equal(sse.stream.ended, false);
