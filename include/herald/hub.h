@@ -103,7 +103,8 @@ typedef struct hd_subscription {
     hd_topic *topic;
     hd_list node; /* in the topic's subscriber list of the subscriber's worker */
     hd_subscriber *subscriber;
-    uint64_t seen_seq; /* the newest seq of this topic it was given, live or from history */
+    uint64_t seen_seq;   /* the newest seq of this topic it was given, live or from history */
+    uint32_t seen_epoch; /* seen_seq's epoch: a message of another one is new (cluster mode) */
 } hd_subscription;
 
 /*

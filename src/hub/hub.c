@@ -456,8 +456,9 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
             hd_list_foreach_safe(pos, next, &topics[i]->subscribers[self])
             {
                 hd_subscription *s = hd_container_of(pos, hd_subscription, node);
-                if (s->seen_seq >= msg->seq)
+                if (s->seen_epoch == msg->epoch && s->seen_seq >= msg->seq)
                     continue;
+                s->seen_epoch = msg->epoch;
                 s->seen_seq = msg->seq;
                 s->subscriber->ops->deliver(s->subscriber, msg);
             }
@@ -542,6 +543,7 @@ static hd_hub_status subscribe_locked(hd_hub *hub, hd_subscriber *sub, const cha
     s->subscriber = sub;
     /* Live delivery starts after what is published now; a catch-up serves the rest. */
     s->seen_seq = hub->seq;
+    s->seen_epoch = hub->epoch;
     hd_list_insert_tail(&t->subscribers[sub->worker], &s->node);
     if (++t->subscriber_count == 1 && hub->on_interest != NULL)
         hub->on_interest(hub->interest_ctx, t->name, t->name_len, true);
@@ -729,8 +731,10 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg)
         hd_subscription *s = &sub->subscriptions[i];
         if (s->topic->name_len == msg->topic_len &&
             memcmp(s->topic->name, msg->topic, msg->topic_len) == 0) {
-            if (s->seen_seq < msg->seq)
+            if (s->seen_epoch != msg->epoch || s->seen_seq < msg->seq) {
+                s->seen_epoch = msg->epoch;
                 s->seen_seq = msg->seq;
+            }
             return;
         }
     }

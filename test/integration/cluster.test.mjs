@@ -164,6 +164,7 @@ test('Redis stopped: publish 503 unavailable at once, /healthz 503, subscribers 
   await subscribedOnRedis(topic, 1);
   await publishOk(a.url, topic, 'before');
   await sse.waitEvents(1);
+  const wsPublisher = await openWS(a.url, '/ws');
 
   redis.child.kill('SIGSTOP');
   try {
@@ -184,7 +185,12 @@ test('Redis stopped: publish 503 unavailable at once, /healthz 503, subscribers 
     const t0 = Date.now();
     const refused = await publish(a.url, topic, 'during');
     assertError(refused, 503, 'unavailable');
+    assert.equal(refused.headers.get('retry-after'), '1');
     assert.ok(Date.now() - t0 < 500, 'refused at once');
+    const wsReply = await wsPublisher.call({ op: 'publish', topic, data: 'during', ref: 'p' });
+    assert.equal(wsReply.type, 'error', JSON.stringify(wsReply));
+    assert.equal(wsReply.error, 'unavailable');
+    assert.equal(wsReply.ref, 'p');
     assert.equal(sse.stream.ended, false, 'the subscriber on B stays connected');
   } finally {
     redis.child.kill('SIGCONT');
@@ -201,6 +207,44 @@ test('Redis stopped: publish 503 unavailable at once, /healthz 503, subscribers 
   const after = await publishOk(a.url, topic, 'after');
   await sse.waitFor((s) => s.events.some((e) => e.id === after.id), { what: 'the message published after the outage' });
   assert.equal(sse.stream.ended, false);
+  sse.close();
+  wsPublisher.close();
+});
+
+test('a pub/sub message lost on its way is read from Redis and delivered in order', async () => {
+  const topic = 'c-lost';
+  const sse = await subscribe(b.url, `/events?topic=${topic}`);
+  await subscribedOnRedis(topic, 1);
+  const first = await publishOk(a.url, topic, 'first');
+  await sse.waitEvents(1);
+  // What the publish script does, except that the middle message is never
+  // published on the channel: as if the pub/sub connection had dropped it.
+  const hub = `{${PREFIX}}:hub`;
+  const stream = `{${PREFIX}}:s:${topic}`;
+  const meta = `{${PREFIX}}:m:${topic}`;
+  const channel = `{${PREFIX}}:c:${topic}`;
+  const script = `
+    local epoch = redis.call('HGET', KEYS[1], 'e')
+    local prev = tonumber(ARGV[1])
+    local lost = redis.call('HINCRBY', KEYS[1], 's', 1)
+    redis.call('XADD', KEYS[2], lost .. '-0', 'd', 'lost', 't', ARGV[2], 'p', prev, 'v', '')
+    local next = redis.call('HINCRBY', KEYS[1], 's', 1)
+    redis.call('XADD', KEYS[2], next .. '-0', 'd', 'next', 't', ARGV[2], 'p', lost, 'v', '')
+    redis.call('HSET', KEYS[3], 'l', next)
+    redis.call('PUBLISH', KEYS[4], epoch .. ':' .. next .. ':' .. lost .. ':' .. ARGV[2] .. ':0:next')
+    return {lost, next}`;
+  const [, seq] = first.id.split('-');
+  const out = await redisCli(redis.port, 'EVAL', script, '4', hub, stream, meta, channel, seq, String(Date.now()));
+  const [lostSeq, nextSeq] = out.split('\n').map(Number);
+  const epoch = first.id.split('-')[0];
+  const events = await sse.waitEvents(3);
+  assert.deepEqual(events.map((e) => [e.id, e.data]),
+    [[first.id, 'first'], [`${epoch}-${lostSeq}`, 'lost'], [`${epoch}-${nextSeq}`, 'next']]);
+  const metrics = await request(`${b.url}/metrics`);
+  assert.match(metrics.text, /^herald_cluster_lost_reads_total [1-9]/m);
+  const after = await publishOk(a.url, topic, 'after');
+  await sse.waitFor((st) => st.events.length === 4, { what: 'the message after' });
+  assert.equal(sse.events[3].id, after.id);
   sse.close();
 });
 

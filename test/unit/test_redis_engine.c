@@ -230,6 +230,42 @@ static void test_ingest(void)
     hd_hub_free(hub);
 }
 
+static int delivered;
+static uint64_t delivered_seq;
+
+static void count_delivery(hd_subscriber *sub, hd_message *m)
+{
+    (void)sub;
+    delivered++;
+    delivered_seq = m->seq;
+}
+
+static const hd_subscriber_ops counting_ops = {.deliver = count_delivery,
+                                               .transport = HD_TRANSPORT_SSE};
+
+/* A subscriber made at seq 50 of one epoch gets seq 1 of the next: seqs compare within one. */
+static void test_new_epoch_reaches_subscribers(void)
+{
+    hd_hub *hub = cluster_hub();
+    hd_hub_advance(hub, EPOCH, 50);
+    hd_subscriber sub = {0};
+    hd_subscriber_init(&sub, &counting_ops);
+    CHECK_EQ_INT(hd_hub_subscribe(hub, &sub, "a", 1), HD_HUB_OK);
+    CHECK(hd_hub_ingest(hub, msg("a", 40, EPOCH))); /* published before it subscribed */
+    CHECK(hd_hub_ingest(hub, msg("a", 51, EPOCH)));
+    while (hd_hub_deliver_pending(hub, 1 << 20))
+        ;
+    CHECK_EQ_INT(delivered, 1);
+    CHECK_EQ_INT(delivered_seq, 51);
+    CHECK(hd_hub_ingest(hub, msg("a", 1, 0x22222222)));
+    while (hd_hub_deliver_pending(hub, 1 << 20))
+        ;
+    CHECK_EQ_INT(delivered, 2);
+    CHECK_EQ_INT(delivered_seq, 1);
+    hd_hub_unsubscribe_all(hub, &sub);
+    hd_hub_free(hub);
+}
+
 int main(void)
 {
     RUN_TEST(test_payload_parse);
@@ -237,5 +273,6 @@ int main(void)
     RUN_TEST(test_read_gap);
     RUN_TEST(test_merge);
     RUN_TEST(test_ingest);
+    RUN_TEST(test_new_epoch_reaches_subscribers);
     return test_summary();
 }
