@@ -150,8 +150,13 @@ typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST } job_kind;
 typedef struct topic_state {
     struct topic_state *next;
     size_t interest; /* workers' subscribers: > 0 while subscribed */
-    uint64_t last;   /* the newest seq ingested, when known */
-    bool known;      /* false until the first message (or after an epoch change) */
+    /*
+     * The newest message ingested (seq of epoch; epoch 0: none yet). Its
+     * prev chain is followed only within the engine's current epoch.
+     */
+    uint64_t last;
+    uint32_t epoch;
+    bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
     size_t len;
     char name[];
 } topic_state;
@@ -233,6 +238,8 @@ struct redis_engine {
     uint64_t *held_prev;
     size_t held_head, held_len, held_cap;
     bool filling;
+    hd_engine_request *fills; /* catch-up reads waiting for the one under way, oldest first */
+    hd_engine_request **fills_tail;
 };
 
 /* ------------------------------------------------------------------ requests */
@@ -372,14 +379,6 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
     }
 }
 
-static void forget_positions(redis_engine *e)
-{
-    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
-        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
-            t->known = false;
-    }
-}
-
 /* Redis's epoch, as a reply or a payload showed it: a new one restarts every position. */
 static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq)
 {
@@ -390,7 +389,6 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq)
                         epoch, e->epoch);
         e->epoch = epoch;
         e->known_seq = 0;
-        forget_positions(e);
     }
     if (seq > e->known_seq || e->known_seq == 0) {
         e->known_seq = seq;
@@ -628,22 +626,30 @@ static void wait_for_link(redis_engine *e, hd_engine_request *req)
     e->waiting_tail = &req->next;
 }
 
-/* A lost message's range was read: ingest it, then what waited behind it. */
+static void run_fill(redis_engine *e, hd_engine_request *req);
+
+/* A lost or missed range was read: ingest it, then the next fill, or what waited behind. */
 static void fill_done(redis_engine *e, hd_engine_request *req)
 {
-    for (size_t i = 0; i < req->result.count; i++)
-        hd_hub_ingest(e->base.hub, hd_message_retain(req->messages[i]));
     topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
-    if (t != NULL) {
-        if (req->result.count > 0) {
-            t->last = req->messages[req->result.count - 1]->seq;
-            t->known = true;
-        } else {
-            t->known = false; /* nothing came back: take the next message as it is */
+    for (size_t i = 0; i < req->result.count; i++) {
+        hd_message *msg = req->messages[i];
+        if (t != NULL && (msg->epoch != t->epoch || msg->seq > t->last)) {
+            t->epoch = msg->epoch;
+            t->last = msg->seq;
         }
+        hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+    }
+    request_free(req);
+    hd_engine_request *next = e->fills;
+    if (next != NULL) {
+        e->fills = next->next;
+        if (e->fills == NULL)
+            e->fills_tail = &e->fills;
+        run_fill(e, next);
+        return;
     }
     e->filling = false;
-    request_free(req);
     drain_held(e);
 }
 
@@ -658,13 +664,8 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
         return;
     }
     if (status != HD_REDIS_OK) {
-        /* The link broke: a fill gives up (the hole stays), a client's read waits for it. */
-        if (req->fill) {
-            req->result.count = 0;
-            fill_done(e, req);
-        } else {
-            wait_for_link(e, req);
-        }
+        /* The link broke: the read waits for it (a fill holds live messages back meanwhile). */
+        wait_for_link(e, req);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
@@ -820,21 +821,37 @@ static void drain_held(redis_engine *e)
     }
 }
 
-/* Reads the range of t lost between its last message and msg, holding msg and what follows. */
+static void run_fill(redis_engine *e, hd_engine_request *req)
+{
+    e->filling = true;
+    atomic_fetch_add(&e->gap_reads, 1);
+    run_read(e, req);
+}
+
+/*
+ * Reads what t holds after its last message: one lost on its way (msg,
+ * whose prev is newer, waits with every later message), or, after a
+ * reconnect (msg NULL), what was published meanwhile. One fill at a time.
+ */
 static void start_fill(redis_engine *e, topic_state *t, hd_message *msg, uint64_t prev)
 {
-    atomic_fetch_add(&e->gap_reads, 1);
     char cursor_text[HD_ID_MAX];
     hd_cursor cursor = {.present = true, .seq = t->last, .text = cursor_text};
-    cursor.text_len = hd_id_format(e->epoch, t->last, cursor_text);
+    cursor.text_len = hd_id_format(t->epoch, t->last, cursor_text);
     const char *topic = t->name;
     hd_engine_request *req =
         read_request_new(e, &topic, &t->len, 1, &cursor, HD_ENGINE_READ_MAX, NULL);
     req->fill = true;
     req->worker = HD_WORKER_NONE;
-    e->filling = true;
-    held_push(e, msg, prev, true);
-    run_read(e, req);
+    if (msg != NULL)
+        held_push(e, msg, prev, true);
+    if (e->filling) {
+        req->next = NULL;
+        *e->fills_tail = req;
+        e->fills_tail = &req->next;
+        return;
+    }
+    run_fill(e, req);
 }
 
 /* One message from pub/sub (or held back), in seq order: taken over. */
@@ -856,7 +873,7 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
     hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
     adopt_epoch(e, epoch, seq);
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
-    if (t != NULL && t->known) {
+    if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
             hd_message_release(msg); /* already ingested (from a read) */
             return;
@@ -868,7 +885,7 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
     }
     if (t != NULL) {
         t->last = seq;
-        t->known = true;
+        t->epoch = epoch;
     }
     hd_hub_ingest(e->base.hub, msg);
 }
@@ -893,11 +910,22 @@ static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len
     ingest_live(e, msg, p.prev);
 }
 
+/*
+ * After a reconnect, once Redis confirmed a topic's SUBSCRIBE, everything
+ * newer arrives over pub/sub: what was published while the node was away
+ * is read from the topic's last message (a gap where history lost it).
+ */
 static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
 {
-    (void)ctx;
-    (void)channel;
-    (void)channel_len;
+    redis_engine *e = ctx;
+    if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
+        memcmp(channel + e->prefix_len, ":c:", 3) != 0)
+        return;
+    topic_state *t = *topic_slot(e, channel + e->prefix_len + 3, channel_len - e->prefix_len - 3);
+    if (t == NULL || !t->resync)
+        return;
+    t->resync = false;
+    start_fill(e, t, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ the link's state */
@@ -922,8 +950,11 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
     if (e->was_up)
         atomic_fetch_add(&e->reconnects, 1);
     e->was_up = true;
-    /* What pub/sub carried while down is not known: each topic starts again from its next. */
-    forget_positions(e);
+    /* What pub/sub carried while down is read once each topic is subscribed again. */
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+            t->resync = t->epoch != 0;
+    }
     hd_cursor earliest = {.present = true, .earliest = true, .text = ""};
     hd_engine_request *hello = read_request_new(e, NULL, NULL, 0, &earliest, 1, NULL);
     hello->hello = true;
@@ -1028,6 +1059,11 @@ static void redis_free(hd_engine *engine)
         request_free(e->waiting);
         e->waiting = next;
     }
+    while (e->fills != NULL) {
+        hd_engine_request *next = e->fills->next;
+        request_free(e->fills);
+        e->fills = next;
+    }
     for (size_t i = 0; i < e->held_len; i++)
         hd_message_release(e->held[(e->held_head + i) % e->held_cap]);
     free(e->held);
@@ -1075,6 +1111,7 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     atomic_init(&e->reconnects, 0);
     atomic_init(&e->gap_reads, 0);
     e->waiting_tail = &e->waiting;
+    e->fills_tail = &e->fills;
     e->workers = hd_worker_count();
     e->done = hd_calloc(e->workers, sizeof(*e->done));
     for (unsigned w = 0; w < e->workers; w++)

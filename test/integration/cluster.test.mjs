@@ -10,7 +10,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFile } from 'node:child_process';
-import { createServer } from 'node:net';
+import { createServer, connect } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -38,6 +38,22 @@ function redisCli(port, ...args) {
   return new Promise((resolve, reject) => {
     execFile('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--raw', ...args], { timeout: 5000 },
       (err, stdout) => (err ? reject(err) : resolve(stdout.trim())));
+  });
+}
+
+// Several commands on one connection, sent at once (no round trip between
+// them): resolves once Redis answered them all (answers not parsed beyond counting lines).
+function redisPipeline(port, commands) {
+  const encode = (args) => `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, '127.0.0.1', () => sock.write(commands.map(encode).join('')));
+    let text = '';
+    sock.setEncoding('utf8').on('data', (d) => {
+      text += d;
+      // Every command here answers with one line (integer, status or error).
+      if (text.split('\r\n').length > commands.length) { sock.end(); resolve(text.split('\r\n').slice(0, commands.length)); }
+    });
+    sock.on('error', reject);
   });
 }
 
@@ -69,6 +85,28 @@ async function subscribedOnRedis(topic, nodes) {
   const channel = `{${PREFIX}}:c:${topic}`;
   await until(async () => Number((await redisCli(redis.port, 'PUBSUB', 'NUMSUB', channel)).split('\n')[1]) >= nodes,
     { timeout: 5000, what: `${nodes} node(s) subscribed to ${channel}` });
+}
+
+// What the publish script does for one message (without trimming), from
+// outside herald; publish: false stores it without telling any node.
+const INJECT_SCRIPT = `
+    local epoch = redis.call('HGET', KEYS[1], 'e')
+    local prev = redis.call('HGET', KEYS[3], 'l') or '0'
+    local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+    redis.call('XADD', KEYS[2], seq .. '-0', 'd', ARGV[1], 't', ARGV[2], 'p', prev, 'v', '')
+    redis.call('HSET', KEYS[3], 'e', epoch, 'l', seq)
+    if ARGV[3] == '1' then
+      redis.call('PUBLISH', KEYS[4], epoch .. ':' .. seq .. ':' .. prev .. ':' .. ARGV[2] .. ':0:' .. ARGV[1])
+    end
+    return seq`;
+
+function injectArgs(topic, data, publish) {
+  const keys = ['hub', `s:${topic}`, `m:${topic}`, `c:${topic}`].map((k) => `{${PREFIX}}:${k}`);
+  return ['EVAL', INJECT_SCRIPT, '4', ...keys, data, String(Date.now()), publish ? '1' : '0'];
+}
+
+async function injectMessage(topic, data, { publish = true } = {}) {
+  return Number(await redisCli(redis.port, ...injectArgs(topic, data, publish)));
 }
 
 let redisPort;
@@ -217,26 +255,11 @@ test('a pub/sub message lost on its way is read from Redis and delivered in orde
   await subscribedOnRedis(topic, 1);
   const first = await publishOk(a.url, topic, 'first');
   await sse.waitEvents(1);
-  // What the publish script does, except that the middle message is never
-  // published on the channel: as if the pub/sub connection had dropped it.
-  const hub = `{${PREFIX}}:hub`;
-  const stream = `{${PREFIX}}:s:${topic}`;
-  const meta = `{${PREFIX}}:m:${topic}`;
-  const channel = `{${PREFIX}}:c:${topic}`;
-  const script = `
-    local epoch = redis.call('HGET', KEYS[1], 'e')
-    local prev = tonumber(ARGV[1])
-    local lost = redis.call('HINCRBY', KEYS[1], 's', 1)
-    redis.call('XADD', KEYS[2], lost .. '-0', 'd', 'lost', 't', ARGV[2], 'p', prev, 'v', '')
-    local next = redis.call('HINCRBY', KEYS[1], 's', 1)
-    redis.call('XADD', KEYS[2], next .. '-0', 'd', 'next', 't', ARGV[2], 'p', lost, 'v', '')
-    redis.call('HSET', KEYS[3], 'l', next)
-    redis.call('PUBLISH', KEYS[4], epoch .. ':' .. next .. ':' .. lost .. ':' .. ARGV[2] .. ':0:next')
-    return {lost, next}`;
-  const [, seq] = first.id.split('-');
-  const out = await redisCli(redis.port, 'EVAL', script, '4', hub, stream, meta, channel, seq, String(Date.now()));
-  const [lostSeq, nextSeq] = out.split('\n').map(Number);
+  // The middle message is stored but never published on the channel: as
+  // if the pub/sub connection had dropped it.
   const epoch = first.id.split('-')[0];
+  const lostSeq = await injectMessage(topic, 'lost', { publish: false });
+  const nextSeq = await injectMessage(topic, 'next');
   const events = await sse.waitEvents(3);
   assert.deepEqual(events.map((e) => [e.id, e.data]),
     [[first.id, 'first'], [`${epoch}-${lostSeq}`, 'lost'], [`${epoch}-${nextSeq}`, 'next']]);
@@ -245,6 +268,31 @@ test('a pub/sub message lost on its way is read from Redis and delivered in orde
   const after = await publishOk(a.url, topic, 'after');
   await sse.waitFor((st) => st.events.length === 4, { what: 'the message after' });
   assert.equal(sse.events[3].id, after.id);
+  sse.close();
+});
+
+test('after a reconnect, what was published meanwhile is read and delivered in order', async () => {
+  const topic = 'c-missed';
+  const sse = await subscribe(b.url, `/events?topic=${topic}`);
+  await subscribedOnRedis(topic, 1);
+  const first = await publishOk(a.url, topic, 'first');
+  await sse.waitEvents(1);
+  // Every node's connections are dropped, and a message is stored before
+  // they come back (herald waits at least 125 ms before reconnecting).
+  const reconnects = (await request(`${b.url}/metrics`)).text.match(/^herald_cluster_reconnects_total (\d+)$/m)[1];
+  const answers = await redisPipeline(redis.port, [['CLIENT', 'KILL', 'TYPE', 'pubsub'],
+    ['CLIENT', 'KILL', 'TYPE', 'normal'], injectArgs(topic, 'missed', false)]);
+  const missedSeq = Number(answers[2].slice(1));
+  await until(async () => (await request(`${b.url}/metrics`)).text.match(/^herald_cluster_reconnects_total (\d+)$/m)[1] !== reconnects,
+    { timeout: 10_000, what: 'B to reconnect' });
+  const events = await sse.waitEvents(2, { timeout: 10_000 });
+  const epoch = first.id.split('-')[0];
+  assert.deepEqual(events.map((e) => [e.id, e.data]), [[first.id, 'first'], [`${epoch}-${missedSeq}`, 'missed']]);
+  assert.equal(sse.stream.ended, false);
+  await until(async () => (await request(`${a.url}/healthz`)).status === 200, { what: 'A to reconnect' });
+  const after = await publishOk(a.url, topic, 'after');
+  await sse.waitFor((st) => st.events.length === 3, { what: 'the message after' });
+  assert.equal(sse.events[2].id, after.id);
   sse.close();
 });
 
