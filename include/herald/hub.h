@@ -255,6 +255,13 @@ void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), 
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes);
 
 /*
+ * The hub's epoch and seq, for an on_interest callback (the lock is held):
+ * where live delivery starts for the subscription that made the topic
+ * interesting.
+ */
+void hd_hub_position_locked(const hd_hub *hub, uint32_t *epoch, uint64_t *seq);
+
+/*
  * Set once, before any worker runs. on_interest(ctx, topic, len, true) is
  * called when a topic gets its first subscriber on this node (of any
  * worker), and (…, false) when its last one leaves: an engine that shares

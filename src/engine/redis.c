@@ -157,6 +157,14 @@ typedef struct topic_state {
     uint64_t last;
     uint32_t epoch;
     bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
+    /*
+     * Newly subscribed: the first subscriber's live delivery starts after
+     * since (the hub's position when it subscribed), but pub/sub only once
+     * the SUBSCRIBE is confirmed: what lies between is read then.
+     */
+    bool fresh;
+    uint32_t since_epoch;
+    uint64_t since_seq;
     size_t len;
     char name[];
 } topic_state;
@@ -164,6 +172,8 @@ typedef struct topic_state {
 typedef struct interest_job {
     job_kind kind; /* JOB_INTEREST */
     bool interested;
+    uint32_t epoch; /* the hub's position when it happened */
+    uint64_t seq;
     size_t len;
     char name[];
 } interest_job;
@@ -369,8 +379,12 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
             t->len = job->len;
             *slot = t;
         }
-        if ((*slot)->interest++ == 0)
+        if ((*slot)->interest++ == 0) {
+            (*slot)->fresh = true;
+            (*slot)->since_epoch = job->epoch;
+            (*slot)->since_seq = job->seq;
             hd_redis_link_subscribe(e->link, channel, channel_len);
+        }
     } else if (*slot != NULL && --(*slot)->interest == 0) {
         hd_redis_link_unsubscribe(e->link, channel, channel_len);
         topic_state *t = *slot;
@@ -833,11 +847,12 @@ static void run_fill(redis_engine *e, hd_engine_request *req)
  * whose prev is newer, waits with every later message), or, after a
  * reconnect (msg NULL), what was published meanwhile. One fill at a time.
  */
-static void start_fill(redis_engine *e, topic_state *t, hd_message *msg, uint64_t prev)
+static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
+                       hd_message *msg, uint64_t prev)
 {
     char cursor_text[HD_ID_MAX];
-    hd_cursor cursor = {.present = true, .seq = t->last, .text = cursor_text};
-    cursor.text_len = hd_id_format(t->epoch, t->last, cursor_text);
+    hd_cursor cursor = {.present = true, .seq = seq, .text = cursor_text};
+    cursor.text_len = hd_id_format(epoch, seq, cursor_text);
     const char *topic = t->name;
     hd_engine_request *req =
         read_request_new(e, &topic, &t->len, 1, &cursor, HD_ENGINE_READ_MAX, NULL);
@@ -879,7 +894,7 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
             return;
         }
         if (prev > t->last) {
-            start_fill(e, t, msg, prev);
+            start_fill(e, t, t->epoch, t->last, msg, prev);
             return;
         }
     }
@@ -922,10 +937,17 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
         memcmp(channel + e->prefix_len, ":c:", 3) != 0)
         return;
     topic_state *t = *topic_slot(e, channel + e->prefix_len + 3, channel_len - e->prefix_len - 3);
-    if (t == NULL || !t->resync)
+    if (t == NULL)
         return;
-    t->resync = false;
-    start_fill(e, t, NULL, 0);
+    if (t->fresh) {
+        /* A subscriber that came before this node knew the cluster's epoch starts now. */
+        t->fresh = t->resync = false;
+        if (t->since_epoch == e->epoch)
+            start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+    } else if (t->resync) {
+        t->resync = false;
+        start_fill(e, t, t->epoch, t->last, NULL, 0);
+    }
 }
 
 /* ------------------------------------------------------------------ the link's state */
@@ -1018,6 +1040,7 @@ static void redis_interest(hd_engine *engine, const char *topic, size_t topic_le
     interest_job *job = hd_alloc(sizeof(*job) + topic_len);
     job->kind = JOB_INTEREST;
     job->interested = interested;
+    hd_hub_position_locked(engine->hub, &job->epoch, &job->seq);
     job->len = topic_len;
     memcpy(job->name, topic, topic_len);
     post_job(e, job);

@@ -552,6 +552,12 @@ static hd_hub_status subscribe_locked(hd_hub *hub, hd_subscriber *sub, const cha
     return HD_HUB_OK;
 }
 
+void hd_hub_position_locked(const hd_hub *hub, uint32_t *epoch, uint64_t *seq)
+{
+    *epoch = hub->epoch;
+    *seq = hub->seq;
+}
+
 void hd_hub_set_interest(hd_hub *hub,
                          void (*on_interest)(void *ctx, const char *topic, size_t topic_len,
                                              bool interested),

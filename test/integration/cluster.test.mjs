@@ -187,6 +187,26 @@ test('a /publish batch on A arrives on B in order, with consecutive ids', async 
   sse.close();
 });
 
+test('subscribing and publishing at once: each new subscriber gets the message exactly once', async () => {
+  // The SUBSCRIBE on Redis may be confirmed after the subscriber got its
+  // preamble: what was published in between is read from Redis then.
+  const clients = await Promise.all(Array.from({ length: 20 }, async (_, i) => {
+    const topic = `c-race-${i}`;
+    const sse = await subscribe(b.url, `/events?topic=${topic}`);
+    const sent = await publishOk(a.url, topic, `m${i}`);
+    return { sse, sent };
+  }));
+  for (const { sse, sent } of clients) {
+    const [event] = await sse.waitEvents(1);
+    assert.equal(event.id, sent.id);
+  }
+  await clients[0].sse.expectNoMore(200);
+  for (const { sse } of clients) {
+    assert.equal(sse.events.length, 1, 'no duplicate');
+    sse.close();
+  }
+});
+
 test('a cursor beyond what B has seen, but issued, is accepted; a malformed one is refused', async () => {
   const topic = 'c-cursor';
   const sent = await publishOk(a.url, 'c-cursor-other', 'B never subscribed to this topic');
