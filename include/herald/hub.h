@@ -95,6 +95,14 @@ typedef struct hd_subscriber_ops {
      * unsubscribes later from its own loop pass.
      */
     void (*deliver)(hd_subscriber *sub, hd_message *msg);
+    /*
+     * Cluster mode: the hub moved to a new epoch (the store lost data), so
+     * what sub saw of a topic (gap->from) belongs to the old one. Called
+     * once per subscription, before the new epoch's messages, on sub's
+     * worker, with the hub's lock held; NULL: nothing to say (a poll's next
+     * read reports it). Same rules as deliver.
+     */
+    void (*gap)(hd_subscriber *sub, const hd_gap *gap);
     hd_transport transport;
 } hd_subscriber_ops;
 

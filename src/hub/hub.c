@@ -344,6 +344,16 @@ static void set_epoch_locked(hd_hub *hub, uint32_t epoch)
         return;
     __atomic_store_n(&hub->epoch, epoch, __ATOMIC_RELAXED);
     hub->seq = 0;
+    /*
+     * A marker (seq 0, no topic) tells each worker, in its inbox's order, to
+     * send its subscribers a gap before the new epoch's messages.
+     */
+    if (hub->epoch_from_store) {
+        for (unsigned w = 0; w < hub->workers; w++)
+            hd_mailbox_post_locked(&hub->inboxes[w],
+                                   hd_message_new("", 0, NULL, 0, "", 0, 0, epoch, 0));
+    }
+    hub->epoch_from_store = true;
     hub->forgotten_upto = 0;
     hd_topic **unused = hd_alloc((hub->topic_count + 1) * sizeof(*unused));
     size_t unused_count = 0;
@@ -417,6 +427,35 @@ void hd_hub_wake(hd_hub *hub, unsigned worker)
  * was published, or that a catch-up already served it from history, has a
  * seen_seq at or past it and skips it.
  */
+/*
+ * The hub moved to epoch: every subscription of worker self that saw the
+ * old one gets a gap from what it saw, and starts over in the new one.
+ */
+static void announce_epoch(hd_hub *hub, unsigned self, uint32_t epoch)
+{
+    hub_lock(hub);
+    for (size_t b = 0; b < hub->bucket_count; b++) {
+        for (hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next) {
+            hd_list *pos, *next;
+            hd_list_foreach_safe(pos, next, &t->subscribers[self])
+            {
+                hd_subscription *s = hd_container_of(pos, hd_subscription, node);
+                if (s->seen_epoch == epoch)
+                    continue;
+                char from[HD_ID_MAX];
+                hd_gap gap = {.topic = t->name, .topic_len = t->name_len, .from = from};
+                gap.from_len = hd_id_format(s->seen_epoch, s->seen_seq, from);
+                gap.to_len = hd_id_format(epoch, 0, gap.to);
+                s->seen_epoch = epoch;
+                s->seen_seq = 0;
+                if (s->subscriber->ops->gap != NULL)
+                    s->subscriber->ops->gap(s->subscriber, &gap);
+            }
+        }
+    }
+    hub_unlock(hub);
+}
+
 /* Messages taken from an inbox at a time: the slice lives on the stack, no allocation per publish.
  */
 #define SLICE_MESSAGES 256
@@ -444,13 +483,17 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
     hd_mailbox_consume_locked(inbox, count);
     bool more = queued > count;
     for (size_t i = 0; i < count; i++) {
-        hd_topic *t = hd_topic_find(hub, messages[i]->topic, messages[i]->topic_len);
+        hd_topic *t = messages[i]->seq == 0
+                          ? NULL
+                          : hd_topic_find(hub, messages[i]->topic, messages[i]->topic_len);
         topics[i] = t != NULL && !hd_list_empty(&t->subscribers[self]) ? t : NULL;
     }
     hub_unlock(hub);
 
     for (size_t i = 0; i < count; i++) {
         hd_message *msg = messages[i];
+        if (msg->seq == 0)
+            announce_epoch(hub, self, msg->epoch);
         if (topics[i] != NULL) {
             hd_list *pos, *next;
             hd_list_foreach_safe(pos, next, &topics[i]->subscribers[self])

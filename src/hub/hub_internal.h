@@ -57,7 +57,9 @@ struct hd_hub {
     hd_mailbox *inboxes;
     hd_hub_options options;
     uint32_t epoch; /* read and written atomically: a cluster's engine moves it (hd_hub_advance) */
-    uint64_t seq;   /* the last seq assigned (cluster mode: ingested) */
+    /* Cluster mode: the epoch came from the store, so a change is announced to subscribers. */
+    bool epoch_from_store;
+    uint64_t seq; /* the last seq assigned (cluster mode: ingested) */
     /*
      * The newest lost seq of any topic that was freed. A topic created later
      * starts with lost_upto = forgotten_upto: it cannot know whether the

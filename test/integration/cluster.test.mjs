@@ -316,8 +316,12 @@ test('after a reconnect, what was published meanwhile is read and delivered in o
   sse.close();
 });
 
-test('Redis killed and restarted empty: a new epoch, and publishing works again', async () => {
+test('Redis killed and restarted empty: a new epoch, a gap to subscribers, and publishing works again', async () => {
+  const old = await subscribe(b.url, '/events?topic=c-restart');
+  const oldWs = await openWS(b.url, '/ws?topic=c-restart');
+  await subscribedOnRedis('c-restart', 1);
   const before = await publishOk(a.url, 'c-restart', 'before');
+  await old.waitEvents(1);
   await redis.stop();
   const refused = await publish(a.url, 'c-restart', 'while down');
   assert.equal(refused.status, 503, refused.text);
@@ -328,7 +332,20 @@ test('Redis killed and restarted empty: a new epoch, and publishing works again'
   await subscribedOnRedis('c-restart', 1);
   const after = await publishOk(a.url, 'c-restart', 'after');
   assert.notEqual(after.id.split('-')[0], before.id.split('-')[0], 'Redis lost everything: a new epoch');
-  const [event] = await sse.waitEvents(1, { timeout: 10_000 });
-  assert.equal(event.id, after.id);
+  // (It may get a gap first: it subscribed while B was still in the old epoch.)
+  await sse.waitFor((st) => st.events.some((e) => e.id === after.id), { timeout: 10_000, what: 'the new message' });
   sse.close();
+  // Connected through the restart: a gap from its last id, then the new epoch's message.
+  const newEpoch = after.id.split('-')[0];
+  const events = await old.waitEvents(3, { timeout: 10_000 });
+  assert.deepEqual(events.map((e) => [e.event, e.data && e.event === 'herald-gap' ? JSON.parse(e.data) : e.id]), [
+    [undefined, before.id],
+    ['herald-gap', { topic: 'c-restart', from: before.id, to: `${newEpoch}-0` }],
+    [undefined, after.id],
+  ]);
+  const gap = await oldWs.waitJson((j) => j.type === 'gap');
+  assert.deepEqual(gap, { type: 'gap', topic: 'c-restart', from: before.id, to: `${newEpoch}-0` });
+  await oldWs.waitFor((c) => c.envelopes('c-restart').some((m) => m.id === after.id));
+  old.close();
+  oldWs.close();
 });

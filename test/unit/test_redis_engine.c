@@ -240,8 +240,17 @@ static void count_delivery(hd_subscriber *sub, hd_message *m)
     delivered_seq = m->seq;
 }
 
-static const hd_subscriber_ops counting_ops = {.deliver = count_delivery,
-                                               .transport = HD_TRANSPORT_SSE};
+static char gap_text[128];
+
+static void record_gap(hd_subscriber *sub, const hd_gap *gap)
+{
+    (void)sub;
+    snprintf(gap_text, sizeof(gap_text), "%.*s %.*s %.*s after %d", (int)gap->topic_len, gap->topic,
+             (int)gap->from_len, gap->from, (int)gap->to_len, gap->to, delivered);
+}
+
+static const hd_subscriber_ops counting_ops = {
+    .deliver = count_delivery, .gap = record_gap, .transport = HD_TRANSPORT_SSE};
 
 /* A subscriber made at seq 50 of one epoch gets seq 1 of the next: seqs compare within one. */
 static void test_new_epoch_reaches_subscribers(void)
@@ -257,11 +266,14 @@ static void test_new_epoch_reaches_subscribers(void)
         ;
     CHECK_EQ_INT(delivered, 1);
     CHECK_EQ_INT(delivered_seq, 51);
+    CHECK_EQ_STR(gap_text, "");
     CHECK(hd_hub_ingest(hub, msg("a", 1, 0x22222222)));
     while (hd_hub_deliver_pending(hub, 1 << 20))
         ;
     CHECK_EQ_INT(delivered, 2);
     CHECK_EQ_INT(delivered_seq, 1);
+    /* Told first: what it saw belongs to the old epoch. */
+    CHECK_EQ_STR(gap_text, "a 0badf00d-51 22222222-0 after 1");
     hd_hub_unsubscribe_all(hub, &sub);
     hd_hub_free(hub);
 }
