@@ -470,44 +470,78 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
     request_complete(req);
 }
 
+/*
+ * A script call's arguments: the hub key, the prefix and a fresh epoch
+ * candidate first (every script takes them), then what the call adds.
+ * Numbers are printed into the call's own slots; texts are borrowed.
+ */
+#define SCRIPT_NUMBERS 8
+typedef struct script_args {
+    const char **argv;
+    size_t *lens;
+    int argc;
+    int numbers_used;
+    char numbers[SCRIPT_NUMBERS][24];
+    char candidate[9];
+} script_args;
+
+static void args_text(script_args *a, const char *text, size_t len)
+{
+    a->argv[a->argc] = text;
+    a->lens[a->argc++] = len;
+}
+
+static void args_number(script_args *a, int64_t value)
+{
+    char *slot = a->numbers[a->numbers_used++];
+    args_text(a, slot, (size_t)snprintf(slot, sizeof(a->numbers[0]), "%" PRId64, value));
+}
+
+static void args_start(script_args *a, const redis_engine *e, size_t count)
+{
+    a->argv = hd_alloc(count * sizeof(*a->argv));
+    a->lens = hd_alloc(count * sizeof(*a->lens));
+    a->argc = 0;
+    a->numbers_used = 0;
+    random_epoch(a->candidate);
+    args_text(a, e->hub_key, strlen(e->hub_key));
+    args_text(a, e->prefix, e->prefix_len);
+    args_text(a, a->candidate, 8);
+}
+
+static hd_redis_status args_call(script_args *a, redis_engine *e, const hd_redis_script *script,
+                                 hd_redis_reply_cb *cb, void *ctx)
+{
+    hd_redis_status status =
+        hd_redis_link_evalsha(e->link, script, 1, a->argc, a->argv, a->lens, cb, ctx);
+    free(a->argv);
+    free(a->lens);
+    return status;
+}
+
 static void run_publish(redis_engine *e, hd_engine_request *req)
 {
-    enum { SCALARS = 12 };
-    size_t argc = SCALARS + 3 * req->count;
-    const char **argv = hd_alloc(argc * sizeof(*argv));
-    size_t *lens = hd_alloc(argc * sizeof(*lens));
-    char numbers[8][24], candidate[9], known[9] = "";
-    int a = 0;
-#define ARG(text, len) (argv[a] = (text), lens[a++] = (len))
-#define NUM(i, v) ARG(numbers[i], (size_t)snprintf(numbers[i], 24, "%" PRIu64, (uint64_t)(v)))
-    random_epoch(candidate);
+    script_args a;
+    char known[9] = "";
     if (e->epoch != 0)
         snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
-    ARG(e->hub_key, strlen(e->hub_key));
-    ARG(e->prefix, e->prefix_len);
-    ARG(candidate, 8);
-    NUM(0, req->now_ms);
-    NUM(1, e->options.history_max_messages);
-    NUM(2, e->options.history_max_bytes);
-    NUM(3, (uint64_t)e->options.history_ttl_s * 1000);
-    NUM(4, IDLE_TTL_S);
-    ARG(known, strlen(known));
-    NUM(5, e->epoch != 0 ? e->known_seq : 0);
-    NUM(6, sizeof(hd_message));
-    NUM(7, req->count);
+    args_start(&a, e, 12 + 3 * req->count);
+    args_number(&a, req->now_ms);
+    args_number(&a, e->options.history_max_messages);
+    args_number(&a, (int64_t)e->options.history_max_bytes);
+    args_number(&a, (int64_t)e->options.history_ttl_s * 1000);
+    args_number(&a, IDLE_TTL_S);
+    args_text(&a, known, strlen(known));
+    args_number(&a, e->epoch != 0 ? (int64_t)e->known_seq : 0);
+    args_number(&a, sizeof(hd_message));
+    args_number(&a, (int64_t)req->count);
     for (size_t i = 0; i < req->count; i++) {
         const hd_publish_item *it = &req->items[i];
-        ARG(it->topic, it->topic_len);
-        ARG(it->event != NULL ? it->event : "", it->event_len);
-        ARG(it->data, it->data_len);
+        args_text(&a, it->topic, it->topic_len);
+        args_text(&a, it->event != NULL ? it->event : "", it->event_len);
+        args_text(&a, it->data, it->data_len);
     }
-#undef ARG
-#undef NUM
-    hd_redis_status status = hd_redis_link_evalsha(e->link, e->publish_script, 1, (int)argc, argv,
-                                                   lens, on_publish_reply, req);
-    free(argv);
-    free(lens);
-    if (status != HD_REDIS_OK) {
+    if (args_call(&a, e, e->publish_script, on_publish_reply, req) != HD_REDIS_OK) {
         req->status = HD_HUB_UNAVAILABLE;
         request_complete(req);
     }
@@ -699,34 +733,20 @@ static void run_read(redis_engine *e, hd_engine_request *req)
         wait_for_link(e, req);
         return;
     }
-    size_t argc = 8 + req->topic_count;
-    const char **argv = hd_alloc(argc * sizeof(*argv));
-    size_t *lens = hd_alloc(argc * sizeof(*lens));
-    char numbers[4][24], candidate[9], cursor_epoch[9] = "";
-    int a = 0;
-#define ARG(text, len) (argv[a] = (text), lens[a++] = (len))
-#define NUM(i, v) ARG(numbers[i], (size_t)snprintf(numbers[i], 24, "%" PRId64, (int64_t)(v)))
-    random_epoch(candidate);
+    script_args a;
+    char cursor_epoch[9] = "";
     if (!req->cursor.earliest)
         snprintf(cursor_epoch, sizeof(cursor_epoch), "%08" PRIx32, req->cursor_epoch);
-    ARG(e->hub_key, strlen(e->hub_key));
-    ARG(e->prefix, e->prefix_len);
-    ARG(candidate, 8);
-    ARG(cursor_epoch, strlen(cursor_epoch));
-    NUM(0, req->cursor.earliest ? 0 : req->cursor.seq);
-    NUM(1, req->limit + 1);
-    uint64_t ttl_ms = (uint64_t)e->options.history_ttl_s * 1000;
-    NUM(2, ttl_ms > 0 ? hd_clock_wall_ms() - (int64_t)ttl_ms : -1);
-    NUM(3, req->topic_count);
+    args_start(&a, e, 8 + req->topic_count);
+    args_text(&a, cursor_epoch, strlen(cursor_epoch));
+    args_number(&a, req->cursor.earliest ? 0 : (int64_t)req->cursor.seq);
+    args_number(&a, (int64_t)req->limit + 1);
+    int64_t ttl_ms = (int64_t)e->options.history_ttl_s * 1000;
+    args_number(&a, ttl_ms > 0 ? hd_clock_wall_ms() - ttl_ms : -1);
+    args_number(&a, (int64_t)req->topic_count);
     for (size_t i = 0; i < req->topic_count; i++)
-        ARG(req->topics[i], req->topic_lens[i]);
-#undef ARG
-#undef NUM
-    hd_redis_status status =
-        hd_redis_link_evalsha(e->link, e->read_script, 1, a, argv, lens, on_read_reply, req);
-    free(argv);
-    free(lens);
-    if (status != HD_REDIS_OK)
+        args_text(&a, req->topics[i], req->topic_lens[i]);
+    if (args_call(&a, e, e->read_script, on_read_reply, req) != HD_REDIS_OK)
         wait_for_link(e, req);
 }
 
