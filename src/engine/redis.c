@@ -675,6 +675,8 @@ static void wait_for_link(redis_engine *e, hd_engine_request *req)
 }
 
 static void run_fill(redis_engine *e, hd_engine_request *req);
+static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
+                       hd_message *msg, uint64_t prev);
 
 /* A lost or missed range was read: ingest it, then the next fill, or what waited behind. */
 static void fill_done(redis_engine *e, hd_engine_request *req)
@@ -688,7 +690,14 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
         }
         hd_hub_ingest(e->base.hub, hd_message_retain(msg));
     }
+    bool more = req->result.more && t != NULL;
     request_free(req);
+    if (more) {
+        /* A read is bounded: the rest of the range comes in the next, before anything else. */
+        e->filling = false;
+        start_fill(e, t, t->epoch, t->last, NULL, 0);
+        return;
+    }
     hd_engine_request *next = e->fills;
     if (next != NULL) {
         e->fills = next->next;

@@ -19,6 +19,7 @@ import {
 } from '../lib/harness.mjs';
 
 const TIMEOUT_MS = 1000; // cluster.timeout_ms of both nodes
+const MISSED = 1500; // messages published while a node is away: more than one read (1024) returns
 const PREFIX = `t${process.pid}`;
 
 // ---------------------------------------------------------------- redis-server, this file's own
@@ -92,17 +93,22 @@ async function subscribedOnRedis(topic, nodes) {
 const INJECT_SCRIPT = `
     local epoch = redis.call('HGET', KEYS[1], 'e')
     local prev = redis.call('HGET', KEYS[3], 'l') or '0'
-    local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
-    redis.call('XADD', KEYS[2], seq .. '-0', 'd', ARGV[1], 't', ARGV[2], 'p', prev, 'v', '')
-    redis.call('HSET', KEYS[3], 'e', epoch, 'l', seq)
-    if ARGV[3] == '1' then
-      redis.call('PUBLISH', KEYS[4], epoch .. ':' .. seq .. ':' .. prev .. ':' .. ARGV[2] .. ':0:' .. ARGV[1])
+    local seq
+    for i = 1, tonumber(ARGV[4]) do
+      seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+      redis.call('XADD', KEYS[2], seq .. '-0', 'd', ARGV[1], 't', ARGV[2], 'p', prev, 'v', '')
+      redis.call('HSET', KEYS[3], 'e', epoch, 'l', seq)
+      if ARGV[3] == '1' then
+        redis.call('PUBLISH', KEYS[4], epoch .. ':' .. seq .. ':' .. prev .. ':' .. ARGV[2] .. ':0:' .. ARGV[1])
+      end
+      prev = seq
     end
     return seq`;
 
-function injectArgs(topic, data, publish) {
+// count messages, all with data; resolves the last one's seq.
+function injectArgs(topic, data, publish, count = 1) {
   const keys = ['hub', `s:${topic}`, `m:${topic}`, `c:${topic}`].map((k) => `{${PREFIX}}:${k}`);
-  return ['EVAL', INJECT_SCRIPT, '4', ...keys, data, String(Date.now()), publish ? '1' : '0'];
+  return ['EVAL', INJECT_SCRIPT, '4', ...keys, data, String(Date.now()), publish ? '1' : '0', String(count)];
 }
 
 async function injectMessage(topic, data, { publish = true } = {}) {
@@ -291,7 +297,7 @@ test('a pub/sub message lost on its way is read from Redis and delivered in orde
   sse.close();
 });
 
-test('after a reconnect, what was published meanwhile is read and delivered in order', async () => {
+test('after a reconnect, what was published meanwhile is read and delivered in order (more than one read holds)', async () => {
   const topic = 'c-missed';
   const sse = await subscribe(b.url, `/events?topic=${topic}`);
   await subscribedOnRedis(topic, 1);
@@ -301,18 +307,20 @@ test('after a reconnect, what was published meanwhile is read and delivered in o
   // they come back (herald waits at least 125 ms before reconnecting).
   const reconnects = (await request(`${b.url}/metrics`)).text.match(/^herald_cluster_reconnects_total (\d+)$/m)[1];
   const answers = await redisPipeline(redis.port, [['CLIENT', 'KILL', 'TYPE', 'pubsub'],
-    ['CLIENT', 'KILL', 'TYPE', 'normal'], injectArgs(topic, 'missed', false)]);
+    ['CLIENT', 'KILL', 'TYPE', 'normal'], injectArgs(topic, 'missed', false, MISSED)]);
   const missedSeq = Number(answers[2].slice(1));
   await until(async () => (await request(`${b.url}/metrics`)).text.match(/^herald_cluster_reconnects_total (\d+)$/m)[1] !== reconnects,
     { timeout: 10_000, what: 'B to reconnect' });
-  const events = await sse.waitEvents(2, { timeout: 10_000 });
+  const events = await sse.waitEvents(1 + MISSED, { timeout: 10_000 });
   const epoch = first.id.split('-')[0];
-  assert.deepEqual(events.map((e) => [e.id, e.data]), [[first.id, 'first'], [`${epoch}-${missedSeq}`, 'missed']]);
+  const firstMissed = missedSeq - MISSED + 1;
+  assert.deepEqual(events.map((e) => [e.id, e.data]), [[first.id, 'first'],
+    ...Array.from({ length: MISSED }, (_, i) => [`${epoch}-${firstMissed + i}`, 'missed'])]);
   assert.equal(sse.stream.ended, false);
   await until(async () => (await request(`${a.url}/healthz`)).status === 200, { what: 'A to reconnect' });
   const after = await publishOk(a.url, topic, 'after');
-  await sse.waitFor((st) => st.events.length === 3, { what: 'the message after' });
-  assert.equal(sse.events[2].id, after.id);
+  await sse.waitFor((st) => st.events.length === 2 + MISSED, { what: 'the message after' });
+  assert.equal(sse.events[1 + MISSED].id, after.id);
   sse.close();
 });
 
