@@ -796,7 +796,7 @@ static hd_engine_request *redis_read(hd_engine *engine, const hd_history_query *
                                      hd_engine_read_cb done, void *ctx)
 {
     redis_engine *e = (redis_engine *)engine;
-    if (!query->cursor.present || query->topic_count == 0) {
+    if (query->topic_count == 0) {
         /* Nothing to read: the cut is the newest this node saw. */
         char id[HD_ID_MAX];
         size_t len = hd_hub_newest_id(engine->hub, id);
@@ -809,8 +809,10 @@ static hd_engine_request *redis_read(hd_engine *engine, const hd_history_query *
     }
     size_t limit =
         query->limit == 0 || query->limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : query->limit;
+    /* Without a cursor nothing is read, but the cut is the cluster's: read no topic. */
     hd_engine_request *req = read_request_new(e, query->topics, query->topic_lens,
-                                              query->topic_count, &query->cursor, limit, ctx);
+                                              query->cursor.present ? query->topic_count : 0,
+                                              &query->cursor, limit, ctx);
     req->read_done = done;
     post_job(e, req);
     return req;

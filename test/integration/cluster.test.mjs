@@ -213,6 +213,21 @@ test('subscribing and publishing at once: each new subscriber gets the message e
   }
 });
 
+test('a poll without since on B reads only what is published after it arrived, whatever B saw', async () => {
+  const topic = 'c-arrival';
+  const old = [await publishOk(a.url, topic, 'old 1'), await publishOk(a.url, topic, 'old 2')];
+  const now = await request(`${b.url}/poll?topic=${topic}&timeout=0`);
+  assert.equal(now.status, 200);
+  assert.deepEqual(now.json.messages, []);
+  assert.equal(now.json.cursor, old[1].id, 'the cluster\'s newest id, not B\'s');
+  const waiting = request(`${b.url}/poll?topic=${topic}&timeout=5`);
+  await until(async () => (await request(`${b.url}/topics/${topic}`)).json?.subscribers >= 1,
+    { what: 'the long-poll to wait on B' });
+  const fresh = await publishOk(a.url, topic, 'new');
+  const answer = await waiting;
+  assert.deepEqual(answer.json.messages.map((m) => m.id), [fresh.id]);
+});
+
 test('a cursor beyond what B has seen, but issued, is accepted; a malformed one is refused', async () => {
   const topic = 'c-cursor';
   const sent = await publishOk(a.url, 'c-cursor-other', 'B never subscribed to this topic');
