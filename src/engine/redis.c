@@ -159,10 +159,16 @@ typedef struct topic_state {
     bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
     /*
      * Newly subscribed: the first subscriber's live delivery starts after
-     * since (the hub's position when it subscribed), but pub/sub only once
-     * the SUBSCRIBE is confirmed: what lies between is read then.
+     * since, but pub/sub only once the SUBSCRIBE is confirmed: what lies
+     * between is read then. since is the later of the hub's position when
+     * it subscribed (which lags behind the cluster for topics this node did
+     * not follow) and the cut of a read of no topic sent with the SUBSCRIBE
+     * (positioned), so nothing published before the subscriber came is
+     * delivered to it.
      */
     bool fresh;
+    bool positioned;
+    bool confirmed;
     uint32_t since_epoch;
     uint64_t since_seq;
     size_t len;
@@ -191,7 +197,8 @@ struct hd_engine_request {
     struct hd_engine_request *next; /* in the reads waiting for the link */
     bool fill;                      /* a read for a lost pub/sub message: the engine's own */
     bool hello;                     /* the read of no topic at connect: the epoch and the cut */
-    char *buf;                      /* the copies of the caller's bytes */
+    bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
+    char *buf;     /* the copies of the caller's bytes */
 
     /* publish */
     hd_publish_item *items;
@@ -367,6 +374,11 @@ static size_t channel_of(const redis_engine *e, const char *topic, size_t len, c
     return e->prefix_len + 3 + len;
 }
 
+static hd_engine_request *read_request_new(redis_engine *e, const char *const *topics,
+                                           const size_t *topic_lens, size_t topic_count,
+                                           const hd_cursor *cursor, size_t limit, void *ctx);
+static void run_read(redis_engine *e, hd_engine_request *req);
+
 static void on_interest_job(redis_engine *e, const interest_job *job)
 {
     topic_state **slot = topic_slot(e, job->name, job->len);
@@ -380,10 +392,18 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
             *slot = t;
         }
         if ((*slot)->interest++ == 0) {
-            (*slot)->fresh = true;
-            (*slot)->since_epoch = job->epoch;
-            (*slot)->since_seq = job->seq;
+            topic_state *t = *slot;
+            t->fresh = true;
+            t->positioned = t->confirmed = false;
+            t->since_epoch = job->epoch;
+            t->since_seq = job->seq;
             hd_redis_link_subscribe(e->link, channel, channel_len);
+            hd_cursor none = {0};
+            const char *name = t->name;
+            hd_engine_request *req = read_request_new(e, &name, &t->len, 1, &none, 1, NULL);
+            req->position = true;
+            req->worker = HD_WORKER_NONE;
+            run_read(e, req);
         }
     } else if (*slot != NULL && --(*slot)->interest == 0) {
         hd_redis_link_unsubscribe(e->link, channel, channel_len);
@@ -665,7 +685,6 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
     return ok;
 }
 
-static void run_read(redis_engine *e, hd_engine_request *req);
 
 static void wait_for_link(redis_engine *e, hd_engine_request *req)
 {
@@ -710,6 +729,34 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
     drain_held(e);
 }
 
+static void fresh_ready(redis_engine *e, topic_state *t);
+
+/* A newly subscribed topic's position read answered: its subscribers start no earlier. */
+static void on_position(redis_engine *e, hd_engine_request *req, const redisReply *reply)
+{
+    uint32_t epoch;
+    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch)) {
+        uint64_t cut = strtoull(reply->element[1]->str, NULL, 10);
+        adopt_epoch(e, epoch, cut);
+        if (t != NULL && t->fresh && (t->since_epoch != epoch || t->since_seq < cut)) {
+            t->since_epoch = epoch;
+            t->since_seq = cut;
+        }
+    } else {
+        hd_log_error("cluster: the read script answered something unexpected");
+    }
+    request_free(req);
+    if (t != NULL && t->fresh) {
+        t->positioned = true;
+        if (t->confirmed)
+            fresh_ready(e, t);
+    }
+}
+
 static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *reply)
 {
     hd_engine_request *req = ctx;
@@ -723,6 +770,10 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
     if (status != HD_REDIS_OK) {
         /* The link broke: the read waits for it (a fill holds live messages back meanwhile). */
         wait_for_link(e, req);
+        return;
+    }
+    if (req->position) {
+        on_position(e, req, reply);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
@@ -746,14 +797,15 @@ static void run_read(redis_engine *e, hd_engine_request *req)
     char cursor_epoch[9] = "";
     if (!req->cursor.earliest)
         snprintf(cursor_epoch, sizeof(cursor_epoch), "%08" PRIx32, req->cursor_epoch);
-    args_start(&a, e, 8 + req->topic_count);
+    size_t topic_count = req->position ? 0 : req->topic_count;
+    args_start(&a, e, 8 + topic_count);
     args_text(&a, cursor_epoch, strlen(cursor_epoch));
     args_number(&a, req->cursor.earliest ? 0 : (int64_t)req->cursor.seq);
     args_number(&a, (int64_t)req->limit + 1);
     int64_t ttl_ms = (int64_t)e->options.history_ttl_s * 1000;
     args_number(&a, ttl_ms > 0 ? hd_clock_wall_ms() - ttl_ms : -1);
-    args_number(&a, (int64_t)req->topic_count);
-    for (size_t i = 0; i < req->topic_count; i++)
+    args_number(&a, (int64_t)topic_count);
+    for (size_t i = 0; i < topic_count; i++)
         args_text(&a, req->topics[i], req->topic_lens[i]);
     if (args_call(&a, e, e->read_script, on_read_reply, req) != HD_REDIS_OK)
         wait_for_link(e, req);
@@ -783,7 +835,9 @@ static hd_engine_request *read_request_new(redis_engine *e, const char *const *t
         p += topic_lens[i];
     }
     req->cursor = *cursor;
-    req->cursor.text = memcpy(p, cursor->text, cursor->text_len);
+    req->cursor.text = p;
+    if (cursor->text_len > 0)
+        memcpy(p, cursor->text, cursor->text_len);
     uint64_t seq;
     if (cursor->present && !cursor->earliest &&
         !hd_id_parse(cursor->text, cursor->text_len, &req->cursor_epoch, &seq))
@@ -956,6 +1010,14 @@ static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len
     ingest_live(e, msg, p.prev);
 }
 
+/* A newly subscribed topic is confirmed and positioned: read what lies between. */
+static void fresh_ready(redis_engine *e, topic_state *t)
+{
+    t->fresh = t->resync = false;
+    if (t->since_epoch == e->epoch)
+        start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+}
+
 /*
  * After a reconnect, once Redis confirmed a topic's SUBSCRIBE, everything
  * newer arrives over pub/sub: what was published while the node was away
@@ -971,10 +1033,9 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
     if (t == NULL)
         return;
     if (t->fresh) {
-        /* A subscriber that came before this node knew the cluster's epoch starts now. */
-        t->fresh = t->resync = false;
-        if (t->since_epoch == e->epoch)
-            start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+        t->confirmed = true;
+        if (t->positioned)
+            fresh_ready(e, t);
     } else if (t->resync) {
         t->resync = false;
         start_fill(e, t, t->epoch, t->last, NULL, 0);

@@ -228,6 +228,19 @@ test('a poll without since on B reads only what is published after it arrived, w
   assert.deepEqual(answer.json.messages.map((m) => m.id), [fresh.id]);
 });
 
+test('a new subscriber on a node that did not follow its topic gets no older message', async () => {
+  const topic = 'c-stale';
+  await publishOk(a.url, topic, 'old 1');
+  await publishOk(a.url, topic, 'old 2');
+  const sse = await subscribe(b.url, `/events?topic=${topic}`);
+  await subscribedOnRedis(topic, 1);
+  const fresh = await publishOk(a.url, topic, 'new');
+  const [event] = await sse.waitEvents(1);
+  assert.equal(event.id, fresh.id);
+  await sse.expectNoMore(200);
+  sse.close();
+});
+
 test('a cursor beyond what B has seen, but issued, is accepted; a malformed one is refused', async () => {
   const topic = 'c-cursor';
   const sent = await publishOk(a.url, 'c-cursor-other', 'B never subscribed to this topic');
