@@ -385,3 +385,21 @@ test('Redis killed and restarted empty: a new epoch, a gap to subscribers, and p
   old.close();
   oldWs.close();
 });
+
+test('a node whose Redis cannot be reached: healthz 503, publish 503, subscribers accepted, clean stop', async () => {
+  const nowhere = await freePort();
+  const lone = await startHerald({ config: { cluster: { redis: `redis://127.0.0.1:${nowhere}`, timeout_ms: TIMEOUT_MS } } });
+  try {
+    const health = await request(`${lone.url}/healthz`);
+    assertError(health, 503, 'unavailable');
+    assertError(await publish(lone.url, 'c-lone', 'x'), 503, 'unavailable');
+    const sse = await subscribe(lone.url, '/events?topic=c-lone');
+    const resume = await subscribe(lone.url, '/events?topic=c-lone', { headers: { 'Last-Event-ID': '0badf00d-3' } });
+    await lone.waitForStderr(/cluster: Redis 127\.0\.0\.1:\d+ is down/, 5000);
+    assert.equal(sse.stream.ended, false);
+    sse.close();
+    resume.close();
+  } finally {
+    await lone.stop();
+  }
+});
