@@ -103,7 +103,7 @@ typedef enum hd_engine_state {
 /* What an engine that links nodes counts, for /metrics. */
 typedef struct hd_engine_stats {
     uint64_t reconnects; /* times its store came back after being reached */
-    uint64_t lost_reads; /* reads of messages its fan-out lost (found through prev) */
+    uint64_t lost_reads; /* reads of what its fan-out did not bring (lost, missed while away) */
 } hd_engine_stats;
 
 typedef struct hd_engine_ops {

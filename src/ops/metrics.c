@@ -131,7 +131,7 @@ static void render_cluster(const hd_metrics_gauges *g, hd_strbuf *out)
     counter(out, "herald_cluster_reconnects_total", "Times Redis was reached again after a loss.",
             g->engine_reconnects);
     counter(out, "herald_cluster_lost_reads_total",
-            "Reads of messages the pub/sub connection lost (found through their prev).",
+            "Reads of what pub/sub did not bring (lost, while away, before a SUBSCRIBE).",
             g->engine_lost_reads);
 }
 
