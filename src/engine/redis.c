@@ -33,6 +33,9 @@
 /* Topic table buckets on the engine thread (chained; a power of two). */
 #define TOPIC_BUCKETS 4096
 #define PREFIX_MAX 66 /* "{" + 64 + "}" */
+/* A topic whose last subscriber left stays subscribed this long (the design's 30 s). */
+#define LINGER_MS 30000
+#define SWEEP_MS 1000
 
 /* ------------------------------------------------------------------ pure parts */
 
@@ -158,6 +161,12 @@ typedef struct topic_state {
     uint32_t epoch;
     bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
     /*
+     * When the last subscriber left (uv_now, +1 so never 0), while it stays
+     * subscribed for LINGER_MS: a long-poll client comes back after every
+     * answer, and each SUBSCRIBE costs Redis round trips. 0 while in use.
+     */
+    uint64_t idle_since;
+    /*
      * Newly subscribed: the first subscriber's live delivery starts after
      * since, but pub/sub only once the SUBSCRIBE is confirmed: what lies
      * between is read then. since is the later of the hub's position when
@@ -239,6 +248,7 @@ struct redis_engine {
     uv_loop_t loop;
     uv_async_t jobs_async;
     uv_async_t stop_async;
+    uv_timer_t sweep; /* ends lingering subscriptions */
 
     /* Engine thread only. */
     hd_redis_link *link;
@@ -391,8 +401,10 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
             t->len = job->len;
             *slot = t;
         }
-        if ((*slot)->interest++ == 0) {
-            topic_state *t = *slot;
+        topic_state *t = *slot;
+        if (t->interest++ == 0 && t->idle_since != 0) {
+            t->idle_since = 0; /* still subscribed: nothing to do */
+        } else if (t->interest == 1) {
             t->fresh = true;
             t->positioned = t->confirmed = false;
             t->since_epoch = job->epoch;
@@ -406,10 +418,28 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
             run_read(e, req);
         }
     } else if (*slot != NULL && --(*slot)->interest == 0) {
-        hd_redis_link_unsubscribe(e->link, channel, channel_len);
-        topic_state *t = *slot;
-        *slot = t->next;
-        free(t);
+        (*slot)->idle_since = uv_now(&e->loop) + 1;
+    }
+}
+
+/* Unsubscribes the topics that lingered long enough without a subscriber. */
+static void on_sweep(uv_timer_t *timer)
+{
+    redis_engine *e = timer->data;
+    uint64_t now = uv_now(&e->loop);
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        topic_state **slot = &e->topics[b];
+        while (*slot != NULL) {
+            topic_state *t = *slot;
+            if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS) {
+                slot = &t->next;
+                continue;
+            }
+            char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
+            hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
+            *slot = t->next;
+            free(t);
+        }
     }
 }
 
@@ -684,7 +714,6 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
     free(reads);
     return ok;
 }
-
 
 static void wait_for_link(redis_engine *e, hd_engine_request *req)
 {
@@ -1116,6 +1145,7 @@ static void on_stop(uv_async_t *async)
     e->link = NULL;
     uv_close((uv_handle_t *)&e->jobs_async, NULL);
     uv_close((uv_handle_t *)&e->stop_async, NULL);
+    uv_close((uv_handle_t *)&e->sweep, NULL);
 }
 
 static void engine_thread(void *arg)
@@ -1239,6 +1269,9 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     e->jobs_async.data = e;
     uv_async_init(&e->loop, &e->stop_async, on_stop);
     e->stop_async.data = e;
+    uv_timer_init(&e->loop, &e->sweep);
+    e->sweep.data = e;
+    uv_timer_start(&e->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
     hd_mailbox_set_notify(&e->jobs, jobs_notify, e);
 
     hd_redis_link_settings settings = {

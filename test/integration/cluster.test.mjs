@@ -241,6 +241,24 @@ test('a new subscriber on a node that did not follow its topic gets no older mes
   sse.close();
 });
 
+test('a topic stays subscribed on Redis a while after its last subscriber left (long-polls come back)', async () => {
+  const topic = 'c-linger';
+  const channel = `{${PREFIX}}:c:${topic}`;
+  const sse = await subscribe(b.url, `/events?topic=${topic}`);
+  await subscribedOnRedis(topic, 1);
+  sse.close();
+  await until(async () => (await request(`${b.url}/topics/${topic}`)).json?.subscribers !== 1,
+    { what: 'the subscriber to leave B' });
+  await new Promise((resolve) => setTimeout(resolve, 300)); // what an unsubscribe would take, many times over
+  assert.equal((await redisCli(redis.port, 'PUBSUB', 'NUMSUB', channel)).split('\n')[1], '1');
+  // A poll coming back is served as usual, and a message published now reaches it.
+  const waiting = request(`${b.url}/poll?topic=${topic}&timeout=5`);
+  await until(async () => (await request(`${b.url}/topics/${topic}`)).json?.subscribers >= 1,
+    { what: 'the long-poll to wait on B' });
+  const sent = await publishOk(a.url, topic, 'again');
+  assert.deepEqual((await waiting).json.messages.map((m) => m.id), [sent.id]);
+});
+
 test('a cursor beyond what B has seen, but issued, is accepted; a malformed one is refused', async () => {
   const topic = 'c-cursor';
   const sent = await publishOk(a.url, 'c-cursor-other', 'B never subscribed to this topic');
