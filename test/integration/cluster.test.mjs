@@ -259,6 +259,30 @@ test('a topic stays subscribed on Redis a while after its last subscriber left (
   assert.deepEqual((await waiting).json.messages.map((m) => m.id), [sent.id]);
 });
 
+test('history trimmed in Redis: a resume on another node gets a gap, then what is held', async () => {
+  const topic = 'c-trim';
+  const small = await startHerald({ config: { ...nodeConfig(1), history: { max_messages: 2 } } });
+  try {
+    await small.waitForStderr(/cluster: Redis \S+ is up/);
+    const ids = [];
+    for (let i = 0; i < 5; i++) ids.push((await publishOk(small.url, topic, `m${i}`)).id);
+    const polled = await request(`${b.url}/poll?topic=${topic}&since=${ids[0]}&timeout=0`);
+    assert.equal(polled.status, 200, polled.text);
+    assert.deepEqual(polled.json.messages.map((m) => m.id), ids.slice(3));
+    assert.equal(polled.json.gap, true);
+    assert.deepEqual(polled.json.gaps, [{ topic, from: ids[0], to: ids[2] }]);
+    const sse = await subscribe(b.url, `/events?topic=${topic}`, { headers: { 'Last-Event-ID': ids[3] } });
+    const [event] = await sse.waitEvents(1);
+    assert.equal(event.id, ids[4], 'from a cursor still held: no gap');
+    sse.close();
+    const earliest = await request(`${b.url}/poll?topic=${topic}&since=earliest&timeout=0`);
+    assert.deepEqual(earliest.json.messages.map((m) => m.id), ids.slice(3));
+    assert.equal(earliest.json.gap, false);
+  } finally {
+    await small.stop();
+  }
+});
+
 test('a cursor beyond what B has seen, but issued, is accepted; a malformed one is refused', async () => {
   const topic = 'c-cursor';
   const sent = await publishOk(a.url, 'c-cursor-other', 'B never subscribed to this topic');
