@@ -17,6 +17,8 @@
 #include "herald/worker.h"
 #include "herald/workers.h"
 #include "engine/memory.h"
+#include "engine/redis.h"
+#include "engine/redis_url.h"
 #include "http/http1.h"
 #include "transport/context.h"
 
@@ -59,7 +61,7 @@ typedef struct herald {
     options options;
     hd_settings *settings; /* the newest, which a reload starts from */
     hd_hub *hub;
-    hd_engine *engine; /* the memory engine: cluster.redis is refused until it is built */
+    hd_engine *engine; /* the memory engine, or Redis's with cluster.redis */
     hd_workers *workers;
     sigset_t signal_set; /* taken_signals */
     uv_signal_t signals[N_SIGNALS];
@@ -82,17 +84,14 @@ static void print_usage(FILE *out)
           out);
 }
 
-/*
- * The Redis engine has its key in the contract before it is built. Ignoring
- * it would run a lone node where the operator asked for a cluster: refuse
- * to start.
- */
-static int refuse_features_not_built(const hd_config *config)
+/* A cluster.redis that cannot be used stops herald at start, like any config error. */
+static int check_cluster(const hd_config *config, hd_redis_url *url)
 {
-    if (config->cluster.redis[0] == '\0')
+    char err[256];
+    if (config->cluster.redis[0] == '\0' ||
+        hd_redis_url_parse(config->cluster.redis, url, err, sizeof(err)) == 0)
         return 0;
-    fprintf(stderr, "herald: cluster.redis: this version of herald does not support it yet (the "
-                    "Redis engine is planned); leave it at its default\n");
+    fprintf(stderr, "herald: cluster.redis: %s\n", err);
     return -1;
 }
 
@@ -255,13 +254,14 @@ static unsigned worker_count(const hd_config *config)
 /* The settings at start; NULL after printing why (a config error: exit 2). */
 static hd_settings *load_settings(const options *opts)
 {
+    hd_redis_url url;
     hd_config config;
     hd_config_init(&config);
     char err[HD_CONFIG_ERROR_MAX];
     hd_settings *settings = NULL;
     if (load_config(&config, opts, err, sizeof(err)) != 0) {
         fprintf(stderr, "herald: %s\n", err);
-    } else if (refuse_features_not_built(&config) == 0) {
+    } else if (check_cluster(&config, &url) == 0) {
         hd_log_set_level(config.log_level);
         settings = hd_settings_new(&config, err, sizeof(err));
         if (settings == NULL)
@@ -269,6 +269,22 @@ static hd_settings *load_settings(const options *opts)
     }
     hd_config_free(&config); /* what hd_settings_new did not take */
     return settings;
+}
+
+static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
+{
+    hd_engine_redis_options engine_options = {
+        .prefix = config->cluster.prefix,
+        .timeout_ms = config->cluster.timeout_ms,
+        .history_max_messages = config->history.max_messages,
+        .history_max_bytes = config->history.max_bytes,
+        .history_ttl_s = config->history.ttl_s,
+    };
+    char err[256];
+    /* Checked at load: cannot fail here. */
+    if (hd_redis_url_parse(config->cluster.redis, &engine_options.url, err, sizeof(err)) != 0)
+        abort();
+    return hd_engine_redis_new(hub, &engine_options);
 }
 
 int main(int argc, char **argv)
@@ -288,13 +304,14 @@ int main(int argc, char **argv)
         .history_ttl_s = config->history.ttl_s,
         .history_max_total_bytes = config->history.max_total_bytes,
         .max_topics = config->limits.max_topics,
+        .cluster = config->cluster.redis[0] != '\0',
     };
     /* Messages size their per-worker encoding slots by this: set before the hub exists. */
     unsigned workers = worker_count(config);
     hd_worker_set_count(workers);
     uv_loop_init(&h.loop);
     h.hub = hd_hub_new(&hub_options);
-    h.engine = hd_engine_memory_new(h.hub);
+    h.engine = hub_options.cluster ? new_redis_engine(config, h.hub) : hd_engine_memory_new(h.hub);
     h.workers = hd_workers_new(h.settings, h.hub, h.engine, workers, &http_service);
     hd_log_info("herald %s starting (epoch %08x, %u worker%s)", HERALD_VERSION, hd_hub_epoch(h.hub),
                 workers, workers == 1 ? "" : "s");

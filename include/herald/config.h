@@ -74,6 +74,8 @@ typedef struct hd_config {
     } auth;
     struct {
         char *redis;
+        char *prefix;
+        uint32_t timeout_ms;
     } cluster;
 } hd_config;
 

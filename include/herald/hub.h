@@ -47,6 +47,13 @@ typedef struct hd_hub_options {
     uint64_t history_max_total_bytes; /* all topics together; 0 = no limit */
     uint32_t max_topics;              /* 0 = no limit */
     uint32_t epoch;                   /* 0 = pick a random non-zero epoch */
+    /*
+     * The sequence is a cluster's (engine/redis.h): this hub only mirrors
+     * what it was handed (hd_hub_ingest), so a cursor of its epoch beyond
+     * the newest seq it saw may still have been issued by another node and
+     * is not refused here (the engine's read answers it).
+     */
+    bool cluster;
 } hd_hub_options;
 
 /*
@@ -88,6 +95,14 @@ typedef struct hd_subscriber_ops {
      * unsubscribes later from its own loop pass.
      */
     void (*deliver)(hd_subscriber *sub, hd_message *msg);
+    /*
+     * Cluster mode: the hub moved to a new epoch (the store lost data), so
+     * what sub saw of a topic (gap->from) belongs to the old one. Called
+     * once per subscription, before the new epoch's messages, on sub's
+     * worker, with the hub's lock held; NULL: nothing to say (a poll's next
+     * read reports it). Same rules as deliver.
+     */
+    void (*gap)(hd_subscriber *sub, const hd_gap *gap);
     hd_transport transport;
 } hd_subscriber_ops;
 
@@ -96,7 +111,8 @@ typedef struct hd_subscription {
     hd_topic *topic;
     hd_list node; /* in the topic's subscriber list of the subscriber's worker */
     hd_subscriber *subscriber;
-    uint64_t seen_seq; /* the newest seq of this topic it was given, live or from history */
+    uint64_t seen_seq;   /* the newest seq of this topic it was given, live or from history */
+    uint32_t seen_epoch; /* seen_seq's epoch: a message of another one is new (cluster mode) */
 } hd_subscription;
 
 /*
@@ -200,6 +216,37 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
                                    size_t *failed);
 
 /*
+ * For an engine that stores elsewhere (cluster mode): a message another
+ * node (or this one, through the store) published, handed over in the
+ * store's seq order. Like a publish without assigning a seq: msg (whose
+ * reference the hub takes) goes into its topic's local history and to
+ * every worker with subscribers of the topic. The hub's seq becomes the
+ * newest seq ingested; a message of another epoch moves the hub to that
+ * epoch. A message at or below its topic's newest seq is a duplicate and
+ * dropped. Returns whether it was taken. Any thread.
+ */
+bool hd_hub_ingest(hd_hub *hub, hd_message *msg);
+/*
+ * Moves the hub to epoch (cluster mode: the store's; a new epoch restarts
+ * its seq at 0), and its seq to at least seq: the newest the cluster is
+ * known to have issued (from a publish's or a read's answer). Subscribing
+ * starts live delivery after the hub's seq, which is right for a cluster's
+ * too: what was issued before was published before the subscription (a
+ * catch-up reads it). Any thread.
+ */
+void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq);
+
+/*
+ * An engine that answers on its own thread runs its completions on each
+ * worker's thread through this: run(ctx, worker) is called by the worker
+ * (at the start of hd_hub_deliver_pending) after hd_hub_wake(worker). Set
+ * once, before any worker runs.
+ */
+void hd_hub_set_worker_hook(hd_hub *hub, void (*run)(void *ctx, unsigned worker), void *ctx);
+/* Wakes worker as a new message would (its notify), so it runs the hook. Any thread. */
+void hd_hub_wake(hd_hub *hub, unsigned worker);
+
+/*
  * Called once per worker at start: notify(ctx) is called from any thread,
  * with the hub's lock held, when the worker's inbox gets its first message
  * (e.g. uv_async_send); the worker then calls hd_hub_deliver_pending on its
@@ -214,6 +261,13 @@ void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), 
  * bursts. Returns whether more are queued.
  */
 bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes);
+
+/*
+ * The hub's epoch and seq, for an on_interest callback (the lock is held):
+ * where live delivery starts for the subscription that made the topic
+ * interesting.
+ */
+void hd_hub_position_locked(const hd_hub *hub, uint32_t *epoch, uint64_t *seq);
 
 /*
  * Set once, before any worker runs. on_interest(ctx, topic, len, true) is

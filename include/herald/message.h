@@ -36,6 +36,7 @@ typedef enum hd_wire {
 typedef struct hd_message {
     uint32_t refs;
     uint64_t seq;    /* hub-wide sequence number; ids order like seqs */
+    uint32_t epoch;  /* the id's epoch: seqs compare only within one */
     int64_t time_ms; /* publish time, Unix milliseconds */
     const char *topic;
     size_t topic_len;

@@ -67,6 +67,7 @@ typedef struct config_key {
 static const char *check_listen(const char *value);
 static const char *check_path(const char *value);
 static const char *check_redis(const char *value);
+static const char *check_prefix(const char *value);
 
 /*
  * Integer bounds stay below 2^53 so that cJSON's double holds every value in
@@ -110,6 +111,8 @@ static const config_key config_keys[] = {
     BOOL("auth.anonymous_subscribe", auth.anonymous_subscribe, true),
     BOOL("auth.anonymous_publish", auth.anonymous_publish, true),
     STRING("cluster.redis", cluster.redis, "", check_redis),
+    STRING("cluster.prefix", cluster.prefix, "herald", check_prefix),
+    U32("cluster.timeout_ms", cluster.timeout_ms, 100, 60000, 2000),
 };
 
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -128,6 +131,8 @@ static const char *const restart_keys[] = {
     "history.max_total_bytes",
     "limits.max_topics",
     "cluster.redis",
+    "cluster.prefix",
+    "cluster.timeout_ms",
 };
 
 /* Config files are small; the cap only stops a wrong path (a device, a log) from eating memory. */
@@ -231,6 +236,16 @@ static const char *check_redis(const char *value)
     return value[0] == '\0' || strncmp(value, "redis://", 8) == 0
                ? NULL
                : "must be empty or start with 'redis://'";
+}
+
+/* Inside a Redis hash tag ("{prefix}"): no braces, and short, since every key repeats it. */
+static const char *check_prefix(const char *value)
+{
+    size_t len = strlen(value);
+    bool ok = len >= 1 && len <= 64;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = value[i] > ' ' && value[i] < 127 && value[i] != '{' && value[i] != '}';
+    return ok ? NULL : "must be 1 to 64 printable ASCII characters without spaces, '{' or '}'";
 }
 
 /* -------------------------------------------------------------- fields */

@@ -100,6 +100,12 @@ typedef enum hd_engine_state {
     HD_ENGINE_DOWN,       /* gave up until the next attempt: publishes are refused */
 } hd_engine_state;
 
+/* What an engine that links nodes counts, for /metrics. */
+typedef struct hd_engine_stats {
+    uint64_t reconnects; /* times its store came back after being reached */
+    uint64_t lost_reads; /* reads of what its fan-out did not bring (lost, missed while away) */
+} hd_engine_stats;
+
 typedef struct hd_engine_ops {
     const char *name; /* "memory", "redis": for logs, /healthz and /metrics */
     /*
@@ -122,6 +128,8 @@ typedef struct hd_engine_ops {
      */
     void (*interest)(hd_engine *engine, const char *topic, size_t topic_len, bool interested);
     hd_engine_state (*state)(const hd_engine *engine);
+    /* Counters for /metrics (any thread). NULL: the engine has none (a single node). */
+    void (*stats)(const hd_engine *engine, hd_engine_stats *out);
     /* After every worker has stopped: nothing is under way any more. */
     void (*free)(hd_engine *engine);
 } hd_engine_ops;

@@ -14,4 +14,8 @@
 extern const char hd_redis_publish_lua[];
 extern const size_t hd_redis_publish_lua_len;
 
+/* What some topics hold after a cursor, with the epoch and the cut (hub.s) as of the read. */
+extern const char hd_redis_read_lua[];
+extern const size_t hd_redis_read_lua_len;
+
 #endif

@@ -61,7 +61,15 @@ void hd_history_push(hd_hub *hub, hd_topic *t, hd_message *msg)
     t->history_bytes += cost;
     hub->history_bytes += cost;
     hub->history_messages++;
-    hd_list_insert_tail(&hub->history_order, &msg->history_node);
+    /*
+     * Seq order: at the tail, except for a message a cluster's engine
+     * fetched late (a pub/sub message it lost), which goes a few places back.
+     */
+    hd_list *after = hub->history_order.prev;
+    while (after != &hub->history_order &&
+           hd_container_of(after, hd_message, history_node)->seq > msg->seq)
+        after = after->prev;
+    hd_list_insert_tail(after->next, &msg->history_node);
     t->last_seq = msg->seq;
 }
 
@@ -130,6 +138,20 @@ void hd_hub_expire(hd_hub *hub, int64_t now_ms)
         history_drop_hub_oldest(hub);
     }
     hub_unlock(hub);
+}
+
+void hd_history_clear(hd_hub *hub, hd_topic *t)
+{
+    uint64_t evicted = hub->stats.history_evicted;
+    while (t->ring_len > 0)
+        history_drop_oldest(hub, t);
+    hub->stats.history_evicted = evicted;
+    free(t->ring);
+    t->ring = NULL;
+    t->ring_cap = 0;
+    t->ring_head = 0;
+    t->lost_upto = 0;
+    t->last_seq = 0;
 }
 
 void hd_history_free(hd_topic *t)

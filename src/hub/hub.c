@@ -213,22 +213,23 @@ void hd_hub_free(hd_hub *hub)
 
 uint32_t hd_hub_epoch(const hd_hub *hub)
 {
-    return hub->epoch;
+    return __atomic_load_n(&hub->epoch, __ATOMIC_RELAXED);
 }
 
 size_t hd_hub_newest_id(const hd_hub *hub, char *out)
 {
     hub_lock(hub);
     uint64_t seq = hub->seq;
+    uint32_t epoch = hub->epoch;
     hub_unlock(hub);
-    return hd_id_format(hub->epoch, seq, out);
+    return hd_id_format(epoch, seq, out);
 }
 
 hd_hub_status hd_hub_parse_cursor(const hd_hub *hub, const char *text, size_t len, hd_cursor *out)
 {
-    if (!hd_cursor_parse(text, len, hub->epoch, out))
+    if (!hd_cursor_parse(text, len, hd_hub_epoch(hub), out))
         return HD_HUB_BAD_CURSOR;
-    if (!out->present || out->earliest || out->foreign)
+    if (!out->present || out->earliest || out->foreign || hub->options.cluster)
         return HD_HUB_OK;
     /*
      * A seq beyond the newest one assigned was never issued: a poll would
@@ -268,6 +269,18 @@ void hd_hub_set_notify(hd_hub *hub, unsigned worker, void (*notify)(void *ctx), 
     hd_mailbox_set_notify(&hub->inboxes[worker], notify, ctx);
 }
 
+/* Appends msg (its reference taken) to t's history and queues it for every worker subscribed. */
+static void append_and_post_locked(hd_hub *hub, hd_topic *t, hd_message *msg)
+{
+    hd_history_push(hub, t, msg);
+    hd_history_enforce_total(hub, msg);
+    hub->stats.messages_published++;
+    for (unsigned w = 0; w < hub->workers; w++) {
+        if (!hd_list_empty(&t->subscribers[w]))
+            hd_mailbox_post_locked(&hub->inboxes[w], hd_message_retain(msg));
+    }
+}
+
 /*
  * Appends one checked item to history and queues it for every worker with
  * subscribers of its topic. Queued under the lock, so every inbox is in seq
@@ -283,17 +296,11 @@ static void publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now
         t = topic_create(hub, item->topic, item->topic_len);
     hd_message *msg = hd_message_new(item->topic, item->topic_len, item->event, item->event_len,
                                      item->data, item->data_len, ++hub->seq, hub->epoch, now_ms);
-    hd_history_push(hub, t, msg);
-    hd_history_enforce_total(hub, msg);
-    hub->stats.messages_published++;
     if (subscribers != NULL)
         *subscribers = t->subscriber_count;
     if (out != NULL)
         *out = hd_message_retain(msg);
-    for (unsigned w = 0; w < hub->workers; w++) {
-        if (!hd_list_empty(&t->subscribers[w]))
-            hd_mailbox_post_locked(&hub->inboxes[w], hd_message_retain(msg));
-    }
+    append_and_post_locked(hub, t, msg);
 }
 
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
@@ -326,6 +333,93 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
 }
 
 /*
+ * A new epoch's seqs start over, so the local history (a mirror of the
+ * old epoch's) goes: its order would no longer be seq order. Topics left
+ * with neither subscribers nor history are freed after the walk, which a
+ * table resize would otherwise disturb.
+ */
+static void set_epoch_locked(hd_hub *hub, uint32_t epoch)
+{
+    if (epoch == hub->epoch)
+        return;
+    __atomic_store_n(&hub->epoch, epoch, __ATOMIC_RELAXED);
+    hub->seq = 0;
+    /*
+     * A marker (seq 0, no topic) tells each worker, in its inbox's order, to
+     * send its subscribers a gap before the new epoch's messages.
+     */
+    if (hub->epoch_from_store) {
+        for (unsigned w = 0; w < hub->workers; w++)
+            hd_mailbox_post_locked(&hub->inboxes[w],
+                                   hd_message_new("", 0, NULL, 0, "", 0, 0, epoch, 0));
+    }
+    hub->epoch_from_store = true;
+    hub->forgotten_upto = 0;
+    hd_topic **unused = hd_alloc((hub->topic_count + 1) * sizeof(*unused));
+    size_t unused_count = 0;
+    for (size_t b = 0; b < hub->bucket_count; b++) {
+        for (hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next) {
+            hd_history_clear(hub, t);
+            if (t->subscriber_count == 0)
+                unused[unused_count++] = t;
+        }
+    }
+    for (size_t i = 0; i < unused_count; i++)
+        hd_topic_free_if_unused(hub, unused[i]);
+    free(unused);
+}
+
+void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq)
+{
+    hub_lock(hub);
+    set_epoch_locked(hub, epoch);
+    if (seq > hub->seq)
+        hub->seq = seq;
+    hub_unlock(hub);
+}
+
+bool hd_hub_ingest(hd_hub *hub, hd_message *msg)
+{
+    uint32_t epoch;
+    uint64_t seq;
+    if (!hd_id_parse(msg->id, msg->id_len, &epoch, &seq)) {
+        hd_message_release(msg);
+        return false;
+    }
+    hub_lock(hub);
+    set_epoch_locked(hub, epoch);
+    hd_topic *t = hd_topic_find(hub, msg->topic, msg->topic_len);
+    /* The local history is a mirror: a topic beyond max_topics is delivered, not kept. */
+    if (t == NULL)
+        t = topic_create(hub, msg->topic, msg->topic_len);
+    bool taken = msg->seq > t->last_seq;
+    if (taken) {
+        if (msg->seq > hub->seq)
+            hub->seq = msg->seq;
+        append_and_post_locked(hub, t, msg);
+    }
+    hub_unlock(hub);
+    if (!taken)
+        hd_message_release(msg);
+    return taken;
+}
+
+void hd_hub_set_worker_hook(hd_hub *hub, void (*run)(void *ctx, unsigned worker), void *ctx)
+{
+    hub->worker_hook = run;
+    hub->worker_hook_ctx = ctx;
+}
+
+void hd_hub_wake(hd_hub *hub, unsigned worker)
+{
+    hub_lock(hub);
+    hd_mailbox *inbox = &hub->inboxes[worker];
+    if (inbox->notify != NULL)
+        inbox->notify(inbox->notify_ctx);
+    hub_unlock(hub);
+}
+
+/*
  * Takes the calling worker's inbox, resolving each message's topic under the
  * lock, then delivers without it. A resolved topic cannot go away meanwhile:
  * it has subscribers of this worker, and only this worker removes them (and
@@ -333,6 +427,35 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  * was published, or that a catch-up already served it from history, has a
  * seen_seq at or past it and skips it.
  */
+/*
+ * The hub moved to epoch: every subscription of worker self that saw the
+ * old one gets a gap from what it saw, and starts over in the new one.
+ */
+static void announce_epoch(hd_hub *hub, unsigned self, uint32_t epoch)
+{
+    hub_lock(hub);
+    for (size_t b = 0; b < hub->bucket_count; b++) {
+        for (hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next) {
+            hd_list *pos, *next;
+            hd_list_foreach_safe(pos, next, &t->subscribers[self])
+            {
+                hd_subscription *s = hd_container_of(pos, hd_subscription, node);
+                if (s->seen_epoch == epoch)
+                    continue;
+                char from[HD_ID_MAX];
+                hd_gap gap = {.topic = t->name, .topic_len = t->name_len, .from = from};
+                gap.from_len = hd_id_format(s->seen_epoch, s->seen_seq, from);
+                gap.to_len = hd_id_format(epoch, 0, gap.to);
+                s->seen_epoch = epoch;
+                s->seen_seq = 0;
+                if (s->subscriber->ops->gap != NULL)
+                    s->subscriber->ops->gap(s->subscriber, &gap);
+            }
+        }
+    }
+    hub_unlock(hub);
+}
+
 /* Messages taken from an inbox at a time: the slice lives on the stack, no allocation per publish.
  */
 #define SLICE_MESSAGES 256
@@ -341,6 +464,8 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
 {
     unsigned self = hd_worker_index();
     hd_mailbox *inbox = &hub->inboxes[self];
+    if (hub->worker_hook != NULL)
+        hub->worker_hook(hub->worker_hook_ctx, self);
     hub_lock(hub);
     size_t queued, count = 0;
     void *const *pending = hd_mailbox_peek_locked(inbox, &queued);
@@ -358,20 +483,25 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
     hd_mailbox_consume_locked(inbox, count);
     bool more = queued > count;
     for (size_t i = 0; i < count; i++) {
-        hd_topic *t = hd_topic_find(hub, messages[i]->topic, messages[i]->topic_len);
+        hd_topic *t = messages[i]->seq == 0
+                          ? NULL
+                          : hd_topic_find(hub, messages[i]->topic, messages[i]->topic_len);
         topics[i] = t != NULL && !hd_list_empty(&t->subscribers[self]) ? t : NULL;
     }
     hub_unlock(hub);
 
     for (size_t i = 0; i < count; i++) {
         hd_message *msg = messages[i];
+        if (msg->seq == 0)
+            announce_epoch(hub, self, msg->epoch);
         if (topics[i] != NULL) {
             hd_list *pos, *next;
             hd_list_foreach_safe(pos, next, &topics[i]->subscribers[self])
             {
                 hd_subscription *s = hd_container_of(pos, hd_subscription, node);
-                if (s->seen_seq >= msg->seq)
+                if (s->seen_epoch == msg->epoch && s->seen_seq >= msg->seq)
                     continue;
+                s->seen_epoch = msg->epoch;
                 s->seen_seq = msg->seq;
                 s->subscriber->ops->deliver(s->subscriber, msg);
             }
@@ -456,12 +586,19 @@ static hd_hub_status subscribe_locked(hd_hub *hub, hd_subscriber *sub, const cha
     s->subscriber = sub;
     /* Live delivery starts after what is published now; a catch-up serves the rest. */
     s->seen_seq = hub->seq;
+    s->seen_epoch = hub->epoch;
     hd_list_insert_tail(&t->subscribers[sub->worker], &s->node);
     if (++t->subscriber_count == 1 && hub->on_interest != NULL)
         hub->on_interest(hub->interest_ctx, t->name, t->name_len, true);
     t->subscribers_by_transport[sub->ops->transport]++;
     hub->subscription_count++;
     return HD_HUB_OK;
+}
+
+void hd_hub_position_locked(const hd_hub *hub, uint32_t *epoch, uint64_t *seq)
+{
+    *epoch = hub->epoch;
+    *seq = hub->seq;
 }
 
 void hd_hub_set_interest(hd_hub *hub,
@@ -643,8 +780,10 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg)
         hd_subscription *s = &sub->subscriptions[i];
         if (s->topic->name_len == msg->topic_len &&
             memcmp(s->topic->name, msg->topic, msg->topic_len) == 0) {
-            if (s->seen_seq < msg->seq)
+            if (s->seen_epoch != msg->epoch || s->seen_seq < msg->seq) {
+                s->seen_epoch = msg->epoch;
                 s->seen_seq = msg->seq;
+            }
             return;
         }
     }

@@ -56,8 +56,10 @@ struct hd_hub {
      */
     hd_mailbox *inboxes;
     hd_hub_options options;
-    uint32_t epoch;
-    uint64_t seq; /* the last seq assigned */
+    uint32_t epoch; /* read and written atomically: a cluster's engine moves it (hd_hub_advance) */
+    /* Cluster mode: the epoch came from the store, so a change is announced to subscribers. */
+    bool epoch_from_store;
+    uint64_t seq; /* the last seq assigned (cluster mode: ingested) */
     /*
      * The newest lost seq of any topic that was freed. A topic created later
      * starts with lost_upto = forgotten_upto: it cannot know whether the
@@ -91,6 +93,9 @@ struct hd_hub {
     /* hd_hub_set_interest's; set before the workers run, read under the lock. */
     void (*on_interest)(void *ctx, const char *topic, size_t topic_len, bool interested);
     void *interest_ctx;
+    /* hd_hub_set_worker_hook's; set before the workers run. */
+    void (*worker_hook)(void *ctx, unsigned worker);
+    void *worker_hook_ctx;
 };
 
 /* The lock is not part of the hub's logical state: const readers take it too. */
@@ -114,6 +119,11 @@ void hd_topic_free_if_unused(hd_hub *hub, hd_topic *t);
 void hd_history_push(hd_hub *hub, hd_topic *t, hd_message *msg);
 /* Keeps the hub within history.max_total_bytes, never dropping keep (the one just published). */
 void hd_history_enforce_total(hd_hub *hub, const hd_message *keep);
+/*
+ * Drops the topic's whole history and forgets its seqs, without counting
+ * it as evicted: the hub moved to a new epoch, whose seqs start over.
+ */
+void hd_history_clear(hd_hub *hub, hd_topic *t);
 /* Drops the topic's whole history, without counting it as evicted: the topic is being freed. */
 void hd_history_free(hd_topic *t);
 

@@ -49,6 +49,7 @@ hd_message *hd_message_new(const char *topic, size_t topic_len, const char *even
     msg->data_len = data_len;
     copy_string(p, data, data_len);
 
+    msg->epoch = epoch;
     msg->id_len = hd_id_format(epoch, seq, msg->id);
     return msg;
 }

@@ -119,6 +119,23 @@ static void render_pending(const hd_metrics *m, const hd_metrics_gauges *g, hd_s
                "protocol", protocol_names, m->pending_body_refusals, HD_PROTOCOL_COUNT);
 }
 
+static void render_cluster(const hd_metrics_gauges *g, hd_strbuf *out)
+{
+    static const char *const states[] = {"up", "connecting", "down"};
+    bool up = strcmp(g->engine_state, "up") == 0;
+    gauge(out, "herald_cluster_up", "1 while the Redis engine publishes and reads.", up);
+    family(out, "herald_cluster_state", "gauge",
+           "The Redis engine's state: 1 for the current one.");
+    for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
+        labelled(out, "herald_cluster_state", "state", states[i],
+                 strcmp(g->engine_state, states[i]) == 0);
+    counter(out, "herald_cluster_reconnects_total", "Times Redis was reached again after a loss.",
+            g->engine_reconnects);
+    counter(out, "herald_cluster_lost_reads_total",
+            "Reads of what pub/sub did not bring (lost, while away, before a SUBSCRIBE).",
+            g->engine_lost_reads);
+}
+
 /* The process metrics every Prometheus client library exports, read from /proc. */
 static void render_process(hd_strbuf *out)
 {
@@ -173,6 +190,8 @@ void hd_metrics_render(const hd_metrics *metrics, const hd_metrics_gauges *gauge
     render_hub(&gauges->hub, out);
     render_traffic(metrics, out);
     render_pending(metrics, gauges, out);
+    if (gauges->cluster)
+        render_cluster(gauges, out);
     gauge(out, "herald_draining", "1 while herald is shutting down.", gauges->draining);
     family(out, "herald_build_info", "gauge", "Always 1; the version is the label.");
     labelled(out, "herald_build_info", "version", HERALD_VERSION, 1);

@@ -72,6 +72,11 @@ typedef struct hd_metrics_gauges {
     bool draining;
     uint64_t pending_body_bytes; /* held by bodies and WebSocket messages being received */
     hd_hub_stats hub;
+    /* Cluster mode only (cluster set): the engine's state and counters. */
+    bool cluster;
+    const char *engine_state; /* "up", "connecting", "down" */
+    uint64_t engine_reconnects;
+    uint64_t engine_lost_reads;
 } hd_metrics_gauges;
 
 /* Appends the whole exposition (format 0.0.4) to out. */

@@ -25,7 +25,13 @@
 
 typedef struct poll_request {
     hd_subscribe_params params;
-    char arrival_id[HD_ID_MAX]; /* the cursor when the client gave none */
+    /*
+     * The cursor when the client gave none: the cut of the first read, made
+     * without a cursor ("" until it answered). The engine's cut, not this
+     * node's newest id: in cluster mode the node may not have seen the
+     * newest messages of the poll's topics.
+     */
+    char arrival_id[HD_ID_MAX];
     uint32_t timeout_s;
     size_t limit;
 } poll_request;
@@ -181,7 +187,9 @@ static hd_cursor request_cursor(const poll_request *request, hd_conn *conn)
 {
     if (request->params.cursor.present)
         return request->params.cursor;
-    hd_cursor cursor;
+    hd_cursor cursor = {0};
+    if (request->arrival_id[0] == '\0')
+        return cursor;
     hd_hub_parse_cursor(hd_conn_hub(conn), request->arrival_id, strlen(request->arrival_id),
                         &cursor);
     return cursor;
@@ -248,6 +256,8 @@ static void session_on_read(void *ctx, const hd_history_result *result)
 {
     poll_session *session = ctx;
     session->read = NULL;
+    if (!session->request.params.cursor.present && session->request.arrival_id[0] == '\0')
+        hd_id_format(result->epoch, result->cut, session->request.arrival_id);
     if (session->force || result->count > 0 || result->gap_count > 0) {
         hd_conn *conn = session->conn;
         session_stop(session);
@@ -369,7 +379,6 @@ void hd_poll_handle(hd_conn *conn)
         return;
     if (hd_subscribe_params_parse(conn, NULL, cursor_params, true, &request.params, NULL) != 0)
         return;
-    hd_hub_newest_id(hd_conn_hub(conn), request.arrival_id);
     poll_session *session = hd_calloc(1, sizeof(*session));
     session->conn = conn;
     session->request = request;

@@ -74,6 +74,15 @@ static void answer_metrics(hd_conn *conn)
         .draining = hd_conn_server_draining(conn),
     };
     hd_hub_get_stats(hd_conn_hub(conn), &gauges.hub);
+    const hd_engine *engine = hd_conn_engine(conn);
+    if (engine->ops->stats != NULL) {
+        hd_engine_stats stats;
+        engine->ops->stats(engine, &stats);
+        gauges.cluster = true;
+        gauges.engine_state = hd_engine_state_name(hd_engine_get_state(engine));
+        gauges.engine_reconnects = stats.reconnects;
+        gauges.engine_lost_reads = stats.lost_reads;
+    }
     hd_metrics total;
     hd_conn_group_metrics(conn, &total, &gauges);
     hd_strbuf body;

@@ -150,8 +150,14 @@ static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
         queue_message(session, msg);
 }
 
+static void session_on_gap(hd_subscriber *sub, const hd_gap *gap)
+{
+    queue_gap((sse_session *)sub, gap);
+}
+
 static const hd_subscriber_ops sse_subscriber_ops = {
     .deliver = session_on_deliver,
+    .gap = session_on_gap,
     .transport = HD_TRANSPORT_SSE,
 };
 

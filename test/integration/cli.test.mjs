@@ -131,17 +131,15 @@ describe('bad configuration exits 2 with one line naming the problem', () => {
       { mentions: ['listen[2]', 'duplicate of listen[1]', "'127.0.0.1:08080'", "'localhost:8080'"] });
   });
 
-  // Keys of features not built yet: running a lone node where the operator
-  // asked for a cluster would be worse than not starting. (TLS is built: its
-  // configuration errors are in tls.test.mjs.)
-  for (const [config, key] of [
-    [{ cluster: { redis: 'redis://127.0.0.1:6379' } }, 'cluster.redis'],
-  ]) {
-    test(`a feature not built yet is refused, not ignored: ${key}`, async () => {
-      const line = await expectConfigError(config, { mentions: [key] });
-      assert.match(line, /does not support it yet/);
-    });
-  }
+  // cluster.redis must be a URL herald can use; keys of cluster features
+  // not built yet (Sentinel, trust_redis_persistence) are unknown keys.
+  test('an unusable cluster.redis is refused at start', async () => {
+    await expectConfigError({ cluster: { redis: 'rediss://127.0.0.1:6379' } }, { mentions: ['cluster.redis'] });
+    await expectConfigError({ cluster: { redis: 'redis://127.0.0.1:99999' } }, { mentions: ['cluster.redis'] });
+    await expectConfigError({ cluster: { redis: 'redis://h', sentinels: ['a:1'] } }, { mentions: ['cluster.sentinels'] });
+    await expectConfigError({ cluster: { redis: 'redis://h', trust_redis_persistence: true } },
+      { mentions: ['cluster.trust_redis_persistence'] });
+  });
 
   test('invalid JSON names the file', async () => {
     await expectConfigError(null, { raw: '{"heartbeat_s": 15,', mentions: ['{file}'] });

@@ -50,6 +50,8 @@ static const char *const all_keys[] = {
     "auth.anonymous_subscribe",
     "auth.anonymous_publish",
     "cluster.redis",
+    "cluster.prefix",
+    "cluster.timeout_ms",
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -128,7 +130,9 @@ static bool same_config(const hd_config *a, const hd_config *b)
            strcmp(a->auth.jwt_public_key, b->auth.jwt_public_key) == 0 &&
            a->auth.anonymous_subscribe == b->auth.anonymous_subscribe &&
            a->auth.anonymous_publish == b->auth.anonymous_publish &&
-           strcmp(a->cluster.redis, b->cluster.redis) == 0;
+           strcmp(a->cluster.redis, b->cluster.redis) == 0 &&
+           strcmp(a->cluster.prefix, b->cluster.prefix) == 0 &&
+           a->cluster.timeout_ms == b->cluster.timeout_ms;
 }
 
 /* Writes text to a new temporary file and returns its path (static storage). */
@@ -186,6 +190,8 @@ static void test_defaults(void)
     CHECK(cfg.auth.anonymous_subscribe);
     CHECK(cfg.auth.anonymous_publish);
     CHECK_EQ_STR(cfg.cluster.redis, "");
+    CHECK_EQ_STR(cfg.cluster.prefix, "herald");
+    CHECK_EQ_INT(cfg.cluster.timeout_ms, 2000);
 
     /* An empty document changes nothing. */
     hd_config other;
@@ -215,7 +221,8 @@ static void test_every_key_set(void)
         " \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\"},"
         " \"auth\": {\"jwt_secret\": \"s\", \"jwt_public_key\": \"p\","
         " \"anonymous_subscribe\": false, \"anonymous_publish\": false},"
-        " \"cluster\": {\"redis\": \"redis://127.0.0.1:6379\"}}";
+        " \"cluster\": {\"redis\": \"redis://127.0.0.1:6379\", \"prefix\": \"app1\","
+        " \"timeout_ms\": 500}}";
     hd_config cfg;
     hd_config_init(&cfg);
     char err[HD_CONFIG_ERROR_MAX] = "";
@@ -260,6 +267,8 @@ static void test_every_key_set(void)
     CHECK(!cfg.auth.anonymous_subscribe);
     CHECK(!cfg.auth.anonymous_publish);
     CHECK_EQ_STR(cfg.cluster.redis, "redis://127.0.0.1:6379");
+    CHECK_EQ_STR(cfg.cluster.prefix, "app1");
+    CHECK_EQ_INT(cfg.cluster.timeout_ms, 500);
 
     /* A second document applies on top of the first. */
     static const char more[] = "{\"heartbeat_s\": 20, \"cors\": {\"allow_origins\": [\"*\"]}}";
@@ -288,6 +297,13 @@ static void test_wrong_types(void)
     CHECK_EQ_STR(apply_error(key_json("tls.cert", "1")), "tls.cert: expected a string");
     CHECK_EQ_STR(apply_error(key_json("cluster.redis", "null")),
                  "cluster.redis: expected a string");
+    CHECK_EQ_STR(apply_error(key_json("cluster.prefix", "\"a{b}\"")),
+                 "cluster.prefix: must be 1 to 64 printable ASCII characters without spaces, '{' "
+                 "or '}' (got 'a{b}')");
+    CHECK_EQ_STR(apply_error(key_json("cluster.timeout_ms", "50")),
+                 "cluster.timeout_ms: must be an integer between 100 and 60000");
+    CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "[]")),
+                 "unknown key 'cluster.sentinels'");
     CHECK_EQ_STR(apply_error(key_json("auth.jwt_secret", "[\"x\"]")),
                  "auth.jwt_secret: expected a string");
     CHECK_EQ_STR(apply_error("{\"listen\": \"127.0.0.1:8080\"}"),

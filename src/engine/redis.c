@@ -1,0 +1,1296 @@
+/*
+ * The Redis engine: see redis.h for the design. Sections: the pure parts
+ * (payload, gaps, merge), requests and how they travel between threads,
+ * publishing, reading, live fan-out from pub/sub with hole detection, the
+ * link's state, and the engine's life.
+ */
+#include "engine/redis.h"
+
+#include <inttypes.h>
+#include <openssl/rand.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "engine/redis_link.h"
+#include "engine/redis_scripts.h"
+#include "herald/alloc.h"
+#include "herald/clock.h"
+#include "herald/log.h"
+#include "herald/mailbox.h"
+#include "herald/worker.h"
+
+/* Idle topics expire from Redis after this (the design's cluster.idle_ttl_s default). */
+#define IDLE_TTL_S 2592000
+/* Bound on the argument bytes in flight on the command connection. */
+#define MAX_INFLIGHT_BYTES (64u << 20)
+/* Pub/sub silence before the link probes the connection. */
+#define PROBE_IDLE_MS 5000
+/* Live messages held back while a lost one is read; past this they go on, with the hole. */
+#define HELD_MAX 65536
+/* Topic table buckets on the engine thread (chained; a power of two). */
+#define TOPIC_BUCKETS 4096
+#define PREFIX_MAX 66 /* "{" + 64 + "}" */
+/* A topic whose last subscriber left stays subscribed this long (the design's 30 s). */
+#define LINGER_MS 30000
+#define SWEEP_MS 1000
+
+/* ------------------------------------------------------------------ pure parts */
+
+static bool parse_u64(const char **p, const char *end, uint64_t *out)
+{
+    const char *s = *p;
+    uint64_t v = 0;
+    if (s == end || *s < '0' || *s > '9')
+        return false;
+    while (s < end && *s >= '0' && *s <= '9') {
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return false;
+        v = v * 10 + d;
+        s++;
+    }
+    if (s == end || *s != ':')
+        return false;
+    *p = s + 1;
+    *out = v;
+    return true;
+}
+
+bool hd_redis_epoch_parse(const char *text, size_t len, uint32_t *out)
+{
+    char id[16];
+    uint64_t seq;
+    if (len != 8)
+        return false;
+    memcpy(id, text, 8);
+    memcpy(id + 8, "-0", 2);
+    return hd_id_parse(id, 10, out, &seq);
+}
+
+bool hd_redis_payload_parse(const char *text, size_t len, hd_redis_payload *out)
+{
+    const char *p = text, *end = text + len;
+    const char *colon = memchr(p, ':', len);
+    if (colon == NULL || !hd_redis_epoch_parse(p, (size_t)(colon - p), &out->epoch))
+        return false;
+    p = colon + 1;
+    uint64_t ms, event_len;
+    if (!parse_u64(&p, end, &out->seq) || !parse_u64(&p, end, &out->prev) ||
+        !parse_u64(&p, end, &ms) || !parse_u64(&p, end, &event_len))
+        return false;
+    if (out->seq == 0 || out->prev >= out->seq || ms > INT64_MAX || event_len > 64 ||
+        event_len > (uint64_t)(end - p))
+        return false;
+    out->time_ms = (int64_t)ms;
+    out->event = event_len > 0 ? p : NULL;
+    out->event_len = (size_t)event_len;
+    out->data = p + event_len;
+    out->data_len = (size_t)(end - out->data);
+    return true;
+}
+
+bool hd_redis_read_gap(const hd_cursor *cursor, uint32_t cursor_epoch, uint32_t epoch,
+                       const hd_redis_topic_read *topic, hd_gap *gap)
+{
+    if (!cursor->present || cursor->earliest)
+        return false;
+    bool foreign = cursor_epoch != epoch;
+    if (!foreign && cursor->seq >= topic->lost_upto)
+        return false;
+    *gap = (hd_gap){
+        .topic = topic->topic,
+        .topic_len = topic->topic_len,
+        .from = cursor->text,
+        .from_len = cursor->text_len,
+        .to_seq = topic->lost_upto,
+    };
+    gap->to_len = hd_id_format(epoch, topic->lost_upto, gap->to);
+    return true;
+}
+
+size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, size_t limit,
+                      hd_message **out, bool *more)
+{
+    size_t pos_on_stack[64];
+    size_t *pos = topic_count <= 64 ? pos_on_stack : hd_calloc(topic_count, sizeof(*pos));
+    memset(pos, 0, (topic_count <= 64 ? 64 : topic_count) * sizeof(*pos));
+    size_t count = 0;
+    uint64_t last = 0;
+    *more = false;
+    for (;;) {
+        size_t best = topic_count;
+        for (size_t t = 0; t < topic_count; t++) {
+            if (pos[t] < topics[t].count &&
+                (best == topic_count ||
+                 topics[t].messages[pos[t]]->seq < topics[best].messages[pos[best]]->seq))
+                best = t;
+        }
+        if (best == topic_count)
+            break;
+        hd_message *msg = topics[best].messages[pos[best]++];
+        if (count > 0 && msg->seq == last)
+            continue; /* the same topic named twice */
+        if (count == limit) {
+            *more = true;
+            break;
+        }
+        out[count++] = msg;
+        last = msg->seq;
+    }
+    if (pos != pos_on_stack)
+        free(pos);
+    return count;
+}
+
+/* ------------------------------------------------------------------ the engine */
+
+typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST } job_kind;
+
+/* A topic this node is interested in, on the engine thread. */
+typedef struct topic_state {
+    struct topic_state *next;
+    size_t interest; /* workers' subscribers: > 0 while subscribed */
+    /*
+     * The newest message ingested (seq of epoch; epoch 0: none yet). Its
+     * prev chain is followed only within the engine's current epoch.
+     */
+    uint64_t last;
+    uint32_t epoch;
+    bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
+    /*
+     * When the last subscriber left (uv_now, +1 so never 0), while it stays
+     * subscribed for LINGER_MS: a long-poll client comes back after every
+     * answer, and each SUBSCRIBE costs Redis round trips. 0 while in use.
+     */
+    uint64_t idle_since;
+    /*
+     * Newly subscribed: the first subscriber's live delivery starts after
+     * since, but pub/sub only once the SUBSCRIBE is confirmed: what lies
+     * between is read then. since is the later of the hub's position when
+     * it subscribed (which lags behind the cluster for topics this node did
+     * not follow) and the cut of a read of no topic sent with the SUBSCRIBE
+     * (positioned), so nothing published before the subscriber came is
+     * delivered to it.
+     */
+    bool fresh;
+    bool positioned;
+    bool confirmed;
+    uint32_t since_epoch;
+    uint64_t since_seq;
+    size_t len;
+    char name[];
+} topic_state;
+
+typedef struct interest_job {
+    job_kind kind; /* JOB_INTEREST */
+    bool interested;
+    uint32_t epoch; /* the hub's position when it happened */
+    uint64_t seq;
+    size_t len;
+    char name[];
+} interest_job;
+
+typedef struct redis_engine redis_engine;
+
+struct hd_engine_request {
+    job_kind kind;
+    unsigned worker;
+    atomic_bool cancelled;
+    redis_engine *engine;
+    void *ctx;
+    hd_engine_publish_cb publish_done;
+    hd_engine_read_cb read_done;
+    struct hd_engine_request *next; /* in the reads waiting for the link */
+    bool fill;                      /* a read for a lost pub/sub message: the engine's own */
+    bool hello;                     /* the read of no topic at connect: the epoch and the cut */
+    bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
+    char *buf;     /* the copies of the caller's bytes */
+
+    /* publish */
+    hd_publish_item *items;
+    size_t count;
+    int64_t now_ms;
+    hd_hub_status status;
+    hd_message **messages; /* publish: count; read: result.count */
+    size_t *subscribers;
+
+    /* read */
+    const char **topics;
+    size_t *topic_lens;
+    size_t topic_count;
+    hd_cursor cursor;
+    uint32_t cursor_epoch;
+    size_t limit;
+    hd_gap *gaps;
+    hd_history_result result;
+};
+
+struct redis_engine {
+    hd_engine base;
+    hd_engine_redis_options options;
+    char prefix[PREFIX_MAX + 1]; /* "{prefix}" */
+    size_t prefix_len;
+    char hub_key[PREFIX_MAX + 8];
+    char probe_channel[PREFIX_MAX + 32];
+
+    atomic_int state; /* hd_engine_state, read by workers */
+    atomic_uint_fast64_t reconnects;
+    atomic_uint_fast64_t gap_reads;
+
+    hd_mailbox jobs;  /* workers to the engine thread: requests and interest_jobs */
+    hd_mailbox *done; /* per worker: completed requests */
+    unsigned workers;
+
+    uv_thread_t thread;
+    uv_loop_t loop;
+    uv_async_t jobs_async;
+    uv_async_t stop_async;
+    uv_timer_t sweep; /* ends lingering subscriptions */
+
+    /* Engine thread only. */
+    hd_redis_link *link;
+    const hd_redis_script *publish_script;
+    const hd_redis_script *read_script;
+    bool was_up;
+    uint32_t epoch;             /* Redis's, once known (0: not yet) */
+    uint64_t known_seq;         /* the highest seq seen in epoch */
+    hd_engine_request *waiting; /* reads held until the link is up, oldest first */
+    hd_engine_request **waiting_tail;
+    topic_state *topics[TOPIC_BUCKETS];
+    /* Live messages held while a lost one is read (filling), oldest first. */
+    hd_message **held;
+    uint64_t *held_prev;
+    size_t held_head, held_len, held_cap;
+    bool filling;
+    hd_engine_request *fills; /* catch-up reads waiting for the one under way, oldest first */
+    hd_engine_request **fills_tail;
+};
+
+/* ------------------------------------------------------------------ requests */
+
+static void request_free(hd_engine_request *req)
+{
+    size_t n = req->kind == JOB_PUBLISH ? req->count : req->result.count;
+    if (req->messages != NULL) {
+        for (size_t i = 0; i < n; i++)
+            hd_message_release(req->messages[i]);
+    }
+    free(req->messages);
+    free(req->subscribers);
+    free(req->items);
+    free(req->topics);
+    free(req->topic_lens);
+    free(req->gaps);
+    free(req->buf);
+    free(req);
+}
+
+/* On the engine thread: the request is answered; its worker runs the callback. */
+static void request_complete(hd_engine_request *req)
+{
+    redis_engine *e = req->engine;
+    hd_mailbox_post(&e->done[req->worker], req);
+    hd_hub_wake(e->base.hub, req->worker);
+}
+
+/* On a worker, from hd_hub_deliver_pending: its completed requests, in order. */
+static void engine_on_worker(void *ctx, unsigned worker)
+{
+    redis_engine *e = ctx;
+    hd_engine_request *batch[64];
+    bool more = true;
+    while (more) {
+        size_t n = hd_mailbox_take(&e->done[worker], (void **)batch, 64, &more);
+        for (size_t i = 0; i < n; i++) {
+            hd_engine_request *req = batch[i];
+            if (atomic_load(&req->cancelled)) {
+                request_free(req);
+                continue;
+            }
+            if (req->kind == JOB_PUBLISH) {
+                hd_publish_outcome outcome = {.status = req->status, .failed = 0};
+                if (req->status == HD_HUB_OK) {
+                    req->subscribers = hd_calloc(req->count, sizeof(*req->subscribers));
+                    for (size_t k = 0; k < req->count; k++) {
+                        hd_topic_info info;
+                        if (hd_hub_topic_info(e->base.hub, req->items[k].topic,
+                                              req->items[k].topic_len, &info))
+                            req->subscribers[k] = info.subscribers;
+                    }
+                    outcome.count = req->count;
+                    outcome.messages = req->messages;
+                    outcome.subscribers = req->subscribers;
+                }
+                req->publish_done(req->ctx, &outcome);
+            } else {
+                req->read_done(req->ctx, &req->result);
+            }
+            request_free(req);
+        }
+    }
+}
+
+static void post_job(redis_engine *e, void *job)
+{
+    hd_mailbox_post(&e->jobs, job);
+}
+
+/* The mailbox's wake-up: called with its lock held, from any thread. */
+static void jobs_notify(void *ctx)
+{
+    redis_engine *e = ctx;
+    uv_async_send(&e->jobs_async);
+}
+
+static hd_engine_request *request_new(redis_engine *e, job_kind kind, void *ctx)
+{
+    hd_engine_request *req = hd_calloc(1, sizeof(*req));
+    req->kind = kind;
+    req->worker = hd_worker_index();
+    atomic_init(&req->cancelled, false);
+    req->engine = e;
+    req->ctx = ctx;
+    return req;
+}
+
+/* ------------------------------------------------------------------ topics (engine thread) */
+
+static uint64_t hash_name(const char *name, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)name[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h ^ (h >> 29);
+}
+
+static topic_state **topic_slot(redis_engine *e, const char *name, size_t len)
+{
+    topic_state **slot = &e->topics[hash_name(name, len) & (TOPIC_BUCKETS - 1)];
+    while (*slot != NULL && !((*slot)->len == len && memcmp((*slot)->name, name, len) == 0))
+        slot = &(*slot)->next;
+    return slot;
+}
+
+static size_t channel_of(const redis_engine *e, const char *topic, size_t len, char *out)
+{
+    memcpy(out, e->prefix, e->prefix_len);
+    memcpy(out + e->prefix_len, ":c:", 3);
+    memcpy(out + e->prefix_len + 3, topic, len);
+    return e->prefix_len + 3 + len;
+}
+
+static hd_engine_request *read_request_new(redis_engine *e, const char *const *topics,
+                                           const size_t *topic_lens, size_t topic_count,
+                                           const hd_cursor *cursor, size_t limit, void *ctx);
+static void run_read(redis_engine *e, hd_engine_request *req);
+
+static void on_interest_job(redis_engine *e, const interest_job *job)
+{
+    topic_state **slot = topic_slot(e, job->name, job->len);
+    char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
+    size_t channel_len = channel_of(e, job->name, job->len, channel);
+    if (job->interested) {
+        if (*slot == NULL) {
+            topic_state *t = hd_calloc(1, sizeof(*t) + job->len);
+            memcpy(t->name, job->name, job->len);
+            t->len = job->len;
+            *slot = t;
+        }
+        topic_state *t = *slot;
+        if (t->interest++ == 0 && t->idle_since != 0) {
+            t->idle_since = 0; /* still subscribed: nothing to do */
+        } else if (t->interest == 1) {
+            t->fresh = true;
+            t->positioned = t->confirmed = false;
+            t->since_epoch = job->epoch;
+            t->since_seq = job->seq;
+            hd_redis_link_subscribe(e->link, channel, channel_len);
+            hd_cursor none = {0};
+            const char *name = t->name;
+            hd_engine_request *req = read_request_new(e, &name, &t->len, 1, &none, 1, NULL);
+            req->position = true;
+            req->worker = HD_WORKER_NONE;
+            run_read(e, req);
+        }
+    } else if (*slot != NULL && --(*slot)->interest == 0) {
+        (*slot)->idle_since = uv_now(&e->loop) + 1;
+    }
+}
+
+/* Unsubscribes the topics that lingered long enough without a subscriber. */
+static void on_sweep(uv_timer_t *timer)
+{
+    redis_engine *e = timer->data;
+    uint64_t now = uv_now(&e->loop);
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        topic_state **slot = &e->topics[b];
+        while (*slot != NULL) {
+            topic_state *t = *slot;
+            if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS) {
+                slot = &t->next;
+                continue;
+            }
+            char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
+            hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
+            *slot = t->next;
+            free(t);
+        }
+    }
+}
+
+/* Redis's epoch, as a reply or a payload showed it: a new one restarts every position. */
+static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq)
+{
+    if (epoch != e->epoch) {
+        if (e->epoch != 0)
+            hd_log_warn("cluster: Redis moved to epoch %08" PRIx32 " (was %08" PRIx32
+                        "): ids of the old epoch are answered with a gap",
+                        epoch, e->epoch);
+        e->epoch = epoch;
+        e->known_seq = 0;
+    }
+    if (seq > e->known_seq || e->known_seq == 0) {
+        e->known_seq = seq;
+        hd_hub_advance(e->base.hub, epoch, seq);
+    }
+}
+
+/* ------------------------------------------------------------------ publishing */
+
+static void random_epoch(char out[9])
+{
+    uint32_t epoch = 0;
+    while (epoch == 0) {
+        if (RAND_bytes((unsigned char *)&epoch, sizeof(epoch)) != 1)
+            abort();
+    }
+    snprintf(out, 9, "%08" PRIx32, epoch);
+}
+
+static hd_hub_status status_of_error(const char *text)
+{
+    if (strncmp(text, "OOM", 3) != 0 && strncmp(text, "BUSY", 4) != 0 &&
+        strncmp(text, "LOADING", 7) != 0)
+        hd_log_error("cluster: Redis refused a publish: %s", text);
+    return HD_HUB_UNAVAILABLE;
+}
+
+static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    hd_engine_request *req = ctx;
+    redis_engine *e = req->engine;
+    if (status != HD_REDIS_OK) {
+        req->status = HD_HUB_OUTCOME_UNKNOWN;
+    } else if (reply->type == REDIS_REPLY_ERROR) {
+        req->status = status_of_error(reply->str);
+    } else {
+        uint32_t epoch;
+        bool ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 + req->count &&
+                  reply->element[0]->type == REDIS_REPLY_STRING &&
+                  hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch);
+        for (size_t i = 0; ok && i < req->count; i++)
+            ok = reply->element[2 + i]->type == REDIS_REPLY_INTEGER;
+        if (!ok) {
+            hd_log_error("cluster: the publish script answered something unexpected");
+            req->status = HD_HUB_OUTCOME_UNKNOWN;
+        } else {
+            req->status = HD_HUB_OK;
+            req->messages = hd_calloc(req->count, sizeof(*req->messages));
+            uint64_t newest = 0;
+            for (size_t i = 0; i < req->count; i++) {
+                const hd_publish_item *it = &req->items[i];
+                uint64_t seq = (uint64_t)reply->element[2 + i]->integer;
+                req->messages[i] =
+                    hd_message_new(it->topic, it->topic_len, it->event, it->event_len, it->data,
+                                   it->data_len, seq, epoch, req->now_ms);
+                newest = seq;
+            }
+            if (reply->element[1]->len > 0)
+                hd_log_warn("cluster: new epoch %.*s (%.*s)", (int)reply->element[0]->len,
+                            reply->element[0]->str, (int)reply->element[1]->len,
+                            reply->element[1]->str);
+            adopt_epoch(e, epoch, newest);
+        }
+    }
+    request_complete(req);
+}
+
+/*
+ * A script call's arguments: the hub key, the prefix and a fresh epoch
+ * candidate first (every script takes them), then what the call adds.
+ * Numbers are printed into the call's own slots; texts are borrowed.
+ */
+#define SCRIPT_NUMBERS 8
+typedef struct script_args {
+    const char **argv;
+    size_t *lens;
+    int argc;
+    int numbers_used;
+    char numbers[SCRIPT_NUMBERS][24];
+    char candidate[9];
+} script_args;
+
+static void args_text(script_args *a, const char *text, size_t len)
+{
+    a->argv[a->argc] = text;
+    a->lens[a->argc++] = len;
+}
+
+static void args_number(script_args *a, int64_t value)
+{
+    char *slot = a->numbers[a->numbers_used++];
+    args_text(a, slot, (size_t)snprintf(slot, sizeof(a->numbers[0]), "%" PRId64, value));
+}
+
+static void args_start(script_args *a, const redis_engine *e, size_t count)
+{
+    a->argv = hd_alloc(count * sizeof(*a->argv));
+    a->lens = hd_alloc(count * sizeof(*a->lens));
+    a->argc = 0;
+    a->numbers_used = 0;
+    random_epoch(a->candidate);
+    args_text(a, e->hub_key, strlen(e->hub_key));
+    args_text(a, e->prefix, e->prefix_len);
+    args_text(a, a->candidate, 8);
+}
+
+static hd_redis_status args_call(script_args *a, redis_engine *e, const hd_redis_script *script,
+                                 hd_redis_reply_cb *cb, void *ctx)
+{
+    hd_redis_status status =
+        hd_redis_link_evalsha(e->link, script, 1, a->argc, a->argv, a->lens, cb, ctx);
+    free(a->argv);
+    free(a->lens);
+    return status;
+}
+
+static void run_publish(redis_engine *e, hd_engine_request *req)
+{
+    script_args a;
+    char known[9] = "";
+    if (e->epoch != 0)
+        snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
+    args_start(&a, e, 12 + 3 * req->count);
+    args_number(&a, req->now_ms);
+    args_number(&a, e->options.history_max_messages);
+    args_number(&a, (int64_t)e->options.history_max_bytes);
+    args_number(&a, (int64_t)e->options.history_ttl_s * 1000);
+    args_number(&a, IDLE_TTL_S);
+    args_text(&a, known, strlen(known));
+    args_number(&a, e->epoch != 0 ? (int64_t)e->known_seq : 0);
+    args_number(&a, sizeof(hd_message));
+    args_number(&a, (int64_t)req->count);
+    for (size_t i = 0; i < req->count; i++) {
+        const hd_publish_item *it = &req->items[i];
+        args_text(&a, it->topic, it->topic_len);
+        args_text(&a, it->event != NULL ? it->event : "", it->event_len);
+        args_text(&a, it->data, it->data_len);
+    }
+    if (args_call(&a, e, e->publish_script, on_publish_reply, req) != HD_REDIS_OK) {
+        req->status = HD_HUB_UNAVAILABLE;
+        request_complete(req);
+    }
+}
+
+static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item *items,
+                                        size_t count, int64_t now_ms, hd_engine_publish_cb done,
+                                        void *ctx)
+{
+    redis_engine *e = (redis_engine *)engine;
+    hd_publish_outcome outcome = {0};
+    for (size_t i = 0; i < count; i++) {
+        outcome.status = hd_hub_check_publish(engine->hub, items[i].topic, items[i].topic_len,
+                                              items[i].event, items[i].event_len);
+        if (outcome.status == HD_HUB_TOO_MANY_TOPICS)
+            outcome.status = HD_HUB_OK; /* the local mirror's limit, not the cluster's */
+        if (outcome.status != HD_HUB_OK) {
+            outcome.failed = i;
+            break;
+        }
+    }
+    if (outcome.status == HD_HUB_OK && atomic_load(&e->state) != HD_ENGINE_UP)
+        outcome.status = HD_HUB_UNAVAILABLE;
+    if (outcome.status != HD_HUB_OK) {
+        done(ctx, &outcome);
+        return NULL;
+    }
+    hd_engine_request *req = request_new(e, JOB_PUBLISH, ctx);
+    req->publish_done = done;
+    req->now_ms = now_ms;
+    req->count = count;
+    req->items = hd_alloc(count * sizeof(*req->items));
+    size_t bytes = 0;
+    for (size_t i = 0; i < count; i++)
+        bytes += items[i].topic_len + items[i].event_len + items[i].data_len;
+    char *p = req->buf = hd_alloc(bytes + 1);
+    for (size_t i = 0; i < count; i++) {
+        hd_publish_item *it = &req->items[i];
+        *it = items[i];
+        it->topic = memcpy(p, items[i].topic, items[i].topic_len);
+        p += items[i].topic_len;
+        if (items[i].event != NULL) {
+            it->event = memcpy(p, items[i].event, items[i].event_len);
+            p += items[i].event_len;
+        }
+        it->data = memcpy(p, items[i].data, items[i].data_len);
+        p += items[i].data_len;
+    }
+    post_job(e, req);
+    return req;
+}
+
+/* ------------------------------------------------------------------ reading */
+
+static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev);
+static void drain_held(redis_engine *e);
+
+/* The read script's answer, parsed into the request's result. Returns false if malformed. */
+static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING)
+        return false;
+    uint32_t epoch;
+    if (!hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch))
+        return false;
+    uint64_t cut = strtoull(reply->element[1]->str, NULL, 10);
+    hd_redis_topic_read *reads = hd_calloc(req->topic_count + 1, sizeof(*reads));
+    size_t total = 0, k = 2;
+    bool ok = true;
+    for (size_t t = 0; ok && t < req->topic_count; t++) {
+        ok = k + 1 < reply->elements && reply->element[k]->type == REDIS_REPLY_STRING &&
+             reply->element[k + 1]->type == REDIS_REPLY_INTEGER;
+        if (!ok)
+            break;
+        hd_redis_topic_read *r = &reads[t];
+        r->topic = req->topics[t];
+        r->topic_len = req->topic_lens[t];
+        r->lost_upto = strtoull(reply->element[k]->str, NULL, 10);
+        size_t n = (size_t)reply->element[k + 1]->integer;
+        k += 2;
+        ok = n <= (reply->elements - k) / 4;
+        if (!ok)
+            break;
+        r->messages = hd_calloc(n + 1, sizeof(*r->messages));
+        for (size_t i = 0; i < n; i++, k += 4) {
+            redisReply *const *f = &reply->element[k];
+            uint64_t seq = strtoull(f[0]->str, NULL, 10);
+            int64_t ms = strtoll(f[1]->str, NULL, 10);
+            r->messages[r->count++] =
+                hd_message_new(r->topic, r->topic_len, f[2]->len ? f[2]->str : NULL, f[2]->len,
+                               f[3]->str, f[3]->len, seq, epoch, ms);
+        }
+        total += n;
+    }
+    if (ok) {
+        adopt_epoch(e, epoch, cut);
+        req->result.epoch = epoch;
+        req->result.cut = cut;
+        req->gaps = hd_calloc(req->topic_count + 1, sizeof(*req->gaps));
+        for (size_t t = 0; t < req->topic_count; t++) {
+            if (hd_redis_read_gap(&req->cursor, req->cursor_epoch, epoch, &reads[t],
+                                  &req->gaps[req->result.gap_count]))
+                req->result.gap_count++;
+        }
+        req->result.gaps = req->gaps;
+        req->messages = hd_calloc(total + 1, sizeof(*req->messages));
+        req->result.count =
+            hd_redis_merge(reads, req->topic_count, req->limit, req->messages, &req->result.more);
+        for (size_t i = 0; i < req->result.count; i++)
+            hd_message_retain(req->messages[i]);
+        req->result.messages = req->messages;
+    }
+    for (size_t t = 0; t < req->topic_count; t++) {
+        for (size_t i = 0; i < reads[t].count; i++)
+            hd_message_release(reads[t].messages[i]);
+        free(reads[t].messages);
+    }
+    free(reads);
+    return ok;
+}
+
+static void wait_for_link(redis_engine *e, hd_engine_request *req)
+{
+    req->next = NULL;
+    *e->waiting_tail = req;
+    e->waiting_tail = &req->next;
+}
+
+static void run_fill(redis_engine *e, hd_engine_request *req);
+static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
+                       hd_message *msg, uint64_t prev);
+
+/* A lost or missed range was read: ingest it, then the next fill, or what waited behind. */
+static void fill_done(redis_engine *e, hd_engine_request *req)
+{
+    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    for (size_t i = 0; i < req->result.count; i++) {
+        hd_message *msg = req->messages[i];
+        if (t != NULL && (msg->epoch != t->epoch || msg->seq > t->last)) {
+            t->epoch = msg->epoch;
+            t->last = msg->seq;
+        }
+        hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+    }
+    bool more = req->result.more && t != NULL;
+    request_free(req);
+    if (more) {
+        /* A read is bounded: the rest of the range comes in the next, before anything else. */
+        e->filling = false;
+        start_fill(e, t, t->epoch, t->last, NULL, 0);
+        return;
+    }
+    hd_engine_request *next = e->fills;
+    if (next != NULL) {
+        e->fills = next->next;
+        if (e->fills == NULL)
+            e->fills_tail = &e->fills;
+        run_fill(e, next);
+        return;
+    }
+    e->filling = false;
+    drain_held(e);
+}
+
+static void fresh_ready(redis_engine *e, topic_state *t);
+
+/* A newly subscribed topic's position read answered: its subscribers start no earlier. */
+static void on_position(redis_engine *e, hd_engine_request *req, const redisReply *reply)
+{
+    uint32_t epoch;
+    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING &&
+        reply->element[1]->type == REDIS_REPLY_STRING &&
+        hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch)) {
+        uint64_t cut = strtoull(reply->element[1]->str, NULL, 10);
+        adopt_epoch(e, epoch, cut);
+        if (t != NULL && t->fresh && (t->since_epoch != epoch || t->since_seq < cut)) {
+            t->since_epoch = epoch;
+            t->since_seq = cut;
+        }
+    } else {
+        hd_log_error("cluster: the read script answered something unexpected");
+    }
+    request_free(req);
+    if (t != NULL && t->fresh) {
+        t->positioned = true;
+        if (t->confirmed)
+            fresh_ready(e, t);
+    }
+}
+
+static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    hd_engine_request *req = ctx;
+    redis_engine *e = req->engine;
+    if (req->hello) {
+        if (status == HD_REDIS_OK && !take_read_reply(e, req, reply))
+            hd_log_error("cluster: the read script answered something unexpected");
+        request_free(req);
+        return;
+    }
+    if (status != HD_REDIS_OK) {
+        /* The link broke: the read waits for it (a fill holds live messages back meanwhile). */
+        wait_for_link(e, req);
+        return;
+    }
+    if (req->position) {
+        on_position(e, req, reply);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
+        hd_log_error("cluster: the read script failed: %s",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
+        req->result = (hd_history_result){.epoch = e->epoch, .cut = e->known_seq};
+    }
+    if (req->fill)
+        fill_done(e, req);
+    else
+        request_complete(req);
+}
+
+static void run_read(redis_engine *e, hd_engine_request *req)
+{
+    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP) {
+        wait_for_link(e, req);
+        return;
+    }
+    script_args a;
+    char cursor_epoch[9] = "";
+    if (!req->cursor.earliest)
+        snprintf(cursor_epoch, sizeof(cursor_epoch), "%08" PRIx32, req->cursor_epoch);
+    size_t topic_count = req->position ? 0 : req->topic_count;
+    args_start(&a, e, 8 + topic_count);
+    args_text(&a, cursor_epoch, strlen(cursor_epoch));
+    args_number(&a, req->cursor.earliest ? 0 : (int64_t)req->cursor.seq);
+    args_number(&a, (int64_t)req->limit + 1);
+    int64_t ttl_ms = (int64_t)e->options.history_ttl_s * 1000;
+    args_number(&a, ttl_ms > 0 ? hd_clock_wall_ms() - ttl_ms : -1);
+    args_number(&a, (int64_t)topic_count);
+    for (size_t i = 0; i < topic_count; i++)
+        args_text(&a, req->topics[i], req->topic_lens[i]);
+    if (args_call(&a, e, e->read_script, on_read_reply, req) != HD_REDIS_OK)
+        wait_for_link(e, req);
+}
+
+/* Copies the query's topics (each once) and cursor into the request. */
+static hd_engine_request *read_request_new(redis_engine *e, const char *const *topics,
+                                           const size_t *topic_lens, size_t topic_count,
+                                           const hd_cursor *cursor, size_t limit, void *ctx)
+{
+    hd_engine_request *req = request_new(e, JOB_READ, ctx);
+    size_t bytes = cursor->text_len;
+    for (size_t i = 0; i < topic_count; i++)
+        bytes += topic_lens[i];
+    char *p = req->buf = hd_alloc(bytes + 1);
+    req->topics = hd_calloc(topic_count + 1, sizeof(*req->topics));
+    req->topic_lens = hd_calloc(topic_count + 1, sizeof(*req->topic_lens));
+    for (size_t i = 0; i < topic_count; i++) {
+        bool repeated = false;
+        for (size_t j = 0; j < i && !repeated; j++)
+            repeated =
+                topic_lens[j] == topic_lens[i] && memcmp(topics[j], topics[i], topic_lens[i]) == 0;
+        if (repeated)
+            continue;
+        req->topics[req->topic_count] = memcpy(p, topics[i], topic_lens[i]);
+        req->topic_lens[req->topic_count++] = topic_lens[i];
+        p += topic_lens[i];
+    }
+    req->cursor = *cursor;
+    req->cursor.text = p;
+    if (cursor->text_len > 0)
+        memcpy(p, cursor->text, cursor->text_len);
+    uint64_t seq;
+    if (cursor->present && !cursor->earliest &&
+        !hd_id_parse(cursor->text, cursor->text_len, &req->cursor_epoch, &seq))
+        req->cursor_epoch = 0;
+    req->limit = limit;
+    return req;
+}
+
+static hd_engine_request *redis_read(hd_engine *engine, const hd_history_query *query,
+                                     hd_engine_read_cb done, void *ctx)
+{
+    redis_engine *e = (redis_engine *)engine;
+    if (query->topic_count == 0) {
+        /* Nothing to read: the cut is the newest this node saw. */
+        char id[HD_ID_MAX];
+        size_t len = hd_hub_newest_id(engine->hub, id);
+        hd_history_result result = {0};
+        uint64_t seq = 0;
+        hd_id_parse(id, len, &result.epoch, &seq);
+        result.cut = seq;
+        done(ctx, &result);
+        return NULL;
+    }
+    size_t limit =
+        query->limit == 0 || query->limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : query->limit;
+    /* Without a cursor nothing is read, but the cut is the cluster's: read no topic. */
+    hd_engine_request *req = read_request_new(e, query->topics, query->topic_lens,
+                                              query->cursor.present ? query->topic_count : 0,
+                                              &query->cursor, limit, ctx);
+    req->read_done = done;
+    post_job(e, req);
+    return req;
+}
+
+static void redis_cancel(hd_engine *engine, hd_engine_request *request)
+{
+    (void)engine;
+    atomic_store(&request->cancelled, true);
+}
+
+/* ------------------------------------------------------------------ live fan-out */
+
+static void held_push(redis_engine *e, hd_message *msg, uint64_t prev, bool front)
+{
+    if (e->held_len == e->held_cap) {
+        size_t cap = e->held_cap ? e->held_cap * 2 : 64;
+        hd_message **held = hd_alloc(cap * sizeof(*held));
+        uint64_t *held_prev = hd_alloc(cap * sizeof(*held_prev));
+        for (size_t i = 0; i < e->held_len; i++) {
+            held[i] = e->held[(e->held_head + i) % e->held_cap];
+            held_prev[i] = e->held_prev[(e->held_head + i) % e->held_cap];
+        }
+        free(e->held);
+        free(e->held_prev);
+        e->held = held;
+        e->held_prev = held_prev;
+        e->held_head = 0;
+        e->held_cap = cap;
+    }
+    size_t slot;
+    if (front) {
+        e->held_head = (e->held_head + e->held_cap - 1) % e->held_cap;
+        slot = e->held_head;
+    } else {
+        slot = (e->held_head + e->held_len) % e->held_cap;
+    }
+    e->held[slot] = msg;
+    e->held_prev[slot] = prev;
+    e->held_len++;
+}
+
+static void drain_held(redis_engine *e)
+{
+    while (!e->filling && e->held_len > 0) {
+        hd_message *msg = e->held[e->held_head];
+        uint64_t prev = e->held_prev[e->held_head];
+        e->held_head = (e->held_head + 1) % e->held_cap;
+        e->held_len--;
+        ingest_live(e, msg, prev);
+    }
+}
+
+static void run_fill(redis_engine *e, hd_engine_request *req)
+{
+    e->filling = true;
+    atomic_fetch_add(&e->gap_reads, 1);
+    run_read(e, req);
+}
+
+/*
+ * Reads what t holds after its last message: one lost on its way (msg,
+ * whose prev is newer, waits with every later message), or, after a
+ * reconnect (msg NULL), what was published meanwhile. One fill at a time.
+ */
+static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
+                       hd_message *msg, uint64_t prev)
+{
+    char cursor_text[HD_ID_MAX];
+    hd_cursor cursor = {.present = true, .seq = seq, .text = cursor_text};
+    cursor.text_len = hd_id_format(epoch, seq, cursor_text);
+    const char *topic = t->name;
+    hd_engine_request *req =
+        read_request_new(e, &topic, &t->len, 1, &cursor, HD_ENGINE_READ_MAX, NULL);
+    req->fill = true;
+    req->worker = HD_WORKER_NONE;
+    if (msg != NULL)
+        held_push(e, msg, prev, true);
+    if (e->filling) {
+        req->next = NULL;
+        *e->fills_tail = req;
+        e->fills_tail = &req->next;
+        return;
+    }
+    run_fill(e, req);
+}
+
+/* One message from pub/sub (or held back), in seq order: taken over. */
+static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
+{
+    if (e->filling) {
+        if (e->held_len < HELD_MAX) {
+            held_push(e, msg, prev, false);
+            return;
+        }
+        hd_log_warn("cluster: %d messages held back while reading a lost one: delivering them "
+                    "with the hole",
+                    HELD_MAX);
+        e->filling = false; /* the fill's answer still comes, and is ingested late */
+        drain_held(e);
+    }
+    uint32_t epoch;
+    uint64_t seq;
+    hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
+    adopt_epoch(e, epoch, seq);
+    topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
+    if (t != NULL && t->epoch == epoch) {
+        if (seq <= t->last) {
+            hd_message_release(msg); /* already ingested (from a read) */
+            return;
+        }
+        if (prev > t->last) {
+            start_fill(e, t, t->epoch, t->last, msg, prev);
+            return;
+        }
+    }
+    if (t != NULL) {
+        t->last = seq;
+        t->epoch = epoch;
+    }
+    hd_hub_ingest(e->base.hub, msg);
+}
+
+static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len,
+                              const char *payload, size_t payload_len)
+{
+    redis_engine *e = ctx;
+    if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
+        memcmp(channel + e->prefix_len, ":c:", 3) != 0)
+        return; /* the node channel: the link's probes */
+    const char *topic = channel + e->prefix_len + 3;
+    size_t topic_len = channel_len - e->prefix_len - 3;
+    hd_redis_payload p;
+    if (!hd_redis_payload_parse(payload, payload_len, &p) ||
+        !hd_topic_name_valid(topic, topic_len)) {
+        hd_log_warn("cluster: ignoring a malformed message on %.*s", (int)channel_len, channel);
+        return;
+    }
+    hd_message *msg = hd_message_new(topic, topic_len, p.event, p.event_len, p.data, p.data_len,
+                                     p.seq, p.epoch, p.time_ms);
+    ingest_live(e, msg, p.prev);
+}
+
+/* A newly subscribed topic is confirmed and positioned: read what lies between. */
+static void fresh_ready(redis_engine *e, topic_state *t)
+{
+    t->fresh = t->resync = false;
+    if (t->since_epoch == e->epoch)
+        start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+}
+
+/*
+ * After a reconnect, once Redis confirmed a topic's SUBSCRIBE, everything
+ * newer arrives over pub/sub: what was published while the node was away
+ * is read from the topic's last message (a gap where history lost it).
+ */
+static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
+{
+    redis_engine *e = ctx;
+    if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
+        memcmp(channel + e->prefix_len, ":c:", 3) != 0)
+        return;
+    topic_state *t = *topic_slot(e, channel + e->prefix_len + 3, channel_len - e->prefix_len - 3);
+    if (t == NULL)
+        return;
+    if (t->fresh) {
+        t->confirmed = true;
+        if (t->positioned)
+            fresh_ready(e, t);
+    } else if (t->resync) {
+        t->resync = false;
+        start_fill(e, t, t->epoch, t->last, NULL, 0);
+    }
+}
+
+/* ------------------------------------------------------------------ the link's state */
+
+static void on_link_state(void *ctx, hd_redis_link_state state, const char *reason)
+{
+    redis_engine *e = ctx;
+    hd_engine_state engine_state = state == HD_REDIS_LINK_UP           ? HD_ENGINE_UP
+                                   : state == HD_REDIS_LINK_CONNECTING ? HD_ENGINE_CONNECTING
+                                                                       : HD_ENGINE_DOWN;
+    int previous = atomic_exchange(&e->state, (int)engine_state);
+    if (previous != (int)engine_state) {
+        if (state == HD_REDIS_LINK_UP)
+            hd_log_info("cluster: Redis %s:%d is up", e->options.url.host, e->options.url.port);
+        else if (state == HD_REDIS_LINK_DOWN || previous == HD_ENGINE_UP)
+            hd_log_warn("cluster: Redis %s:%d is %s%s%s", e->options.url.host, e->options.url.port,
+                        hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
+                        reason ? reason : "");
+    }
+    if (state != HD_REDIS_LINK_UP)
+        return;
+    if (e->was_up)
+        atomic_fetch_add(&e->reconnects, 1);
+    e->was_up = true;
+    /* What pub/sub carried while down is read once each topic is subscribed again. */
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+            t->resync = t->epoch != 0;
+    }
+    hd_cursor earliest = {.present = true, .earliest = true, .text = ""};
+    hd_engine_request *hello = read_request_new(e, NULL, NULL, 0, &earliest, 1, NULL);
+    hello->hello = true;
+    hello->worker = HD_WORKER_NONE;
+    run_read(e, hello);
+    hd_engine_request *waiting = e->waiting;
+    e->waiting = NULL;
+    e->waiting_tail = &e->waiting;
+    while (waiting != NULL) {
+        hd_engine_request *next = waiting->next;
+        run_read(e, waiting);
+        waiting = next;
+    }
+}
+
+/* ------------------------------------------------------------------ the engine thread */
+
+static void on_jobs(uv_async_t *async)
+{
+    redis_engine *e = async->data;
+    void *batch[64];
+    bool more = true;
+    while (more) {
+        size_t n = hd_mailbox_take(&e->jobs, batch, 64, &more);
+        for (size_t i = 0; i < n; i++) {
+            job_kind kind = *(job_kind *)batch[i];
+            if (kind == JOB_INTEREST) {
+                on_interest_job(e, batch[i]);
+                free(batch[i]);
+            } else if (atomic_load(&((hd_engine_request *)batch[i])->cancelled)) {
+                request_complete(batch[i]); /* its worker frees it */
+            } else if (kind == JOB_PUBLISH) {
+                run_publish(e, batch[i]);
+            } else {
+                run_read(e, batch[i]);
+            }
+        }
+    }
+}
+
+static void on_stop(uv_async_t *async)
+{
+    redis_engine *e = async->data;
+    hd_redis_link_close(e->link);
+    e->link = NULL;
+    uv_close((uv_handle_t *)&e->jobs_async, NULL);
+    uv_close((uv_handle_t *)&e->stop_async, NULL);
+    uv_close((uv_handle_t *)&e->sweep, NULL);
+}
+
+static void engine_thread(void *arg)
+{
+    redis_engine *e = arg;
+    hd_worker_set_index(HD_WORKER_NONE);
+    hd_redis_link_start(e->link);
+    uv_run(&e->loop, UV_RUN_DEFAULT);
+}
+
+static void redis_interest(hd_engine *engine, const char *topic, size_t topic_len, bool interested)
+{
+    redis_engine *e = (redis_engine *)engine;
+    interest_job *job = hd_alloc(sizeof(*job) + topic_len);
+    job->kind = JOB_INTEREST;
+    job->interested = interested;
+    hd_hub_position_locked(engine->hub, &job->epoch, &job->seq);
+    job->len = topic_len;
+    memcpy(job->name, topic, topic_len);
+    post_job(e, job);
+}
+
+static hd_engine_state redis_state(const hd_engine *engine)
+{
+    const redis_engine *e = (const redis_engine *)engine;
+    return (hd_engine_state)atomic_load(&((redis_engine *)e)->state);
+}
+
+static void free_queued(hd_mailbox *mb)
+{
+    void *item;
+    while (hd_mailbox_take(mb, &item, 1, NULL) == 1) {
+        if (*(job_kind *)item == JOB_INTEREST)
+            free(item);
+        else
+            request_free(item);
+    }
+}
+
+static void redis_free(hd_engine *engine)
+{
+    redis_engine *e = (redis_engine *)engine;
+    uv_async_send(&e->stop_async);
+    uv_thread_join(&e->thread);
+    uv_loop_close(&e->loop);
+    hd_mailbox_set_notify(&e->jobs, NULL, NULL);
+    free_queued(&e->jobs);
+    hd_mailbox_destroy(&e->jobs);
+    for (unsigned w = 0; w < e->workers; w++) {
+        free_queued(&e->done[w]);
+        hd_mailbox_destroy(&e->done[w]);
+    }
+    free(e->done);
+    while (e->waiting != NULL) {
+        hd_engine_request *next = e->waiting->next;
+        request_free(e->waiting);
+        e->waiting = next;
+    }
+    while (e->fills != NULL) {
+        hd_engine_request *next = e->fills->next;
+        request_free(e->fills);
+        e->fills = next;
+    }
+    for (size_t i = 0; i < e->held_len; i++)
+        hd_message_release(e->held[(e->held_head + i) % e->held_cap]);
+    free(e->held);
+    free(e->held_prev);
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        while (e->topics[b] != NULL) {
+            topic_state *next = e->topics[b]->next;
+            free(e->topics[b]);
+            e->topics[b] = next;
+        }
+    }
+    free(e);
+}
+
+static void redis_stats(const hd_engine *engine, hd_engine_stats *out)
+{
+    redis_engine *e = (redis_engine *)engine;
+    out->reconnects = atomic_load(&e->reconnects);
+    out->lost_reads = atomic_load(&e->gap_reads);
+}
+
+static const hd_engine_ops redis_ops = {
+    .name = "redis",
+    .publish = redis_publish,
+    .read = redis_read,
+    .cancel = redis_cancel,
+    .interest = redis_interest,
+    .state = redis_state,
+    .stats = redis_stats,
+    .free = redis_free,
+};
+
+hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *options)
+{
+    redis_engine *e = hd_calloc(1, sizeof(*e));
+    hd_engine_init(&e->base, &redis_ops, hub);
+    e->options = *options;
+    e->prefix_len = (size_t)snprintf(e->prefix, sizeof(e->prefix), "{%s}", options->prefix);
+    e->options.prefix = NULL;
+    snprintf(e->hub_key, sizeof(e->hub_key), "%s:hub", e->prefix);
+    char node[9];
+    random_epoch(node);
+    snprintf(e->probe_channel, sizeof(e->probe_channel), "%s:node:%s", e->prefix, node);
+    atomic_init(&e->state, HD_ENGINE_CONNECTING);
+    atomic_init(&e->reconnects, 0);
+    atomic_init(&e->gap_reads, 0);
+    e->waiting_tail = &e->waiting;
+    e->fills_tail = &e->fills;
+    e->workers = hd_worker_count();
+    e->done = hd_calloc(e->workers, sizeof(*e->done));
+    for (unsigned w = 0; w < e->workers; w++)
+        hd_mailbox_init(&e->done[w], NULL);
+    hd_mailbox_init(&e->jobs, NULL);
+    hd_hub_set_worker_hook(hub, engine_on_worker, e);
+
+    uv_loop_init(&e->loop);
+    uv_async_init(&e->loop, &e->jobs_async, on_jobs);
+    e->jobs_async.data = e;
+    uv_async_init(&e->loop, &e->stop_async, on_stop);
+    e->stop_async.data = e;
+    uv_timer_init(&e->loop, &e->sweep);
+    e->sweep.data = e;
+    uv_timer_start(&e->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    hd_mailbox_set_notify(&e->jobs, jobs_notify, e);
+
+    hd_redis_link_settings settings = {
+        .url = options->url,
+        .timeout_ms = options->timeout_ms,
+        .probe_idle_ms = PROBE_IDLE_MS,
+        .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .probe_channel = e->probe_channel,
+        .probe_channel_len = strlen(e->probe_channel),
+        .on_state = on_link_state,
+        .on_subscribed = on_subscribed,
+        .on_message = on_pubsub_message,
+        .ctx = e,
+    };
+    e->link = hd_redis_link_new(&e->loop, &settings);
+    e->publish_script =
+        hd_redis_link_script(e->link, hd_redis_publish_lua, hd_redis_publish_lua_len);
+    e->read_script = hd_redis_link_script(e->link, hd_redis_read_lua, hd_redis_read_lua_len);
+    if (uv_thread_create(&e->thread, engine_thread, e) != 0)
+        abort();
+    return &e->base;
+}

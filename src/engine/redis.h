@@ -1,0 +1,100 @@
+/*
+ * The Redis engine (SPEC §5, ../shared/design/redis-engine.md part B):
+ * nodes that share one Redis act as one hub. Ids, history and the epoch
+ * live in Redis; a publish is one EVALSHA of redis_publish.lua, a read one
+ * of redis_read.lua; every node delivers what any node published from its
+ * pub/sub subscription to the topic's channel.
+ *
+ * Threading: one engine thread with its own uv loop owns the Redis link
+ * (redis_link.h) and every piece of state below. Workers hand it their
+ * calls through a mailbox woken by uv_async; it hands the completions back
+ * through one mailbox per worker, woken with hd_hub_wake and run by the
+ * worker (hd_hub_set_worker_hook), so callbacks run on the calling
+ * worker's thread as engine.h requires. The engine thread has no worker
+ * index (HD_WORKER_NONE) and never encodes a message.
+ *
+ * Ordering: what this node delivers comes only from pub/sub, never from a
+ * publish's reply, so it is handed to the hub (hd_hub_ingest) in the one
+ * pub/sub connection's order, which is the global seq order. A topic's
+ * message whose prev is newer than the last one ingested reveals a lost
+ * pub/sub message: later messages wait while the missing range is read
+ * from Redis.
+ *
+ * Publishing while the link is not up is refused at once (unavailable); a
+ * publish whose connection broke before the answer is outcome_unknown;
+ * Redis's -OOM and -BUSY are unavailable. A read while the link is down
+ * waits until it is up again.
+ */
+#ifndef HERALD_ENGINE_REDIS_H
+#define HERALD_ENGINE_REDIS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "engine/redis_url.h"
+
+typedef struct hd_engine_redis_options {
+    hd_redis_url url;
+    const char *prefix;  /* cluster.prefix: keys are "{prefix}:..." */
+    uint32_t timeout_ms; /* cluster.timeout_ms */
+    /* The history bounds every node passes to the publish script (history.*). */
+    uint32_t history_max_messages;
+    uint64_t history_max_bytes;
+    uint32_t history_ttl_s;
+} hd_engine_redis_options;
+
+/*
+ * Starts the engine thread, which connects (and keeps reconnecting) on its
+ * own. The hub must have been created with options.cluster. Never NULL.
+ */
+hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *options);
+
+/* ------------------------------------------------------------------ pure parts, for tests */
+
+/* One pub/sub payload: "<epoch>:<seq>:<prev>:<ms>:<event length>:<event><data>". */
+typedef struct hd_redis_payload {
+    uint32_t epoch;
+    uint64_t seq;
+    uint64_t prev;
+    int64_t time_ms;
+    const char *event; /* NULL when none; points into the payload */
+    size_t event_len;
+    const char *data; /* points into the payload */
+    size_t data_len;
+} hd_redis_payload;
+
+/* Returns false when text is not such a payload (a foreign publisher, a bug). */
+bool hd_redis_payload_parse(const char *text, size_t len, hd_redis_payload *out);
+
+/* An epoch as Redis holds it (8 lowercase hex digits), as herald's ids carry it. */
+bool hd_redis_epoch_parse(const char *text, size_t len, uint32_t *out);
+
+/* What the read script returned for one topic: its entries after the cursor, oldest first. */
+typedef struct hd_redis_topic_read {
+    const char *topic;
+    size_t topic_len;
+    uint64_t lost_upto;
+    hd_message **messages;
+    size_t count;
+} hd_redis_topic_read;
+
+/*
+ * Whether reading topic after cursor (of the read's epoch, or another one)
+ * runs into what was lost, and the gap to report: the cursor "earliest" has
+ * none, one of another epoch always has one, one of this epoch has one when
+ * it lies before lost_upto. gap borrows the topic and the cursor's text.
+ */
+bool hd_redis_read_gap(const hd_cursor *cursor, uint32_t cursor_epoch, uint32_t epoch,
+                       const hd_redis_topic_read *topic, hd_gap *gap);
+
+/*
+ * Merges the topics' entries by seq into out (room for limit), at most
+ * limit; returns how many, and *more when some were left out. Repeated
+ * seqs (a topic named twice) are taken once. The messages are borrowed.
+ */
+size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, size_t limit,
+                      hd_message **out, bool *more);
+
+#endif

@@ -1,0 +1,92 @@
+-- herald's read script (SPEC §5; ../shared/design/redis-engine.md §2, §3):
+-- what some topics hold after a cursor, with the hub's epoch and seq as of
+-- the read (its consistent cut), in one atomic step.
+--
+-- KEYS[1]  {prefix}:hub, a hash: e = epoch, s = last seq issued
+-- ARGV     prefix ("{herald}"), epoch candidate (used when the hub hash is
+--          missing, as by the publish script), cursor epoch ("" = the
+--          cursor "earliest"), cursor seq, limit (entries per topic at
+--          most), expired_at (ms: entries with t <= it count as lost; -1 =
+--          no TTL), n, then n topics
+-- Returns  {epoch, cut, then per topic: lost_upto, k, then k quadruples
+--          seq, ms, event ("" = none), data}
+--          lost_upto is the newest seq of the topic known lost in this
+--          epoch (trimmed or expired; 0 = none); the entries are those
+--          after the cursor (all of the epoch's when the cursor is of
+--          another epoch, or "earliest"), oldest first, at most limit,
+--          expired ones left out.
+-- Numbers go out through string.format('%d'): Lua's .. prints them %.14g.
+
+local hub = KEYS[1]
+local prefix = ARGV[1]
+local candidate = ARGV[2]
+local cursor_epoch = ARGV[3]
+local cursor_seq = tonumber(ARGV[4])
+local limit = tonumber(ARGV[5])
+local expired_at = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
+
+if not (cursor_seq and limit and expired_at and n) or #ARGV ~= 7 + n or limit < 1 then
+  return redis.error_reply('ERR herald read: bad arguments')
+end
+if hub ~= prefix .. ':hub' or candidate == '' then
+  return redis.error_reply('ERR herald read: bad hub key or epoch candidate')
+end
+
+local epoch, cut = unpack(redis.call('HMGET', hub, 'e', 's'))
+if not epoch then
+  epoch, cut = candidate, 0
+  redis.call('HSET', hub, 'e', epoch, 's', 0)
+end
+cut = tonumber(cut) or 0
+
+local function expired(entry)
+  return expired_at >= 0 and tonumber(entry[2][4]) <= expired_at
+end
+
+local function seq_of(entry)
+  return string.sub(entry[1], 1, -3) -- "<seq>-0"
+end
+
+local reply = { epoch, string.format('%d', cut) }
+for i = 1, n do
+  local topic = ARGV[7 + i]
+  local stream = prefix .. ':s:' .. topic
+  local meta_e, meta_l = unpack(redis.call('HMGET', prefix .. ':m:' .. topic, 'e', 'l'))
+  local lost = 0
+  local entries = {}
+  if meta_e == epoch then
+    -- The first entry still held and young enough: its prev is the newest lost.
+    local from = '-'
+    local first
+    while true do
+      first = redis.call('XRANGE', stream, from, '+', 'COUNT', 1)[1]
+      if not first or not expired(first) then break end
+      from = '(' .. first[1]
+    end
+    if first then
+      lost = tonumber(first[2][6])
+    else
+      lost = tonumber(meta_l) or 0
+    end
+    local start = '-'
+    if cursor_epoch == epoch then
+      start = '(' .. string.format('%d', cursor_seq) .. '-0'
+    end
+    for _, entry in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', limit)) do
+      if not expired(entry) then
+        entries[#entries + 1] = entry
+      end
+    end
+  end
+  reply[#reply + 1] = string.format('%d', lost)
+  reply[#reply + 1] = #entries
+  for _, entry in ipairs(entries) do
+    local f = entry[2] -- d, data, t, ms, p, prev, v, event
+    reply[#reply + 1] = seq_of(entry)
+    reply[#reply + 1] = f[4]
+    reply[#reply + 1] = f[8]
+    reply[#reply + 1] = f[2]
+  end
+end
+return reply

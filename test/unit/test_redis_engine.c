@@ -1,0 +1,290 @@
+/*
+ * The Redis engine's pure parts and the hub's side of cluster mode: the
+ * pub/sub payload parser, the gap rule and the merge of a read's topics,
+ * and hd_hub_ingest / hd_hub_advance (duplicates, a late message put back
+ * in seq order, an epoch change clearing the mirror, cursors beyond what
+ * the node saw).
+ */
+#include "engine/redis.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"
+
+#define EPOCH 0x0badf00d
+
+static bool parse(const char *text, hd_redis_payload *p)
+{
+    return hd_redis_payload_parse(text, strlen(text), p);
+}
+
+static void test_payload_parse(void)
+{
+    hd_redis_payload p;
+    CHECK(parse("0badf00d:42:7:1700000000123:5:hello{\"a\":1}", &p));
+    CHECK_EQ_INT(p.epoch, EPOCH);
+    CHECK_EQ_INT(p.seq, 42);
+    CHECK_EQ_INT(p.prev, 7);
+    CHECK_EQ_INT(p.time_ms, 1700000000123LL);
+    CHECK_EQ_MEM(p.event, p.event_len, "hello", 5);
+    CHECK_EQ_MEM(p.data, p.data_len, "{\"a\":1}", 7);
+
+    /* No event, empty data, data holding colons and binary. */
+    CHECK(parse("0badf00d:1:0:5:0:", &p));
+    CHECK(p.event == NULL);
+    CHECK_EQ_INT(p.data_len, 0);
+    static const char binary[] = "0badf00d:9:3:5:0:a:b\0c";
+    CHECK(hd_redis_payload_parse(binary, sizeof(binary) - 1, &p));
+    CHECK_EQ_MEM(p.data, p.data_len, "a:b\0c", 5);
+    /* Seqs past 2^53 (Lua's %.14g pitfall is the script's; the parser takes any uint64). */
+    CHECK(parse("0badf00d:18446744073709551615:0:5:0:x", &p));
+    CHECK(p.seq == UINT64_MAX);
+
+    /* Refused. */
+    static const char *const bad[] = {
+        "",
+        "0badf00d",
+        "0BADF00D:1:0:5:0:x",                    /* herald's epochs are lowercase */
+        "badf00d:1:0:5:0:x",                     /* 7 digits */
+        "0badf00d:0:0:5:0:x",                    /* seq 0 */
+        "0badf00d:3:3:5:0:x",                    /* prev not before seq */
+        "0badf00d:1:0:5:9:ab",                   /* event longer than the rest */
+        "0badf00d:1:0:5:65:",                    /* event over 64 */
+        "0badf00d:1:0:5:0",                      /* no colon after the event length */
+        "0badf00d:-1:0:5:0:x",                   /* sign */
+        "0badf00d:18446744073709551616:0:5:0:x", /* overflow */
+        "0badf00d:1::5:0:x",                     /* empty number */
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse(bad[i], &p)) {
+            fprintf(stderr, "accepted: %s\n", bad[i]);
+            CHECK(false);
+        }
+    }
+}
+
+static void test_epoch_parse(void)
+{
+    uint32_t epoch;
+    CHECK(hd_redis_epoch_parse("0badf00d", 8, &epoch) && epoch == EPOCH);
+    CHECK(!hd_redis_epoch_parse("0badf00", 7, &epoch));
+    CHECK(!hd_redis_epoch_parse("0badf00x", 8, &epoch));
+    CHECK(!hd_redis_epoch_parse("0badf00d0", 9, &epoch));
+}
+
+static hd_message *msg(const char *topic, uint64_t seq, uint32_t epoch)
+{
+    return hd_message_new(topic, strlen(topic), NULL, 0, "d", 1, seq, epoch, 1000);
+}
+
+static hd_cursor cursor_of(const char *text)
+{
+    hd_cursor c;
+    CHECK(hd_cursor_parse(text, strlen(text), EPOCH, &c));
+    return c;
+}
+
+static void test_read_gap(void)
+{
+    hd_redis_topic_read t = {.topic = "a", .topic_len = 1, .lost_upto = 5};
+    hd_gap gap;
+    hd_cursor c = cursor_of("0badf00d-4");
+    CHECK(hd_redis_read_gap(&c, EPOCH, EPOCH, &t, &gap));
+    CHECK_EQ_MEM(gap.to, gap.to_len, "0badf00d-5", 10);
+    CHECK_EQ_MEM(gap.from, gap.from_len, "0badf00d-4", 10);
+    CHECK_EQ_INT(gap.to_seq, 5);
+    c = cursor_of("0badf00d-5");
+    CHECK(!hd_redis_read_gap(&c, EPOCH, EPOCH, &t, &gap)); /* lost up to what it saw: no gap */
+    c = cursor_of("earliest");
+    CHECK(!hd_redis_read_gap(&c, 0, EPOCH, &t, &gap));
+    /* Another epoch always has one, to the newest lost of this one (0: nothing lost). */
+    c = cursor_of("12345678-900");
+    t.lost_upto = 0;
+    CHECK(hd_redis_read_gap(&c, 0x12345678, EPOCH, &t, &gap));
+    CHECK_EQ_MEM(gap.to, gap.to_len, "0badf00d-0", 10);
+    /* The hub's epoch does not matter: the engine's own parse of the cursor does. */
+    c = cursor_of("12345678-900");
+    t.lost_upto = 3;
+    CHECK(!hd_redis_read_gap(&c, 0x12345678, 0x12345678, &t, &gap));
+}
+
+static void test_merge(void)
+{
+    hd_message *a[] = {msg("a", 2, EPOCH), msg("a", 5, EPOCH), msg("a", 9, EPOCH)};
+    hd_message *b[] = {msg("b", 3, EPOCH), msg("b", 4, EPOCH)};
+    hd_redis_topic_read topics[] = {
+        {.topic = "a", .topic_len = 1, .messages = a, .count = 3},
+        {.topic = "b", .topic_len = 1, .messages = b, .count = 2},
+        {.topic = "c", .topic_len = 1, .messages = NULL, .count = 0},
+    };
+    hd_message *out[8];
+    bool more;
+    size_t n = hd_redis_merge(topics, 3, 8, out, &more);
+    CHECK_EQ_INT(n, 5);
+    CHECK(!more);
+    static const uint64_t want[] = {2, 3, 4, 5, 9};
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ_INT(out[i]->seq, want[i]);
+    n = hd_redis_merge(topics, 3, 3, out, &more);
+    CHECK_EQ_INT(n, 3);
+    CHECK(more);
+    CHECK_EQ_INT(out[2]->seq, 4);
+    n = hd_redis_merge(topics, 3, 5, out, &more);
+    CHECK_EQ_INT(n, 5);
+    CHECK(!more); /* exactly the limit: nothing left */
+    /* The same topic twice is taken once. */
+    hd_redis_topic_read twice[] = {topics[1], topics[1]};
+    n = hd_redis_merge(twice, 2, 8, out, &more);
+    CHECK_EQ_INT(n, 2);
+    for (size_t i = 0; i < 3; i++)
+        hd_message_release(a[i]);
+    for (size_t i = 0; i < 2; i++)
+        hd_message_release(b[i]);
+}
+
+/* ---------------------------------------------------------------- the hub's side */
+
+static hd_hub *cluster_hub(void)
+{
+    hd_hub_options options = {
+        .history_max_messages = 100,
+        .history_max_bytes = 1 << 20,
+        .epoch = 0x11111111,
+        .cluster = true,
+    };
+    return hd_hub_new(&options);
+}
+
+typedef struct collected {
+    uint64_t seqs[16];
+    size_t n;
+    size_t gaps;
+} collected;
+
+static void on_gap(void *ctx, const hd_gap *gap)
+{
+    (void)gap;
+    ((collected *)ctx)->gaps++;
+}
+
+static bool on_message(void *ctx, hd_message *m)
+{
+    collected *c = ctx;
+    c->seqs[c->n++] = m->seq;
+    return true;
+}
+
+static collected read_all(hd_hub *hub, const char *topic)
+{
+    collected c = {0};
+    size_t len = strlen(topic);
+    hd_history_query q = {.topics = &topic, .topic_lens = &len, .topic_count = 1, .limit = 16};
+    CHECK(hd_cursor_parse("earliest", 8, hd_hub_epoch(hub), &q.cursor));
+    hd_history_visitor v = {.on_gap = on_gap, .on_message = on_message};
+    hd_hub_read_history(hub, &q, &v, &c, NULL, NULL);
+    return c;
+}
+
+static void test_ingest(void)
+{
+    hd_hub *hub = cluster_hub();
+    CHECK(hd_hub_ingest(hub, msg("a", 3, EPOCH)));
+    CHECK_EQ_INT(hd_hub_epoch(hub), EPOCH); /* the store's epoch is followed */
+    CHECK(hd_hub_ingest(hub, msg("b", 5, EPOCH)));
+    CHECK(!hd_hub_ingest(hub, msg("a", 3, EPOCH))); /* a duplicate */
+    /* A message fetched late (a lost pub/sub one) is older than b's: the order stays seq order. */
+    CHECK(hd_hub_ingest(hub, msg("a", 4, EPOCH)));
+    collected c = read_all(hub, "a");
+    CHECK_EQ_INT(c.n, 2);
+    CHECK_EQ_INT(c.seqs[0], 3);
+    CHECK_EQ_INT(c.seqs[1], 4);
+    char id[HD_ID_MAX];
+    hd_hub_newest_id(hub, id);
+    CHECK_EQ_STR(id, "0badf00d-5");
+
+    /* A cursor beyond what this node saw may have been issued by another: not refused here. */
+    hd_cursor cursor;
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, "0badf00d-99", 11, &cursor), HD_HUB_OK);
+    CHECK(!cursor.foreign);
+    CHECK_EQ_INT(hd_hub_parse_cursor(hub, "0badf00d-x", 10, &cursor), HD_HUB_BAD_CURSOR);
+
+    /* What a publish's answer showed advances the hub's seq, never back. */
+    hd_hub_advance(hub, EPOCH, 50);
+    hd_hub_advance(hub, EPOCH, 20);
+    hd_hub_newest_id(hub, id);
+    CHECK_EQ_STR(id, "0badf00d-50");
+
+    /* A new epoch: its seqs start over, so the mirror of the old one goes. */
+    CHECK(hd_hub_ingest(hub, msg("a", 1, 0x22222222)));
+    CHECK_EQ_INT(hd_hub_epoch(hub), 0x22222222);
+    c = read_all(hub, "a");
+    CHECK_EQ_INT(c.n, 1);
+    CHECK_EQ_INT(c.seqs[0], 1);
+    CHECK_EQ_INT(read_all(hub, "b").n, 0);
+    hd_hub_stats stats;
+    hd_hub_get_stats(hub, &stats);
+    CHECK_EQ_INT(stats.topics, 1); /* b had neither history nor subscribers left */
+    CHECK_EQ_INT(stats.history_messages, 1);
+    hd_hub_free(hub);
+}
+
+static int delivered;
+static uint64_t delivered_seq;
+
+static void count_delivery(hd_subscriber *sub, hd_message *m)
+{
+    (void)sub;
+    delivered++;
+    delivered_seq = m->seq;
+}
+
+static char gap_text[128];
+
+static void record_gap(hd_subscriber *sub, const hd_gap *gap)
+{
+    (void)sub;
+    snprintf(gap_text, sizeof(gap_text), "%.*s %.*s %.*s after %d", (int)gap->topic_len, gap->topic,
+             (int)gap->from_len, gap->from, (int)gap->to_len, gap->to, delivered);
+}
+
+static const hd_subscriber_ops counting_ops = {
+    .deliver = count_delivery, .gap = record_gap, .transport = HD_TRANSPORT_SSE};
+
+/* A subscriber made at seq 50 of one epoch gets seq 1 of the next: seqs compare within one. */
+static void test_new_epoch_reaches_subscribers(void)
+{
+    hd_hub *hub = cluster_hub();
+    hd_hub_advance(hub, EPOCH, 50);
+    hd_subscriber sub = {0};
+    hd_subscriber_init(&sub, &counting_ops);
+    CHECK_EQ_INT(hd_hub_subscribe(hub, &sub, "a", 1), HD_HUB_OK);
+    CHECK(hd_hub_ingest(hub, msg("a", 40, EPOCH))); /* published before it subscribed */
+    CHECK(hd_hub_ingest(hub, msg("a", 51, EPOCH)));
+    while (hd_hub_deliver_pending(hub, 1 << 20))
+        ;
+    CHECK_EQ_INT(delivered, 1);
+    CHECK_EQ_INT(delivered_seq, 51);
+    CHECK_EQ_STR(gap_text, "");
+    CHECK(hd_hub_ingest(hub, msg("a", 1, 0x22222222)));
+    while (hd_hub_deliver_pending(hub, 1 << 20))
+        ;
+    CHECK_EQ_INT(delivered, 2);
+    CHECK_EQ_INT(delivered_seq, 1);
+    /* Told first: what it saw belongs to the old epoch. */
+    CHECK_EQ_STR(gap_text, "a 0badf00d-51 22222222-0 after 1");
+    hd_hub_unsubscribe_all(hub, &sub);
+    hd_hub_free(hub);
+}
+
+int main(void)
+{
+    RUN_TEST(test_payload_parse);
+    RUN_TEST(test_epoch_parse);
+    RUN_TEST(test_read_gap);
+    RUN_TEST(test_merge);
+    RUN_TEST(test_ingest);
+    RUN_TEST(test_new_epoch_reaches_subscribers);
+    return test_summary();
+}
