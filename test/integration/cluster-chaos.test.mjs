@@ -337,7 +337,7 @@ test('a node cut off while others publish past its history: after reconnecting, 
   }
 });
 
-test('FLUSHALL: a new epoch; live subscribers and old cursors get a gap; no id is reused', { todo: "cluster mode does not yet refuse a cursor beyond the cluster's newest id (400 invalid_cursor)" }, async (t) => {
+test('FLUSHALL: a new epoch; live subscribers and old cursors get a gap; no id is reused', async (t) => {
   const { redis, A, B } = await setup(t, 2);
   const topic = 'flush';
   const cold = 'flush-cold'; // no subscriber anywhere: a resume on it must ask Redis
