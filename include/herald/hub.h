@@ -226,6 +226,15 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  * dropped. Returns whether it was taken. Any thread.
  */
 bool hd_hub_ingest(hd_hub *hub, hd_message *msg);
+
+/*
+ * For an engine that stores elsewhere: the store lost every seq of topic up
+ * to lost_upto in epoch (trimmed or expired before this node read it). In
+ * order with hd_hub_ingest, each subscription of the topic that saw less
+ * gets a gap from what it saw to lost_upto. Any thread.
+ */
+void hd_hub_ingest_loss(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
+                        uint64_t lost_upto);
 /*
  * Moves the hub to epoch (cluster mode: the store's; a new epoch restarts
  * its seq at 0), and its seq to at least seq: the newest the cluster is

@@ -46,5 +46,10 @@ typedef struct hd_cursor {
  * "earliest" nor an id.
  */
 bool hd_cursor_parse(const char *text, size_t len, uint32_t epoch, hd_cursor *out);
+/*
+ * Whether cursor is an id of epoch beyond newest, the newest seq issued in
+ * it (a store's cut): never issued, so refused (docs/protocol.md).
+ */
+bool hd_cursor_beyond(const hd_cursor *cursor, uint32_t epoch, uint64_t newest);
 
 #endif

@@ -16,6 +16,7 @@
 #ifndef HERALD_MESSAGE_H
 #define HERALD_MESSAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +47,7 @@ typedef struct hd_message {
     size_t data_len;
     char id[HD_ID_MAX]; /* NUL-terminated */
     size_t id_len;
+    bool lost;            /* not a message: the hub's marker that topic lost every seq up to seq */
     hd_list history_node; /* the hub's: in its hub-wide history order while held */
     hd_buf **wire;        /* cached encodings, HD_WIRE_COUNT slots per worker, NULL until built */
 } hd_message;

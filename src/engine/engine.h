@@ -162,6 +162,18 @@ static inline hd_engine_request *hd_engine_read(hd_engine *engine, const hd_hist
     return engine->ops->read(engine, query, done, ctx);
 }
 
+/*
+ * Whether a subscription is in place as soon as the hub has it (the memory
+ * engine), or only once the engine confirmed it: an engine that subscribes
+ * elsewhere (interest) answers a read sent after the subscription only once
+ * everything newer than that read's cut reaches this node, so a transport
+ * acknowledges a subscription after such a read (catch_up.h).
+ */
+static inline bool hd_engine_subscribes_at_once(const hd_engine *engine)
+{
+    return engine->ops->interest == NULL;
+}
+
 /* NULL-safe: a caller cancels what it holds, which is NULL once the callback ran. */
 static inline void hd_engine_cancel(hd_engine *engine, hd_engine_request *request)
 {

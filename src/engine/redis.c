@@ -730,6 +730,17 @@ static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t
 static void fill_done(redis_engine *e, hd_engine_request *req)
 {
     topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    /* What history lost past the topic's last message: its subscribers hear of it first. */
+    for (size_t i = 0; i < req->result.gap_count; i++) {
+        const hd_gap *gap = &req->result.gaps[i];
+        if (gap->to_seq == 0)
+            continue; /* another epoch, none of it lost: its messages follow */
+        if (t != NULL && (req->result.epoch != t->epoch || gap->to_seq > t->last)) {
+            t->epoch = req->result.epoch;
+            t->last = gap->to_seq;
+        }
+        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, req->result.epoch, gap->to_seq);
+    }
     for (size_t i = 0; i < req->result.count; i++) {
         hd_message *msg = req->messages[i];
         if (t != NULL && (msg->epoch != t->epoch || msg->seq > t->last)) {

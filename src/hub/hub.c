@@ -404,6 +404,41 @@ bool hd_hub_ingest(hd_hub *hub, hd_message *msg)
     return taken;
 }
 
+void hd_hub_ingest_loss(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
+                        uint64_t lost_upto)
+{
+    hub_lock(hub);
+    set_epoch_locked(hub, epoch);
+    hd_topic *t = hd_topic_find(hub, topic, topic_len);
+    for (unsigned w = 0; t != NULL && w < hub->workers; w++) {
+        if (hd_list_empty(&t->subscribers[w]))
+            continue;
+        hd_message *marker = hd_message_new(topic, topic_len, NULL, 0, "", 0, lost_upto, epoch, 0);
+        marker->lost = true;
+        hd_mailbox_post_locked(&hub->inboxes[w], marker);
+    }
+    hub_unlock(hub);
+}
+
+/* A loss marker reached worker self: a gap for each subscription of t that saw less. */
+static void announce_loss(hd_topic *t, unsigned self, const hd_message *marker)
+{
+    hd_list *pos, *next;
+    hd_list_foreach_safe(pos, next, &t->subscribers[self])
+    {
+        hd_subscription *s = hd_container_of(pos, hd_subscription, node);
+        if (s->seen_epoch != marker->epoch || s->seen_seq >= marker->seq)
+            continue;
+        char from[HD_ID_MAX];
+        hd_gap gap = {.topic = t->name, .topic_len = t->name_len, .from = from};
+        gap.from_len = hd_id_format(s->seen_epoch, s->seen_seq, from);
+        gap.to_len = hd_id_format(marker->epoch, marker->seq, gap.to);
+        s->seen_seq = marker->seq;
+        if (s->subscriber->ops->gap != NULL)
+            s->subscriber->ops->gap(s->subscriber, &gap);
+    }
+}
+
 void hd_hub_set_worker_hook(hd_hub *hub, void (*run)(void *ctx, unsigned worker), void *ctx)
 {
     hub->worker_hook = run;
@@ -494,7 +529,9 @@ bool hd_hub_deliver_pending(hd_hub *hub, uint64_t max_bytes)
         hd_message *msg = messages[i];
         if (msg->seq == 0)
             announce_epoch(hub, self, msg->epoch);
-        if (topics[i] != NULL) {
+        if (topics[i] != NULL && msg->lost) {
+            announce_loss(topics[i], self, msg);
+        } else if (topics[i] != NULL) {
             hd_list *pos, *next;
             hd_list_foreach_safe(pos, next, &topics[i]->subscribers[self])
             {

@@ -69,3 +69,12 @@ bool hd_cursor_parse(const char *text, size_t len, uint32_t epoch, hd_cursor *ou
     out->foreign = id_epoch != epoch;
     return true;
 }
+
+bool hd_cursor_beyond(const hd_cursor *cursor, uint32_t epoch, uint64_t newest)
+{
+    uint32_t cursor_epoch;
+    uint64_t seq;
+    return cursor->present && !cursor->earliest &&
+           hd_id_parse(cursor->text, cursor->text_len, &cursor_epoch, &seq) &&
+           cursor_epoch == epoch && seq > newest;
+}

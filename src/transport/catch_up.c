@@ -28,6 +28,7 @@ struct hd_catch_up {
     char next_text[HD_ID_MAX]; /* next.text */
     uint64_t skipped_upto;     /* the newest seq of a live message skipped meanwhile */
     hd_engine_request *read;   /* under way (an engine that answers later), or NULL */
+    bool started;              /* the first read answered: ops->started was called */
     hd_catch_up **owner;       /* the session's pointer to it, cleared when it ends */
     hd_conn *conn;
     hd_subscriber *subscriber; /* told what history served, so queued live copies are skipped */
@@ -89,10 +90,43 @@ static bool send_messages(hd_catch_up *catch_up, const hd_history_result *result
     return true;
 }
 
+/*
+ * The engine's first answer: the subscription is in place (its cut is the
+ * cluster's, SPEC §5), so the cursor is checked against it and the
+ * transport acknowledges. Without a cursor the catch-up goes on from the
+ * cut only if live messages past it were held back meanwhile.
+ */
+static bool start(hd_catch_up *catch_up, const hd_history_result *result)
+{
+    catch_up->started = true;
+    const hd_catch_up_ops *ops = catch_up->ops;
+    void *ctx = catch_up->ctx;
+    hd_cursor *c = &catch_up->next;
+    if (hd_cursor_beyond(c, result->epoch, result->cut)) {
+        hd_catch_up_free(catch_up->owner);
+        ops->started(ctx, false);
+        return false;
+    }
+    ops->started(ctx, true);
+    if (c->present)
+        return true;
+    c->present = true;
+    c->seq = result->cut;
+    c->text_len = hd_id_format(result->epoch, result->cut, catch_up->next_text);
+    if (result->cut >= catch_up->skipped_upto) {
+        hd_catch_up_free(catch_up->owner);
+        return false;
+    }
+    read_batch(catch_up);
+    return false;
+}
+
 static void batch_on_read(void *ctx, const hd_history_result *result)
 {
     hd_catch_up *catch_up = ctx;
     catch_up->read = NULL;
+    if (!catch_up->started && !start(catch_up, result))
+        return;
     for (size_t i = 0; i < result->gap_count; i++)
         send_gap(catch_up, &result->gaps[i]);
     if (!send_messages(catch_up, result) || result->more)
@@ -124,9 +158,19 @@ void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscr
                        const hd_catch_up_ops *ops, void *ctx, char *const *topics,
                        const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor)
 {
-    if (!cursor->present)
+    /*
+     * An engine that cannot confirm now (its store unreachable) accepts at
+     * once: nothing is published meanwhile, and a cursor cannot be checked.
+     */
+    hd_engine *engine = hd_conn_engine(conn);
+    bool at_once =
+        hd_engine_subscribes_at_once(engine) || hd_engine_get_state(engine) != HD_ENGINE_UP;
+    if (at_once)
+        ops->started(ctx, true);
+    if (!cursor->present && at_once)
         return;
     hd_catch_up *catch_up = hd_calloc(1, sizeof(*catch_up));
+    catch_up->started = at_once;
     catch_up->owner = owner;
     catch_up->conn = conn;
     catch_up->subscriber = subscriber;
@@ -172,7 +216,7 @@ void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t 
         c->gap_reported[i] = c->gap_reported[last];
         break;
     }
-    if (c->topic_count == 0)
+    if (c->topic_count == 0 && c->started)
         hd_catch_up_free(catch_up);
 }
 

@@ -23,6 +23,13 @@ typedef struct hd_catch_up_ops {
     /* Queues one message; false when the connection refused it (closing). */
     bool (*send_message)(void *ctx, hd_message *msg);
     void (*send_gap)(void *ctx, const hd_gap *gap);
+    /*
+     * Called once, before anything is sent: the subscription is in place
+     * (valid: acknowledge it now), or the cursor is of the engine's epoch
+     * but beyond its newest id (!valid: refuse it; the catch-up is over and
+     * freed already).
+     */
+    void (*started)(void *ctx, bool valid);
 } hd_catch_up_ops;
 
 /*
@@ -32,11 +39,16 @@ typedef struct hd_catch_up_ops {
 typedef struct hd_catch_up hd_catch_up;
 
 /*
- * Starts catching up from cursor for the topics (copied), when it is
- * present: *owner (the session's pointer, NULL before) holds the catch-up
- * while history is owed, and is set back to NULL when everything was sent,
- * which can happen before this returns (an engine that reads at once).
- * Messages and gaps go to ops with ctx.
+ * Starts catching up from cursor for the topics (copied), the hub's
+ * subscriptions to them just made: *owner (the session's pointer, NULL
+ * before) holds the catch-up while history is owed, and is set back to NULL
+ * when everything was sent, which can happen before this returns (an engine
+ * that reads at once). ops->started is called first, once the engine
+ * answered (at once when the engine subscribes at once or cannot answer
+ * now, without a read when there is no cursor). Without a cursor, an engine that confirms
+ * subscriptions later is asked for its cut (a read of nothing): live
+ * messages are held back until then, and those past the cut are sent after
+ * started. Messages and gaps go to ops with ctx.
  */
 void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscriber,
                        const hd_catch_up_ops *ops, void *ctx, char *const *topics,

@@ -256,6 +256,17 @@ static void session_on_read(void *ctx, const hd_history_result *result)
 {
     poll_session *session = ctx;
     session->read = NULL;
+    if (!hd_engine_subscribes_at_once(hd_conn_engine(session->conn)) &&
+        hd_cursor_beyond(&session->request.params.cursor, result->epoch, result->cut)) {
+        /* Only the store knows the cluster's newest id (the hub checked its own). */
+        hd_conn *conn = session->conn;
+        session_stop(session);
+        session_free(session);
+        hd_response_error(conn, 400, "invalid_cursor", 0,
+                          "The cursor is not an id herald issued: malformed, or beyond the newest "
+                          "id.");
+        return;
+    }
     if (!session->request.params.cursor.present && session->request.arrival_id[0] == '\0')
         hd_id_format(result->epoch, result->cut, session->request.arrival_id);
     if (session->force || result->count > 0 || result->gap_count > 0) {

@@ -10,6 +10,7 @@
 
 #include "herald/alloc.h"
 #include "herald/log.h"
+#include "engine/engine.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/catch_up.h"
@@ -19,8 +20,15 @@ typedef struct sse_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
     hd_wire wire;
-    bool ending;                /* its token expired: the stream is being closed */
-    hd_catch_up *catch_up;      /* while history is still owed */
+    bool ending;           /* its token expired: the stream is being closed */
+    hd_catch_up *catch_up; /* while history is still owed */
+    /*
+     * Built while the request was readable, sent once the engine confirmed
+     * the subscription (catch_up.h): the stream's head, or (refusal, only
+     * when the engine may find the cursor beyond its newest id) a 400.
+     */
+    hd_buf *head;
+    hd_buf *refusal;
     uint64_t token_deadline_ms; /* loop time at which the client's token expires; 0: never */
 } sse_session;
 
@@ -138,9 +146,22 @@ static void queue_gap(void *ctx, const hd_gap *gap)
     hd_conn_send_owned(session->conn, hd_sse_encode_gap(gap));
 }
 
+static void session_on_started(void *ctx, bool valid)
+{
+    sse_session *session = ctx;
+    hd_buf *answer = valid ? session->head : session->refusal;
+    hd_buf *other = valid ? session->refusal : session->head;
+    session->head = session->refusal = NULL;
+    hd_buf_release(other);
+    hd_conn_send_owned(session->conn, answer);
+    if (!valid)
+        hd_conn_close_after_flush(session->conn);
+}
+
 static const hd_catch_up_ops sse_catch_up_ops = {
     .send_message = queue_message,
     .send_gap = queue_gap,
+    .started = session_on_started,
 };
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
@@ -152,7 +173,9 @@ static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 
 static void session_on_gap(hd_subscriber *sub, const hd_gap *gap)
 {
-    queue_gap((sse_session *)sub, gap);
+    sse_session *session = (sse_session *)sub;
+    if (session->head == NULL) /* before the head, the catch-up's read reports it */
+        queue_gap(session, gap);
 }
 
 static const hd_subscriber_ops sse_subscriber_ops = {
@@ -170,7 +193,8 @@ static void session_on_drain(hd_conn *conn, void *ctx)
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
 {
-    if (token_expired(ctx))
+    sse_session *session = ctx;
+    if (session->head != NULL || token_expired(session))
         return;
     /* Six bytes per idle connection per heartbeat_s: not worth sharing state for. */
     hd_conn_send_owned(conn, hd_buf_copy(": hb\n\n", 6));
@@ -181,6 +205,8 @@ static void session_on_close(hd_conn *conn, void *ctx)
     sse_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
+    hd_buf_release(session->head);
+    hd_buf_release(session->refusal);
     free(session);
 }
 
@@ -234,7 +260,7 @@ static int subscribe_all(sse_session *session, const hd_subscribe_params *params
 }
 
 /* The stream's status line and headers, then (preamble) its first lines. */
-static void send_stream_head(hd_conn *conn, bool preamble)
+static hd_buf *stream_head(hd_conn *conn, bool preamble)
 {
     hd_strbuf head;
     hd_strbuf_init(&head);
@@ -248,7 +274,21 @@ static void send_stream_head(hd_conn *conn, bool preamble)
     hd_strbuf_append(&head, "\r\n", 2);
     if (preamble)
         hd_strbuf_printf(&head, "retry: %u\n: herald\n\n", hd_conn_config(conn)->sse.retry_ms);
-    hd_conn_send_owned(conn, hd_strbuf_finish(&head));
+    return hd_strbuf_finish(&head);
+}
+
+/* The 400 for a cursor the engine finds beyond its newest id (catch_up.h). */
+static hd_buf *invalid_cursor_answer(hd_conn *conn)
+{
+    static const char body[] =
+        "{\"error\":\"invalid_cursor\",\"message\":\"The cursor is not an id "
+        "herald issued: malformed, or beyond the newest id.\"}\n";
+    hd_strbuf out;
+    hd_strbuf_init(&out);
+    hd_response_append_head(&out, conn, 400, "application/json", NULL, sizeof(body) - 1,
+                            HD_RESPONSE_CLOSE);
+    hd_strbuf_append(&out, body, sizeof(body) - 1);
+    return hd_strbuf_finish(&out);
 }
 
 void hd_sse_handle(hd_conn *conn)
@@ -263,7 +303,7 @@ void hd_sse_handle(hd_conn *conn)
     if (conn->request->method == HTTP_HEAD) {
         /* The head of the stream a GET would open, and no stream: nothing subscribes. */
         hd_subscribe_params_free(&params);
-        send_stream_head(conn, false);
+        hd_conn_send_owned(conn, stream_head(conn, false));
         hd_conn_close_after_flush(conn);
         return;
     }
@@ -277,7 +317,9 @@ void hd_sse_handle(hd_conn *conn)
         free(session);
         return;
     }
-    send_stream_head(conn, true);
+    session->head = stream_head(conn, true);
+    if (params.cursor.present && !hd_engine_subscribes_at_once(hd_conn_engine(conn)))
+        session->refusal = invalid_cursor_answer(conn);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
     hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &sse_catch_up_ops, session,

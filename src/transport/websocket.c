@@ -57,6 +57,14 @@ struct ws_session {
     hd_ws_inflater *inflater;
     hd_ws_reader *reader;
     hd_catch_up *catch_up; /* while history is still owed */
+    /*
+     * A subscribe the engine has yet to confirm (catch_up.h): acked then,
+     * or refused and undone (the topics it added, owned copies).
+     */
+    bool subscribing;
+    char *subscribing_ref;
+    char **subscribing_added;
+    size_t subscribing_added_count;
     /* What the client may do, read from the upgrade request and kept for the session's
      * lifetime: a copy, since a reload (SIGHUP) may free the auth it came from. */
     hd_access access;
@@ -189,9 +197,46 @@ static void queue_gap(void *ctx, const hd_gap *gap)
     send_json(ctx, &json);
 }
 
+static void send_ack_ref(ws_session *session, const char *ref, const hd_strbuf *extra);
+
+static void forget_subscribing(ws_session *session)
+{
+    for (size_t i = 0; i < session->subscribing_added_count; i++)
+        free(session->subscribing_added[i]);
+    free(session->subscribing_added);
+    free(session->subscribing_ref);
+    session->subscribing_added = NULL;
+    session->subscribing_added_count = 0;
+    session->subscribing_ref = NULL;
+    session->subscribing = false;
+}
+
+/* The engine answered a subscribe's first read: ack it, or undo it (a cursor beyond the newest
+ * id). A subscription of the upgrade request has no command: refused, it ends with the error. */
+static void session_on_started(void *ctx, bool valid)
+{
+    ws_session *session = ctx;
+    if (valid) {
+        if (session->subscribing)
+            send_ack_ref(session, session->subscribing_ref, NULL);
+        forget_subscribing(session);
+        return;
+    }
+    hd_hub *hub = hd_conn_hub(session->conn);
+    for (size_t i = 0; i < session->subscribing_added_count; i++)
+        hd_hub_unsubscribe(hub, &session->subscriber, session->subscribing_added[i],
+                           strlen(session->subscribing_added[i]));
+    if (!session->subscribing)
+        hd_hub_unsubscribe_all(hub, &session->subscriber);
+    send_error_ref(session, session->subscribing_ref, "invalid_cursor",
+                   "since is not an id herald issued: malformed, or beyond the newest id.");
+    forget_subscribing(session);
+}
+
 static const hd_catch_up_ops ws_catch_up_ops = {
     .send_message = queue_message,
     .send_gap = queue_gap,
+    .started = session_on_started,
 };
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
@@ -298,10 +343,24 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
         }
         added[i] = session->subscriber.subscription_count > before;
     }
-    send_ack(session, command, NULL);
+    if (!cursor.present && session->catch_up != NULL) {
+        /* A resume is under way (only with an engine that confirms later): ack at once. */
+        send_ack(session, command, NULL);
+        return;
+    }
     size_t lens[command->topic_count];
-    for (size_t i = 0; i < command->topic_count; i++)
+    session->subscribing = true;
+    session->subscribing_ref = command->ref != NULL ? hd_strdup(command->ref) : NULL;
+    /* Only an engine that confirms later may refuse the cursor and have them undone. */
+    bool at_once = hd_engine_subscribes_at_once(hd_conn_engine(session->conn));
+    if (!at_once)
+        session->subscribing_added = hd_calloc(command->topic_count, sizeof(char *));
+    for (size_t i = 0; i < command->topic_count; i++) {
         lens[i] = strlen(command->topics[i]);
+        if (added[i] && !at_once)
+            session->subscribing_added[session->subscribing_added_count++] =
+                hd_strndup(command->topics[i], lens[i]);
+    }
     hd_catch_up_start(&session->catch_up, session->conn, &session->subscriber, &ws_catch_up_ops,
                       session, (char *const *)command->topics, lens, command->topic_count, &cursor);
 }
@@ -563,6 +622,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
     ws_session *session = ctx;
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
+    forget_subscribing(session);
     cancel_publishes(session);
     release_reader(session);
     hd_conn_hold_pending(conn, &session->pending_reserved, 0);

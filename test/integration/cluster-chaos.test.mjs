@@ -293,7 +293,7 @@ test('a wedged pub/sub connection (Redis stops sending on it) is noticed; what w
   }
 });
 
-test('a node cut off while others publish past its history: after reconnecting, a gap and then what history holds', { todo: 'known loss: a node cut off past its history neither delivers an acknowledged message nor reports a gap' }, async (t) => {
+test('a node cut off while others publish past its history: after reconnecting, a gap and then what history holds', async (t) => {
   const redis = await startRedis();
   onEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
@@ -337,7 +337,7 @@ test('a node cut off while others publish past its history: after reconnecting, 
   }
 });
 
-test('FLUSHALL: a new epoch; live subscribers and old cursors get a gap; no id is reused', { todo: "cluster mode does not yet refuse a cursor beyond the cluster's newest id (400 invalid_cursor)" }, async (t) => {
+test('FLUSHALL: a new epoch; live subscribers and old cursors get a gap; no id is reused', async (t) => {
   const { redis, A, B } = await setup(t, 2);
   const topic = 'flush';
   const cold = 'flush-cold'; // no subscriber anywhere: a resume on it must ask Redis

@@ -292,6 +292,32 @@ test('a cursor beyond what B has seen, but issued, is accepted; a malformed one 
   assertError(await request(`${b.url}/poll?topic=${topic}&since=nonsense&timeout=0`), 400, 'invalid_cursor');
 });
 
+test('a cursor of the epoch beyond the cluster\'s newest id: 400 on SSE and poll, an error frame that subscribes nothing on WebSocket', async () => {
+  const topic = 'c-future';
+  const kept = 'c-future-kept';
+  const { id } = await publishOk(a.url, topic, 'newest');
+  const [epoch, seq] = id.split('-');
+  const future = `${epoch}-${BigInt(seq) + 1000n}`;
+  assertError(await request(`${b.url}/events?topic=${topic}`, { headers: { 'Last-Event-ID': future } }), 400, 'invalid_cursor');
+  assertError(await request(`${b.url}/poll?topic=${topic}&since=${future}&timeout=0`), 400, 'invalid_cursor');
+  const ws = await openWS(b.url, '/ws');
+  try {
+    await ws.ok({ op: 'subscribe', topics: [kept] });
+    const refused = await ws.call({ op: 'subscribe', topics: [topic], since: future });
+    assert.equal(refused.type, 'error', JSON.stringify(refused));
+    assert.equal(refused.error, 'invalid_cursor');
+    await ws.ok({ op: 'subscribe', topics: [`${topic}-other`], since: id }); // an issued id is fine
+    const m = await publishOk(a.url, kept, 'still delivered');
+    await publishOk(a.url, topic, 'not subscribed');
+    const got = await ws.waitEnvelopes(1, { topic: kept });
+    assert.equal(got[0].id, m.id);
+    await ws.expectNoMore(300, { pred: (j) => j.topic === topic });
+    await ws.assertUsable();
+  } finally {
+    ws.close();
+  }
+});
+
 test('Redis stopped: publish 503 unavailable at once, /healthz 503, subscribers stay; back: deliveries resume', async () => {
   const topic = 'c-outage';
   const sse = await subscribe(b.url, `/events?topic=${topic}`);

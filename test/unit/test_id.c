@@ -111,11 +111,26 @@ static void test_cursors(void)
         CHECK(!hd_cursor_parse(bad[i], strlen(bad[i]), 0x0badf00d, &c));
 }
 
+/* A store's cut decides: beyond it in its epoch was never issued; another epoch is a gap. */
+static void test_cursor_beyond(void)
+{
+    hd_cursor c;
+    CHECK(hd_cursor_parse("0badf00d-7", 10, 0x0badf00d, &c));
+    CHECK(!hd_cursor_beyond(&c, 0x0badf00d, 7));
+    CHECK(hd_cursor_beyond(&c, 0x0badf00d, 6));
+    CHECK(!hd_cursor_beyond(&c, 0x12345678, 0));
+    CHECK(hd_cursor_parse("earliest", 8, 0x0badf00d, &c));
+    CHECK(!hd_cursor_beyond(&c, 0x0badf00d, 0));
+    CHECK(hd_cursor_parse("", 0, 0x0badf00d, &c));
+    CHECK(!hd_cursor_beyond(&c, 0x0badf00d, 0));
+}
+
 int main(void)
 {
     RUN_TEST(test_format);
     RUN_TEST(test_round_trips);
     RUN_TEST(test_bad_ids);
     RUN_TEST(test_cursors);
+    RUN_TEST(test_cursor_beyond);
     return test_summary();
 }
