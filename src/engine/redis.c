@@ -292,8 +292,9 @@ static void request_free(hd_engine_request *req)
 static void request_complete(hd_engine_request *req)
 {
     redis_engine *e = req->engine;
-    hd_mailbox_post(&e->done[req->worker], req);
-    hd_hub_wake(e->base.hub, req->worker);
+    unsigned worker = req->worker; /* once posted, the worker may free req at any moment */
+    hd_mailbox_post(&e->done[worker], req);
+    hd_hub_wake(e->base.hub, worker);
 }
 
 /* On a worker, from hd_hub_deliver_pending: its completed requests, in order. */
