@@ -153,6 +153,8 @@ static void session_on_started(void *ctx, bool valid)
     hd_buf *other = valid ? session->refusal : session->head;
     session->head = session->refusal = NULL;
     hd_buf_release(other);
+    if (answer == NULL) /* the head went out already: the stream ended while it waited */
+        return;
     hd_conn_send_owned(session->conn, answer);
     if (!valid)
         hd_conn_close_after_flush(session->conn);
@@ -210,8 +212,26 @@ static void session_on_close(hd_conn *conn, void *ctx)
     free(session);
 }
 
+/*
+ * Shutdown ends the stream at once, possibly before the engine confirmed the
+ * subscription: the client still gets the stream's head (then its end), as a
+ * request under way at a shutdown gets its answer.
+ */
+static void session_on_shutdown(hd_conn *conn, void *ctx)
+{
+    sse_session *session = ctx;
+    if (session->head != NULL) {
+        hd_conn_send_owned(conn, session->head);
+        session->head = NULL;
+        hd_buf_release(session->refusal);
+        session->refusal = NULL;
+    }
+    hd_conn_close_after_flush(conn);
+}
+
 static const hd_stream_ops sse_stream_ops = {
     .on_close = session_on_close,
+    .on_shutdown = session_on_shutdown,
     .on_heartbeat = session_on_heartbeat,
     .on_drain = session_on_drain,
     .heartbeat_when_idle = true,
