@@ -119,8 +119,10 @@ describe('a cursor herald never issued', () => {
 
   test('malformed → the same 400 invalid_cursor on every HTTP transport', async () => {
     const { epoch } = parseId(await newestId());
-    const malformed = ['garbage', '12', 'Earliest', `${epoch.toUpperCase()}-1`, `${epoch}-`, `${epoch}-01`,
+    const malformed = ['garbage', '12', 'Earliest', `${epoch}-`, `${epoch}-01`,
       `${epoch}-1x`, `${epoch}-18446744073709551616`, `${epoch}-1 `];
+    // Uppercase hex is not an id herald issues, but an epoch of digits only (1 in 43) has none.
+    if (epoch.toUpperCase() !== epoch) malformed.push(`${epoch.toUpperCase()}-1`);
     for (const [label, open] of HTTP_WAYS) {
       for (const cursor of malformed) {
         const res = await open('malformed', cursor);
