@@ -48,7 +48,7 @@ typedef struct hd_config {
         uint32_t header_timeout_s;
         uint32_t request_timeout_s;      /* a request's head and body, from its first byte */
         uint64_t max_pending_body_bytes; /* bodies and WebSocket messages being received */
-        uint32_t close_timeout_s; /* to read what is queued once a close was decided */
+        uint32_t close_timeout_s;        /* to read what is queued once a close was decided */
         uint32_t poll_timeout_max_s;
     } limits;
     struct {
