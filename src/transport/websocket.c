@@ -43,6 +43,23 @@ typedef struct ws_publish {
     char *ref;                  /* the command's ref: borrowed during the call, then owned */
 } ws_publish;
 
+/*
+ * A subscribe without since that came while a resume was still being sent:
+ * its topics are subscribed at once, but the ack waits for a read of them
+ * (without a cursor), as a first subscribe's does, so that everything
+ * published after the ack reaches the client (an engine that confirms
+ * subscriptions later). Listed in the session until then.
+ */
+typedef struct ws_late_ack {
+    hd_list node;
+    ws_session *session;
+    hd_engine_request *read; /* NULL while the engine's call is under way */
+    char *ref;               /* the command's ref, owned */
+} ws_late_ack;
+
+/* Late acks one session may have pending: each holds an engine read. */
+#define MAX_LATE_ACKS 16
+
 struct ws_session {
     hd_subscriber subscriber; /* first: the hub hands it back to deliver */
     hd_conn *conn;
@@ -73,6 +90,8 @@ struct ws_session {
     uint64_t pending_reserved;   /* of limits.max_pending_body_bytes, for the reader's message */
     ws_publish publish;          /* for one publish in flight; more are allocated */
     hd_list publishes;           /* in flight, in the order they were sent */
+    hd_list late_acks;           /* ws_late_ack, oldest first */
+    size_t late_ack_count;
 };
 
 /* ------------------------------------------------------------------------ */
@@ -298,8 +317,68 @@ static bool command_allowed(ws_session *session, const hd_ws_command *command,
     return false;
 }
 
+static void late_ack_forget(ws_late_ack *ack)
+{
+    hd_list_unlink(&ack->node);
+    ack->session->late_ack_count--;
+    free(ack->ref);
+    free(ack);
+}
+
+static void late_ack_on_read(void *ctx, const hd_history_result *result)
+{
+    (void)result;
+    ws_late_ack *ack = ctx;
+    send_ack_ref(ack->session, ack->ref, NULL);
+    late_ack_forget(ack);
+}
+
+/* The session goes first: the reads' answers go nowhere. */
+static void cancel_late_acks(ws_session *session)
+{
+    while (!hd_list_empty(&session->late_acks)) {
+        ws_late_ack *ack = hd_container_of(session->late_acks.next, ws_late_ack, node);
+        hd_engine_cancel(hd_conn_engine(session->conn), ack->read);
+        late_ack_forget(ack);
+    }
+}
+
+/*
+ * Acks a subscribe without since made while a resume is under way (the
+ * session has one catch-up only): at once when the engine subscribes at
+ * once or cannot confirm now (as hd_catch_up_start does), else once a read
+ * of the topics without a cursor answered, which the engine answers only
+ * after its subscriptions to them are in place.
+ */
+static void ack_subscribe_during_resume(ws_session *session, hd_ws_command *command)
+{
+    hd_engine *engine = hd_conn_engine(session->conn);
+    if (hd_engine_subscribes_at_once(engine) || hd_engine_get_state(engine) != HD_ENGINE_UP) {
+        send_ack(session, command, NULL);
+        return;
+    }
+    size_t lens[command->topic_count];
+    for (size_t i = 0; i < command->topic_count; i++)
+        lens[i] = strlen(command->topics[i]);
+    ws_late_ack *ack = hd_calloc(1, sizeof(*ack));
+    ack->session = session;
+    ack->ref = command->ref;
+    command->ref = NULL;
+    hd_list_insert_tail(&session->late_acks, &ack->node);
+    session->late_ack_count++;
+    hd_history_query query = {
+        .topics = command->topics,
+        .topic_lens = lens,
+        .topic_count = command->topic_count,
+        .limit = 1,
+    };
+    hd_engine_request *read = hd_engine_read(engine, &query, late_ack_on_read, ack);
+    if (read != NULL) /* else acked already, and ack is gone */
+        ack->read = read;
+}
+
 /* Subscribes to every topic or none; then acks and catches up from since. */
-static void run_subscribe(ws_session *session, const hd_ws_command *command)
+static void run_subscribe(ws_session *session, hd_ws_command *command)
 {
     hd_hub *hub = hd_conn_hub(session->conn);
     for (size_t i = 0; i < command->topic_count; i++) {
@@ -316,6 +395,11 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
     if (cursor.present && session->catch_up != NULL) {
         send_error(session, command, "resume_in_progress",
                    "A resume is still being sent; subscribe with since once it has finished.");
+        return;
+    }
+    if (session->catch_up != NULL && session->late_ack_count == MAX_LATE_ACKS) {
+        send_error(session, command, "resume_in_progress",
+                   "Too many subscribes wait for a resume being sent; retry once it has finished.");
         return;
     }
     size_t limit = hd_conn_config(session->conn)->limits.max_topics_per_subscription;
@@ -344,8 +428,7 @@ static void run_subscribe(ws_session *session, const hd_ws_command *command)
         added[i] = session->subscriber.subscription_count > before;
     }
     if (!cursor.present && session->catch_up != NULL) {
-        /* A resume is under way (only with an engine that confirms later): ack at once. */
-        send_ack(session, command, NULL);
+        ack_subscribe_during_resume(session, command);
         return;
     }
     size_t lens[command->topic_count];
@@ -624,6 +707,7 @@ static void session_on_close(hd_conn *conn, void *ctx)
     hd_catch_up_free(&session->catch_up);
     forget_subscribing(session);
     cancel_publishes(session);
+    cancel_late_acks(session);
     release_reader(session);
     hd_conn_hold_pending(conn, &session->pending_reserved, 0);
     hd_access_free(&session->access);
@@ -746,6 +830,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     session->access = access; /* the session owns the grant from here */
     hd_list_init(&session->publish.node);
     hd_list_init(&session->publishes);
+    hd_list_init(&session->late_acks);
     hd_subscriber_init(&session->subscriber, &ws_subscriber_ops);
     for (size_t i = 0; i < params.topic_count; i++) {
         if (hd_hub_subscribe(hd_conn_hub(conn), &session->subscriber, params.topics[i],

@@ -502,6 +502,46 @@ test('herald started before Redis: unhealthy and refusing meanwhile, healthy wit
   }
 });
 
+test('a subscribe without since while a resume is being sent is acked only once its live delivery is in place', async (t) => {
+  const redis = await startRedis();
+  onEnd(t, () => redis.stop());
+  const proxy = await startProxy(redis.port);
+  onEnd(t, () => proxy.close());
+  const { A, B } = await setup(t, 2, { redis, via: [redis, proxy] }); // B reaches Redis through the proxy
+  const ids = [];
+  for (let i = 0; i < 3; i++) ids.push((await publishOk(A.url, 'late-old', `o${i}`)).id);
+  const ws = await openWS(B.url, '/ws');
+  try {
+    // B's command connection holds its requests (its pub/sub connection goes on):
+    // neither the resume's read nor B's position for the new topic can be had.
+    proxy.pause({ filter: (c) => !c.pubsub, direction: 'up' });
+    await ws.send({ op: 'subscribe', topics: ['late-old'], since: ids[0], ref: 1 });
+    await ws.send({ op: 'subscribe', topics: ['late-new'], ref: 2 });
+    // At most 16 such subscribes (refs 2–17) wait for their ack; past that, a clear error.
+    for (let ref = 3; ref <= 18; ref++) await ws.send({ op: 'subscribe', topics: [`late-x${ref}`], ref });
+    const refused = await ws.waitJson((j) => j.ref === 18);
+    assert.equal(refused.type, 'error', JSON.stringify(refused));
+    assert.equal(refused.error, 'resume_in_progress', JSON.stringify(refused));
+    // An ack now would promise delivery B cannot give yet: a message published
+    // right after it, before B's position read, would be missed.
+    await ws.expectNoMore(400, { from: 0, pred: (j) => j.type !== 'error' });
+    assert.deepEqual(ws.json.filter((j) => j.type !== 'error'), [], 'nothing is acked while B cannot reach Redis');
+    proxy.resume();
+    for (let ref = 3; ref <= 17; ref++) await ws.waitJson((j) => j.ref === ref && j.type === 'ack');
+    await ws.waitJson((j) => j.ref === 1);
+    await ws.waitJson((j) => j.ref === 2);
+    const acks = ws.json.filter((j) => j.ref <= 2).sort((x, y) => x.ref - y.ref);
+    assert.deepEqual(acks, [{ type: 'ack', ref: 1 }, { type: 'ack', ref: 2 }]);
+    const after = await publishOk(A.url, 'late-new', 'after the ack');
+    const got = await ws.waitEnvelopes(1, { topic: 'late-new' });
+    assert.deepEqual(got.map((e) => [e.id, e.data]), [[after.id, 'after the ack']]);
+    const old = await ws.waitEnvelopes(2, { topic: 'late-old' });
+    assert.deepEqual(old.map((e) => e.id), ids.slice(1), 'the resume is whole');
+  } finally {
+    ws.close();
+  }
+});
+
 test('a Redis that stops answering (stalled proxy): 503 within timeout_ms, then recovery with what was missed', async (t) => {
   const redis = await startRedis();
   onEnd(t, () => redis.stop());
