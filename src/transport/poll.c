@@ -10,6 +10,7 @@
  */
 #include "transport/poll.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,7 +51,8 @@ typedef struct poll_session {
     bool force;              /* answer what the next read finds, even nothing */
     bool reread;             /* woken during a read: if it finds nothing, read again */
     bool held;               /* the connection is WAITING for this session */
-    bool waiting;            /* subscribed, its timer running (freed from the timer's close) */
+    bool waiting;            /* subscribed to its topics */
+    bool timing;             /* its timer runs (the session is freed from the timer's close) */
     uv_timer_t timer;
 } poll_session;
 
@@ -70,7 +72,7 @@ static hd_buf *envelope_of(hd_message *msg)
  * topics lies before it unread). The client's own cursor is never further
  * ahead: one beyond the newest id is refused when parsed.
  */
-static void send_answer(hd_conn *conn, const hd_history_result *result)
+static void send_answer(hd_conn *conn, const hd_history_result *result, const char *cursor_text)
 {
     uint64_t byte_cap = hd_conn_config(conn)->limits.max_outbound_bytes;
     static const char open[] = "{\"messages\":[";
@@ -85,7 +87,9 @@ static void send_answer(hd_conn *conn, const hd_history_result *result)
     }
     bool more = result->more || count < result->count;
     char cursor_id[HD_ID_MAX];
-    if (more)
+    if (cursor_text != NULL)
+        snprintf(cursor_id, sizeof(cursor_id), "%s", cursor_text);
+    else if (more)
         memcpy(cursor_id, result->messages[count - 1]->id, result->messages[count - 1]->id_len + 1);
     else
         hd_id_format(result->epoch, result->cut, cursor_id);
@@ -161,12 +165,12 @@ static void session_stop(poll_session *session)
 }
 
 /*
- * A waiting session goes once its timer is closed, so that the callbacks it
- * is freed from may still read it.
+ * A session whose timer ran goes once the timer is closed, so that the
+ * callbacks it is freed from may still read it.
  */
 static void session_free(poll_session *session)
 {
-    if (session->waiting) {
+    if (session->timing) {
         uv_close((uv_handle_t *)&session->timer, session_on_timer_closed);
     } else {
         hd_subscribe_params_free(&session->request.params);
@@ -217,9 +221,52 @@ static void session_force(poll_session *session)
         session_read(session);
 }
 
+/*
+ * The poll's timeout passed while the engine cannot answer a read (Redis
+ * unreachable): answered with nothing and the cursor it came with, so that
+ * a client is not held past its timeout (SPEC §5: answered at once or
+ * held). A poll without a cursor whose first read never came back has no
+ * cursor to give (only the store knows the cut): it is held on until the
+ * read comes back.
+ */
+static bool answer_unchanged(poll_session *session)
+{
+    hd_conn *conn = session->conn;
+    const hd_cursor *given = &session->request.params.cursor;
+    char cursor[HD_ID_MAX];
+    if (given->present)
+        snprintf(cursor, sizeof(cursor), "%.*s", (int)given->text_len, given->text);
+    else if (session->request.arrival_id[0] != '\0')
+        memcpy(cursor, session->request.arrival_id, sizeof(cursor));
+    else
+        return false;
+    session_stop(session);
+    hd_history_result nothing = {0};
+    send_answer(conn, &nothing, cursor);
+    session_free(session);
+    return true;
+}
+
 static void session_on_timeout(uv_timer_t *timer)
 {
-    session_force(timer->data);
+    poll_session *session = timer->data;
+    /* A read now would wait for the engine too. */
+    if (hd_engine_get_state(hd_conn_engine(session->conn)) != HD_ENGINE_UP &&
+        answer_unchanged(session))
+        return;
+    session_force(session);
+}
+
+/* The poll's timeout counts from its request, reads included; the timer runs once. */
+static void session_start_timer(poll_session *session)
+{
+    if (session->timing)
+        return;
+    session->timing = true;
+    uv_timer_init(hd_conn_loop(session->conn), &session->timer);
+    session->timer.data = session;
+    uv_timer_start(&session->timer, session_on_timeout, (uint64_t)session->request.timeout_s * 1000,
+                   0);
 }
 
 /* Nothing new: subscribe and wait for a message or the timeout. */
@@ -240,10 +287,7 @@ static void start_waiting(poll_session *session)
         }
     }
     session->waiting = true;
-    uv_timer_init(hd_conn_loop(conn), &session->timer);
-    session->timer.data = session;
-    uv_timer_start(&session->timer, session_on_timeout, (uint64_t)session->request.timeout_s * 1000,
-                   0);
+    session_start_timer(session);
     session_hold(session);
     /*
      * Another worker may have published between the read and the
@@ -272,7 +316,7 @@ static void session_on_read(void *ctx, const hd_history_result *result)
     if (session->force || result->count > 0 || result->gap_count > 0) {
         hd_conn *conn = session->conn;
         session_stop(session);
-        send_answer(conn, result); /* its gaps name the session's topics and cursor */
+        send_answer(conn, result, NULL); /* its gaps name the session's topics and cursor */
         session_free(session);
     } else if (session->reread) {
         session->reread = false;
@@ -299,6 +343,7 @@ static void session_read(poll_session *session)
         return; /* answered or waiting already: session may be gone */
     session->read = read;
     session_hold(session);
+    session_start_timer(session);
 }
 
 static void session_on_wake(hd_conn *conn, void *ctx)

@@ -185,6 +185,14 @@ test('Redis stopped: 503 at once, subscribers kept with heartbeats, every node u
   latePoll.catch(() => {});
   let lateSseSettled = null;
   lateSse.then((c) => { lateSseSettled = c; }, (err) => { lateSseSettled = err; });
+  // A poll is not held past its timeout: nothing, and the cursor it came with.
+  for (const timeout of [0, 1]) {
+    const t0 = Date.now();
+    const answer = await poll(B, [topic], { since: m1.id, timeout });
+    const ms = Date.now() - t0;
+    assert.deepEqual(answer, { messages: [], cursor: m1.id, gap: false, more: false }, `poll timeout=${timeout} during the outage`);
+    assert.ok(ms <= timeout * 1000 + MARGIN_MS, `poll timeout=${timeout} answered after ${ms} ms`);
+  }
   await sleep(300); // proving a negative: nothing refuses them meanwhile
   if (lateSseSettled) assert.equal(lateSseSettled.status, 200, `SSE during the outage: ${lateSseSettled.status ?? lateSseSettled} ${lateSseSettled.body ?? ''}`);
   assert.equal(sseA.stream.ended, false);
