@@ -11,8 +11,10 @@
 --          costs besides its topic, event and data), n,
 --          then n triples: topic, event ("" = none), data
 -- Returns  {epoch, rotation, seq_1, ..., seq_n}; rotation is "" or why
---          the epoch changed: "lost" (no hub hash) or "rollback" (Redis is
---          behind what was seen: a restore, a failover that lost writes).
+--          the epoch changed: "lost" (no hub hash; the run_id is then
+--          recorded in {prefix}:rid, as the hello script does) or
+--          "rollback" (Redis is behind what was seen: a restore, a
+--          failover that lost writes).
 --
 -- Per topic T:
 --   {prefix}:s:T  stream, entry id "<seq>-0", fields in this order:
@@ -109,6 +111,9 @@ local epoch = hub_e
 if rotation ~= '' then
   epoch = candidate
   redis.call('HSET', hub, 'e', epoch, 's', 0)
+end
+if rotation == 'lost' then
+  redis.call('SET', prefix .. ':rid', string.match(redis.call('INFO', 'server'), 'run_id:(%x+)'))
 end
 
 local function trim(topic, t, bytes)
