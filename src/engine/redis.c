@@ -1175,8 +1175,19 @@ static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len
 static void fresh_ready(redis_engine *e, topic_state *t)
 {
     t->fresh = t->resync = false;
-    if (t->since_epoch == e->epoch)
+    if (t->since_epoch == e->epoch) {
+        /*
+         * Nothing ingested yet: the topic stands where its subscribers
+         * started, so that a reconnect reads it from there even when no
+         * message comes before (otherwise what was published while away
+         * would never be read).
+         */
+        if (t->epoch != t->since_epoch) {
+            t->epoch = t->since_epoch;
+            t->last = t->since_seq;
+        }
         start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+    }
 }
 
 /*

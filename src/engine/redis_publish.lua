@@ -139,12 +139,14 @@ local now_text = string.format('%d', now)
 for i = 1, n do
   local topic, event, data = ARGV[9 + 3 * i], ARGV[10 + 3 * i], ARGV[11 + 3 * i]
   local t = topics[topic]
+  -- The first write: Redis refuses a script -OOM (past maxmemory) only at its
+  -- first write, and only when that one can grow memory (DEL cannot).
+  local seq = redis.call('HINCRBY', hub, 's', 1)
   if t.e ~= epoch then
     -- The stream belongs to another epoch (or none): its ids mean nothing now.
     redis.call('DEL', t.stream)
     t.e, t.l, t.b = epoch, 0, 0
   end
-  local seq = redis.call('HINCRBY', hub, 's', 1)
   local bytes = #topic + #event + #data
   trim(topic, t, bytes)
   local prev = t.l
