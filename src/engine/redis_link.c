@@ -217,10 +217,9 @@ static void cmd_on_reply(redisAsyncContext *ac, void *r, void *privdata)
         free(p); /* answered when the link tore down */
         return;
     }
-    if (reply != NULL && p->conn == &p->conn->link->cmd &&
-        p->conn->link->settings.on_reply_time != NULL)
-        p->conn->link->settings.on_reply_time(p->conn->link->settings.ctx,
-                                              uv_hrtime() - p->sent_ns);
+    const hd_redis_link_settings *s = &p->conn->link->settings;
+    if (reply != NULL && p->conn == &p->conn->link->cmd && s->on_reply_time != NULL)
+        s->on_reply_time(s->ctx, uv_hrtime() - p->sent_ns);
     if (reply == NULL)
         answer(p, HD_REDIS_OUTCOME_UNKNOWN, NULL); /* hiredis lost the connection */
     else if (p->evalsha != NULL && reply_is_error(reply, "NOSCRIPT") && resend_after_noscript(p))
