@@ -1,5 +1,12 @@
 #include "engine/engine.h"
 
+const char *const hd_engine_epoch_reason_names[HD_EPOCH_REASONS] = {"lost", "rollback", "restart",
+                                                                    "observed"};
+const char *const hd_engine_publish_failure_names[HD_PUBLISH_FAILURES] = {
+    "unavailable", "full", "outcome_unknown", "timeout", "oom", "busy", "error"};
+const double hd_engine_rtt_bounds[HD_ENGINE_RTT_BUCKETS] = {
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
+
 static void engine_on_interest(void *ctx, const char *topic, size_t topic_len, bool interested)
 {
     hd_engine *engine = ctx;

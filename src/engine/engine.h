@@ -100,10 +100,49 @@ typedef enum hd_engine_state {
     HD_ENGINE_DOWN,       /* gave up until the next attempt: publishes are refused */
 } hd_engine_state;
 
+/* Why an engine that links nodes moved to a new epoch (hd_engine_stats.epoch_changes). */
+typedef enum hd_engine_epoch_reason {
+    HD_EPOCH_LOST,     /* this node found the store without its epoch (flushed, evicted) */
+    HD_EPOCH_ROLLBACK, /* this node found the store behind what was seen */
+    HD_EPOCH_RESTART,  /* this node found the store restarted */
+    HD_EPOCH_OBSERVED, /* another node started the epoch: this one followed */
+    HD_EPOCH_REASONS,
+} hd_engine_epoch_reason;
+
+/* Why a publish failed (hd_engine_stats.publish_failures). */
+typedef enum hd_engine_publish_failure {
+    HD_PUBLISH_UNAVAILABLE,     /* not connected (or the store is loading): not sent */
+    HD_PUBLISH_FULL,            /* too many bytes already in flight: not sent */
+    HD_PUBLISH_OUTCOME_UNKNOWN, /* sent, then the connection broke */
+    HD_PUBLISH_TIMEOUT,         /* sent, then the store stopped answering */
+    HD_PUBLISH_OOM,             /* the store is out of memory */
+    HD_PUBLISH_BUSY,            /* the store is busy running a script */
+    HD_PUBLISH_ERROR,           /* any other refusal, or an answer that makes no sense */
+    HD_PUBLISH_FAILURES,
+} hd_engine_publish_failure;
+
+/* Label values of the reasons above, in their order. */
+extern const char *const hd_engine_epoch_reason_names[HD_EPOCH_REASONS];
+extern const char *const hd_engine_publish_failure_names[HD_PUBLISH_FAILURES];
+
+/* Upper bounds (seconds) of the round-trip histogram's buckets, ascending (+Inf not included). */
+#define HD_ENGINE_RTT_BUCKETS 12
+extern const double hd_engine_rtt_bounds[HD_ENGINE_RTT_BUCKETS];
+
 /* What an engine that links nodes counts, for /metrics. */
 typedef struct hd_engine_stats {
     uint64_t reconnects; /* times its store came back after being reached */
     uint64_t lost_reads; /* reads of what its fan-out did not bring (lost, missed while away) */
+    uint64_t catchup_messages; /* messages those reads delivered */
+    uint64_t epoch_changes[HD_EPOCH_REASONS];
+    uint64_t publish_failures[HD_PUBLISH_FAILURES]; /* publish calls (a batch counts once) */
+    /* Round trips of commands to the store: rtt_buckets[i] within hd_engine_rtt_bounds[i]. */
+    uint64_t rtt_buckets[HD_ENGINE_RTT_BUCKETS]; /* cumulative, as Prometheus has them */
+    uint64_t rtt_count;
+    double rtt_sum_s;
+    uint64_t subscribed_topics;  /* topics whose fan-out this node is subscribed to */
+    bool store_config_ok;        /* the store is set up not to lose data on its own */
+    uint64_t store_evicted_keys; /* keys the store evicted since it started */
 } hd_engine_stats;
 
 typedef struct hd_engine_ops {

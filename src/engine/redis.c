@@ -36,6 +36,10 @@
 /* A topic whose last subscriber left stays subscribed this long (the design's 30 s). */
 #define LINGER_MS 30000
 #define SWEEP_MS 1000
+/* How often Redis's memory settings and evictions are read (INFO), besides at every connect. */
+#define INFO_MS 30000
+/* Evictions are warned about at most this often. */
+#define EVICTION_WARN_MS 300000
 
 /* ------------------------------------------------------------------ pure parts */
 
@@ -205,7 +209,6 @@ struct hd_engine_request {
     hd_engine_read_cb read_done;
     struct hd_engine_request *next; /* in the reads waiting for the link */
     bool fill;                      /* a read for a lost pub/sub message: the engine's own */
-    bool hello;                     /* the read of no topic at connect: the epoch and the cut */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
     char *buf;     /* the copies of the caller's bytes */
 
@@ -239,6 +242,15 @@ struct redis_engine {
     atomic_int state; /* hd_engine_state, read by workers */
     atomic_uint_fast64_t reconnects;
     atomic_uint_fast64_t gap_reads;
+    atomic_uint_fast64_t catchup_messages;
+    atomic_uint_fast64_t epoch_changes[HD_EPOCH_REASONS];
+    atomic_uint_fast64_t publish_failures[HD_PUBLISH_FAILURES];
+    atomic_uint_fast64_t rtt_buckets[HD_ENGINE_RTT_BUCKETS]; /* not cumulative */
+    atomic_uint_fast64_t rtt_count;
+    atomic_uint_fast64_t rtt_sum_ns;
+    atomic_uint_fast64_t subscribed_topics;
+    atomic_bool config_ok;
+    atomic_uint_fast64_t evicted_keys;
 
     hd_mailbox jobs;  /* workers to the engine thread: requests and interest_jobs */
     hd_mailbox *done; /* per worker: completed requests */
@@ -249,11 +261,13 @@ struct redis_engine {
     uv_async_t jobs_async;
     uv_async_t stop_async;
     uv_timer_t sweep; /* ends lingering subscriptions */
+    uv_timer_t info;  /* reads Redis's maxmemory-policy and evicted_keys */
 
     /* Engine thread only. */
     hd_redis_link *link;
     const hd_redis_script *publish_script;
     const hd_redis_script *read_script;
+    const hd_redis_script *hello_script;
     bool was_up;
     uint32_t epoch;             /* Redis's, once known (0: not yet) */
     uint64_t known_seq;         /* the highest seq seen in epoch */
@@ -267,6 +281,21 @@ struct redis_engine {
     bool filling;
     hd_engine_request *fills; /* catch-up reads waiting for the one under way, oldest first */
     hd_engine_request **fills_tail;
+    /*
+     * Attribution of epoch changes (epoch_changes): script calls sent and
+     * answered, and an epoch first seen in a pub/sub payload while scripts
+     * of this node were in flight: one of them may have started it (its
+     * PUBLISH can overtake its answer). Once every script sent before is
+     * answered without claiming it, another node started it (observed).
+     */
+    uint64_t scripts_sent, scripts_answered;
+    uint32_t unclaimed_epoch; /* 0: none */
+    uint64_t unclaimed_until; /* scripts_sent when it was seen */
+    /* INFO: the last maxmemory-policy, and evictions of the Redis process run_id. */
+    char policy[32];
+    char evictions_run_id[48];
+    uint64_t evictions_reported;  /* evicted_keys as of the last warning (or the first reading) */
+    uint64_t evictions_warned_ms; /* uv_now of the last warning; 0: none yet */
 };
 
 /* ------------------------------------------------------------------ requests */
@@ -401,6 +430,7 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
             memcpy(t->name, job->name, job->len);
             t->len = job->len;
             *slot = t;
+            atomic_fetch_add(&e->subscribed_topics, 1);
         }
         topic_state *t = *slot;
         if (t->interest++ == 0 && t->idle_since != 0) {
@@ -440,18 +470,69 @@ static void on_sweep(uv_timer_t *timer)
             hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
             *slot = t->next;
             free(t);
+            atomic_fetch_sub(&e->subscribed_topics, 1);
         }
     }
 }
 
-/* Redis's epoch, as a reply or a payload showed it: a new one restarts every position. */
-static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq)
+static void count_epoch_change(redis_engine *e, hd_engine_epoch_reason reason)
 {
+    atomic_fetch_add(&e->epoch_changes[reason], 1);
+}
+
+/* A script of this node started epoch: count it by the reason it gave. */
+static void claim_rotation(redis_engine *e, uint32_t epoch, const char *rotation)
+{
+    hd_engine_epoch_reason reason = HD_EPOCH_LOST;
+    for (int r = 0; r < HD_EPOCH_OBSERVED; r++) {
+        if (strcmp(rotation, hd_engine_epoch_reason_names[r]) == 0)
+            reason = (hd_engine_epoch_reason)r;
+    }
+    count_epoch_change(e, reason);
+    if (e->unclaimed_epoch == epoch)
+        e->unclaimed_epoch = 0;
+}
+
+/* An unclaimed epoch that no script sent before it was seen can claim any more: observed. */
+static void settle_unclaimed(redis_engine *e)
+{
+    if (e->unclaimed_epoch != 0 && e->scripts_answered >= e->unclaimed_until) {
+        e->unclaimed_epoch = 0;
+        count_epoch_change(e, HD_EPOCH_OBSERVED);
+    }
+}
+
+/* After each script's answer, and what it adopted. */
+static void script_answered(redis_engine *e)
+{
+    e->scripts_answered++;
+    settle_unclaimed(e);
+}
+
+/*
+ * Redis's epoch, as a reply or a payload showed it: a new one restarts
+ * every position. rotation: what the script that answered said it did
+ * ("" nothing, "lost", "rollback", "restart"); NULL for a pub/sub payload.
+ */
+static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const char *rotation)
+{
+    if (rotation != NULL && rotation[0] != '\0')
+        claim_rotation(e, epoch, rotation);
     if (epoch != e->epoch) {
-        if (e->epoch != 0)
+        if (e->epoch != 0) {
             hd_log_warn("cluster: Redis moved to epoch %08" PRIx32 " (was %08" PRIx32
                         "): ids of the old epoch are answered with a gap",
                         epoch, e->epoch);
+            if (rotation != NULL && rotation[0] == '\0') {
+                count_epoch_change(e, HD_EPOCH_OBSERVED);
+            } else if (rotation == NULL) {
+                if (e->unclaimed_epoch != 0)
+                    count_epoch_change(e, HD_EPOCH_OBSERVED); /* passed through */
+                e->unclaimed_epoch = epoch;
+                e->unclaimed_until = e->scripts_sent;
+                settle_unclaimed(e);
+            }
+        }
         e->epoch = epoch;
         e->known_seq = 0;
     }
@@ -473,11 +554,24 @@ static void random_epoch(char out[9])
     snprintf(out, 9, "%08" PRIx32, epoch);
 }
 
-static hd_hub_status status_of_error(const char *text)
+static void count_publish_failure(redis_engine *e, hd_engine_publish_failure failure)
 {
-    if (strncmp(text, "OOM", 3) != 0 && strncmp(text, "BUSY", 4) != 0 &&
-        strncmp(text, "LOADING", 7) != 0)
+    atomic_fetch_add(&e->publish_failures[failure], 1);
+}
+
+/* Redis refused a publish: every refusal is unavailable to the publisher. */
+static hd_hub_status status_of_error(redis_engine *e, const char *text)
+{
+    hd_engine_publish_failure failure = HD_PUBLISH_ERROR;
+    if (strncmp(text, "OOM", 3) == 0)
+        failure = HD_PUBLISH_OOM;
+    else if (strncmp(text, "BUSY", 4) == 0)
+        failure = HD_PUBLISH_BUSY;
+    else if (strncmp(text, "LOADING", 7) == 0)
+        failure = HD_PUBLISH_UNAVAILABLE;
+    else
         hd_log_error("cluster: Redis refused a publish: %s", text);
+    count_publish_failure(e, failure);
     return HD_HUB_UNAVAILABLE;
 }
 
@@ -487,18 +581,22 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
     redis_engine *e = req->engine;
     if (status != HD_REDIS_OK) {
         req->status = HD_HUB_OUTCOME_UNKNOWN;
+        count_publish_failure(e, status == HD_REDIS_TIMEOUT ? HD_PUBLISH_TIMEOUT
+                                                            : HD_PUBLISH_OUTCOME_UNKNOWN);
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        req->status = status_of_error(reply->str);
+        req->status = status_of_error(e, reply->str);
     } else {
         uint32_t epoch;
         bool ok = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 + req->count &&
                   reply->element[0]->type == REDIS_REPLY_STRING &&
+                  reply->element[1]->type == REDIS_REPLY_STRING &&
                   hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch);
         for (size_t i = 0; ok && i < req->count; i++)
             ok = reply->element[2 + i]->type == REDIS_REPLY_INTEGER;
         if (!ok) {
             hd_log_error("cluster: the publish script answered something unexpected");
             req->status = HD_HUB_OUTCOME_UNKNOWN;
+            count_publish_failure(e, HD_PUBLISH_ERROR);
         } else {
             req->status = HD_HUB_OK;
             req->messages = hd_calloc(req->count, sizeof(*req->messages));
@@ -515,10 +613,11 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
                 hd_log_warn("cluster: new epoch %.*s (%.*s)", (int)reply->element[0]->len,
                             reply->element[0]->str, (int)reply->element[1]->len,
                             reply->element[1]->str);
-            adopt_epoch(e, epoch, newest);
+            adopt_epoch(e, epoch, newest, reply->element[1]->str);
         }
     }
     request_complete(req);
+    script_answered(e);
 }
 
 /*
@@ -567,6 +666,8 @@ static hd_redis_status args_call(script_args *a, redis_engine *e, const hd_redis
         hd_redis_link_evalsha(e->link, script, 1, a->argc, a->argv, a->lens, cb, ctx);
     free(a->argv);
     free(a->lens);
+    if (status == HD_REDIS_OK)
+        e->scripts_sent++; /* its callback calls script_answered */
     return status;
 }
 
@@ -592,7 +693,10 @@ static void run_publish(redis_engine *e, hd_engine_request *req)
         args_text(&a, it->event != NULL ? it->event : "", it->event_len);
         args_text(&a, it->data, it->data_len);
     }
-    if (args_call(&a, e, e->publish_script, on_publish_reply, req) != HD_REDIS_OK) {
+    hd_redis_status status = args_call(&a, e, e->publish_script, on_publish_reply, req);
+    if (status != HD_REDIS_OK) {
+        count_publish_failure(e,
+                              status == HD_REDIS_FULL ? HD_PUBLISH_FULL : HD_PUBLISH_UNAVAILABLE);
         req->status = HD_HUB_UNAVAILABLE;
         request_complete(req);
     }
@@ -614,8 +718,10 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
             break;
         }
     }
-    if (outcome.status == HD_HUB_OK && atomic_load(&e->state) != HD_ENGINE_UP)
+    if (outcome.status == HD_HUB_OK && atomic_load(&e->state) != HD_ENGINE_UP) {
         outcome.status = HD_HUB_UNAVAILABLE;
+        count_publish_failure(e, HD_PUBLISH_UNAVAILABLE);
+    }
     if (outcome.status != HD_HUB_OK) {
         done(ctx, &outcome);
         return NULL;
@@ -653,16 +759,17 @@ static void drain_held(redis_engine *e);
 /* The read script's answer, parsed into the request's result. Returns false if malformed. */
 static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply)
 {
-    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2 ||
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
-        reply->element[1]->type != REDIS_REPLY_STRING)
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_STRING)
         return false;
     uint32_t epoch;
     if (!hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch))
         return false;
     uint64_t cut = strtoull(reply->element[1]->str, NULL, 10);
     hd_redis_topic_read *reads = hd_calloc(req->topic_count + 1, sizeof(*reads));
-    size_t total = 0, k = 2;
+    size_t total = 0, k = 3;
     bool ok = true;
     for (size_t t = 0; ok && t < req->topic_count; t++) {
         ok = k + 1 < reply->elements && reply->element[k]->type == REDIS_REPLY_STRING &&
@@ -690,7 +797,7 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
         total += n;
     }
     if (ok) {
-        adopt_epoch(e, epoch, cut);
+        adopt_epoch(e, epoch, cut, reply->element[2]->str);
         req->result.epoch = epoch;
         req->result.cut = cut;
         req->gaps = hd_calloc(req->topic_count + 1, sizeof(*req->gaps));
@@ -750,6 +857,7 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
         }
         hd_hub_ingest(e->base.hub, hd_message_retain(msg));
     }
+    atomic_fetch_add(&e->catchup_messages, req->result.count);
     bool more = req->result.more && t != NULL;
     request_free(req);
     if (more) {
@@ -772,17 +880,32 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
 
 static void fresh_ready(redis_engine *e, topic_state *t);
 
+/* {epoch, cut, rotation}: the answer of a read of no topic, and of the hello script. */
+static bool parse_position(const redisReply *reply, uint32_t *epoch, uint64_t *cut,
+                           const char **rotation)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3)
+        return false;
+    for (size_t i = 0; i < 3; i++) {
+        if (reply->element[i]->type != REDIS_REPLY_STRING)
+            return false;
+    }
+    if (!hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, epoch))
+        return false;
+    *cut = strtoull(reply->element[1]->str, NULL, 10);
+    *rotation = reply->element[2]->str;
+    return true;
+}
+
 /* A newly subscribed topic's position read answered: its subscribers start no earlier. */
 static void on_position(redis_engine *e, hd_engine_request *req, const redisReply *reply)
 {
     uint32_t epoch;
     topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
-    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
-        reply->element[0]->type == REDIS_REPLY_STRING &&
-        reply->element[1]->type == REDIS_REPLY_STRING &&
-        hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch)) {
-        uint64_t cut = strtoull(reply->element[1]->str, NULL, 10);
-        adopt_epoch(e, epoch, cut);
+    uint64_t cut;
+    const char *rotation;
+    if (parse_position(reply, &epoch, &cut, &rotation)) {
+        adopt_epoch(e, epoch, cut, rotation);
         if (t != NULL && t->fresh && (t->since_epoch != epoch || t->since_seq < cut)) {
             t->since_epoch = epoch;
             t->since_seq = cut;
@@ -802,19 +925,15 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
 {
     hd_engine_request *req = ctx;
     redis_engine *e = req->engine;
-    if (req->hello) {
-        if (status == HD_REDIS_OK && !take_read_reply(e, req, reply))
-            hd_log_error("cluster: the read script answered something unexpected");
-        request_free(req);
-        return;
-    }
     if (status != HD_REDIS_OK) {
         /* The link broke: the read waits for it (a fill holds live messages back meanwhile). */
         wait_for_link(e, req);
+        script_answered(e);
         return;
     }
     if (req->position) {
         on_position(e, req, reply);
+        script_answered(e);
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
@@ -826,6 +945,7 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
         fill_done(e, req);
     else
         request_complete(req);
+    script_answered(e);
 }
 
 static void run_read(redis_engine *e, hd_engine_request *req)
@@ -1012,7 +1132,7 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
     uint32_t epoch;
     uint64_t seq;
     hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
-    adopt_epoch(e, epoch, seq);
+    adopt_epoch(e, epoch, seq, NULL);
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
     if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
@@ -1055,8 +1175,19 @@ static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len
 static void fresh_ready(redis_engine *e, topic_state *t)
 {
     t->fresh = t->resync = false;
-    if (t->since_epoch == e->epoch)
+    if (t->since_epoch == e->epoch) {
+        /*
+         * Nothing ingested yet: the topic stands where its subscribers
+         * started, so that a reconnect reads it from there even when no
+         * message comes before (otherwise what was published while away
+         * would never be read).
+         */
+        if (t->epoch != t->since_epoch) {
+            t->epoch = t->since_epoch;
+            t->last = t->since_seq;
+        }
         start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+    }
 }
 
 /*
@@ -1085,6 +1216,128 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
 
 /* ------------------------------------------------------------------ the link's state */
 
+/* The hello's answer: Redis's epoch (a new one when Redis restarted or lost the hub) and cut. */
+static void on_hello_reply(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    uint32_t epoch;
+    uint64_t cut;
+    const char *rotation;
+    if (status == HD_REDIS_OK && parse_position(reply, &epoch, &cut, &rotation))
+        adopt_epoch(e, epoch, cut, rotation);
+    else if (status == HD_REDIS_OK)
+        hd_log_error("cluster: the hello script failed: %s",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
+    script_answered(e);
+}
+
+/*
+ * First thing at every connect: the hello script starts a new epoch when
+ * Redis restarted (its run_id changed), lost the hub or is behind what this
+ * node saw, and says where the hub stands.
+ */
+static void run_hello(redis_engine *e)
+{
+    script_args a;
+    char known[9] = "";
+    if (e->epoch != 0)
+        snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
+    args_start(&a, e, 6);
+    /* A restart loses what Redis had not persisted: a new epoch, unless trusted not to. */
+    args_text(&a, e->options.trust_redis_persistence ? "0" : "1", 1);
+    args_text(&a, known, strlen(known));
+    args_number(&a, e->epoch != 0 ? (int64_t)e->known_seq : 0);
+    args_call(&a, e, e->hello_script, on_hello_reply, e);
+}
+
+/* The answer to INFO memory: warns when Redis may evict (herald's keys among others). */
+static void on_info_memory(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    const char *value;
+    size_t len;
+    if (status != HD_REDIS_OK || reply->type != REDIS_REPLY_STRING ||
+        !hd_redis_info_field(reply->str, reply->len, "maxmemory_policy", &value, &len) ||
+        len >= sizeof(e->policy))
+        return;
+    if (strlen(e->policy) == len && memcmp(e->policy, value, len) == 0)
+        return; /* warned already, or nothing to warn about */
+    bool was_set = e->policy[0] != '\0';
+    memcpy(e->policy, value, len);
+    e->policy[len] = '\0';
+    bool ok = strcmp(e->policy, "noeviction") == 0;
+    atomic_store(&e->config_ok, ok);
+    if (!ok)
+        hd_log_warn("cluster: Redis maxmemory-policy is %s: when memory runs out Redis evicts "
+                    "keys, herald's history and ids among them (messages lost, a new epoch); "
+                    "set maxmemory-policy noeviction, with maxmemory",
+                    e->policy);
+    else if (was_set)
+        hd_log_info("cluster: Redis maxmemory-policy is noeviction now");
+}
+
+/* The answer to INFO stats: warns when Redis evicted keys since the last look (rate-limited). */
+static void on_info_stats(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    const char *value;
+    size_t len;
+    if (status != HD_REDIS_OK || reply->type != REDIS_REPLY_STRING ||
+        !hd_redis_info_field(reply->str, reply->len, "evicted_keys", &value, &len))
+        return;
+    uint64_t evicted = strtoull(value, NULL, 10);
+    atomic_store(&e->evicted_keys, evicted);
+    const char *run_id = hd_redis_link_run_id(e->link);
+    if (strcmp(run_id, e->evictions_run_id) != 0) {
+        /* Another Redis process: its counter started from 0, before herald looked. */
+        snprintf(e->evictions_run_id, sizeof(e->evictions_run_id), "%s", run_id);
+        e->evictions_reported = evicted;
+        return;
+    }
+    uint64_t now = uv_now(&e->loop);
+    if (evicted <= e->evictions_reported ||
+        (e->evictions_warned_ms != 0 && now - e->evictions_warned_ms < EVICTION_WARN_MS))
+        return;
+    hd_log_warn("cluster: Redis evicted %" PRIu64 " keys (evicted_keys is %" PRIu64
+                "): history and ids may be lost; set maxmemory-policy noeviction, with maxmemory",
+                evicted - e->evictions_reported, evicted);
+    e->evictions_reported = evicted;
+    e->evictions_warned_ms = now;
+}
+
+/* Reads Redis's maxmemory-policy and evicted_keys (INFO works where CONFIG is renamed away). */
+static void check_redis_settings(redis_engine *e)
+{
+    static const char *const memory[] = {"INFO", "memory"};
+    static const char *const stats[] = {"INFO", "stats"};
+    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
+        return;
+    hd_redis_link_command(e->link, 2, (const char **)memory, (const size_t[]){4, 6}, on_info_memory,
+                          e);
+    hd_redis_link_command(e->link, 2, (const char **)stats, (const size_t[]){4, 5}, on_info_stats,
+                          e);
+}
+
+static void on_info_timer(uv_timer_t *timer)
+{
+    check_redis_settings(timer->data);
+}
+
+/* Every command's round trip on the command connection, into the histogram. */
+static void on_reply_time(void *ctx, uint64_t ns)
+{
+    redis_engine *e = ctx;
+    double seconds = (double)ns / 1e9;
+    for (int i = 0; i < HD_ENGINE_RTT_BUCKETS; i++) {
+        if (seconds <= hd_engine_rtt_bounds[i]) {
+            atomic_fetch_add(&e->rtt_buckets[i], 1);
+            break;
+        }
+    }
+    atomic_fetch_add(&e->rtt_sum_ns, ns);
+    atomic_fetch_add(&e->rtt_count, 1);
+}
+
 static void on_link_state(void *ctx, hd_redis_link_state state, const char *reason)
 {
     redis_engine *e = ctx;
@@ -1110,11 +1363,8 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
             t->resync = t->epoch != 0;
     }
-    hd_cursor earliest = {.present = true, .earliest = true, .text = ""};
-    hd_engine_request *hello = read_request_new(e, NULL, NULL, 0, &earliest, 1, NULL);
-    hello->hello = true;
-    hello->worker = HD_WORKER_NONE;
-    run_read(e, hello);
+    run_hello(e);
+    check_redis_settings(e);
     hd_engine_request *waiting = e->waiting;
     e->waiting = NULL;
     e->waiting_tail = &e->waiting;
@@ -1158,6 +1408,7 @@ static void on_stop(uv_async_t *async)
     uv_close((uv_handle_t *)&e->jobs_async, NULL);
     uv_close((uv_handle_t *)&e->stop_async, NULL);
     uv_close((uv_handle_t *)&e->sweep, NULL);
+    uv_close((uv_handle_t *)&e->info, NULL);
 }
 
 static void engine_thread(void *arg)
@@ -1238,8 +1489,26 @@ static void redis_free(hd_engine *engine)
 static void redis_stats(const hd_engine *engine, hd_engine_stats *out)
 {
     redis_engine *e = (redis_engine *)engine;
-    out->reconnects = atomic_load(&e->reconnects);
-    out->lost_reads = atomic_load(&e->gap_reads);
+    *out = (hd_engine_stats){
+        .reconnects = atomic_load(&e->reconnects),
+        .lost_reads = atomic_load(&e->gap_reads),
+        .catchup_messages = atomic_load(&e->catchup_messages),
+        .subscribed_topics = atomic_load(&e->subscribed_topics),
+        .store_config_ok = atomic_load(&e->config_ok),
+        .store_evicted_keys = atomic_load(&e->evicted_keys),
+    };
+    for (int r = 0; r < HD_EPOCH_REASONS; r++)
+        out->epoch_changes[r] = atomic_load(&e->epoch_changes[r]);
+    for (int f = 0; f < HD_PUBLISH_FAILURES; f++)
+        out->publish_failures[f] = atomic_load(&e->publish_failures[f]);
+    /* The count first: a reply counted between the loads shows in no bucket rather than in +Inf. */
+    out->rtt_count = atomic_load(&e->rtt_count);
+    uint64_t within = 0;
+    for (int i = 0; i < HD_ENGINE_RTT_BUCKETS; i++) {
+        within += atomic_load(&e->rtt_buckets[i]);
+        out->rtt_buckets[i] = within < out->rtt_count ? within : out->rtt_count;
+    }
+    out->rtt_sum_s = (double)atomic_load(&e->rtt_sum_ns) / 1e9;
 }
 
 static const hd_engine_ops redis_ops = {
@@ -1284,6 +1553,9 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     uv_timer_init(&e->loop, &e->sweep);
     e->sweep.data = e;
     uv_timer_start(&e->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_timer_init(&e->loop, &e->info);
+    e->info.data = e;
+    uv_timer_start(&e->info, on_info_timer, INFO_MS, INFO_MS);
     hd_mailbox_set_notify(&e->jobs, jobs_notify, e);
 
     hd_redis_link_settings settings = {
@@ -1296,12 +1568,14 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         .on_state = on_link_state,
         .on_subscribed = on_subscribed,
         .on_message = on_pubsub_message,
+        .on_reply_time = on_reply_time,
         .ctx = e,
     };
     e->link = hd_redis_link_new(&e->loop, &settings);
     e->publish_script =
         hd_redis_link_script(e->link, hd_redis_publish_lua, hd_redis_publish_lua_len);
     e->read_script = hd_redis_link_script(e->link, hd_redis_read_lua, hd_redis_read_lua_len);
+    e->hello_script = hd_redis_link_script(e->link, hd_redis_hello_lua, hd_redis_hello_lua_len);
     if (uv_thread_create(&e->thread, engine_thread, e) != 0)
         abort();
     return &e->base;

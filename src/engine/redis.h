@@ -43,6 +43,11 @@ typedef struct hd_engine_redis_options {
     uint32_t history_max_messages;
     uint64_t history_max_bytes;
     uint32_t history_ttl_s;
+    /*
+     * A Redis restart keeps the epoch (cluster.trust_redis_persistence, not
+     * configurable yet: always false, a restart starts a new epoch).
+     */
+    bool trust_redis_persistence;
 } hd_engine_redis_options;
 
 /*

@@ -61,7 +61,8 @@ typedef struct pending {
     hd_redis_reply_cb *cb; /* NULL once answered */
     void *ctx;
     uint64_t sent_ms;
-    size_t bytes; /* counted in link->inflight_bytes while in flight */
+    uint64_t sent_ns; /* for on_reply_time: deadlines need no more than sent_ms */
+    size_t bytes;     /* counted in link->inflight_bytes while in flight */
     /* EVALSHA: the formatted command, kept for one retry after NOSCRIPT. */
     const hd_redis_script *script;
     char *evalsha;
@@ -216,6 +217,9 @@ static void cmd_on_reply(redisAsyncContext *ac, void *r, void *privdata)
         free(p); /* answered when the link tore down */
         return;
     }
+    const hd_redis_link_settings *s = &p->conn->link->settings;
+    if (reply != NULL && p->conn == &p->conn->link->cmd && s->on_reply_time != NULL)
+        s->on_reply_time(s->ctx, uv_hrtime() - p->sent_ns);
     if (reply == NULL)
         answer(p, HD_REDIS_OUTCOME_UNKNOWN, NULL); /* hiredis lost the connection */
     else if (p->evalsha != NULL && reply_is_error(reply, "NOSCRIPT") && resend_after_noscript(p))
@@ -239,7 +243,8 @@ static pending *pending_new(conn *c, size_t bytes, hd_redis_reply_cb *cb, void *
 /* After hiredis took p: it is in flight from now. */
 static void pending_track(pending *p)
 {
-    p->sent_ms = clock_ms();
+    p->sent_ns = uv_hrtime();
+    p->sent_ms = p->sent_ns / 1000000;
     p->conn->link->inflight_bytes += p->bytes;
     hd_list_insert_tail(&p->conn->inflight, &p->node);
 }
@@ -676,17 +681,35 @@ static bool conn_poll_failed(const conn *c, int *err)
 
 static void link_up(hd_redis_link *link);
 
+bool hd_redis_info_field(const char *info, size_t len, const char *field, const char **value,
+                         size_t *value_len)
+{
+    size_t field_len = strlen(field);
+    const char *end = info + len;
+    for (const char *line = info; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        const char *stop = eol != NULL ? eol : end;
+        if ((size_t)(stop - line) > field_len && memcmp(line, field, field_len) == 0 &&
+            line[field_len] == ':') {
+            *value = line + field_len + 1;
+            *value_len = (size_t)(stop - *value);
+            if (*value_len > 0 && (*value)[*value_len - 1] == '\r')
+                (*value_len)--;
+            return true;
+        }
+        line = stop + 1;
+    }
+    return false;
+}
+
 static void conn_parse_run_id(conn *c, const redisReply *reply)
 {
-    static const char key[] = "\nrun_id:";
-    const char *end = reply->str + reply->len;
-    const char *at = strstr(reply->str, key); /* INFO is text: no NUL inside */
-    if (at == NULL)
+    const char *at;
+    size_t n;
+    if (!hd_redis_info_field(reply->str, reply->len, "run_id", &at, &n))
         return;
-    at += sizeof(key) - 1;
-    size_t n = 0;
-    while (at + n < end && n < RUN_ID_LEN && at[n] != '\r' && at[n] != '\n')
-        n++;
+    if (n > RUN_ID_LEN)
+        n = RUN_ID_LEN;
     memcpy(c->run_id, at, n);
     c->run_id[n] = '\0';
 }

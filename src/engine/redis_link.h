@@ -48,6 +48,7 @@
 #define HERALD_ENGINE_REDIS_LINK_H
 
 #include <hiredis/hiredis.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
@@ -120,6 +121,13 @@ typedef struct hd_redis_link_settings {
     /* A message published on a subscribed channel; both buffers valid during the call only. */
     void (*on_message)(void *ctx, const char *channel, size_t channel_len, const char *payload,
                        size_t payload_len);
+    /*
+     * Optional: Redis answered a command on the command connection (the
+     * handshake's included), ns nanoseconds after it was handed to hiredis
+     * (the round trip, with the time spent queued behind earlier commands
+     * and running the command). Not called for commands that got no answer.
+     */
+    void (*on_reply_time)(void *ctx, uint64_t ns);
     void *ctx;
 } hd_redis_link_settings;
 
@@ -130,6 +138,13 @@ typedef struct hd_redis_link_settings {
  * Pure.
  */
 uint32_t hd_redis_link_backoff_ms(unsigned attempt, double uniform);
+
+/*
+ * Finds "field:value" among the lines of an INFO answer (info, len bytes):
+ * the value, without its line end, at *value for *value_len bytes. Pure.
+ */
+bool hd_redis_info_field(const char *info, size_t len, const char *field, const char **value,
+                         size_t *value_len);
 
 /* "down", "connecting" or "up". */
 const char *hd_redis_link_state_name(hd_redis_link_state state);

@@ -11,8 +11,10 @@
 --          costs besides its topic, event and data), n,
 --          then n triples: topic, event ("" = none), data
 -- Returns  {epoch, rotation, seq_1, ..., seq_n}; rotation is "" or why
---          the epoch changed: "lost" (no hub hash) or "rollback" (Redis is
---          behind what was seen: a restore, a failover that lost writes).
+--          the epoch changed: "lost" (no hub hash; the run_id is then
+--          recorded in {prefix}:rid, as the hello script does) or
+--          "rollback" (Redis is behind what was seen: a restore, a
+--          failover that lost writes).
 --
 -- Per topic T:
 --   {prefix}:s:T  stream, entry id "<seq>-0", fields in this order:
@@ -110,6 +112,9 @@ if rotation ~= '' then
   epoch = candidate
   redis.call('HSET', hub, 'e', epoch, 's', 0)
 end
+if rotation == 'lost' then
+  redis.call('SET', prefix .. ':rid', string.match(redis.call('INFO', 'server'), 'run_id:(%x+)'))
+end
 
 local function trim(topic, t, bytes)
   local expired_at = now - ttl
@@ -134,12 +139,14 @@ local now_text = string.format('%d', now)
 for i = 1, n do
   local topic, event, data = ARGV[9 + 3 * i], ARGV[10 + 3 * i], ARGV[11 + 3 * i]
   local t = topics[topic]
+  -- The first write: Redis refuses a script -OOM (past maxmemory) only at its
+  -- first write, and only when that one can grow memory (DEL cannot).
+  local seq = redis.call('HINCRBY', hub, 's', 1)
   if t.e ~= epoch then
     -- The stream belongs to another epoch (or none): its ids mean nothing now.
     redis.call('DEL', t.stream)
     t.e, t.l, t.b = epoch, 0, 0
   end
-  local seq = redis.call('HINCRBY', hub, 's', 1)
   local bytes = #topic + #event + #data
   trim(topic, t, bytes)
   local prev = t.l

@@ -8,8 +8,11 @@
 --          cursor "earliest"), cursor seq, limit (entries per topic at
 --          most), expired_at (ms: entries with t <= it count as lost; -1 =
 --          no TTL), n, then n topics
--- Returns  {epoch, cut, then per topic: lost_upto, k, then k quadruples
---          seq, ms, event ("" = none), data}
+-- Returns  {epoch, cut, rotation, then per topic: lost_upto, k, then k
+--          quadruples seq, ms, event ("" = none), data}
+--          rotation is "lost" when this read started the epoch (no hub
+--          hash: it then also records the run_id in {prefix}:rid, as the
+--          hello script does), "" otherwise.
 --          lost_upto is the newest seq of the topic known lost in this
 --          epoch (trimmed or expired; 0 = none); the entries are those
 --          after the cursor (all of the epoch's when the cursor is of
@@ -34,9 +37,11 @@ if hub ~= prefix .. ':hub' or candidate == '' then
 end
 
 local epoch, cut = unpack(redis.call('HMGET', hub, 'e', 's'))
+local rotation = ''
 if not epoch then
-  epoch, cut = candidate, 0
+  epoch, cut, rotation = candidate, 0, 'lost'
   redis.call('HSET', hub, 'e', epoch, 's', 0)
+  redis.call('SET', prefix .. ':rid', string.match(redis.call('INFO', 'server'), 'run_id:(%x+)'))
 end
 cut = tonumber(cut) or 0
 
@@ -48,7 +53,7 @@ local function seq_of(entry)
   return string.sub(entry[1], 1, -3) -- "<seq>-0"
 end
 
-local reply = { epoch, string.format('%d', cut) }
+local reply = { epoch, string.format('%d', cut), rotation }
 for i = 1, n do
   local topic = ARGV[7 + i]
   local stream = prefix .. ':s:' .. topic

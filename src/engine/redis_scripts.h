@@ -18,4 +18,8 @@ extern const size_t hd_redis_publish_lua_len;
 extern const char hd_redis_read_lua[];
 extern const size_t hd_redis_read_lua_len;
 
+/* At every connect: a new epoch when Redis restarted or lost the hub; the epoch and the cut. */
+extern const char hd_redis_hello_lua[];
+extern const size_t hd_redis_hello_lua_len;
+
 #endif

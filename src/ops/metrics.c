@@ -129,11 +129,40 @@ static void render_cluster(const hd_metrics_gauges *g, hd_strbuf *out)
     for (size_t i = 0; i < sizeof(states) / sizeof(states[0]); i++)
         labelled(out, "herald_cluster_state", "state", states[i],
                  strcmp(g->engine_state, states[i]) == 0);
+    const hd_engine_stats *s = &g->engine;
     counter(out, "herald_cluster_reconnects_total", "Times Redis was reached again after a loss.",
-            g->engine_reconnects);
+            s->reconnects);
     counter(out, "herald_cluster_lost_reads_total",
             "Reads of what pub/sub did not bring (lost, while away, before a SUBSCRIBE).",
-            g->engine_lost_reads);
+            s->lost_reads);
+    counter(out, "herald_cluster_catchup_messages_total",
+            "Messages delivered from those reads rather than from pub/sub.", s->catchup_messages);
+    counter_by(out, "herald_cluster_epoch_changes_total",
+               "New epochs: started by this node's scripts (lost, rollback, restart), or "
+               "started by another node and followed (observed).",
+               "reason", hd_engine_epoch_reason_names, s->epoch_changes, HD_EPOCH_REASONS);
+    counter_by(out, "herald_cluster_publish_failures_total",
+               "Publish calls (a batch counts once) that failed, by reason.", "reason",
+               hd_engine_publish_failure_names, s->publish_failures, HD_PUBLISH_FAILURES);
+    family(out, "herald_cluster_redis_rtt_seconds", "histogram",
+           "Round trip of each command on the Redis command connection, from sending to the "
+           "answer (queueing and script run time included).");
+    for (int i = 0; i < HD_ENGINE_RTT_BUCKETS; i++)
+        hd_strbuf_printf(out, "herald_cluster_redis_rtt_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                         hd_engine_rtt_bounds[i], s->rtt_buckets[i]);
+    hd_strbuf_printf(out, "herald_cluster_redis_rtt_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+                     s->rtt_count);
+    hd_strbuf_printf(out, "herald_cluster_redis_rtt_seconds_sum %.6f\n", s->rtt_sum_s);
+    sample(out, "herald_cluster_redis_rtt_seconds_count", s->rtt_count);
+    gauge(out, "herald_cluster_subscribed_topics",
+          "Topic channels this node is subscribed to on Redis (lingering ones included).",
+          s->subscribed_topics);
+    gauge(out, "herald_cluster_redis_config_ok",
+          "1 when Redis's maxmemory-policy is noeviction (0 otherwise, or not read yet).",
+          s->store_config_ok);
+    gauge(out, "herald_cluster_redis_evicted_keys",
+          "Redis's evicted_keys (INFO stats): keys it evicted since it started.",
+          s->store_evicted_keys);
 }
 
 /* The process metrics every Prometheus client library exports, read from /proc. */

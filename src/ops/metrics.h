@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/engine.h"
 #include "herald/buf.h"
 #include "herald/hub.h"
 #include "herald/worker.h"
@@ -75,8 +76,7 @@ typedef struct hd_metrics_gauges {
     /* Cluster mode only (cluster set): the engine's state and counters. */
     bool cluster;
     const char *engine_state; /* "up", "connecting", "down" */
-    uint64_t engine_reconnects;
-    uint64_t engine_lost_reads;
+    hd_engine_stats engine;
 } hd_metrics_gauges;
 
 /* Appends the whole exposition (format 0.0.4) to out. */

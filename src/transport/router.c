@@ -80,8 +80,7 @@ static void answer_metrics(hd_conn *conn)
         engine->ops->stats(engine, &stats);
         gauges.cluster = true;
         gauges.engine_state = hd_engine_state_name(hd_engine_get_state(engine));
-        gauges.engine_reconnects = stats.reconnects;
-        gauges.engine_lost_reads = stats.lost_reads;
+        gauges.engine = stats;
     }
     hd_metrics total;
     hd_conn_group_metrics(conn, &total, &gauges);
