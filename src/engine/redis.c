@@ -1051,9 +1051,8 @@ static void topics_query_free(topics_query *query)
     free(query);
 }
 
-static void topics_done(redis_engine *e, hd_engine_request *req, hd_hub_status status)
+static void topics_done(hd_engine_request *req, hd_hub_status status)
 {
-    (void)e;
     req->query->status = status;
     request_complete(req);
 }
@@ -1127,19 +1126,19 @@ static void on_topics_reply(void *ctx, hd_redis_status status, const redisReply 
     size_t sent = q->local_sent ? 0 : q->local_count;
     q->local_sent = true;
     if (status != HD_REDIS_OK) {
-        topics_done(e, req, HD_HUB_UNAVAILABLE); /* a read: nothing to be unsure about */
+        topics_done(req, HD_HUB_UNAVAILABLE); /* a read: nothing to be unsure about */
         return;
     }
     if (reply->type == REDIS_REPLY_ERROR || !take_topics_reply(q, sent, reply)) {
         hd_log_error("cluster: the topics script failed: %s",
                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
-        topics_done(e, req, HD_HUB_UNAVAILABLE);
+        topics_done(req, HD_HUB_UNAVAILABLE);
         return;
     }
     if (req->kind == JOB_LIST && q->min_len > 0 && !atomic_load(&req->cancelled))
         run_topics(e, req);
     else
-        topics_done(e, req, HD_HUB_OK);
+        topics_done(req, HD_HUB_OK);
 }
 
 /* On the engine thread: the next script call of a describe or list; never waits for the link. */
@@ -1147,7 +1146,7 @@ static void run_topics(redis_engine *e, hd_engine_request *req)
 {
     topics_query *q = req->query;
     if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP) {
-        topics_done(e, req, HD_HUB_UNAVAILABLE);
+        topics_done(req, HD_HUB_UNAVAILABLE);
         return;
     }
     size_t sent = q->local_sent ? 0 : q->local_count;
@@ -1164,7 +1163,7 @@ static void run_topics(redis_engine *e, hd_engine_request *req)
     for (size_t i = 0; i < sent; i++)
         args_text(&a, q->local[i].name, q->local[i].name_len);
     if (args_call(&a, e, e->topics_script, on_topics_reply, req) != HD_REDIS_OK)
-        topics_done(e, req, HD_HUB_UNAVAILABLE);
+        topics_done(req, HD_HUB_UNAVAILABLE);
 }
 
 /* On the worker: this node's subscribers joined to the cluster's history. */
