@@ -11,7 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  startHerald, publishOk, publishBatch, subscribe, request, assertError, RawConn, sleep,
+  startHerald, publishOk, publishBatch, subscribe, request, assertError, RawConn, sleep, until,
 } from '../lib/harness.mjs';
 import {
   startRedis, startCluster, poll, waitHealthy, waitUnhealthy,
@@ -194,6 +194,31 @@ test('a topic whose keys expired (cluster idle TTL) leaves the listing and is 40
   const [first] = await pages(C, { prefix: 'gone.' }, 3);
   assert.deepEqual(first.topics.map((t) => t.topic), ['gone.m55', 'gone.m56', 'gone.m57']);
   assert.equal(first.next, 'gone.m57');
+});
+
+test('history.ttl_s: expired entries are not counted, as /poll does not return them', async () => {
+  // Two nodes of their own (another prefix on the same Redis) with a 1 s TTL.
+  const ttl = await startCluster(2, { redis, config: { history: { ttl_s: 1 }, cluster: { prefix: 'ttl' } } });
+  try {
+    const old = await publishOk(ttl.A.url, 'ttl.a', 'old');
+    await publishOk(ttl.A.url, 'ttl.b', 'alone');
+    await sleep(500);
+    const young = await publishOk(ttl.A.url, 'ttl.a', 'young');
+    let got;
+    await until(async () => {
+      got = await info(ttl.B, 'ttl.a');
+      return got.history.messages === 1;
+    }, { timeout: 3000, interval: 50, what: () => `the old entry to expire: ${JSON.stringify(got)}` });
+    const answer = await poll(ttl.B, ['ttl.a'], { since: 'earliest', timeout: 0 });
+    assert.deepEqual(answer.messages.map((m) => m.id), [young.id], `${old.id} expired`);
+    assert.equal(got.last_id, young.id);
+    // Every entry of ttl.b expired (nothing trimmed it: no publish since): gone.
+    assertError(await request(`${ttl.B.url}/topics/ttl.b`), 404, 'not_found');
+    const list = await request(`${ttl.A.url}/topics?prefix=ttl.`);
+    assert.deepEqual(list.json.topics.map((t) => t.topic), ['ttl.a']);
+  } finally {
+    await ttl.stop();
+  }
 });
 
 test('a client that goes away while its answer waits for Redis does not disturb the node', async () => {
