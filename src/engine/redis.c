@@ -1,8 +1,8 @@
 /*
  * The Redis engine: see redis.h for the design. Sections: the pure parts
- * (payload, gaps, merge), requests and how they travel between threads,
- * publishing, reading, live fan-out from pub/sub with hole detection, the
- * link's state, and the engine's life.
+ * (payload, gaps, merge, topic listings), requests and how they travel
+ * between threads, publishing, reading, topics (GET /topics), live fan-out from pub/sub with hole
+ * detection, the link's state, and the engine's life.
  */
 #include "engine/redis.h"
 
@@ -180,7 +180,7 @@ size_t hd_redis_topics_merge(const hd_topic_summary *index, size_t index_count,
         }
         out[count] = local[l++];
         if (c == 0) {
-            /* The index read came later than the node's snapshot of its topics. */
+            /* This node's subscribers; the history as the index's (later) script call saw it. */
             hd_topic_info *info = &out[count].info;
             info->history_messages = index[i].info.history_messages;
             info->history_bytes = index[i].info.history_bytes;
@@ -189,7 +189,7 @@ size_t hd_redis_topics_merge(const hd_topic_summary *index, size_t index_count,
         }
         count++;
     }
-    /* A name left on both sides is one more topic either way. */
+    /* Whatever is left on either side sorts after the page. */
     *more = i < index_count || l < local_count;
     return count;
 }
@@ -1242,7 +1242,7 @@ static hd_engine_request *redis_list(hd_engine *engine, const hd_topic_list_quer
     topics_query *q = req->query;
     q->list_done = done;
     q->limit = query->limit;
-    bool local_more;
+    bool local_more; /* not needed: limit + 1 of them make the merge's more exact */
     q->local_count =
         hd_hub_list_subscribed_topics(engine->hub, query->prefix, query->prefix_len, query->after,
                                       query->after_len, query->limit + 1, q->local, &local_more);
