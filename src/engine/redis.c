@@ -1,8 +1,9 @@
 /*
  * The Redis engine: see redis.h for the design. Sections: the pure parts
  * (payload, gaps, merge, topic listings), requests and how they travel
- * between threads, publishing, reading, topics (GET /topics), live fan-out from pub/sub with hole
- * detection, the link's state, and the engine's life.
+ * between threads, publishing, reading, topics (GET /topics), live fan-out
+ * from pub/sub with hole detection, the link's state, and the engine's
+ * life.
  */
 #include "engine/redis.h"
 
