@@ -4,8 +4,9 @@
  * live in Redis; a publish is one EVALSHA of redis_publish.lua, a read one
  * of redis_read.lua, GET /topics/{t} and GET /topics one or a few of
  * redis_topics.lua (subscribers are this node's, history the cluster's;
- * refused at once while the link is down, like a publish); every node delivers what any node
- * published from its pub/sub subscription to the topic's channel.
+ * refused at once while the link is down, like a publish); every node
+ * delivers what any node published from its pub/sub subscription to the
+ * topic's channel.
  *
  * Threading: one engine thread with its own uv loop owns the Redis link
  * (redis_link.h) and every piece of state below. Workers hand it their
