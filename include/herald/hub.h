@@ -366,6 +366,13 @@ typedef struct hd_topic_summary {
 size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
                           const char *after, size_t after_len, size_t limit, hd_topic_summary *out,
                           bool *more);
+/*
+ * The same, of the topics that have subscribers on this node only (a
+ * cluster lists the store's topics and adds these: engine/engine.h).
+ */
+size_t hd_hub_list_subscribed_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
+                                     const char *after, size_t after_len, size_t limit,
+                                     hd_topic_summary *out, bool *more);
 
 /* What GET /metrics reports of the hub. */
 typedef struct hd_hub_stats {

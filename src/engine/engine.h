@@ -9,7 +9,7 @@
  * call before returning; an engine that stores elsewhere (Redis) runs on its
  * own thread and completes later. Callers are written for both.
  *
- * Completion. publish and read take a callback and its ctx, and call it
+ * Completion. publish, read, describe and list take a callback and its ctx, and call it
  * exactly once, on the thread of the worker that called, unless the request
  * is cancelled first:
  *   - An engine that can answer at once calls it inside the call and returns
@@ -31,7 +31,7 @@
  * topics and cursor text): a callback that frees what the query pointed to
  * does so after it is done with the result.
  *
- * Threading: publish, read and cancel are called on worker threads
+ * Threading: publish, read, describe, list and cancel are called on worker threads
  * (hd_worker_index()), each worker on its own requests. state may be called
  * from any thread. interest is called by the hub, with its lock held (see
  * hd_hub_set_interest): it may only hand the news over (to the engine's own
@@ -93,6 +93,45 @@ typedef struct hd_history_result {
 } hd_history_result;
 
 typedef void (*hd_engine_read_cb)(void *ctx, const hd_history_result *result);
+
+/*
+ * What describe found (GET /topics/{t}): subscribers are this node's, history
+ * and last id the store's (the memory engine's are the hub's own).
+ */
+typedef struct hd_topic_description {
+    /* HD_HUB_OK, or HD_HUB_UNAVAILABLE: the store cannot be reached now (nothing waits for it). */
+    hd_hub_status status;
+    bool found; /* HD_HUB_OK: the store holds history of it, or it has subscribers on this node */
+    hd_topic_info info; /* found */
+} hd_topic_description;
+
+typedef void (*hd_engine_describe_cb)(void *ctx, const hd_topic_description *description);
+
+/* One page of topics (GET /topics): hd_hub_list_topics's arguments. */
+typedef struct hd_topic_list_query {
+    const char *prefix;
+    size_t prefix_len;
+    const char *after; /* after_len 0: from the first */
+    size_t after_len;
+    size_t limit; /* 1 to HD_ENGINE_LIST_MAX */
+} hd_topic_list_query;
+
+/* Most topics one page lists. */
+#define HD_ENGINE_LIST_MAX 1000
+
+/*
+ * What list found: the topics in byte order of their names that start with
+ * the prefix and sort after `after`, at most limit, and whether more follow.
+ * A topic is listed when describe would find it, with the same counts.
+ */
+typedef struct hd_topic_list {
+    hd_hub_status status; /* as for describe */
+    const hd_topic_summary *topics;
+    size_t count;
+    bool more;
+} hd_topic_list;
+
+typedef void (*hd_engine_list_cb)(void *ctx, const hd_topic_list *list);
 
 typedef enum hd_engine_state {
     HD_ENGINE_UP,         /* publishes and reads are served */
@@ -157,6 +196,14 @@ typedef struct hd_engine_ops {
     /* Reads history (hd_history_query; limit 1 to HD_ENGINE_READ_MAX). */
     hd_engine_request *(*read)(hd_engine *engine, const hd_history_query *query,
                                hd_engine_read_cb done, void *ctx);
+    /*
+     * GET /topics/{t} and GET /topics: answered like read, but never held
+     * while the store is unreachable (HD_HUB_UNAVAILABLE at once instead).
+     */
+    hd_engine_request *(*describe)(hd_engine *engine, const char *topic, size_t topic_len,
+                                   hd_engine_describe_cb done, void *ctx);
+    hd_engine_request *(*list)(hd_engine *engine, const hd_topic_list_query *query,
+                               hd_engine_list_cb done, void *ctx);
     /* The callback of request will not be called. NULL: the engine never returns a request. */
     void (*cancel)(hd_engine *engine, hd_engine_request *request);
     /*
@@ -199,6 +246,19 @@ static inline hd_engine_request *hd_engine_read(hd_engine *engine, const hd_hist
                                                 hd_engine_read_cb done, void *ctx)
 {
     return engine->ops->read(engine, query, done, ctx);
+}
+
+static inline hd_engine_request *hd_engine_describe(hd_engine *engine, const char *topic,
+                                                    size_t topic_len, hd_engine_describe_cb done,
+                                                    void *ctx)
+{
+    return engine->ops->describe(engine, topic, topic_len, done, ctx);
+}
+
+static inline hd_engine_request *hd_engine_list(hd_engine *engine, const hd_topic_list_query *query,
+                                                hd_engine_list_cb done, void *ctx)
+{
+    return engine->ops->list(engine, query, done, ctx);
 }
 
 /*

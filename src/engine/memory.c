@@ -91,6 +91,27 @@ static hd_engine_request *memory_read(hd_engine *engine, const hd_history_query 
     return NULL;
 }
 
+static hd_engine_request *memory_describe(hd_engine *engine, const char *topic, size_t topic_len,
+                                          hd_engine_describe_cb done, void *ctx)
+{
+    hd_topic_description description = {.status = HD_HUB_OK};
+    description.found = hd_hub_topic_info(engine->hub, topic, topic_len, &description.info);
+    done(ctx, &description);
+    return NULL;
+}
+
+static hd_engine_request *memory_list(hd_engine *engine, const hd_topic_list_query *query,
+                                      hd_engine_list_cb done, void *ctx)
+{
+    hd_topic_summary *topics = hd_alloc(query->limit * sizeof(*topics));
+    hd_topic_list list = {.status = HD_HUB_OK, .topics = topics};
+    list.count = hd_hub_list_topics(engine->hub, query->prefix, query->prefix_len, query->after,
+                                    query->after_len, query->limit, topics, &list.more);
+    done(ctx, &list);
+    free(topics);
+    return NULL;
+}
+
 /* Every call completes before it returns: there is never a request to cancel. */
 
 static hd_engine_state memory_state(const hd_engine *engine)
@@ -108,6 +129,8 @@ static const hd_engine_ops memory_ops = {
     .name = "memory",
     .publish = memory_publish,
     .read = memory_read,
+    .describe = memory_describe,
+    .list = memory_list,
     .cancel = NULL,
     .interest = NULL, /* every subscriber is local: nothing to subscribe to elsewhere */
     .state = memory_state,

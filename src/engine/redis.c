@@ -1,8 +1,9 @@
 /*
  * The Redis engine: see redis.h for the design. Sections: the pure parts
- * (payload, gaps, merge), requests and how they travel between threads,
- * publishing, reading, live fan-out from pub/sub with hole detection, the
- * link's state, and the engine's life.
+ * (payload, gaps, merge, topic listings), requests and how they travel
+ * between threads, publishing, reading, topics (GET /topics), live fan-out
+ * from pub/sub with hole detection, the link's state, and the engine's
+ * life.
  */
 #include "engine/redis.h"
 
@@ -149,9 +150,86 @@ size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, siz
     return count;
 }
 
+/* Byte order of names, a shorter name before the longer ones it starts (as the hub lists). */
+static int compare_names(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    int c = memcmp(a, b, a_len < b_len ? a_len : b_len);
+    if (c != 0)
+        return c;
+    return a_len < b_len ? -1 : a_len > b_len;
+}
+
+void hd_redis_topic_fill(hd_topic_info *info, uint32_t epoch, const hd_redis_topic_stats *stats)
+{
+    info->history_messages = stats->exists ? stats->count : 0;
+    info->history_bytes = stats->exists ? stats->bytes + stats->count * sizeof(hd_message) : 0;
+    if (stats->exists && stats->last != 0)
+        hd_id_format(epoch, stats->last, info->last_id);
+    else
+        info->last_id[0] = '\0';
+}
+
+size_t hd_redis_topics_merge(const hd_topic_summary *index, size_t index_count,
+                             const hd_topic_summary *local, size_t local_count, size_t limit,
+                             hd_topic_summary *out, bool *more)
+{
+    size_t i = 0, l = 0, count = 0;
+    while ((i < index_count || l < local_count) && count < limit) {
+        int c = i == index_count   ? 1
+                : l == local_count ? -1
+                                   : compare_names(index[i].name, index[i].name_len, local[l].name,
+                                                   local[l].name_len);
+        if (c < 0) {
+            out[count++] = index[i++];
+            continue;
+        }
+        out[count] = local[l++];
+        if (c == 0) {
+            /* This node's subscribers; the history as the index's (later) script call saw it. */
+            hd_topic_info *info = &out[count].info;
+            info->history_messages = index[i].info.history_messages;
+            info->history_bytes = index[i].info.history_bytes;
+            memcpy(info->last_id, index[i].info.last_id, sizeof(info->last_id));
+            i++;
+        }
+        count++;
+    }
+    /* Whatever is left on either side sorts after the page. */
+    *more = i < index_count || l < local_count;
+    return count;
+}
+
+void hd_redis_topics_range(const char *prefix, size_t prefix_len, const char *after,
+                           size_t after_len, char *min_out, size_t *min_len, char *max_out,
+                           size_t *max_len)
+{
+    if (after_len > 0 && compare_names(after, after_len, prefix, prefix_len) >= 0) {
+        min_out[0] = '(';
+        memcpy(min_out + 1, after, after_len);
+        *min_len = after_len + 1;
+    } else if (prefix_len > 0) {
+        min_out[0] = '[';
+        memcpy(min_out + 1, prefix, prefix_len);
+        *min_len = prefix_len + 1;
+    } else {
+        min_out[0] = '-';
+        *min_len = 1;
+    }
+    if (prefix_len > 0) {
+        /* No topic-name byte is 0xff: every name that starts with prefix sorts before this. */
+        max_out[0] = '[';
+        memcpy(max_out + 1, prefix, prefix_len);
+        max_out[prefix_len + 1] = (char)0xff;
+        *max_len = prefix_len + 2;
+    } else {
+        max_out[0] = '+';
+        *max_len = 1;
+    }
+}
+
 /* ------------------------------------------------------------------ the engine */
 
-typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST } job_kind;
+typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST, JOB_DESCRIBE, JOB_LIST } job_kind;
 
 /* A topic this node is interested in, on the engine thread. */
 typedef struct topic_state {
@@ -229,6 +307,9 @@ struct hd_engine_request {
     size_t limit;
     hd_gap *gaps;
     hd_history_result result;
+
+    /* describe, list */
+    struct topics_query *query;
 };
 
 struct redis_engine {
@@ -268,6 +349,7 @@ struct redis_engine {
     const hd_redis_script *publish_script;
     const hd_redis_script *read_script;
     const hd_redis_script *hello_script;
+    const hd_redis_script *topics_script;
     bool was_up;
     uint32_t epoch;             /* Redis's, once known (0: not yet) */
     uint64_t known_seq;         /* the highest seq seen in epoch */
@@ -300,8 +382,11 @@ struct redis_engine {
 
 /* ------------------------------------------------------------------ requests */
 
+static void topics_query_free(struct topics_query *query);
+
 static void request_free(hd_engine_request *req)
 {
+    topics_query_free(req->query);
     size_t n = req->kind == JOB_PUBLISH ? req->count : req->result.count;
     if (req->messages != NULL) {
         for (size_t i = 0; i < n; i++)
@@ -325,6 +410,8 @@ static void request_complete(hd_engine_request *req)
     hd_mailbox_post(&e->done[worker], req);
     hd_hub_wake(e->base.hub, worker);
 }
+
+static void topics_on_worker(redis_engine *e, hd_engine_request *req);
 
 /* On a worker, from hd_hub_deliver_pending: its completed requests, in order. */
 static void engine_on_worker(void *ctx, unsigned worker)
@@ -355,6 +442,8 @@ static void engine_on_worker(void *ctx, unsigned worker)
                     outcome.subscribers = req->subscribers;
                 }
                 req->publish_done(req->ctx, &outcome);
+            } else if (req->kind == JOB_DESCRIBE || req->kind == JOB_LIST) {
+                topics_on_worker(e, req);
             } else {
                 req->read_done(req->ctx, &req->result);
             }
@@ -1039,6 +1128,252 @@ static void redis_cancel(hd_engine *engine, hd_engine_request *request)
     atomic_store(&request->cancelled, true);
 }
 
+/* ------------------------------------------------------------------ topics (GET /topics) */
+
+/*
+ * A describe is a list call with no page and its one topic to describe.
+ * A list sends the node's subscribed topics of the range with its first
+ * script call (so a topic listed for them has the cluster's counts too), and
+ * pages through the index until it holds limit + 1 topics with history or
+ * the range is read: each call examines a bounded number of names, so a
+ * run of stale ones (which the script drops) costs several calls, not one
+ * long one.
+ */
+typedef struct topics_query {
+    hd_engine_describe_cb describe_done;
+    hd_engine_list_cb list_done;
+    hd_hub_status status;
+    uint32_t epoch; /* of the last answer (0: no hub hash: nothing is held) */
+    size_t limit;   /* list: the page's */
+    /* describe: the topic; list: this node's subscribed topics of the range (limit + 1 at most). */
+    hd_topic_summary *local;
+    size_t local_count;
+    hd_redis_topic_stats *local_stats;
+    bool local_sent;
+    /* list: the index's topics with history so far (limit + 1 at most), and where it goes on. */
+    hd_topic_summary *index;
+    size_t index_count;
+    char min[HD_TOPIC_NAME_MAX + 2];
+    size_t min_len;
+    char max[HD_TOPIC_NAME_MAX + 2];
+    size_t max_len;
+} topics_query;
+
+/* Names examined per script call, per topic the page still needs. */
+#define TOPICS_BUDGET_PER_WANT 4
+
+static void topics_query_free(topics_query *query)
+{
+    if (query == NULL)
+        return;
+    free(query->local);
+    free(query->local_stats);
+    free(query->index);
+    free(query);
+}
+
+static void topics_done(hd_engine_request *req, hd_hub_status status)
+{
+    req->query->status = status;
+    request_complete(req);
+}
+
+static void run_topics(redis_engine *e, hd_engine_request *req);
+
+static bool take_stats(redisReply *const *f, hd_redis_topic_stats *out)
+{
+    for (int i = 1; i < 4; i++) {
+        if (f[i]->type != REDIS_REPLY_STRING)
+            return false;
+    }
+    out->count = (size_t)strtoull(f[1]->str, NULL, 10);
+    out->bytes = strtoull(f[2]->str, NULL, 10);
+    out->last = strtoull(f[3]->str, NULL, 10);
+    return true;
+}
+
+/* The topics script's answer, into the query. Returns false if malformed. */
+static bool take_topics_reply(topics_query *q, size_t sent, const redisReply *reply)
+{
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[0]->type != REDIS_REPLY_STRING ||
+        reply->element[1]->type != REDIS_REPLY_STRING ||
+        reply->element[2]->type != REDIS_REPLY_INTEGER || reply->element[2]->integer < 0)
+        return false;
+    uint32_t epoch = 0;
+    if (reply->element[0]->len > 0 &&
+        !hd_redis_epoch_parse(reply->element[0]->str, reply->element[0]->len, &epoch))
+        return false;
+    size_t k = (size_t)reply->element[2]->integer;
+    if (reply->elements != 3 + 4 * (k + sent) || q->index_count + k > q->limit + 1)
+        return false;
+    q->epoch = epoch;
+    for (size_t i = 0; i < k; i++) {
+        redisReply *const *f = &reply->element[3 + 4 * i];
+        hd_redis_topic_stats stats = {.exists = true};
+        if (f[0]->type != REDIS_REPLY_STRING || f[0]->len == 0 || f[0]->len > HD_TOPIC_NAME_MAX ||
+            !take_stats(f, &stats))
+            return false;
+        hd_topic_summary *t = &q->index[q->index_count++];
+        memset(t, 0, sizeof(*t));
+        memcpy(t->name, f[0]->str, f[0]->len);
+        t->name_len = f[0]->len;
+        hd_redis_topic_fill(&t->info, epoch, &stats);
+    }
+    for (size_t i = 0; i < sent; i++) {
+        redisReply *const *f = &reply->element[3 + 4 * (k + i)];
+        hd_redis_topic_stats *stats = &q->local_stats[i];
+        if (f[0]->type != REDIS_REPLY_INTEGER || !take_stats(f, stats))
+            return false;
+        stats->exists = f[0]->integer == 1;
+    }
+    /* Not full, and the budget ran out first: the next call goes on after the last name seen. */
+    const redisReply *resume = reply->element[1];
+    if (resume->len > 0 && q->index_count < q->limit + 1 && resume->len <= HD_TOPIC_NAME_MAX) {
+        q->min[0] = '(';
+        memcpy(q->min + 1, resume->str, resume->len);
+        q->min_len = resume->len + 1;
+        return true;
+    }
+    q->min_len = 0; /* done */
+    return true;
+}
+
+static void on_topics_reply(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    hd_engine_request *req = ctx;
+    redis_engine *e = req->engine;
+    topics_query *q = req->query;
+    size_t sent = q->local_sent ? 0 : q->local_count;
+    q->local_sent = true;
+    if (status != HD_REDIS_OK) {
+        topics_done(req, HD_HUB_UNAVAILABLE); /* a read: nothing to be unsure about */
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR || !take_topics_reply(q, sent, reply)) {
+        hd_log_error("cluster: the topics script failed: %s",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
+        topics_done(req, HD_HUB_UNAVAILABLE);
+        return;
+    }
+    if (req->kind == JOB_LIST && q->min_len > 0 && !atomic_load(&req->cancelled))
+        run_topics(e, req);
+    else
+        topics_done(req, HD_HUB_OK);
+}
+
+/* On the engine thread: the next script call of a describe or list; never waits for the link. */
+static void run_topics(redis_engine *e, hd_engine_request *req)
+{
+    topics_query *q = req->query;
+    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP) {
+        topics_done(req, HD_HUB_UNAVAILABLE);
+        return;
+    }
+    size_t sent = q->local_sent ? 0 : q->local_count;
+    size_t want = req->kind == JOB_LIST ? q->limit + 1 - q->index_count : 0;
+    script_args a;
+    args_start(&a, e, 9 + sent);
+    int64_t ttl_ms = (int64_t)e->options.history_ttl_s * 1000;
+    args_number(&a, ttl_ms > 0 ? hd_clock_wall_ms() - ttl_ms : -1);
+    args_text(&a, q->min, q->min_len);
+    args_text(&a, q->max, q->max_len);
+    args_number(&a, (int64_t)want);
+    args_number(&a, (int64_t)(want * TOPICS_BUDGET_PER_WANT));
+    args_number(&a, (int64_t)sent);
+    for (size_t i = 0; i < sent; i++)
+        args_text(&a, q->local[i].name, q->local[i].name_len);
+    if (args_call(&a, e, e->topics_script, on_topics_reply, req) != HD_REDIS_OK)
+        topics_done(req, HD_HUB_UNAVAILABLE);
+}
+
+/* On the worker: this node's subscribers joined to the cluster's history. */
+static void topics_on_worker(redis_engine *e, hd_engine_request *req)
+{
+    topics_query *q = req->query;
+    if (req->kind == JOB_DESCRIBE) {
+        hd_topic_description d = {.status = q->status};
+        if (d.status == HD_HUB_OK) {
+            const hd_topic_summary *t = &q->local[0];
+            if (!hd_hub_topic_info(e->base.hub, t->name, t->name_len, &d.info))
+                memset(&d.info, 0, sizeof(d.info));
+            hd_redis_topic_fill(&d.info, q->epoch, &q->local_stats[0]);
+            d.found = d.info.history_messages > 0 || d.info.subscribers > 0;
+        }
+        q->describe_done(req->ctx, &d);
+        return;
+    }
+    hd_topic_list list = {.status = q->status};
+    hd_topic_summary *page = NULL;
+    if (list.status == HD_HUB_OK) {
+        for (size_t i = 0; i < q->local_count; i++)
+            hd_redis_topic_fill(&q->local[i].info, q->epoch, &q->local_stats[i]);
+        page = hd_alloc((q->limit + 1) * sizeof(*page));
+        list.count = hd_redis_topics_merge(q->index, q->index_count, q->local, q->local_count,
+                                           q->limit, page, &list.more);
+        list.topics = page;
+    }
+    q->list_done(req->ctx, &list);
+    free(page);
+}
+
+static hd_engine_request *topics_request_new(redis_engine *e, job_kind kind, void *ctx,
+                                             size_t local_cap)
+{
+    hd_engine_request *req = request_new(e, kind, ctx);
+    topics_query *q = req->query = hd_calloc(1, sizeof(*q));
+    q->local = hd_alloc(local_cap * sizeof(*q->local));
+    q->local_stats = hd_calloc(local_cap, sizeof(*q->local_stats));
+    return req;
+}
+
+/* Not reachable now: the answer is at once, as for a publish (nothing waits for Redis). */
+static bool topics_unavailable(const redis_engine *e)
+{
+    return atomic_load(&((redis_engine *)e)->state) != HD_ENGINE_UP;
+}
+
+static hd_engine_request *redis_describe(hd_engine *engine, const char *topic, size_t topic_len,
+                                         hd_engine_describe_cb done, void *ctx)
+{
+    redis_engine *e = (redis_engine *)engine;
+    if (topics_unavailable(e)) {
+        done(ctx, &(hd_topic_description){.status = HD_HUB_UNAVAILABLE});
+        return NULL;
+    }
+    hd_engine_request *req = topics_request_new(e, JOB_DESCRIBE, ctx, 1);
+    topics_query *q = req->query;
+    q->describe_done = done;
+    memcpy(q->local[0].name, topic, topic_len);
+    q->local[0].name_len = topic_len;
+    q->local_count = 1;
+    post_job(e, req);
+    return req;
+}
+
+static hd_engine_request *redis_list(hd_engine *engine, const hd_topic_list_query *query,
+                                     hd_engine_list_cb done, void *ctx)
+{
+    redis_engine *e = (redis_engine *)engine;
+    if (topics_unavailable(e)) {
+        done(ctx, &(hd_topic_list){.status = HD_HUB_UNAVAILABLE});
+        return NULL;
+    }
+    hd_engine_request *req = topics_request_new(e, JOB_LIST, ctx, query->limit + 1);
+    topics_query *q = req->query;
+    q->list_done = done;
+    q->limit = query->limit;
+    bool local_more; /* not needed: limit + 1 of them make the merge's more exact */
+    q->local_count =
+        hd_hub_list_subscribed_topics(engine->hub, query->prefix, query->prefix_len, query->after,
+                                      query->after_len, query->limit + 1, q->local, &local_more);
+    q->index = hd_alloc((query->limit + 1) * sizeof(*q->index));
+    hd_redis_topics_range(query->prefix, query->prefix_len, query->after, query->after_len, q->min,
+                          &q->min_len, q->max, &q->max_len);
+    post_job(e, req);
+    return req;
+}
+
 /* ------------------------------------------------------------------ live fan-out */
 
 static void held_push(redis_engine *e, hd_message *msg, uint64_t prev, bool front)
@@ -1393,6 +1728,8 @@ static void on_jobs(uv_async_t *async)
                 request_complete(batch[i]); /* its worker frees it */
             } else if (kind == JOB_PUBLISH) {
                 run_publish(e, batch[i]);
+            } else if (kind == JOB_DESCRIBE || kind == JOB_LIST) {
+                run_topics(e, batch[i]);
             } else {
                 run_read(e, batch[i]);
             }
@@ -1515,6 +1852,8 @@ static const hd_engine_ops redis_ops = {
     .name = "redis",
     .publish = redis_publish,
     .read = redis_read,
+    .describe = redis_describe,
+    .list = redis_list,
     .cancel = redis_cancel,
     .interest = redis_interest,
     .state = redis_state,
@@ -1576,6 +1915,7 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         hd_redis_link_script(e->link, hd_redis_publish_lua, hd_redis_publish_lua_len);
     e->read_script = hd_redis_link_script(e->link, hd_redis_read_lua, hd_redis_read_lua_len);
     e->hello_script = hd_redis_link_script(e->link, hd_redis_hello_lua, hd_redis_hello_lua_len);
+    e->topics_script = hd_redis_link_script(e->link, hd_redis_topics_lua, hd_redis_topics_lua_len);
     if (uv_thread_create(&e->thread, engine_thread, e) != 0)
         abort();
     return &e->base;

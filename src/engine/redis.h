@@ -2,8 +2,11 @@
  * The Redis engine (SPEC §5, ../shared/design/redis-engine.md part B):
  * nodes that share one Redis act as one hub. Ids, history and the epoch
  * live in Redis; a publish is one EVALSHA of redis_publish.lua, a read one
- * of redis_read.lua; every node delivers what any node published from its
- * pub/sub subscription to the topic's channel.
+ * of redis_read.lua, GET /topics/{t} and GET /topics one or a few of
+ * redis_topics.lua (subscribers are this node's, history the cluster's;
+ * refused at once while the link is down, like a publish); every node
+ * delivers what any node published from its pub/sub subscription to the
+ * topic's channel.
  *
  * Threading: one engine thread with its own uv loop owns the Redis link
  * (redis_link.h) and every piece of state below. Workers hand it their
@@ -101,5 +104,41 @@ bool hd_redis_read_gap(const hd_cursor *cursor, uint32_t cursor_epoch, uint32_t 
  */
 size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, size_t limit,
                       hd_message **out, bool *more);
+
+/* What the topics script (redis_topics.lua) says of one topic. */
+typedef struct hd_redis_topic_stats {
+    bool exists;    /* its meta is of the current epoch */
+    size_t count;   /* entries a read would return */
+    uint64_t bytes; /* their topic, event and data bytes */
+    uint64_t last;  /* the topic's newest seq in the epoch (0: none) */
+} hd_redis_topic_stats;
+
+/*
+ * Sets info's history and last id from stats of epoch: bytes as the memory
+ * engine counts them (hd_message_cost: overhead more per message); last id
+ * "" unless the meta is of the epoch.
+ */
+void hd_redis_topic_fill(hd_topic_info *info, uint32_t epoch, const hd_redis_topic_stats *stats);
+
+/*
+ * One page of GET /topics from the cluster's index (topics with history,
+ * subscribers 0) and the node's subscribed topics (subscribers this node's,
+ * history filled in), each sorted by name: their union in byte order, a
+ * name in both taken once (local subscribers, index history), at most
+ * limit into out; *more when the union holds more. Each side may hold one
+ * name more than limit, so *more is exact.
+ */
+size_t hd_redis_topics_merge(const hd_topic_summary *index, size_t index_count,
+                             const hd_topic_summary *local, size_t local_count, size_t limit,
+                             hd_topic_summary *out, bool *more);
+
+/*
+ * The ZRANGEBYLEX bounds of a page of names starting with prefix and sorting
+ * after `after` (after_len 0: from the first): min into min_out, max into
+ * max_out (each room for HD_TOPIC_NAME_MAX + 2), returning their lengths.
+ */
+void hd_redis_topics_range(const char *prefix, size_t prefix_len, const char *after,
+                           size_t after_len, char *min_out, size_t *min_len, char *max_out,
+                           size_t *max_len);
 
 #endif

@@ -22,6 +22,8 @@
 --   {prefix}:m:T  hash: e = epoch of the stream, l = last seq of T,
 --                 b = topic, event and data bytes held
 --   {prefix}:c:T  channel: "<epoch>:<seq>:<prev>:<ms>:<event length>:<event><data>"
+-- {prefix}:topics, a sorted set (every score 0), gets T when T's meta is new
+-- in this epoch: the index GET /topics pages through (redis_topics.lua).
 -- A message costs #T + #event + #data + overhead bytes, as in the memory
 -- engine (the overhead is counted per entry, not stored, so nodes that
 -- pass different ones do not skew b). Before each append the oldest
@@ -70,7 +72,8 @@ local function wrong_type(key, want)
   end
 end
 
-local err = wrong_type(hub, 'hash')
+local index = prefix .. ':topics'
+local err = wrong_type(hub, 'hash') or wrong_type(index, 'zset')
 if err then return err end
 local hub_e, hub_s = unpack(redis.call('HMGET', hub, 'e', 's'))
 if hub_s and not tonumber(hub_s) then
@@ -146,6 +149,7 @@ for i = 1, n do
     -- The stream belongs to another epoch (or none): its ids mean nothing now.
     redis.call('DEL', t.stream)
     t.e, t.l, t.b = epoch, 0, 0
+    redis.call('ZADD', index, 0, topic) -- listed by the topics script (redis_topics.lua)
   end
   local bytes = #topic + #event + #data
   trim(topic, t, bytes)

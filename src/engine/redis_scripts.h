@@ -22,4 +22,8 @@ extern const size_t hd_redis_read_lua_len;
 extern const char hd_redis_hello_lua[];
 extern const size_t hd_redis_hello_lua_len;
 
+/* What the cluster holds of some topics, and a page of its topic index (GET /topics). */
+extern const char hd_redis_topics_lua[];
+extern const size_t hd_redis_topics_lua_len;
+
 #endif

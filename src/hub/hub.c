@@ -753,13 +753,15 @@ static void heap_sift_up(const hd_topic **heap, size_t i)
  */
 static size_t list_topics_locked(const hd_hub *hub, const char *prefix, size_t prefix_len,
                                  const char *after, size_t after_len, size_t limit,
-                                 hd_topic_summary *out, bool *more)
+                                 bool subscribed_only, hd_topic_summary *out, bool *more)
 {
     size_t cap = limit + 1, len = 0;
     const hd_topic **heap = hd_alloc(cap * sizeof(*heap));
     for (size_t b = 0; b < hub->bucket_count; b++) {
         for (const hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next) {
             if (t->name_len < prefix_len || memcmp(t->name, prefix, prefix_len) != 0)
+                continue;
+            if (subscribed_only && t->subscriber_count == 0)
                 continue;
             if (after_len > 0 && compare_names(t->name, t->name_len, after, after_len) <= 0)
                 continue;
@@ -795,7 +797,19 @@ size_t hd_hub_list_topics(const hd_hub *hub, const char *prefix, size_t prefix_l
                           bool *more)
 {
     hub_lock(hub);
-    size_t count = list_topics_locked(hub, prefix, prefix_len, after, after_len, limit, out, more);
+    size_t count =
+        list_topics_locked(hub, prefix, prefix_len, after, after_len, limit, false, out, more);
+    hub_unlock(hub);
+    return count;
+}
+
+size_t hd_hub_list_subscribed_topics(const hd_hub *hub, const char *prefix, size_t prefix_len,
+                                     const char *after, size_t after_len, size_t limit,
+                                     hd_topic_summary *out, bool *more)
+{
+    hub_lock(hub);
+    size_t count =
+        list_topics_locked(hub, prefix, prefix_len, after, after_len, limit, true, out, more);
     hub_unlock(hub);
     return count;
 }

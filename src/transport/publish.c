@@ -65,7 +65,8 @@ static void answer_hub_status(hd_conn *conn, hd_hub_status status, const char *w
  * answer is queued from its callback, and a connection that closes first
  * cancels it. Counted with the waiting polls in the connection gauges: both
  * are requests whose answer is held back. The memory engine answers before
- * the publish call returns, so none of this runs with it.
+ * the publish call returns, so none of this runs with it. GET /topics holds
+ * its engine answers the same way.
  */
 static void held_publish_on_close(hd_conn *conn, void *request)
 {
@@ -85,7 +86,7 @@ static const hd_stream_ops held_publish_ops = {
     .transport = HD_TRANSPORT_POLL,
 };
 
-static void hold_until_published(hd_conn *conn, hd_engine_request *request)
+void hd_publish_hold_for_engine(hd_conn *conn, hd_engine_request *request)
 {
     if (request != NULL)
         hd_conn_start_wait(conn, &held_publish_ops, request);
@@ -197,7 +198,8 @@ void hd_publish_handle_topic(hd_conn *conn)
         .data = data,
         .data_len = body->len,
     };
-    hold_until_published(conn, hd_engine_publish(hd_conn_engine(conn), &item, 1, hd_clock_wall_ms(),
+    hd_publish_hold_for_engine(conn,
+                               hd_engine_publish(hd_conn_engine(conn), &item, 1, hd_clock_wall_ms(),
                                                  topic_on_published, conn));
 }
 
@@ -314,7 +316,8 @@ static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
             .data_len = strlen(items[i].data),
         };
     }
-    hold_until_published(conn, hd_engine_publish(hd_conn_engine(conn), publish, count,
+    hd_publish_hold_for_engine(conn,
+                               hd_engine_publish(hd_conn_engine(conn), publish, count,
                                                  hd_clock_wall_ms(), batch_on_published, conn));
     free(publish); /* the engine copied what it needs */
 }

@@ -5,6 +5,7 @@
 #ifndef HERALD_TRANSPORT_PUBLISH_H
 #define HERALD_TRANSPORT_PUBLISH_H
 
+#include "engine/engine.h"
 #include "herald/hub.h"
 #include "net/conn.h"
 
@@ -25,6 +26,14 @@ bool hd_publish_batch_head_acceptable(hd_conn *conn);
  * WebSocket ack share them.
  */
 void hd_publish_append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers);
+
+/*
+ * Holds the current request back while the engine answers it later (request
+ * non-NULL; NULL: it answered already): the connection is WAITING, and a
+ * close cancels the request. The callback calls hd_conn_end_wait before it
+ * queues the answer. GET /topics/{t} and GET /topics use it too.
+ */
+void hd_publish_hold_for_engine(hd_conn *conn, hd_engine_request *request);
 
 /* What a publish refused with status tells its client, over HTTP or in a WebSocket error. */
 typedef struct hd_publish_refusal {

@@ -5,9 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "herald/alloc.h"
+#include "engine/engine.h"
 #include "http/response.h"
 #include "transport/authorize.h"
+#include "transport/publish.h"
 
 int hd_topics_name_from_path(hd_conn *conn, char out[HD_TOPIC_NAME_MAX + 1], size_t *len)
 {
@@ -37,6 +38,50 @@ static void append_last_id(hd_strbuf *body, const hd_topic_info *info)
         hd_strbuf_append_str(body, "null");
 }
 
+/* Queues the answer of an engine query: a held request reads on after it. */
+static bool answer_query(hd_conn *conn, hd_hub_status status)
+{
+    hd_conn_end_wait(conn); /* nothing to end when the engine answered at once */
+    if (status == HD_HUB_OK)
+        return true;
+    hd_response_error_with(conn, 503, "Retry-After: 1\r\n", "unavailable",
+                           "The message store cannot be reached: try again shortly.");
+    return false;
+}
+
+static void on_described(void *ctx, const hd_topic_description *description)
+{
+    hd_conn *conn = ctx;
+    if (!answer_query(conn, description->status))
+        return;
+    if (!description->found) {
+        hd_response_error(conn, 404, "not_found", 0,
+                          "No such topic: it has no history and no subscribers.");
+        return;
+    }
+    char topic[HD_TOPIC_NAME_MAX + 1];
+    size_t topic_len;
+    if (hd_topics_name_from_path(conn, topic, &topic_len) != 0)
+        return; /* checked before the engine was asked: cannot fail now */
+    const hd_topic_info *info = &description->info;
+    hd_strbuf body;
+    hd_strbuf_init(&body);
+    hd_strbuf_append_str(&body, "{\"topic\":");
+    hd_strbuf_append_json_string(&body, topic, topic_len);
+    hd_strbuf_printf(&body,
+                     ",\"subscribers\":%zu,\"subscribers_by_transport\":{\"sse\":%zu,"
+                     "\"websocket\":%zu,\"poll\":%zu}",
+                     info->subscribers, info->subscribers_by_transport[HD_TRANSPORT_SSE],
+                     info->subscribers_by_transport[HD_TRANSPORT_WEBSOCKET],
+                     info->subscribers_by_transport[HD_TRANSPORT_POLL]);
+    hd_strbuf_printf(&body, ",\"history\":{\"messages\":%zu,\"bytes\":%" PRIu64 "}",
+                     info->history_messages, info->history_bytes);
+    append_last_id(&body, info);
+    hd_strbuf_append_str(&body, "}\n");
+    hd_response_send(conn, 200, "application/json", NULL, body.data, body.len, 0);
+    hd_strbuf_free(&body);
+}
+
 void hd_topics_handle_info(hd_conn *conn)
 {
     char topic[HD_TOPIC_NAME_MAX + 1];
@@ -50,32 +95,12 @@ void hd_topics_handle_info(hd_conn *conn)
     hd_access_free(&access);
     if (!allowed)
         return;
-    hd_topic_info info;
-    if (!hd_hub_topic_info(hd_conn_hub(conn), topic, topic_len, &info)) {
-        hd_response_error(conn, 404, "not_found", 0,
-                          "No such topic: it has no history and no subscribers.");
-        return;
-    }
-    hd_strbuf body;
-    hd_strbuf_init(&body);
-    hd_strbuf_append_str(&body, "{\"topic\":");
-    hd_strbuf_append_json_string(&body, topic, topic_len);
-    hd_strbuf_printf(&body,
-                     ",\"subscribers\":%zu,\"subscribers_by_transport\":{\"sse\":%zu,"
-                     "\"websocket\":%zu,\"poll\":%zu}",
-                     info.subscribers, info.subscribers_by_transport[HD_TRANSPORT_SSE],
-                     info.subscribers_by_transport[HD_TRANSPORT_WEBSOCKET],
-                     info.subscribers_by_transport[HD_TRANSPORT_POLL]);
-    hd_strbuf_printf(&body, ",\"history\":{\"messages\":%zu,\"bytes\":%" PRIu64 "}",
-                     info.history_messages, info.history_bytes);
-    append_last_id(&body, &info);
-    hd_strbuf_append_str(&body, "}\n");
-    hd_response_send(conn, 200, "application/json", NULL, body.data, body.len, 0);
-    hd_strbuf_free(&body);
+    hd_publish_hold_for_engine(
+        conn, hd_engine_describe(hd_conn_engine(conn), topic, topic_len, on_described, conn));
 }
 
 #define LIST_DEFAULT_LIMIT 100
-#define LIST_MAX_LIMIT 1000
+#define LIST_MAX_LIMIT HD_ENGINE_LIST_MAX
 
 typedef struct list_query {
     char prefix[HD_TOPIC_NAME_MAX + 1];
@@ -142,20 +167,13 @@ static bool may_list(hd_conn *conn, const list_query *query)
     return allowed;
 }
 
-void hd_topics_handle_list(hd_conn *conn)
+static void on_listed(void *ctx, const hd_topic_list *list)
 {
-    list_query query = {0};
-    const char *error = parse_list_query(conn, &query);
-    if (error != NULL) {
-        hd_response_error(conn, 400, "invalid_parameter", 0, "%s", error);
+    hd_conn *conn = ctx;
+    if (!answer_query(conn, list->status))
         return;
-    }
-    if (!may_list(conn, &query))
-        return;
-    hd_topic_summary *topics = hd_alloc(query.limit * sizeof(*topics));
-    bool more;
-    size_t count = hd_hub_list_topics(hd_conn_hub(conn), query.prefix, query.prefix_len,
-                                      query.after, query.after_len, query.limit, topics, &more);
+    const hd_topic_summary *topics = list->topics;
+    size_t count = list->count;
     hd_strbuf body;
     hd_strbuf_init(&body);
     hd_strbuf_append_str(&body, "{\"topics\":[");
@@ -168,12 +186,31 @@ void hd_topics_handle_list(hd_conn *conn)
         hd_strbuf_append_str(&body, "}");
     }
     hd_strbuf_append_str(&body, "],\"next\":");
-    if (more && count > 0)
+    if (list->more && count > 0)
         hd_strbuf_append_json_string(&body, topics[count - 1].name, topics[count - 1].name_len);
     else
         hd_strbuf_append_str(&body, "null");
     hd_strbuf_append_str(&body, "}\n");
     hd_response_send(conn, 200, "application/json", NULL, body.data, body.len, 0);
     hd_strbuf_free(&body);
-    free(topics);
+}
+
+void hd_topics_handle_list(hd_conn *conn)
+{
+    list_query query = {0};
+    const char *error = parse_list_query(conn, &query);
+    if (error != NULL) {
+        hd_response_error(conn, 400, "invalid_parameter", 0, "%s", error);
+        return;
+    }
+    if (!may_list(conn, &query))
+        return;
+    hd_topic_list_query q = {
+        .prefix = query.prefix,
+        .prefix_len = query.prefix_len,
+        .after = query.after,
+        .after_len = query.after_len,
+        .limit = query.limit,
+    };
+    hd_publish_hold_for_engine(conn, hd_engine_list(hd_conn_engine(conn), &q, on_listed, conn));
 }

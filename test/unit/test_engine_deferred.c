@@ -49,6 +49,9 @@ typedef struct pending {
     hd_message **messages;
     hd_engine_publish_cb publish_done;
     hd_engine_read_cb read_done;
+    hd_engine_describe_cb describe_done; /* the topic in items[0] */
+    hd_engine_list_cb list_done;
+    hd_topic_list_query list;
     void *ctx;
 } pending;
 
@@ -131,6 +134,27 @@ static hd_engine_request *deferred_read(hd_engine *engine, const hd_history_quer
     return (hd_engine_request *)p;
 }
 
+static hd_engine_request *deferred_describe(hd_engine *engine, const char *topic, size_t topic_len,
+                                            hd_engine_describe_cb done, void *ctx)
+{
+    pending *p = hold((deferred *)engine, ctx);
+    p->describe_done = done;
+    p->items[0].topic = keep(p, topic, topic_len);
+    p->items[0].topic_len = topic_len;
+    return (hd_engine_request *)p;
+}
+
+static hd_engine_request *deferred_list(hd_engine *engine, const hd_topic_list_query *query,
+                                        hd_engine_list_cb done, void *ctx)
+{
+    pending *p = hold((deferred *)engine, ctx);
+    p->list_done = done;
+    p->list = *query;
+    p->list.prefix = keep(p, query->prefix, query->prefix_len);
+    p->list.after = keep(p, query->after, query->after_len);
+    return (hd_engine_request *)p;
+}
+
 static void deferred_cancel(hd_engine *engine, hd_engine_request *request)
 {
     deferred *d = (deferred *)engine;
@@ -166,6 +190,8 @@ static const hd_engine_ops deferred_ops = {
     .name = "deferred",
     .publish = deferred_publish,
     .read = deferred_read,
+    .describe = deferred_describe,
+    .list = deferred_list,
     .cancel = deferred_cancel,
     .state = deferred_state,
     .free = deferred_free,
@@ -191,6 +217,11 @@ static void complete(deferred *d)
         p->done = true;
         if (p->is_read)
             p->read_done(p->ctx, &p->result);
+        else if (p->describe_done != NULL)
+            hd_engine_describe(d->memory, p->items[0].topic, p->items[0].topic_len,
+                               p->describe_done, p->ctx);
+        else if (p->list_done != NULL)
+            hd_engine_list(d->memory, &p->list, p->list_done, p->ctx);
         else
             hd_engine_publish(d->memory, p->items, p->count, 0, p->publish_done, p->ctx);
     }
@@ -316,6 +347,43 @@ static void test_http_publish_cancelled_on_close(void)
     CHECK_EQ_INT(outstanding(w.engine), 0);
     complete(w.engine); /* nothing left to answer: the callback never runs */
     CHECK_EQ_INT(history_of(&w, "news"), 0);
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- GET /topics */
+
+static void test_http_topics_answered_from_the_callback(void)
+{
+    world w;
+    world_init(&w);
+    publish_direct(&w, "news", "a");
+    hd_conn *info = connect_and_send(&w, "GET /topics/news HTTP/1.1\r\nHost: x\r\n\r\n");
+    hd_conn *list = connect_and_send(&w, "GET /topics?prefix=n HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(outstanding(w.engine), 2);
+    CHECK_EQ_INT(hd_conn_queued_bytes(info), 0); /* held: nothing answered yet */
+    CHECK_EQ_INT(hd_conn_queued_bytes(list), 0);
+    complete(w.engine);
+    CHECK(hd_conn_queued_bytes(info) > 0);
+    CHECK(hd_conn_queued_bytes(list) > 0);
+    CHECK_EQ_INT(outstanding(w.engine), 0);
+    disconnect(info);
+    disconnect(list);
+    world_free(&w);
+}
+
+static void test_http_topics_cancelled_on_close(void)
+{
+    world w;
+    world_init(&w);
+    publish_direct(&w, "news", "a");
+    hd_conn *info = connect_and_send(&w, "GET /topics/news HTTP/1.1\r\nHost: x\r\n\r\n");
+    hd_conn *list = connect_and_send(&w, "GET /topics HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK_EQ_INT(outstanding(w.engine), 2);
+    disconnect(info);
+    disconnect(list);
+    CHECK_EQ_INT(w.engine->cancels, 2);
+    CHECK_EQ_INT(outstanding(w.engine), 0);
+    complete(w.engine); /* nothing left to answer: the callbacks never run */
     world_free(&w);
 }
 
@@ -476,6 +544,8 @@ int main(void)
 {
     RUN_TEST(test_http_publish_answered_from_the_callback);
     RUN_TEST(test_http_publish_cancelled_on_close);
+    RUN_TEST(test_http_topics_answered_from_the_callback);
+    RUN_TEST(test_http_topics_cancelled_on_close);
     RUN_TEST(test_sse_catch_up_read_later);
     RUN_TEST(test_catch_up_reads_past_what_it_skipped);
     RUN_TEST(test_poll_read_later);

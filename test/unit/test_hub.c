@@ -1084,6 +1084,24 @@ static void test_list_topics_pages_in_name_order(void)
     n = hd_hub_list_topics(hub, "", 0, "c", 1, 3, page, &more);
     CHECK_EQ_INT(n, 0);
     CHECK(!more);
+
+    /* Only the topics with subscribers (a cluster merges them into the store's listing). */
+    test_sub s;
+    test_sub_init(&s);
+    CHECK_EQ_INT(subscribe(hub, &s, "b/10"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s, "a/0"), HD_HUB_OK);
+    CHECK_EQ_INT(subscribe(hub, &s, "quiet"), HD_HUB_OK);
+    n = hd_hub_list_subscribed_topics(hub, "", 0, "", 0, 2, page, &more);
+    CHECK_EQ_INT(n, 2);
+    CHECK(more);
+    CHECK(page[0].name_len == 3 && memcmp(page[0].name, "a/0", 3) == 0);
+    CHECK(page[1].name_len == 4 && memcmp(page[1].name, "b/10", 4) == 0);
+    CHECK_EQ_INT(page[1].info.subscribers, 1);
+    n = hd_hub_list_subscribed_topics(hub, "", 0, "b/10", 4, 3, page, &more);
+    CHECK_EQ_INT(n, 1);
+    CHECK(!more);
+    CHECK(page[0].name_len == 5 && memcmp(page[0].name, "quiet", 5) == 0);
+    hd_hub_unsubscribe_all(hub, &s.sub);
     hd_hub_free(hub);
 }
 

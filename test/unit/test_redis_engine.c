@@ -144,6 +144,128 @@ static void test_merge(void)
         hd_message_release(b[i]);
 }
 
+/* ---------------------------------------------------------------- GET /topics */
+
+static hd_topic_summary summary(const char *name, size_t subscribers, size_t history)
+{
+    hd_topic_summary t = {.name_len = strlen(name)};
+    memcpy(t.name, name, t.name_len);
+    t.info.subscribers = subscribers;
+    t.info.history_messages = history;
+    if (history > 0)
+        snprintf(t.info.last_id, sizeof(t.info.last_id), "0badf00d-%zu", history);
+    return t;
+}
+
+static void test_topic_fill(void)
+{
+    hd_topic_info info = {.subscribers = 3};
+    hd_redis_topic_stats stats = {.exists = true, .count = 2, .bytes = 10, .last = 42};
+    hd_redis_topic_fill(&info, EPOCH, &stats);
+    CHECK_EQ_INT(info.subscribers, 3); /* the node's own, untouched */
+    CHECK_EQ_INT(info.history_messages, 2);
+    CHECK_EQ_INT(info.history_bytes, 10 + 2 * sizeof(hd_message)); /* as hd_message_cost counts */
+    CHECK_EQ_STR(info.last_id, "0badf00d-42");
+    /* Every entry expired: nothing held, but the topic's newest id is still known. */
+    stats = (hd_redis_topic_stats){.exists = true, .count = 0, .bytes = 0, .last = 42};
+    hd_redis_topic_fill(&info, EPOCH, &stats);
+    CHECK_EQ_INT(info.history_bytes, 0);
+    CHECK_EQ_STR(info.last_id, "0badf00d-42");
+    /* A meta of another epoch (or none) says nothing. */
+    stats = (hd_redis_topic_stats){.exists = false, .count = 5, .bytes = 9, .last = 7};
+    hd_redis_topic_fill(&info, EPOCH, &stats);
+    CHECK_EQ_INT(info.history_messages, 0);
+    CHECK_EQ_INT(info.history_bytes, 0);
+    CHECK_EQ_STR(info.last_id, "");
+}
+
+static void check_names(const hd_topic_summary *out, size_t n, const char *const *want,
+                        size_t want_n)
+{
+    CHECK_EQ_INT(n, want_n);
+    for (size_t i = 0; i < n && i < want_n; i++)
+        CHECK_EQ_MEM(out[i].name, out[i].name_len, want[i], strlen(want[i]));
+}
+
+static void test_topics_merge(void)
+{
+    /* The index: topics with history; local: this node's subscribed ones. */
+    hd_topic_summary index[] = {summary("a", 0, 1), summary("b", 0, 2), summary("b.x", 0, 3),
+                                summary("d", 0, 4)};
+    hd_topic_summary local[] = {summary("a.0", 1, 0), summary("b", 2, 0), summary("c", 1, 0)};
+    hd_topic_summary out[8];
+    bool more;
+    size_t n = hd_redis_topics_merge(index, 4, local, 3, 8, out, &more);
+    static const char *const all[] = {"a", "a.0", "b", "b.x", "c", "d"};
+    check_names(out, n, all, 6);
+    CHECK(!more);
+    /* A name on both sides: this node's subscribers, the cluster's history. */
+    CHECK_EQ_INT(out[2].info.subscribers, 2);
+    CHECK_EQ_INT(out[2].info.history_messages, 2);
+    CHECK_EQ_STR(out[2].info.last_id, "0badf00d-2");
+    CHECK_EQ_INT(out[0].info.subscribers, 0);
+    CHECK_EQ_INT(out[1].info.subscribers, 1);
+    CHECK_EQ_STR(out[1].info.last_id, "");
+
+    /* Cut by the limit: more, whichever side is left. */
+    n = hd_redis_topics_merge(index, 4, local, 3, 3, out, &more);
+    check_names(out, n, all, 3);
+    CHECK(more);
+    n = hd_redis_topics_merge(index, 4, local, 3, 5, out, &more);
+    check_names(out, n, all, 5);
+    CHECK(more); /* d is left, on the index side */
+    n = hd_redis_topics_merge(index, 3, local, 3, 5, out, &more);
+    check_names(out, n, all, 5);
+    CHECK(!more); /* exactly the limit */
+    /* Only one side. */
+    n = hd_redis_topics_merge(index, 0, local, 3, 2, out, &more);
+    static const char *const locals[] = {"a.0", "b"};
+    check_names(out, n, locals, 2);
+    CHECK(more);
+    n = hd_redis_topics_merge(index, 4, local, 0, 4, out, &more);
+    static const char *const indexed[] = {"a", "b", "b.x", "d"};
+    check_names(out, n, indexed, 4);
+    CHECK(!more);
+    n = hd_redis_topics_merge(index, 0, local, 0, 4, out, &more);
+    CHECK_EQ_INT(n, 0);
+    CHECK(!more);
+}
+
+static void check_range(const char *prefix, const char *after, const char *min, const char *max,
+                        size_t max_len)
+{
+    char min_out[HD_TOPIC_NAME_MAX + 2], max_out[HD_TOPIC_NAME_MAX + 2];
+    size_t min_len, got_max_len;
+    hd_redis_topics_range(prefix, strlen(prefix), after, strlen(after), min_out, &min_len, max_out,
+                          &got_max_len);
+    CHECK_EQ_MEM(min_out, min_len, min, strlen(min));
+    CHECK_EQ_MEM(max_out, got_max_len, max, max_len);
+}
+
+static void test_topics_range(void)
+{
+    check_range("", "", "-", "+", 1);
+    check_range("", "b", "(b", "+", 1);
+    check_range("chat.", "", "[chat.", "[chat.\xff", 7);
+    /* after within the prefix's names, or before all of them (then the prefix starts it). */
+    check_range("chat.", "chat.x", "(chat.x", "[chat.\xff", 7);
+    check_range("chat.", "a", "[chat.", "[chat.\xff", 7);
+    check_range("chat.", "chat", "[chat.", "[chat.\xff", 7);
+    check_range("chat.", "chat.", "(chat.", "[chat.\xff", 7);
+    /* after past every name of the prefix: an empty range (min above max). */
+    check_range("chat.", "d", "(d", "[chat.\xff", 7);
+    /* A name as long as any: the bounds still fit. */
+    char longest[HD_TOPIC_NAME_MAX + 1];
+    memset(longest, 'x', HD_TOPIC_NAME_MAX);
+    longest[HD_TOPIC_NAME_MAX] = '\0';
+    char min_out[HD_TOPIC_NAME_MAX + 2], max_out[HD_TOPIC_NAME_MAX + 2];
+    size_t min_len, max_len;
+    hd_redis_topics_range(longest, HD_TOPIC_NAME_MAX, longest, HD_TOPIC_NAME_MAX, min_out, &min_len,
+                          max_out, &max_len);
+    CHECK_EQ_INT(min_len, HD_TOPIC_NAME_MAX + 1);
+    CHECK_EQ_INT(max_len, HD_TOPIC_NAME_MAX + 2);
+}
+
 /* ---------------------------------------------------------------- the hub's side */
 
 static hd_hub *cluster_hub(void)
@@ -284,6 +406,9 @@ int main(void)
     RUN_TEST(test_epoch_parse);
     RUN_TEST(test_read_gap);
     RUN_TEST(test_merge);
+    RUN_TEST(test_topic_fill);
+    RUN_TEST(test_topics_merge);
+    RUN_TEST(test_topics_range);
     RUN_TEST(test_ingest);
     RUN_TEST(test_new_epoch_reaches_subscribers);
     return test_summary();

@@ -5,7 +5,7 @@
  * pub/sub payload, ids that strictly increase with a prev chain per topic,
  * batches (one call, consecutive ids, all or nothing), exact trimming by
  * count, bytes (with the per-message overhead) and age, rollbacks, seqs
- * past %.14g, binary data, and refused arguments.
+ * past %.14g, binary data, refused arguments, and the topic index.
  */
 #include "engine/redis_scripts.h"
 #include "redis_harness.h"
@@ -407,6 +407,39 @@ static void test_trim_by_age(void)
     CHECK_EQ_STR(stream_ids("age"), "4-0");
 }
 
+/* A topic new in the epoch joins the index GET /topics pages through (redis_topics.lua). */
+static void test_topic_index(void)
+{
+    freeReplyObject(admin_command("FLUSHALL"));
+    item items[] = {{"zz", "", "d", 0}, {"aa", "", "d", 0}, {"aa", "", "d", 0}};
+    call c = roomy(10);
+    publish(&c, items, 3);
+    redisReply *r = admin_command("ZRANGE " PREFIX ":topics 0 -1 WITHSCORES");
+    CHECK(r != NULL && r->elements == 4);
+    if (r != NULL && r->elements == 4) {
+        CHECK_EQ_STR(r->element[0]->str, "aa");
+        CHECK_EQ_STR(r->element[1]->str, "0");
+        CHECK_EQ_STR(r->element[2]->str, "zz");
+    }
+    freeReplyObject(r);
+    /* Only a new meta adds it: a name the topics script dropped comes back with a new epoch. */
+    freeReplyObject(admin_command("ZREM " PREFIX ":topics aa"));
+    publish(&c, items + 1, 1);
+    CHECK_EQ_INT(admin_integer("ZCARD %s", PREFIX ":topics"), 1);
+    freeReplyObject(admin_command("DEL " PREFIX ":hub"));
+    c.candidate = "epoch009";
+    publish(&c, items + 1, 1);
+    CHECK_EQ_INT(admin_integer("ZCARD %s", PREFIX ":topics"), 2);
+    /* The index of another type is refused before anything is written. */
+    freeReplyObject(admin_command("DEL " PREFIX ":topics"));
+    freeReplyObject(admin_command("SET " PREFIX ":topics x"));
+    item fresh = {"new", "", "d", 0};
+    result refused = publish(&c, &fresh, 1);
+    CHECK(refused.error);
+    CHECK_EQ_INT(admin_integer("EXISTS %s", PREFIX ":m:new"), 0);
+    freeReplyObject(admin_command("DEL " PREFIX ":topics"));
+}
+
 /* Redis is behind what was seen: a new epoch, the old history goes, ids start again. */
 static void test_rollback(void)
 {
@@ -501,6 +534,7 @@ int main(void)
         RUN_TEST(test_trim_by_bytes);
         RUN_TEST(test_trim_by_age);
         RUN_TEST(test_rollback);
+        RUN_TEST(test_topic_index);
         RUN_TEST(test_large_seq_and_binary);
         link_close(publisher);
     }
