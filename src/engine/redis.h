@@ -43,6 +43,7 @@ typedef struct hd_engine_redis_options {
     uint32_t history_max_messages;
     uint64_t history_max_bytes;
     uint32_t history_ttl_s;
+    uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */
 } hd_engine_redis_options;
 
 /*

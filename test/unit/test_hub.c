@@ -33,7 +33,7 @@ static hd_hub_status hub_publish(hd_hub *hub, const char *topic, size_t topic_le
                                  size_t *subscribers)
 {
     hd_publish_item item = {topic, topic_len, event, event_len, data, data_len};
-    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL);
+    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL, NULL);
 }
 
 /* Publishes data to topic at now_ms and returns the message's seq (0 on failure). */
