@@ -163,6 +163,7 @@ static bool read_topic_head(hd_conn *conn, topic_head *head)
         answer_hub_status(conn, HD_HUB_BAD_EVENT, "");
         return false;
     }
+    head->idempotency_key_len = 0; /* left alone when the header is absent */
     head->idempotency_key =
         hd_request_header(conn->request, "idempotency-key", &head->idempotency_key_len);
     if (head->idempotency_key != NULL &&
