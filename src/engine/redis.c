@@ -645,7 +645,7 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
     size_t bytes = 0;
     for (size_t i = 0; i < count; i++)
         bytes += items[i].topic_len + items[i].event_len + items[i].data_len +
-                 items[i].idempotency_key_len;
+                 (items[i].idempotency_key != NULL ? items[i].idempotency_key_len : 0);
     char *p = req->buf = hd_alloc(bytes + 1);
     for (size_t i = 0; i < count; i++) {
         hd_publish_item *it = &req->items[i];
@@ -661,6 +661,8 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
         if (items[i].idempotency_key != NULL) {
             it->idempotency_key = memcpy(p, items[i].idempotency_key, items[i].idempotency_key_len);
             p += items[i].idempotency_key_len;
+        } else {
+            it->idempotency_key_len = 0; /* run_publish passes "" */
         }
     }
     post_job(e, req);
