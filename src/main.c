@@ -279,6 +279,7 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
         .history_max_messages = config->history.max_messages,
         .history_max_bytes = config->history.max_bytes,
         .history_ttl_s = config->history.ttl_s,
+        .idempotency_ttl_s = config->publish.idempotency_ttl_s,
     };
     char err[256];
     /* Checked at load: cannot fail here. */
@@ -305,6 +306,8 @@ int main(int argc, char **argv)
         .history_max_total_bytes = config->history.max_total_bytes,
         .max_topics = config->limits.max_topics,
         .cluster = config->cluster.redis[0] != '\0',
+        .idempotency_ttl_s = config->publish.idempotency_ttl_s,
+        .max_idempotency_keys = config->limits.max_idempotency_keys,
     };
     /* Messages size their per-worker encoding slots by this: set before the hub exists. */
     unsigned workers = worker_count(config);

@@ -54,6 +54,13 @@ typedef struct hd_hub_options {
      * is not refused here (the engine's read answers it).
      */
     bool cluster;
+    /*
+     * Idempotent publish (hd_publish_item.idempotency_key): how long a key
+     * is remembered (0 = keys are not remembered), and how many keys at
+     * most (0 = as if 1); when full, the oldest key is forgotten early.
+     */
+    uint32_t idempotency_ttl_s;
+    uint32_t max_idempotency_keys;
 } hd_hub_options;
 
 /*
@@ -138,10 +145,11 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 
 typedef enum hd_hub_status {
     HD_HUB_OK = 0,
-    HD_HUB_BAD_TOPIC,       /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
-    HD_HUB_BAD_EVENT,       /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
-    HD_HUB_BAD_CURSOR,      /* not an id herald could have issued: malformed, or too new */
-    HD_HUB_TOO_MANY_TOPICS, /* max_topics reached and the topic does not exist */
+    HD_HUB_BAD_TOPIC,           /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
+    HD_HUB_BAD_EVENT,           /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
+    HD_HUB_BAD_CURSOR,          /* not an id herald could have issued: malformed, or too new */
+    HD_HUB_TOO_MANY_TOPICS,     /* max_topics reached and the topic does not exist */
+    HD_HUB_BAD_IDEMPOTENCY_KEY, /* not 1..HD_IDEMPOTENCY_KEY_MAX bytes of printable ASCII */
     /* Only from an engine that stores elsewhere (engine/engine.h), never from the hub: */
     HD_HUB_UNAVAILABLE,     /* the store cannot be reached: nothing was done */
     HD_HUB_OUTCOME_UNKNOWN, /* the store was asked but did not answer: it may have been done */
@@ -169,6 +177,14 @@ _Static_assert(HD_TOPIC_NAME_MAX == 200, "HD_TOPIC_NAME_RULE states the limit");
 bool hd_topic_name_valid(const char *name, size_t len);
 bool hd_event_name_valid(const char *name, size_t len);
 
+/* Longest idempotency key (SPEC §5). */
+#define HD_IDEMPOTENCY_KEY_MAX 128
+/* What hd_idempotency_key_valid accepts, as error messages say it. */
+#define HD_IDEMPOTENCY_KEY_RULE                                                                    \
+    "An idempotency key is 1 to 128 bytes of printable ASCII (space to ~)."
+_Static_assert(HD_IDEMPOTENCY_KEY_MAX == 128, "HD_IDEMPOTENCY_KEY_RULE states the limit");
+bool hd_idempotency_key_valid(const char *key, size_t len);
+
 /*
  * Parses a cursor given by a client. An empty text (len 0) is "no cursor".
  * out->text borrows text. Returns HD_HUB_OK or HD_HUB_BAD_CURSOR, also for a
@@ -192,6 +208,13 @@ typedef struct hd_publish_item {
     size_t event_len;
     const char *data;
     size_t data_len;
+    /*
+     * NULL: none. Else a publish of the same topic with the same key within
+     * idempotency_ttl_s is a repeat: it publishes nothing and answers the
+     * first publish's id (SPEC §5).
+     */
+    const char *idempotency_key;
+    size_t idempotency_key_len;
 } hd_publish_item;
 
 /*
@@ -208,12 +231,19 @@ typedef struct hd_publish_item {
  * new reference to item i's message, which the caller releases, and
  * subscribers[i] (if non-NULL) the number of subscribers of its topic on all
  * workers. data must already be valid UTF-8 within the size limit; the hub
- * validates the names. Transports publish through the engine
- * (engine/engine.h), which calls this.
+ * validates the names and idempotency keys. Transports publish through the
+ * engine (engine/engine.h), which calls this.
+ *
+ * An item whose idempotency key this hub holds for its topic (published
+ * within idempotency_ttl_s, also earlier in the same batch) is a repeat:
+ * nothing is published for it, repeated[i] (if non-NULL) is set, and out[i]
+ * is a message that only carries the first publish's id and the topic (no
+ * data, in no history). The key check and the publish are one critical
+ * section, so concurrent publishes of one key publish it once.
  */
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
-                                   size_t *failed);
+                                   bool *repeated, size_t *failed);
 
 /*
  * For an engine that stores elsewhere (cluster mode): a message another

@@ -15,17 +15,20 @@ static hd_engine_request *memory_publish(hd_engine *engine, const hd_publish_ite
 {
     hd_message *messages_on_stack[PUBLISH_ON_STACK];
     size_t subscribers_on_stack[PUBLISH_ON_STACK];
+    bool repeated_on_stack[PUBLISH_ON_STACK];
     bool on_stack = count <= PUBLISH_ON_STACK;
     hd_message **messages = on_stack ? messages_on_stack : hd_alloc(count * sizeof(*messages));
     size_t *subscribers = on_stack ? subscribers_on_stack : hd_alloc(count * sizeof(*subscribers));
+    bool *repeated = on_stack ? repeated_on_stack : hd_alloc(count * sizeof(*repeated));
 
     hd_publish_outcome outcome = {0};
     outcome.status = hd_hub_publish_batch(engine->hub, items, count, now_ms, messages, subscribers,
-                                          &outcome.failed);
+                                          repeated, &outcome.failed);
     if (outcome.status == HD_HUB_OK) {
         outcome.count = count;
         outcome.messages = messages;
         outcome.subscribers = subscribers;
+        outcome.repeated = repeated;
     }
     done(ctx, &outcome);
     for (size_t i = 0; i < outcome.count; i++)
@@ -33,6 +36,7 @@ static hd_engine_request *memory_publish(hd_engine *engine, const hd_publish_ite
     if (!on_stack) {
         free(messages);
         free(subscribers);
+        free(repeated);
     }
     return NULL;
 }

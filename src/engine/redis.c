@@ -297,6 +297,7 @@ struct hd_engine_request {
     hd_hub_status status;
     hd_message **messages; /* publish: count; read: result.count */
     size_t *subscribers;
+    bool *repeated; /* publish: count, whether the item repeated an idempotency key */
 
     /* read */
     const char **topics;
@@ -394,6 +395,7 @@ static void request_free(hd_engine_request *req)
     }
     free(req->messages);
     free(req->subscribers);
+    free(req->repeated);
     free(req->items);
     free(req->topics);
     free(req->topic_lens);
@@ -440,6 +442,7 @@ static void engine_on_worker(void *ctx, unsigned worker)
                     outcome.count = req->count;
                     outcome.messages = req->messages;
                     outcome.subscribers = req->subscribers;
+                    outcome.repeated = req->repeated;
                 }
                 req->publish_done(req->ctx, &outcome);
             } else if (req->kind == JOB_DESCRIBE || req->kind == JOB_LIST) {
@@ -689,14 +692,19 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
         } else {
             req->status = HD_HUB_OK;
             req->messages = hd_calloc(req->count, sizeof(*req->messages));
+            req->repeated = hd_calloc(req->count, sizeof(*req->repeated));
             uint64_t newest = 0;
             for (size_t i = 0; i < req->count; i++) {
                 const hd_publish_item *it = &req->items[i];
-                uint64_t seq = (uint64_t)reply->element[2 + i]->integer;
+                long long answer = reply->element[2 + i]->integer;
+                /* Negative: a repeat of an idempotency key, answered with the first seq. */
+                req->repeated[i] = answer < 0;
+                uint64_t seq = (uint64_t)(answer < 0 ? -answer : answer);
                 req->messages[i] =
                     hd_message_new(it->topic, it->topic_len, it->event, it->event_len, it->data,
                                    it->data_len, seq, epoch, req->now_ms);
-                newest = seq;
+                if (seq > newest)
+                    newest = seq;
             }
             if (reply->element[1]->len > 0)
                 hd_log_warn("cluster: new epoch %.*s (%.*s)", (int)reply->element[0]->len,
@@ -714,7 +722,7 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
  * candidate first (every script takes them), then what the call adds.
  * Numbers are printed into the call's own slots; texts are borrowed.
  */
-#define SCRIPT_NUMBERS 8
+#define SCRIPT_NUMBERS 9
 typedef struct script_args {
     const char **argv;
     size_t *lens;
@@ -766,7 +774,7 @@ static void run_publish(redis_engine *e, hd_engine_request *req)
     char known[9] = "";
     if (e->epoch != 0)
         snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
-    args_start(&a, e, 12 + 3 * req->count);
+    args_start(&a, e, 13 + 4 * req->count);
     args_number(&a, req->now_ms);
     args_number(&a, e->options.history_max_messages);
     args_number(&a, (int64_t)e->options.history_max_bytes);
@@ -781,6 +789,12 @@ static void run_publish(redis_engine *e, hd_engine_request *req)
         args_text(&a, it->topic, it->topic_len);
         args_text(&a, it->event != NULL ? it->event : "", it->event_len);
         args_text(&a, it->data, it->data_len);
+    }
+    args_number(&a, (int64_t)e->options.idempotency_ttl_s * 1000);
+    for (size_t i = 0; i < req->count; i++) {
+        const hd_publish_item *it = &req->items[i];
+        args_text(&a, it->idempotency_key != NULL ? it->idempotency_key : "",
+                  it->idempotency_key_len);
     }
     hd_redis_status status = args_call(&a, e, e->publish_script, on_publish_reply, req);
     if (status != HD_REDIS_OK) {
@@ -802,6 +816,9 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
                                               items[i].event, items[i].event_len);
         if (outcome.status == HD_HUB_TOO_MANY_TOPICS)
             outcome.status = HD_HUB_OK; /* the local mirror's limit, not the cluster's */
+        if (outcome.status == HD_HUB_OK && items[i].idempotency_key != NULL &&
+            !hd_idempotency_key_valid(items[i].idempotency_key, items[i].idempotency_key_len))
+            outcome.status = HD_HUB_BAD_IDEMPOTENCY_KEY;
         if (outcome.status != HD_HUB_OK) {
             outcome.failed = i;
             break;
@@ -822,7 +839,8 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
     req->items = hd_alloc(count * sizeof(*req->items));
     size_t bytes = 0;
     for (size_t i = 0; i < count; i++)
-        bytes += items[i].topic_len + items[i].event_len + items[i].data_len;
+        bytes += items[i].topic_len + items[i].event_len + items[i].data_len +
+                 (items[i].idempotency_key != NULL ? items[i].idempotency_key_len : 0);
     char *p = req->buf = hd_alloc(bytes + 1);
     for (size_t i = 0; i < count; i++) {
         hd_publish_item *it = &req->items[i];
@@ -835,6 +853,12 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
         }
         it->data = memcpy(p, items[i].data, items[i].data_len);
         p += items[i].data_len;
+        if (items[i].idempotency_key != NULL) {
+            it->idempotency_key = memcpy(p, items[i].idempotency_key, items[i].idempotency_key_len);
+            p += items[i].idempotency_key_len;
+        } else {
+            it->idempotency_key_len = 0; /* run_publish passes "" */
+        }
     }
     post_job(e, req);
     return req;

@@ -51,6 +51,7 @@ typedef struct hd_engine_redis_options {
      * configurable yet: always false, a restart starts a new epoch).
      */
     bool trust_redis_persistence;
+    uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */
 } hd_engine_redis_options;
 
 /*

@@ -47,6 +47,17 @@ bool hd_topic_name_valid(const char *name, size_t len)
     return true;
 }
 
+bool hd_idempotency_key_valid(const char *key, size_t len)
+{
+    if (len < 1 || len > HD_IDEMPOTENCY_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (key[i] < 0x20 || key[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
 bool hd_event_name_valid(const char *name, size_t len)
 {
     if (len < 1 || len > 64)
@@ -61,7 +72,7 @@ bool hd_event_name_valid(const char *name, size_t len)
 
 /* ---------------------------------------------------------------- topic table */
 
-static uint64_t hash_name(const hd_hub *hub, const char *name, size_t len)
+uint64_t hd_hub_hash(const hd_hub *hub, const char *name, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325ULL ^ hub->hash_seed; /* FNV-1a, seeded */
     for (size_t i = 0; i < len; i++) {
@@ -82,7 +93,7 @@ static uint64_t hash_name(const hd_hub *hub, const char *name, size_t len)
 
 hd_topic *hd_topic_find(const hd_hub *hub, const char *name, size_t len)
 {
-    uint64_t hash = hash_name(hub, name, len);
+    uint64_t hash = hd_hub_hash(hub, name, len);
     for (hd_topic *t = hub->buckets[hash & (hub->bucket_count - 1)]; t; t = t->bucket_next) {
         if (t->hash == hash && t->name_len == len && memcmp(t->name, name, len) == 0)
             return t;
@@ -123,7 +134,7 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
     hd_topic *t = hd_calloc(1, sizeof(*t) + len);
     memcpy(t->name, name, len);
     t->name_len = len;
-    t->hash = hash_name(hub, name, len);
+    t->hash = hd_hub_hash(hub, name, len);
     t->subscribers = hd_calloc(hub->workers, sizeof(*t->subscribers));
     for (unsigned w = 0; w < hub->workers; w++)
         hd_list_init(&t->subscribers[w]);
@@ -184,6 +195,7 @@ hd_hub *hd_hub_new(const hd_hub_options *options)
     hub->bucket_count = MIN_BUCKETS;
     hub->buckets = hd_calloc(hub->bucket_count, sizeof(*hub->buckets));
     hd_list_init(&hub->history_order);
+    hd_list_init(&hub->idem_order);
     return hub;
 }
 
@@ -207,6 +219,7 @@ void hd_hub_free(hd_hub *hub)
     }
     free(hub->inboxes);
     free(hub->buckets);
+    hd_idem_free(hub);
     pthread_mutex_destroy(&hub->lock);
     free(hub);
 }
@@ -303,9 +316,29 @@ static void publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now
     append_and_post_locked(hub, t, msg);
 }
 
+/*
+ * An item whose idempotency key is held for its topic: answers the first
+ * publish's id, publishes nothing. Returns false when the item is new.
+ */
+static bool repeat_locked(hd_hub *hub, const hd_publish_item *item, int64_t now_ms,
+                          hd_message **out, size_t *subscribers)
+{
+    uint64_t seq;
+    if (item->idempotency_key == NULL || hub->options.idempotency_ttl_s == 0 ||
+        !hd_idem_find(hub, item, now_ms, &seq))
+        return false;
+    hd_topic *t = hd_topic_find(hub, item->topic, item->topic_len);
+    if (subscribers != NULL)
+        *subscribers = t != NULL ? t->subscriber_count : 0;
+    if (out != NULL)
+        *out =
+            hd_message_new(item->topic, item->topic_len, NULL, 0, "", 0, seq, hub->epoch, now_ms);
+    return true;
+}
+
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
-                                   size_t *failed)
+                                   bool *repeated, size_t *failed)
 {
     hub_lock(hub);
     size_t new_topics = 0;
@@ -313,6 +346,9 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
         hd_topic *t;
         hd_hub_status status = check_publish(hub, items[i].topic, items[i].topic_len,
                                              items[i].event, items[i].event_len, &t);
+        if (status == HD_HUB_OK && items[i].idempotency_key != NULL &&
+            !hd_idempotency_key_valid(items[i].idempotency_key, items[i].idempotency_key_len))
+            status = HD_HUB_BAD_IDEMPOTENCY_KEY;
         /* Repeated new topics count each time: conservative, and known before anything changes. */
         new_topics += t == NULL;
         if (status == HD_HUB_OK && t == NULL && hub->options.max_topics != 0 &&
@@ -325,9 +361,18 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
             return status;
         }
     }
-    for (size_t i = 0; i < count; i++)
-        publish_locked(hub, &items[i], now_ms, out ? &out[i] : NULL,
-                       subscribers ? &subscribers[i] : NULL);
+    for (size_t i = 0; i < count; i++) {
+        hd_message **out_i = out ? &out[i] : NULL;
+        size_t *subscribers_i = subscribers ? &subscribers[i] : NULL;
+        bool repeat = repeat_locked(hub, &items[i], now_ms, out_i, subscribers_i);
+        if (repeated != NULL)
+            repeated[i] = repeat;
+        if (repeat)
+            continue;
+        publish_locked(hub, &items[i], now_ms, out_i, subscribers_i);
+        if (items[i].idempotency_key != NULL && hub->options.idempotency_ttl_s != 0)
+            hd_idem_record(hub, &items[i], hub->seq, now_ms);
+    }
     hub_unlock(hub);
     return HD_HUB_OK;
 }

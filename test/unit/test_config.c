@@ -38,6 +38,8 @@ static const char *const all_keys[] = {
     "limits.max_pending_body_bytes",
     "limits.close_timeout_s",
     "limits.poll_timeout_max_s",
+    "limits.max_idempotency_keys",
+    "publish.idempotency_ttl_s",
     "sse.retry_ms",
     "cors.allow_origins",
     "websocket.allow_origins",
