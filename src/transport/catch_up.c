@@ -147,6 +147,7 @@ static void read_batch(hd_catch_up *catch_up)
         .topic_count = catch_up->topic_count,
         .cursor = catch_up->next,
         .limit = BATCH_MESSAGES,
+        .may_lag = true, /* live delivery follows */
     };
     hd_engine_request *read =
         hd_engine_read(hd_conn_engine(catch_up->conn), &query, batch_on_read, catch_up);
@@ -190,6 +191,15 @@ void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscr
     catch_up->next = *cursor;
     catch_up->next.text = catch_up->next_text;
     catch_up->next.text_len = len;
+    /*
+     * What the client saw is never delivered again, also when it reaches
+     * this node only after the subscription (an id issued elsewhere), and a
+     * read answered at once (from the node's own history) leaves it queued.
+     */
+    uint32_t epoch;
+    uint64_t seq;
+    if (cursor->present && !cursor->earliest && hd_id_parse(cursor->text, len, &epoch, &seq))
+        hd_subscriber_move_seen(subscriber, epoch, seq, true);
     *owner = catch_up;
     read_batch(catch_up);
 }

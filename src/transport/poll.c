@@ -222,8 +222,8 @@ static void session_on_timeout(uv_timer_t *timer)
     session_force(timer->data);
 }
 
-/* Nothing new: subscribe and wait for a message or the timeout. */
-static void start_waiting(poll_session *session)
+/* Nothing new up to the read's cut: subscribe and wait for a message or the timeout. */
+static void start_waiting(poll_session *session, const hd_history_result *result)
 {
     hd_conn *conn = session->conn;
     hd_hub *hub = hd_conn_hub(conn);
@@ -239,6 +239,13 @@ static void start_waiting(poll_session *session)
             return;
         }
     }
+    /*
+     * Woken by whatever comes after the cut, even if the hub knew of it
+     * when subscribing: a read answered from the node's own history
+     * (may_lag) stops where the node's live feed was, and what the node
+     * knew of beyond it is still on its way.
+     */
+    hd_subscriber_move_seen(&session->subscriber, result->epoch, result->cut, false);
     session->waiting = true;
     uv_timer_init(hd_conn_loop(conn), &session->timer);
     session->timer.data = session;
@@ -278,7 +285,7 @@ static void session_on_read(void *ctx, const hd_history_result *result)
         session->reread = false;
         session_read(session);
     } else if (!session->waiting) {
-        start_waiting(session);
+        start_waiting(session, result);
     }
 }
 
@@ -292,6 +299,7 @@ static void session_read(poll_session *session)
         .topic_count = request->params.topic_count,
         .cursor = request_cursor(request, conn),
         .limit = request->limit,
+        .may_lag = !session->force, /* a poll that waits is woken by what comes later */
     };
     hd_engine_request *read =
         hd_engine_read(hd_conn_engine(conn), &query, session_on_read, session);
