@@ -884,6 +884,7 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
         hd_log_error("cluster: the read script failed: %s",
                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
         req->result = (hd_history_result){.epoch = e->epoch, .cut = e->known_seq};
+        req->fill_link = 0; /* nothing was read: no topic's record joins up with it */
     }
     if (req->fill)
         fill_done(e, req);
