@@ -136,14 +136,17 @@ void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops);
  */
 void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
 /*
- * Sets what each of sub's subscriptions saw to (epoch, seq) where that is
- * older (or of another epoch), or, with forward, newer (same epoch only). A catch-up moves it
- * forward to the client's cursor (what the client saw is never delivered again, even when it
- * arrives here after the subscription); a poll that waits moves it back to its read's cut, so
- * anything newer wakes it, even what the node knew of when it subscribed but received only after.
- * Same rules as hd_subscriber_mark_seen.
+ * Sets what sub's subscription of topic (if any) saw to (epoch, seq) where
+ * that is older (or of another epoch), or, with forward, newer (same epoch
+ * only). A catch-up moves it forward to the client's cursor once it is
+ * known valid (what the client saw is never delivered again, even when it
+ * arrives here after the subscription); a poll that waits moves it back to
+ * its read's cut, so anything newer wakes it, even what the node knew of
+ * when it subscribed but received only after. Same rules as
+ * hd_subscriber_mark_seen.
  */
-void hd_subscriber_move_seen(hd_subscriber *sub, uint32_t epoch, uint64_t seq, bool forward);
+void hd_subscriber_move_seen(hd_subscriber *sub, const char *topic, size_t topic_len,
+                             uint32_t epoch, uint64_t seq, bool forward);
 
 typedef enum hd_hub_status {
     HD_HUB_OK = 0,

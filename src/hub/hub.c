@@ -883,15 +883,19 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg)
     }
 }
 
-void hd_subscriber_move_seen(hd_subscriber *sub, uint32_t epoch, uint64_t seq, bool forward)
+void hd_subscriber_move_seen(hd_subscriber *sub, const char *topic, size_t topic_len,
+                             uint32_t epoch, uint64_t seq, bool forward)
 {
     for (size_t i = 0; i < sub->subscription_count; i++) {
         hd_subscription *s = &sub->subscriptions[i];
+        if (s->topic->name_len != topic_len || memcmp(s->topic->name, topic, topic_len) != 0)
+            continue;
         bool move = forward ? s->seen_epoch == epoch && s->seen_seq < seq
                             : s->seen_epoch != epoch || s->seen_seq > seq;
         if (move) {
             s->seen_epoch = epoch;
             s->seen_seq = seq;
         }
+        return;
     }
 }

@@ -245,7 +245,9 @@ static void start_waiting(poll_session *session, const hd_history_result *result
      * (may_lag) stops where the node's live feed was, and what the node
      * knew of beyond it is still on its way.
      */
-    hd_subscriber_move_seen(&session->subscriber, result->epoch, result->cut, false);
+    for (size_t i = 0; i < params->topic_count; i++)
+        hd_subscriber_move_seen(&session->subscriber, params->topics[i], params->topic_lens[i],
+                                result->epoch, result->cut, false);
     session->waiting = true;
     uv_timer_init(hd_conn_loop(conn), &session->timer);
     session->timer.data = session;

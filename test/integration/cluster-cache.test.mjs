@@ -99,6 +99,26 @@ async function follow(node, topic, { publisher = A, prefix = 'herald', nodes = 1
   return id;
 }
 
+/**
+ * Publishes to topic on node every paceMs until stop() (which resolves once
+ * the last publish was answered). acked: the ids answered 201, in order;
+ * unknown: how many were answered outcome_unknown (they may be delivered).
+ */
+function publishStream(node, topic, paceMs) {
+  const stream = { acked: [], unknown: 0 };
+  let publishing = true;
+  const done = (async () => {
+    for (let i = 0; publishing; i++) {
+      const res = await publish(node.url, topic, `p${i}`);
+      if (res.status === 201) stream.acked.push(res.json.id);
+      else if (res.json?.error === 'outcome_unknown') stream.unknown++;
+      await sleep(paceMs);
+    }
+  })();
+  stream.stop = () => { publishing = false; return done; };
+  return stream;
+}
+
 before(async () => {
   redis = await startRedis();
   proxy = await startProxy(redis.port);
@@ -212,18 +232,8 @@ test('an id B has not received yet: not refused, not answered early, and the wai
 test('pub/sub killed (CLIENT KILL TYPE pubsub) under a long-poll loop on B: nothing missed while B catches up', async () => {
   const topic = 'cache-resync';
   let cursor = await follow(B, topic);
-  const acked = [];
   const answers = [];
-  let unknown = 0; // publishes whose outcome A could not know (they may be delivered)
-  let publishing = true;
-  const publisher = (async () => {
-    for (let i = 0; publishing; i++) {
-      const res = await publish(A.url, topic, `p${i}`);
-      if (res.status === 201) acked.push(res.json.id);
-      else if (res.json?.error === 'outcome_unknown') unknown++;
-      await sleep(5);
-    }
-  })();
+  const stream = publishStream(A, topic, 5);
   try {
     const deadline = Date.now() + 20_000;
     let killed = 0;
@@ -239,8 +249,7 @@ test('pub/sub killed (CLIENT KILL TYPE pubsub) under a long-poll loop on B: noth
       cursor = answer.cursor;
     }
   } finally {
-    publishing = false;
-    await publisher;
+    await stream.stop();
   }
   // The rest, once the publisher stopped.
   for (;;) {
@@ -249,6 +258,7 @@ test('pub/sub killed (CLIENT KILL TYPE pubsub) under a long-poll loop on B: noth
     cursor = answer.cursor;
     if (!answer.more) break;
   }
+  const { acked, unknown } = stream;
   const { ids, gaps } = assertSequence(pollItems(answers), { label: 'long-poll on B', acked });
   assert.deepEqual(gaps, []);
   const ackedSet = new Set(acked);
@@ -261,15 +271,8 @@ test('a poller hopping between A and B, and SSE resumes on B, while A publishes:
   await follow(B, topic);
   await follow(A, topic, { nodes: 2 });
   let last = (await publishOk(A.url, topic, 'start')).id;
-  const acked = [last];
   const received = [last];
-  let publishing = true;
-  const publisher = (async () => {
-    for (let i = 0; publishing; i++) {
-      acked.push((await publishOk(A.url, topic, `p${i}`)).id);
-      await sleep(2);
-    }
-  })();
+  const stream = publishStream(A, topic, 2);
   try {
     for (let hop = 0; hop < 120; hop++) {
       if (hop % 4 === 3) {
@@ -288,9 +291,10 @@ test('a poller hopping between A and B, and SSE resumes on B, while A publishes:
       last = received.at(-1);
     }
   } finally {
-    publishing = false;
-    await publisher;
+    await stream.stop();
   }
+  assert.equal(stream.unknown, 0);
+  const acked = [received[0], ...stream.acked];
   const rest = await poll(B, [topic], { since: last, limit: 1000 });
   received.push(...rest.messages.map((m) => m.id));
   assertSequence(received.map((id) => ({ type: 'message', id })), { label: 'the hopping client' });

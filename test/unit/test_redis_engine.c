@@ -378,15 +378,16 @@ static void test_move_seen(void)
     hd_subscriber_init(&sub, &counting_ops);
     CHECK_EQ_INT(hd_hub_subscribe(hub, &sub, "a", 1), HD_HUB_OK);
     delivered = 0;
-    hd_subscriber_move_seen(&sub, EPOCH, 45, false);
-    hd_subscriber_move_seen(&sub, EPOCH, 47, true);
-    CHECK(hd_hub_ingest(hub, msg("a", 46, EPOCH))); /* seen: skipped */
+    hd_subscriber_move_seen(&sub, "a", 1, EPOCH, 45, false);
+    hd_subscriber_move_seen(&sub, "a", 1, EPOCH, 47, true);
+    hd_subscriber_move_seen(&sub, "b", 1, EPOCH, 49, true); /* not subscribed: nothing */
+    CHECK(hd_hub_ingest(hub, msg("a", 46, EPOCH)));         /* seen: skipped */
     CHECK(hd_hub_ingest(hub, msg("a", 48, EPOCH))); /* after what it saw, before the hub's 50 */
     while (hd_hub_deliver_pending(hub, 1 << 20))
         ;
     CHECK_EQ_INT(delivered, 1);
     CHECK_EQ_INT(delivered_seq, 48);
-    hd_subscriber_move_seen(&sub, 0x22222222, 9, true); /* another epoch: not forward */
+    hd_subscriber_move_seen(&sub, "a", 1, 0x22222222, 9, true); /* another epoch: not forward */
     CHECK(hd_hub_ingest(hub, msg("a", 49, EPOCH)));
     while (hd_hub_deliver_pending(hub, 1 << 20))
         ;
