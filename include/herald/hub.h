@@ -261,6 +261,14 @@ void hd_hub_ingest_loss(hd_hub *hub, const char *topic, size_t topic_len, uint32
 #define HD_HUB_UNCOVERED UINT64_MAX
 void hd_hub_cover(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
                   uint64_t cover_from);
+/*
+ * For an engine about to stop following topic (unsubscribe in the store):
+ * drops its coverage and returns true, unless a subscriber is on it (its
+ * interest is still on its way to the engine: keep following). One step
+ * under the lock, so a subscriber that reads after subscribing either finds
+ * the topic followed or not covered. Any thread.
+ */
+bool hd_hub_uncover_unused(hd_hub *hub, const char *topic, size_t topic_len);
 /* Drops every topic's coverage: the store's live feed broke off. Any thread. */
 void hd_hub_uncover_all(hd_hub *hub);
 /*

@@ -451,13 +451,16 @@ static void on_sweep(uv_timer_t *timer)
         topic_state **slot = &e->topics[b];
         while (*slot != NULL) {
             topic_state *t = *slot;
-            /* A read of its missed range under way still needs it (fill_done). */
+            /*
+             * A read of its missed range under way still needs it (fill_done);
+             * a subscriber whose interest is on its way may have read from
+             * the hub's history already, counting on pub/sub to follow.
+             */
             if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS ||
-                t->fills > 0) {
+                t->fills > 0 || !hd_hub_uncover_unused(e->base.hub, t->name, t->len)) {
                 slot = &t->next;
                 continue;
             }
-            hd_hub_cover(e->base.hub, t->name, t->len, e->epoch, HD_HUB_UNCOVERED);
             char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
             hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
             *slot = t->next;

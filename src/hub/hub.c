@@ -451,6 +451,17 @@ void hd_hub_cover(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epo
     hub_unlock(hub);
 }
 
+bool hd_hub_uncover_unused(hd_hub *hub, const char *topic, size_t topic_len)
+{
+    hub_lock(hub);
+    hd_topic *t = hd_topic_find(hub, topic, topic_len);
+    bool unused = t == NULL || t->subscriber_count == 0;
+    if (unused && t != NULL)
+        t->cover_from = HD_HUB_UNCOVERED;
+    hub_unlock(hub);
+    return unused;
+}
+
 void hd_hub_uncover_all(hd_hub *hub)
 {
     hub_lock(hub);

@@ -360,6 +360,17 @@ static void test_read_covered(void)
     hd_hub_cover(hub, "a", 1, EPOCH, 9);
     hd_hub_uncover_all(hub);
     CHECK(!read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    /* The engine stops following a topic only while nobody subscribes to it here. */
+    hd_hub_cover(hub, "a", 1, EPOCH, 9);
+    hd_subscriber sub = {0};
+    hd_subscriber_init(&sub, &counting_ops);
+    CHECK_EQ_INT(hd_hub_subscribe(hub, &sub, "a", 1), HD_HUB_OK);
+    CHECK(!hd_hub_uncover_unused(hub, "a", 1));
+    CHECK(read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    hd_hub_unsubscribe_all(hub, &sub);
+    CHECK(hd_hub_uncover_unused(hub, "a", 1));
+    CHECK(!read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    CHECK(hd_hub_uncover_unused(hub, "zz", 2)); /* unknown: nobody on it */
     /* A new epoch forgets every topic's coverage and the live position. */
     hd_hub_cover(hub, "a", 1, EPOCH, 9);
     hd_hub_advance(hub, 0x22222222, 1);
