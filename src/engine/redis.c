@@ -223,9 +223,9 @@ struct hd_engine_request {
     bool fill;                      /* a read for a lost pub/sub message: the engine's own */
     bool hello;                     /* the read of no topic at connect: the epoch and the cut */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
+    char *buf;     /* the copies of the caller's bytes */
     /* fill: the link it was started on, when its topic was confirmed there (else 0) */
     uint64_t fill_link;
-    char *buf; /* the copies of the caller's bytes */
 
     /* publish */
     hd_publish_item *items;
@@ -273,9 +273,10 @@ struct redis_engine {
     const hd_redis_script *publish_script;
     const hd_redis_script *read_script;
     bool was_up;
-    uint64_t link_ups;  /* times the link came up: which connection a topic was confirmed on */
-    uint32_t epoch;     /* Redis's, once known (0: not yet) */
-    uint64_t known_seq; /* the highest seq seen in epoch */
+    /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
+    uint64_t link_ups;
+    uint32_t epoch;             /* Redis's, once known (0: not yet) */
+    uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
     topic_state *topics[TOPIC_BUCKETS];
@@ -1109,7 +1110,8 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
             t->chain_epoch = epoch;
             t->chain_from = prev;
         }
-        t->chain_last = seq;
+        if (seq > t->chain_last)
+            t->chain_last = seq;
         cover = cover_of(e, t);
     }
     if (!hd_hub_ingest_live(e->base.hub, msg, cover) && t != NULL)
