@@ -243,6 +243,16 @@ void hd_engine_init(hd_engine *engine, const hd_engine_ops *ops, hd_hub *hub);
 
 const char *hd_engine_state_name(hd_engine_state state); /* "up", "connecting", "down" */
 
+/*
+ * For an engine's read: answers query from this node's hub at once (calls
+ * done, on the caller's stack, and returns true). covered_only: only when
+ * the hub's history answers it as the store would (hd_hub_read_covered,
+ * cluster mode; the result's epoch and cut are then the node's live
+ * position); otherwise it calls nothing and returns false.
+ */
+bool hd_engine_read_hub(hd_engine *engine, const hd_history_query *query, bool covered_only,
+                        hd_engine_read_cb done, void *ctx);
+
 static inline hd_engine_request *hd_engine_publish(hd_engine *engine, const hd_publish_item *items,
                                                    size_t count, int64_t now_ms,
                                                    hd_engine_publish_cb done, void *ctx)

@@ -262,6 +262,22 @@ typedef struct topic_state {
     bool confirmed;
     uint32_t since_epoch;
     uint64_t since_seq;
+    /*
+     * The hub's history of the topic holds every message of it after
+     * chain_from up to chain_last, of chain_epoch (chained): a message from
+     * pub/sub extends it when its prev is within it, and starts a new one
+     * at its prev otherwise; a read of a missed range extends it when it
+     * starts within it. Reads are answered from it (the hub's coverage,
+     * cover_of) while no read of the topic's missed range is under way
+     * (fills) and its SUBSCRIBE was confirmed on this connection
+     * (confirmed_link == the engine's link_ups): everything newer then
+     * arrives over pub/sub, in order.
+     */
+    bool chained;
+    uint32_t chain_epoch;
+    uint64_t chain_from, chain_last;
+    unsigned fills;
+    uint64_t confirmed_link;
     size_t len;
     char name[];
 } topic_state;
@@ -289,6 +305,8 @@ struct hd_engine_request {
     bool fill;                      /* a read for a lost pub/sub message: the engine's own */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
     char *buf;     /* the copies of the caller's bytes */
+    /* fill: the link it was started on, when its topic was confirmed there (else 0) */
+    uint64_t fill_link;
 
     /* publish */
     hd_publish_item *items;
@@ -352,6 +370,8 @@ struct redis_engine {
     const hd_redis_script *hello_script;
     const hd_redis_script *topics_script;
     bool was_up;
+    /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
+    uint64_t link_ups;
     uint32_t epoch;             /* Redis's, once known (0: not yet) */
     uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
@@ -554,7 +574,13 @@ static void on_sweep(uv_timer_t *timer)
         topic_state **slot = &e->topics[b];
         while (*slot != NULL) {
             topic_state *t = *slot;
-            if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS) {
+            /*
+             * A read of its missed range under way still needs it (fill_done);
+             * a subscriber whose interest is on its way may have read from
+             * the hub's history already, counting on pub/sub to follow.
+             */
+            if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS ||
+                t->fills > 0 || !hd_hub_uncover_unused(e->base.hub, t->name, t->len)) {
                 slot = &t->next;
                 continue;
             }
@@ -632,6 +658,19 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
         e->known_seq = seq;
         hd_hub_advance(e->base.hub, epoch, seq);
     }
+}
+
+/* Where reads of t may be answered from the hub's history (topic_state), or HD_HUB_UNCOVERED. */
+static uint64_t cover_of(const redis_engine *e, const topic_state *t)
+{
+    bool live = t->chained && t->chain_epoch == e->epoch && t->fills == 0 &&
+                t->confirmed_link == e->link_ups;
+    return live ? t->chain_from : HD_HUB_UNCOVERED;
+}
+
+static void publish_cover(redis_engine *e, const topic_state *t)
+{
+    hd_hub_cover(e->base.hub, t->name, t->len, e->epoch, cover_of(e, t));
 }
 
 /* ------------------------------------------------------------------ publishing */
@@ -951,6 +990,19 @@ static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t
 static void fill_done(redis_engine *e, hd_engine_request *req)
 {
     topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    /*
+     * The topic's record (topic_state) this read extends when it starts
+     * within it, or else starts at the read's cursor; only a read started
+     * on this connection once the topic was confirmed there joins up with
+     * what pub/sub brings after it.
+     */
+    uint32_t epoch = req->result.epoch;
+    bool chained = t != NULL && req->fill_link == e->link_ups && epoch == e->epoch;
+    bool same_epoch = req->cursor_epoch == epoch;
+    bool joins = chained && t->chained && t->chain_epoch == epoch && same_epoch &&
+                 req->cursor.seq <= t->chain_last;
+    uint64_t from = joins ? t->chain_from : same_epoch ? req->cursor.seq : 0;
+    uint64_t last = joins ? t->chain_last : from;
     /* What history lost past the topic's last message: its subscribers hear of it first. */
     for (size_t i = 0; i < req->result.gap_count; i++) {
         const hd_gap *gap = &req->result.gaps[i];
@@ -960,6 +1012,8 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
             t->epoch = req->result.epoch;
             t->last = gap->to_seq;
         }
+        if (gap->to_seq > last)
+            from = last = gap->to_seq; /* the record starts over after the loss */
         hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, req->result.epoch, gap->to_seq);
     }
     for (size_t i = 0; i < req->result.count; i++) {
@@ -968,7 +1022,18 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
             t->epoch = msg->epoch;
             t->last = msg->seq;
         }
-        hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+        bool taken = hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+        if (msg->seq > last) {
+            chained = chained && taken; /* one the history lacks breaks the record */
+            last = msg->seq;
+        }
+    }
+    if (t != NULL) {
+        t->fills--;
+        t->chained = chained;
+        t->chain_epoch = epoch;
+        t->chain_from = from;
+        t->chain_last = last;
     }
     atomic_fetch_add(&e->catchup_messages, req->result.count);
     bool more = req->result.more && t != NULL;
@@ -979,6 +1044,8 @@ static void fill_done(redis_engine *e, hd_engine_request *req)
         start_fill(e, t, t->epoch, t->last, NULL, 0);
         return;
     }
+    if (t != NULL)
+        publish_cover(e, t);
     hd_engine_request *next = e->fills;
     if (next != NULL) {
         e->fills = next->next;
@@ -1053,6 +1120,7 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
         hd_log_error("cluster: the read script failed: %s",
                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
         req->result = (hd_history_result){.epoch = e->epoch, .cut = e->known_seq};
+        req->fill_link = 0; /* nothing was read: no topic's record joins up with it */
     }
     if (req->fill)
         fill_done(e, req);
@@ -1137,6 +1205,10 @@ static hd_engine_request *redis_read(hd_engine *engine, const hd_history_query *
     }
     size_t limit =
         query->limit == 0 || query->limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : query->limit;
+    hd_history_query bounded = *query;
+    bounded.limit = limit;
+    if (hd_engine_read_hub(engine, &bounded, true, done, ctx))
+        return NULL; /* the node's own history answers it (docs/api.md, "Reads") */
     /* Without a cursor nothing is read, but the cut is the cluster's: read no topic. */
     hd_engine_request *req = read_request_new(e, query->topics, query->topic_lens,
                                               query->cursor.present ? query->topic_count : 0,
@@ -1463,6 +1535,9 @@ static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t
         read_request_new(e, &topic, &t->len, 1, &cursor, HD_ENGINE_READ_MAX, NULL);
     req->fill = true;
     req->worker = HD_WORKER_NONE;
+    req->fill_link = t->confirmed_link == e->link_ups ? e->link_ups : 0;
+    t->fills++;
+    publish_cover(e, t); /* none until the range is read */
     if (msg != NULL)
         held_push(e, msg, prev, true);
     if (e->filling) {
@@ -1495,6 +1570,7 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
     if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
+            hd_hub_pass_live(e->base.hub, epoch, seq);
             hd_message_release(msg); /* already ingested (from a read) */
             return;
         }
@@ -1503,11 +1579,22 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
             return;
         }
     }
+    uint64_t cover = HD_HUB_UNCOVERED;
     if (t != NULL) {
         t->last = seq;
         t->epoch = epoch;
+        /* Nothing of the topic lies between prev and seq, and what follows comes in order. */
+        if (!t->chained || t->chain_epoch != epoch || prev > t->chain_last) {
+            t->chained = true;
+            t->chain_epoch = epoch;
+            t->chain_from = prev;
+        }
+        if (seq > t->chain_last)
+            t->chain_last = seq;
+        cover = cover_of(e, t);
     }
-    hd_hub_ingest(e->base.hub, msg);
+    if (!hd_hub_ingest_live(e->base.hub, msg, cover) && t != NULL)
+        t->chained = false;
 }
 
 static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len,
@@ -1563,6 +1650,7 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
     topic_state *t = *topic_slot(e, channel + e->prefix_len + 3, channel_len - e->prefix_len - 3);
     if (t == NULL)
         return;
+    t->confirmed_link = e->link_ups;
     if (t->fresh) {
         t->confirmed = true;
         if (t->positioned)
@@ -1697,6 +1785,16 @@ static void on_reply_time(void *ctx, uint64_t ns)
     atomic_fetch_add(&e->rtt_count, 1);
 }
 
+/* Pub/sub broke off: what was published meanwhile is not in any topic's record. */
+static void forget_records(redis_engine *e)
+{
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+            t->chained = false;
+    }
+    hd_hub_uncover_all(e->base.hub);
+}
+
 static void on_link_state(void *ctx, hd_redis_link_state state, const char *reason)
 {
     redis_engine *e = ctx;
@@ -1712,8 +1810,11 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
                         hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
                         reason ? reason : "");
     }
-    if (state != HD_REDIS_LINK_UP)
+    if (state != HD_REDIS_LINK_UP) {
+        forget_records(e);
         return;
+    }
+    e->link_ups++;
     if (e->was_up)
         atomic_fetch_add(&e->reconnects, 1);
     e->was_up = true;

@@ -26,7 +26,10 @@
  * Publishing while the link is not up is refused at once (unavailable); a
  * publish whose connection broke before the answer is outcome_unknown;
  * Redis's -OOM and -BUSY are unavailable. A read while the link is down
- * waits until it is up again.
+ * waits until it is up again. A read the node's own history provably
+ * answers (hd_hub_read_covered: the engine tells the hub which topics'
+ * history has no hole, see topic_state in redis.c) completes at once, on
+ * the caller's stack, without Redis.
  */
 #ifndef HERALD_ENGINE_REDIS_H
 #define HERALD_ENGINE_REDIS_H

@@ -139,6 +139,7 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
     for (unsigned w = 0; w < hub->workers; w++)
         hd_list_init(&t->subscribers[w]);
     t->lost_upto = hub->forgotten_upto;
+    t->cover_from = HD_HUB_UNCOVERED;
 
     if (hub->topic_count >= hub->bucket_count)
         resize_table(hub, hub->bucket_count * 2);
@@ -389,6 +390,7 @@ static void set_epoch_locked(hd_hub *hub, uint32_t epoch)
         return;
     __atomic_store_n(&hub->epoch, epoch, __ATOMIC_RELAXED);
     hub->seq = 0;
+    hub->live_seq = 0;
     /*
      * A marker (seq 0, no topic) tells each worker, in its inbox's order, to
      * send its subscribers a gap before the new epoch's messages.
@@ -423,6 +425,25 @@ void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq)
     hub_unlock(hub);
 }
 
+/* hd_hub_ingest with the lock held; *topic is msg's topic (created if need be). */
+static bool ingest_locked(hd_hub *hub, hd_message *msg, uint32_t epoch, hd_topic **topic)
+{
+    set_epoch_locked(hub, epoch);
+    hd_topic *t = hd_topic_find(hub, msg->topic, msg->topic_len);
+    /* The local history is a mirror: a topic beyond max_topics is delivered, not kept. */
+    if (t == NULL)
+        t = topic_create(hub, msg->topic, msg->topic_len);
+    *topic = t;
+    if (msg->seq <= t->last_seq) {
+        hd_message_release(msg);
+        return false;
+    }
+    if (msg->seq > hub->seq)
+        hub->seq = msg->seq;
+    append_and_post_locked(hub, t, msg);
+    return true;
+}
+
 bool hd_hub_ingest(hd_hub *hub, hd_message *msg)
 {
     uint32_t epoch;
@@ -431,22 +452,69 @@ bool hd_hub_ingest(hd_hub *hub, hd_message *msg)
         hd_message_release(msg);
         return false;
     }
+    hd_topic *t;
     hub_lock(hub);
-    set_epoch_locked(hub, epoch);
-    hd_topic *t = hd_topic_find(hub, msg->topic, msg->topic_len);
-    /* The local history is a mirror: a topic beyond max_topics is delivered, not kept. */
-    if (t == NULL)
-        t = topic_create(hub, msg->topic, msg->topic_len);
-    bool taken = msg->seq > t->last_seq;
-    if (taken) {
-        if (msg->seq > hub->seq)
-            hub->seq = msg->seq;
-        append_and_post_locked(hub, t, msg);
+    bool taken = ingest_locked(hub, msg, epoch, &t);
+    hub_unlock(hub);
+    return taken;
+}
+
+static void pass_live_locked(hd_hub *hub, uint32_t epoch, uint64_t seq)
+{
+    if (epoch == hub->epoch && seq > hub->live_seq)
+        hub->live_seq = seq;
+}
+
+bool hd_hub_ingest_live(hd_hub *hub, hd_message *msg, uint64_t cover_from)
+{
+    uint32_t epoch = msg->epoch;
+    uint64_t seq = msg->seq;
+    hd_topic *t;
+    hub_lock(hub);
+    bool taken = ingest_locked(hub, msg, epoch, &t);
+    /* Not taken: the record lacks the message it was to be extended with. */
+    t->cover_from = taken ? cover_from : HD_HUB_UNCOVERED;
+    pass_live_locked(hub, epoch, seq);
+    hub_unlock(hub);
+    return taken;
+}
+
+void hd_hub_pass_live(hd_hub *hub, uint32_t epoch, uint64_t seq)
+{
+    hub_lock(hub);
+    pass_live_locked(hub, epoch, seq);
+    hub_unlock(hub);
+}
+
+void hd_hub_cover(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
+                  uint64_t cover_from)
+{
+    hub_lock(hub);
+    hd_topic *t = hd_topic_find(hub, topic, topic_len);
+    if (t != NULL)
+        t->cover_from = epoch == hub->epoch ? cover_from : HD_HUB_UNCOVERED;
+    hub_unlock(hub);
+}
+
+bool hd_hub_uncover_unused(hd_hub *hub, const char *topic, size_t topic_len)
+{
+    hub_lock(hub);
+    hd_topic *t = hd_topic_find(hub, topic, topic_len);
+    bool unused = t == NULL || t->subscriber_count == 0;
+    if (unused && t != NULL)
+        t->cover_from = HD_HUB_UNCOVERED;
+    hub_unlock(hub);
+    return unused;
+}
+
+void hd_hub_uncover_all(hd_hub *hub)
+{
+    hub_lock(hub);
+    for (size_t b = 0; b < hub->bucket_count; b++) {
+        for (hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next)
+            t->cover_from = HD_HUB_UNCOVERED;
     }
     hub_unlock(hub);
-    if (!taken)
-        hd_message_release(msg);
-    return taken;
 }
 
 void hd_hub_ingest_loss(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
@@ -882,5 +950,22 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg)
             }
             return;
         }
+    }
+}
+
+void hd_subscriber_move_seen(hd_subscriber *sub, const char *topic, size_t topic_len,
+                             uint32_t epoch, uint64_t seq, bool forward)
+{
+    for (size_t i = 0; i < sub->subscription_count; i++) {
+        hd_subscription *s = &sub->subscriptions[i];
+        if (s->topic->name_len != topic_len || memcmp(s->topic->name, topic, topic_len) != 0)
+            continue;
+        bool move = forward ? s->seen_epoch == epoch && s->seen_seq < seq
+                            : s->seen_epoch != epoch || s->seen_seq > seq;
+        if (move) {
+            s->seen_epoch = epoch;
+            s->seen_seq = seq;
+        }
+        return;
     }
 }

@@ -36,6 +36,13 @@ struct hd_topic {
 
     uint64_t lost_upto; /* seq of the newest message of this topic evicted or expired */
     uint64_t last_seq;  /* seq of the newest message ever published here, 0 if none */
+    /*
+     * Cluster mode: the history holds every message of the topic after
+     * cover_from up to the hub's live_seq, except those up to lost_upto,
+     * as the engine said (hd_hub_cover); HD_HUB_UNCOVERED: no such claim.
+     * Of the hub's epoch: a new one clears it (hd_history_clear).
+     */
+    uint64_t cover_from;
 
     size_t name_len;
     char name[];
@@ -60,6 +67,12 @@ struct hd_hub {
     /* Cluster mode: the epoch came from the store, so a change is announced to subscribers. */
     bool epoch_from_store;
     uint64_t seq; /* the last seq assigned (cluster mode: ingested) */
+    /*
+     * Cluster mode: the newest seq of the store's live feed this node
+     * processed (hd_hub_ingest_live, hd_hub_pass_live), in seq's epoch. It
+     * trails seq while the node knows of ids it has not received yet.
+     */
+    uint64_t live_seq;
     /*
      * The newest lost seq of any topic that was freed. A topic created later
      * starts with lost_upto = forgotten_upto: it cannot know whether the
