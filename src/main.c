@@ -280,6 +280,7 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
         .history_max_bytes = config->history.max_bytes,
         .history_ttl_s = config->history.ttl_s,
         .idempotency_ttl_s = config->publish.idempotency_ttl_s,
+        .trust_redis_persistence = config->cluster.trust_redis_persistence,
     };
     char err[256];
     /* Checked at load: cannot fail here. */

@@ -80,6 +80,7 @@ typedef struct hd_config {
         char *redis;
         char *prefix;
         uint32_t timeout_ms;
+        bool trust_redis_persistence;
     } cluster;
 } hd_config;
 

@@ -115,6 +115,7 @@ static const config_key config_keys[] = {
     STRING("cluster.redis", cluster.redis, "", check_redis),
     STRING("cluster.prefix", cluster.prefix, "herald", check_prefix),
     U32("cluster.timeout_ms", cluster.timeout_ms, 100, 60000, 2000),
+    BOOL("cluster.trust_redis_persistence", cluster.trust_redis_persistence, false),
 };
 
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -137,6 +138,7 @@ static const char *const restart_keys[] = {
     "cluster.redis",
     "cluster.prefix",
     "cluster.timeout_ms",
+    "cluster.trust_redis_persistence",
 };
 
 /* Config files are small; the cap only stops a wrong path (a device, a log) from eating memory. */

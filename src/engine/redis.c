@@ -399,6 +399,13 @@ struct redis_engine {
     char evictions_run_id[48];
     uint64_t evictions_reported;  /* evicted_keys as of the last warning (or the first reading) */
     uint64_t evictions_warned_ms; /* uv_now of the last warning; 0: none yet */
+    /*
+     * cluster.trust_redis_persistence: whether the Redis process
+     * persistence_run_id was seen with AOF on (from INFO persistence, read
+     * just before its appendfsync), and whether it was warned about.
+     */
+    char persistence_run_id[48];
+    bool aof_enabled;
 };
 
 /* ------------------------------------------------------------------ requests */
@@ -1752,17 +1759,66 @@ static void on_info_stats(void *ctx, hd_redis_status status, const redisReply *r
     e->evictions_warned_ms = now;
 }
 
-/* Reads Redis's maxmemory-policy and evicted_keys (INFO works where CONFIG is renamed away). */
+/* The answer to INFO persistence, just before CONFIG GET appendfsync's. */
+static void on_info_persistence(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    const char *value;
+    size_t len;
+    e->aof_enabled = status == HD_REDIS_OK && reply->type == REDIS_REPLY_STRING &&
+                     hd_redis_info_field(reply->str, reply->len, "aof_enabled", &value, &len) &&
+                     len == 1 && value[0] == '1';
+}
+
+/*
+ * Trusting a Redis restart not to lose writes (the epoch is kept) is safe
+ * only when Redis writes every command to its AOF before answering: warned
+ * about once per Redis process when it does not, or when CONFIG is renamed
+ * away so that appendfsync cannot be read.
+ */
+static void on_appendfsync(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    if (status != HD_REDIS_OK)
+        return;
+    const char *run_id = hd_redis_link_run_id(e->link);
+    if (strcmp(run_id, e->persistence_run_id) == 0)
+        return;
+    snprintf(e->persistence_run_id, sizeof(e->persistence_run_id), "%s", run_id);
+    bool readable = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                    reply->element[1]->type == REDIS_REPLY_STRING;
+    const char *fsync = readable ? reply->element[1]->str : "unknown (CONFIG GET refused)";
+    if (e->aof_enabled && readable && strcmp(fsync, "always") == 0)
+        return;
+    hd_log_warn("cluster: cluster.trust_redis_persistence is true, but Redis has appendonly %s "
+                "and appendfsync %s: a Redis restart may lose its last writes while herald keeps "
+                "the epoch (ids may be issued twice, messages lost without a gap); set "
+                "appendonly yes and appendfsync always, or trust_redis_persistence false",
+                e->aof_enabled ? "yes" : "no", fsync);
+}
+
+/*
+ * Reads Redis's maxmemory-policy and evicted_keys (INFO works where CONFIG
+ * is renamed away), and its persistence when herald is told to trust it.
+ */
 static void check_redis_settings(redis_engine *e)
 {
     static const char *const memory[] = {"INFO", "memory"};
     static const char *const stats[] = {"INFO", "stats"};
+    static const char *const persistence[] = {"INFO", "persistence"};
+    static const char *const appendfsync[] = {"CONFIG", "GET", "appendfsync"};
     if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
         return;
     hd_redis_link_command(e->link, 2, (const char **)memory, (const size_t[]){4, 6}, on_info_memory,
                           e);
     hd_redis_link_command(e->link, 2, (const char **)stats, (const size_t[]){4, 5}, on_info_stats,
                           e);
+    if (!e->options.trust_redis_persistence)
+        return;
+    hd_redis_link_command(e->link, 2, (const char **)persistence, (const size_t[]){4, 11},
+                          on_info_persistence, e);
+    hd_redis_link_command(e->link, 3, (const char **)appendfsync, (const size_t[]){6, 3, 11},
+                          on_appendfsync, e);
 }
 
 static void on_info_timer(uv_timer_t *timer)

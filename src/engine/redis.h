@@ -50,8 +50,8 @@ typedef struct hd_engine_redis_options {
     uint64_t history_max_bytes;
     uint32_t history_ttl_s;
     /*
-     * A Redis restart keeps the epoch (cluster.trust_redis_persistence, not
-     * configurable yet: always false, a restart starts a new epoch).
+     * cluster.trust_redis_persistence: a Redis restart (a new run_id) keeps
+     * the epoch; false: it starts a new one.
      */
     bool trust_redis_persistence;
     uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */

@@ -54,6 +54,7 @@ static const char *const all_keys[] = {
     "cluster.redis",
     "cluster.prefix",
     "cluster.timeout_ms",
+    "cluster.trust_redis_persistence",
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -134,7 +135,8 @@ static bool same_config(const hd_config *a, const hd_config *b)
            a->auth.anonymous_publish == b->auth.anonymous_publish &&
            strcmp(a->cluster.redis, b->cluster.redis) == 0 &&
            strcmp(a->cluster.prefix, b->cluster.prefix) == 0 &&
-           a->cluster.timeout_ms == b->cluster.timeout_ms;
+           a->cluster.timeout_ms == b->cluster.timeout_ms &&
+           a->cluster.trust_redis_persistence == b->cluster.trust_redis_persistence;
 }
 
 /* Writes text to a new temporary file and returns its path (static storage). */
@@ -194,6 +196,7 @@ static void test_defaults(void)
     CHECK_EQ_STR(cfg.cluster.redis, "");
     CHECK_EQ_STR(cfg.cluster.prefix, "herald");
     CHECK_EQ_INT(cfg.cluster.timeout_ms, 2000);
+    CHECK(!cfg.cluster.trust_redis_persistence);
 
     /* An empty document changes nothing. */
     hd_config other;
@@ -224,7 +227,7 @@ static void test_every_key_set(void)
         " \"auth\": {\"jwt_secret\": \"s\", \"jwt_public_key\": \"p\","
         " \"anonymous_subscribe\": false, \"anonymous_publish\": false},"
         " \"cluster\": {\"redis\": \"redis://127.0.0.1:6379\", \"prefix\": \"app1\","
-        " \"timeout_ms\": 500}}";
+        " \"timeout_ms\": 500, \"trust_redis_persistence\": true}}";
     hd_config cfg;
     hd_config_init(&cfg);
     char err[HD_CONFIG_ERROR_MAX] = "";
@@ -271,6 +274,7 @@ static void test_every_key_set(void)
     CHECK_EQ_STR(cfg.cluster.redis, "redis://127.0.0.1:6379");
     CHECK_EQ_STR(cfg.cluster.prefix, "app1");
     CHECK_EQ_INT(cfg.cluster.timeout_ms, 500);
+    CHECK(cfg.cluster.trust_redis_persistence);
 
     /* A second document applies on top of the first. */
     static const char more[] = "{\"heartbeat_s\": 20, \"cors\": {\"allow_origins\": [\"*\"]}}";
