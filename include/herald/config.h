@@ -76,6 +76,11 @@ typedef struct hd_config {
         char *redis;
         char *prefix;
         uint32_t timeout_ms;
+        hd_strings sentinels; /* "host:port" each; empty: no Sentinel */
+        char *sentinel_master;
+        char *sentinel_password;
+        char *master_password;
+        uint32_t master_db;
     } cluster;
 } hd_config;
 
@@ -101,7 +106,7 @@ int hd_config_parse_address(const char *address, char *host, size_t host_len, in
 void hd_config_free(hd_config *cfg);
 /*
  * For a reload: each key herald reads only at start (listen, workers,
- * history.*, limits.max_topics, cluster.redis; tls.cert and tls.key when
+ * history.*, limits.max_topics, cluster.*; tls.cert and tls.key when
  * they would turn TLS on or off) that differs in next gets running's value
  * back, and its name is appended to names (", " between). Returns how many.
  */
