@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { subscribe, openWS, publish, publishOk, runHerald, writeConfig, assertError } from '../lib/harness.mjs';
 import {
-  startSentinels, startCluster, waitHealthy, healthz, itemsOf, waitForId, splitId, assertGapsFrom,
+  startSentinels, startCluster, waitHealthy, healthz, metric, itemsOf, waitForId, splitId, assertGapsFrom,
   steadyPublisher, newestId, checkDelivery,
 } from '../lib/cluster.mjs';
 
@@ -85,6 +85,9 @@ test('master killed under a steady publish stream from two nodes: 503 during the
     assert.ok(firstNew.at - killedMs <= FAILOVER_WITHIN_MS,
       `a publish was acknowledged by the new master ${firstNew.at - killedMs} ms after the kill (at most ${FAILOVER_WITHIN_MS})`);
     assert.ok(pub.refused.length + pub.unknown.length > 0, 'publishes answered 503 during the failover');
+    // The promoted replica is another Redis process: the epoch rotated for a restart.
+    const restarts = await Promise.all([A, B].map((n) => metric(n, 'herald_cluster_epoch_changes_total', 'reason="restart"')));
+    assert.ok(restarts.some((n) => n >= 1), `an epoch change for a restart is counted: ${restarts}`);
     // Once on the new master, an answer never comes from the old epoch again.
     const firstNewAt = pub.acked.indexOf(firstNew);
     const back = pub.acked.slice(firstNewAt).filter((a) => splitId(a.id).epoch === oldEpoch && a.at > firstNew.at + 1000);
