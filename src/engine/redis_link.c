@@ -116,6 +116,9 @@ struct hd_redis_link {
     unsigned attempt;            /* failed attempts since the last UP */
     hd_redis_sentinel *sentinel; /* NULL without sentinels */
     bool locating;               /* asking the sentinels */
+    /* Where a +switch-master said the master went (port 0: nowhere new): the next attempt's. */
+    char switched_host[HD_SENTINEL_HOST_MAX + 1];
+    int switched_port;
     bool resolving;
     uv_getaddrinfo_t resolve;
     char host[HD_REDIS_URL_HOST_MAX + 1]; /* this attempt's server: the URL's or the sentinels' */
@@ -964,17 +967,24 @@ static void link_connect(hd_redis_link *link)
     uint64_t tick_ms = link->settings.timeout_ms / 10;
     tick_ms = tick_ms < 10 ? 10 : tick_ms > TICK_MAX_MS ? TICK_MAX_MS : tick_ms;
     uv_timer_start(&link->tick, link_on_tick, tick_ms, tick_ms);
-    if (link->sentinel != NULL) {
+    if (link->sentinel != NULL && link->switched_port == 0) {
         /* The sentinels time each of themselves out: the tick leaves the ask alone. */
         snprintf(link->reason, sizeof(link->reason), "asking the sentinels for the master");
         link->locating = true;
         hd_redis_sentinel_ask(link->sentinel, link_on_located, link);
-    } else {
-        link_resolve(link, link->settings.url.host, link->settings.url.port);
-        if (link->state != HD_REDIS_LINK_CONNECTING)
-            return;
+        link_set_state(link, HD_REDIS_LINK_CONNECTING);
+        return;
     }
-    link_set_state(link, HD_REDIS_LINK_CONNECTING);
+    const char *host = link->settings.url.host;
+    int port = link->settings.url.port;
+    if (link->switched_port != 0) {
+        host = link->switched_host;
+        port = link->switched_port;
+        link->switched_port = 0; /* once: a failed attempt asks the sentinels again */
+    }
+    link_resolve(link, host, port);
+    if (link->state == HD_REDIS_LINK_CONNECTING)
+        link_set_state(link, HD_REDIS_LINK_CONNECTING);
 }
 
 static void link_on_retry(uv_timer_t *timer)
@@ -990,11 +1000,16 @@ static void link_on_retry(uv_timer_t *timer)
 static void link_on_switch(void *ctx, const char *host, int port)
 {
     hd_redis_link *link = ctx;
-    bool same =
-        port == link->port && (strcmp(host, link->host) == 0 || strcmp(host, link->ip) == 0);
-    if (link->closing || !link->started || link->locating ||
-        (same && link->state != HD_REDIS_LINK_DOWN))
-        return; /* asking already, or already with the new master */
+    bool same = !link->locating && port == link->port &&
+                (strcmp(host, link->host) == 0 || strcmp(host, link->ip) == 0);
+    if (link->closing || !link->started || (same && link->state != HD_REDIS_LINK_DOWN))
+        return; /* already with the new master, or connecting to it */
+    /*
+     * The next attempt goes there without asking: the sentinel asked could
+     * be one that has not heard of the switch yet.
+     */
+    snprintf(link->switched_host, sizeof(link->switched_host), "%s", host);
+    link->switched_port = port;
     link->attempt = 0;
     if (link->state == HD_REDIS_LINK_DOWN)
         uv_timer_start(&link->retry, link_on_retry, 0, 0);
