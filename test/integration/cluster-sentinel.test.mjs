@@ -16,6 +16,7 @@ import {
 
 const TIMEOUT_MS = 1000; // cluster.timeout_ms
 const FAILOVER_WITHIN_MS = 15_000; // from the kill to the first publish acknowledged by the new master
+const SWITCH_WITHIN_MS = 5000; // from SENTINEL FAILOVER to both nodes up on the new master
 const CONFIG = { heartbeat_s: 1 };
 
 /** Starts the sentinel group and n nodes on it; both stopped when t ends (nodes first). */
@@ -113,6 +114,38 @@ test('master killed under a steady publish stream from two nodes: 503 during the
     }
   } finally {
     for (const [, client] of views) client.close();
+  }
+});
+
+test('manual failover (SENTINEL FAILOVER): the old master stays up and is demoted; the nodes follow +switch-master to the new one', async (t) => {
+  const { group, A, B } = await setup(t, 2);
+  const topic = 'switch';
+  const sse = await subscribe(B.url, `/events?topic=${topic}`);
+  try {
+    const pub = steadyPublisher([A, B], topic, { lanes: 2 });
+    try {
+      await pub.waitAcked(20);
+      assert.equal(await group.sentinels[0].cli('SENTINEL', 'FAILOVER', group.name), 'OK');
+      // Sentinel demotes the old master (and drops its clients) only seconds after announcing the
+      // switch: moving within SWITCH_WITHIN_MS shows the nodes followed the announcement.
+      const up = new RegExp(`cluster: Redis 127\\.0\\.0\\.1:${group.replica.port} is up`);
+      await Promise.all([A, B].map((node) => node.waitForStderr(up, SWITCH_WITHIN_MS)));
+      const n = pub.acked.length;
+      await pub.waitAcked(n + 20);
+    } finally {
+      await pub.stop();
+    }
+    await group.waitForMaster(group.replica.port);
+    assert.equal(await group.master.cli('PING'), 'PONG', 'the old master is alive all along');
+    const ids = pub.acked.map((a) => a.id);
+    const epochs = [...new Set(ids.map((id) => splitId(id).epoch))];
+    assert.ok(epochs.length >= 2, `the new master started a new epoch: ${epochs}`);
+    await waitForId(sse, newestId(ids), { timeout: 10_000, label: 'SSE on B' });
+    await sse.expectNoMore(300);
+    const { gaps } = checkDelivery('SSE on B', itemsOf(sse), pub, { gapsAllowed: true });
+    assert.ok(gaps.length >= 1, 'the epoch change is announced with a gap');
+  } finally {
+    sse.close();
   }
 });
 
