@@ -902,6 +902,13 @@ static void link_up(hd_redis_link *link)
 
 static void link_release(hd_redis_link *link);
 
+/* The attempt under way goes to the old master: given up for the one +switch-master named. */
+static void link_fail_switched(hd_redis_link *link)
+{
+    link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "the sentinels moved the master to %s:%d",
+              link->switched_host, link->switched_port);
+}
+
 static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     hd_redis_link *link = hd_container_of(req, hd_redis_link, resolve);
@@ -909,6 +916,11 @@ static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
     if (link->closing) {
         uv_freeaddrinfo(res);
         link_release(link);
+        return;
+    }
+    if (link->switched_port != 0) {
+        uv_freeaddrinfo(res);
+        link_fail_switched(link);
         return;
     }
     if (status < 0) {
@@ -1013,9 +1025,8 @@ static void link_on_switch(void *ctx, const char *host, int port)
     link->attempt = 0;
     if (link->state == HD_REDIS_LINK_DOWN)
         uv_timer_start(&link->retry, link_on_retry, 0, 0);
-    else
-        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "the sentinels moved the master to %s:%d", host,
-                  port);
+    else if (!link->resolving) /* else link_on_resolved gives the attempt up */
+        link_fail_switched(link);
 }
 
 /* The pub/sub liveness probe: see the header. */

@@ -69,6 +69,7 @@ struct hd_redis_sentinel {
     sconn watch;
     uv_timer_t watch_retry;
     uv_timer_t tick;
+    bool started; /* the first ask started the tick and the watch */
     bool closing;
     unsigned open_handles;
 };
@@ -390,6 +391,11 @@ static void ask_on_fail(sconn *c, const char *reason)
 
 void hd_redis_sentinel_ask(hd_redis_sentinel *s, hd_redis_sentinel_cb *cb, void *ctx)
 {
+    if (!s->started) {
+        s->started = true;
+        uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+        sconn_open(&s->watch, 0);
+    }
     hd_redis_sentinel_cancel(s);
     s->cb = cb;
     s->cb_ctx = ctx;
@@ -473,8 +479,6 @@ hd_redis_sentinel *hd_redis_sentinel_new(uv_loop_t *loop,
     uv_timer_init(loop, &s->watch_retry);
     s->tick.data = s->watch_retry.data = s;
     s->open_handles = 2;
-    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
-    sconn_open(&s->watch, 0);
     return s;
 }
 

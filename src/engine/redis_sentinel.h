@@ -11,7 +11,7 @@
  *    connect attempt (redis_link.h), so a failed master is followed by
  *    asking again: the sentinels name the promoted replica once they have
  *    voted.
- *  - Watching. For as long as it lives, the module keeps one connection to
+ *  - Watching. From the first ask on, the module keeps one connection to
  *    one sentinel subscribed to +switch-master, moving to the next sentinel
  *    (after a short delay) whenever that connection fails; on_switch tells
  *    of a failover of this master at once, without waiting for the old
@@ -66,7 +66,11 @@ typedef struct hd_redis_sentinel_settings {
  */
 typedef void hd_redis_sentinel_cb(void *ctx, const char *host, int port, const char *reason);
 
-/* A module on loop; starts watching at once. Never NULL (aborts on OOM). */
+/*
+ * A module on loop (which may be created on another thread than the loop's
+ * as long as the loop does not run yet); it starts watching with the first
+ * ask. Never NULL (aborts on OOM).
+ */
 hd_redis_sentinel *hd_redis_sentinel_new(uv_loop_t *loop, const hd_redis_sentinel_settings *s);
 
 /*
