@@ -81,6 +81,11 @@ typedef struct hd_config {
         char *prefix;
         uint32_t timeout_ms;
         bool trust_redis_persistence;
+        hd_strings sentinels; /* "host:port" each; empty: no Sentinel */
+        char *sentinel_master;
+        char *sentinel_password;
+        char *master_password;
+        uint32_t master_db;
     } cluster;
 } hd_config;
 
@@ -107,7 +112,7 @@ void hd_config_free(hd_config *cfg);
 /*
  * For a reload: each key herald reads only at start (listen, workers,
  * history.*, limits.max_topics, limits.max_idempotency_keys,
- * publish.idempotency_ttl_s, cluster.redis; tls.cert and tls.key when
+ * publish.idempotency_ttl_s, cluster.*; tls.cert and tls.key when
  * they would turn TLS on or off) that differs in next gets running's value
  * back, and its name is appended to names (", " between). Returns how many.
  */

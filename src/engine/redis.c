@@ -1860,9 +1860,11 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
     int previous = atomic_exchange(&e->state, (int)engine_state);
     if (previous != (int)engine_state) {
         if (state == HD_REDIS_LINK_UP)
-            hd_log_info("cluster: Redis %s:%d is up", e->options.url.host, e->options.url.port);
+            hd_log_info("cluster: Redis %s is up", hd_redis_link_address(e->link));
         else if (state == HD_REDIS_LINK_DOWN || previous == HD_ENGINE_UP)
-            hd_log_warn("cluster: Redis %s:%d is %s%s%s", e->options.url.host, e->options.url.port,
+            hd_log_warn("cluster: Redis %s is %s%s%s",
+                        e->options.sentinel_count > 0 ? "(via Sentinel)"
+                                                      : hd_redis_link_address(e->link),
                         hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
                         reason ? reason : "");
     }
@@ -2090,8 +2092,14 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         .on_message = on_pubsub_message,
         .on_reply_time = on_reply_time,
         .ctx = e,
+        .sentinels = options->sentinels,
+        .sentinel_count = options->sentinel_count,
+        .sentinel_master = options->sentinel_master,
+        .sentinel_password = options->sentinel_password,
     };
     e->link = hd_redis_link_new(&e->loop, &settings);
+    e->options.sentinels = NULL; /* copied by the link */
+    e->options.sentinel_master = e->options.sentinel_password = NULL;
     e->publish_script =
         hd_redis_link_script(e->link, hd_redis_publish_lua, hd_redis_publish_lua_len);
     e->read_script = hd_redis_link_script(e->link, hd_redis_read_lua, hd_redis_read_lua_len);

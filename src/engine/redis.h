@@ -39,12 +39,23 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "engine/redis_sentinel.h"
 #include "engine/redis_url.h"
 
 typedef struct hd_engine_redis_options {
     hd_redis_url url;
-    const char *prefix;  /* cluster.prefix: keys are "{prefix}:..." */
-    uint32_t timeout_ms; /* cluster.timeout_ms */
+    /*
+     * Redis Sentinel (cluster.sentinels, sentinel_count > 0): the master is
+     * found through these sentinels by the name sentinel_master (url's host
+     * and port are then unused; its password and db are the master's).
+     * Copied by hd_engine_redis_new.
+     */
+    const hd_sentinel_addr *sentinels;
+    size_t sentinel_count;
+    const char *sentinel_master;
+    const char *sentinel_password; /* AUTH to the sentinels ("" = none) */
+    const char *prefix;            /* cluster.prefix: keys are "{prefix}:..." */
+    uint32_t timeout_ms;           /* cluster.timeout_ms */
     /* The history bounds every node passes to the publish script (history.*). */
     uint32_t history_max_messages;
     uint64_t history_max_bytes;
