@@ -681,9 +681,15 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
 {
     if (len == 0 || conn->close_when_flushed)
         return;
-    if (conn->state == HD_CONN_READING)
+    /*
+     * Input held while the last answer waited is read in the server's pass
+     * after the answer (hd_conn_end_wait): what arrives before that pass
+     * came after it on the wire, so it queues behind it, or pipelined
+     * requests would be served out of order.
+     */
+    if (conn->state == HD_CONN_READING && conn->reader->held_input.len == 0)
         read_requests(conn, bytes, len);
-    else if (conn->state == HD_CONN_WAITING)
+    else if (conn->state == HD_CONN_READING || conn->state == HD_CONN_WAITING)
         hold_input(conn, bytes, len);
     else if (conn->stream_ops != NULL && conn->stream_ops->on_data != NULL)
         conn->stream_ops->on_data(conn, conn->stream_session, bytes, len);

@@ -193,6 +193,36 @@ test('a /publish batch on A arrives on B in order, with consecutive ids', async 
   sse.close();
 });
 
+test('publishes pipelined on one connection are served in order: each answer is its own request\'s message', async () => {
+  // A publish holds its connection until Redis answers; requests pipelined
+  // behind it wait as held input, and bytes that arrive while the held ones
+  // are being resumed must queue behind them.
+  const topic = 'c-pipeline';
+  const n = 900; // within history.max_messages (1000), so every message can be read back
+  const sock = connect(a.port, a.host);
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  let text = '';
+  sock.setEncoding('utf8').on('data', (d) => { text += d; });
+  try {
+    for (let i = 0; i < n; i++) {
+      const body = `p${i}`;
+      sock.write(`POST /topics/${topic} HTTP/1.1\r\nHost: x\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      if (i % 4 === 3) await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await until(() => (text.match(/HTTP\/1\.1 201/g) ?? []).length === n,
+      { timeout: 20_000, what: () => `${n} answers (got ${(text.match(/HTTP\/1\.1 \d+/g) ?? []).length})` });
+  } finally {
+    sock.destroy();
+  }
+  const ids = [...text.matchAll(/"id":"([^"]+)"/g)].map((m) => m[1]);
+  assert.equal(ids.length, n);
+  const answer = await request(`${b.url}/poll?topic=${topic}&since=earliest&limit=1000&timeout=0`);
+  const dataOf = new Map(answer.json.messages.map((m) => [m.id, m.data]));
+  const wrong = ids.map((id, i) => [i, id, dataOf.get(id)]).filter(([i, , data]) => data !== `p${i}`);
+  assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} answers name another request's message`);
+  assert.deepEqual(answer.json.messages.map((m) => m.data), ids.map((_, i) => `p${i}`), 'stored in request order');
+});
+
 test('subscribing and publishing at once: each new subscriber gets the message exactly once', async () => {
   // The SUBSCRIBE on Redis may be confirmed after the subscriber got its
   // preamble: what was published in between is read from Redis then.
