@@ -83,7 +83,7 @@ static struct {
     int cursor;
     const char *host;
     int port;
-    int pub_port; /* 0: --port (a publisher on another node of a cluster) */
+    int pub_port;      /* 0: --port (a publisher on another node of a cluster) */
     const char *topic; /* prefix: topic t is "<prefix>-<t>" */
     int topics;
     const char *sub_path; /* {topic}, {timeout} */
@@ -1781,24 +1781,18 @@ static void parse_rates(const char *s)
 int main(int argc, char **argv)
 {
     static struct option lo[] = {
-        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},
-        {"host", 1, 0, 'H'},          {"port", 1, 0, 'p'},
-        {"topic", 1, 0, 't'},         {"topics", 1, 0, 'N'},
-        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},
-        {"cursor", 1, 0, 'C'},        {"cursor-param", 1, 0, 'Q'},
-        {"subs", 1, 0, 'n'},          {"procs", 1, 0, 'k'},
-        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},
-        {"rates", 1, 0, 'r'},         {"step-seconds", 1, 0, 'D'},
-        {"pub-conns", 1, 0, 'K'},     {"pipeline", 1, 0, 'L'},
-        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'},
-        {"concurrency", 1, 0, 'c'},   {"settle", 1, 0, 'e'},
-        {"drain", 1, 0, 'd'},         {"subscribe-timeout", 1, 0, 'T'},
-        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},
-        {"stop-on-fail", 0, 0, 'F'},  {"strict", 0, 0, 'Z'},
-        {"server-pid", 1, 0, 'i'},    {"server", 1, 0, 'V'},
-        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},
-        {"pub-port", 1, 0, 'B'},      {"watch-pid", 1, 0, 'W'},
-        {"help", 0, 0, 'h'},          {0, 0, 0, 0},
+        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},         {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},          {"topic", 1, 0, 't'},        {"topics", 1, 0, 'N'},
+        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},     {"cursor", 1, 0, 'C'},
+        {"cursor-param", 1, 0, 'Q'},  {"subs", 1, 0, 'n'},         {"procs", 1, 0, 'k'},
+        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},         {"rates", 1, 0, 'r'},
+        {"step-seconds", 1, 0, 'D'},  {"pub-conns", 1, 0, 'K'},    {"pipeline", 1, 0, 'L'},
+        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'}, {"concurrency", 1, 0, 'c'},
+        {"settle", 1, 0, 'e'},        {"drain", 1, 0, 'd'},        {"subscribe-timeout", 1, 0, 'T'},
+        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},   {"stop-on-fail", 0, 0, 'F'},
+        {"strict", 0, 0, 'Z'},        {"server-pid", 1, 0, 'i'},   {"server", 1, 0, 'V'},
+        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},   {"pub-port", 1, 0, 'B'},
+        {"watch-pid", 1, 0, 'W'},     {"help", 0, 0, 'h'},         {0, 0, 0, 0},
     };
     const char *rates = "100";
     int c;
@@ -2098,8 +2092,8 @@ int main(int argc, char **argv)
             if (opt.nwatch) {
                 size_t wl = (size_t)snprintf(watch_json, sizeof watch_json, "\"watch_cpu_s\":{");
                 for (int w = 0; w < opt.nwatch && wl < sizeof watch_json; w++)
-                    wl += (size_t)snprintf(watch_json + wl, sizeof watch_json - wl, "%s\"%.40s\":%.3f",
-                                           w ? "," : "", opt.watch_name[w],
+                    wl += (size_t)snprintf(watch_json + wl, sizeof watch_json - wl,
+                                           "%s\"%.40s\":%.3f", w ? "," : "", opt.watch_name[w],
                                            k2.watch_cpu[w] - k1.watch_cpu[w]);
                 if (wl < sizeof watch_json)
                     snprintf(watch_json + wl, sizeof watch_json - wl, "},");
@@ -2124,7 +2118,8 @@ int main(int argc, char **argv)
                 "2f,"
                 "\"pub_bytes_out\":%.2f,\"wire_bytes\":%.1f,\"sub_requests\":%.4f,\"requests\":%."
                 "4f},"
-                "%s\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%.3f,"
+                "%s\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%."
+                "3f,"
                 "\"wall_s\":%.3f,\"clean\":%s,\"ok\":%s}\n",
                 step, rate, opt.step_seconds, sent, P.errors - errors0, P.late - late0,
                 pub_s > 0 ? (double)sent / pub_s : 0, P.max_outstanding, expected, recv, lost, dup,
