@@ -68,6 +68,7 @@
 #define MAX_PROCS 64
 #define MAX_TOPICS 4096
 #define MAX_PUB_CONNS 64
+#define MAX_WATCH 4
 #define MARKER_LEN 46 /* ts=<20>,seq=<10>,st=<3>, */
 
 /* ------------------------------------------------------------------------ */
@@ -82,6 +83,7 @@ static struct {
     int cursor;
     const char *host;
     int port;
+    int pub_port;      /* 0: --port (a publisher on another node of a cluster) */
     const char *topic; /* prefix: topic t is "<prefix>-<t>" */
     int topics;
     const char *sub_path; /* {topic}, {timeout} */
@@ -98,6 +100,10 @@ static struct {
     double max_p99_ms;
     int stop_on_fail, strict, etag_epoch;
     int server_pid;
+    /* other processes whose CPU each step reports (the publishing node, Redis) */
+    int nwatch;
+    int watch_pid[MAX_WATCH];
+    const char *watch_name[MAX_WATCH];
     const char *server, *label;
 } opt = {
     .transport = T_SSE,
@@ -1503,7 +1509,7 @@ static void on_pub_connect(uv_connect_t *req, int status)
 static void pub_connect(pub_conn *c)
 {
     struct sockaddr_in addr;
-    uv_ip4_addr(opt.host, opt.port, &addr);
+    uv_ip4_addr(opt.host, opt.pub_port, &addr);
     uv_tcp_init(P.loop, &c->tcp);
     c->tcp.data = c;
     c->connect_req.data = c;
@@ -1537,7 +1543,7 @@ static void pub_init(void)
         int hl = snprintf(head, sizeof head,
                           "POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: text/plain\r\n"
                           "Content-Length: %d\r\n\r\n",
-                          path, opt.host, opt.port, opt.size);
+                          path, opt.host, opt.pub_port, opt.size);
         P.heads[t] = strdup(head);
         P.head_len[t] = hl;
         if (hl > maxhl)
@@ -1645,6 +1651,7 @@ static int wait_children(int *fds, char want, double deadline)
 
 typedef struct counters {
     double t, server_cpu, client_cpu;
+    double watch_cpu[MAX_WATCH];
     double proc_cpu[MAX_PROCS + 1];
     uint64_t sub_in, sub_out, sub_req, pub_in, pub_out, pub_req;
 } counters;
@@ -1654,6 +1661,8 @@ static void snapshot(counters *k)
     memset(k, 0, sizeof *k);
     k->t = now_s();
     read_proc_cpu(opt.server_pid, &k->server_cpu);
+    for (int w = 0; w < opt.nwatch; w++)
+        read_proc_cpu(opt.watch_pid[w], &k->watch_cpu[w]);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     k->proc_cpu[0] = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
@@ -1748,7 +1757,10 @@ static void usage(void)
         "  --concurrency C      handshakes in flight per process (64)\n"
         "  --settle S (1)  --drain S (5)  --subscribe-timeout S (60)  --timeout S (600)\n"
         "  --server-pid PID     measure this process's CPU and RSS   --server NAME  --label TEXT\n"
-        "Output: one JSON line for the connect phase, then one per step, on stdout.\n");
+        "  --pub-port P         publish to this port (default --port: the same server)\n"
+        "  --watch-pid NAME=PID report this process's CPU per step too (up to %d)\n"
+        "Output: one JSON line for the connect phase, then one per step, on stdout.\n",
+        MAX_WATCH);
     exit(2);
 }
 
@@ -1769,23 +1781,18 @@ static void parse_rates(const char *s)
 int main(int argc, char **argv)
 {
     static struct option lo[] = {
-        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},
-        {"host", 1, 0, 'H'},          {"port", 1, 0, 'p'},
-        {"topic", 1, 0, 't'},         {"topics", 1, 0, 'N'},
-        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},
-        {"cursor", 1, 0, 'C'},        {"cursor-param", 1, 0, 'Q'},
-        {"subs", 1, 0, 'n'},          {"procs", 1, 0, 'k'},
-        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},
-        {"rates", 1, 0, 'r'},         {"step-seconds", 1, 0, 'D'},
-        {"pub-conns", 1, 0, 'K'},     {"pipeline", 1, 0, 'L'},
-        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'},
-        {"concurrency", 1, 0, 'c'},   {"settle", 1, 0, 'e'},
-        {"drain", 1, 0, 'd'},         {"subscribe-timeout", 1, 0, 'T'},
-        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},
-        {"stop-on-fail", 0, 0, 'F'},  {"strict", 0, 0, 'Z'},
-        {"server-pid", 1, 0, 'i'},    {"server", 1, 0, 'V'},
-        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},
-        {"help", 0, 0, 'h'},          {0, 0, 0, 0},
+        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},         {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},          {"topic", 1, 0, 't'},        {"topics", 1, 0, 'N'},
+        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},     {"cursor", 1, 0, 'C'},
+        {"cursor-param", 1, 0, 'Q'},  {"subs", 1, 0, 'n'},         {"procs", 1, 0, 'k'},
+        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},         {"rates", 1, 0, 'r'},
+        {"step-seconds", 1, 0, 'D'},  {"pub-conns", 1, 0, 'K'},    {"pipeline", 1, 0, 'L'},
+        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'}, {"concurrency", 1, 0, 'c'},
+        {"settle", 1, 0, 'e'},        {"drain", 1, 0, 'd'},        {"subscribe-timeout", 1, 0, 'T'},
+        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},   {"stop-on-fail", 0, 0, 'F'},
+        {"strict", 0, 0, 'Z'},        {"server-pid", 1, 0, 'i'},   {"server", 1, 0, 'V'},
+        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},   {"pub-port", 1, 0, 'B'},
+        {"watch-pid", 1, 0, 'W'},     {"help", 0, 0, 'h'},         {0, 0, 0, 0},
     };
     const char *rates = "100";
     int c;
@@ -1896,11 +1903,25 @@ int main(int argc, char **argv)
         case 'E':
             opt.etag_epoch = 1;
             break;
+        case 'B':
+            opt.pub_port = atoi(optarg);
+            break;
+        case 'W': {
+            char *eq = strchr(optarg, '=');
+            if (!eq || eq == optarg || opt.nwatch == MAX_WATCH)
+                die("bad --watch-pid (NAME=PID, at most %d)", MAX_WATCH);
+            *eq = '\0';
+            opt.watch_name[opt.nwatch] = optarg;
+            opt.watch_pid[opt.nwatch++] = atoi(eq + 1);
+            break;
+        }
         default:
             usage();
         }
     }
     parse_rates(rates);
+    if (!opt.pub_port)
+        opt.pub_port = opt.port;
     if (!opt.sub_path)
         opt.sub_path = opt.transport == T_SSE  ? "/events?topic={topic}"
                        : opt.transport == T_WS ? "/ws?topic={topic}"
@@ -2067,6 +2088,16 @@ int main(int argc, char **argv)
             double per = unique ? 1.0 / (double)unique : 0;
             int clean = lost <= 0 && dup == 0 && reorder == 0 && P.errors == errors0 && !P.failed;
             int ok = clean && pv[2] <= opt.max_p99_ms;
+            char watch_json[64 * MAX_WATCH + 32] = "";
+            if (opt.nwatch) {
+                size_t wl = (size_t)snprintf(watch_json, sizeof watch_json, "\"watch_cpu_s\":{");
+                for (int w = 0; w < opt.nwatch && wl < sizeof watch_json; w++)
+                    wl += (size_t)snprintf(watch_json + wl, sizeof watch_json - wl,
+                                           "%s\"%.40s\":%.3f", w ? "," : "", opt.watch_name[w],
+                                           k2.watch_cpu[w] - k1.watch_cpu[w]);
+                if (wl < sizeof watch_json)
+                    snprintf(watch_json + wl, sizeof watch_json - wl, "},");
+            }
             print_common("step");
             printf(
                 "\"step\":%d,\"rate\":%g,\"step_seconds\":%g,\"published\":%" PRIu64
@@ -2087,7 +2118,8 @@ int main(int argc, char **argv)
                 "2f,"
                 "\"pub_bytes_out\":%.2f,\"wire_bytes\":%.1f,\"sub_requests\":%.4f,\"requests\":%."
                 "4f},"
-                "\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%.3f,"
+                "%s\"client_cpu_s\":%.3f,\"client_cpu_frac\":%.3f,\"client_max_proc_cpu_frac\":%."
+                "3f,"
                 "\"wall_s\":%.3f,\"clean\":%s,\"ok\":%s}\n",
                 step, rate, opt.step_seconds, sent, P.errors - errors0, P.late - late0,
                 pub_s > 0 ? (double)sent / pub_s : 0, P.max_outstanding, expected, recv, lost, dup,
@@ -2097,7 +2129,7 @@ int main(int argc, char **argv)
                 read_vm_kb(opt.server_pid, "VmRSS"), read_vm_kb(opt.server_pid, "VmHWM"), sin, sout,
                 sreq, pin, pout, (double)sin * per, (double)sout * per, (double)pin * per,
                 (double)pout * per, (double)(sin + sout + pin + pout) * per, (double)sreq * per,
-                (double)(sreq + sent) * per, ccpu, wall > 0 ? ccpu / wall : 0,
+                (double)(sreq + sent) * per, watch_json, ccpu, wall > 0 ? ccpu / wall : 0,
                 wall > 0 ? cmax / wall : 0, wall, clean ? "true" : "false", ok ? "true" : "false");
             P.max_outstanding = 0;
             if (!clean && opt.strict)

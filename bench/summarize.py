@@ -98,6 +98,148 @@ def saturation(steps, max_p99):
     return best, best_i, fail, steps
 
 
+def load_range(rs):
+    """min–max of the 1-minute load average read before each run"""
+    xs = sorted(float(r["load"].split()[0]) for r in rs if r.get("load"))
+    return f"{xs[0]:.2f}–{xs[-1]:.2f}" if xs else "–"
+
+
+def watch_us(step, name, per):
+    """CPU µs of a watched process (node 1, Redis) per unit in one step"""
+    w = step.get("watch_cpu_s")
+    if not w or name not in w or not per:
+        return None
+    return w[name] * 1e6 / per
+
+
+def summarize_g(rows, gs, reps, srv, two):
+    """scenario g: two nodes sharing one Redis (cases ending in -single: one node)"""
+    out = ["\n## (g) Two nodes sharing one Redis (publish on node 1, subscribe on node 2)\n"]
+    red = by([r for r in rows if r["scenario"] == "g" and r["phase"] == "redis"], "case", "server")
+    g = by(gs, "case", "server")
+    cases = case_order(rows, "g")
+
+    out.append("\n### Publish throughput (4 topics, 1 subscriber each on node 2; 4 connections × 64 "
+               "pipelined)\n")
+    head = ["case", "server", "publishes/s", "lost", "reordered", "errors", "node 1 CPU µs/publish", "node 2 CPU µs/publish",
+            "Redis CPU µs/publish (step)", "Redis CPU µs/publish (INFO cpu, whole case)", "Redis commands/publish",
+            "client CPU", "load before"]
+    body = []
+    for c in [c for c in cases if c.startswith("publish")]:
+        m = {}
+        for s in srv:
+            rs = g.get((c, s), [])
+            if not rs:
+                continue
+            m[s] = med([r["publish_per_s"] for r in rs])
+            rr = red.get((c, s), [])
+            pub = {(r["rep"]): r["published"] for r in rs}
+            body.append([c, s, fmt(m[s]), str(sum(max(r["lost"], 0) for r in rs)),
+                         str(sum(r["reordered"] for r in rs)), str(sum(r["publish_errors"] for r in rs)),
+                         fmt(med([watch_us(r, "node1", r["published"]) for r in rs])),
+                         fmt(med([r["server_cpu_us_per_publish"] for r in rs])),
+                         fmt(med([watch_us(r, "redis", r["published"]) for r in rs])),
+                         fmt(med([x["used_cpu_s"] * 1e6 / pub[x["rep"]] for x in rr if pub.get(x["rep"])])),
+                         fmt(med([x["commands"] / pub[x["rep"]] for x in rr if pub.get(x["rep"])])),
+                         fmt(med([r["client_cpu_frac"] for r in rs]), 2), load_range(rs)])
+        if two and "herald" in m and "nchan" in m:
+            body.append([c, "**herald/nchan**", f"**{ratio(m['herald'], m['nchan'])}**"] + [""] * 10)
+    out.append(table(head, body))
+
+    out.append("\n### Fan-out across nodes: best lossless step of the ladder\n")
+    head = ["case", "server", "lossless best deliveries/s", "its msg/s", "its p50 / p99 ms", "node 2 CPU µs/delivery",
+            "node 1 CPU µs/msg", "Redis CPU µs/msg", "p99 ≤ 100 ms: msg/s", "first failing step",
+            "no loss, reordering allowed: best deliveries/s (msg/s)", "client CPU", "load before"]
+    body = []
+    gr = by(gs, "case", "server", "rep")
+    for c in [c for c in cases if c.startswith("fan")]:
+        ll_med = {}
+        for s in srv:
+            dps, rate, p50, p99, cpu, n1, rd, sats, fails, ccpu, allrs = [], [], [], [], [], [], [], [], [], [], []
+            nl_dps, nl_rate = [], []
+            for rep in reps:
+                steps = gr.get((c, s, rep))
+                if not steps:
+                    continue
+                allrs += steps
+                ll, lli, fail, ordered = saturation(steps, 1000)
+                if ll:
+                    top = max(ordered[:lli + 1], key=lambda r: r["deliveries_per_s"])
+                    dps.append(top["deliveries_per_s"])
+                    rate.append(achieved(top))
+                    p50.append(top["latency_ms"]["p50"])
+                    p99.append(top["latency_ms"]["p99"])
+                    cpu.append(top["server_cpu_us_per_delivery"])
+                    n1.append(watch_us(top, "node1", top["published"]))
+                    rd.append(watch_us(top, "redis", top["published"]))
+                    ccpu.append(top["client_cpu_frac"])
+                else:
+                    dps.append(0)
+                best, _, _, _ = saturation(steps, 100)
+                sats.append(achieved(best) if best else 0)
+                nl = None
+                for st in ordered:
+                    if st["lost"] > 0 or st["publish_errors"] or st["latency_ms"]["p99"] > 1000:
+                        break
+                    if nl is None or st["deliveries_per_s"] > nl["deliveries_per_s"]:
+                        nl = st
+                nl_dps.append(nl["deliveries_per_s"] if nl else 0)
+                nl_rate.append(achieved(nl) if nl else 0)
+                if fail:
+                    why = []
+                    if fail["lost"] > 0:
+                        why.append(f"lost {fail['lost']:,}")
+                    if fail["reordered"]:
+                        why.append(f"reordered {fail['reordered']:,}")
+                    if fail["duplicates"]:
+                        why.append(f"dup {fail['duplicates']:,}")
+                    if fail["latency_ms"]["p99"] > 1000:
+                        why.append(f"p99 {fail['latency_ms']['p99']:.0f} ms")
+                    if fail["disconnects"]:
+                        why.append(f"{fail['disconnects']} disc")
+                    fails.append(f"{fail['rate']:g}: " + ", ".join(why or ["error"]))
+                else:
+                    fails.append("none (ladder top)")
+            if not allrs:
+                continue
+            ll_med[s] = med(dps)
+            body.append([c, s, fmt(med(dps)), fmt(med(rate)), f"{fmt(med(p50))} / {fmt(med(p99))}", fmt(med(cpu)),
+                         fmt(med(n1)), fmt(med(rd)), fmt(med(sats)), "; ".join(fails),
+                         f"{fmt(med(nl_dps))} ({fmt(med(nl_rate))})", fmt(med(ccpu), 2), load_range(allrs)])
+        if two and ll_med.get("herald") is not None and ll_med.get("nchan") is not None:
+            body.append([c, "**herald/nchan**", f"**{ratio(ll_med['herald'], ll_med['nchan'])}**"] + [""] * 10)
+    out.append(table(head, body))
+    out.append("\nlossless best: as in (b), of the steps before the first one that lost, duplicated or reordered "
+               "a message or had p99 > 1 s, the one that delivered the most per second; the ratio row compares "
+               "those. The next-to-last column relaxes that to loss, publish errors and p99 > 1 s only.\n")
+
+    out.append("\n### Publish→receive latency at a low rate\n")
+    head = ["case", "server", "msg/s", "deliveries", "lost", "p50 ms", "p90 ms", "p99 ms", "max ms",
+            "node 2 CPU µs/delivery", "Redis CPU µs/msg", "load before"]
+    body = []
+    for c in [c for c in cases if c.startswith("lat")]:
+        for s in srv:
+            rs = g.get((c, s), [])
+            if not rs:
+                continue
+            body.append([c, s, fmt(med([achieved(r) for r in rs])), fmt(med([r["deliveries_received"] for r in rs])),
+                         str(sum(max(r["lost"], 0) for r in rs)),
+                         fmt(med([r["latency_ms"]["p50"] for r in rs])), fmt(med([r["latency_ms"]["p90"] for r in rs])),
+                         fmt(med([r["latency_ms"]["p99"] for r in rs])), fmt(med([r["latency_ms"]["max"] for r in rs])),
+                         fmt(med([r["server_cpu_us_per_delivery"] for r in rs])),
+                         fmt(med([watch_us(r, "redis", r["published"]) for r in rs])), load_range(rs)])
+    out.append(table(head, body))
+    out.append("\nNode 1 = where the client publishes, node 2 = where its subscribers are; Redis, node 1 and "
+               "node 2 share the server core, the client has the other. \"-single\" cases: one node, memory "
+               "store (publish and subscribe on it). CPU per unit: that process's CPU time over the step "
+               "(/proc/PID/stat) / messages published (node 1, Redis) or delivered (node 2). \"INFO cpu\": "
+               "Redis's used_cpu_sys + used_cpu_user from just after the nodes were up to the end of the case, "
+               "over the messages published; commands: total_commands_processed over the same span "
+               "(commands run inside scripts included). load before = 1-minute load average before each run, "
+               "min–max over the repetitions.\n")
+    return "\n".join(out)
+
+
 def main(d):
     rows = load(d)
     out = []
@@ -303,6 +445,10 @@ def main(d):
                    "process on the other core reads. walk = first write to last; floor delivery = each write's "
                    "offset from its walk's start, the publish→receive latency a server that costs nothing itself "
                    "would show, at best.\n")
+
+    gs = [r for r in rows if r["scenario"] == "g" and r["phase"] == "step"]
+    if gs:
+        out.append(summarize_g(rows, gs, reps, srv, two))
 
     text = "\n".join(out)
     with open(os.path.join(d, "summary.md"), "w") as f:
