@@ -96,8 +96,9 @@ export class Herald {
   off<K extends keyof HeraldEventMap>(name: K, fn: (detail: HeraldEventMap[K]) => void): this;
   addEventListener<K extends keyof HeraldEventMap>(name: K, fn: (detail: HeraldEventMap[K]) => void): void;
   removeEventListener<K extends keyof HeraldEventMap>(name: K, fn: (detail: HeraldEventMap[K]) => void): void;
-  subscribe(topics: string | string[]): void;
-  unsubscribe(topics: string | string[]): void;
+  /** Resolves once the topics are subscribed (acked on WebSocket, reconnected on SSE and long-poll). */
+  subscribe(topics: string | string[]): Promise<void>;
+  unsubscribe(topics: string | string[]): Promise<void>;
   /** Over the WebSocket when that is the transport, else POST /topics/{topic}; rejects with a HeraldError. */
   publish(topic: string, data: unknown, options?: { event?: string; idempotencyKey?: string }): Promise<PublishAnswer>;
   /** Stops for good. */

@@ -208,23 +208,25 @@ class WebSocketLink extends Link {
     this.pending.clear();
   }
 
-  /** Brings the connection's subscriptions to the client's topic list. */
+  /** Brings the connection's subscriptions to the client's topic list; resolves once herald acked. */
   sync() {
-    if (!this.established || this.ws.readyState !== 1) return;
+    const done = [];
+    if (!this.established || this.ws.readyState !== 1) return Promise.resolve();
     const want = this.client._topics;
     const add = want.filter((t) => !this.topics.has(t));
     const drop = [...this.topics].filter((t) => !want.includes(t));
     if (drop.length) {
       drop.forEach((t) => this.topics.delete(t));
-      this.request({ op: 'unsubscribe', topics: drop }).catch((err) => this.client._error(err));
+      done.push(this.request({ op: 'unsubscribe', topics: drop }).catch((err) => this.client._error(err)));
     }
     if (add.length) {
       add.forEach((t) => this.topics.add(t));
-      this.request({ op: 'subscribe', topics: add }).catch((err) => {
+      done.push(this.request({ op: 'subscribe', topics: add }).catch((err) => {
         add.forEach((t) => this.topics.delete(t));
         this.client._refused(add, err);
-      });
+      }));
     }
+    return Promise.all(done).then(() => {});
   }
 }
 
@@ -325,7 +327,8 @@ class PollLink extends Link {
       const url = new URL('/poll', c._base);
       for (const t of c._topics) url.searchParams.append('topic', t);
       if (c._cursor) url.searchParams.set('since', c._cursor);
-      url.searchParams.set('timeout', String(c._opts.pollTimeout));
+      // The first poll of a link answers at once: it proves the path and brings a cursor.
+      url.searchParams.set('timeout', this.established ? String(c._opts.pollTimeout) : '0');
       this.abort = new AbortController();
       // An answer that does not come within the poll's timeout (plus slack) is held up somewhere.
       const watchdog = this.after(c._opts.pollTimeout * 1000 + c._silenceMs(), () =>
@@ -381,6 +384,7 @@ export class Herald {
     this._needToken = typeof this._opts.token === 'function';
     this._closed = false;
     this._paused = new Set();
+    this._openWaiters = []; // subscribe()/unsubscribe() promises waiting for the next open
     this._watchPage();
     this._schedule(0);
   }
@@ -440,18 +444,17 @@ export class Herald {
     return this._setTopics(this._topics.filter((t) => !drop.has(t)));
   }
 
+  /** Resolves once the new list is in force: acked on WebSocket, reconnected on SSE and long-poll. */
   _setTopics(list) {
     const next = [...new Set(list)];
-    if (next.join('\n') === this._topics.join('\n')) return;
+    if (next.join('\n') === this._topics.join('\n') || this._closed) return Promise.resolve();
     this._topics = next;
-    if (this._closed) return;
     this._stopCandidate();
-    if (this._link && this._link.kind === 'websocket' && this._link.established) {
-      this._link.sync();
-      return;
-    }
+    if (this._link && this._link.kind === 'websocket' && this._link.established) return this._link.sync();
     // SSE and long-poll subscribe by reconnecting from the cursor.
     this._restart(0);
+    if (!this._topics.length && this._transports[this._level] !== 'websocket') return Promise.resolve();
+    return new Promise((resolve) => this._openWaiters.push(resolve));
   }
 
   /** A topic herald refused to subscribe (403, too many topics...) leaves the list. */
@@ -510,6 +513,7 @@ export class Herald {
     this._link = null;
     link?.stop();
     this._unwatchPage?.();
+    this._openWaiters.splice(0).forEach((resolve) => resolve());
     this._emit('close', { transport: link && link.established ? link.kind : null, willReconnect: false });
   }
 
@@ -597,7 +601,9 @@ export class Herald {
     }
     this._attempt = 0;
     this._emit('open', { transport: link.kind });
-    if (link.kind === 'websocket') link.sync();
+    const synced = link.kind === 'websocket' ? link.sync() : Promise.resolve();
+    const waiters = this._openWaiters.splice(0);
+    synced.then(() => waiters.forEach((resolve) => resolve()));
     this._planUpgrade();
   }
 
