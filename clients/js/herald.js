@@ -272,11 +272,14 @@ class SSELink extends Link {
       this.watch();
       this.ok();
       buf += decoder.decode(value, { stream: true });
-      let nl;
-      while ((nl = buf.search(/\r\n|\r|\n/)) >= 0) {
-        if (buf[nl] === '\r' && nl + 1 === buf.length) break; // a CRLF may be split
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + (buf.startsWith('\r\n', nl) ? 2 : 1));
+      // One pass over the chunk (a catch-up may bring a megabyte at once), then keep the rest.
+      const eol = /\r\n|\r|\n/g;
+      let pos = 0;
+      let m;
+      while ((m = eol.exec(buf)) !== null) {
+        if (m[0] === '\r' && eol.lastIndex === buf.length) break; // a CRLF may be split
+        const line = buf.slice(pos, m.index);
+        pos = eol.lastIndex;
         if (line === '') {
           if (ev.data.length) this.dispatch(ev.event, ev.data.join('\n'));
           ev = { data: [], event: '' };
@@ -285,12 +288,13 @@ class SSELink extends Link {
         if (line[0] === ':') continue;
         const colon = line.indexOf(':');
         const field = colon < 0 ? line : line.slice(0, colon);
-        let value = colon < 0 ? '' : line.slice(colon + 1);
-        if (value[0] === ' ') value = value.slice(1);
-        if (field === 'data') ev.data.push(value);
-        else if (field === 'event') ev.event = value;
-        else if (field === 'retry' && /^\d+$/.test(value)) this.client._serverRetry = Number(value);
+        let text = colon < 0 ? '' : line.slice(colon + 1);
+        if (text[0] === ' ') text = text.slice(1);
+        if (field === 'data') ev.data.push(text);
+        else if (field === 'event') ev.event = text;
+        else if (field === 'retry' && /^\d+$/.test(text)) this.client._serverRetry = Number(text);
       }
+      buf = buf.slice(pos);
     }
     this.end({ auth: this.expired, retryAfter: this.client._serverRetry });
   }

@@ -12,7 +12,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { createHmac } from 'node:crypto';
-import { startHerald, publishOk, request } from '../lib/harness.mjs';
+import { startHerald, publishOk, request, until } from '../lib/harness.mjs';
 import {
   launchChromium, startPageServer, startSwitchProxy, heraldJsPage, publishStream,
 } from '../lib/browser.mjs';
@@ -237,6 +237,56 @@ describe('herald.js in Chromium', () => {
       await closeClient(page, i);
     });
   }
+  test('honours Retry-After on a 503', async () => {
+    const i = await make(page, proxy.url, { ...OPTS, topics: ['retry-after'], transports: ['poll'] });
+    await waitOpen(page, i, 'poll');
+    const from = proxy.stats.acceptTimes.length;
+    proxy.setMode('unavailable');
+    proxy.sever();
+    await until(() => proxy.stats.acceptTimes.length >= from + 3, { timeout: 10_000, what: 'three attempts' });
+    proxy.setMode('pass');
+    const [, second, third] = proxy.stats.acceptTimes.slice(from);
+    // Without Retry-After: 1 the backoff (base 50 ms, cap 300 ms) would come back sooner.
+    assert.ok(third - second >= 950, `retried after ${third - second} ms`);
+    const sent = await publishOk(herald.url, 'retry-after', 'after the 503s');
+    await waitId(page, i, sent.id);
+    await closeClient(page, i);
+  });
+
+  test('pauses while offline and resumes from its last id', async () => {
+    const i = await make(page, herald.url, { ...OPTS, topics: ['offline'] });
+    await waitOpen(page, i, 'websocket');
+    const first = await publishOk(herald.url, 'offline', 'before');
+    await waitId(page, i, first.id);
+    await page.context().setOffline(true);
+    await page.waitForFunction((n) => window.clients[n].log.closes.some((c) => c.paused === 'offline'), i);
+    const missed = [];
+    for (let n = 0; n < 3; n++) missed.push((await publishOk(herald.url, 'offline', `away ${n}`)).id);
+    await page.context().setOffline(false);
+    await waitId(page, i, missed.at(-1));
+    const log = await logOf(page, i);
+    assert.deepEqual(log.messages.map((m) => m.id), [first.id, ...missed]);
+    assert.deepEqual(log.opens, ['websocket', 'websocket']);
+    await closeClient(page, i);
+  });
+
+  test('pauses while the page is hidden when asked to', async () => {
+    const setHidden = (hidden) => page.evaluate((h) => {
+      if (h) Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      else delete document.hidden;
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+    const i = await make(page, herald.url, { ...OPTS, topics: ['hidden'], pauseWhenHidden: true });
+    await waitOpen(page, i, 'websocket');
+    await setHidden(true);
+    await page.waitForFunction((n) => window.clients[n].h.transport === null, i);
+    const missed = (await publishOk(herald.url, 'hidden', 'while hidden')).id;
+    await setHidden(false);
+    await waitId(page, i, missed);
+    const log = await logOf(page, i);
+    assert.deepEqual(log.closes.map((c) => c.paused), ['hidden']);
+    await closeClient(page, i);
+  });
 });
 
 describe('herald.js gaps', () => {
@@ -246,7 +296,9 @@ describe('herald.js gaps', () => {
 
   before(async () => {
     herald = await startHerald({
-      config: { heartbeat_s: 1, history: { max_messages: 10 }, cors: { allow_origins: [pages.origin] } },
+      config: {
+        heartbeat_s: 1, sse: { retry_ms: 1500 }, history: { max_messages: 10 }, cors: { allow_origins: [pages.origin] },
+      },
     });
     proxy = await startSwitchProxy(herald.port);
     page = await openPage(herald.url);
@@ -280,13 +332,27 @@ describe('herald.js gaps', () => {
     assert.deepEqual(log.messages.map((m) => m.id), [...before, ...away.slice(15), after]);
     await closeClient(page, i);
   });
+  test('waits the SSE retry: value before reconnecting a dropped stream', async () => {
+    const i = await make(page, proxy.url, { ...OPTS, topics: ['sse-retry'], transports: ['sse'] });
+    await waitOpen(page, i, 'sse');
+    const from = proxy.stats.acceptTimes.length;
+    const cut = Date.now();
+    proxy.sever();
+    await page.waitForFunction((n) => window.clients[n].log.opens.length >= 2, i);
+    const again = proxy.stats.acceptTimes[from];
+    assert.ok(again - cut >= 1400, `reconnected after ${again - cut} ms`);
+    await closeClient(page, i);
+  });
 });
 
 describe('herald.js with a cookie token', () => {
   const SECRET = 'herald-js-cookie-secret-0123456789abcdef';
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const input = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ herald: { subscribe: ['*'], publish: ['*'] } })}`;
-  const TOKEN = `${input}.${createHmac('sha256', SECRET).update(input).digest('base64url')}`;
+  const mint = (claims) => {
+    const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+    return `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
+  };
+  const TOKEN = mint({ herald: { subscribe: ['*'], publish: ['*'] } });
   let herald;
 
   before(async () => {
@@ -343,4 +409,35 @@ describe('herald.js with a cookie token', () => {
       await otherPage.close();
     }
   });
+
+  for (const transport of TRANSPORTS) {
+    test(`${transport}: the token callback is asked again when the token expires; nothing lost`, async () => {
+      const topic = `expiring-${transport}`;
+      const page = await openPage(herald.url);
+      try {
+        const short = mint({ exp: Math.floor(Date.now() / 1000) + 2, herald: { subscribe: ['*'] } });
+        const i = await page.evaluate(([url, options, first]) => {
+          window.nextToken = first;
+          window.tokenCalls = 0;
+          return window.make(url, { ...options, token: async () => { window.tokenCalls += 1; return window.nextToken; } });
+        }, [herald.url, { ...OPTS, topics: [topic], transports: [transport] }, short]);
+        await waitOpen(page, i, transport);
+        await page.evaluate((t) => { window.nextToken = t; }, TOKEN);
+        const stream = publishStream(herald.url, topic, { count: 100_000, everyMs: 50, headers: { Authorization: `Bearer ${TOKEN}` } });
+        await page.waitForFunction(() => window.tokenCalls >= 2, null, { timeout: 10_000 });
+        const have = (await logOf(page, i)).messages.length;
+        await waitMessages(page, i, have + 3);
+        stream.stop();
+        const ids = await stream.done;
+        await waitId(page, i, ids.at(-1));
+        const log = await logOf(page, i);
+        assert.deepEqual(log.messages.map((m) => m.id), ids);
+        assert.deepEqual(log.gaps, []);
+        assert.ok(log.opens.length >= 2 && log.opens.every((t) => t === transport), log.opens.join());
+        await closeClient(page, i);
+      } finally {
+        await page.close();
+      }
+    });
+  }
 });

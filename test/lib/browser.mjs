@@ -54,7 +54,10 @@ export async function startPageServer(render, files = {}) {
  *               not speak WebSocket), forwards other requests;
  *   'buffer'    as 'noUpgrade', and holds each response back until it is
  *               complete: a Content-Length answer passes whole, a stream
- *               (SSE: no length, ends with the connection) only at its end.
+ *               (SSE: no length, ends with the connection) only at its end;
+ *   'unavailable' answers every request 503 with Retry-After: 1 (and the CORS
+ *               headers herald would send), as an overloaded node would.
+ * stats.acceptTimes holds when each connection was accepted (ms).
  * setTarget(port) sends new connections to another herald; sever() cuts the
  * forwarded ones; hold()/release() keep new connections waiting.
  * Resolves {url, port, accepted, upgrades, setMode, setTarget, sever, hold, release, close}.
@@ -65,7 +68,7 @@ export async function startSwitchProxy(targetPort, { host = '127.0.0.1' } = {}) 
   let holding = false;
   const held = [];
   const conns = new Set();
-  const stats = { accepted: 0, upgrades: 0, refusedUpgrades: 0 };
+  const stats = { accepted: 0, refusedUpgrades: 0, acceptTimes: [] };
 
   const start = (client, connMode, connTarget) => {
     const upstream = net.connect({ host, port: connTarget });
@@ -130,7 +133,15 @@ export async function startSwitchProxy(targetPort, { host = '127.0.0.1' } = {}) 
 
   const server = net.createServer((client) => {
     stats.accepted += 1;
+    stats.acceptTimes.push(Date.now());
     client.on('error', () => {});
+    if (mode === 'unavailable') {
+      const body = '{"error":"unavailable","message":"Try again later."}';
+      client.once('data', () => client.end('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n'
+        + 'Access-Control-Allow-Origin: *\r\nAccess-Control-Expose-Headers: Content-Type, WWW-Authenticate, Retry-After\r\n'
+        + `Content-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`));
+      return;
+    }
     if (holding) held.push(client);
     else start(client, mode, target);
   });
@@ -193,13 +204,13 @@ export function heraldJsPage(params) {
  * Publishes `count` messages to topic one after the other (every `everyMs`),
  * round robin over url (one or several nodes); `done` resolves the ids.
  */
-export function publishStream(url, topic, { count, everyMs = 20, prefix = 'm' }) {
+export function publishStream(url, topic, { count, everyMs = 20, prefix = 'm', headers = {} }) {
   const urls = [].concat(url);
   let stopped = false;
   const ids = [];
   const done = (async () => {
     for (let i = 0; i < count && !stopped; i++) {
-      const res = await fetch(`${urls[i % urls.length]}/topics/${topic}`, { method: 'POST', body: `${prefix}${i}` });
+      const res = await fetch(`${urls[i % urls.length]}/topics/${topic}`, { method: 'POST', body: `${prefix}${i}`, headers });
       if (res.status !== 201) throw new Error(`publish answered ${res.status}: ${await res.text()}`);
       ids.push((await res.json()).id);
       await new Promise((resolve) => setTimeout(resolve, everyMs));
