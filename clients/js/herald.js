@@ -120,7 +120,7 @@ class WebSocketLink extends Link {
 
   start() {
     const c = this.client;
-    const url = new URL('/ws', c._base);
+    const url = new URL('ws', c._base);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     for (const t of c._topics) url.searchParams.append('topic', t);
     if (c._cursor) url.searchParams.set('since', c._cursor);
@@ -238,7 +238,7 @@ class SSELink extends Link {
 
   start() {
     const c = this.client;
-    const url = new URL('/events', c._base);
+    const url = new URL('events', c._base);
     for (const t of c._topics) url.searchParams.append('topic', t);
     url.searchParams.set('format', 'json');
     if (c._cursor) url.searchParams.set('since', c._cursor);
@@ -328,7 +328,7 @@ class PollLink extends Link {
   async loop() {
     const c = this.client;
     for (;;) {
-      const url = new URL('/poll', c._base);
+      const url = new URL('poll', c._base);
       for (const t of c._topics) url.searchParams.append('topic', t);
       if (c._cursor) url.searchParams.set('since', c._cursor);
       // The first poll of a link answers at once: it proves the path and brings a cursor.
@@ -369,7 +369,10 @@ export class Herald {
   constructor(baseUrl, options = {}) {
     this._opts = { ...DEFAULTS, ...options, backoff: { ...DEFAULTS.backoff, ...options.backoff } };
     const base = typeof location !== 'undefined' ? location.href : undefined;
+    // herald may sit under a path behind a proxy (https://example.com/push/): endpoints are relative to it.
     this._base = new URL(baseUrl, base);
+    this._base.search = this._base.hash = '';
+    if (!this._base.pathname.endsWith('/')) this._base.pathname += '/';
     this._transports = this._opts.transports.filter((t) => TRANSPORTS.includes(t));
     if (!this._transports.length) throw new TypeError('transports: none of websocket, sse, poll');
     this._topics = [...new Set(this._opts.topics)];
@@ -489,7 +492,7 @@ export class Herald {
         if (err.code !== 'connection_lost' || !idempotencyKey) throw err;
       }
     }
-    const url = new URL(`/topics/${encodeURIComponent(topic)}`, this._base);
+    const url = new URL(`topics/${encodeURIComponent(topic)}`, this._base);
     if (event) url.searchParams.set('event', event);
     const init = this._fetchInit(undefined);
     init.method = 'POST';
@@ -581,7 +584,7 @@ export class Herald {
   /** The hub's newest id, from a poll that answers at once, as the starting cursor. */
   async _anchor() {
     try {
-      const url = new URL('/poll', this._base);
+      const url = new URL('poll', this._base);
       for (const t of this._topics) url.searchParams.append('topic', t);
       url.searchParams.set('timeout', '0');
       const res = await fetch(url.href, this._fetchInit(undefined));
