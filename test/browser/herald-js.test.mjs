@@ -415,14 +415,14 @@ describe('herald.js with a cookie token', () => {
       const topic = `expiring-${transport}`;
       const page = await openPage(herald.url);
       try {
-        const short = mint({ exp: Math.floor(Date.now() / 1000) + 2, herald: { subscribe: ['*'] } });
-        const i = await page.evaluate(([url, options, first]) => {
-          window.nextToken = first;
+        // The first call gets a token that expires in a few seconds, later calls one that does not.
+        const short = mint({ exp: Math.floor(Date.now() / 1000) + 3, herald: { subscribe: ['*'] } });
+        const i = await page.evaluate(([url, options, first, then]) => {
           window.tokenCalls = 0;
-          return window.make(url, { ...options, token: async () => { window.tokenCalls += 1; return window.nextToken; } });
-        }, [herald.url, { ...OPTS, topics: [topic], transports: [transport] }, short]);
+          const token = async () => { window.tokenCalls += 1; return window.tokenCalls === 1 ? first : then; };
+          return window.make(url, { ...options, token });
+        }, [herald.url, { ...OPTS, topics: [topic], transports: [transport] }, short, TOKEN]);
         await waitOpen(page, i, transport);
-        await page.evaluate((t) => { window.nextToken = t; }, TOKEN);
         const stream = publishStream(herald.url, topic, { count: 100_000, everyMs: 50, headers: { Authorization: `Bearer ${TOKEN}` } });
         await page.waitForFunction(() => window.tokenCalls >= 2, null, { timeout: 10_000 });
         const have = (await logOf(page, i)).messages.length;
