@@ -94,8 +94,13 @@ describe('GET /herald.js', () => {
       assert.equal(again.headers.get('etag'), etag);
       assert.equal((await again.arrayBuffer()).byteLength, 0);
     }
-    const other = await request(`${herald.url}/herald.js`, { headers: { 'If-None-Match': '"other"' } });
-    assert.equal(other.status, 200);
+    for (const match of ['"other"', 'W/', '', ',,', etag.slice(0, -1), `${etag}x`]) {
+      const other = await request(`${herald.url}/herald.js`, { headers: { 'If-None-Match': match } });
+      assert.equal(other.status, 200, match);
+      assert.equal(other.text, HERALD_JS.toString());
+    }
+    assert.equal((await request(`${herald.url}/herald.js/`)).status, 404);
+    assert.equal((await request(`${herald.url}/herald.jsx`)).status, 404);
 
     const head = await fetch(`${herald.url}/herald.js`, { method: 'HEAD' });
     assert.equal(head.status, 200);
@@ -115,6 +120,7 @@ describe('GET /herald.js', () => {
     const cors = await fetch(`${herald.url}/herald.js`, { headers: { Origin: 'http://example.com' } });
     assert.equal(cors.headers.get('access-control-allow-origin'), '*');
     assert.equal(cors.headers.get('access-control-allow-credentials'), null);
+    assert.match(cors.headers.get('access-control-expose-headers'), /\bRetry-After\b/);
     await cors.arrayBuffer();
   });
 });
@@ -375,6 +381,14 @@ describe('herald.js with a cookie token', () => {
     assert.equal(listed.headers.get('access-control-allow-origin'), pages.origin);
     assert.equal(listed.headers.get('access-control-allow-credentials'), 'true');
     await listed.arrayBuffer();
+    const preflight = await fetch(`${herald.url}/topics/secret`, {
+      method: 'OPTIONS',
+      headers: { Origin: pages.origin, 'Access-Control-Request-Method': 'POST', 'Access-Control-Request-Headers': 'idempotency-key' },
+    });
+    assert.equal(preflight.status, 204);
+    assert.equal(preflight.headers.get('access-control-allow-credentials'), 'true');
+    assert.match(preflight.headers.get('access-control-allow-headers'), /\bIdempotency-Key\b/);
+    await preflight.arrayBuffer();
     const other = await fetch(url, { headers: { Origin: otherPages.origin, Cookie: cookie } });
     assert.equal(other.status, 401);
     assert.equal(other.headers.get('access-control-allow-credentials'), null);
