@@ -726,7 +726,10 @@ export class Herald {
   }
 
   _resume(reason) {
-    if (!this._paused.delete(reason) || this._paused.size || this._closed) return;
+    if (!this._paused.delete(reason)) return;
+    // Failures just before the browser noticed it was offline say nothing about the transports.
+    if (reason === 'offline') this._level = 0;
+    if (this._paused.size || this._closed) return;
     this._attempt = 0;
     this._schedule(0);
   }
