@@ -175,13 +175,12 @@ class WebSocketLink extends Link {
       return;
     }
     this.watch(this.client._silenceMs());
+    // Any frame proves the path (a resume's catch-up may come before the ping's ack): open comes first.
+    this.ok();
     if (f.type === 'message') this.client._deliver(f, this);
     else if (f.type === 'gap') this.client._gap(f, this);
     else if (f.type === 'ack' || f.type === 'error') {
-      if (typeof f.ref === 'string' && f.ref.startsWith('ping-')) {
-        if (f.type === 'ack') this.ok();
-        return;
-      }
+      if (typeof f.ref === 'string' && f.ref.startsWith('ping-')) return;
       const p = this.pending.get(f.ref);
       if (!p) {
         if (f.type === 'error') this.client._error(heraldError(f.error, f.message));
