@@ -4,6 +4,9 @@
 #   cmake -DINPUT=src/engine/x.lua -DOUTPUT=x_lua.c -DSYMBOL=hd_x_lua
 #         -DHEADER=engine/redis_scripts.h -P deps/embed.cmake
 # It defines SYMBOL (NUL-terminated) and SYMBOL_len (without the NUL), declared in HEADER.
+# Web assets (clients/js/herald.js...) pass -DSOURCE=<path in the repository> for the
+# comment and -DETAG=ON for SYMBOL_etag, a strong HTTP entity tag: the quoted SHA-256
+# of the bytes (its first 32 hex digits), so it changes exactly when they do.
 file(READ "${INPUT}" hex HEX)
 string(LENGTH "${hex}" hex_length)
 math(EXPR length "${hex_length} / 2")
@@ -18,10 +21,19 @@ while(at LESS hex_length)
   math(EXPR at "${at} + 64")
 endwhile()
 get_filename_component(input_name "${INPUT}" NAME)
+if(NOT DEFINED SOURCE)
+  set(SOURCE "src/engine/${input_name}")
+endif()
+set(etag "")
+if(ETAG)
+  file(SHA256 "${INPUT}" digest)
+  string(SUBSTRING "${digest}" 0 32 digest)
+  set(etag "const char ${SYMBOL}_etag[] = \"\\\"${digest}\\\"\";\n")
+endif()
 file(WRITE "${OUTPUT}.tmp"
-     "/* Generated from src/engine/${input_name} by deps/embed.cmake: edit that file instead. */\n"
+     "/* Generated from ${SOURCE} by deps/embed.cmake: edit that file instead. */\n"
      "#include \"${HEADER}\"\n\n"
      "const char ${SYMBOL}[] =\n${lines}    \"\";\n"
-     "const size_t ${SYMBOL}_len = ${length};\n")
+     "const size_t ${SYMBOL}_len = ${length};\n${etag}")
 file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)
 file(REMOVE "${OUTPUT}.tmp")

@@ -17,6 +17,8 @@ const char *hd_status_reason(int status)
         return "Created";
     case 204:
         return "No Content";
+    case 304:
+        return "Not Modified";
     case 400:
         return "Bad Request";
     case 401:
@@ -67,11 +69,21 @@ void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
         hd_strbuf_append_str(head, "Access-Control-Allow-Origin: ");
         hd_strbuf_append(head, origin, origin_len);
         hd_strbuf_append_str(head, "\r\nVary: Origin\r\n");
+        /*
+         * An origin listed by name may send cookies (fetch with credentials:
+         * "include"): the access_token cookie counts for it (auth.c). Never
+         * with "*", which browsers refuse together with credentials anyway.
+         */
+        hd_strbuf_append_str(head, "Access-Control-Allow-Credentials: true\r\n");
     } else {
         return;
     }
-    /* A page must be able to tell a refused token (401) from a missing one. */
-    hd_strbuf_append_str(head, "Access-Control-Expose-Headers: Content-Type, WWW-Authenticate\r\n");
+    /*
+     * A page must be able to tell a refused token (401) from a missing one,
+     * and herald.js honours Retry-After on a 503.
+     */
+    hd_strbuf_append_str(
+        head, "Access-Control-Expose-Headers: Content-Type, WWW-Authenticate, Retry-After\r\n");
 }
 
 bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const char *content_type,

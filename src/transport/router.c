@@ -6,6 +6,7 @@
 #include "engine/engine.h"
 #include "http/response.h"
 #include "ops/metrics.h"
+#include "transport/assets.h"
 #include "transport/poll.h"
 #include "transport/publish.h"
 #include "transport/sse.h"
@@ -45,7 +46,8 @@ static void answer_preflight(hd_conn *conn)
 {
     static const char headers[] =
         "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\n"
-        "Access-Control-Allow-Headers: Content-Type, Last-Event-ID, X-Event, Authorization\r\n"
+        "Access-Control-Allow-Headers: Content-Type, Last-Event-ID, X-Event, Authorization, "
+        "Idempotency-Key\r\n"
         "Access-Control-Max-Age: 86400\r\n";
     hd_response_send(conn, 204, "text/plain", headers, "", 0, 0);
 }
@@ -137,6 +139,8 @@ static route_handler find_route(hd_conn *conn)
         return read ? answer_websocket : refuse_method(conn, "GET, HEAD");
     if (is_echo_path(conn))
         return read ? answer_echo : refuse_method(conn, "GET, HEAD");
+    if (hd_assets_has(req))
+        return read ? hd_assets_handle : refuse_method(conn, "GET, HEAD");
     if (path_is(req, "/publish"))
         return method == HTTP_POST ? hd_publish_handle_batch : refuse_method(conn, "POST");
     if (path_is_topic(req)) {

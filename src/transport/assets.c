@@ -1,0 +1,91 @@
+#include "transport/assets.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "http/response.h"
+#include "transport/assets_data.h"
+
+typedef struct {
+    const char *path;
+    const char *content_type;
+    const char *bytes;
+    const size_t *len;
+    const char *etag;
+} asset;
+
+static const asset assets[] = {
+    {"/herald.js", "text/javascript; charset=utf-8", hd_asset_herald_js, &hd_asset_herald_js_len,
+     hd_asset_herald_js_etag},
+    {"/herald.d.ts", "application/typescript; charset=utf-8", hd_asset_herald_d_ts,
+     &hd_asset_herald_d_ts_len, hd_asset_herald_d_ts_etag},
+};
+
+static const asset *find_asset(const hd_request *req)
+{
+    for (size_t i = 0; i < sizeof(assets) / sizeof(assets[0]); i++) {
+        size_t len = strlen(assets[i].path);
+        if (req->path_len == len && memcmp(req->path, assets[i].path, len) == 0)
+            return &assets[i];
+    }
+    return NULL;
+}
+
+bool hd_assets_has(const hd_request *req)
+{
+    return find_asset(req) != NULL;
+}
+
+/*
+ * Whether If-None-Match names the asset's tag: "*", or one of a list of
+ * entity tags, compared weakly (a W/ prefix is ignored), as RFC 9110
+ * §13.1.2 wants for this header.
+ */
+static bool none_match_hits(const char *value, size_t len, const char *etag)
+{
+    size_t etag_len = strlen(etag);
+    size_t at = 0;
+    while (at < len) {
+        while (at < len && (value[at] == ' ' || value[at] == '\t' || value[at] == ','))
+            at++;
+        size_t start = at;
+        while (at < len && value[at] != ',')
+            at++;
+        size_t end = at;
+        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
+            end--;
+        if (end - start == 1 && value[start] == '*')
+            return true;
+        if (end - start > 2 && memcmp(value + start, "W/", 2) == 0)
+            start += 2;
+        if (end - start == etag_len && memcmp(value + start, etag, etag_len) == 0)
+            return true;
+    }
+    return false;
+}
+
+void hd_assets_handle(hd_conn *conn)
+{
+    const asset *a = find_asset(conn->request);
+    /*
+     * no-cache, not max-age: a page always revalidates (one 304 without a
+     * body), so it runs the client of the herald it talks to, also just
+     * after an upgrade.
+     */
+    char headers[160];
+    snprintf(headers, sizeof(headers),
+             "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n", a->etag);
+    size_t match_len = 0;
+    const char *match = hd_request_header(conn->request, "if-none-match", &match_len);
+    if (match != NULL && none_match_hits(match, match_len, a->etag)) {
+        hd_strbuf out;
+        hd_strbuf_init(&out);
+        /* A 304 has no body; its Content-Length is the one a 200 would have (RFC 9110 §8.6). */
+        bool close = hd_response_append_head(&out, conn, 304, NULL, headers, *a->len, 0);
+        hd_conn_send_owned(conn, hd_strbuf_finish(&out));
+        if (close)
+            hd_conn_close_after_flush(conn);
+        return;
+    }
+    hd_response_send(conn, 200, a->content_type, headers, a->bytes, *a->len, 0);
+}
