@@ -29,8 +29,12 @@
 #define MAX_INFLIGHT_BYTES (64u << 20)
 /* Pub/sub silence before the link probes the connection. */
 #define PROBE_IDLE_MS 5000
-/* Live messages held back while a lost one is read; past this they go on, with the hole. */
+/* Live messages held back while a catch-up is read; past this the oldest go on, out of order. */
 #define HELD_MAX 65536
+/* Entries a catch-up round reads at most (over all its topics; at least one per topic). */
+#define ROUND_ENTRIES_MAX 16384
+/* What a catch-up round publishes on the node channel after its reads (then its number). */
+#define BARRIER_PREFIX "herald-catch-up:"
 /* Topic table buckets on the engine thread (chained; a power of two). */
 #define TOPIC_BUCKETS 4096
 #define PREFIX_MAX 66 /* "{" + 64 + "}" */
@@ -231,6 +235,15 @@ void hd_redis_topics_range(const char *prefix, size_t prefix_len, const char *af
 
 typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST, JOB_DESCRIBE, JOB_LIST } job_kind;
 
+/* Where a topic stands in the catch-up (see "catch-up rounds"). */
+typedef enum catch_state {
+    CATCH_NONE,    /* pub/sub brings all it needs */
+    CATCH_WAITING, /* its SUBSCRIBE (and a new topic's position) is not confirmed yet */
+    CATCH_WANTED,  /* a read from last is due, in the next round */
+    CATCH_READING, /* read by the round under way */
+    CATCH_READ,    /* its read holds entries past the last round's bound */
+} catch_state;
+
 /* A topic this node is interested in, on the engine thread. */
 typedef struct topic_state {
     struct topic_state *next;
@@ -242,6 +255,9 @@ typedef struct topic_state {
     uint64_t last;
     uint32_t epoch;
     bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
+    catch_state catching;
+    hd_engine_request *read; /* READING (once answered), READ: entries from read_next on */
+    size_t read_next;
     /*
      * When the last subscriber left (uv_now, +1 so never 0), while it stays
      * subscribed for LINGER_MS: a long-poll client comes back after every
@@ -286,7 +302,8 @@ struct hd_engine_request {
     hd_engine_publish_cb publish_done;
     hd_engine_read_cb read_done;
     struct hd_engine_request *next; /* in the reads waiting for the link */
-    bool fill;                      /* a read for a lost pub/sub message: the engine's own */
+    bool fill;                      /* a catch-up round's read: the engine's own */
+    uint64_t round;                 /* fill: its round's number */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
     char *buf;     /* the copies of the caller's bytes */
 
@@ -356,13 +373,20 @@ struct redis_engine {
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
     topic_state *topics[TOPIC_BUCKETS];
-    /* Live messages held while a lost one is read (filling), oldest first. */
+    /* Live messages held while topics catch up (catching > 0), oldest first. */
     hd_message **held;
     uint64_t *held_prev;
     size_t held_head, held_len, held_cap;
-    bool filling;
-    hd_engine_request *fills; /* catch-up reads waiting for the one under way, oldest first */
-    hd_engine_request **fills_tail;
+    bool overflowed; /* held ran over HELD_MAX since the catch-up began */
+    /* Topics not CATCH_NONE, and of them CATCH_WAITING. */
+    size_t catching, catch_waiting;
+    bool node_confirmed; /* the node channel (where barriers come back) is subscribed */
+    struct {
+        bool active;
+        uint64_t id;            /* rises with every round: answers of a retired one are dropped */
+        size_t count, answered; /* reads sent, and answered */
+        bool barrier_seen;
+    } round;
     /*
      * Attribution of epoch changes (epoch_changes): script calls sent and
      * answered, and an epoch first seen in a pub/sub payload while scripts
@@ -507,6 +531,10 @@ static hd_engine_request *read_request_new(redis_engine *e, const char *const *t
                                            const size_t *topic_lens, size_t topic_count,
                                            const hd_cursor *cursor, size_t limit, void *ctx);
 static void run_read(redis_engine *e, hd_engine_request *req);
+static void set_catch(redis_engine *e, topic_state *t, catch_state state);
+static void drop_read(topic_state *t);
+static void start_round(redis_engine *e);
+static void drain_held(redis_engine *e);
 
 static void on_interest_job(redis_engine *e, const interest_job *job)
 {
@@ -527,6 +555,7 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
         } else if (t->interest == 1) {
             t->fresh = true;
             t->positioned = t->confirmed = false;
+            set_catch(e, t, CATCH_WAITING);
             t->since_epoch = job->epoch;
             t->since_seq = job->seq;
             hd_redis_link_subscribe(e->link, channel, channel_len);
@@ -557,11 +586,16 @@ static void on_sweep(uv_timer_t *timer)
             }
             char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
             hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
+            set_catch(e, t, CATCH_NONE);
+            drop_read(t);
             *slot = t->next;
             free(t);
             atomic_fetch_sub(&e->subscribed_topics, 1);
         }
     }
+    /* A round that could not be sent, or failed, is tried again; what it held goes on after. */
+    start_round(e);
+    drain_held(e);
 }
 
 static void count_epoch_change(redis_engine *e, hd_engine_epoch_reason reason)
@@ -842,9 +876,6 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
 
 /* ------------------------------------------------------------------ reading */
 
-static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev);
-static void drain_held(redis_engine *e);
-
 /* The read script's answer, parsed into the request's result. Returns false if malformed. */
 static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply)
 {
@@ -919,53 +950,8 @@ static void wait_for_link(redis_engine *e, hd_engine_request *req)
     e->waiting_tail = &req->next;
 }
 
-static void run_fill(redis_engine *e, hd_engine_request *req);
-static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
-                       hd_message *msg, uint64_t prev);
-
-/* A lost or missed range was read: ingest it, then the next fill, or what waited behind. */
-static void fill_done(redis_engine *e, hd_engine_request *req)
-{
-    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
-    /* What history lost past the topic's last message: its subscribers hear of it first. */
-    for (size_t i = 0; i < req->result.gap_count; i++) {
-        const hd_gap *gap = &req->result.gaps[i];
-        if (gap->to_seq == 0)
-            continue; /* another epoch, none of it lost: its messages follow */
-        if (t != NULL && (req->result.epoch != t->epoch || gap->to_seq > t->last)) {
-            t->epoch = req->result.epoch;
-            t->last = gap->to_seq;
-        }
-        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, req->result.epoch, gap->to_seq);
-    }
-    for (size_t i = 0; i < req->result.count; i++) {
-        hd_message *msg = req->messages[i];
-        if (t != NULL && (msg->epoch != t->epoch || msg->seq > t->last)) {
-            t->epoch = msg->epoch;
-            t->last = msg->seq;
-        }
-        hd_hub_ingest(e->base.hub, hd_message_retain(msg));
-    }
-    atomic_fetch_add(&e->catchup_messages, req->result.count);
-    bool more = req->result.more && t != NULL;
-    request_free(req);
-    if (more) {
-        /* A read is bounded: the rest of the range comes in the next, before anything else. */
-        e->filling = false;
-        start_fill(e, t, t->epoch, t->last, NULL, 0);
-        return;
-    }
-    hd_engine_request *next = e->fills;
-    if (next != NULL) {
-        e->fills = next->next;
-        if (e->fills == NULL)
-            e->fills_tail = &e->fills;
-        run_fill(e, next);
-        return;
-    }
-    e->filling = false;
-    drain_held(e);
-}
+static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_status status,
+                          const redisReply *reply);
 
 static void fresh_ready(redis_engine *e, topic_state *t);
 
@@ -1014,8 +1000,13 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
 {
     hd_engine_request *req = ctx;
     redis_engine *e = req->engine;
+    if (req->fill) {
+        on_fill_reply(e, req, status, reply);
+        script_answered(e);
+        return;
+    }
     if (status != HD_REDIS_OK) {
-        /* The link broke: the read waits for it (a fill holds live messages back meanwhile). */
+        /* The link broke: the read waits for it. */
         wait_for_link(e, req);
         script_answered(e);
         return;
@@ -1030,19 +1021,13 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
         req->result = (hd_history_result){.epoch = e->epoch, .cut = e->known_seq};
     }
-    if (req->fill)
-        fill_done(e, req);
-    else
-        request_complete(req);
+    request_complete(req);
     script_answered(e);
 }
 
-static void run_read(redis_engine *e, hd_engine_request *req)
+/* Sends the read script for req; its answer goes to on_read_reply. */
+static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
 {
-    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP) {
-        wait_for_link(e, req);
-        return;
-    }
     script_args a;
     char cursor_epoch[9] = "";
     if (!req->cursor.earliest)
@@ -1057,7 +1042,12 @@ static void run_read(redis_engine *e, hd_engine_request *req)
     args_number(&a, (int64_t)topic_count);
     for (size_t i = 0; i < topic_count; i++)
         args_text(&a, req->topics[i], req->topic_lens[i]);
-    if (args_call(&a, e, e->read_script, on_read_reply, req) != HD_REDIS_OK)
+    return args_call(&a, e, e->read_script, on_read_reply, req);
+}
+
+static void run_read(redis_engine *e, hd_engine_request *req)
+{
+    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP || send_read(e, req) != HD_REDIS_OK)
         wait_for_link(e, req);
 }
 
@@ -1405,65 +1395,39 @@ static void held_push(redis_engine *e, hd_message *msg, uint64_t prev, bool fron
     e->held_len++;
 }
 
-static void drain_held(redis_engine *e)
+static hd_message *held_pop(redis_engine *e, uint64_t *prev)
 {
-    while (!e->filling && e->held_len > 0) {
-        hd_message *msg = e->held[e->held_head];
-        uint64_t prev = e->held_prev[e->held_head];
-        e->held_head = (e->held_head + 1) % e->held_cap;
-        e->held_len--;
-        ingest_live(e, msg, prev);
-    }
+    hd_message *msg = e->held[e->held_head];
+    *prev = e->held_prev[e->held_head];
+    e->held_head = (e->held_head + 1) % e->held_cap;
+    e->held_len--;
+    return msg;
 }
 
-static void run_fill(redis_engine *e, hd_engine_request *req)
+static void set_catch(redis_engine *e, topic_state *t, catch_state state)
 {
-    e->filling = true;
-    atomic_fetch_add(&e->gap_reads, 1);
-    run_read(e, req);
+    if (t->catching == CATCH_NONE && state != CATCH_NONE)
+        e->catching++;
+    else if (t->catching != CATCH_NONE && state == CATCH_NONE)
+        e->catching--;
+    if (t->catching == CATCH_WAITING && state != CATCH_WAITING)
+        e->catch_waiting--;
+    else if (t->catching != CATCH_WAITING && state == CATCH_WAITING)
+        e->catch_waiting++;
+    t->catching = state;
+    if (e->catching == 0)
+        e->overflowed = false;
 }
 
 /*
- * Reads what t holds after its last message: one lost on its way (msg,
- * whose prev is newer, waits with every later message), or, after a
- * reconnect (msg NULL), what was published meanwhile. One fill at a time.
+ * One live message, in seq order, while nothing is catching up (or as a
+ * round's merge reaches it): taken over. A lost predecessor (prev newer
+ * than the topic's last) makes the topic WANTED and puts msg back at the
+ * front of held, unless check is false (held ran over: it goes on with the
+ * hole); returns false then.
  */
-static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
-                       hd_message *msg, uint64_t prev)
+static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool check)
 {
-    char cursor_text[HD_ID_MAX];
-    hd_cursor cursor = {.present = true, .seq = seq, .text = cursor_text};
-    cursor.text_len = hd_id_format(epoch, seq, cursor_text);
-    const char *topic = t->name;
-    hd_engine_request *req =
-        read_request_new(e, &topic, &t->len, 1, &cursor, HD_ENGINE_READ_MAX, NULL);
-    req->fill = true;
-    req->worker = HD_WORKER_NONE;
-    if (msg != NULL)
-        held_push(e, msg, prev, true);
-    if (e->filling) {
-        req->next = NULL;
-        *e->fills_tail = req;
-        e->fills_tail = &req->next;
-        return;
-    }
-    run_fill(e, req);
-}
-
-/* One message from pub/sub (or held back), in seq order: taken over. */
-static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
-{
-    if (e->filling) {
-        if (e->held_len < HELD_MAX) {
-            held_push(e, msg, prev, false);
-            return;
-        }
-        hd_log_warn("cluster: %d messages held back while reading a lost one: delivering them "
-                    "with the hole",
-                    HELD_MAX);
-        e->filling = false; /* the fill's answer still comes, and is ingested late */
-        drain_held(e);
-    }
     uint32_t epoch;
     uint64_t seq;
     hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
@@ -1472,11 +1436,12 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
     if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
             hd_message_release(msg); /* already ingested (from a read) */
-            return;
+            return true;
         }
-        if (prev > t->last) {
-            start_fill(e, t, t->epoch, t->last, msg, prev);
-            return;
+        if (check && prev > t->last) {
+            held_push(e, msg, prev, true);
+            set_catch(e, t, CATCH_WANTED);
+            return false;
         }
     }
     if (t != NULL) {
@@ -1484,6 +1449,366 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
         t->epoch = epoch;
     }
     hd_hub_ingest(e->base.hub, msg);
+    return true;
+}
+
+/* ------------------------------------------------------------------ catch-up rounds */
+
+/*
+ * A node emits messages in seq order, across topics (SPEC §5: a client's
+ * Last-Event-ID is a cursor over all of its topics). Pub/sub brings them in
+ * that order; what it missed is read back, per topic from its last, and
+ * must be merged in: after a reconnect (every topic, once its SUBSCRIBE is
+ * confirmed), for a lost pub/sub message (prev newer than last) and for a
+ * newly subscribed topic (from where its first subscriber started). So:
+ *
+ *  - While any topic is not CATCH_NONE, every live message is held.
+ *  - A round starts once no topic is WAITING: one read per WANTED topic,
+ *    each from its own last, each of at most (ROUND_ENTRIES_MAX - entries
+ *    still buffered) / topics entries (1 to HD_ENGINE_READ_MAX); then a
+ *    barrier published on the node channel over the same command
+ *    connection. Redis runs them in that order, so once the barrier comes
+ *    back over pub/sub, every message published before the last read is
+ *    in a read, or held (its topic was subscribed before its read was
+ *    sent), or was lost on pub/sub (its successor reveals it).
+ *  - Then the reads (with what earlier rounds read and did not emit yet)
+ *    and the held messages are merged by seq, up to a bound: the smallest
+ *    last-returned seq of a read that hit its limit (its topic may hold
+ *    more just above), and the position of every topic that came to need a
+ *    read meanwhile (theirs may lie anywhere after it). A held message
+ *    revealing a hole lowers the bound to just below itself.
+ *  - A topic whose read ran out is read again in the next round if it hit
+ *    its limit, and done otherwise; one with entries past the bound keeps
+ *    them (CATCH_READ); held messages past the bound stay held. Each round
+ *    emits at least the read that set the bound, or the topics that set it
+ *    are read in the next one.
+ *
+ * Memory: ROUND_ENTRIES_MAX read entries (or one per topic) plus HELD_MAX
+ * held messages. A round whose reads or barrier cannot be sent, or whose
+ * read fails, is dropped and tried again by the sweep timer; a lost link
+ * drops it and the reconnect starts over from every topic's last.
+ */
+
+static void drop_read(topic_state *t)
+{
+    if (t->read != NULL)
+        request_free(t->read);
+    t->read = NULL;
+    t->read_next = 0;
+}
+
+/* Retires the round under way (its answers are dropped) and what was read: WANTED again. */
+static void abandon_round(redis_engine *e)
+{
+    e->round.active = false;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            if (t->catching == CATCH_READING || t->catching == CATCH_READ) {
+                drop_read(t);
+                set_catch(e, t, CATCH_WANTED);
+            }
+        }
+    }
+}
+
+static void on_barrier_reply(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    if (status != HD_REDIS_OK || (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0))
+        return; /* a lost link retires the round itself */
+    /* Nobody heard it (the node channel is not subscribed): the round could never end. */
+    hd_log_warn("cluster: a catch-up barrier reached no subscriber; trying again");
+    abandon_round(e);
+}
+
+static void start_round(redis_engine *e)
+{
+    if (e->round.active || e->catch_waiting > 0 || !e->node_confirmed ||
+        hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
+        return;
+    size_t count = 0, buffered = 0;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            count += t->catching == CATCH_WANTED;
+            if (t->catching == CATCH_READ)
+                buffered += t->read->result.count - t->read_next;
+        }
+    }
+    if (count == 0)
+        return;
+    size_t limit = buffered < ROUND_ENTRIES_MAX ? (ROUND_ENTRIES_MAX - buffered) / count : 0;
+    limit = limit < 1 ? 1 : limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : limit;
+    e->round.active = true;
+    e->round.id++;
+    e->round.count = count;
+    e->round.answered = 0;
+    e->round.barrier_seen = false;
+    bool sent = true;
+    for (size_t b = 0; sent && b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; sent && t != NULL; t = t->next) {
+            if (t->catching != CATCH_WANTED)
+                continue;
+            set_catch(e, t, CATCH_READING);
+            char cursor_text[HD_ID_MAX];
+            hd_cursor cursor = {.present = true, .seq = t->last, .text = cursor_text};
+            cursor.text_len = hd_id_format(t->epoch, t->last, cursor_text);
+            const char *topic = t->name;
+            hd_engine_request *req = read_request_new(e, &topic, &t->len, 1, &cursor, limit, NULL);
+            req->fill = true;
+            req->worker = HD_WORKER_NONE;
+            req->round = e->round.id;
+            atomic_fetch_add(&e->gap_reads, 1);
+            if (send_read(e, req) != HD_REDIS_OK) {
+                request_free(req);
+                sent = false;
+            }
+        }
+    }
+    if (sent) {
+        char barrier[sizeof(BARRIER_PREFIX) + 20];
+        const char *argv[] = {"PUBLISH", e->probe_channel, barrier};
+        size_t lens[] = {
+            7, strlen(e->probe_channel),
+            (size_t)snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id)};
+        sent = hd_redis_link_command(e->link, 3, argv, lens, on_barrier_reply, e) == HD_REDIS_OK;
+    }
+    if (!sent)
+        abandon_round(e); /* the sweep timer tries again */
+}
+
+/* A topic's read entries not emitted yet (t->read, from t->read_next on). */
+static hd_redis_topic_read read_rest(const topic_state *t)
+{
+    return (hd_redis_topic_read){
+        .topic = t->name,
+        .topic_len = t->len,
+        .messages = t->read->messages + t->read_next,
+        .count = t->read->result.count - t->read_next,
+    };
+}
+
+/*
+ * The merge's bound (see above): UINT64_MAX when every read topic's read is
+ * complete and nothing else waits; 0 when a read is of another epoch than
+ * the engine's now (a rotation in between: read again, with the gap).
+ */
+static uint64_t round_bound(redis_engine *e, uint32_t epoch)
+{
+    uint64_t bound = UINT64_MAX;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            uint64_t from = UINT64_MAX;
+            if (t->catching == CATCH_READING || t->catching == CATCH_READ) {
+                const hd_engine_request *req = t->read;
+                if (req->result.epoch != epoch)
+                    return 0;
+                if (req->result.more && req->result.count > 0)
+                    from = req->messages[req->result.count - 1]->seq;
+            } else if (t->catching == CATCH_WAITING && t->fresh) {
+                if (t->since_epoch == epoch)
+                    from = t->since_seq; /* no read otherwise */
+            } else if (t->catching == CATCH_WANTED || t->catching == CATCH_WAITING) {
+                from = t->epoch == epoch ? t->last : 0;
+            }
+            if (from < bound)
+                bound = from;
+        }
+    }
+    return bound;
+}
+
+/* A read entry, in the merge: skipped when pub/sub brought it already. */
+static bool emit_read(redis_engine *e, hd_message *msg)
+{
+    topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
+    if (t != NULL && t->epoch == msg->epoch && msg->seq <= t->last) {
+        /* After held ran over, live messages went on early: late rather than lost. */
+        if (!e->overflowed)
+            return false;
+    } else if (t != NULL) {
+        t->epoch = msg->epoch;
+        t->last = msg->seq;
+    }
+    hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+    return true;
+}
+
+/* What history lost past a topic's last, as its read found: its subscribers hear of it first. */
+static void emit_read_gaps(redis_engine *e, topic_state *t)
+{
+    const hd_engine_request *req = t->read;
+    for (size_t i = 0; i < req->result.gap_count; i++) {
+        const hd_gap *gap = &req->result.gaps[i];
+        if (gap->to_seq == 0)
+            continue; /* another epoch, none of it lost: its messages follow */
+        if (req->result.epoch != t->epoch || gap->to_seq > t->last) {
+            t->epoch = req->result.epoch;
+            t->last = gap->to_seq;
+        }
+        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, req->result.epoch, gap->to_seq);
+    }
+}
+
+/* Emits the merged reads and the held messages up to bound, in seq order; returns how many read. */
+static size_t emit_merged(redis_engine *e, uint32_t epoch, hd_message **merged, size_t n,
+                          uint64_t *bound)
+{
+    size_t next = 0, emitted = 0;
+    for (;;) {
+        hd_message *read = next < n && merged[next]->seq <= *bound ? merged[next] : NULL;
+        uint32_t held_epoch = 0;
+        uint64_t held_seq = 0;
+        bool held = e->held_len > 0;
+        if (held) {
+            hd_message *msg = e->held[e->held_head];
+            hd_id_parse(msg->id, msg->id_len, &held_epoch, &held_seq);
+            /* One of another epoch follows the rotation, after what was read. */
+            held = held_epoch != epoch || held_seq <= *bound;
+        }
+        if (read != NULL && (!held || held_epoch != epoch || read->seq < held_seq)) {
+            emitted += emit_read(e, read);
+            next++;
+        } else if (held) {
+            uint64_t prev;
+            hd_message *msg = held_pop(e, &prev);
+            if (!deliver_live(e, msg, prev, true) && held_epoch == epoch)
+                *bound = held_seq - 1; /* a hole: nothing from its seq on before it is read */
+        } else {
+            return emitted;
+        }
+    }
+}
+
+/* Every read answered and the barrier back: merge, emit up to the bound, and go on. */
+static void finish_round(redis_engine *e)
+{
+    e->round.active = false;
+    uint32_t epoch = e->epoch;
+    uint64_t bound = round_bound(e, epoch);
+    size_t count = 0, total = 0;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+            count += t->catching == CATCH_READING || t->catching == CATCH_READ;
+    }
+    topic_state **topics = hd_alloc((count + 1) * sizeof(*topics));
+    hd_redis_topic_read *reads = hd_calloc(count + 1, sizeof(*reads));
+    size_t k = 0;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            if (t->catching != CATCH_READING && t->catching != CATCH_READ)
+                continue;
+            topics[k] = t;
+            if (t->read->result.epoch == epoch) {
+                if (t->catching == CATCH_READING)
+                    emit_read_gaps(e, t);
+                reads[k] = read_rest(t);
+                total += reads[k].count;
+            }
+            k++;
+        }
+    }
+    hd_message **merged = hd_alloc((total + 1) * sizeof(*merged));
+    bool more;
+    size_t n = hd_redis_merge(reads, count, total, merged, &more);
+    atomic_fetch_add(&e->catchup_messages, emit_merged(e, epoch, merged, n, &bound));
+    free(merged);
+    free(reads);
+    /* Everything read up to the (final) bound went out. */
+    for (k = 0; k < count; k++) {
+        topic_state *t = topics[k];
+        hd_engine_request *req = t->read;
+        if (req->result.epoch != epoch || t->catching == CATCH_WANTED) {
+            drop_read(t); /* read again: after a rotation, or a hole past what it holds */
+            set_catch(e, t, CATCH_WANTED);
+            continue;
+        }
+        while (t->read_next < req->result.count && req->messages[t->read_next]->seq <= bound)
+            t->read_next++;
+        if (t->read_next < req->result.count) {
+            set_catch(e, t, CATCH_READ);
+        } else {
+            bool more_to_read = req->result.more;
+            drop_read(t);
+            set_catch(e, t, more_to_read ? CATCH_WANTED : CATCH_NONE);
+        }
+    }
+    free(topics);
+    start_round(e);
+    drain_held(e);
+}
+
+static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_status status,
+                          const redisReply *reply)
+{
+    if (!e->round.active || req->round != e->round.id) {
+        request_free(req); /* of a retired round */
+        return;
+    }
+    if (status != HD_REDIS_OK) {
+        request_free(req);
+        abandon_round(e); /* the link broke: the reconnect reads every topic again */
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
+        hd_log_error("cluster: the read script failed: %s",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
+        request_free(req);
+        abandon_round(e); /* the sweep timer tries again */
+        return;
+    }
+    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    if (t != NULL && t->catching == CATCH_READING) {
+        t->read = req;
+        t->read_next = 0;
+    } else {
+        request_free(req); /* unsubscribed meanwhile */
+    }
+    if (++e->round.answered == e->round.count && e->round.barrier_seen)
+        finish_round(e);
+}
+
+/* A message on the node channel: the round's barrier came back. */
+static void on_node_message(redis_engine *e, const char *payload, size_t len)
+{
+    char barrier[sizeof(BARRIER_PREFIX) + 20];
+    int n = snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id);
+    if (!e->round.active || len != (size_t)n || memcmp(payload, barrier, len) != 0)
+        return;
+    e->round.barrier_seen = true;
+    if (e->round.answered == e->round.count)
+        finish_round(e);
+}
+
+/* Held messages go on once no topic catches up. */
+static void drain_held(redis_engine *e)
+{
+    while (e->catching == 0 && e->held_len > 0) {
+        uint64_t prev;
+        hd_message *msg = held_pop(e, &prev);
+        if (!deliver_live(e, msg, prev, true))
+            start_round(e);
+    }
+}
+
+/* One message from pub/sub, in seq order: taken over. */
+static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
+{
+    if (e->catching > 0 || e->held_len > 0) {
+        if (e->held_len == HELD_MAX) {
+            if (!e->overflowed)
+                hd_log_warn("cluster: %d messages held back while catching up: delivering the "
+                            "oldest ones early, out of order",
+                            HELD_MAX);
+            e->overflowed = true;
+            uint64_t oldest_prev;
+            hd_message *oldest = held_pop(e, &oldest_prev);
+            deliver_live(e, oldest, oldest_prev, false);
+        }
+        held_push(e, msg, prev, false);
+        return;
+    }
+    if (!deliver_live(e, msg, prev, true))
+        start_round(e);
 }
 
 static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len,
@@ -1491,8 +1816,10 @@ static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len
 {
     redis_engine *e = ctx;
     if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
-        memcmp(channel + e->prefix_len, ":c:", 3) != 0)
-        return; /* the node channel: the link's probes */
+        memcmp(channel + e->prefix_len, ":c:", 3) != 0) {
+        on_node_message(e, payload, payload_len); /* the node channel */
+        return;
+    }
     const char *topic = channel + e->prefix_len + 3;
     size_t topic_len = channel_len - e->prefix_len - 3;
     hd_redis_payload p;
@@ -1512,17 +1839,21 @@ static void fresh_ready(redis_engine *e, topic_state *t)
     t->fresh = t->resync = false;
     if (t->since_epoch == e->epoch) {
         /*
-         * Nothing ingested yet: the topic stands where its subscribers
-         * started, so that a reconnect reads it from there even when no
+         * The topic stands where its subscribers started, so that the
+         * round reads it from there, and a reconnect does even when no
          * message comes before (otherwise what was published while away
          * would never be read).
          */
-        if (t->epoch != t->since_epoch) {
+        if (t->epoch != t->since_epoch || t->last < t->since_seq) {
             t->epoch = t->since_epoch;
             t->last = t->since_seq;
         }
-        start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+        set_catch(e, t, CATCH_WANTED);
+    } else {
+        set_catch(e, t, CATCH_NONE);
     }
+    start_round(e);
+    drain_held(e);
 }
 
 /*
@@ -1533,6 +1864,12 @@ static void fresh_ready(redis_engine *e, topic_state *t)
 static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
 {
     redis_engine *e = ctx;
+    if (channel_len == strlen(e->probe_channel) &&
+        memcmp(channel, e->probe_channel, channel_len) == 0) {
+        e->node_confirmed = true; /* rounds can end: their barriers come back */
+        start_round(e);
+        return;
+    }
     if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
         memcmp(channel + e->prefix_len, ":c:", 3) != 0)
         return;
@@ -1545,7 +1882,8 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
             fresh_ready(e, t);
     } else if (t->resync) {
         t->resync = false;
-        start_fill(e, t, t->epoch, t->last, NULL, 0);
+        set_catch(e, t, CATCH_WANTED);
+        start_round(e);
     }
 }
 
@@ -1688,15 +2026,24 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
                         hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
                         reason ? reason : "");
     }
-    if (state != HD_REDIS_LINK_UP)
+    if (state != HD_REDIS_LINK_UP) {
+        e->node_confirmed = false;
+        abandon_round(e);
         return;
+    }
     if (e->was_up)
         atomic_fetch_add(&e->reconnects, 1);
     e->was_up = true;
-    /* What pub/sub carried while down is read once each topic is subscribed again. */
+    /*
+     * What pub/sub carried while down is read once each topic is subscribed
+     * again: one catch-up round for all of them, after the last confirmation.
+     */
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
-        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
             t->resync = t->epoch != 0;
+            if (t->resync)
+                set_catch(e, t, CATCH_WAITING);
+        }
     }
     run_hello(e);
     check_redis_settings(e);
@@ -1804,11 +2151,6 @@ static void redis_free(hd_engine *engine)
         request_free(e->waiting);
         e->waiting = next;
     }
-    while (e->fills != NULL) {
-        hd_engine_request *next = e->fills->next;
-        request_free(e->fills);
-        e->fills = next;
-    }
     for (size_t i = 0; i < e->held_len; i++)
         hd_message_release(e->held[(e->held_head + i) % e->held_cap]);
     free(e->held);
@@ -1816,6 +2158,7 @@ static void redis_free(hd_engine *engine)
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         while (e->topics[b] != NULL) {
             topic_state *next = e->topics[b]->next;
+            drop_read(e->topics[b]);
             free(e->topics[b]);
             e->topics[b] = next;
         }
@@ -1876,7 +2219,6 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     atomic_init(&e->reconnects, 0);
     atomic_init(&e->gap_reads, 0);
     e->waiting_tail = &e->waiting;
-    e->fills_tail = &e->fills;
     e->workers = hd_worker_count();
     e->done = hd_calloc(e->workers, sizeof(*e->done));
     for (unsigned w = 0; w < e->workers; w++)
