@@ -154,6 +154,21 @@ size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, siz
     return count;
 }
 
+uint64_t hd_redis_catch_up_bound(const hd_redis_topic_read *reads, const bool *paged, size_t count,
+                                 const uint64_t *positions, size_t position_count)
+{
+    uint64_t bound = UINT64_MAX;
+    for (size_t i = 0; i < count; i++) {
+        if (paged[i] && reads[i].count > 0 && reads[i].messages[reads[i].count - 1]->seq < bound)
+            bound = reads[i].messages[reads[i].count - 1]->seq;
+    }
+    for (size_t i = 0; i < position_count; i++) {
+        if (positions[i] < bound)
+            bound = positions[i];
+    }
+    return bound;
+}
+
 /* Byte order of names, a shorter name before the longer ones it starts (as the hub lists). */
 static int compare_names(const char *a, size_t a_len, const char *b, size_t b_len)
 {
@@ -1588,33 +1603,15 @@ static hd_redis_topic_read read_rest(const topic_state *t)
 }
 
 /*
- * The merge's bound (see above): UINT64_MAX when every read topic's read is
- * complete and nothing else waits; 0 when a read is of another epoch than
- * the engine's now (a rotation in between: read again, with the gap).
+ * Where a topic that is still to be read stands in epoch: its entries may lie
+ * anywhere after it. UINT64_MAX for one that needs no read (a new topic that
+ * started in another epoch).
  */
-static uint64_t round_bound(redis_engine *e, uint32_t epoch)
+static uint64_t catch_position(const topic_state *t, uint32_t epoch)
 {
-    uint64_t bound = UINT64_MAX;
-    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
-        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
-            uint64_t from = UINT64_MAX;
-            if (t->catching == CATCH_READING || t->catching == CATCH_READ) {
-                const hd_engine_request *req = t->read;
-                if (req->result.epoch != epoch)
-                    return 0;
-                if (req->result.more && req->result.count > 0)
-                    from = req->messages[req->result.count - 1]->seq;
-            } else if (t->catching == CATCH_WAITING && t->fresh) {
-                if (t->since_epoch == epoch)
-                    from = t->since_seq; /* no read otherwise */
-            } else if (t->catching == CATCH_WANTED || t->catching == CATCH_WAITING) {
-                from = t->epoch == epoch ? t->last : 0;
-            }
-            if (from < bound)
-                bound = from;
-        }
-    }
-    return bound;
+    if (t->fresh)
+        return t->since_epoch == epoch ? t->since_seq : UINT64_MAX;
+    return t->epoch == epoch ? t->last : 0;
 }
 
 /* A read entry, in the merge: skipped when pub/sub brought it already. */
@@ -1684,17 +1681,23 @@ static void finish_round(redis_engine *e)
 {
     e->round.active = false;
     uint32_t epoch = e->epoch;
-    uint64_t bound = round_bound(e, epoch);
-    size_t count = 0, total = 0;
+    size_t count = 0, waiting = 0, total = 0;
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
-        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
             count += t->catching == CATCH_READING || t->catching == CATCH_READ;
+            waiting += t->catching == CATCH_WANTED || t->catching == CATCH_WAITING;
+        }
     }
     topic_state **topics = hd_alloc((count + 1) * sizeof(*topics));
     hd_redis_topic_read *reads = hd_calloc(count + 1, sizeof(*reads));
-    size_t k = 0;
+    bool *paged = hd_calloc(count + 1, sizeof(*paged));
+    uint64_t *positions = hd_alloc((waiting + 1) * sizeof(*positions));
+    bool rotated = false; /* a read of another epoch than the engine's now */
+    size_t k = 0, w = 0;
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            if (t->catching == CATCH_WANTED || t->catching == CATCH_WAITING)
+                positions[w++] = catch_position(t, epoch);
             if (t->catching != CATCH_READING && t->catching != CATCH_READ)
                 continue;
             topics[k] = t;
@@ -1702,11 +1705,18 @@ static void finish_round(redis_engine *e)
                 if (t->catching == CATCH_READING)
                     emit_read_gaps(e, t);
                 reads[k] = read_rest(t);
+                paged[k] = t->read->result.more;
                 total += reads[k].count;
+            } else {
+                rotated = true;
             }
             k++;
         }
     }
+    /* After a rotation in between, nothing of the new epoch goes out before all is read again. */
+    uint64_t bound = rotated ? 0 : hd_redis_catch_up_bound(reads, paged, count, positions, waiting);
+    free(paged);
+    free(positions);
     hd_message **merged = hd_alloc((total + 1) * sizeof(*merged));
     bool more;
     size_t n = hd_redis_merge(reads, count, total, merged, &more);

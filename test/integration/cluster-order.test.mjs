@@ -232,3 +232,57 @@ test('pub/sub connections killed (CLIENT KILL TYPE pubsub) under interleaved pub
   acked.sort(bySeq);
   await checkClients(views, acked, { topics, expectIds: acked.map((a) => a.id), unknown });
 });
+
+test('topics newly subscribed on a node one after the other under interleaved publishes: their seams keep seq order across topics', async (t) => {
+  const redis = await startRedis();
+  onEnd(t, () => redis.stop());
+  const cluster = await startCluster(3, { redis, config: CONFIG });
+  onEnd(t, () => cluster.stop());
+  const { A, B, C } = cluster;
+  const topics = topicsOf('seam-', 5);
+  const acked = [];
+  let running = true;
+  let n = 0;
+  const lane = async () => {
+    while (running) {
+      const k = n++;
+      const topic = topics[k % topics.length];
+      const res = await publish([A, C][k % 2].url, topic, `s${k}`);
+      assert.equal(res.status, 201, `publish s${k}: ${res.status} ${res.text}`);
+      acked.push({ id: res.json.id, topic, data: `s${k}` });
+    }
+  };
+  const lanes = Promise.all([lane(), lane(), lane()]);
+  let ws;
+  let sse;
+  try {
+    await until(() => acked.length >= 20, { what: '20 publishes' });
+    // One WebSocket subscribing to one topic after the other (each new on B),
+    // and an SSE client on all of them once the last is followed.
+    ws = await openWS(B.url, '/ws');
+    onEnd(t, () => ws.close());
+    for (const topic of topics) {
+      await ws.ok({ op: 'subscribe', topics: [topic] });
+      const have = acked.length;
+      await until(() => acked.length >= have + 10, { what: '10 more publishes' });
+    }
+    sse = await subscribe(B.url, `/events?${topics.map((x) => `topic=${x}`).join('&')}`);
+    onEnd(t, () => sse.close());
+    const have = acked.length;
+    await until(() => acked.length >= have + 30, { what: '30 more publishes' });
+  } finally {
+    running = false;
+    await lanes;
+  }
+  acked.sort(bySeq);
+  // Every message published after the SSE client was answered reaches both.
+  const lastId = acked.at(-1).id;
+  for (const [label, client] of [['WebSocket on B', ws], ['SSE on B', sse]]) {
+    await waitForId(client, lastId, { timeout: 10_000, label });
+    const { ids } = assertSequence(itemsOf(client), { label, only: acked.map((a) => a.id), topics });
+    const from = acked.findIndex((a) => a.id === ids[0]);
+    const tail = acked.slice(-20).map((a) => a.id);
+    for (const id of tail) assert.ok(ids.includes(id), `${label}: ${id} delivered`);
+    assert.ok(from >= 0, `${label}: delivered what was published`);
+  }
+});
