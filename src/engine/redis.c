@@ -253,7 +253,8 @@ typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST, JOB_DESCRIBE, JOB_L
 /* Where a topic stands in the catch-up (see "catch-up rounds"). */
 typedef enum catch_state {
     CATCH_NONE,    /* pub/sub brings all it needs */
-    CATCH_WAITING, /* its SUBSCRIBE (and a new topic's position) is not confirmed yet */
+    CATCH_RESYNC,  /* reconnected: its SUBSCRIBE is not confirmed again yet */
+    CATCH_WAITING, /* new: its SUBSCRIBE or its position is not confirmed yet */
     CATCH_WANTED,  /* a read from last is due, in the next round */
     CATCH_READING, /* read by the round under way */
     CATCH_READ,    /* its read holds entries past the last round's bound */
@@ -393,8 +394,8 @@ struct redis_engine {
     uint64_t *held_prev;
     size_t held_head, held_len, held_cap;
     bool overflowed; /* held ran over HELD_MAX since the catch-up began */
-    /* Topics not CATCH_NONE, and of them CATCH_WAITING. */
-    size_t catching, catch_waiting;
+    /* Topics not CATCH_NONE, and of them CATCH_RESYNC. */
+    size_t catching, catch_resync;
     bool node_confirmed; /* the node channel (where barriers come back) is subscribed */
     struct {
         bool active;
@@ -1425,10 +1426,10 @@ static void set_catch(redis_engine *e, topic_state *t, catch_state state)
         e->catching++;
     else if (t->catching != CATCH_NONE && state == CATCH_NONE)
         e->catching--;
-    if (t->catching == CATCH_WAITING && state != CATCH_WAITING)
-        e->catch_waiting--;
-    else if (t->catching != CATCH_WAITING && state == CATCH_WAITING)
-        e->catch_waiting++;
+    if (t->catching == CATCH_RESYNC && state != CATCH_RESYNC)
+        e->catch_resync--;
+    else if (t->catching != CATCH_RESYNC && state == CATCH_RESYNC)
+        e->catch_resync++;
     t->catching = state;
     if (e->catching == 0)
         e->overflowed = false;
@@ -1478,19 +1479,22 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
  * newly subscribed topic (from where its first subscriber started). So:
  *
  *  - While any topic is not CATCH_NONE, every live message is held.
- *  - A round starts once no topic is WAITING: one read per WANTED topic,
- *    each from its own last, each of at most (ROUND_ENTRIES_MAX - entries
- *    still buffered) / topics entries (1 to HD_ENGINE_READ_MAX); then a
- *    barrier published on the node channel over the same command
- *    connection. Redis runs them in that order, so once the barrier comes
- *    back over pub/sub, every message published before the last read is
- *    in a read, or held (its topic was subscribed before its read was
- *    sent), or was lost on pub/sub (its successor reveals it).
+ *  - A round starts once no topic is RESYNC (after a reconnect, one round
+ *    reads every topic; a new topic's WAITING does not hold rounds back,
+ *    or a steady stream of new subscriptions would starve them): one read
+ *    per WANTED topic, each from its own last, each of at most
+ *    (ROUND_ENTRIES_MAX - entries still buffered) / topics entries (1 to
+ *    HD_ENGINE_READ_MAX); then a barrier published on the node channel
+ *    over the same command connection. Redis runs them in that order, so
+ *    once the barrier comes back over pub/sub, every message published
+ *    before the last read is in a read, or held (its topic was subscribed
+ *    before its read was sent), or was lost on pub/sub (its successor
+ *    reveals it).
  *  - Then the reads (with what earlier rounds read and did not emit yet)
  *    and the held messages are merged by seq, up to a bound: the smallest
  *    last-returned seq of a read that hit its limit (its topic may hold
- *    more just above), and the position of every topic that came to need a
- *    read meanwhile (theirs may lie anywhere after it). A held message
+ *    more just above), and the position of every topic still to be read
+ *    (WANTED, WAITING: theirs may lie anywhere after it). A held message
  *    revealing a hole lowers the bound to just below itself.
  *  - A topic whose read ran out is read again in the next round if it hit
  *    its limit, and done otherwise; one with entries past the bound keeps
@@ -1538,7 +1542,7 @@ static void on_barrier_reply(void *ctx, hd_redis_status status, const redisReply
 
 static void start_round(redis_engine *e)
 {
-    if (e->round.active || e->catch_waiting > 0 || !e->node_confirmed ||
+    if (e->round.active || e->catch_resync > 0 || !e->node_confirmed ||
         hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
         return;
     size_t count = 0, buffered = 0;
@@ -1685,7 +1689,8 @@ static void finish_round(redis_engine *e)
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
             count += t->catching == CATCH_READING || t->catching == CATCH_READ;
-            waiting += t->catching == CATCH_WANTED || t->catching == CATCH_WAITING;
+            waiting += t->catching == CATCH_WANTED || t->catching == CATCH_WAITING ||
+                       t->catching == CATCH_RESYNC;
         }
     }
     topic_state **topics = hd_alloc((count + 1) * sizeof(*topics));
@@ -1696,7 +1701,8 @@ static void finish_round(redis_engine *e)
     size_t k = 0, w = 0;
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
-            if (t->catching == CATCH_WANTED || t->catching == CATCH_WAITING)
+            if (t->catching == CATCH_WANTED || t->catching == CATCH_WAITING ||
+                t->catching == CATCH_RESYNC)
                 positions[w++] = catch_position(t, epoch);
             if (t->catching != CATCH_READING && t->catching != CATCH_READ)
                 continue;
@@ -2052,7 +2058,7 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
             t->resync = t->epoch != 0;
             if (t->resync)
-                set_catch(e, t, CATCH_WAITING);
+                set_catch(e, t, t->fresh ? CATCH_WAITING : CATCH_RESYNC);
         }
     }
     run_hello(e);
