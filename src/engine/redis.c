@@ -1,9 +1,10 @@
 /*
  * The Redis engine: see redis.h for the design. Sections: the pure parts
- * (payload, gaps, merge, topic listings), requests and how they travel
- * between threads, publishing, reading, topics (GET /topics), live fan-out
- * from pub/sub with hole detection, the link's state, and the engine's
- * life.
+ * (payload, gaps, merge, catch-up bound, topic listings), requests and how
+ * they travel between threads, publishing, reading, topics (GET /topics),
+ * live fan-out from pub/sub with hole detection, catch-up rounds (what is
+ * read back, merged in seq order across topics), the link's state, and the
+ * engine's life.
  */
 #include "engine/redis.h"
 
