@@ -10,6 +10,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "herald/alloc.h"
 #include "herald/config.h"
 #include "herald/hub.h"
 #include "herald/log.h"
@@ -61,7 +62,7 @@ typedef struct herald {
     options options;
     hd_settings *settings; /* the newest, which a reload starts from */
     hd_hub *hub;
-    hd_engine *engine; /* the memory engine, or Redis's with cluster.redis */
+    hd_engine *engine; /* the memory engine, or Redis's with cluster.redis or .sentinels */
     hd_workers *workers;
     sigset_t signal_set; /* taken_signals */
     uv_signal_t signals[N_SIGNALS];
@@ -279,12 +280,33 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
         .history_max_messages = config->history.max_messages,
         .history_max_bytes = config->history.max_bytes,
         .history_ttl_s = config->history.ttl_s,
+        .idempotency_ttl_s = config->publish.idempotency_ttl_s,
+        .trust_redis_persistence = config->cluster.trust_redis_persistence,
     };
-    char err[256];
-    /* Checked at load: cannot fail here. */
-    if (hd_redis_url_parse(config->cluster.redis, &engine_options.url, err, sizeof(err)) != 0)
-        abort();
-    return hd_engine_redis_new(hub, &engine_options);
+    hd_sentinel_addr *sentinels = NULL;
+    size_t count = config->cluster.sentinels.count;
+    if (count > 0) {
+        /* Checked at load (lengths included): nothing here can fail. */
+        sentinels = hd_calloc(count, sizeof(*sentinels));
+        for (size_t i = 0; i < count; i++)
+            hd_config_parse_address(config->cluster.sentinels.items[i], sentinels[i].host,
+                                    sizeof(sentinels[i].host), &sentinels[i].port);
+        engine_options.sentinels = sentinels;
+        engine_options.sentinel_count = count;
+        engine_options.sentinel_master = config->cluster.sentinel_master;
+        engine_options.sentinel_password = config->cluster.sentinel_password;
+        snprintf(engine_options.url.password, sizeof(engine_options.url.password), "%s",
+                 config->cluster.master_password);
+        engine_options.url.db = (int)config->cluster.master_db;
+    } else {
+        char err[256];
+        /* Checked at load: cannot fail here. */
+        if (hd_redis_url_parse(config->cluster.redis, &engine_options.url, err, sizeof(err)) != 0)
+            abort();
+    }
+    hd_engine *engine = hd_engine_redis_new(hub, &engine_options);
+    free(sentinels);
+    return engine;
 }
 
 int main(int argc, char **argv)
@@ -304,7 +326,9 @@ int main(int argc, char **argv)
         .history_ttl_s = config->history.ttl_s,
         .history_max_total_bytes = config->history.max_total_bytes,
         .max_topics = config->limits.max_topics,
-        .cluster = config->cluster.redis[0] != '\0',
+        .cluster = config->cluster.redis[0] != '\0' || config->cluster.sentinels.count > 0,
+        .idempotency_ttl_s = config->publish.idempotency_ttl_s,
+        .max_idempotency_keys = config->limits.max_idempotency_keys,
     };
     /* Messages size their per-worker encoding slots by this: set before the hub exists. */
     unsigned workers = worker_count(config);

@@ -50,7 +50,11 @@ typedef struct hd_config {
         uint64_t max_pending_body_bytes; /* bodies and WebSocket messages being received */
         uint32_t close_timeout_s;        /* to read what is queued once a close was decided */
         uint32_t poll_timeout_max_s;
+        uint32_t max_idempotency_keys; /* held by one node (memory engine) */
     } limits;
+    struct {
+        uint32_t idempotency_ttl_s; /* 0 = keys are not remembered */
+    } publish;
     struct {
         uint32_t retry_ms;
     } sse;
@@ -76,6 +80,12 @@ typedef struct hd_config {
         char *redis;
         char *prefix;
         uint32_t timeout_ms;
+        bool trust_redis_persistence;
+        hd_strings sentinels; /* "host:port" each; empty: no Sentinel */
+        char *sentinel_master;
+        char *sentinel_password;
+        char *master_password;
+        uint32_t master_db;
     } cluster;
 } hd_config;
 
@@ -101,7 +111,8 @@ int hd_config_parse_address(const char *address, char *host, size_t host_len, in
 void hd_config_free(hd_config *cfg);
 /*
  * For a reload: each key herald reads only at start (listen, workers,
- * history.*, limits.max_topics, cluster.redis; tls.cert and tls.key when
+ * history.*, limits.max_topics, limits.max_idempotency_keys,
+ * publish.idempotency_ttl_s, cluster.*; tls.cert and tls.key when
  * they would turn TLS on or off) that differs in next gets running's value
  * back, and its name is appended to names (", " between). Returns how many.
  */

@@ -54,6 +54,13 @@ typedef struct hd_hub_options {
      * is not refused here (the engine's read answers it).
      */
     bool cluster;
+    /*
+     * Idempotent publish (hd_publish_item.idempotency_key): how long a key
+     * is remembered (0 = keys are not remembered), and how many keys at
+     * most (0 = as if 1); when full, the oldest key is forgotten early.
+     */
+    uint32_t idempotency_ttl_s;
+    uint32_t max_idempotency_keys;
 } hd_hub_options;
 
 /*
@@ -135,13 +142,26 @@ void hd_subscriber_init(hd_subscriber *sub, const hd_subscriber_ops *ops);
  * takes no lock, so a history visitor may call it.
  */
 void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg);
+/*
+ * Sets what sub's subscription of topic (if any) saw to (epoch, seq) where
+ * that is older (or of another epoch), or, with forward, newer (same epoch
+ * only). A catch-up moves it forward to the client's cursor once it is
+ * known valid (what the client saw is never delivered again, even when it
+ * arrives here after the subscription); a poll that waits moves it back to
+ * its read's cut, so anything newer wakes it, even what the node knew of
+ * when it subscribed but received only after. Same rules as
+ * hd_subscriber_mark_seen.
+ */
+void hd_subscriber_move_seen(hd_subscriber *sub, const char *topic, size_t topic_len,
+                             uint32_t epoch, uint64_t seq, bool forward);
 
 typedef enum hd_hub_status {
     HD_HUB_OK = 0,
-    HD_HUB_BAD_TOPIC,       /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
-    HD_HUB_BAD_EVENT,       /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
-    HD_HUB_BAD_CURSOR,      /* not an id herald could have issued: malformed, or too new */
-    HD_HUB_TOO_MANY_TOPICS, /* max_topics reached and the topic does not exist */
+    HD_HUB_BAD_TOPIC,           /* name is not 1..HD_TOPIC_NAME_MAX bytes of [A-Za-z0-9._~:/@-] */
+    HD_HUB_BAD_EVENT,           /* name is not 1..64 bytes of [A-Za-z0-9_.:-] */
+    HD_HUB_BAD_CURSOR,          /* not an id herald could have issued: malformed, or too new */
+    HD_HUB_TOO_MANY_TOPICS,     /* max_topics reached and the topic does not exist */
+    HD_HUB_BAD_IDEMPOTENCY_KEY, /* not 1..HD_IDEMPOTENCY_KEY_MAX bytes of printable ASCII */
     /* Only from an engine that stores elsewhere (engine/engine.h), never from the hub: */
     HD_HUB_UNAVAILABLE,     /* the store cannot be reached: nothing was done */
     HD_HUB_OUTCOME_UNKNOWN, /* the store was asked but did not answer: it may have been done */
@@ -169,6 +189,14 @@ _Static_assert(HD_TOPIC_NAME_MAX == 200, "HD_TOPIC_NAME_RULE states the limit");
 bool hd_topic_name_valid(const char *name, size_t len);
 bool hd_event_name_valid(const char *name, size_t len);
 
+/* Longest idempotency key (SPEC §5). */
+#define HD_IDEMPOTENCY_KEY_MAX 128
+/* What hd_idempotency_key_valid accepts, as error messages say it. */
+#define HD_IDEMPOTENCY_KEY_RULE                                                                    \
+    "An idempotency key is 1 to 128 bytes of printable ASCII (space to ~)."
+_Static_assert(HD_IDEMPOTENCY_KEY_MAX == 128, "HD_IDEMPOTENCY_KEY_RULE states the limit");
+bool hd_idempotency_key_valid(const char *key, size_t len);
+
 /*
  * Parses a cursor given by a client. An empty text (len 0) is "no cursor".
  * out->text borrows text. Returns HD_HUB_OK or HD_HUB_BAD_CURSOR, also for a
@@ -192,6 +220,13 @@ typedef struct hd_publish_item {
     size_t event_len;
     const char *data;
     size_t data_len;
+    /*
+     * NULL: none. Else a publish of the same topic with the same key within
+     * idempotency_ttl_s is a repeat: it publishes nothing and answers the
+     * first publish's id (SPEC §5).
+     */
+    const char *idempotency_key;
+    size_t idempotency_key_len;
 } hd_publish_item;
 
 /*
@@ -208,12 +243,19 @@ typedef struct hd_publish_item {
  * new reference to item i's message, which the caller releases, and
  * subscribers[i] (if non-NULL) the number of subscribers of its topic on all
  * workers. data must already be valid UTF-8 within the size limit; the hub
- * validates the names. Transports publish through the engine
- * (engine/engine.h), which calls this.
+ * validates the names and idempotency keys. Transports publish through the
+ * engine (engine/engine.h), which calls this.
+ *
+ * An item whose idempotency key this hub holds for its topic (published
+ * within idempotency_ttl_s, also earlier in the same batch) is a repeat:
+ * nothing is published for it, repeated[i] (if non-NULL) is set, and out[i]
+ * is a message that only carries the first publish's id and the topic (no
+ * data, in no history). The key check and the publish are one critical
+ * section, so concurrent publishes of one key publish it once.
  */
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
-                                   size_t *failed);
+                                   bool *repeated, size_t *failed);
 
 /*
  * For an engine that stores elsewhere (cluster mode): a message another
@@ -235,6 +277,39 @@ bool hd_hub_ingest(hd_hub *hub, hd_message *msg);
  */
 void hd_hub_ingest_loss(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
                         uint64_t lost_upto);
+
+/*
+ * Coverage (cluster mode): the engine's word that the local history of a
+ * topic holds every message of it after cover_from up to the node's live
+ * position (less what history evicted), so a read from a cursor at or
+ * after both may be answered here (hd_hub_read_covered). The engine gives
+ * it only while the topic is subscribed in the store, its SUBSCRIBE
+ * confirmed on the current connection and no read of a missed range under
+ * way, and takes it back (HD_HUB_UNCOVERED) when any of that ends. A new
+ * epoch, or the topic being freed, drops it.
+ */
+#define HD_HUB_UNCOVERED UINT64_MAX
+void hd_hub_cover(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
+                  uint64_t cover_from);
+/*
+ * For an engine about to stop following topic (unsubscribe in the store):
+ * drops its coverage and returns true, unless a subscriber is on it (its
+ * interest is still on its way to the engine: keep following). One step
+ * under the lock, so a subscriber that reads after subscribing either finds
+ * the topic followed or not covered. Any thread.
+ */
+bool hd_hub_uncover_unused(hd_hub *hub, const char *topic, size_t topic_len);
+/* Drops every topic's coverage: the store's live feed broke off. Any thread. */
+void hd_hub_uncover_all(hd_hub *hub);
+/*
+ * hd_hub_ingest for a message of the store's live feed, handed over in the
+ * feed's order: its seq becomes the node's live position, and its topic's
+ * coverage cover_from (dropped when msg is not taken: the history lacks
+ * what it was to extend). Any thread.
+ */
+bool hd_hub_ingest_live(hd_hub *hub, hd_message *msg, uint64_t cover_from);
+/* A message of the live feed the engine dropped (a duplicate): the live position moves on. */
+void hd_hub_pass_live(hd_hub *hub, uint32_t epoch, uint64_t seq);
 /*
  * Moves the hub to epoch (cluster mode: the store's; a new epoch restarts
  * its seq at 0), and its seq to at least seq: the newest the cluster is
@@ -322,6 +397,13 @@ typedef struct hd_history_query {
     size_t topic_count;
     hd_cursor cursor; /* not present: nothing is read */
     size_t limit;     /* most messages read; 0 = no limit */
+    /*
+     * Live delivery follows the answer (a stream's catch-up, a poll that
+     * waits), so it may be as of this node's live position, behind the
+     * store by what is still on its way (hd_hub_read_covered); false: it
+     * must be as of now (a poll that answers at once).
+     */
+    bool may_lag;
 } hd_history_query;
 
 /*
@@ -338,6 +420,20 @@ typedef struct hd_history_query {
  */
 size_t hd_hub_read_history(hd_hub *hub, const hd_history_query *query,
                            const hd_history_visitor *visitor, void *ctx, bool *more, uint64_t *cut);
+
+/*
+ * Cluster mode: reads like hd_hub_read_history, but only when the local
+ * history answers the query as the store would at the node's live
+ * position (the newest message of the store's live feed it processed):
+ * query->may_lag, every topic covered (hd_hub_cover) from at most the
+ * cursor, the cursor of this epoch and not beyond that position, no id the
+ * node knows of still on its way, nothing read expired by now_ms. Then no
+ * gap is owed, *epoch and *cut are that position, and it returns true; otherwise it
+ * visits nothing and returns false (ask the store).
+ */
+bool hd_hub_read_covered(hd_hub *hub, const hd_history_query *query,
+                         const hd_history_visitor *visitor, void *ctx, int64_t now_ms, bool *more,
+                         uint32_t *epoch, uint64_t *cut);
 
 /* Drops messages older than history.ttl_s; call from a periodic timer. */
 void hd_hub_expire(hd_hub *hub, int64_t now_ms);

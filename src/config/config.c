@@ -37,7 +37,7 @@ typedef struct config_key {
     uint64_t min;
     uint64_t max;
     uint64_t def;        /* default of integers, bools and the log level */
-    const char *def_str; /* default of strings; string arrays default to this one item */
+    const char *def_str; /* default of strings; string arrays: this one item, or none when NULL */
     /* Extra rule for a string or each array item: NULL when valid, else what is required. */
     const char *(*check)(const char *value);
 } config_key;
@@ -68,6 +68,8 @@ static const char *check_listen(const char *value);
 static const char *check_path(const char *value);
 static const char *check_redis(const char *value);
 static const char *check_prefix(const char *value);
+static const char *check_sentinel(const char *value);
+static const char *check_sentinel_master(const char *value);
 
 /*
  * Integer bounds stay below 2^53 so that cJSON's double holds every value in
@@ -99,6 +101,8 @@ static const config_key config_keys[] = {
         UINT64_C(64) << 20),
     U32("limits.close_timeout_s", limits.close_timeout_s, 1, 3600, 30),
     U32("limits.poll_timeout_max_s", limits.poll_timeout_max_s, 1, 3600, 120),
+    U32("limits.max_idempotency_keys", limits.max_idempotency_keys, 1, 100000000, 100000),
+    U32("publish.idempotency_ttl_s", publish.idempotency_ttl_s, 0, 86400, 300),
     U32("sse.retry_ms", sse.retry_ms, 0, 3600000, 2000),
     STRINGS("cors.allow_origins", cors.allow_origins, 0, "*", NULL),
     STRINGS("websocket.allow_origins", websocket.allow_origins, 0, "*", NULL),
@@ -113,6 +117,12 @@ static const config_key config_keys[] = {
     STRING("cluster.redis", cluster.redis, "", check_redis),
     STRING("cluster.prefix", cluster.prefix, "herald", check_prefix),
     U32("cluster.timeout_ms", cluster.timeout_ms, 100, 60000, 2000),
+    BOOL("cluster.trust_redis_persistence", cluster.trust_redis_persistence, false),
+    STRINGS("cluster.sentinels", cluster.sentinels, 0, NULL, check_sentinel),
+    STRING("cluster.sentinel_master", cluster.sentinel_master, "", check_sentinel_master),
+    STRING("cluster.sentinel_password", cluster.sentinel_password, "", NULL),
+    STRING("cluster.master_password", cluster.master_password, "", NULL),
+    U32("cluster.master_db", cluster.master_db, 0, 2147483647, 0),
 };
 
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -130,10 +140,21 @@ static const char *const restart_keys[] = {
     "history.ttl_s",
     "history.max_total_bytes",
     "limits.max_topics",
+    "limits.max_idempotency_keys",
+    "publish.idempotency_ttl_s",
     "cluster.redis",
     "cluster.prefix",
     "cluster.timeout_ms",
+    "cluster.trust_redis_persistence",
+    "cluster.sentinels",
+    "cluster.sentinel_master",
+    "cluster.sentinel_password",
+    "cluster.master_password",
+    "cluster.master_db",
 };
+
+/* Redis passwords (cluster.sentinel_password, cluster.master_password), as a URL's may be. */
+#define PASSWORD_MAX 512
 
 /* Config files are small; the cap only stops a wrong path (a device, a log) from eating memory. */
 #define MAX_FILE_BYTES (16u << 20)
@@ -238,6 +259,26 @@ static const char *check_redis(const char *value)
                : "must be empty or start with 'redis://'";
 }
 
+/* A sentinel's HOST:PORT, as Redis Sentinel's own sentinel.conf names them. */
+static const char *check_sentinel(const char *value)
+{
+    char host[256];
+    int port;
+    return hd_config_parse_address(value, host, sizeof(host), &port) == 0 && port != 0
+               ? NULL
+               : "must be HOST:PORT or [IPV6]:PORT, port 1-65535";
+}
+
+/* Sentinel's +switch-master message separates words by spaces: the name cannot hold one. */
+static const char *check_sentinel_master(const char *value)
+{
+    size_t len = strlen(value);
+    bool ok = len <= 128;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = value[i] > ' ' && value[i] < 127;
+    return ok ? NULL : "must be at most 128 printable ASCII characters without spaces";
+}
+
 /* Inside a Redis hash tag ("{prefix}"): no braces, and short, since every key repeats it. */
 static const char *check_prefix(const char *value)
 {
@@ -292,7 +333,8 @@ void hd_config_init(hd_config *cfg)
             *(char **)field = hd_strdup(key->def_str);
             break;
         case KEY_STRINGS:
-            strings_set_one(field, key->def_str);
+            if (key->def_str != NULL)
+                strings_set_one(field, key->def_str);
             break;
         case KEY_LOG_LEVEL:
             *(hd_log_level *)field = (hd_log_level)key->def;
@@ -544,11 +586,44 @@ static int check_listen_duplicates(const hd_strings *listen, char *err, size_t e
                 printable(same, sizeof(same), listen->items[first]));
 }
 
+/* Redis is found one way: cluster.redis, or cluster.sentinels with the keys that go with it. */
+static int check_sentinel_keys(const hd_config *cfg, char *err, size_t err_len)
+{
+    const char *alone = cfg->cluster.sentinel_master[0]     ? "cluster.sentinel_master"
+                        : cfg->cluster.sentinel_password[0] ? "cluster.sentinel_password"
+                        : cfg->cluster.master_password[0]   ? "cluster.master_password"
+                        : cfg->cluster.master_db != 0       ? "cluster.master_db"
+                                                            : NULL;
+    if (cfg->cluster.sentinels.count == 0)
+        return alone == NULL ? 0
+                             : fail(err, err_len,
+                                    "%s: only with cluster.sentinels (with cluster.redis, the "
+                                    "password and db go in its URL)",
+                                    alone);
+    if (cfg->cluster.redis[0] != '\0')
+        return fail(err, err_len,
+                    "cluster.redis and cluster.sentinels: set one or the other, not both");
+    if (cfg->cluster.sentinel_master[0] == '\0')
+        return fail(err, err_len,
+                    "cluster.sentinel_master: required with cluster.sentinels (the name the "
+                    "sentinels monitor the master by)");
+    /* Checked here, not by a row's rule, whose message would quote the password. */
+    const char *long_one =
+        strlen(cfg->cluster.sentinel_password) > PASSWORD_MAX ? "cluster.sentinel_password"
+        : strlen(cfg->cluster.master_password) > PASSWORD_MAX ? "cluster.master_password"
+                                                              : NULL;
+    if (long_one != NULL)
+        return fail(err, err_len, "%s: must be at most %d bytes", long_one, PASSWORD_MAX);
+    return 0;
+}
+
 /* Rules that involve more than one key or item, checked on the result of a whole document. */
 static int check_combination(const hd_config *cfg, char *err, size_t err_len)
 {
     if ((cfg->tls.cert[0] == '\0') != (cfg->tls.key[0] == '\0'))
         return fail(err, err_len, "tls.cert and tls.key must be set together");
+    if (check_sentinel_keys(cfg, err, err_len) != 0)
+        return -1;
     return check_listen_duplicates(&cfg->listen, err, err_len);
 }
 

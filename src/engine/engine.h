@@ -66,6 +66,12 @@ typedef struct hd_publish_outcome {
     size_t count;                /* HD_HUB_OK: the number of items */
     hd_message *const *messages; /* HD_HUB_OK: one per item, in item order */
     const size_t *subscribers;   /* HD_HUB_OK: each item's topic's subscribers on this node */
+    /*
+     * HD_HUB_OK: per item, whether it repeated an idempotency key (SPEC §5):
+     * nothing was published for it, and its message only carries the first
+     * publish's id and the topic.
+     */
+    const bool *repeated;
 } hd_publish_outcome;
 
 typedef void (*hd_engine_publish_cb)(void *ctx, const hd_publish_outcome *outcome);
@@ -188,8 +194,10 @@ typedef struct hd_engine_ops {
     const char *name; /* "memory", "redis": for logs, /healthz and /metrics */
     /*
      * Publishes items all or nothing (see hd_publish_outcome), with now_ms
-     * as their time. Names are checked by the engine; data must already be
-     * valid UTF-8 within limits.max_message_bytes.
+     * as their time. Names and idempotency keys are checked by the engine;
+     * data must already be valid UTF-8 within limits.max_message_bytes. An
+     * item that repeats an idempotency key of its topic (also one earlier
+     * in the batch) publishes nothing, atomically with the rest.
      */
     hd_engine_request *(*publish)(hd_engine *engine, const hd_publish_item *items, size_t count,
                                   int64_t now_ms, hd_engine_publish_cb done, void *ctx);
@@ -234,6 +242,16 @@ struct hd_engine {
 void hd_engine_init(hd_engine *engine, const hd_engine_ops *ops, hd_hub *hub);
 
 const char *hd_engine_state_name(hd_engine_state state); /* "up", "connecting", "down" */
+
+/*
+ * For an engine's read: answers query from this node's hub at once (calls
+ * done, on the caller's stack, and returns true). covered_only: only when
+ * the hub's history answers it as the store would (hd_hub_read_covered,
+ * cluster mode; the result's epoch and cut are then the node's live
+ * position); otherwise it calls nothing and returns false.
+ */
+bool hd_engine_read_hub(hd_engine *engine, const hd_history_query *query, bool covered_only,
+                        hd_engine_read_cb done, void *ctx);
 
 static inline hd_engine_request *hd_engine_publish(hd_engine *engine, const hd_publish_item *items,
                                                    size_t count, int64_t now_ms,

@@ -15,17 +15,20 @@ static hd_engine_request *memory_publish(hd_engine *engine, const hd_publish_ite
 {
     hd_message *messages_on_stack[PUBLISH_ON_STACK];
     size_t subscribers_on_stack[PUBLISH_ON_STACK];
+    bool repeated_on_stack[PUBLISH_ON_STACK];
     bool on_stack = count <= PUBLISH_ON_STACK;
     hd_message **messages = on_stack ? messages_on_stack : hd_alloc(count * sizeof(*messages));
     size_t *subscribers = on_stack ? subscribers_on_stack : hd_alloc(count * sizeof(*subscribers));
+    bool *repeated = on_stack ? repeated_on_stack : hd_alloc(count * sizeof(*repeated));
 
     hd_publish_outcome outcome = {0};
     outcome.status = hd_hub_publish_batch(engine->hub, items, count, now_ms, messages, subscribers,
-                                          &outcome.failed);
+                                          repeated, &outcome.failed);
     if (outcome.status == HD_HUB_OK) {
         outcome.count = count;
         outcome.messages = messages;
         outcome.subscribers = subscribers;
+        outcome.repeated = repeated;
     }
     done(ctx, &outcome);
     for (size_t i = 0; i < outcome.count; i++)
@@ -33,61 +36,16 @@ static hd_engine_request *memory_publish(hd_engine *engine, const hd_publish_ite
     if (!on_stack) {
         free(messages);
         free(subscribers);
+        free(repeated);
     }
     return NULL;
 }
-
-/* A read collected under the hub's lock, handed over after it: other workers wait less. */
-typedef struct collected {
-    size_t topic_count;
-    hd_gap *gaps; /* allocated at the first gap: most reads have none */
-    size_t gap_count;
-    size_t count;
-    hd_message *messages[HD_ENGINE_READ_MAX]; /* one reference each */
-} collected;
-
-static void collect_gap(void *ctx, const hd_gap *gap)
-{
-    collected *c = ctx;
-    /* At most one per topic; gap->topic and from borrow the query, which outlives the call. */
-    if (c->gaps == NULL)
-        c->gaps = hd_alloc(c->topic_count * sizeof(*c->gaps));
-    c->gaps[c->gap_count++] = *gap;
-}
-
-static bool collect_message(void *ctx, hd_message *msg)
-{
-    collected *c = ctx;
-    c->messages[c->count++] = hd_message_retain(msg);
-    return true;
-}
-
-static const hd_history_visitor collector = {
-    .on_gap = collect_gap,
-    .on_message = collect_message,
-};
 
 static hd_engine_request *memory_read(hd_engine *engine, const hd_history_query *query,
                                       hd_engine_read_cb done, void *ctx)
 {
     assert(query->limit >= 1 && query->limit <= HD_ENGINE_READ_MAX);
-    hd_history_query bounded = *query;
-    if (bounded.limit == 0 || bounded.limit > HD_ENGINE_READ_MAX)
-        bounded.limit = HD_ENGINE_READ_MAX;
-    collected c;
-    c.topic_count = query->topic_count;
-    c.gaps = NULL;
-    c.gap_count = c.count = 0;
-    hd_history_result result = {.epoch = hd_hub_epoch(engine->hub)};
-    hd_hub_read_history(engine->hub, &bounded, &collector, &c, &result.more, &result.cut);
-    result.gaps = c.gaps;
-    result.gap_count = c.gap_count;
-    result.messages = c.messages;
-    result.count = c.count;
-    done(ctx, &result);
-    for (size_t i = 0; i < c.count; i++)
-        hd_message_release(c.messages[i]);
-    free(c.gaps);
+    hd_engine_read_hub(engine, query, false, done, ctx);
     return NULL;
 }
 

@@ -295,6 +295,36 @@ typedef struct topic_state {
     bool confirmed;
     uint32_t since_epoch;
     uint64_t since_seq;
+    /*
+     * The topic's record: the hub's history of the topic holds every
+     * message of it after chain_from up to chain_last, of chain_epoch
+     * (chained). A message from pub/sub extends it when its prev is within
+     * it, and starts a new one at its prev otherwise. A catch-up read
+     * (catch-up rounds) counts only when it was sent after the topic's
+     * SUBSCRIBE was confirmed on this connection (its fill_link): where it
+     * starts (its cursor, or past a loss it reports) it joins the record
+     * when that lies within it, and starts a new one there otherwise (a
+     * read sent before breaks the record); its entries then extend it one
+     * by one as the rounds emit them, each past the one before (read_prev:
+     * the read holds nothing of the topic between them). A message past
+     * chain_last that the hub did not take breaks it.
+     *
+     * Reads are answered from it (the hub's coverage, cover_of) while the
+     * topic does not catch up (catching is CATCH_NONE: no read of a range
+     * it missed is due, under way or holding entries not emitted yet) and
+     * its SUBSCRIBE was confirmed on this connection (confirmed_link == the
+     * engine's link_ups): everything newer then arrives over pub/sub, in
+     * seq order, and is delivered in that order (held messages go on in
+     * the order they came), so the record reaches the node's live position.
+     * set_catch withdraws the coverage when the topic starts catching up
+     * and publishes it again when its catch-up is done; a lost link, a new
+     * epoch and the end of the linger drop it.
+     */
+    bool chained;
+    uint32_t chain_epoch;
+    uint64_t chain_from, chain_last;
+    uint64_t read_prev;
+    uint64_t confirmed_link;
     size_t len;
     char name[];
 } topic_state;
@@ -323,6 +353,8 @@ struct hd_engine_request {
     uint64_t round;                 /* fill: its round's number */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
     char *buf;     /* the copies of the caller's bytes */
+    /* fill: the link it was sent on, when its topic was confirmed there (else 0) */
+    uint64_t fill_link;
 
     /* publish */
     hd_publish_item *items;
@@ -331,6 +363,7 @@ struct hd_engine_request {
     hd_hub_status status;
     hd_message **messages; /* publish: count; read: result.count */
     size_t *subscribers;
+    bool *repeated; /* publish: count, whether the item repeated an idempotency key */
 
     /* read */
     const char **topics;
@@ -385,6 +418,8 @@ struct redis_engine {
     const hd_redis_script *hello_script;
     const hd_redis_script *topics_script;
     bool was_up;
+    /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
+    uint64_t link_ups;
     uint32_t epoch;             /* Redis's, once known (0: not yet) */
     uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
@@ -419,6 +454,13 @@ struct redis_engine {
     char evictions_run_id[48];
     uint64_t evictions_reported;  /* evicted_keys as of the last warning (or the first reading) */
     uint64_t evictions_warned_ms; /* uv_now of the last warning; 0: none yet */
+    /*
+     * cluster.trust_redis_persistence: whether the Redis process
+     * persistence_run_id was seen with AOF on (from INFO persistence, read
+     * just before its appendfsync), and whether it was warned about.
+     */
+    char persistence_run_id[48];
+    bool aof_enabled;
 };
 
 /* ------------------------------------------------------------------ requests */
@@ -435,6 +477,7 @@ static void request_free(hd_engine_request *req)
     }
     free(req->messages);
     free(req->subscribers);
+    free(req->repeated);
     free(req->items);
     free(req->topics);
     free(req->topic_lens);
@@ -481,6 +524,7 @@ static void engine_on_worker(void *ctx, unsigned worker)
                     outcome.count = req->count;
                     outcome.messages = req->messages;
                     outcome.subscribers = req->subscribers;
+                    outcome.repeated = req->repeated;
                 }
                 req->publish_done(req->ctx, &outcome);
             } else if (req->kind == JOB_DESCRIBE || req->kind == JOB_LIST) {
@@ -597,12 +641,19 @@ static void on_sweep(uv_timer_t *timer)
         topic_state **slot = &e->topics[b];
         while (*slot != NULL) {
             topic_state *t = *slot;
-            if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS) {
+            /*
+             * A subscriber whose interest is on its way may have read from
+             * the hub's history already, counting on pub/sub to follow. (A
+             * round's read of a topic that left is dropped when answered.)
+             */
+            if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS ||
+                !hd_hub_uncover_unused(e->base.hub, t->name, t->len)) {
                 slot = &t->next;
                 continue;
             }
             char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
             hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
+            t->chained = false; /* its coverage is dropped: set_catch must not publish it again */
             set_catch(e, t, CATCH_NONE);
             drop_read(t);
             *slot = t->next;
@@ -682,6 +733,19 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
     }
 }
 
+/* Where reads of t may be answered from the hub's history (topic_state), or HD_HUB_UNCOVERED. */
+static uint64_t cover_of(const redis_engine *e, const topic_state *t)
+{
+    bool live = t->chained && t->chain_epoch == e->epoch && t->catching == CATCH_NONE &&
+                t->confirmed_link == e->link_ups;
+    return live ? t->chain_from : HD_HUB_UNCOVERED;
+}
+
+static void publish_cover(redis_engine *e, const topic_state *t)
+{
+    hd_hub_cover(e->base.hub, t->name, t->len, e->epoch, cover_of(e, t));
+}
+
 /* ------------------------------------------------------------------ publishing */
 
 static void random_epoch(char out[9])
@@ -740,14 +804,19 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
         } else {
             req->status = HD_HUB_OK;
             req->messages = hd_calloc(req->count, sizeof(*req->messages));
+            req->repeated = hd_calloc(req->count, sizeof(*req->repeated));
             uint64_t newest = 0;
             for (size_t i = 0; i < req->count; i++) {
                 const hd_publish_item *it = &req->items[i];
-                uint64_t seq = (uint64_t)reply->element[2 + i]->integer;
+                long long answer = reply->element[2 + i]->integer;
+                /* Negative: a repeat of an idempotency key, answered with the first seq. */
+                req->repeated[i] = answer < 0;
+                uint64_t seq = (uint64_t)(answer < 0 ? -answer : answer);
                 req->messages[i] =
                     hd_message_new(it->topic, it->topic_len, it->event, it->event_len, it->data,
                                    it->data_len, seq, epoch, req->now_ms);
-                newest = seq;
+                if (seq > newest)
+                    newest = seq;
             }
             if (reply->element[1]->len > 0)
                 hd_log_warn("cluster: new epoch %.*s (%.*s)", (int)reply->element[0]->len,
@@ -765,7 +834,7 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
  * candidate first (every script takes them), then what the call adds.
  * Numbers are printed into the call's own slots; texts are borrowed.
  */
-#define SCRIPT_NUMBERS 8
+#define SCRIPT_NUMBERS 9
 typedef struct script_args {
     const char **argv;
     size_t *lens;
@@ -817,7 +886,7 @@ static void run_publish(redis_engine *e, hd_engine_request *req)
     char known[9] = "";
     if (e->epoch != 0)
         snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
-    args_start(&a, e, 12 + 3 * req->count);
+    args_start(&a, e, 13 + 4 * req->count);
     args_number(&a, req->now_ms);
     args_number(&a, e->options.history_max_messages);
     args_number(&a, (int64_t)e->options.history_max_bytes);
@@ -832,6 +901,12 @@ static void run_publish(redis_engine *e, hd_engine_request *req)
         args_text(&a, it->topic, it->topic_len);
         args_text(&a, it->event != NULL ? it->event : "", it->event_len);
         args_text(&a, it->data, it->data_len);
+    }
+    args_number(&a, (int64_t)e->options.idempotency_ttl_s * 1000);
+    for (size_t i = 0; i < req->count; i++) {
+        const hd_publish_item *it = &req->items[i];
+        args_text(&a, it->idempotency_key != NULL ? it->idempotency_key : "",
+                  it->idempotency_key_len);
     }
     hd_redis_status status = args_call(&a, e, e->publish_script, on_publish_reply, req);
     if (status != HD_REDIS_OK) {
@@ -853,6 +928,9 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
                                               items[i].event, items[i].event_len);
         if (outcome.status == HD_HUB_TOO_MANY_TOPICS)
             outcome.status = HD_HUB_OK; /* the local mirror's limit, not the cluster's */
+        if (outcome.status == HD_HUB_OK && items[i].idempotency_key != NULL &&
+            !hd_idempotency_key_valid(items[i].idempotency_key, items[i].idempotency_key_len))
+            outcome.status = HD_HUB_BAD_IDEMPOTENCY_KEY;
         if (outcome.status != HD_HUB_OK) {
             outcome.failed = i;
             break;
@@ -873,7 +951,8 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
     req->items = hd_alloc(count * sizeof(*req->items));
     size_t bytes = 0;
     for (size_t i = 0; i < count; i++)
-        bytes += items[i].topic_len + items[i].event_len + items[i].data_len;
+        bytes += items[i].topic_len + items[i].event_len + items[i].data_len +
+                 (items[i].idempotency_key != NULL ? items[i].idempotency_key_len : 0);
     char *p = req->buf = hd_alloc(bytes + 1);
     for (size_t i = 0; i < count; i++) {
         hd_publish_item *it = &req->items[i];
@@ -886,6 +965,12 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
         }
         it->data = memcpy(p, items[i].data, items[i].data_len);
         p += items[i].data_len;
+        if (items[i].idempotency_key != NULL) {
+            it->idempotency_key = memcpy(p, items[i].idempotency_key, items[i].idempotency_key_len);
+            p += items[i].idempotency_key_len;
+        } else {
+            it->idempotency_key_len = 0; /* run_publish passes "" */
+        }
     }
     post_job(e, req);
     return req;
@@ -1120,6 +1205,10 @@ static hd_engine_request *redis_read(hd_engine *engine, const hd_history_query *
     }
     size_t limit =
         query->limit == 0 || query->limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : query->limit;
+    hd_history_query bounded = *query;
+    bounded.limit = limit;
+    if (hd_engine_read_hub(engine, &bounded, true, done, ctx))
+        return NULL; /* the node's own history answers it (docs/api.md, "Reads") */
     /* Without a cursor nothing is read, but the cut is the cluster's: read no topic. */
     hd_engine_request *req = read_request_new(e, query->topics, query->topic_lens,
                                               query->cursor.present ? query->topic_count : 0,
@@ -1431,9 +1520,13 @@ static void set_catch(redis_engine *e, topic_state *t, catch_state state)
         e->catch_resync--;
     else if (t->catching != CATCH_RESYNC && state == CATCH_RESYNC)
         e->catch_resync++;
+    bool was_none = t->catching == CATCH_NONE;
     t->catching = state;
     if (e->catching == 0)
         e->overflowed = false;
+    /* Catching up withdraws the topic's coverage; once done, its record gives it again. */
+    if (was_none != (state == CATCH_NONE))
+        publish_cover(e, t);
 }
 
 /*
@@ -1452,6 +1545,7 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
     if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
+            hd_hub_pass_live(e->base.hub, epoch, seq);
             hd_message_release(msg); /* already ingested (from a read) */
             return true;
         }
@@ -1461,11 +1555,23 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
             return false;
         }
     }
+    uint64_t cover = HD_HUB_UNCOVERED;
     if (t != NULL) {
         t->last = seq;
         t->epoch = epoch;
+        /* Nothing of the topic lies between prev and seq, and what follows comes in order. */
+        if (!t->chained || t->chain_epoch != epoch || prev > t->chain_last) {
+            t->chained = true;
+            t->chain_epoch = epoch;
+            t->chain_from = prev;
+            t->chain_last = seq;
+        } else if (seq > t->chain_last) {
+            t->chain_last = seq; /* one at or below the record's end does not shorten it */
+        }
+        cover = cover_of(e, t);
     }
-    hd_hub_ingest(e->base.hub, msg);
+    if (!hd_hub_ingest_live(e->base.hub, msg, cover) && t != NULL)
+        t->chained = false;
     return true;
 }
 
@@ -1502,6 +1608,17 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
  *    them (CATCH_READ); held messages past the bound stay held. Each round
  *    emits at least the read that set the bound, or the topics that set it
  *    are read in the next one.
+ *
+ * The node's own history answers reads of a topic only while it does not
+ * catch up (topic_state, cover_of): holding live messages delays the
+ * node's live position, which reads answered locally are as of, and what
+ * a round emits is in seq order, so a topic's record reaches that position
+ * once its catch-up is done. A read's entries extend the record as they
+ * are emitted (begin_read, emit_read), possibly over several rounds, with
+ * the same conditions a single read of the range had: sent once the
+ * topic's SUBSCRIBE was confirmed on this connection, starting within the
+ * record (or restarting it there, or past a loss), and every entry past
+ * the record's end taken by the hub.
  *
  * Memory: ROUND_ENTRIES_MAX read entries (or one per topic) plus HELD_MAX
  * held messages. A round whose reads or barrier cannot be sent, or whose
@@ -1577,6 +1694,7 @@ static void start_round(redis_engine *e)
             req->fill = true;
             req->worker = HD_WORKER_NONE;
             req->round = e->round.id;
+            req->fill_link = t->confirmed_link == e->link_ups ? e->link_ups : 0;
             atomic_fetch_add(&e->gap_reads, 1);
             if (send_read(e, req) != HD_REDIS_OK) {
                 request_free(req);
@@ -1619,36 +1737,66 @@ static uint64_t catch_position(const topic_state *t, uint32_t epoch)
     return t->epoch == epoch ? t->last : 0;
 }
 
-/* A read entry, in the merge: skipped when pub/sub brought it already. */
-static bool emit_read(redis_engine *e, hd_message *msg)
+/*
+ * A read entry of t (t->read's next one), in the merge: skipped when
+ * pub/sub brought it already (so the record has it). One past the record's
+ * end extends it when the read counts (topic_state) and the entry before
+ * it in the read lies within the record; otherwise, or when the hub does
+ * not take it, the record breaks.
+ */
+static bool emit_read(redis_engine *e, topic_state *t, hd_message *msg)
 {
-    topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
-    if (t != NULL && t->epoch == msg->epoch && msg->seq <= t->last) {
+    uint64_t prev = t->read_prev;
+    t->read_prev = msg->seq;
+    if (t->epoch == msg->epoch && msg->seq <= t->last) {
         /* After held ran over, live messages went on early: late rather than lost. */
         if (!e->overflowed)
             return false;
-    } else if (t != NULL) {
+    } else {
         t->epoch = msg->epoch;
         t->last = msg->seq;
     }
-    hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+    bool taken = hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+    if (t->chain_epoch != msg->epoch || msg->seq > t->chain_last) {
+        t->chained = t->chained && taken && t->read->fill_link == e->link_ups &&
+                     t->chain_epoch == msg->epoch && prev <= t->chain_last;
+        t->chain_epoch = msg->epoch;
+        t->chain_last = msg->seq;
+    }
     return true;
 }
 
-/* What history lost past a topic's last, as its read found: its subscribers hear of it first. */
-static void emit_read_gaps(redis_engine *e, topic_state *t)
+/*
+ * A round's read of t, emitted for the first time: where it starts (its
+ * cursor, or past what history lost, as it found: t's subscribers hear of
+ * that first) joins t's record or starts a new one (topic_state).
+ */
+static void begin_read(redis_engine *e, topic_state *t)
 {
     const hd_engine_request *req = t->read;
+    uint32_t epoch = req->result.epoch;
+    bool counts = req->fill_link == e->link_ups && epoch == e->epoch;
+    uint64_t from = req->cursor_epoch == epoch ? req->cursor.seq : 0;
+    if (!counts || !t->chained || t->chain_epoch != epoch || from > t->chain_last) {
+        t->chained = counts;
+        t->chain_epoch = epoch;
+        t->chain_from = t->chain_last = from;
+    }
     for (size_t i = 0; i < req->result.gap_count; i++) {
         const hd_gap *gap = &req->result.gaps[i];
         if (gap->to_seq == 0)
             continue; /* another epoch, none of it lost: its messages follow */
-        if (req->result.epoch != t->epoch || gap->to_seq > t->last) {
-            t->epoch = req->result.epoch;
+        if (epoch != t->epoch || gap->to_seq > t->last) {
+            t->epoch = epoch;
             t->last = gap->to_seq;
         }
-        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, req->result.epoch, gap->to_seq);
+        if (gap->to_seq > from)
+            from = gap->to_seq;
+        if (gap->to_seq > t->chain_last)
+            t->chain_from = t->chain_last = gap->to_seq; /* the record starts over after the loss */
+        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, epoch, gap->to_seq);
     }
+    t->read_prev = from;
 }
 
 /* Emits the merged reads and the held messages up to bound, in seq order; returns how many read. */
@@ -1668,13 +1816,16 @@ static size_t emit_merged(redis_engine *e, uint32_t epoch, hd_message **merged, 
             held = held_epoch != epoch || held_seq <= *bound;
         }
         if (read != NULL && (!held || held_epoch != epoch || read->seq < held_seq)) {
-            emitted += emit_read(e, read);
+            emitted += emit_read(e, *topic_slot(e, read->topic, read->topic_len), read);
             next++;
         } else if (held) {
             uint64_t prev;
             hd_message *msg = held_pop(e, &prev);
-            if (!deliver_live(e, msg, prev, true) && held_epoch == epoch)
+            if (!deliver_live(e, msg, prev, true)) {
+                if (held_epoch != epoch)
+                    return emitted;    /* a hole in the next epoch: all is read again in it */
                 *bound = held_seq - 1; /* a hole: nothing from its seq on before it is read */
+            }
         } else {
             return emitted;
         }
@@ -1710,7 +1861,7 @@ static void finish_round(redis_engine *e)
             topics[k] = t;
             if (t->read->result.epoch == epoch) {
                 if (t->catching == CATCH_READING)
-                    emit_read_gaps(e, t);
+                    begin_read(e, t);
                 reads[k] = read_rest(t);
                 paged[k] = t->read->result.more;
                 total += reads[k].count;
@@ -1893,6 +2044,7 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
     topic_state *t = *topic_slot(e, channel + e->prefix_len + 3, channel_len - e->prefix_len - 3);
     if (t == NULL)
         return;
+    t->confirmed_link = e->link_ups;
     if (t->fresh) {
         t->confirmed = true;
         if (t->positioned)
@@ -1995,17 +2147,66 @@ static void on_info_stats(void *ctx, hd_redis_status status, const redisReply *r
     e->evictions_warned_ms = now;
 }
 
-/* Reads Redis's maxmemory-policy and evicted_keys (INFO works where CONFIG is renamed away). */
+/* The answer to INFO persistence, just before CONFIG GET appendfsync's. */
+static void on_info_persistence(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    const char *value;
+    size_t len;
+    e->aof_enabled = status == HD_REDIS_OK && reply->type == REDIS_REPLY_STRING &&
+                     hd_redis_info_field(reply->str, reply->len, "aof_enabled", &value, &len) &&
+                     len == 1 && value[0] == '1';
+}
+
+/*
+ * Trusting a Redis restart not to lose writes (the epoch is kept) is safe
+ * only when Redis writes every command to its AOF before answering: warned
+ * about once per Redis process when it does not, or when CONFIG is renamed
+ * away so that appendfsync cannot be read.
+ */
+static void on_appendfsync(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    if (status != HD_REDIS_OK)
+        return;
+    const char *run_id = hd_redis_link_run_id(e->link);
+    if (strcmp(run_id, e->persistence_run_id) == 0)
+        return;
+    snprintf(e->persistence_run_id, sizeof(e->persistence_run_id), "%s", run_id);
+    bool readable = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+                    reply->element[1]->type == REDIS_REPLY_STRING;
+    const char *fsync = readable ? reply->element[1]->str : "unknown (CONFIG GET refused)";
+    if (e->aof_enabled && readable && strcmp(fsync, "always") == 0)
+        return;
+    hd_log_warn("cluster: cluster.trust_redis_persistence is true, but Redis has appendonly %s "
+                "and appendfsync %s: a Redis restart may lose its last writes while herald keeps "
+                "the epoch (ids may be issued twice, messages lost without a gap); set "
+                "appendonly yes and appendfsync always, or trust_redis_persistence false",
+                e->aof_enabled ? "yes" : "no", fsync);
+}
+
+/*
+ * Reads Redis's maxmemory-policy and evicted_keys (INFO works where CONFIG
+ * is renamed away), and its persistence when herald is told to trust it.
+ */
 static void check_redis_settings(redis_engine *e)
 {
     static const char *const memory[] = {"INFO", "memory"};
     static const char *const stats[] = {"INFO", "stats"};
+    static const char *const persistence[] = {"INFO", "persistence"};
+    static const char *const appendfsync[] = {"CONFIG", "GET", "appendfsync"};
     if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
         return;
     hd_redis_link_command(e->link, 2, (const char **)memory, (const size_t[]){4, 6}, on_info_memory,
                           e);
     hd_redis_link_command(e->link, 2, (const char **)stats, (const size_t[]){4, 5}, on_info_stats,
                           e);
+    if (!e->options.trust_redis_persistence)
+        return;
+    hd_redis_link_command(e->link, 2, (const char **)persistence, (const size_t[]){4, 11},
+                          on_info_persistence, e);
+    hd_redis_link_command(e->link, 3, (const char **)appendfsync, (const size_t[]){6, 3, 11},
+                          on_appendfsync, e);
 }
 
 static void on_info_timer(uv_timer_t *timer)
@@ -2028,6 +2229,16 @@ static void on_reply_time(void *ctx, uint64_t ns)
     atomic_fetch_add(&e->rtt_count, 1);
 }
 
+/* Pub/sub broke off: what was published meanwhile is not in any topic's record. */
+static void forget_records(redis_engine *e)
+{
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+            t->chained = false;
+    }
+    hd_hub_uncover_all(e->base.hub);
+}
+
 static void on_link_state(void *ctx, hd_redis_link_state state, const char *reason)
 {
     redis_engine *e = ctx;
@@ -2037,17 +2248,21 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
     int previous = atomic_exchange(&e->state, (int)engine_state);
     if (previous != (int)engine_state) {
         if (state == HD_REDIS_LINK_UP)
-            hd_log_info("cluster: Redis %s:%d is up", e->options.url.host, e->options.url.port);
+            hd_log_info("cluster: Redis %s is up", hd_redis_link_address(e->link));
         else if (state == HD_REDIS_LINK_DOWN || previous == HD_ENGINE_UP)
-            hd_log_warn("cluster: Redis %s:%d is %s%s%s", e->options.url.host, e->options.url.port,
+            hd_log_warn("cluster: Redis %s is %s%s%s",
+                        e->options.sentinel_count > 0 ? "(via Sentinel)"
+                                                      : hd_redis_link_address(e->link),
                         hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
                         reason ? reason : "");
     }
     if (state != HD_REDIS_LINK_UP) {
         e->node_confirmed = false;
         abandon_round(e);
+        forget_records(e);
         return;
     }
+    e->link_ups++;
     if (e->was_up)
         atomic_fetch_add(&e->reconnects, 1);
     e->was_up = true;
@@ -2268,8 +2483,14 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         .on_message = on_pubsub_message,
         .on_reply_time = on_reply_time,
         .ctx = e,
+        .sentinels = options->sentinels,
+        .sentinel_count = options->sentinel_count,
+        .sentinel_master = options->sentinel_master,
+        .sentinel_password = options->sentinel_password,
     };
     e->link = hd_redis_link_new(&e->loop, &settings);
+    e->options.sentinels = NULL; /* copied by the link */
+    e->options.sentinel_master = e->options.sentinel_password = NULL;
     e->publish_script =
         hd_redis_link_script(e->link, hd_redis_publish_lua, hd_redis_publish_lua_len);
     e->read_script = hd_redis_link_script(e->link, hd_redis_read_lua, hd_redis_read_lua_len);

@@ -28,7 +28,10 @@
  * Publishing while the link is not up is refused at once (unavailable); a
  * publish whose connection broke before the answer is outcome_unknown;
  * Redis's -OOM and -BUSY are unavailable. A read while the link is down
- * waits until it is up again.
+ * waits until it is up again. A read the node's own history provably
+ * answers (hd_hub_read_covered: the engine tells the hub which topics'
+ * history has no hole, see topic_state in redis.c) completes at once, on
+ * the caller's stack, without Redis.
  */
 #ifndef HERALD_ENGINE_REDIS_H
 #define HERALD_ENGINE_REDIS_H
@@ -38,21 +41,33 @@
 #include <stdint.h>
 
 #include "engine/engine.h"
+#include "engine/redis_sentinel.h"
 #include "engine/redis_url.h"
 
 typedef struct hd_engine_redis_options {
     hd_redis_url url;
-    const char *prefix;  /* cluster.prefix: keys are "{prefix}:..." */
-    uint32_t timeout_ms; /* cluster.timeout_ms */
+    /*
+     * Redis Sentinel (cluster.sentinels, sentinel_count > 0): the master is
+     * found through these sentinels by the name sentinel_master (url's host
+     * and port are then unused; its password and db are the master's).
+     * Copied by hd_engine_redis_new.
+     */
+    const hd_sentinel_addr *sentinels;
+    size_t sentinel_count;
+    const char *sentinel_master;
+    const char *sentinel_password; /* AUTH to the sentinels ("" = none) */
+    const char *prefix;            /* cluster.prefix: keys are "{prefix}:..." */
+    uint32_t timeout_ms;           /* cluster.timeout_ms */
     /* The history bounds every node passes to the publish script (history.*). */
     uint32_t history_max_messages;
     uint64_t history_max_bytes;
     uint32_t history_ttl_s;
     /*
-     * A Redis restart keeps the epoch (cluster.trust_redis_persistence, not
-     * configurable yet: always false, a restart starts a new epoch).
+     * cluster.trust_redis_persistence: a Redis restart (a new run_id) keeps
+     * the epoch; false: it starts a new one.
      */
     bool trust_redis_persistence;
+    uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */
 } hd_engine_redis_options;
 
 /*

@@ -51,6 +51,7 @@
 #define REASON_MAX 320
 #define RUN_ID_LEN 40
 #define PROBE_PAYLOAD "herald-link-probe"
+#define SENTINEL_TIMEOUT_MAX_MS 1000 /* per sentinel asked */
 
 typedef struct conn conn;
 
@@ -112,9 +113,17 @@ struct hd_redis_link {
     bool closing;
     char reason[REASON_MAX];
 
-    unsigned attempt; /* failed attempts since the last UP */
+    unsigned attempt;            /* failed attempts since the last UP */
+    hd_redis_sentinel *sentinel; /* NULL without sentinels */
+    bool locating;               /* asking the sentinels */
+    /* Where a +switch-master said the master went (port 0: nowhere new): the next attempt's. */
+    char switched_host[HD_SENTINEL_HOST_MAX + 1];
+    int switched_port;
     bool resolving;
     uv_getaddrinfo_t resolve;
+    char host[HD_REDIS_URL_HOST_MAX + 1]; /* this attempt's server: the URL's or the sentinels' */
+    int port;
+    char address[HD_REDIS_URL_HOST_MAX + 16]; /* "host:port" of it */
     char ip[64];
     uint64_t attempt_started_ms; /* when the connections were opened */
     conn cmd, sub;
@@ -633,7 +642,7 @@ static void conn_on_connect(const redisAsyncContext *ac, int status)
         return;
     c->ac = NULL; /* hiredis frees it when this returns */
     link_fail(c->link, HD_REDIS_OUTCOME_UNKNOWN, "cannot connect to %s:%d: %s", c->link->ip,
-              c->link->settings.url.port, ac->errstr);
+              c->link->port, ac->errstr);
 }
 
 static void conn_on_disconnect(const redisAsyncContext *ac, int status)
@@ -644,8 +653,7 @@ static void conn_on_disconnect(const redisAsyncContext *ac, int status)
         return;   /* the link freed it */
     c->ac = NULL; /* hiredis frees it when this returns */
     link_fail(c->link, HD_REDIS_OUTCOME_UNKNOWN, "Redis at %s:%d closed the %s connection%s%s",
-              c->link->ip, c->link->settings.url.port, c->role, ac->err ? ": " : "",
-              ac->err ? ac->errstr : "");
+              c->link->ip, c->link->port, c->role, ac->err ? ": " : "", ac->err ? ac->errstr : "");
 }
 
 static void conn_close(conn *c)
@@ -664,18 +672,14 @@ static void conn_answer_all(conn *c, hd_redis_status status)
         answer(hd_container_of(c->inflight.next, pending, node), status, NULL);
 }
 
-/*
- * Whether libuv stopped the context's poll after a socket error that the
- * adapter did not pass on (pitfall #1); *err is then the socket's error.
- */
-static bool conn_poll_failed(const conn *c, int *err)
+bool hd_redis_poll_failed(const redisAsyncContext *ac, int *err)
 {
-    const redisLibuvEvents *ev = c->ac->ev.data;
+    const redisLibuvEvents *ev = ac->ev.data;
     if (ev == NULL || ev->events == 0 || uv_is_active((const uv_handle_t *)&ev->handle))
         return false;
     socklen_t len = sizeof(*err);
     *err = 0;
-    getsockopt(c->ac->c.fd, SOL_SOCKET, SO_ERROR, err, &len);
+    getsockopt(ac->c.fd, SOL_SOCKET, SO_ERROR, err, &len);
     return true;
 }
 
@@ -723,11 +727,19 @@ static void handshake_on_reply(void *ctx, hd_redis_status status, const redisRep
         return; /* the attempt is being torn down */
     if (reply->type == REDIS_REPLY_ERROR) {
         link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "Redis at %s:%d refused the %s connection: %s",
-                  link->ip, link->settings.url.port, c->role, reply->str);
+                  link->ip, link->port, c->role, reply->str);
         return;
     }
     if (reply->type == REDIS_REPLY_STRING && reply->len > 0 && reply->str[0] == '#')
         conn_parse_run_id(c, reply); /* INFO server */
+    size_t role_len;
+    const char *role = hd_redis_role_of(reply, &role_len); /* ROLE: the only array answer */
+    if (reply->type == REDIS_REPLY_ARRAY && (role_len != 6 || memcmp(role, "master", 6) != 0)) {
+        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN,
+                  "%s is a %.*s, not a master (the sentinels have not switched yet)", link->address,
+                  (int)(role_len > 16 ? 16 : role_len), role);
+        return;
+    }
     c->handshake_left--;
     if (link->cmd.handshake_left == 0 && link->sub.handshake_left == 0)
         link_up(link);
@@ -774,6 +786,11 @@ static void conn_handshake(conn *c)
                 c->handshake_left++;
         }
     }
+    if (is_cmd && c->link->sentinel != NULL) {
+        /* What the sentinels named may not be a master (yet, or any more). */
+        const char *role[] = {"ROLE"};
+        conn_handshake_send(c, 1, role, (const size_t[]){4});
+    }
     const char *info[] = {"INFO", "server"};
     conn_handshake_send(c, 2, info, (const size_t[]){4, 6});
     if (is_cmd) {
@@ -786,18 +803,18 @@ static void conn_handshake(conn *c)
 static int conn_open(conn *c)
 {
     hd_redis_link *link = c->link;
-    redisAsyncContext *ac = redisAsyncConnect(link->ip, link->settings.url.port);
+    redisAsyncContext *ac = redisAsyncConnect(link->ip, link->port);
     if (ac == NULL)
         abort(); /* out of memory */
     if (ac->err) {
         snprintf(link->reason, sizeof(link->reason), "cannot connect to %s:%d: %s", link->ip,
-                 link->settings.url.port, ac->errstr);
+                 link->port, ac->errstr);
         redisAsyncFree(ac);
         return -1;
     }
     if (redisLibuvAttach(ac, link->loop) != REDIS_OK) {
         snprintf(link->reason, sizeof(link->reason), "cannot watch the socket to %s:%d", link->ip,
-                 link->settings.url.port);
+                 link->port);
         redisAsyncFree(ac);
         return -1;
     }
@@ -828,6 +845,10 @@ static void link_drop(hd_redis_link *link, hd_redis_status status)
 {
     uv_timer_stop(&link->tick);
     uv_idle_stop(&link->flush);
+    if (link->locating) {
+        link->locating = false;
+        hd_redis_sentinel_cancel(link->sentinel);
+    }
     conn_answer_all(&link->cmd, status);
     conn_answer_all(&link->sub, status);
     conn_close(&link->cmd);
@@ -861,7 +882,7 @@ static void link_up(hd_redis_link *link)
         link_fail(link, HD_REDIS_OUTCOME_UNKNOWN,
                   "the two connections to %s:%d reached different Redis servers (run_id '%s' and "
                   "'%s'): is a proxy in front of Redis?",
-                  link->ip, link->settings.url.port, link->cmd.run_id, link->sub.run_id);
+                  link->ip, link->port, link->cmd.run_id, link->sub.run_id);
         return;
     }
     link->state = HD_REDIS_LINK_UP;
@@ -875,11 +896,18 @@ static void link_up(hd_redis_link *link)
     if (link->state != HD_REDIS_LINK_UP)
         return;
     snprintf(link->reason, sizeof(link->reason), "run_id %s at %s:%d", link->cmd.run_id, link->ip,
-             link->settings.url.port);
+             link->port);
     link_set_state(link, HD_REDIS_LINK_UP);
 }
 
 static void link_release(hd_redis_link *link);
+
+/* The attempt under way goes to the old master: given up for the one +switch-master named. */
+static void link_fail_switched(hd_redis_link *link)
+{
+    link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "the sentinels moved the master to %s:%d",
+              link->switched_host, link->switched_port);
+}
 
 static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
@@ -890,9 +918,13 @@ static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
         link_release(link);
         return;
     }
-    const char *host = link->settings.url.host;
+    if (link->switched_port != 0) {
+        uv_freeaddrinfo(res);
+        link_fail_switched(link);
+        return;
+    }
     if (status < 0) {
-        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "cannot resolve %s: %s", host,
+        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "cannot resolve %s: %s", link->host,
                   uv_strerror(status));
         return;
     }
@@ -912,29 +944,89 @@ static void link_on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo 
 
 static void link_on_tick(uv_timer_t *timer);
 
-static void link_connect(hd_redis_link *link)
+/* This attempt's server: resolves host and opens both connections to it. */
+static void link_resolve(hd_redis_link *link, const char *host, int port)
 {
-    const hd_redis_url *url = &link->settings.url;
-    link->state = HD_REDIS_LINK_CONNECTING;
-    snprintf(link->reason, sizeof(link->reason), "connecting to %s:%d", url->host, url->port);
-    uint64_t tick_ms = link->settings.timeout_ms / 10;
-    tick_ms = tick_ms < 10 ? 10 : tick_ms > TICK_MAX_MS ? TICK_MAX_MS : tick_ms;
-    uv_timer_start(&link->tick, link_on_tick, tick_ms, tick_ms);
-
+    snprintf(link->host, sizeof(link->host), "%s", host);
+    link->port = port;
+    bool v6 = strchr(host, ':') != NULL;
+    snprintf(link->address, sizeof(link->address), "%s%s%s:%d", v6 ? "[" : "", host, v6 ? "]" : "",
+             port);
+    snprintf(link->reason, sizeof(link->reason), "connecting to %s", link->address);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
-    int rc = uv_getaddrinfo(link->loop, &link->resolve, link_on_resolved, url->host, NULL, &hints);
+    int rc = uv_getaddrinfo(link->loop, &link->resolve, link_on_resolved, host, NULL, &hints);
     if (rc < 0) {
-        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "cannot resolve %s: %s", url->host,
-                  uv_strerror(rc));
+        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "cannot resolve %s: %s", host, uv_strerror(rc));
         return;
     }
     link->resolving = true;
-    link_set_state(link, HD_REDIS_LINK_CONNECTING);
+}
+
+/* The sentinels' answer: the master to connect to, or why none was named. */
+static void link_on_located(void *ctx, const char *host, int port, const char *reason)
+{
+    hd_redis_link *link = ctx;
+    link->locating = false;
+    if (host == NULL)
+        link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "no sentinel named the master: %s", reason);
+    else
+        link_resolve(link, host, port);
+}
+
+static void link_connect(hd_redis_link *link)
+{
+    link->state = HD_REDIS_LINK_CONNECTING;
+    uint64_t tick_ms = link->settings.timeout_ms / 10;
+    tick_ms = tick_ms < 10 ? 10 : tick_ms > TICK_MAX_MS ? TICK_MAX_MS : tick_ms;
+    uv_timer_start(&link->tick, link_on_tick, tick_ms, tick_ms);
+    if (link->sentinel != NULL && link->switched_port == 0) {
+        /* The sentinels time each of themselves out: the tick leaves the ask alone. */
+        snprintf(link->reason, sizeof(link->reason), "asking the sentinels for the master");
+        link->locating = true;
+        hd_redis_sentinel_ask(link->sentinel, link_on_located, link);
+        link_set_state(link, HD_REDIS_LINK_CONNECTING);
+        return;
+    }
+    const char *host = link->settings.url.host;
+    int port = link->settings.url.port;
+    if (link->switched_port != 0) {
+        host = link->switched_host;
+        port = link->switched_port;
+        link->switched_port = 0; /* once: a failed attempt asks the sentinels again */
+    }
+    link_resolve(link, host, port);
+    if (link->state == HD_REDIS_LINK_CONNECTING)
+        link_set_state(link, HD_REDIS_LINK_CONNECTING);
 }
 
 static void link_on_retry(uv_timer_t *timer)
 {
     link_connect(hd_container_of(timer, hd_redis_link, retry));
+}
+
+/*
+ * A sentinel announced a failover: the connection to the old master goes
+ * now (the old master may be dead, or demoted and soon refusing writes),
+ * and the next attempt comes at once, without waiting for a backoff.
+ */
+static void link_on_switch(void *ctx, const char *host, int port)
+{
+    hd_redis_link *link = ctx;
+    bool same = !link->locating && port == link->port &&
+                (strcmp(host, link->host) == 0 || strcmp(host, link->ip) == 0);
+    if (link->closing || !link->started || (same && link->state != HD_REDIS_LINK_DOWN))
+        return; /* already with the new master, or connecting to it */
+    /*
+     * The next attempt goes there without asking: the sentinel asked could
+     * be one that has not heard of the switch yet.
+     */
+    snprintf(link->switched_host, sizeof(link->switched_host), "%s", host);
+    link->switched_port = port;
+    link->attempt = 0;
+    if (link->state == HD_REDIS_LINK_DOWN)
+        uv_timer_start(&link->retry, link_on_retry, 0, 0);
+    else if (!link->resolving) /* else link_on_resolved gives the attempt up */
+        link_fail_switched(link);
 }
 
 /* The pub/sub liveness probe: see the header. */
@@ -949,7 +1041,7 @@ static void probe_on_reply(void *ctx, hd_redis_status status, const redisReply *
         link_fail(link, HD_REDIS_OUTCOME_UNKNOWN,
                   "Redis at %s:%d no longer has the pub/sub connection subscribed (the liveness "
                   "probe reached no one)",
-                  link->ip, link->settings.url.port);
+                  link->ip, link->port);
 }
 
 static void link_check_probe(hd_redis_link *link, uint64_t now)
@@ -960,7 +1052,7 @@ static void link_check_probe(hd_redis_link *link, uint64_t now)
             link_fail(link, HD_REDIS_OUTCOME_UNKNOWN,
                       "the pub/sub connection to %s:%d did not deliver the liveness probe within "
                       "%u ms",
-                      link->ip, s->url.port, s->timeout_ms);
+                      link->ip, link->port, s->timeout_ms);
         return;
     }
     if (now - link->sub_activity_ms < s->probe_idle_ms)
@@ -978,31 +1070,30 @@ static void link_on_tick(uv_timer_t *timer)
     hd_redis_link *link = hd_container_of(timer, hd_redis_link, tick);
     uint64_t now = clock_ms();
     uint32_t timeout = link->settings.timeout_ms;
-    if (link->resolving)
-        return; /* getaddrinfo has its own timeout */
+    if (link->resolving || link->locating)
+        return; /* getaddrinfo, and the sentinels, have their own timeouts */
     conn *conns[] = {&link->cmd, &link->sub};
     for (int i = 0; i < 2; i++) {
         int err;
-        if (conns[i]->ac != NULL && conn_poll_failed(conns[i], &err)) {
+        if (conns[i]->ac != NULL && hd_redis_poll_failed(conns[i]->ac, &err)) {
             link_fail(link, HD_REDIS_OUTCOME_UNKNOWN, "the %s connection to %s:%d failed: %s",
-                      conns[i]->role, link->ip, link->settings.url.port,
-                      err ? strerror(err) : "poll error");
+                      conns[i]->role, link->ip, link->port, err ? strerror(err) : "poll error");
             return;
         }
     }
     if (link->state == HD_REDIS_LINK_CONNECTING) {
         if (now - link->attempt_started_ms >= timeout)
             link_fail(link, HD_REDIS_OUTCOME_UNKNOWN,
-                      "no answer from %s:%d within %u ms of connecting", link->ip,
-                      link->settings.url.port, timeout);
+                      "no answer from %s:%d within %u ms of connecting", link->ip, link->port,
+                      timeout);
         return;
     }
     if (!hd_list_empty(&link->cmd.inflight)) {
         const pending *oldest = hd_container_of(link->cmd.inflight.next, pending, node);
         if (now - oldest->sent_ms >= timeout) {
             link_fail(link, HD_REDIS_TIMEOUT,
-                      "Redis at %s:%d did not answer a command within %u ms", link->ip,
-                      link->settings.url.port, timeout);
+                      "Redis at %s:%d did not answer a command within %u ms", link->ip, link->port,
+                      timeout);
             return;
         }
     }
@@ -1039,6 +1130,23 @@ hd_redis_link *hd_redis_link_new(uv_loop_t *loop, const hd_redis_link_settings *
     uv_idle_init(loop, &link->flush);
     link->tick.data = link->retry.data = link->flush.data = link;
     link->open_handles = 3;
+
+    if (settings->sentinel_count > 0) {
+        hd_redis_sentinel_settings sentinel = {
+            .sentinels = settings->sentinels,
+            .count = settings->sentinel_count,
+            .master = settings->sentinel_master,
+            .password = settings->sentinel_password,
+            /* Each sentinel only gets a share: one that is down must not hold the failover up. */
+            .timeout_ms = settings->timeout_ms < SENTINEL_TIMEOUT_MAX_MS ? settings->timeout_ms
+                                                                         : SENTINEL_TIMEOUT_MAX_MS,
+            .on_switch = link_on_switch,
+            .ctx = link,
+        };
+        link->sentinel = hd_redis_sentinel_new(loop, &sentinel);
+    }
+    link->settings.sentinels = NULL; /* copied by the sentinel module */
+    link->settings.sentinel_master = link->settings.sentinel_password = NULL;
     return link;
 }
 
@@ -1053,6 +1161,11 @@ void hd_redis_link_start(hd_redis_link *link)
 hd_redis_link_state hd_redis_link_get_state(const hd_redis_link *link)
 {
     return link->state;
+}
+
+const char *hd_redis_link_address(const hd_redis_link *link)
+{
+    return link->address;
 }
 
 const char *hd_redis_link_run_id(const hd_redis_link *link)
@@ -1121,6 +1234,8 @@ void hd_redis_link_close(hd_redis_link *link)
     link->closing = true;
     link->state = HD_REDIS_LINK_DOWN;
     link_drop(link, HD_REDIS_OUTCOME_UNKNOWN);
+    if (link->sentinel != NULL)
+        hd_redis_sentinel_close(link->sentinel);
     if (link->resolving)
         uv_cancel((uv_req_t *)&link->resolve);
     uv_handle_t *handles[] = {(uv_handle_t *)&link->tick, (uv_handle_t *)&link->retry,

@@ -29,6 +29,13 @@
  *    and UNSUBSCRIBE in batches of up to 512 at the end of the loop pass,
  *    and again for the whole set after every reconnect. On the pub/sub
  *    connection it only ever sends (UN)SUBSCRIBE (pitfall #5).
+ *  - Sentinel (when sentinels are given). The address comes from the
+ *    sentinels (redis_sentinel.h) at every attempt instead of the URL's
+ *    host and port, so a failed master is followed by asking again; the
+ *    command connection's handshake adds ROLE, and a server that is not a
+ *    master (a replica the sentinels have not promoted yet, or a demoted
+ *    old master) fails the attempt. A +switch-master for the master ends
+ *    the connection at once and reconnects (attempt 0) to the new one.
  *  - Scripts go out as EVALSHA; on NOSCRIPT (SCRIPT FLUSH, a failover) the
  *    link sends SCRIPT LOAD and the same EVALSHA once more.
  *
@@ -47,12 +54,14 @@
 #ifndef HERALD_ENGINE_REDIS_LINK_H
 #define HERALD_ENGINE_REDIS_LINK_H
 
+#include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
 
+#include "engine/redis_sentinel.h"
 #include "engine/redis_url.h"
 
 typedef struct hd_redis_link hd_redis_link;
@@ -129,6 +138,17 @@ typedef struct hd_redis_link_settings {
      */
     void (*on_reply_time)(void *ctx, uint64_t ns);
     void *ctx;
+
+    /*
+     * Optional, Redis Sentinel: sentinel_count > 0 finds the master through
+     * these sentinels (copied), by the name sentinel_master, with AUTH
+     * sentinel_password ("" or NULL = none) to the sentinels. url's host and
+     * port are then unused; its user, password and db are the master's.
+     */
+    const hd_sentinel_addr *sentinels;
+    size_t sentinel_count;
+    const char *sentinel_master;
+    const char *sentinel_password;
 } hd_redis_link_settings;
 
 /*
@@ -145,6 +165,13 @@ uint32_t hd_redis_link_backoff_ms(unsigned attempt, double uniform);
  */
 bool hd_redis_info_field(const char *info, size_t len, const char *field, const char **value,
                          size_t *value_len);
+
+/*
+ * Whether libuv stopped the poll of ac (attached with the libuv adapter)
+ * after a socket error that the adapter does not pass on (pitfall #1: a
+ * refused connect, a reset); *err is then the socket's error (0 if none).
+ */
+bool hd_redis_poll_failed(const redisAsyncContext *ac, int *err);
 
 /* "down", "connecting" or "up". */
 const char *hd_redis_link_state_name(hd_redis_link_state state);
@@ -172,6 +199,12 @@ void hd_redis_link_start(hd_redis_link *link);
 void hd_redis_link_close(hd_redis_link *link);
 
 hd_redis_link_state hd_redis_link_get_state(const hd_redis_link *link);
+
+/*
+ * "host:port" of the server of the current (or last) attempt: the URL's,
+ * or the master the sentinels named; "" before the first.
+ */
+const char *hd_redis_link_address(const hd_redis_link *link);
 
 /* The run_id of the Redis server while UP ("" otherwise): it changes when Redis restarts. */
 const char *hd_redis_link_run_id(const hd_redis_link *link);

@@ -9,12 +9,16 @@
 --          known epoch, known seq (the highest seq this node has seen in
 --          known epoch; "" and 0 when none), overhead (bytes a message
 --          costs besides its topic, event and data), n,
---          then n triples: topic, event ("" = none), data
+--          then n triples: topic, event ("" = none), data,
+--          then the idempotency TTL (ms, 0 = keys are not remembered) and
+--          n idempotency keys ("" = none)
 -- Returns  {epoch, rotation, seq_1, ..., seq_n}; rotation is "" or why
 --          the epoch changed: "lost" (no hub hash; the run_id is then
 --          recorded in {prefix}:rid, as the hello script does) or
 --          "rollback" (Redis is behind what was seen: a restore, a
 --          failover that lost writes).
+--          A negative seq_i is item i repeating an idempotency key: nothing
+--          was published for it, and -seq_i is the first publish's seq.
 --
 -- Per topic T:
 --   {prefix}:s:T  stream, entry id "<seq>-0", fields in this order:
@@ -22,6 +26,10 @@
 --   {prefix}:m:T  hash: e = epoch of the stream, l = last seq of T,
 --                 b = topic, event and data bytes held
 --   {prefix}:c:T  channel: "<epoch>:<seq>:<prev>:<ms>:<event length>:<event><data>"
+--   {prefix}:i:T|K  string "<epoch>:<seq>", expiring after the idempotency TTL:
+--                 the publish of T with idempotency key K ('|' is in no topic
+--                 name). A key of another epoch names a message that is gone:
+--                 the item is published anew.
 -- {prefix}:topics, a sorted set (every score 0), gets T when T's meta is new
 -- in this epoch: the index GET /topics pages through (redis_topics.lua).
 -- A message costs #T + #event + #data + overhead bytes, as in the memory
@@ -58,8 +66,12 @@ if not (now and max_messages and max_bytes and ttl and idle_ttl and known_seq an
     and n) then
   return refuse('a numeric argument is not a number')
 end
-if n < 1 or #ARGV ~= 11 + 3 * n then
-  return refuse('expected ' .. string.format('%d', 11 + 3 * n) .. ' arguments')
+if n < 1 or #ARGV ~= 12 + 4 * n then
+  return refuse('expected ' .. string.format('%d', 12 + 4 * n) .. ' arguments')
+end
+local idem_ttl = tonumber(ARGV[12 + 3 * n])
+if not idem_ttl then
+  return refuse('a numeric argument is not a number')
 end
 if hub ~= prefix .. ':hub' or candidate == '' then
   return refuse('bad hub key or epoch candidate')
@@ -105,6 +117,18 @@ for i = 1, n do
     topics[topic] = t
   end
 end
+-- Each item's idempotency key name (checked here; read in phase 2, where an
+-- item earlier in the batch may have just set it).
+local idem = {}
+for i = 1, n do
+  local key = ARGV[12 + 3 * n + i]
+  if key ~= '' and idem_ttl > 0 then
+    local name = prefix .. ':i:' .. ARGV[9 + 3 * i] .. '|' .. key
+    err = wrong_type(name, 'string')
+    if err then return err end
+    idem[i] = name
+  end
+end
 if rotation ~= '' and candidate == hub_e then
   return refuse('the epoch candidate is the current epoch')
 end
@@ -137,36 +161,60 @@ local function trim(topic, t, bytes)
   end
 end
 
+-- The first publish's seq when item i repeats a key of this epoch (also one
+-- earlier in the batch: recorded below as it is published), else nil.
+local function repeated_seq(i)
+  if not idem[i] then return nil end
+  local held = redis.call('GET', idem[i])
+  if not held then return nil end
+  local e, seq = string.match(held, '^([^:]*):(%d+)$')
+  if e ~= epoch then return nil end
+  return tonumber(seq)
+end
+
 local reply = { epoch, rotation }
 local now_text = string.format('%d', now)
 for i = 1, n do
   local topic, event, data = ARGV[9 + 3 * i], ARGV[10 + 3 * i], ARGV[11 + 3 * i]
   local t = topics[topic]
-  -- The first write: Redis refuses a script -OOM (past maxmemory) only at its
-  -- first write, and only when that one can grow memory (DEL cannot).
-  local seq = redis.call('HINCRBY', hub, 's', 1)
-  if t.e ~= epoch then
-    -- The stream belongs to another epoch (or none): its ids mean nothing now.
-    redis.call('DEL', t.stream)
-    t.e, t.l, t.b = epoch, 0, 0
-    redis.call('ZADD', index, 0, topic) -- listed by the topics script (redis_topics.lua)
+  local first = repeated_seq(i)
+  if first then
+    reply[#reply + 1] = -first
+  else
+    t.touched = true
+    -- The first write: Redis refuses a script -OOM (past maxmemory) only at its
+    -- first write, and only when that one can grow memory (DEL cannot).
+    local seq = redis.call('HINCRBY', hub, 's', 1)
+    if t.e ~= epoch then
+      -- The stream belongs to another epoch (or none): its ids mean nothing now.
+      redis.call('DEL', t.stream)
+      t.e, t.l, t.b = epoch, 0, 0
+      redis.call('ZADD', index, 0, topic) -- listed by the topics script (redis_topics.lua)
+    end
+    local bytes = #topic + #event + #data
+    trim(topic, t, bytes)
+    local prev = t.l
+    redis.call('XADD', t.stream, string.format('%d-0', seq), 'd', data, 't', now_text,
+      'p', string.format('%d', prev), 'v', event)
+    t.l, t.b = seq, t.b + bytes
+    redis.call('PUBLISH', prefix .. ':c:' .. topic,
+      string.format('%s:%d:%d:%s:%d:', epoch, seq, prev, now_text, #event) .. event .. data)
+    reply[#reply + 1] = seq
+    if idem[i] then
+      redis.call('SET', idem[i], string.format('%s:%d', epoch, seq), 'PX',
+        string.format('%d', idem_ttl))
+    end
   end
-  local bytes = #topic + #event + #data
-  trim(topic, t, bytes)
-  local prev = t.l
-  redis.call('XADD', t.stream, string.format('%d-0', seq), 'd', data, 't', now_text,
-    'p', string.format('%d', prev), 'v', event)
-  t.l, t.b = seq, t.b + bytes
-  redis.call('PUBLISH', prefix .. ':c:' .. topic,
-    string.format('%s:%d:%d:%s:%d:', epoch, seq, prev, now_text, #event) .. event .. data)
-  reply[#reply + 1] = seq
 end
 
 for _, t in pairs(topics) do
-  redis.call('HSET', t.meta, 'e', t.e, 'l', string.format('%d', t.l), 'b', string.format('%d', t.b))
-  if idle_ttl > 0 then
-    redis.call('EXPIRE', t.meta, idle_ttl)
-    redis.call('EXPIRE', t.stream, idle_ttl)
+  -- A topic whose every item was a repeat is left as it was.
+  if t.touched then
+    redis.call('HSET', t.meta, 'e', t.e, 'l', string.format('%d', t.l), 'b', string.format('%d', t.b))
+    if idle_ttl > 0 then
+      redis.call('EXPIRE', t.meta, idle_ttl)
+      redis.call('EXPIRE', t.stream, idle_ttl)
+    end
   end
 end
 return reply

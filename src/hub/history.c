@@ -152,6 +152,7 @@ void hd_history_clear(hd_hub *hub, hd_topic *t)
     t->ring_head = 0;
     t->lost_upto = 0;
     t->last_seq = 0;
+    t->cover_from = HD_HUB_UNCOVERED;
 }
 
 void hd_history_free(hd_topic *t)
@@ -274,6 +275,62 @@ size_t hd_hub_read_history(hd_hub *hub, const hd_history_query *query,
     if (more != NULL)
         *more = more_held;
     return visited;
+}
+
+/*
+ * Whether the local history answers q exactly as the store would have at
+ * the node's live position (docs/api.md, "Reads"): every topic covered
+ * (hd_hub_cover) from at most the cursor, so every message after it up to
+ * live_seq is held and no gap is owed; live_seq is the hub's seq, so no id
+ * the node knows of is still on its way (a subscription made before starts
+ * no later than it); and none of what would be read has expired. *seq gets
+ * the cursor's seq (0 for "earliest" or none).
+ */
+static bool covered_locked(const hd_hub *hub, const hd_history_query *q, int64_t now_ms,
+                           uint64_t *seq)
+{
+    *seq = 0;
+    if (!q->may_lag || hub->live_seq != hub->seq)
+        return false;
+    uint32_t epoch;
+    if (q->cursor.present && !q->cursor.earliest &&
+        (!hd_id_parse(q->cursor.text, q->cursor.text_len, &epoch, seq) || epoch != hub->epoch ||
+         *seq > hub->live_seq))
+        return false;
+    int64_t expired_at = hub->options.history_ttl_s
+                             ? now_ms - (int64_t)hub->options.history_ttl_s * 1000
+                             : INT64_MIN;
+    for (size_t i = 0; i < q->topic_count; i++) {
+        const hd_topic *t = hd_topic_find(hub, q->topics[i], q->topic_lens[i]);
+        if (t == NULL || t->cover_from == HD_HUB_UNCOVERED)
+            return false;
+        if (!q->cursor.present)
+            continue;
+        if (*seq < t->cover_from || *seq < t->lost_upto)
+            return false;
+        for (size_t k = history_first_after(t, *seq); k < t->ring_len; k++) {
+            if (history_at(t, k)->time_ms <= expired_at)
+                return false;
+        }
+    }
+    return true;
+}
+
+bool hd_hub_read_covered(hd_hub *hub, const hd_history_query *query,
+                         const hd_history_visitor *visitor, void *ctx, int64_t now_ms, bool *more,
+                         uint32_t *epoch, uint64_t *cut)
+{
+    hd_history_query local = *query;
+    hub_lock(hub);
+    bool covered = covered_locked(hub, query, now_ms, &local.cursor.seq);
+    if (covered) {
+        local.cursor.foreign = false;
+        read_history_locked(hub, &local, visitor, ctx, more);
+        *epoch = hub->epoch;
+        *cut = hub->live_seq;
+    }
+    hub_unlock(hub);
+    return covered;
 }
 
 void hd_gap_append_json_fields(const hd_gap *gap, hd_strbuf *sb)

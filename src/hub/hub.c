@@ -47,6 +47,17 @@ bool hd_topic_name_valid(const char *name, size_t len)
     return true;
 }
 
+bool hd_idempotency_key_valid(const char *key, size_t len)
+{
+    if (len < 1 || len > HD_IDEMPOTENCY_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (key[i] < 0x20 || key[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
 bool hd_event_name_valid(const char *name, size_t len)
 {
     if (len < 1 || len > 64)
@@ -61,7 +72,7 @@ bool hd_event_name_valid(const char *name, size_t len)
 
 /* ---------------------------------------------------------------- topic table */
 
-static uint64_t hash_name(const hd_hub *hub, const char *name, size_t len)
+uint64_t hd_hub_hash(const hd_hub *hub, const char *name, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325ULL ^ hub->hash_seed; /* FNV-1a, seeded */
     for (size_t i = 0; i < len; i++) {
@@ -82,7 +93,7 @@ static uint64_t hash_name(const hd_hub *hub, const char *name, size_t len)
 
 hd_topic *hd_topic_find(const hd_hub *hub, const char *name, size_t len)
 {
-    uint64_t hash = hash_name(hub, name, len);
+    uint64_t hash = hd_hub_hash(hub, name, len);
     for (hd_topic *t = hub->buckets[hash & (hub->bucket_count - 1)]; t; t = t->bucket_next) {
         if (t->hash == hash && t->name_len == len && memcmp(t->name, name, len) == 0)
             return t;
@@ -123,11 +134,12 @@ static hd_topic *topic_create(hd_hub *hub, const char *name, size_t len)
     hd_topic *t = hd_calloc(1, sizeof(*t) + len);
     memcpy(t->name, name, len);
     t->name_len = len;
-    t->hash = hash_name(hub, name, len);
+    t->hash = hd_hub_hash(hub, name, len);
     t->subscribers = hd_calloc(hub->workers, sizeof(*t->subscribers));
     for (unsigned w = 0; w < hub->workers; w++)
         hd_list_init(&t->subscribers[w]);
     t->lost_upto = hub->forgotten_upto;
+    t->cover_from = HD_HUB_UNCOVERED;
 
     if (hub->topic_count >= hub->bucket_count)
         resize_table(hub, hub->bucket_count * 2);
@@ -184,6 +196,7 @@ hd_hub *hd_hub_new(const hd_hub_options *options)
     hub->bucket_count = MIN_BUCKETS;
     hub->buckets = hd_calloc(hub->bucket_count, sizeof(*hub->buckets));
     hd_list_init(&hub->history_order);
+    hd_list_init(&hub->idem_order);
     return hub;
 }
 
@@ -207,6 +220,7 @@ void hd_hub_free(hd_hub *hub)
     }
     free(hub->inboxes);
     free(hub->buckets);
+    hd_idem_free(hub);
     pthread_mutex_destroy(&hub->lock);
     free(hub);
 }
@@ -303,9 +317,29 @@ static void publish_locked(hd_hub *hub, const hd_publish_item *item, int64_t now
     append_and_post_locked(hub, t, msg);
 }
 
+/*
+ * An item whose idempotency key is held for its topic: answers the first
+ * publish's id, publishes nothing. Returns false when the item is new.
+ */
+static bool repeat_locked(hd_hub *hub, const hd_publish_item *item, int64_t now_ms,
+                          hd_message **out, size_t *subscribers)
+{
+    uint64_t seq;
+    if (item->idempotency_key == NULL || hub->options.idempotency_ttl_s == 0 ||
+        !hd_idem_find(hub, item, now_ms, &seq))
+        return false;
+    hd_topic *t = hd_topic_find(hub, item->topic, item->topic_len);
+    if (subscribers != NULL)
+        *subscribers = t != NULL ? t->subscriber_count : 0;
+    if (out != NULL)
+        *out =
+            hd_message_new(item->topic, item->topic_len, NULL, 0, "", 0, seq, hub->epoch, now_ms);
+    return true;
+}
+
 hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, size_t count,
                                    int64_t now_ms, hd_message **out, size_t *subscribers,
-                                   size_t *failed)
+                                   bool *repeated, size_t *failed)
 {
     hub_lock(hub);
     size_t new_topics = 0;
@@ -313,6 +347,9 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
         hd_topic *t;
         hd_hub_status status = check_publish(hub, items[i].topic, items[i].topic_len,
                                              items[i].event, items[i].event_len, &t);
+        if (status == HD_HUB_OK && items[i].idempotency_key != NULL &&
+            !hd_idempotency_key_valid(items[i].idempotency_key, items[i].idempotency_key_len))
+            status = HD_HUB_BAD_IDEMPOTENCY_KEY;
         /* Repeated new topics count each time: conservative, and known before anything changes. */
         new_topics += t == NULL;
         if (status == HD_HUB_OK && t == NULL && hub->options.max_topics != 0 &&
@@ -325,9 +362,18 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
             return status;
         }
     }
-    for (size_t i = 0; i < count; i++)
-        publish_locked(hub, &items[i], now_ms, out ? &out[i] : NULL,
-                       subscribers ? &subscribers[i] : NULL);
+    for (size_t i = 0; i < count; i++) {
+        hd_message **out_i = out ? &out[i] : NULL;
+        size_t *subscribers_i = subscribers ? &subscribers[i] : NULL;
+        bool repeat = repeat_locked(hub, &items[i], now_ms, out_i, subscribers_i);
+        if (repeated != NULL)
+            repeated[i] = repeat;
+        if (repeat)
+            continue;
+        publish_locked(hub, &items[i], now_ms, out_i, subscribers_i);
+        if (items[i].idempotency_key != NULL && hub->options.idempotency_ttl_s != 0)
+            hd_idem_record(hub, &items[i], hub->seq, now_ms);
+    }
     hub_unlock(hub);
     return HD_HUB_OK;
 }
@@ -344,6 +390,7 @@ static void set_epoch_locked(hd_hub *hub, uint32_t epoch)
         return;
     __atomic_store_n(&hub->epoch, epoch, __ATOMIC_RELAXED);
     hub->seq = 0;
+    hub->live_seq = 0;
     /*
      * A marker (seq 0, no topic) tells each worker, in its inbox's order, to
      * send its subscribers a gap before the new epoch's messages.
@@ -378,6 +425,25 @@ void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq)
     hub_unlock(hub);
 }
 
+/* hd_hub_ingest with the lock held; *topic is msg's topic (created if need be). */
+static bool ingest_locked(hd_hub *hub, hd_message *msg, uint32_t epoch, hd_topic **topic)
+{
+    set_epoch_locked(hub, epoch);
+    hd_topic *t = hd_topic_find(hub, msg->topic, msg->topic_len);
+    /* The local history is a mirror: a topic beyond max_topics is delivered, not kept. */
+    if (t == NULL)
+        t = topic_create(hub, msg->topic, msg->topic_len);
+    *topic = t;
+    if (msg->seq <= t->last_seq) {
+        hd_message_release(msg);
+        return false;
+    }
+    if (msg->seq > hub->seq)
+        hub->seq = msg->seq;
+    append_and_post_locked(hub, t, msg);
+    return true;
+}
+
 bool hd_hub_ingest(hd_hub *hub, hd_message *msg)
 {
     uint32_t epoch;
@@ -386,22 +452,69 @@ bool hd_hub_ingest(hd_hub *hub, hd_message *msg)
         hd_message_release(msg);
         return false;
     }
+    hd_topic *t;
     hub_lock(hub);
-    set_epoch_locked(hub, epoch);
-    hd_topic *t = hd_topic_find(hub, msg->topic, msg->topic_len);
-    /* The local history is a mirror: a topic beyond max_topics is delivered, not kept. */
-    if (t == NULL)
-        t = topic_create(hub, msg->topic, msg->topic_len);
-    bool taken = msg->seq > t->last_seq;
-    if (taken) {
-        if (msg->seq > hub->seq)
-            hub->seq = msg->seq;
-        append_and_post_locked(hub, t, msg);
+    bool taken = ingest_locked(hub, msg, epoch, &t);
+    hub_unlock(hub);
+    return taken;
+}
+
+static void pass_live_locked(hd_hub *hub, uint32_t epoch, uint64_t seq)
+{
+    if (epoch == hub->epoch && seq > hub->live_seq)
+        hub->live_seq = seq;
+}
+
+bool hd_hub_ingest_live(hd_hub *hub, hd_message *msg, uint64_t cover_from)
+{
+    uint32_t epoch = msg->epoch;
+    uint64_t seq = msg->seq;
+    hd_topic *t;
+    hub_lock(hub);
+    bool taken = ingest_locked(hub, msg, epoch, &t);
+    /* Not taken: the record lacks the message it was to be extended with. */
+    t->cover_from = taken ? cover_from : HD_HUB_UNCOVERED;
+    pass_live_locked(hub, epoch, seq);
+    hub_unlock(hub);
+    return taken;
+}
+
+void hd_hub_pass_live(hd_hub *hub, uint32_t epoch, uint64_t seq)
+{
+    hub_lock(hub);
+    pass_live_locked(hub, epoch, seq);
+    hub_unlock(hub);
+}
+
+void hd_hub_cover(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
+                  uint64_t cover_from)
+{
+    hub_lock(hub);
+    hd_topic *t = hd_topic_find(hub, topic, topic_len);
+    if (t != NULL)
+        t->cover_from = epoch == hub->epoch ? cover_from : HD_HUB_UNCOVERED;
+    hub_unlock(hub);
+}
+
+bool hd_hub_uncover_unused(hd_hub *hub, const char *topic, size_t topic_len)
+{
+    hub_lock(hub);
+    hd_topic *t = hd_topic_find(hub, topic, topic_len);
+    bool unused = t == NULL || t->subscriber_count == 0;
+    if (unused && t != NULL)
+        t->cover_from = HD_HUB_UNCOVERED;
+    hub_unlock(hub);
+    return unused;
+}
+
+void hd_hub_uncover_all(hd_hub *hub)
+{
+    hub_lock(hub);
+    for (size_t b = 0; b < hub->bucket_count; b++) {
+        for (hd_topic *t = hub->buckets[b]; t != NULL; t = t->bucket_next)
+            t->cover_from = HD_HUB_UNCOVERED;
     }
     hub_unlock(hub);
-    if (!taken)
-        hd_message_release(msg);
-    return taken;
 }
 
 void hd_hub_ingest_loss(hd_hub *hub, const char *topic, size_t topic_len, uint32_t epoch,
@@ -837,5 +950,22 @@ void hd_subscriber_mark_seen(hd_subscriber *sub, const hd_message *msg)
             }
             return;
         }
+    }
+}
+
+void hd_subscriber_move_seen(hd_subscriber *sub, const char *topic, size_t topic_len,
+                             uint32_t epoch, uint64_t seq, bool forward)
+{
+    for (size_t i = 0; i < sub->subscription_count; i++) {
+        hd_subscription *s = &sub->subscriptions[i];
+        if (s->topic->name_len != topic_len || memcmp(s->topic->name, topic, topic_len) != 0)
+            continue;
+        bool move = forward ? s->seen_epoch == epoch && s->seen_seq < seq
+                            : s->seen_epoch != epoch || s->seen_seq > seq;
+        if (move) {
+            s->seen_epoch = epoch;
+            s->seen_seq = seq;
+        }
+        return;
     }
 }

@@ -36,6 +36,13 @@ struct hd_topic {
 
     uint64_t lost_upto; /* seq of the newest message of this topic evicted or expired */
     uint64_t last_seq;  /* seq of the newest message ever published here, 0 if none */
+    /*
+     * Cluster mode: the history holds every message of the topic after
+     * cover_from up to the hub's live_seq, except those up to lost_upto,
+     * as the engine said (hd_hub_cover); HD_HUB_UNCOVERED: no such claim.
+     * Of the hub's epoch: a new one clears it (hd_history_clear).
+     */
+    uint64_t cover_from;
 
     size_t name_len;
     char name[];
@@ -60,6 +67,12 @@ struct hd_hub {
     /* Cluster mode: the epoch came from the store, so a change is announced to subscribers. */
     bool epoch_from_store;
     uint64_t seq; /* the last seq assigned (cluster mode: ingested) */
+    /*
+     * Cluster mode: the newest seq of the store's live feed this node
+     * processed (hd_hub_ingest_live, hd_hub_pass_live), in seq's epoch. It
+     * trails seq while the node knows of ids it has not received yet.
+     */
+    uint64_t live_seq;
     /*
      * The newest lost seq of any topic that was freed. A topic created later
      * starts with lost_upto = forgotten_upto: it cannot know whether the
@@ -90,6 +103,17 @@ struct hd_hub {
 
     hd_hub_stats stats; /* the counters; gauges are filled in by hd_hub_get_stats */
 
+    /*
+     * Idempotency keys by (topic, key) (idempotency.c): a chained hash table
+     * of a fixed bucket count allocated at the first key, and every key in
+     * the order recorded, which is also the order they expire in (one TTL
+     * for all), so expiry and eviction take from the head.
+     */
+    struct hd_idem_key **idem_buckets;
+    size_t idem_bucket_count;
+    size_t idem_count;
+    hd_list idem_order;
+
     /* hd_hub_set_interest's; set before the workers run, read under the lock. */
     void (*on_interest)(void *ctx, const char *topic, size_t topic_len, bool interested);
     void *interest_ctx;
@@ -109,6 +133,8 @@ static inline void hub_unlock(const hd_hub *hub)
     pthread_mutex_unlock((pthread_mutex_t *)&hub->lock);
 }
 
+/* hub.c: the hub's seeded hash of a name (hash tables of client-chosen text). */
+uint64_t hd_hub_hash(const hd_hub *hub, const char *name, size_t len);
 /* hub.c: the topic named so, or NULL. Lock held. */
 hd_topic *hd_topic_find(const hd_hub *hub, const char *name, size_t len);
 /* hub.c: frees t when it has neither subscribers nor history left. Lock held. */
@@ -126,5 +152,16 @@ void hd_history_enforce_total(hd_hub *hub, const hd_message *keep);
 void hd_history_clear(hd_hub *hub, hd_topic *t);
 /* Drops the topic's whole history, without counting it as evicted: the topic is being freed. */
 void hd_history_free(hd_topic *t);
+
+/* idempotency.c, each with the lock held but hd_idem_free. */
+/*
+ * Whether key is held for topic (recorded within idempotency_ttl_s, in the
+ * hub's epoch): *seq is the first publish's. Forgets expired keys first.
+ */
+bool hd_idem_find(hd_hub *hub, const hd_publish_item *item, int64_t now_ms, uint64_t *seq);
+/* Remembers item's key for its topic as published with seq, forgetting the oldest when full. */
+void hd_idem_record(hd_hub *hub, const hd_publish_item *item, uint64_t seq, int64_t now_ms);
+/* Frees every key (hd_hub_free). */
+void hd_idem_free(hd_hub *hub);
 
 #endif

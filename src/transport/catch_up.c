@@ -91,6 +91,24 @@ static bool send_messages(hd_catch_up *catch_up, const hd_history_result *result
 }
 
 /*
+ * What the client saw (its cursor, now known valid) is never delivered
+ * again, also when it reaches this node only after the subscription (an id
+ * issued elsewhere) and a read answered at once (from the node's own
+ * history) left it queued for live delivery.
+ */
+static void skip_seen(hd_catch_up *catch_up)
+{
+    uint32_t epoch;
+    uint64_t seq;
+    const hd_cursor *c = &catch_up->next;
+    if (c->earliest || !hd_id_parse(c->text, c->text_len, &epoch, &seq))
+        return;
+    for (size_t i = 0; i < catch_up->topic_count; i++)
+        hd_subscriber_move_seen(catch_up->subscriber, catch_up->topics[i], catch_up->topic_lens[i],
+                                epoch, seq, true);
+}
+
+/*
  * The engine's first answer: the subscription is in place (its cut is the
  * cluster's, SPEC §5), so the cursor is checked against it and the
  * transport acknowledges. Without a cursor the catch-up goes on from the
@@ -108,8 +126,10 @@ static bool start(hd_catch_up *catch_up, const hd_history_result *result)
         return false;
     }
     ops->started(ctx, true);
-    if (c->present)
+    if (c->present) {
+        skip_seen(catch_up);
         return true;
+    }
     c->present = true;
     c->seq = result->cut;
     c->text_len = hd_id_format(result->epoch, result->cut, catch_up->next_text);
@@ -147,6 +167,7 @@ static void read_batch(hd_catch_up *catch_up)
         .topic_count = catch_up->topic_count,
         .cursor = catch_up->next,
         .limit = BATCH_MESSAGES,
+        .may_lag = true, /* live delivery follows */
     };
     hd_engine_request *read =
         hd_engine_read(hd_conn_engine(catch_up->conn), &query, batch_on_read, catch_up);

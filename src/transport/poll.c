@@ -269,8 +269,8 @@ static void session_start_timer(poll_session *session)
                    0);
 }
 
-/* Nothing new: subscribe and wait for a message or the timeout. */
-static void start_waiting(poll_session *session)
+/* Nothing new up to the read's cut: subscribe and wait for a message or the timeout. */
+static void start_waiting(poll_session *session, const hd_history_result *result)
 {
     hd_conn *conn = session->conn;
     hd_hub *hub = hd_conn_hub(conn);
@@ -286,6 +286,15 @@ static void start_waiting(poll_session *session)
             return;
         }
     }
+    /*
+     * Woken by whatever comes after the cut, even if the hub knew of it
+     * when subscribing: a read answered from the node's own history
+     * (may_lag) stops where the node's live feed was, and what the node
+     * knew of beyond it is still on its way.
+     */
+    for (size_t i = 0; i < params->topic_count; i++)
+        hd_subscriber_move_seen(&session->subscriber, params->topics[i], params->topic_lens[i],
+                                result->epoch, result->cut, false);
     session->waiting = true;
     session_start_timer(session);
     session_hold(session);
@@ -322,7 +331,7 @@ static void session_on_read(void *ctx, const hd_history_result *result)
         session->reread = false;
         session_read(session);
     } else if (!session->waiting) {
-        start_waiting(session);
+        start_waiting(session, result);
     }
 }
 
@@ -336,6 +345,7 @@ static void session_read(poll_session *session)
         .topic_count = request->params.topic_count,
         .cursor = request_cursor(request, conn),
         .limit = request->limit,
+        .may_lag = !session->force, /* a poll that waits is woken by what comes later */
     };
     hd_engine_request *read =
         hd_engine_read(hd_conn_engine(conn), &query, session_on_read, session);

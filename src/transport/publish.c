@@ -17,13 +17,21 @@
 
 #define EVENT_MAX 64
 
-void hd_publish_append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers)
+void hd_publish_append_result(hd_strbuf *sb, const hd_publish_outcome *outcome, size_t i)
 {
+    const hd_message *msg = outcome->messages[i];
     hd_strbuf_append_str(sb, "\"id\":");
     hd_strbuf_append_json_string(sb, msg->id, msg->id_len);
     hd_strbuf_append_str(sb, ",\"topic\":");
     hd_strbuf_append_json_string(sb, msg->topic, msg->topic_len);
-    hd_strbuf_printf(sb, ",\"subscribers\":%zu", subscribers);
+    hd_strbuf_printf(sb, ",\"subscribers\":%zu", outcome->subscribers[i]);
+    if (hd_publish_repeated(outcome, i))
+        hd_strbuf_append_str(sb, ",\"duplicate\":true");
+}
+
+bool hd_publish_repeated(const hd_publish_outcome *outcome, size_t i)
+{
+    return outcome->repeated != NULL && outcome->repeated[i];
 }
 
 hd_publish_refusal hd_publish_refusal_of(hd_hub_status status)
@@ -33,6 +41,8 @@ hd_publish_refusal hd_publish_refusal_of(hd_hub_status status)
         return (hd_publish_refusal){400, "invalid_topic", HD_TOPIC_NAME_RULE, NULL};
     case HD_HUB_BAD_EVENT:
         return (hd_publish_refusal){400, "invalid_event", HD_EVENT_NAME_RULE, NULL};
+    case HD_HUB_BAD_IDEMPOTENCY_KEY:
+        return (hd_publish_refusal){400, "invalid_idempotency_key", HD_IDEMPOTENCY_KEY_RULE, NULL};
     case HD_HUB_TOO_MANY_TOPICS:
         return (hd_publish_refusal){503, "topic_limit",
                                     "The server holds limits.max_topics topics already.", NULL};
@@ -137,6 +147,8 @@ typedef struct topic_head {
     char event_storage[EVENT_MAX + 1];
     const char *event; /* NULL: none; else in event_storage or the request's headers */
     size_t event_len;
+    const char *idempotency_key; /* NULL: none; else in the request's headers */
+    size_t idempotency_key_len;
 } topic_head;
 
 /* Reads and checks the topic, the token's right to publish and the event; false: answered. */
@@ -150,6 +162,14 @@ static bool read_topic_head(hd_conn *conn, topic_head *head)
     head->event = find_event(conn, head->event_storage, &head->event_len);
     if (head->event != NULL && !hd_event_name_valid(head->event, head->event_len)) {
         answer_hub_status(conn, HD_HUB_BAD_EVENT, "");
+        return false;
+    }
+    head->idempotency_key_len = 0; /* left alone when the header is absent */
+    head->idempotency_key =
+        hd_request_header(conn->request, "idempotency-key", &head->idempotency_key_len);
+    if (head->idempotency_key != NULL &&
+        !hd_idempotency_key_valid(head->idempotency_key, head->idempotency_key_len)) {
+        answer_hub_status(conn, HD_HUB_BAD_IDEMPOTENCY_KEY, "");
         return false;
     }
     return true;
@@ -172,9 +192,10 @@ static void topic_on_published(void *ctx, const hd_publish_outcome *outcome)
     hd_strbuf out;
     hd_strbuf_init(&out);
     hd_strbuf_append(&out, "{", 1);
-    hd_publish_append_result(&out, outcome->messages[0], outcome->subscribers[0]);
+    hd_publish_append_result(&out, outcome, 0);
     hd_strbuf_append(&out, "}\n", 2);
-    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+    hd_response_send(conn, hd_publish_repeated(outcome, 0) ? 200 : 201, "application/json", NULL,
+                     out.data, out.len, 0);
     hd_strbuf_free(&out);
 }
 
@@ -197,6 +218,8 @@ void hd_publish_handle_topic(hd_conn *conn)
         .event_len = head.event ? head.event_len : 0,
         .data = data,
         .data_len = body->len,
+        .idempotency_key = head.idempotency_key,
+        .idempotency_key_len = head.idempotency_key_len,
     };
     hd_publish_hold_for_engine(conn,
                                hd_engine_publish(hd_conn_engine(conn), &item, 1, hd_clock_wall_ms(),
@@ -210,6 +233,7 @@ typedef struct batch_item {
     const char *topic;
     const char *event;
     const char *data;
+    const char *idempotency_key;
 } batch_item;
 
 static bool is_json_content_type(const hd_conn *conn)
@@ -234,10 +258,11 @@ static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item,
     }
     memset(out, 0, sizeof(*out));
     for (const cJSON *field = item->child; field != NULL; field = field->next) {
-        const char **slot = strcmp(field->string, "topic") == 0   ? &out->topic
-                            : strcmp(field->string, "data") == 0  ? &out->data
-                            : strcmp(field->string, "event") == 0 ? &out->event
-                                                                  : NULL;
+        const char **slot = strcmp(field->string, "topic") == 0             ? &out->topic
+                            : strcmp(field->string, "data") == 0            ? &out->data
+                            : strcmp(field->string, "event") == 0           ? &out->event
+                            : strcmp(field->string, "idempotency_key") == 0 ? &out->idempotency_key
+                                                                            : NULL;
         if (slot == NULL || !cJSON_IsString(field)) {
             hd_response_error(conn, 400, "invalid_json", 0,
                               slot ? "%s\"%s\" must be a string." : "%sunknown field \"%s\".",
@@ -268,6 +293,9 @@ static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item,
     }
     hd_hub_status status = hd_hub_check_publish(hd_conn_hub(conn), out->topic, strlen(out->topic),
                                                 out->event, out->event ? strlen(out->event) : 0);
+    if (status == HD_HUB_OK && out->idempotency_key != NULL &&
+        !hd_idempotency_key_valid(out->idempotency_key, strlen(out->idempotency_key)))
+        status = HD_HUB_BAD_IDEMPOTENCY_KEY;
     if (status != HD_HUB_OK) {
         answer_hub_status(conn, status, where);
         return -1;
@@ -288,13 +316,17 @@ static void batch_on_published(void *ctx, const hd_publish_outcome *outcome)
     hd_strbuf out;
     hd_strbuf_init(&out);
     hd_strbuf_append_str(&out, "{\"messages\":[");
+    bool all_repeated = true;
     for (size_t i = 0; i < outcome->count; i++) {
         hd_strbuf_append(&out, i > 0 ? ",{" : "{", i > 0 ? 2 : 1);
-        hd_publish_append_result(&out, outcome->messages[i], outcome->subscribers[i]);
+        hd_publish_append_result(&out, outcome, i);
         hd_strbuf_append(&out, "}", 1);
+        all_repeated = all_repeated && hd_publish_repeated(outcome, i);
     }
     hd_strbuf_append_str(&out, "]}\n");
-    hd_response_send(conn, 201, "application/json", NULL, out.data, out.len, 0);
+    /* 201 when anything was published; 200 when the whole batch was a repeat (SPEC §5). */
+    hd_response_send(conn, all_repeated ? 200 : 201, "application/json", NULL, out.data, out.len,
+                     0);
     hd_strbuf_free(&out);
 }
 
@@ -314,6 +346,8 @@ static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
             .event_len = items[i].event ? strlen(items[i].event) : 0,
             .data = items[i].data,
             .data_len = strlen(items[i].data),
+            .idempotency_key = items[i].idempotency_key,
+            .idempotency_key_len = items[i].idempotency_key ? strlen(items[i].idempotency_key) : 0,
         };
     }
     hd_publish_hold_for_engine(conn,
@@ -371,9 +405,9 @@ void hd_publish_handle_batch(hd_conn *conn)
         root = NULL;
     }
     if (!cJSON_IsArray(root) || cJSON_GetArraySize(root) == 0) {
-        hd_response_error(
-            conn, 400, "invalid_json", 0,
-            "The body must be a non-empty JSON array of {\"topic\",\"data\",\"event\"?}.");
+        hd_response_error(conn, 400, "invalid_json", 0,
+                          "The body must be a non-empty JSON array of "
+                          "{\"topic\",\"data\",\"event\"?,\"idempotency_key\"?}.");
         cJSON_Delete(root);
         hd_access_free(&access);
         return;

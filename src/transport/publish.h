@@ -7,6 +7,7 @@
 
 #include "engine/engine.h"
 #include "herald/hub.h"
+#include "engine/engine.h"
 #include "net/conn.h"
 
 void hd_publish_handle_topic(hd_conn *conn);
@@ -21,11 +22,14 @@ bool hd_publish_topic_head_acceptable(hd_conn *conn);
 bool hd_publish_batch_head_acceptable(hd_conn *conn);
 
 /*
- * Appends the members a publish answers for each message it published
- * (`"id":…,"topic":…,"subscribers":N`, no braces): the HTTP answers and the
- * WebSocket ack share them.
+ * Appends the members a publish answers for item i of a successful outcome
+ * (`"id":…,"topic":…,"subscribers":N`, and `"duplicate":true` for a repeat
+ * of an idempotency key; no braces): the HTTP answers and the WebSocket ack
+ * share them.
  */
-void hd_publish_append_result(hd_strbuf *sb, const hd_message *msg, size_t subscribers);
+void hd_publish_append_result(hd_strbuf *sb, const hd_publish_outcome *outcome, size_t i);
+/* Whether item i of a successful outcome repeated an idempotency key (published nothing). */
+bool hd_publish_repeated(const hd_publish_outcome *outcome, size_t i);
 
 /*
  * Holds the current request back while the engine answers it later (request

@@ -476,7 +476,7 @@ static void publish_on_done(void *ctx, const hd_publish_outcome *outcome)
     if (outcome->status == HD_HUB_OK) {
         hd_strbuf extra;
         hd_strbuf_init(&extra);
-        hd_publish_append_result(&extra, outcome->messages[0], outcome->subscribers[0]);
+        hd_publish_append_result(&extra, outcome, 0);
         hd_strbuf_append(&extra, ",", 1);
         send_ack_ref(session, publish->ref, &extra);
         hd_strbuf_free(&extra);
@@ -518,6 +518,8 @@ static void run_publish(ws_session *session, hd_ws_command *command)
         .event_len = command->event ? strlen(command->event) : 0,
         .data = command->data,
         .data_len = command->data_len,
+        .idempotency_key = command->idempotency_key,
+        .idempotency_key_len = command->idempotency_key ? strlen(command->idempotency_key) : 0,
     };
     hd_engine_request *request = hd_engine_publish(hd_conn_engine(session->conn), &item, 1,
                                                    hd_clock_wall_ms(), publish_on_done, publish);

@@ -96,7 +96,8 @@ static int read_publish(const cJSON *root, hd_ws_command *command)
 {
     if (read_string(root, "topic", &command->topic, command) != 0 ||
         read_string(root, "event", &command->event, command) != 0 ||
-        read_string(root, "data", &command->data, command) != 0)
+        read_string(root, "data", &command->data, command) != 0 ||
+        read_string(root, "idempotency_key", &command->idempotency_key, command) != 0)
         return -1;
     if (command->topic == NULL || command->data == NULL)
         return fail(command, "invalid_json", "publish needs \"topic\" and \"data\".");
@@ -104,6 +105,9 @@ static int read_publish(const cJSON *root, hd_ws_command *command)
         return fail(command, "invalid_topic", HD_TOPIC_NAME_RULE);
     if (command->event != NULL && !hd_event_name_valid(command->event, strlen(command->event)))
         return fail(command, "invalid_event", HD_EVENT_NAME_RULE);
+    if (command->idempotency_key != NULL &&
+        !hd_idempotency_key_valid(command->idempotency_key, strlen(command->idempotency_key)))
+        return fail(command, "invalid_idempotency_key", HD_IDEMPOTENCY_KEY_RULE);
     command->data_len = strlen(command->data);
     return 0;
 }

@@ -4,7 +4,7 @@
  *
  *   {"op":"subscribe","topics":["A","B"],"since":"ID","ref":1}
  *   {"op":"unsubscribe","topics":["A"],"ref":2}
- *   {"op":"publish","topic":"A","data":"…","event":"x","ref":3}
+ *   {"op":"publish","topic":"A","data":"…","event":"x","idempotency_key":"K","ref":3}
  *   {"op":"ping","ref":4}
  *
  * ref is optional: a string of at most 128 bytes, echoed as given, or an
@@ -36,15 +36,17 @@ typedef struct hd_ws_command {
     const char *event; /* NULL when absent */
     const char *data;  /* publish */
     size_t data_len;
-    void *tree;        /* the parsed JSON, owned */
-    const char *error; /* NULL, or the error code... */
-    char message[160]; /* ...and its sentence */
+    const char *idempotency_key; /* publish; NULL when absent */
+    void *tree;                  /* the parsed JSON, owned */
+    const char *error;           /* NULL, or the error code... */
+    char message[160];           /* ...and its sentence */
 } hd_ws_command;
 
 /*
  * Parses one text message. Returns 0, or -1 with command->error and message
  * set (invalid_json, invalid_op, invalid_topic, invalid_event, too_many_topics,
- * invalid_ref, invalid_cursor for a since that is not a string). Names are
+ * invalid_ref, invalid_cursor for a since that is not a string,
+ * invalid_idempotency_key). Names are
  * validated here; cursor values and sizes by the caller.
  * Always call hd_ws_command_free afterwards.
  */

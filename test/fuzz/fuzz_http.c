@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     hd_hub_options options = {.history_max_messages = 8, .history_max_bytes = 65536, .epoch = 1};
     hd_hub *hub = hd_hub_new(&options);
     hd_publish_item held = {.topic = "a", .topic_len = 1, .data = "held", .data_len = 4};
-    hd_hub_publish_batch(hub, &held, 1, 0, NULL, NULL, NULL);
+    hd_hub_publish_batch(hub, &held, 1, 0, NULL, NULL, NULL, NULL);
     hd_engine *engine = hd_engine_memory_new(hub);
     hd_server *server = hd_server_new(&loop, data[0] & 0x80 ? settings_closed : settings_open, hub,
                                       engine, NULL, &hd_http1_protocol, context);

@@ -132,12 +132,12 @@ describe('bad configuration exits 2 with one line naming the problem', () => {
   });
 
   // cluster.redis must be a URL herald can use; keys of cluster features
-  // not built yet (Sentinel, trust_redis_persistence) are unknown keys.
+  // not built yet (Sentinel) are unknown keys.
   test('an unusable cluster.redis is refused at start', async () => {
     await expectConfigError({ cluster: { redis: 'rediss://127.0.0.1:6379' } }, { mentions: ['cluster.redis'] });
     await expectConfigError({ cluster: { redis: 'redis://127.0.0.1:99999' } }, { mentions: ['cluster.redis'] });
     await expectConfigError({ cluster: { redis: 'redis://h', sentinels: ['a:1'] } }, { mentions: ['cluster.sentinels'] });
-    await expectConfigError({ cluster: { redis: 'redis://h', trust_redis_persistence: true } },
+    await expectConfigError({ cluster: { redis: 'redis://h', trust_redis_persistence: 'yes' } },
       { mentions: ['cluster.trust_redis_persistence'] });
   });
 

@@ -16,6 +16,7 @@ import {
 import {
   startRedis, startProxy, startCluster, freePort, waitHealthy, waitUnhealthy, healthz, metric, poll,
   assertSequence, sseItems, wsItems, pollItems, itemsOf, waitForId, shapeOf, assertGapsFrom, splitId,
+  steadyPublisher, newestId, checkDelivery,
 } from '../lib/cluster.mjs';
 
 const TIMEOUT_MS = 1000;   // cluster.timeout_ms
@@ -77,69 +78,6 @@ async function assertUnhealthy(node) {
   const json = assertError(res, 503, 'unavailable');
   assert.match(json.message, /redis/i, `/healthz on ${node.name} names the engine: ${res.text}`);
   assert.match(json.message, /connecting|down/i, `/healthz on ${node.name} names the state: ${res.text}`);
-}
-
-/**
- * A steady publisher over nodes (round robin, `lanes` requests in flight),
- * each message with unique data. Records every outcome; any answer other
- * than 201 and 503 unavailable/outcome_unknown fails the test.
- */
-function steadyPublisher(nodes, topic, { lanes = 2 } = {}) {
-  const state = { acked: [], unknown: [], refused: [], errors: [], running: true, n: 0 };
-  const lane = async () => {
-    while (state.running) {
-      const k = state.n++;
-      const node = nodes[k % nodes.length];
-      const data = `p${k}`;
-      let res;
-      try {
-        res = await publish(node.url, topic, data);
-      } catch (err) {
-        state.errors.push(`${data} on ${node.name}: ${err.message}`);
-        continue;
-      }
-      if (res.status === 201) state.acked.push({ id: res.json.id, topic, data });
-      else if (res.status === 503 && res.json?.error === 'outcome_unknown') state.unknown.push(data);
-      else if (res.status === 503 && res.json?.error === 'unavailable') {
-        state.refused.push(data);
-        await sleep(20); // a refusal is immediate: do not spin
-      } else state.errors.push(`${data} on ${node.name}: ${res.status} ${res.text}`);
-    }
-  };
-  const done = Promise.all(Array.from({ length: lanes }, lane));
-  state.stop = async () => { state.running = false; await done; };
-  state.waitAcked = (n, timeout = 20_000) => until(() => state.acked.length >= n,
-    { timeout, what: () => `${n} acknowledged publishes (have ${state.acked.length}, refused ${state.refused.length}, unknown ${state.unknown.length}, errors ${JSON.stringify(state.errors.slice(0, 3))})` });
-  return state;
-}
-
-/**
- * The newest of ids (in the newest epoch, which the publisher saw last): not
- * the last answered, since with several lanes in flight answers come out of
- * seq order.
- */
-function newestId(ids) {
-  const epoch = splitId(ids.at(-1)).epoch;
-  return ids.filter((id) => splitId(id).epoch === epoch)
-    .reduce((a, b) => (splitId(b).seq > splitId(a).seq ? b : a));
-}
-
-/** Checks one subscriber's items after a steady publisher ran; returns assertSequence's result. */
-function checkDelivery(label, items, pub, { gapsAllowed }) {
-  assert.deepEqual(pub.errors, [], 'publisher errors');
-  const result = assertSequence(items, { label, acked: pub.acked, topics: [pub.acked[0].topic] });
-  const allowed = new Set([...pub.acked.map((a) => a.data), ...pub.unknown]);
-  const refused = new Set(pub.refused);
-  for (const m of result.messages) {
-    assert.ok(!refused.has(m.data), `${label}: ${m.id} carries ${m.data}, whose publish was refused with 503 unavailable`);
-    assert.ok(allowed.has(m.data), `${label}: ${m.id} carries ${m.data}, which nobody published`);
-  }
-  const byData = new Map(pub.acked.map((a) => [a.data, a.id]));
-  for (const m of result.messages) {
-    if (byData.has(m.data)) assert.equal(m.id, byData.get(m.data), `${label}: ${m.data} delivered with the id its publisher got`);
-  }
-  if (!gapsAllowed) assert.deepEqual(result.gaps, [], `${label}: nothing was lost, so no gap`);
-  return result;
 }
 
 test('Redis stopped: 503 at once, subscribers kept with heartbeats, every node unhealthy; restarted: a new epoch, deliveries resume', async (t) => {

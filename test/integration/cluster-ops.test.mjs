@@ -285,3 +285,45 @@ test('the default maxmemory-policy (noeviction): no warning, config_ok 1', async
   assert.doesNotMatch(A.stderr(), /maxmemory-policy/);
   assert.equal(await metric(A, 'herald_cluster_redis_evicted_keys'), 0);
 });
+
+const TRUSTING = { ...CONFIG, cluster: { ...CONFIG.cluster, trust_redis_persistence: true } };
+
+test('trust_redis_persistence with appendfsync always: kill -9 and restart of Redis keep the epoch; live subscribers and resumes see no gap', async (t) => {
+  const { redis, A, B } = await setup(t, 2, { redisArgs: ['--appendonly', 'yes', '--appendfsync', 'always'], config: TRUSTING });
+  const topic = 'trusted';
+  const sseB = await subscribe(B.url, `/events?topic=${topic}`);
+  try {
+    const ids = [];
+    for (let i = 0; i < 3; i++) ids.push((await publishOk(A.url, topic, `before${i}`)).id);
+    await waitForId(sseB, ids[2], { label: 'SSE on B' });
+    const before = [await epochChanges(A), await epochChanges(B)];
+
+    await redis.kill('SIGKILL');
+    await redis.restart();
+    await Promise.all([waitHealthy(A), waitHealthy(B)]);
+    for (let i = 0; i < 2; i++) ids.push((await publishOk(B.url, topic, `after${i}`)).id);
+    assert.deepEqual(new Set(ids.map((id) => splitId(id).epoch)).size, 1, `one epoch across the restart: ${ids}`);
+    assert.equal(splitId(ids[3]).seq, splitId(ids[2]).seq + 1n, 'the sequence goes on');
+
+    const got = await waitForId(sseB, ids[4], { label: 'SSE on B' });
+    assertSequence(got, { label: 'SSE on B', acked: ids, only: ids, topics: [topic] });
+    assert.deepEqual(shapeOf(got), ['message', 'message', 'message', 'message', 'message'], JSON.stringify(got));
+    const answer = await poll(A, [topic], { since: ids[0] });
+    assert.equal(answer.gap, false, JSON.stringify(answer));
+    assert.deepEqual(answer.messages.map((m) => m.id), ids.slice(1));
+    const after = [await epochChanges(A), await epochChanges(B)];
+    assert.deepEqual([delta(after[0], before[0]), delta(after[1], before[1])],
+      [{ lost: 0, rollback: 0, restart: 0, observed: 0 }, { lost: 0, rollback: 0, restart: 0, observed: 0 }]);
+    for (const node of [A, B]) assert.doesNotMatch(node.stderr(), /trust_redis_persistence is true, but/);
+  } finally {
+    sseB.close();
+  }
+});
+
+test('trust_redis_persistence with a Redis that does not persist every write: a warning naming the settings', async (t) => {
+  const { A } = await setup(t, 1, { redisArgs: ['--appendonly', 'yes', '--appendfsync', 'everysec'], config: TRUSTING });
+  await A.waitForStderr(/cluster\.trust_redis_persistence is true, but Redis has appendonly yes and appendfsync everysec/);
+  const { redis: plain, A: B } = await setup(t, 1, { config: TRUSTING });
+  assert.ok(plain.port);
+  await B.waitForStderr(/cluster\.trust_redis_persistence is true, but Redis has appendonly no/);
+});

@@ -12,11 +12,11 @@
 import assert from 'node:assert/strict';
 import { after } from 'node:test';
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { startHerald, request, until, withTimeout, ID_RE } from './harness.mjs';
+import { startHerald, request, publish, sleep, until, withTimeout, ID_RE } from './harness.mjs';
 
 export const SINGLE_NODE = process.env.HERALD_CLUSTER_SINGLE === '1';
 
@@ -123,8 +123,11 @@ export function redisCommand(port, args, { host = '127.0.0.1', timeout = 5000 } 
  * - kill(sig = 'SIGKILL'): sends sig; waits for the exit unless sig is SIGSTOP/SIGCONT;
  * - restart(): stops it if running, then starts it again on the same port.
  * Stopped by the test file's after() at the latest (see killRedisLeftovers).
+ *
+ * sentinelConfig (text): starts redis-sentinel instead, on that config
+ * (written into the temp dir, which Sentinel rewrites as it learns).
  */
-export async function startRedis({ port, args = [] } = {}) {
+export async function startRedis({ port, args = [], sentinelConfig } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-redis-'));
   let child = null;
   let out = '';
@@ -134,9 +137,14 @@ export async function startRedis({ port, args = [] } = {}) {
   const launch = async (p) => {
     mkdirSync(dir, { recursive: true }); // again after stop() removed it
     out = '';
-    const argv = ['--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
+    const binary = sentinelConfig === undefined ? 'redis-server' : 'redis-sentinel';
+    const config = path.join(dir, 'sentinel.conf');
+    if (sentinelConfig !== undefined && !existsSync(config)) writeFileSync(config, sentinelConfig);
+    const ready = sentinelConfig === undefined ? /Ready to accept connections/ : /Sentinel ID is/;
+    const argv = [...(sentinelConfig === undefined ? [] : [config]),
+      '--port', String(p), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no',
       '--daemonize', 'no', '--dir', dir, '--logfile', '', ...args];
-    const c = spawn('redis-server', argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const c = spawn(binary, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
     child = c;
     redisChildren.add(c);
     const waiters = new Set();
@@ -154,21 +162,21 @@ export async function startRedis({ port, args = [] } = {}) {
         if (spawnError) {
           waiters.delete(check);
           reject(spawnError.code === 'ENOENT'
-            ? new Error('redis-server is not in PATH: the cluster tests need a real Redis (deps/install.sh installs redis-server)')
+            ? new Error(`${binary} is not in PATH: the cluster tests need a real Redis (deps/install.sh installs redis-server and redis-sentinel)`)
             : spawnError);
-        } else if (/Ready to accept connections/.test(out)) {
+        } else if (ready.test(out)) {
           waiters.delete(check);
           resolve();
         } else if (exitInfo) {
           waiters.delete(check);
-          const err = new Error(`redis-server on port ${p} exited (${JSON.stringify(exitInfo)}):\n${out}`);
+          const err = new Error(`${binary} on port ${p} exited (${JSON.stringify(exitInfo)}):\n${out}`);
           err.addressInUse = /Address already in use/i.test(out);
           reject(err);
         }
       };
       waiters.add(check);
       check();
-    }), 10_000, `redis-server on port ${p} to be ready; output:\n${out}`);
+    }), 10_000, `${binary} on port ${p} to be ready; output:\n${out}`);
     assert.equal(await redisCommand(p, ['PING']), 'PONG');
   };
 
@@ -215,6 +223,97 @@ export async function startRedis({ port, args = [] } = {}) {
     },
   };
   return redis;
+}
+
+// ---------------------------------------------------------------------------
+// Redis Sentinel: a master, one replica and three sentinels.
+
+/** Resolves {key: value} of an INFO section's answer. */
+function infoFields(text) {
+  return Object.fromEntries(text.split('\r\n').filter((l) => l.includes(':')).map((l) => {
+    const at = l.indexOf(':');
+    return [l.slice(0, at), l.slice(at + 1)];
+  }));
+}
+
+/** A flat [k1, v1, k2, v2...] reply (SENTINEL replicas, SENTINEL sentinels) as an object. */
+function flatObject(list) {
+  const o = {};
+  for (let i = 0; i + 1 < list.length; i += 2) o[list[i]] = list[i + 1];
+  return o;
+}
+
+/**
+ * Starts a master, one replica of it (--replicaof) and three redis-sentinel
+ * processes monitoring it as `name` (quorum 2, down-after-milliseconds
+ * downAfterMs, failover-timeout failoverTimeoutMs), each on a free loopback
+ * port. Resolves once the replica is in sync and every sentinel knows the
+ * replica and the two other sentinels (without that, a failover vote fails).
+ *
+ * Returns {name, master, replica, sentinels, addresses, config(extra),
+ * masterPort(), waitForMaster(port), stop()}:
+ * - master, replica, sentinels[i]: startRedis() handles;
+ * - addresses: ['127.0.0.1:PORT', ...] of the sentinels (cluster.sentinels);
+ * - config(extra): a herald cluster section on these sentinels;
+ * - masterPort(): the master's port as sentinel 0 answers it;
+ * - waitForMaster(port): until every sentinel names port as the master;
+ * - stop(): stops them all.
+ */
+export async function startSentinels({ name = 'herald-master', downAfterMs = 1000, failoverTimeoutMs = 3000, timeout = 30_000 } = {}) {
+  const started = [];
+  const stopAll = () => Promise.allSettled(started.map((r) => r.stop()));
+  try {
+    const master = await startRedis();
+    started.push(master);
+    const replica = await startRedis({ args: ['--replicaof', '127.0.0.1', String(master.port)] });
+    started.push(replica);
+    await until(async () => infoFields(await replica.cli('INFO', 'replication')).master_link_status === 'up',
+      { timeout, interval: 50, what: 'the replica to be in sync with the master' });
+    const sentinelConfig = [
+      `sentinel monitor ${name} 127.0.0.1 ${master.port} 2`,
+      `sentinel down-after-milliseconds ${name} ${downAfterMs}`,
+      `sentinel failover-timeout ${name} ${failoverTimeoutMs}`,
+      `sentinel parallel-syncs ${name} 1`,
+      '',
+    ].join('\n');
+    const sentinels = [];
+    for (let i = 0; i < 3; i++) {
+      const s = await startRedis({ sentinelConfig });
+      started.push(s);
+      sentinels.push(s);
+    }
+    let last = '';
+    await until(async () => {
+      for (const s of sentinels) {
+        const replicas = (await s.cli('SENTINEL', 'replicas', name)).map(flatObject);
+        const peers = await s.cli('SENTINEL', 'sentinels', name);
+        last = `sentinel ${s.port}: ${replicas.length} replicas, ${peers.length} other sentinels`;
+        if (replicas.length !== 1 || peers.length !== 2) return false;
+      }
+      return true;
+    }, { timeout, interval: 100, what: () => `the sentinels to know the replica and each other (${last})` });
+    const group = {
+      name,
+      master,
+      replica,
+      sentinels,
+      addresses: sentinels.map((s) => `127.0.0.1:${s.port}`),
+      config: (extra = {}) => ({ sentinels: group.addresses, sentinel_master: name, ...extra }),
+      masterPort: async () => Number((await sentinels[0].cli('SENTINEL', 'get-master-addr-by-name', name))[1]),
+      waitForMaster: (port, { timeout: wait = 30_000 } = {}) => until(async () => {
+        for (const s of sentinels) {
+          const addr = await s.cli('SENTINEL', 'get-master-addr-by-name', name).catch(() => null);
+          if (!addr || Number(addr[1]) !== port) return false;
+        }
+        return true;
+      }, { timeout: wait, interval: 50, what: `every sentinel to name port ${port} as the master of ${name}` }),
+      stop: async () => { await stopAll(); },
+    };
+    return group;
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -353,9 +452,13 @@ export async function startProxy(targetPort, { host = '127.0.0.1' } = {}) {
 
 export const NODE_NAMES = ['A', 'B', 'C', 'D', 'E'];
 
-/** The cluster section herald takes (SPEC §5), with the given Redis URL. */
+/**
+ * The cluster section herald takes (SPEC §5), with the given Redis URL
+ * (none when extra names sentinels).
+ */
 export function clusterConfig(redisUrl, extra = {}) {
-  return { redis: redisUrl, prefix: 'herald', timeout_ms: 2000, ...extra };
+  const base = extra.sentinels ? {} : { redis: redisUrl };
+  return { ...base, prefix: 'herald', timeout_ms: 2000, ...extra };
 }
 
 /** GET /healthz: {status, text, json, headers}. */
@@ -593,6 +696,70 @@ export function assertSequence(items, { label = 'subscriber', acked, only, topic
     assert.deepEqual(extra, [], `${label}: delivered messages nobody published (or that were refused)`);
   }
   return { messages, ids: messages.map((m) => m.id), gaps, epochs };
+}
+
+/**
+ * A steady publisher over nodes (round robin, `lanes` requests in flight),
+ * each message with unique data. Records every outcome (acked: {id, topic,
+ * data, at: when answered}); any answer other than 201 and 503
+ * unavailable/outcome_unknown fails the test.
+ */
+export function steadyPublisher(nodes, topic, { lanes = 2 } = {}) {
+  const state = { acked: [], unknown: [], refused: [], errors: [], running: true, n: 0 };
+  const lane = async () => {
+    while (state.running) {
+      const k = state.n++;
+      const node = nodes[k % nodes.length];
+      const data = `p${k}`;
+      let res;
+      try {
+        res = await publish(node.url, topic, data);
+      } catch (err) {
+        state.errors.push(`${data} on ${node.name}: ${err.message}`);
+        continue;
+      }
+      if (res.status === 201) state.acked.push({ id: res.json.id, topic, data, at: Date.now() });
+      else if (res.status === 503 && res.json?.error === 'outcome_unknown') state.unknown.push(data);
+      else if (res.status === 503 && res.json?.error === 'unavailable') {
+        state.refused.push(data);
+        await sleep(20); // a refusal is immediate: do not spin
+      } else state.errors.push(`${data} on ${node.name}: ${res.status} ${res.text}`);
+    }
+  };
+  const done = Promise.all(Array.from({ length: lanes }, lane));
+  state.stop = async () => { state.running = false; await done; };
+  state.waitAcked = (n, timeout = 20_000) => until(() => state.acked.length >= n,
+    { timeout, what: () => `${n} acknowledged publishes (have ${state.acked.length}, refused ${state.refused.length}, unknown ${state.unknown.length}, errors ${JSON.stringify(state.errors.slice(0, 3))})` });
+  return state;
+}
+
+/**
+ * The newest of ids (in the newest epoch, which the publisher saw last): not
+ * the last answered, since with several lanes in flight answers come out of
+ * seq order.
+ */
+export function newestId(ids) {
+  const epoch = splitId(ids.at(-1)).epoch;
+  return ids.filter((id) => splitId(id).epoch === epoch)
+    .reduce((a, b) => (splitId(b).seq > splitId(a).seq ? b : a));
+}
+
+/** Checks one subscriber's items after a steady publisher ran; returns assertSequence's result. */
+export function checkDelivery(label, items, pub, { gapsAllowed }) {
+  assert.deepEqual(pub.errors, [], 'publisher errors');
+  const result = assertSequence(items, { label, acked: pub.acked, topics: [pub.acked[0].topic] });
+  const allowed = new Set([...pub.acked.map((a) => a.data), ...pub.unknown]);
+  const refused = new Set(pub.refused);
+  for (const m of result.messages) {
+    assert.ok(!refused.has(m.data), `${label}: ${m.id} carries ${m.data}, whose publish was refused with 503 unavailable`);
+    assert.ok(allowed.has(m.data), `${label}: ${m.id} carries ${m.data}, which nobody published`);
+  }
+  const byData = new Map(pub.acked.map((a) => [a.data, a.id]));
+  for (const m of result.messages) {
+    if (byData.has(m.data)) assert.equal(m.id, byData.get(m.data), `${label}: ${m.data} delivered with the id its publisher got`);
+  }
+  if (!gapsAllowed) assert.deepEqual(result.gaps, [], `${label}: nothing was lost, so no gap`);
+  return result;
 }
 
 /** GET /poll; resolves the JSON answer after asserting 200. */

@@ -38,6 +38,8 @@ static const char *const all_keys[] = {
     "limits.max_pending_body_bytes",
     "limits.close_timeout_s",
     "limits.poll_timeout_max_s",
+    "limits.max_idempotency_keys",
+    "publish.idempotency_ttl_s",
     "sse.retry_ms",
     "cors.allow_origins",
     "websocket.allow_origins",
@@ -52,6 +54,12 @@ static const char *const all_keys[] = {
     "cluster.redis",
     "cluster.prefix",
     "cluster.timeout_ms",
+    "cluster.trust_redis_persistence",
+    "cluster.sentinels",
+    "cluster.sentinel_master",
+    "cluster.sentinel_password",
+    "cluster.master_password",
+    "cluster.master_db",
 };
 
 /* ------------------------------------------------------------- helpers */
@@ -132,7 +140,13 @@ static bool same_config(const hd_config *a, const hd_config *b)
            a->auth.anonymous_publish == b->auth.anonymous_publish &&
            strcmp(a->cluster.redis, b->cluster.redis) == 0 &&
            strcmp(a->cluster.prefix, b->cluster.prefix) == 0 &&
-           a->cluster.timeout_ms == b->cluster.timeout_ms;
+           a->cluster.timeout_ms == b->cluster.timeout_ms &&
+           a->cluster.trust_redis_persistence == b->cluster.trust_redis_persistence &&
+           same_strings(&a->cluster.sentinels, &b->cluster.sentinels) &&
+           strcmp(a->cluster.sentinel_master, b->cluster.sentinel_master) == 0 &&
+           strcmp(a->cluster.sentinel_password, b->cluster.sentinel_password) == 0 &&
+           strcmp(a->cluster.master_password, b->cluster.master_password) == 0 &&
+           a->cluster.master_db == b->cluster.master_db;
 }
 
 /* Writes text to a new temporary file and returns its path (static storage). */
@@ -192,6 +206,12 @@ static void test_defaults(void)
     CHECK_EQ_STR(cfg.cluster.redis, "");
     CHECK_EQ_STR(cfg.cluster.prefix, "herald");
     CHECK_EQ_INT(cfg.cluster.timeout_ms, 2000);
+    CHECK(!cfg.cluster.trust_redis_persistence);
+    CHECK_EQ_INT(cfg.cluster.sentinels.count, 0);
+    CHECK_EQ_STR(cfg.cluster.sentinel_master, "");
+    CHECK_EQ_STR(cfg.cluster.sentinel_password, "");
+    CHECK_EQ_STR(cfg.cluster.master_password, "");
+    CHECK_EQ_INT(cfg.cluster.master_db, 0);
 
     /* An empty document changes nothing. */
     hd_config other;
@@ -222,7 +242,7 @@ static void test_every_key_set(void)
         " \"auth\": {\"jwt_secret\": \"s\", \"jwt_public_key\": \"p\","
         " \"anonymous_subscribe\": false, \"anonymous_publish\": false},"
         " \"cluster\": {\"redis\": \"redis://127.0.0.1:6379\", \"prefix\": \"app1\","
-        " \"timeout_ms\": 500}}";
+        " \"timeout_ms\": 500, \"trust_redis_persistence\": true}}";
     hd_config cfg;
     hd_config_init(&cfg);
     char err[HD_CONFIG_ERROR_MAX] = "";
@@ -269,6 +289,7 @@ static void test_every_key_set(void)
     CHECK_EQ_STR(cfg.cluster.redis, "redis://127.0.0.1:6379");
     CHECK_EQ_STR(cfg.cluster.prefix, "app1");
     CHECK_EQ_INT(cfg.cluster.timeout_ms, 500);
+    CHECK(cfg.cluster.trust_redis_persistence);
 
     /* A second document applies on top of the first. */
     static const char more[] = "{\"heartbeat_s\": 20, \"cors\": {\"allow_origins\": [\"*\"]}}";
@@ -302,8 +323,12 @@ static void test_wrong_types(void)
                  "or '}' (got 'a{b}')");
     CHECK_EQ_STR(apply_error(key_json("cluster.timeout_ms", "50")),
                  "cluster.timeout_ms: must be an integer between 100 and 60000");
-    CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "[]")),
-                 "unknown key 'cluster.sentinels'");
+    CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "\"127.0.0.1:26379\"")),
+                 "cluster.sentinels: expected an array of strings");
+    CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "[26379]")),
+                 "cluster.sentinels[0]: expected a string");
+    CHECK_EQ_STR(apply_error(key_json("cluster.master_db", "-1")),
+                 "cluster.master_db: must be an integer between 0 and 2147483647");
     CHECK_EQ_STR(apply_error(key_json("auth.jwt_secret", "[\"x\"]")),
                  "auth.jwt_secret: expected a string");
     CHECK_EQ_STR(apply_error("{\"listen\": \"127.0.0.1:8080\"}"),
@@ -627,6 +652,63 @@ static void test_string_rules(void)
     CHECK_EQ_STR(apply_error("{\"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\"}}"), "(accepted)");
 }
 
+static void test_sentinel_keys(void)
+{
+    CHECK_EQ_STR(apply_error("{\"cluster\": {\"sentinels\": [\"10.0.0.1:26379\", \"[::1]:26380\","
+                             " \"sentinel-2.internal:26381\"], \"sentinel_master\": \"mymaster\","
+                             " \"sentinel_password\": \"s\", \"master_password\": \"m\","
+                             " \"master_db\": 3}}"),
+                 "(accepted)");
+    CHECK_EQ_STR(apply_error("{\"cluster\": {\"sentinels\": [], \"redis\": \"redis://r\"}}"),
+                 "(accepted)");
+    CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "[\"127.0.0.1:26379\"]")),
+                 "cluster.sentinel_master: required with cluster.sentinels (the name the "
+                 "sentinels monitor the master by)");
+    CHECK_EQ_STR(apply_error("{\"cluster\": {\"sentinels\": [\"127.0.0.1:26379\"],"
+                             " \"sentinel_master\": \"m\", \"redis\": \"redis://r\"}}"),
+                 "cluster.redis and cluster.sentinels: set one or the other, not both");
+    static const char *const alone[] = {"sentinel_master", "sentinel_password", "master_password"};
+    for (size_t i = 0; i < 3; i++) {
+        char json[128], expected[192];
+        snprintf(json, sizeof(json), "{\"cluster\": {\"redis\": \"redis://r\", \"%s\": \"x\"}}",
+                 alone[i]);
+        snprintf(expected, sizeof(expected),
+                 "cluster.%s: only with cluster.sentinels (with cluster.redis, the password and db "
+                 "go in its URL)",
+                 alone[i]);
+        CHECK_EQ_STR(apply_error(json), expected);
+    }
+    CHECK_EQ_STR(apply_error(key_json("cluster.master_db", "1")),
+                 "cluster.master_db: only with cluster.sentinels (with cluster.redis, the password "
+                 "and db go in its URL)");
+
+    static const char rule[] = "must be HOST:PORT or [IPV6]:PORT, port 1-65535";
+    static const char *const bad[] = {"127.0.0.1", "127.0.0.1:0", ":26379",   "::1:26379",
+                                      "h:65536",   "h:-1",        "h:26379x", ""};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char json[128], expected[192];
+        snprintf(json, sizeof(json),
+                 "{\"cluster\": {\"sentinels\": [\"h:1\", \"%s\"], \"sentinel_master\": \"m\"}}",
+                 bad[i]);
+        snprintf(expected, sizeof(expected), "cluster.sentinels[1]: %s (got '%s')", rule, bad[i]);
+        CHECK_EQ_STR(apply_error(json), expected);
+    }
+    CHECK_EQ_STR(apply_error(key_json("cluster.sentinel_master", "\"my master\"")),
+                 "cluster.sentinel_master: must be at most 128 printable ASCII characters without "
+                 "spaces (got 'my master')");
+    char json[1200];
+    snprintf(json, sizeof(json),
+             "{\"cluster\": {\"sentinels\": [\"h:1\"], \"sentinel_master\": \"m\","
+             " \"master_password\": \"%0513d\"}}",
+             0);
+    CHECK_EQ_STR(apply_error(json), "cluster.master_password: must be at most 512 bytes");
+    snprintf(json, sizeof(json),
+             "{\"cluster\": {\"sentinels\": [\"h:1\"], \"sentinel_master\": \"m\","
+             " \"sentinel_password\": \"%0513d\"}}",
+             0);
+    CHECK_EQ_STR(apply_error(json), "cluster.sentinel_password: must be at most 512 bytes");
+}
+
 static void test_free(void)
 {
     /* A failed document may leave cfg partly updated; freeing it must still be exact. */
@@ -847,6 +929,7 @@ int main(void)
     RUN_TEST(test_listen);
     RUN_TEST(test_parse_address);
     RUN_TEST(test_string_rules);
+    RUN_TEST(test_sentinel_keys);
     RUN_TEST(test_free);
     RUN_TEST(test_small_error_buffer);
     RUN_TEST(test_load_file);

@@ -286,7 +286,7 @@ static void publish_direct(world *w, const char *topic, const char *data)
 {
     hd_publish_item item = {
         .topic = topic, .topic_len = strlen(topic), .data = data, .data_len = strlen(data)};
-    CHECK_EQ_INT(hd_hub_publish_batch(w->hub, &item, 1, 0, NULL, NULL, NULL), HD_HUB_OK);
+    CHECK_EQ_INT(hd_hub_publish_batch(w->hub, &item, 1, 0, NULL, NULL, NULL, NULL), HD_HUB_OK);
 }
 
 static size_t history_of(world *w, const char *topic)

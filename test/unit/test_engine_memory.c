@@ -307,7 +307,7 @@ static void test_hub_reports_interest_on_first_and_last(void)
     CHECK_EQ_INT(log.count, 1);
     /* Nor does a topic that is only published to, or a refused subscription. */
     hd_publish_item it = item("quiet", "x");
-    hd_hub_publish_batch(hub, &it, 1, 0, NULL, NULL, NULL);
+    hd_hub_publish_batch(hub, &it, 1, 0, NULL, NULL, NULL, NULL);
     CHECK_EQ_INT(hd_hub_subscribe(hub, &s1.sub, "bad name", 8), HD_HUB_BAD_TOPIC);
     CHECK_EQ_INT(log.count, 1);
 

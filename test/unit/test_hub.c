@@ -32,8 +32,13 @@ static hd_hub_status hub_publish(hd_hub *hub, const char *topic, size_t topic_le
                                  size_t data_len, int64_t now_ms, hd_message **out,
                                  size_t *subscribers)
 {
-    hd_publish_item item = {topic, topic_len, event, event_len, data, data_len};
-    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL);
+    hd_publish_item item = {.topic = topic,
+                            .topic_len = topic_len,
+                            .event = event,
+                            .event_len = event_len,
+                            .data = data,
+                            .data_len = data_len};
+    return hd_hub_publish_batch(hub, &item, 1, now_ms, out, subscribers, NULL, NULL);
 }
 
 /* Publishes data to topic at now_ms and returns the message's seq (0 on failure). */
@@ -1105,6 +1110,145 @@ static void test_list_topics_pages_in_name_order(void)
     hd_hub_free(hub);
 }
 
+static void test_idempotency_keys_valid(void)
+{
+    char key[130];
+    memset(key, 'k', sizeof(key));
+    CHECK(hd_idempotency_key_valid("k", 1));
+    CHECK(hd_idempotency_key_valid(key, 128));
+    CHECK(!hd_idempotency_key_valid(key, 129));
+    CHECK(!hd_idempotency_key_valid("", 0));
+    CHECK(hd_idempotency_key_valid(" !~{}\"a b", 9)); /* printable ASCII, space to ~ */
+    const char *bad[] = {"a\tb", "a\x7f", "caf\xc3\xa9", "\x1f", "a\nb", "\x80"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        CHECK(!hd_idempotency_key_valid(bad[i], strlen(bad[i])));
+    CHECK(!hd_idempotency_key_valid("a\0b", 3));
+}
+
+static hd_hub *idempotent_hub(uint32_t ttl_s, uint32_t max_keys)
+{
+    hd_hub_options options = {
+        .history_max_messages = 1000,
+        .history_max_bytes = 4 << 20,
+        .epoch = EPOCH,
+        .idempotency_ttl_s = ttl_s,
+        .max_idempotency_keys = max_keys,
+    };
+    return hd_hub_new(&options);
+}
+
+/* Publishes data to topic with key at now_ms; the seq answered, negative for a repeat. */
+static int64_t publish_keyed(hd_hub *hub, const char *topic, const char *key, int64_t now_ms)
+{
+    hd_publish_item item = {.topic = topic,
+                            .topic_len = strlen(topic),
+                            .data = "x",
+                            .data_len = 1,
+                            .idempotency_key = key,
+                            .idempotency_key_len = key ? strlen(key) : 0};
+    hd_message *msg = NULL;
+    bool repeated = false;
+    if (hd_hub_publish_batch(hub, &item, 1, now_ms, &msg, NULL, &repeated, NULL) != HD_HUB_OK)
+        return 0;
+    int64_t seq = (int64_t)msg->seq;
+    hd_message_release(msg);
+    return repeated ? -seq : seq;
+}
+
+static void test_idempotent_publish(void)
+{
+    hd_hub *hub = idempotent_hub(10, 100);
+    test_sub ts;
+    test_sub_init(&ts);
+    CHECK_EQ_INT(hd_hub_subscribe(hub, &ts.sub, "t", 1), HD_HUB_OK);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "k", 1000), 1);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "k", 2000), -1);  /* a repeat: the first seq */
+    CHECK_EQ_INT(publish_keyed(hub, "u", "k", 2000), 2);   /* another topic */
+    CHECK_EQ_INT(publish_keyed(hub, "t", NULL, 2000), 3);  /* no key */
+    CHECK_EQ_INT(publish_keyed(hub, "t", "k", 10999), -1); /* within the TTL */
+    CHECK_EQ_INT(publish_keyed(hub, "t", "k", 11000), 4);  /* expired: new */
+    CHECK_EQ_INT(publish_keyed(hub, "t", "k", 12000), -4);
+    hd_hub_deliver_pending(hub, UINT64_MAX);
+    CHECK_EQ_INT(ts.delivered, 3); /* 1, 3, 4 */
+
+    /* A batch: an item repeating an earlier one of the same batch is a repeat too. */
+    hd_publish_item items[3] = {
+        {.topic = "t",
+         .topic_len = 1,
+         .data = "a",
+         .data_len = 1,
+         .idempotency_key = "b",
+         .idempotency_key_len = 1},
+        {.topic = "t",
+         .topic_len = 1,
+         .data = "b",
+         .data_len = 1,
+         .idempotency_key = "b",
+         .idempotency_key_len = 1},
+        {.topic = "t",
+         .topic_len = 1,
+         .data = "c",
+         .data_len = 1,
+         .idempotency_key = "k",
+         .idempotency_key_len = 1},
+    };
+    hd_message *out[3];
+    size_t subscribers[3];
+    bool repeated[3];
+    CHECK_EQ_INT(hd_hub_publish_batch(hub, items, 3, 12000, out, subscribers, repeated, NULL),
+                 HD_HUB_OK);
+    CHECK(!repeated[0] && repeated[1] && repeated[2]);
+    CHECK_EQ_INT(out[0]->seq, 5);
+    CHECK_EQ_INT(out[1]->seq, 5);
+    CHECK_EQ_INT(out[2]->seq, 4);
+    CHECK_EQ_STR(out[2]->id, ID(4));
+    CHECK_EQ_INT(subscribers[2], 1);
+    for (int i = 0; i < 3; i++)
+        hd_message_release(out[i]);
+
+    /* A bad key refuses the whole batch. */
+    items[1].idempotency_key = "";
+    items[1].idempotency_key_len = 0;
+    size_t failed = 9;
+    CHECK_EQ_INT(hd_hub_publish_batch(hub, items, 3, 12000, NULL, NULL, NULL, &failed),
+                 HD_HUB_BAD_IDEMPOTENCY_KEY);
+    CHECK_EQ_INT(failed, 1);
+    hd_hub_deliver_pending(hub, UINT64_MAX);
+    CHECK_EQ_INT(ts.delivered, 4);
+    hd_hub_unsubscribe_all(hub, &ts.sub);
+    hd_hub_free(hub);
+}
+
+static void test_idempotency_bounded(void)
+{
+    /* At most 3 keys: the oldest is forgotten first, and its repeat publishes again. */
+    hd_hub *hub = idempotent_hub(10, 3);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "a", 1000), 1);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "b", 1000), 2);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "c", 1000), 3);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "d", 1000), 4);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "b", 1000), -2);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "a", 1000), 5);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "b", 1000), 6); /* forgotten for a's */
+    CHECK_EQ_INT(publish_keyed(hub, "t", "d", 1000), -4);
+    hd_hub_free(hub);
+
+    /* A TTL of 0 remembers nothing. */
+    hub = idempotent_hub(0, 3);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "a", 1000), 1);
+    CHECK_EQ_INT(publish_keyed(hub, "t", "a", 1000), 2);
+    hd_hub_free(hub);
+
+    /* Many keys, most expired, all freed with the hub (ASan). */
+    hub = idempotent_hub(1, 1000);
+    char key[16];
+    for (int i = 0; i < 5000; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        CHECK(publish_keyed(hub, "t", key, i) > 0);
+    }
+    hd_hub_free(hub);
+}
+
 int main(void)
 {
     RUN_TEST(test_topic_names);
@@ -1133,5 +1277,8 @@ int main(void)
     RUN_TEST(test_messages_outlive_hub);
     RUN_TEST(test_stats_and_transport_counts);
     RUN_TEST(test_list_topics_pages_in_name_order);
+    RUN_TEST(test_idempotency_keys_valid);
+    RUN_TEST(test_idempotent_publish);
+    RUN_TEST(test_idempotency_bounded);
     return test_summary();
 }

@@ -3,7 +3,9 @@
  * pub/sub payload parser, the gap rule, the merge of a read's topics, a
  * catch-up round's bound, and hd_hub_ingest / hd_hub_advance (duplicates,
  * a late message put back in seq order, an epoch change clearing the
- * mirror, cursors beyond what the node saw).
+ * mirror, cursors beyond what the node saw), and reads answered from the
+ * node's own history (hd_hub_read_covered) and what moves a subscription's
+ * seen position.
  */
 #include "engine/redis.h"
 
@@ -432,6 +434,134 @@ static void test_new_epoch_reaches_subscribers(void)
     hd_hub_free(hub);
 }
 
+/* A covered read of topic after cursor text (NULL: none): whether it was answered, and how. */
+static bool read_covered(hd_hub *hub, const char *topic, const char *cursor, int64_t now_ms,
+                         collected *c, uint64_t *cut)
+{
+    *c = (collected){0};
+    size_t len = strlen(topic);
+    hd_history_query q = {
+        .topics = &topic, .topic_lens = &len, .topic_count = 1, .limit = 16, .may_lag = true};
+    if (cursor != NULL)
+        CHECK(hd_cursor_parse(cursor, strlen(cursor), hd_hub_epoch(hub), &q.cursor));
+    hd_history_visitor v = {.on_gap = on_gap, .on_message = on_message};
+    bool more;
+    uint32_t epoch;
+    bool answered = hd_hub_read_covered(hub, &q, &v, c, now_ms, &more, &epoch, cut);
+    CHECK(!answered || (epoch == hd_hub_epoch(hub) && c->gaps == 0));
+    return answered;
+}
+
+/* What the hub answers from its own history in cluster mode, and what it leaves to the store. */
+static void test_read_covered(void)
+{
+    hd_hub_options options = {
+        .history_max_messages = 3,
+        .history_max_bytes = 1 << 20,
+        .history_ttl_s = 10,
+        .epoch = 0x11111111,
+        .cluster = true,
+    };
+    hd_hub *hub = hd_hub_new(&options);
+    collected c;
+    uint64_t cut;
+    /* Covered from 2 (the seq it was positioned at): 4 and 6 came over pub/sub. */
+    hd_hub_advance(hub, EPOCH, 2);
+    CHECK(hd_hub_ingest_live(hub, msg("a", 4, EPOCH), 2));
+    CHECK(hd_hub_ingest_live(hub, msg("a", 6, EPOCH), 2));
+    CHECK(read_covered(hub, "a", "0badf00d-2", 5000, &c, &cut));
+    CHECK_EQ_INT(c.n, 2);
+    CHECK_EQ_INT(c.seqs[1], 6);
+    CHECK_EQ_INT(cut, 6);
+    CHECK(read_covered(hub, "a", "0badf00d-6", 5000, &c, &cut) && c.n == 0 && cut == 6);
+    CHECK(read_covered(hub, "a", NULL, 5000, &c, &cut) && cut == 6); /* no cursor: the cut */
+    /* Before the record, beyond what arrived, another epoch, "earliest": the store's. */
+    CHECK(!read_covered(hub, "a", "0badf00d-1", 5000, &c, &cut));
+    CHECK(!read_covered(hub, "a", "0badf00d-7", 5000, &c, &cut));
+    CHECK(!read_covered(hub, "a", "22222222-6", 5000, &c, &cut));
+    CHECK(!read_covered(hub, "a", "earliest", 5000, &c, &cut));
+    CHECK(!read_covered(hub, "b", "0badf00d-6", 5000, &c, &cut)); /* not followed */
+    /* A message of another topic not taken (a duplicate) still moves the live position. */
+    hd_hub_pass_live(hub, EPOCH, 8);
+    hd_hub_advance(hub, EPOCH, 8);
+    CHECK(read_covered(hub, "a", "0badf00d-6", 5000, &c, &cut) && cut == 8);
+    /* An id the node knows of but has not received (a publish's answer): the store's. */
+    hd_hub_advance(hub, EPOCH, 9);
+    CHECK(!read_covered(hub, "a", "0badf00d-6", 5000, &c, &cut));
+    CHECK(hd_hub_ingest_live(hub, msg("a", 9, EPOCH), 2));
+    CHECK(read_covered(hub, "a", "0badf00d-6", 5000, &c, &cut) && c.n == 1 && cut == 9);
+    /* Only a read live delivery follows. */
+    size_t len = 1;
+    const char *topic = "a";
+    hd_history_query q = {.topics = &topic, .topic_lens = &len, .topic_count = 1, .limit = 16};
+    hd_history_visitor v = {.on_gap = on_gap, .on_message = on_message};
+    bool more;
+    uint32_t epoch;
+    CHECK(!hd_hub_read_covered(hub, &q, &v, &c, 5000, &more, &epoch, &cut));
+    /* Trimmed to 3 (6, 9, 10): from 4, the newest evicted, at the edge; not before it. */
+    CHECK(hd_hub_ingest_live(hub, msg("a", 10, EPOCH), 2));
+    CHECK(read_covered(hub, "a", "0badf00d-4", 5000, &c, &cut) && c.n == 3);
+    CHECK(!read_covered(hub, "a", "0badf00d-3", 5000, &c, &cut));
+    /* Expired by history.ttl_s (messages of time 1000): the store's. */
+    CHECK(!read_covered(hub, "a", "0badf00d-9", 11000, &c, &cut));
+    CHECK(read_covered(hub, "a", "0badf00d-10", 11000, &c, &cut) && c.n == 0);
+    /* The engine takes coverage back; a message not taken drops it too. */
+    hd_hub_cover(hub, "a", 1, EPOCH, HD_HUB_UNCOVERED);
+    CHECK(!read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    hd_hub_cover(hub, "a", 1, EPOCH, 9);
+    CHECK(read_covered(hub, "a", "0badf00d-9", 5000, &c, &cut) && c.n == 1);
+    CHECK(!hd_hub_ingest_live(hub, msg("a", 10, EPOCH), 9));
+    CHECK(!read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    hd_hub_cover(hub, "a", 1, EPOCH, 9);
+    hd_hub_uncover_all(hub);
+    CHECK(!read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    /* The engine stops following a topic only while nobody subscribes to it here. */
+    hd_hub_cover(hub, "a", 1, EPOCH, 9);
+    hd_subscriber sub = {0};
+    hd_subscriber_init(&sub, &counting_ops);
+    CHECK_EQ_INT(hd_hub_subscribe(hub, &sub, "a", 1), HD_HUB_OK);
+    CHECK(!hd_hub_uncover_unused(hub, "a", 1));
+    CHECK(read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    hd_hub_unsubscribe_all(hub, &sub);
+    CHECK(hd_hub_uncover_unused(hub, "a", 1));
+    CHECK(!read_covered(hub, "a", "0badf00d-10", 5000, &c, &cut));
+    CHECK(hd_hub_uncover_unused(hub, "zz", 2)); /* unknown: nobody on it */
+    /* A new epoch forgets every topic's coverage and the live position. */
+    hd_hub_cover(hub, "a", 1, EPOCH, 9);
+    hd_hub_advance(hub, 0x22222222, 1);
+    hd_hub_cover(hub, "a", 1, EPOCH, 0); /* of the old epoch: ignored */
+    CHECK(!read_covered(hub, "a", NULL, 5000, &c, &cut));
+    hd_hub_free(hub);
+}
+
+/* A poll that waits is woken by what is newer than its read; a catch-up never repeats its cursor.
+ */
+static void test_move_seen(void)
+{
+    hd_hub *hub = cluster_hub();
+    hd_hub_advance(hub, EPOCH, 50);
+    hd_subscriber sub = {0};
+    hd_subscriber_init(&sub, &counting_ops);
+    CHECK_EQ_INT(hd_hub_subscribe(hub, &sub, "a", 1), HD_HUB_OK);
+    delivered = 0;
+    hd_subscriber_move_seen(&sub, "a", 1, EPOCH, 45, false);
+    hd_subscriber_move_seen(&sub, "a", 1, EPOCH, 47, true);
+    hd_subscriber_move_seen(&sub, "b", 1, EPOCH, 49, true); /* not subscribed: nothing */
+    CHECK(hd_hub_ingest(hub, msg("a", 46, EPOCH)));         /* seen: skipped */
+    CHECK(hd_hub_ingest(hub, msg("a", 48, EPOCH))); /* after what it saw, before the hub's 50 */
+    while (hd_hub_deliver_pending(hub, 1 << 20))
+        ;
+    CHECK_EQ_INT(delivered, 1);
+    CHECK_EQ_INT(delivered_seq, 48);
+    hd_subscriber_move_seen(&sub, "a", 1, 0x22222222, 9, true); /* another epoch: not forward */
+    CHECK(hd_hub_ingest(hub, msg("a", 49, EPOCH)));
+    while (hd_hub_deliver_pending(hub, 1 << 20))
+        ;
+    CHECK_EQ_INT(delivered, 2);
+    hd_hub_unsubscribe_all(hub, &sub);
+    hd_hub_free(hub);
+}
+
 int main(void)
 {
     RUN_TEST(test_payload_parse);
@@ -444,5 +574,7 @@ int main(void)
     RUN_TEST(test_topics_range);
     RUN_TEST(test_ingest);
     RUN_TEST(test_new_epoch_reaches_subscribers);
+    RUN_TEST(test_read_covered);
+    RUN_TEST(test_move_seen);
     return test_summary();
 }

@@ -255,14 +255,15 @@ static void test_scripts_record_rid(void)
     CHECK_EQ_STR(hello(&(hello_call){.candidate = "bbbbbbbb"}).rotation, "");
 
     freeReplyObject(admin_command("FLUSHALL"));
+    /* ..., one item (topic, event, data), the idempotency TTL and its key ("": none). */
     const char *pub_argv[] = {PREFIX ":hub", PREFIX, "cccccccc", "1", "10", "1000", "0", "0", "",
-                              "0",           "0",    "1",        "x", "",   "d"};
-    size_t pub_lens[15];
-    for (int i = 0; i < 15; i++)
+                              "0",           "0",    "1",        "x", "",   "d",    "0", ""};
+    size_t pub_lens[17];
+    for (int i = 0; i < 17; i++)
         pub_lens[i] = strlen(pub_argv[i]);
     rotation_of pub = {.index = 1};
     CHECK_EQ_INT(
-        hd_redis_link_evalsha(node, publish_script, 1, 15, pub_argv, pub_lens, on_any, &pub),
+        hd_redis_link_evalsha(node, publish_script, 1, 17, pub_argv, pub_lens, on_any, &pub),
         HD_REDIS_OK);
     CHECK(WAIT_UNTIL(pub.rotation[0] != '\0', 3000));
     CHECK_EQ_STR(pub.rotation, "lost");

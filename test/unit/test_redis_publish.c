@@ -28,6 +28,7 @@ typedef struct call {
     long long now, max_messages, max_bytes, ttl_ms, idle_ttl_s;
     const char *known_epoch;
     long long known_seq, overhead;
+    long long idem_ttl_ms;
 } call;
 
 typedef struct result {
@@ -60,12 +61,13 @@ static void on_result(void *ctx, hd_redis_status status, const redisReply *reply
         r->seqs[r->n++] = reply->element[i]->integer;
 }
 
-static result publish(const call *c, const item *items, int n)
+/* keys: each item's idempotency key (NULL: none), or NULL for none at all. */
+static result publish_keyed(const call *c, const item *items, const char *const *keys, int n)
 {
     enum { SCALARS = 10 };
-    char numbers[8][24];
-    const char *argv[SCALARS + 3 * 8 + 1];
-    size_t lens[SCALARS + 3 * 8 + 1];
+    char numbers[9][24];
+    const char *argv[SCALARS + 4 * 8 + 2];
+    size_t lens[SCALARS + 4 * 8 + 2];
     int argc = 0;
 #define ARG(text, len) (argv[argc] = (text), lens[argc++] = (len))
 #define NUM(i, v) ARG(numbers[i], (size_t)snprintf(numbers[i], 24, "%lld", (long long)(v)))
@@ -88,6 +90,9 @@ static result publish(const call *c, const item *items, int n)
         ARG(items[i].event, strlen(items[i].event));
         ARG(items[i].data, items[i].data_len ? items[i].data_len : strlen(items[i].data));
     }
+    NUM(8, c->idem_ttl_ms);
+    for (int i = 0; i < n; i++)
+        ARG(keys && keys[i] ? keys[i] : "", keys && keys[i] ? strlen(keys[i]) : 0);
 #undef ARG
 #undef NUM
     result r = {0};
@@ -96,6 +101,11 @@ static result publish(const call *c, const item *items, int n)
     CHECK(WAIT_UNTIL(r.calls == 1, 3000));
     CHECK_EQ_INT(r.status, HD_REDIS_OK);
     return r;
+}
+
+static result publish(const call *c, const item *items, int n)
+{
+    return publish_keyed(c, items, NULL, n);
 }
 
 /* Limits that trim nothing. */
@@ -325,7 +335,7 @@ static void test_batch_all_or_nothing(void)
     result bad = {0};
     hd_redis_link_evalsha(publisher, script, 1, 15, argv, lens, on_result, &bad);
     CHECK(WAIT_UNTIL(bad.calls == 1, 2000));
-    CHECK(bad.error && strstr(bad.text, "expected 17 arguments") != NULL);
+    CHECK(bad.error && strstr(bad.text, "expected 20 arguments") != NULL);
     CHECK_EQ_INT(hash_integer(PREFIX ":hub", "s"), 2);
 }
 
@@ -512,6 +522,59 @@ static void test_large_seq_and_binary(void)
     freeReplyObject(x);
 }
 
+/* Idempotency keys: a repeat answers -(first seq) and writes and publishes nothing. */
+static void test_idempotency(void)
+{
+    freeReplyObject(admin_command("FLUSHALL"));
+    call c = roomy(10);
+    c.idem_ttl_ms = 60000;
+    subscribe_topic("idem");
+    subscribe_topic("idem2");
+    item one = {"idem", "", "one", 0};
+    const char *k1[] = {"k1"};
+    CHECK_EQ_INT(publish_keyed(&c, &one, k1, 1).seqs[0], 1);
+    redisReply *held = admin_command("GET " PREFIX ":i:idem|k1");
+    CHECK(held->type == REDIS_REPLY_STRING && strcmp(held->str, "cand0001:1") == 0);
+    freeReplyObject(held);
+    redisReply *pttl = admin_command("PTTL " PREFIX ":i:idem|k1");
+    CHECK(pttl->type == REDIS_REPLY_INTEGER && pttl->integer > 0 && pttl->integer <= 60000);
+    freeReplyObject(pttl);
+
+    /* The same key again, alone and twice in a batch beside new ones. */
+    item retry = {"idem", "", "retry", 0};
+    CHECK_EQ_INT(publish_keyed(&c, &retry, k1, 1).seqs[0], -1);
+    item batch[] = {{"idem", "", "a", 0},
+                    {"idem", "", "b", 0},
+                    {"idem", "", "c", 0},
+                    {"idem2", "", "d", 0},
+                    {"idem", "", "e", 0}};
+    const char *keys[] = {"k1", "k2", "k2", "k1", NULL};
+    result r = publish_keyed(&c, batch, keys, 5);
+    CHECK_EQ_INT(r.n, 5);
+    CHECK_EQ_INT(r.seqs[0], -1);
+    CHECK_EQ_INT(r.seqs[1], 2);
+    CHECK_EQ_INT(r.seqs[2], -2);
+    CHECK_EQ_INT(r.seqs[3], 3); /* another topic: its own keys */
+    CHECK_EQ_INT(r.seqs[4], 4);
+    CHECK_EQ_STR(stream_ids("idem"), "1-0 2-0 4-0");
+    CHECK_EQ_INT(hash_integer(PREFIX ":hub", "s"), 4);
+    CHECK(WAIT_UNTIL(messages_on("idem", NULL) == 3 && messages_on("idem2", NULL) == 1, 2000));
+
+    /* A key of another epoch names a message that is gone: published anew. */
+    freeReplyObject(admin_command("SET " PREFIX ":i:idem|k3 0badbeef:1"));
+    const char *k3[] = {"k3"};
+    CHECK_EQ_INT(publish_keyed(&c, &one, k3, 1).seqs[0], 5);
+
+    /* A TTL of 0 remembers nothing. */
+    c.idem_ttl_ms = 0;
+    const char *k9[] = {"k9"};
+    CHECK_EQ_INT(publish_keyed(&c, &one, k9, 1).seqs[0], 6);
+    CHECK_EQ_INT(publish_keyed(&c, &one, k9, 1).seqs[0], 7);
+    redisReply *exists = admin_command("EXISTS " PREFIX ":i:idem|k9");
+    CHECK_EQ_INT(exists->integer, 0);
+    freeReplyObject(exists);
+}
+
 int main(void)
 {
     harness_init();
@@ -536,6 +599,7 @@ int main(void)
         RUN_TEST(test_rollback);
         RUN_TEST(test_topic_index);
         RUN_TEST(test_large_seq_and_binary);
+        RUN_TEST(test_idempotency);
         link_close(publisher);
     }
     harness_done();

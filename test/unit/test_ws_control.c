@@ -43,6 +43,13 @@ static void test_publish_and_ping(void)
     CHECK_EQ_STR(command.ref, "\"abc\"");
     hd_ws_command_free(&command);
 
+    CHECK_EQ_INT(parse("{\"op\":\"publish\",\"topic\":\"t\",\"data\":\"x\","
+                       "\"idempotency_key\":\"order 17\"}",
+                       &command),
+                 0);
+    CHECK_EQ_STR(command.idempotency_key, "order 17");
+    hd_ws_command_free(&command);
+
     CHECK_EQ_INT(parse("{\"op\":\"ping\"}", &command), 0);
     CHECK(command.ref == NULL);
     hd_ws_command_free(&command);
@@ -77,6 +84,12 @@ static void test_bad_commands(void)
     check_error("{\"op\":\"publish\",\"topic\":\"\",\"data\":\"x\"}", "invalid_topic");
     check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\",\"event\":\"a b\"}",
                 "invalid_event");
+    check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\",\"idempotency_key\":\"\"}",
+                "invalid_idempotency_key");
+    check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\",\"idempotency_key\":\"a\\tb\"}",
+                "invalid_idempotency_key");
+    check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\",\"idempotency_key\":7}",
+                "invalid_json");
     check_error("{\"op\":\"ping\",\"ref\":{\"a\":1}}", "invalid_ref");
     check_error("{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"x\\u0000y\"}", "invalid_json");
 }
