@@ -421,6 +421,7 @@ struct redis_engine {
     /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
     uint64_t link_ups;
     uint32_t epoch;             /* Redis's, once known (0: not yet) */
+    uint32_t left_epoch;        /* the one before it (0: none) */
     uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
@@ -724,6 +725,7 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
                 settle_unclaimed(e);
             }
         }
+        e->left_epoch = e->epoch;
         e->epoch = epoch;
         e->known_seq = 0;
     }
@@ -1541,8 +1543,19 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
     uint32_t epoch;
     uint64_t seq;
     hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
+    /* One of the epoch just left, after a script's answer told of the new one: late, not new. */
+    bool late = epoch != e->epoch && epoch == e->left_epoch;
     adopt_epoch(e, epoch, seq, NULL);
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
+    if (t != NULL && !t->fresh && t->epoch != epoch && !late) {
+        /*
+         * A new epoch restarts every topic's prev chain at 0, so that a
+         * hole before the topic's first message in it is read too. (A new
+         * topic is placed by its position read instead.)
+         */
+        t->epoch = epoch;
+        t->last = 0;
+    }
     if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
             hd_hub_pass_live(e->base.hub, epoch, seq);

@@ -502,6 +502,29 @@ test('Redis killed and restarted empty: a new epoch, a gap to subscribers, and p
   oldWs.close();
 });
 
+test('after a new epoch, a topic\'s first message whose predecessor the node missed: the hole is read, both delivered in order', async () => {
+  const [t, u] = ['c-epoch-hole', 'c-epoch-other'];
+  const sse = await subscribe(b.url, `/events?topic=${t}&topic=${u}`);
+  await subscribedOnRedis(t, 1);
+  await subscribedOnRedis(u, 1);
+  const before = await publishOk(a.url, t, 'before');
+  await sse.waitFor((st) => st.events.some((e) => e.id === before.id), { what: 'the old epoch\'s message' });
+  await redisCli(redis.port, 'FLUSHALL');
+  // B learns the new epoch from another topic; then t's first message of
+  // the new epoch is stored without telling any node, and its successor
+  // (prev = that one) is published.
+  const other = await publishOk(a.url, u, 'other');
+  const epoch = other.id.split('-')[0];
+  assert.notEqual(epoch, before.id.split('-')[0], 'FLUSHALL: a new epoch');
+  await sse.waitFor((st) => st.events.some((e) => e.id === other.id), { what: 'the new epoch\'s first message' });
+  const seqs = await injectMany([[t, false], [t, true]]);
+  const ids = seqs.map((q) => `${epoch}-${q}`);
+  await sse.waitFor((st) => st.events.some((e) => e.id === ids[1]), { what: 'the published successor' });
+  const newEpoch = sse.events.filter((e) => e.event !== 'herald-gap' && e.id.startsWith(`${epoch}-`));
+  assert.deepEqual(newEpoch.map((e) => [e.id, e.data]), [[other.id, 'other'], [ids[0], `x${seqs[0]}`], [ids[1], `x${seqs[1]}`]]);
+  sse.close();
+});
+
 test('a node whose Redis cannot be reached: healthz 503, publish 503, subscribers accepted, clean stop', async () => {
   const nowhere = await freePort();
   const lone = await startHerald({ config: { cluster: { redis: `redis://127.0.0.1:${nowhere}`, timeout_ms: TIMEOUT_MS } } });
