@@ -462,6 +462,8 @@ struct redis_engine {
      */
     char persistence_run_id[48];
     bool aof_enabled;
+    /* Where the last hello ran ("host:port"): another master since is a failover. */
+    char hello_address[300];
 };
 
 /* ------------------------------------------------------------------ requests */
@@ -2098,8 +2100,15 @@ static void run_hello(redis_engine *e)
     if (e->epoch != 0)
         snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
     args_start(&a, e, 6);
-    /* A restart loses what Redis had not persisted: a new epoch, unless trusted not to. */
-    args_text(&a, e->options.trust_redis_persistence ? "0" : "1", 1);
+    /*
+     * A restart loses what Redis had not persisted: a new epoch, unless
+     * trusted not to. A failover is never trusted: replication is
+     * asynchronous, so the promoted replica may lack the newest writes.
+     */
+    const char *address = hd_redis_link_address(e->link);
+    bool failover = e->hello_address[0] != '\0' && strcmp(e->hello_address, address) != 0;
+    snprintf(e->hello_address, sizeof(e->hello_address), "%s", address);
+    args_text(&a, e->options.trust_redis_persistence && !failover ? "0" : "1", 1);
     args_text(&a, known, strlen(known));
     args_number(&a, e->epoch != 0 ? (int64_t)e->known_seq : 0);
     args_call(&a, e, e->hello_script, on_hello_reply, e);

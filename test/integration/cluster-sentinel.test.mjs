@@ -8,7 +8,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { subscribe, openWS, publish, publishOk, runHerald, writeConfig, assertError } from '../lib/harness.mjs';
+import { subscribe, openWS, publish, publishOk, runHerald, writeConfig, assertError, until } from '../lib/harness.mjs';
 import {
   startSentinels, startCluster, waitHealthy, healthz, metric, itemsOf, waitForId, splitId, assertGapsFrom,
   steadyPublisher, newestId, checkDelivery,
@@ -20,7 +20,7 @@ const SWITCH_WITHIN_MS = 5000; // from SENTINEL FAILOVER to both nodes up on the
 const CONFIG = { heartbeat_s: 1 };
 
 /** Starts the sentinel group and n nodes on it; both stopped when t ends (nodes first). */
-async function setup(t, n, { waitHealthy: wait = true } = {}) {
+async function setup(t, n, { waitHealthy: wait = true, cluster: extra = {} } = {}) {
   const group = await startSentinels();
   let cluster;
   t.after(async () => {
@@ -31,7 +31,7 @@ async function setup(t, n, { waitHealthy: wait = true } = {}) {
     }
   });
   cluster = await startCluster(n, {
-    config: { ...CONFIG, cluster: group.config({ timeout_ms: TIMEOUT_MS }) },
+    config: { ...CONFIG, cluster: group.config({ timeout_ms: TIMEOUT_MS, ...extra }) },
     waitHealthy: wait,
   });
   return { group, cluster, ...cluster };
@@ -144,6 +144,38 @@ test('manual failover (SENTINEL FAILOVER): the old master stays up and is demote
     await sse.expectNoMore(300);
     const { gaps } = checkDelivery('SSE on B', itemsOf(sse), pub, { gapsAllowed: true });
     assert.ok(gaps.length >= 1, 'the epoch change is announced with a gap');
+  } finally {
+    sse.close();
+  }
+});
+
+// trust_redis_persistence covers a restart of the same Redis, never a failover:
+// replication is asynchronous, so a promoted replica may lack the newest writes.
+test('trust_redis_persistence does not cover a failover: the new master starts a new epoch even when it lost nothing', async (t) => {
+  const { group, A, B } = await setup(t, 2, { cluster: { trust_redis_persistence: true } });
+  const topic = 'trusted-failover';
+  const sse = await subscribe(B.url, `/events?topic=${topic}`);
+  try {
+    const before = [];
+    for (let i = 0; i < 3; i++) before.push((await publishOk(A.url, topic, `b${i}`)).id);
+    // Nothing is lost: the replica holds every write before it is promoted.
+    const seq = String(splitId(before[2]).seq);
+    await until(async () => (await group.replica.cli('HGET', '{herald}:hub', 's')) === seq,
+      { timeout: 5000, what: 'the replica to hold every write' });
+    assert.equal(await group.sentinels[0].cli('SENTINEL', 'FAILOVER', group.name), 'OK');
+    const up = new RegExp(`cluster: Redis 127\\.0\\.0\\.1:${group.replica.port} is up`);
+    await Promise.all([A, B].map((node) => node.waitForStderr(up, SWITCH_WITHIN_MS)));
+    let after;
+    await until(async () => {
+      const res = await publish(B.url, topic, 'after');
+      after = res.status === 201 ? res.json.id : undefined;
+      return after !== undefined;
+    }, { timeout: 10_000, what: 'a publish on the new master' });
+    assert.notEqual(splitId(after).epoch, splitId(before[0]).epoch, 'a failover starts a new epoch, trusted or not');
+    const got = await waitForId(sse, after, { label: 'SSE on B' });
+    const gaps = got.filter((i) => i.type === 'gap');
+    assert.equal(gaps.length, 1, `one gap announces the new epoch: ${JSON.stringify(got)}`);
+    assertGapsFrom(gaps, before[2], 'SSE on B');
   } finally {
     sse.close();
   }
