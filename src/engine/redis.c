@@ -1,9 +1,10 @@
 /*
  * The Redis engine: see redis.h for the design. Sections: the pure parts
- * (payload, gaps, merge, topic listings), requests and how they travel
- * between threads, publishing, reading, topics (GET /topics), live fan-out
- * from pub/sub with hole detection, the link's state, and the engine's
- * life.
+ * (payload, gaps, merge, catch-up bound, topic listings), requests and how
+ * they travel between threads, publishing, reading, topics (GET /topics),
+ * live fan-out from pub/sub with hole detection, catch-up rounds (what is
+ * read back, merged in seq order across topics), the link's state, and the
+ * engine's life.
  */
 #include "engine/redis.h"
 
@@ -29,8 +30,12 @@
 #define MAX_INFLIGHT_BYTES (64u << 20)
 /* Pub/sub silence before the link probes the connection. */
 #define PROBE_IDLE_MS 5000
-/* Live messages held back while a lost one is read; past this they go on, with the hole. */
+/* Live messages held back while a catch-up is read; past this the oldest go on, out of order. */
 #define HELD_MAX 65536
+/* Entries a catch-up round reads at most (over all its topics; at least one per topic). */
+#define ROUND_ENTRIES_MAX 16384
+/* What a catch-up round publishes on the node channel after its reads (then its number). */
+#define BARRIER_PREFIX "herald-catch-up:"
 /* Topic table buckets on the engine thread (chained; a power of two). */
 #define TOPIC_BUCKETS 4096
 #define PREFIX_MAX 66 /* "{" + 64 + "}" */
@@ -150,6 +155,21 @@ size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, siz
     return count;
 }
 
+uint64_t hd_redis_catch_up_bound(const hd_redis_topic_read *reads, const bool *paged, size_t count,
+                                 const uint64_t *positions, size_t position_count)
+{
+    uint64_t bound = UINT64_MAX;
+    for (size_t i = 0; i < count; i++) {
+        if (paged[i] && reads[i].count > 0 && reads[i].messages[reads[i].count - 1]->seq < bound)
+            bound = reads[i].messages[reads[i].count - 1]->seq;
+    }
+    for (size_t i = 0; i < position_count; i++) {
+        if (positions[i] < bound)
+            bound = positions[i];
+    }
+    return bound;
+}
+
 /* Byte order of names, a shorter name before the longer ones it starts (as the hub lists). */
 static int compare_names(const char *a, size_t a_len, const char *b, size_t b_len)
 {
@@ -231,6 +251,16 @@ void hd_redis_topics_range(const char *prefix, size_t prefix_len, const char *af
 
 typedef enum job_kind { JOB_PUBLISH, JOB_READ, JOB_INTEREST, JOB_DESCRIBE, JOB_LIST } job_kind;
 
+/* Where a topic stands in the catch-up (see "catch-up rounds"). */
+typedef enum catch_state {
+    CATCH_NONE,    /* pub/sub brings all it needs */
+    CATCH_RESYNC,  /* reconnected: its SUBSCRIBE is not confirmed again yet */
+    CATCH_WAITING, /* new: its SUBSCRIBE or its position is not confirmed yet */
+    CATCH_WANTED,  /* a read from last is due, in the next round */
+    CATCH_READING, /* read by the round under way */
+    CATCH_READ,    /* its read holds entries past the last round's bound */
+} catch_state;
+
 /* A topic this node is interested in, on the engine thread. */
 typedef struct topic_state {
     struct topic_state *next;
@@ -242,6 +272,9 @@ typedef struct topic_state {
     uint64_t last;
     uint32_t epoch;
     bool resync; /* reconnected: read what was missed once the SUBSCRIBE is confirmed */
+    catch_state catching;
+    hd_engine_request *read; /* READING (once answered), READ: entries from read_next on */
+    size_t read_next;
     /*
      * When the last subscriber left (uv_now, +1 so never 0), while it stays
      * subscribed for LINGER_MS: a long-poll client comes back after every
@@ -263,20 +296,34 @@ typedef struct topic_state {
     uint32_t since_epoch;
     uint64_t since_seq;
     /*
-     * The hub's history of the topic holds every message of it after
-     * chain_from up to chain_last, of chain_epoch (chained): a message from
-     * pub/sub extends it when its prev is within it, and starts a new one
-     * at its prev otherwise; a read of a missed range extends it when it
-     * starts within it. Reads are answered from it (the hub's coverage,
-     * cover_of) while no read of the topic's missed range is under way
-     * (fills) and its SUBSCRIBE was confirmed on this connection
-     * (confirmed_link == the engine's link_ups): everything newer then
-     * arrives over pub/sub, in order.
+     * The topic's record: the hub's history of the topic holds every
+     * message of it after chain_from up to chain_last, of chain_epoch
+     * (chained). A message from pub/sub extends it when its prev is within
+     * it, and starts a new one at its prev otherwise. A catch-up read
+     * (catch-up rounds) counts only when it was sent after the topic's
+     * SUBSCRIBE was confirmed on this connection (its fill_link): where it
+     * starts (its cursor, or past a loss it reports) it joins the record
+     * when that lies within it, and starts a new one there otherwise (a
+     * read sent before breaks the record); its entries then extend it one
+     * by one as the rounds emit them, each past the one before (read_prev:
+     * the read holds nothing of the topic between them). A message past
+     * chain_last that the hub did not take breaks it.
+     *
+     * Reads are answered from it (the hub's coverage, cover_of) while the
+     * topic does not catch up (catching is CATCH_NONE: no read of a range
+     * it missed is due, under way or holding entries not emitted yet) and
+     * its SUBSCRIBE was confirmed on this connection (confirmed_link == the
+     * engine's link_ups): everything newer then arrives over pub/sub, in
+     * seq order, and is delivered in that order (held messages go on in
+     * the order they came), so the record reaches the node's live position.
+     * set_catch withdraws the coverage when the topic starts catching up
+     * and publishes it again when its catch-up is done; a lost link, a new
+     * epoch and the end of the linger drop it.
      */
     bool chained;
     uint32_t chain_epoch;
     uint64_t chain_from, chain_last;
-    unsigned fills;
+    uint64_t read_prev;
     uint64_t confirmed_link;
     size_t len;
     char name[];
@@ -302,10 +349,11 @@ struct hd_engine_request {
     hd_engine_publish_cb publish_done;
     hd_engine_read_cb read_done;
     struct hd_engine_request *next; /* in the reads waiting for the link */
-    bool fill;                      /* a read for a lost pub/sub message: the engine's own */
+    bool fill;                      /* a catch-up round's read: the engine's own */
+    uint64_t round;                 /* fill: its round's number */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
     char *buf;     /* the copies of the caller's bytes */
-    /* fill: the link it was started on, when its topic was confirmed there (else 0) */
+    /* fill: the link it was sent on, when its topic was confirmed there (else 0) */
     uint64_t fill_link;
 
     /* publish */
@@ -373,17 +421,25 @@ struct redis_engine {
     /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
     uint64_t link_ups;
     uint32_t epoch;             /* Redis's, once known (0: not yet) */
+    uint32_t left_epoch;        /* the one before it (0: none) */
     uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
     topic_state *topics[TOPIC_BUCKETS];
-    /* Live messages held while a lost one is read (filling), oldest first. */
+    /* Live messages held while topics catch up (catching > 0), oldest first. */
     hd_message **held;
     uint64_t *held_prev;
     size_t held_head, held_len, held_cap;
-    bool filling;
-    hd_engine_request *fills; /* catch-up reads waiting for the one under way, oldest first */
-    hd_engine_request **fills_tail;
+    bool overflowed; /* held ran over HELD_MAX since the catch-up began */
+    /* Topics not CATCH_NONE, and of them CATCH_RESYNC. */
+    size_t catching, catch_resync;
+    bool node_confirmed; /* the node channel (where barriers come back) is subscribed */
+    struct {
+        bool active;
+        uint64_t id;            /* rises with every round: answers of a retired one are dropped */
+        size_t count, answered; /* reads sent, and answered */
+        bool barrier_seen;
+    } round;
     /*
      * Attribution of epoch changes (epoch_changes): script calls sent and
      * answered, and an epoch first seen in a pub/sub payload while scripts
@@ -539,6 +595,10 @@ static hd_engine_request *read_request_new(redis_engine *e, const char *const *t
                                            const size_t *topic_lens, size_t topic_count,
                                            const hd_cursor *cursor, size_t limit, void *ctx);
 static void run_read(redis_engine *e, hd_engine_request *req);
+static void set_catch(redis_engine *e, topic_state *t, catch_state state);
+static void drop_read(topic_state *t);
+static void start_round(redis_engine *e);
+static void drain_held(redis_engine *e);
 
 static void on_interest_job(redis_engine *e, const interest_job *job)
 {
@@ -559,6 +619,7 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
         } else if (t->interest == 1) {
             t->fresh = true;
             t->positioned = t->confirmed = false;
+            set_catch(e, t, CATCH_WAITING);
             t->since_epoch = job->epoch;
             t->since_seq = job->seq;
             hd_redis_link_subscribe(e->link, channel, channel_len);
@@ -584,22 +645,28 @@ static void on_sweep(uv_timer_t *timer)
         while (*slot != NULL) {
             topic_state *t = *slot;
             /*
-             * A read of its missed range under way still needs it (fill_done);
-             * a subscriber whose interest is on its way may have read from
-             * the hub's history already, counting on pub/sub to follow.
+             * A subscriber whose interest is on its way may have read from
+             * the hub's history already, counting on pub/sub to follow. (A
+             * round's read of a topic that left is dropped when answered.)
              */
             if (t->interest > 0 || t->idle_since == 0 || now + 1 - t->idle_since < LINGER_MS ||
-                t->fills > 0 || !hd_hub_uncover_unused(e->base.hub, t->name, t->len)) {
+                !hd_hub_uncover_unused(e->base.hub, t->name, t->len)) {
                 slot = &t->next;
                 continue;
             }
             char channel[PREFIX_MAX + 3 + HD_TOPIC_NAME_MAX];
             hd_redis_link_unsubscribe(e->link, channel, channel_of(e, t->name, t->len, channel));
+            t->chained = false; /* its coverage is dropped: set_catch must not publish it again */
+            set_catch(e, t, CATCH_NONE);
+            drop_read(t);
             *slot = t->next;
             free(t);
             atomic_fetch_sub(&e->subscribed_topics, 1);
         }
     }
+    /* A round that could not be sent, or failed, is tried again; what it held goes on after. */
+    start_round(e);
+    drain_held(e);
 }
 
 static void count_epoch_change(redis_engine *e, hd_engine_epoch_reason reason)
@@ -660,6 +727,7 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
                 settle_unclaimed(e);
             }
         }
+        e->left_epoch = e->epoch;
         e->epoch = epoch;
         e->known_seq = 0;
     }
@@ -672,7 +740,7 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
 /* Where reads of t may be answered from the hub's history (topic_state), or HD_HUB_UNCOVERED. */
 static uint64_t cover_of(const redis_engine *e, const topic_state *t)
 {
-    bool live = t->chained && t->chain_epoch == e->epoch && t->fills == 0 &&
+    bool live = t->chained && t->chain_epoch == e->epoch && t->catching == CATCH_NONE &&
                 t->confirmed_link == e->link_ups;
     return live ? t->chain_from : HD_HUB_UNCOVERED;
 }
@@ -914,9 +982,6 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
 
 /* ------------------------------------------------------------------ reading */
 
-static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev);
-static void drain_held(redis_engine *e);
-
 /* The read script's answer, parsed into the request's result. Returns false if malformed. */
 static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply)
 {
@@ -991,81 +1056,8 @@ static void wait_for_link(redis_engine *e, hd_engine_request *req)
     e->waiting_tail = &req->next;
 }
 
-static void run_fill(redis_engine *e, hd_engine_request *req);
-static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
-                       hd_message *msg, uint64_t prev);
-
-/* A lost or missed range was read: ingest it, then the next fill, or what waited behind. */
-static void fill_done(redis_engine *e, hd_engine_request *req)
-{
-    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
-    /*
-     * The topic's record (topic_state) this read extends when it starts
-     * within it, or else starts at the read's cursor; only a read started
-     * on this connection once the topic was confirmed there joins up with
-     * what pub/sub brings after it.
-     */
-    uint32_t epoch = req->result.epoch;
-    bool chained = t != NULL && req->fill_link == e->link_ups && epoch == e->epoch;
-    bool same_epoch = req->cursor_epoch == epoch;
-    bool joins = chained && t->chained && t->chain_epoch == epoch && same_epoch &&
-                 req->cursor.seq <= t->chain_last;
-    uint64_t from = joins ? t->chain_from : same_epoch ? req->cursor.seq : 0;
-    uint64_t last = joins ? t->chain_last : from;
-    /* What history lost past the topic's last message: its subscribers hear of it first. */
-    for (size_t i = 0; i < req->result.gap_count; i++) {
-        const hd_gap *gap = &req->result.gaps[i];
-        if (gap->to_seq == 0)
-            continue; /* another epoch, none of it lost: its messages follow */
-        if (t != NULL && (req->result.epoch != t->epoch || gap->to_seq > t->last)) {
-            t->epoch = req->result.epoch;
-            t->last = gap->to_seq;
-        }
-        if (gap->to_seq > last)
-            from = last = gap->to_seq; /* the record starts over after the loss */
-        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, req->result.epoch, gap->to_seq);
-    }
-    for (size_t i = 0; i < req->result.count; i++) {
-        hd_message *msg = req->messages[i];
-        if (t != NULL && (msg->epoch != t->epoch || msg->seq > t->last)) {
-            t->epoch = msg->epoch;
-            t->last = msg->seq;
-        }
-        bool taken = hd_hub_ingest(e->base.hub, hd_message_retain(msg));
-        if (msg->seq > last) {
-            chained = chained && taken; /* one the history lacks breaks the record */
-            last = msg->seq;
-        }
-    }
-    if (t != NULL) {
-        t->fills--;
-        t->chained = chained;
-        t->chain_epoch = epoch;
-        t->chain_from = from;
-        t->chain_last = last;
-    }
-    atomic_fetch_add(&e->catchup_messages, req->result.count);
-    bool more = req->result.more && t != NULL;
-    request_free(req);
-    if (more) {
-        /* A read is bounded: the rest of the range comes in the next, before anything else. */
-        e->filling = false;
-        start_fill(e, t, t->epoch, t->last, NULL, 0);
-        return;
-    }
-    if (t != NULL)
-        publish_cover(e, t);
-    hd_engine_request *next = e->fills;
-    if (next != NULL) {
-        e->fills = next->next;
-        if (e->fills == NULL)
-            e->fills_tail = &e->fills;
-        run_fill(e, next);
-        return;
-    }
-    e->filling = false;
-    drain_held(e);
-}
+static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_status status,
+                          const redisReply *reply);
 
 static void fresh_ready(redis_engine *e, topic_state *t);
 
@@ -1114,8 +1106,13 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
 {
     hd_engine_request *req = ctx;
     redis_engine *e = req->engine;
+    if (req->fill) {
+        on_fill_reply(e, req, status, reply);
+        script_answered(e);
+        return;
+    }
     if (status != HD_REDIS_OK) {
-        /* The link broke: the read waits for it (a fill holds live messages back meanwhile). */
+        /* The link broke: the read waits for it. */
         wait_for_link(e, req);
         script_answered(e);
         return;
@@ -1129,21 +1126,14 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
         hd_log_error("cluster: the read script failed: %s",
                      reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
         req->result = (hd_history_result){.epoch = e->epoch, .cut = e->known_seq};
-        req->fill_link = 0; /* nothing was read: no topic's record joins up with it */
     }
-    if (req->fill)
-        fill_done(e, req);
-    else
-        request_complete(req);
+    request_complete(req);
     script_answered(e);
 }
 
-static void run_read(redis_engine *e, hd_engine_request *req)
+/* Sends the read script for req; its answer goes to on_read_reply. */
+static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
 {
-    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP) {
-        wait_for_link(e, req);
-        return;
-    }
     script_args a;
     char cursor_epoch[9] = "";
     if (!req->cursor.earliest)
@@ -1158,7 +1148,12 @@ static void run_read(redis_engine *e, hd_engine_request *req)
     args_number(&a, (int64_t)topic_count);
     for (size_t i = 0; i < topic_count; i++)
         args_text(&a, req->topics[i], req->topic_lens[i]);
-    if (args_call(&a, e, e->read_script, on_read_reply, req) != HD_REDIS_OK)
+    return args_call(&a, e, e->read_script, on_read_reply, req);
+}
+
+static void run_read(redis_engine *e, hd_engine_request *req)
+{
+    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP || send_read(e, req) != HD_REDIS_OK)
         wait_for_link(e, req);
 }
 
@@ -1510,82 +1505,69 @@ static void held_push(redis_engine *e, hd_message *msg, uint64_t prev, bool fron
     e->held_len++;
 }
 
-static void drain_held(redis_engine *e)
+static hd_message *held_pop(redis_engine *e, uint64_t *prev)
 {
-    while (!e->filling && e->held_len > 0) {
-        hd_message *msg = e->held[e->held_head];
-        uint64_t prev = e->held_prev[e->held_head];
-        e->held_head = (e->held_head + 1) % e->held_cap;
-        e->held_len--;
-        ingest_live(e, msg, prev);
-    }
+    hd_message *msg = e->held[e->held_head];
+    *prev = e->held_prev[e->held_head];
+    e->held_head = (e->held_head + 1) % e->held_cap;
+    e->held_len--;
+    return msg;
 }
 
-static void run_fill(redis_engine *e, hd_engine_request *req)
+static void set_catch(redis_engine *e, topic_state *t, catch_state state)
 {
-    e->filling = true;
-    atomic_fetch_add(&e->gap_reads, 1);
-    run_read(e, req);
+    if (t->catching == CATCH_NONE && state != CATCH_NONE)
+        e->catching++;
+    else if (t->catching != CATCH_NONE && state == CATCH_NONE)
+        e->catching--;
+    if (t->catching == CATCH_RESYNC && state != CATCH_RESYNC)
+        e->catch_resync--;
+    else if (t->catching != CATCH_RESYNC && state == CATCH_RESYNC)
+        e->catch_resync++;
+    bool was_none = t->catching == CATCH_NONE;
+    t->catching = state;
+    if (e->catching == 0)
+        e->overflowed = false;
+    /* Catching up withdraws the topic's coverage; once done, its record gives it again. */
+    if (was_none != (state == CATCH_NONE))
+        publish_cover(e, t);
 }
 
 /*
- * Reads what t holds after its last message: one lost on its way (msg,
- * whose prev is newer, waits with every later message), or, after a
- * reconnect (msg NULL), what was published meanwhile. One fill at a time.
+ * One live message, in seq order, while nothing is catching up (or as a
+ * round's merge reaches it): taken over. A lost predecessor (prev newer
+ * than the topic's last) makes the topic WANTED and puts msg back at the
+ * front of held, unless check is false (held ran over: it goes on with the
+ * hole); returns false then.
  */
-static void start_fill(redis_engine *e, topic_state *t, uint32_t epoch, uint64_t seq,
-                       hd_message *msg, uint64_t prev)
+static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool check)
 {
-    char cursor_text[HD_ID_MAX];
-    hd_cursor cursor = {.present = true, .seq = seq, .text = cursor_text};
-    cursor.text_len = hd_id_format(epoch, seq, cursor_text);
-    const char *topic = t->name;
-    hd_engine_request *req =
-        read_request_new(e, &topic, &t->len, 1, &cursor, HD_ENGINE_READ_MAX, NULL);
-    req->fill = true;
-    req->worker = HD_WORKER_NONE;
-    req->fill_link = t->confirmed_link == e->link_ups ? e->link_ups : 0;
-    t->fills++;
-    publish_cover(e, t); /* none until the range is read */
-    if (msg != NULL)
-        held_push(e, msg, prev, true);
-    if (e->filling) {
-        req->next = NULL;
-        *e->fills_tail = req;
-        e->fills_tail = &req->next;
-        return;
-    }
-    run_fill(e, req);
-}
-
-/* One message from pub/sub (or held back), in seq order: taken over. */
-static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
-{
-    if (e->filling) {
-        if (e->held_len < HELD_MAX) {
-            held_push(e, msg, prev, false);
-            return;
-        }
-        hd_log_warn("cluster: %d messages held back while reading a lost one: delivering them "
-                    "with the hole",
-                    HELD_MAX);
-        e->filling = false; /* the fill's answer still comes, and is ingested late */
-        drain_held(e);
-    }
     uint32_t epoch;
     uint64_t seq;
     hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
+    /* One of the epoch just left, after a script's answer told of the new one: late, not new. */
+    bool late = epoch != e->epoch && epoch == e->left_epoch;
     adopt_epoch(e, epoch, seq, NULL);
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
+    if (t != NULL && !t->fresh && t->epoch != epoch && !late) {
+        /*
+         * A new epoch restarts every topic's prev chain at 0, so that a
+         * hole before the topic's first message in it is read too. (A new
+         * topic is placed by its position read instead.)
+         */
+        t->epoch = epoch;
+        t->last = 0;
+    }
     if (t != NULL && t->epoch == epoch) {
         if (seq <= t->last) {
             hd_hub_pass_live(e->base.hub, epoch, seq);
             hd_message_release(msg); /* already ingested (from a read) */
-            return;
+            return true;
         }
-        if (prev > t->last) {
-            start_fill(e, t, t->epoch, t->last, msg, prev);
-            return;
+        if (check && prev > t->last) {
+            held_push(e, msg, prev, true);
+            set_catch(e, t, CATCH_WANTED);
+            return false;
         }
     }
     uint64_t cover = HD_HUB_UNCOVERED;
@@ -1597,13 +1579,419 @@ static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
             t->chained = true;
             t->chain_epoch = epoch;
             t->chain_from = prev;
-        }
-        if (seq > t->chain_last)
             t->chain_last = seq;
+        } else if (seq > t->chain_last) {
+            t->chain_last = seq; /* one at or below the record's end does not shorten it */
+        }
         cover = cover_of(e, t);
     }
     if (!hd_hub_ingest_live(e->base.hub, msg, cover) && t != NULL)
         t->chained = false;
+    return true;
+}
+
+/* ------------------------------------------------------------------ catch-up rounds */
+
+/*
+ * A node emits messages in seq order, across topics (SPEC §5: a client's
+ * Last-Event-ID is a cursor over all of its topics). Pub/sub brings them in
+ * that order; what it missed is read back, per topic from its last, and
+ * must be merged in: after a reconnect (every topic, once its SUBSCRIBE is
+ * confirmed), for a lost pub/sub message (prev newer than last) and for a
+ * newly subscribed topic (from where its first subscriber started). So:
+ *
+ *  - While any topic is not CATCH_NONE, every live message is held.
+ *  - A round starts once no topic is RESYNC (after a reconnect, one round
+ *    reads every topic; a new topic's WAITING does not hold rounds back,
+ *    or a steady stream of new subscriptions would starve them): one read
+ *    per WANTED topic, each from its own last, each of at most
+ *    (ROUND_ENTRIES_MAX - entries still buffered) / topics entries (1 to
+ *    HD_ENGINE_READ_MAX); then a barrier published on the node channel
+ *    over the same command connection. Redis runs them in that order, so
+ *    once the barrier comes back over pub/sub, every message published
+ *    before the last read is in a read, or held (its topic was subscribed
+ *    before its read was sent), or was lost on pub/sub (its successor
+ *    reveals it).
+ *  - Then the reads (with what earlier rounds read and did not emit yet)
+ *    and the held messages are merged by seq, up to a bound: the smallest
+ *    last-returned seq of a read that hit its limit (its topic may hold
+ *    more just above), and the position of every topic still to be read
+ *    (WANTED, WAITING: theirs may lie anywhere after it). A held message
+ *    revealing a hole lowers the bound to just below itself.
+ *  - A topic whose read ran out is read again in the next round if it hit
+ *    its limit, and done otherwise; one with entries past the bound keeps
+ *    them (CATCH_READ); held messages past the bound stay held. Each round
+ *    emits at least the read that set the bound, or the topics that set it
+ *    are read in the next one.
+ *
+ * The node's own history answers reads of a topic only while it does not
+ * catch up (topic_state, cover_of): holding live messages delays the
+ * node's live position, which reads answered locally are as of, and what
+ * a round emits is in seq order, so a topic's record reaches that position
+ * once its catch-up is done. A read's entries extend the record as they
+ * are emitted (begin_read, emit_read), possibly over several rounds, with
+ * the same conditions a single read of the range had: sent once the
+ * topic's SUBSCRIBE was confirmed on this connection, starting within the
+ * record (or restarting it there, or past a loss), and every entry past
+ * the record's end taken by the hub.
+ *
+ * Memory: ROUND_ENTRIES_MAX read entries (or one per topic) plus HELD_MAX
+ * held messages. A round whose reads or barrier cannot be sent, or whose
+ * read fails, is dropped and tried again by the sweep timer; a lost link
+ * drops it and the reconnect starts over from every topic's last.
+ */
+
+static void drop_read(topic_state *t)
+{
+    if (t->read != NULL)
+        request_free(t->read);
+    t->read = NULL;
+    t->read_next = 0;
+}
+
+/* Retires the round under way (its answers are dropped) and what was read: WANTED again. */
+static void abandon_round(redis_engine *e)
+{
+    e->round.active = false;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            if (t->catching == CATCH_READING || t->catching == CATCH_READ) {
+                drop_read(t);
+                set_catch(e, t, CATCH_WANTED);
+            }
+        }
+    }
+}
+
+static void on_barrier_reply(void *ctx, hd_redis_status status, const redisReply *reply)
+{
+    redis_engine *e = ctx;
+    if (status != HD_REDIS_OK || (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0))
+        return; /* a lost link retires the round itself */
+    /* Nobody heard it (the node channel is not subscribed): the round could never end. */
+    hd_log_warn("cluster: a catch-up barrier reached no subscriber; trying again");
+    abandon_round(e);
+}
+
+static void start_round(redis_engine *e)
+{
+    if (e->round.active || e->catch_resync > 0 || !e->node_confirmed ||
+        hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
+        return;
+    size_t count = 0, buffered = 0;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            count += t->catching == CATCH_WANTED;
+            if (t->catching == CATCH_READ)
+                buffered += t->read->result.count - t->read_next;
+        }
+    }
+    if (count == 0)
+        return;
+    size_t limit = buffered < ROUND_ENTRIES_MAX ? (ROUND_ENTRIES_MAX - buffered) / count : 0;
+    limit = limit < 1 ? 1 : limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : limit;
+    e->round.active = true;
+    e->round.id++;
+    e->round.count = count;
+    e->round.answered = 0;
+    e->round.barrier_seen = false;
+    bool sent = true;
+    for (size_t b = 0; sent && b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; sent && t != NULL; t = t->next) {
+            if (t->catching != CATCH_WANTED)
+                continue;
+            set_catch(e, t, CATCH_READING);
+            char cursor_text[HD_ID_MAX];
+            hd_cursor cursor = {.present = true, .seq = t->last, .text = cursor_text};
+            cursor.text_len = hd_id_format(t->epoch, t->last, cursor_text);
+            const char *topic = t->name;
+            hd_engine_request *req = read_request_new(e, &topic, &t->len, 1, &cursor, limit, NULL);
+            req->fill = true;
+            req->worker = HD_WORKER_NONE;
+            req->round = e->round.id;
+            req->fill_link = t->confirmed_link == e->link_ups ? e->link_ups : 0;
+            atomic_fetch_add(&e->gap_reads, 1);
+            if (send_read(e, req) != HD_REDIS_OK) {
+                request_free(req);
+                sent = false;
+            }
+        }
+    }
+    if (sent) {
+        char barrier[sizeof(BARRIER_PREFIX) + 20];
+        const char *argv[] = {"PUBLISH", e->probe_channel, barrier};
+        size_t lens[] = {
+            7, strlen(e->probe_channel),
+            (size_t)snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id)};
+        sent = hd_redis_link_command(e->link, 3, argv, lens, on_barrier_reply, e) == HD_REDIS_OK;
+    }
+    if (!sent)
+        abandon_round(e); /* the sweep timer tries again */
+}
+
+/* A topic's read entries not emitted yet (t->read, from t->read_next on). */
+static hd_redis_topic_read read_rest(const topic_state *t)
+{
+    return (hd_redis_topic_read){
+        .topic = t->name,
+        .topic_len = t->len,
+        .messages = t->read->messages + t->read_next,
+        .count = t->read->result.count - t->read_next,
+    };
+}
+
+/*
+ * Where a topic that is still to be read stands in epoch: its entries may lie
+ * anywhere after it. UINT64_MAX for one that needs no read (a new topic that
+ * started in another epoch).
+ */
+static uint64_t catch_position(const topic_state *t, uint32_t epoch)
+{
+    if (t->fresh)
+        return t->since_epoch == epoch ? t->since_seq : UINT64_MAX;
+    return t->epoch == epoch ? t->last : 0;
+}
+
+/*
+ * A read entry of t (t->read's next one), in the merge: skipped when
+ * pub/sub brought it already (so the record has it). One past the record's
+ * end extends it when the read counts (topic_state) and the entry before
+ * it in the read lies within the record; otherwise, or when the hub does
+ * not take it, the record breaks.
+ */
+static bool emit_read(redis_engine *e, topic_state *t, hd_message *msg)
+{
+    uint64_t prev = t->read_prev;
+    t->read_prev = msg->seq;
+    if (t->epoch == msg->epoch && msg->seq <= t->last) {
+        /* After held ran over, live messages went on early: late rather than lost. */
+        if (!e->overflowed)
+            return false;
+    } else {
+        t->epoch = msg->epoch;
+        t->last = msg->seq;
+    }
+    bool taken = hd_hub_ingest(e->base.hub, hd_message_retain(msg));
+    if (t->chain_epoch != msg->epoch || msg->seq > t->chain_last) {
+        t->chained = t->chained && taken && t->read->fill_link == e->link_ups &&
+                     t->chain_epoch == msg->epoch && prev <= t->chain_last;
+        t->chain_epoch = msg->epoch;
+        t->chain_last = msg->seq;
+    }
+    return true;
+}
+
+/*
+ * A round's read of t, emitted for the first time: where it starts (its
+ * cursor, or past what history lost, as it found: t's subscribers hear of
+ * that first) joins t's record or starts a new one (topic_state).
+ */
+static void begin_read(redis_engine *e, topic_state *t)
+{
+    const hd_engine_request *req = t->read;
+    uint32_t epoch = req->result.epoch;
+    bool counts = req->fill_link == e->link_ups && epoch == e->epoch;
+    uint64_t from = req->cursor_epoch == epoch ? req->cursor.seq : 0;
+    if (!counts || !t->chained || t->chain_epoch != epoch || from > t->chain_last) {
+        t->chained = counts;
+        t->chain_epoch = epoch;
+        t->chain_from = t->chain_last = from;
+    }
+    for (size_t i = 0; i < req->result.gap_count; i++) {
+        const hd_gap *gap = &req->result.gaps[i];
+        if (gap->to_seq == 0)
+            continue; /* another epoch, none of it lost: its messages follow */
+        if (epoch != t->epoch || gap->to_seq > t->last) {
+            t->epoch = epoch;
+            t->last = gap->to_seq;
+        }
+        if (gap->to_seq > from)
+            from = gap->to_seq;
+        if (gap->to_seq > t->chain_last)
+            t->chain_from = t->chain_last = gap->to_seq; /* the record starts over after the loss */
+        hd_hub_ingest_loss(e->base.hub, gap->topic, gap->topic_len, epoch, gap->to_seq);
+    }
+    t->read_prev = from;
+}
+
+/* Emits the merged reads and the held messages up to bound, in seq order; returns how many read. */
+static size_t emit_merged(redis_engine *e, uint32_t epoch, hd_message **merged, size_t n,
+                          uint64_t *bound)
+{
+    size_t next = 0, emitted = 0;
+    for (;;) {
+        hd_message *read = next < n && merged[next]->seq <= *bound ? merged[next] : NULL;
+        uint32_t held_epoch = 0;
+        uint64_t held_seq = 0;
+        bool held = e->held_len > 0;
+        if (held) {
+            hd_message *msg = e->held[e->held_head];
+            hd_id_parse(msg->id, msg->id_len, &held_epoch, &held_seq);
+            /* One of another epoch follows the rotation, after what was read. */
+            held = held_epoch != epoch || held_seq <= *bound;
+        }
+        if (read != NULL && (!held || held_epoch != epoch || read->seq < held_seq)) {
+            emitted += emit_read(e, *topic_slot(e, read->topic, read->topic_len), read);
+            next++;
+        } else if (held) {
+            uint64_t prev;
+            hd_message *msg = held_pop(e, &prev);
+            if (!deliver_live(e, msg, prev, true)) {
+                if (held_epoch != epoch)
+                    return emitted;    /* a hole in the next epoch: all is read again in it */
+                *bound = held_seq - 1; /* a hole: nothing from its seq on before it is read */
+            }
+        } else {
+            return emitted;
+        }
+    }
+}
+
+/* Every read answered and the barrier back: merge, emit up to the bound, and go on. */
+static void finish_round(redis_engine *e)
+{
+    e->round.active = false;
+    uint32_t epoch = e->epoch;
+    size_t count = 0, waiting = 0, total = 0;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            count += t->catching == CATCH_READING || t->catching == CATCH_READ;
+            waiting += t->catching == CATCH_WANTED || t->catching == CATCH_WAITING ||
+                       t->catching == CATCH_RESYNC;
+        }
+    }
+    topic_state **topics = hd_alloc((count + 1) * sizeof(*topics));
+    hd_redis_topic_read *reads = hd_calloc(count + 1, sizeof(*reads));
+    bool *paged = hd_calloc(count + 1, sizeof(*paged));
+    uint64_t *positions = hd_alloc((waiting + 1) * sizeof(*positions));
+    bool rotated = false; /* a read of another epoch than the engine's now */
+    size_t k = 0, w = 0;
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            if (t->catching == CATCH_WANTED || t->catching == CATCH_WAITING ||
+                t->catching == CATCH_RESYNC)
+                positions[w++] = catch_position(t, epoch);
+            if (t->catching != CATCH_READING && t->catching != CATCH_READ)
+                continue;
+            topics[k] = t;
+            if (t->read->result.epoch == epoch) {
+                if (t->catching == CATCH_READING)
+                    begin_read(e, t);
+                reads[k] = read_rest(t);
+                paged[k] = t->read->result.more;
+                total += reads[k].count;
+            } else {
+                rotated = true;
+            }
+            k++;
+        }
+    }
+    /* After a rotation in between, nothing of the new epoch goes out before all is read again. */
+    uint64_t bound = rotated ? 0 : hd_redis_catch_up_bound(reads, paged, count, positions, waiting);
+    free(paged);
+    free(positions);
+    hd_message **merged = hd_alloc((total + 1) * sizeof(*merged));
+    bool more;
+    size_t n = hd_redis_merge(reads, count, total, merged, &more);
+    atomic_fetch_add(&e->catchup_messages, emit_merged(e, epoch, merged, n, &bound));
+    free(merged);
+    free(reads);
+    /* Everything read up to the (final) bound went out. */
+    for (k = 0; k < count; k++) {
+        topic_state *t = topics[k];
+        hd_engine_request *req = t->read;
+        if (req->result.epoch != epoch || t->catching == CATCH_WANTED) {
+            drop_read(t); /* read again: after a rotation, or a hole past what it holds */
+            set_catch(e, t, CATCH_WANTED);
+            continue;
+        }
+        while (t->read_next < req->result.count && req->messages[t->read_next]->seq <= bound)
+            t->read_next++;
+        if (t->read_next < req->result.count) {
+            set_catch(e, t, CATCH_READ);
+        } else {
+            bool more_to_read = req->result.more;
+            drop_read(t);
+            set_catch(e, t, more_to_read ? CATCH_WANTED : CATCH_NONE);
+        }
+    }
+    free(topics);
+    start_round(e);
+    drain_held(e);
+}
+
+static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_status status,
+                          const redisReply *reply)
+{
+    if (!e->round.active || req->round != e->round.id) {
+        request_free(req); /* of a retired round */
+        return;
+    }
+    if (status != HD_REDIS_OK) {
+        request_free(req);
+        abandon_round(e); /* the link broke: the reconnect reads every topic again */
+        return;
+    }
+    if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
+        hd_log_error("cluster: the read script failed: %s",
+                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
+        request_free(req);
+        abandon_round(e); /* the sweep timer tries again */
+        return;
+    }
+    topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    if (t != NULL && t->catching == CATCH_READING) {
+        t->read = req;
+        t->read_next = 0;
+    } else {
+        request_free(req); /* unsubscribed meanwhile */
+    }
+    if (++e->round.answered == e->round.count && e->round.barrier_seen)
+        finish_round(e);
+}
+
+/* A message on the node channel: the round's barrier came back. */
+static void on_node_message(redis_engine *e, const char *payload, size_t len)
+{
+    char barrier[sizeof(BARRIER_PREFIX) + 20];
+    int n = snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id);
+    if (!e->round.active || len != (size_t)n || memcmp(payload, barrier, len) != 0)
+        return;
+    e->round.barrier_seen = true;
+    if (e->round.answered == e->round.count)
+        finish_round(e);
+}
+
+/* Held messages go on once no topic catches up. */
+static void drain_held(redis_engine *e)
+{
+    while (e->catching == 0 && e->held_len > 0) {
+        uint64_t prev;
+        hd_message *msg = held_pop(e, &prev);
+        if (!deliver_live(e, msg, prev, true))
+            start_round(e);
+    }
+}
+
+/* One message from pub/sub, in seq order: taken over. */
+static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
+{
+    if (e->catching > 0 || e->held_len > 0) {
+        if (e->held_len == HELD_MAX) {
+            if (!e->overflowed)
+                hd_log_warn("cluster: %d messages held back while catching up: delivering the "
+                            "oldest ones early, out of order",
+                            HELD_MAX);
+            e->overflowed = true;
+            uint64_t oldest_prev;
+            hd_message *oldest = held_pop(e, &oldest_prev);
+            deliver_live(e, oldest, oldest_prev, false);
+        }
+        held_push(e, msg, prev, false);
+        return;
+    }
+    if (!deliver_live(e, msg, prev, true))
+        start_round(e);
 }
 
 static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len,
@@ -1611,8 +1999,10 @@ static void on_pubsub_message(void *ctx, const char *channel, size_t channel_len
 {
     redis_engine *e = ctx;
     if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
-        memcmp(channel + e->prefix_len, ":c:", 3) != 0)
-        return; /* the node channel: the link's probes */
+        memcmp(channel + e->prefix_len, ":c:", 3) != 0) {
+        on_node_message(e, payload, payload_len); /* the node channel */
+        return;
+    }
     const char *topic = channel + e->prefix_len + 3;
     size_t topic_len = channel_len - e->prefix_len - 3;
     hd_redis_payload p;
@@ -1632,17 +2022,21 @@ static void fresh_ready(redis_engine *e, topic_state *t)
     t->fresh = t->resync = false;
     if (t->since_epoch == e->epoch) {
         /*
-         * Nothing ingested yet: the topic stands where its subscribers
-         * started, so that a reconnect reads it from there even when no
+         * The topic stands where its subscribers started, so that the
+         * round reads it from there, and a reconnect does even when no
          * message comes before (otherwise what was published while away
          * would never be read).
          */
-        if (t->epoch != t->since_epoch) {
+        if (t->epoch != t->since_epoch || t->last < t->since_seq) {
             t->epoch = t->since_epoch;
             t->last = t->since_seq;
         }
-        start_fill(e, t, t->since_epoch, t->since_seq, NULL, 0);
+        set_catch(e, t, CATCH_WANTED);
+    } else {
+        set_catch(e, t, CATCH_NONE);
     }
+    start_round(e);
+    drain_held(e);
 }
 
 /*
@@ -1653,6 +2047,12 @@ static void fresh_ready(redis_engine *e, topic_state *t)
 static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
 {
     redis_engine *e = ctx;
+    if (channel_len == strlen(e->probe_channel) &&
+        memcmp(channel, e->probe_channel, channel_len) == 0) {
+        e->node_confirmed = true; /* rounds can end: their barriers come back */
+        start_round(e);
+        return;
+    }
     if (channel_len <= e->prefix_len + 3 || memcmp(channel, e->prefix, e->prefix_len) != 0 ||
         memcmp(channel + e->prefix_len, ":c:", 3) != 0)
         return;
@@ -1666,7 +2066,8 @@ static void on_subscribed(void *ctx, const char *channel, size_t channel_len)
             fresh_ready(e, t);
     } else if (t->resync) {
         t->resync = false;
-        start_fill(e, t, t->epoch, t->last, NULL, 0);
+        set_catch(e, t, CATCH_WANTED);
+        start_round(e);
     }
 }
 
@@ -1878,6 +2279,8 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
                         reason ? reason : "");
     }
     if (state != HD_REDIS_LINK_UP) {
+        e->node_confirmed = false;
+        abandon_round(e);
         forget_records(e);
         return;
     }
@@ -1885,10 +2288,16 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
     if (e->was_up)
         atomic_fetch_add(&e->reconnects, 1);
     e->was_up = true;
-    /* What pub/sub carried while down is read once each topic is subscribed again. */
+    /*
+     * What pub/sub carried while down is read once each topic is subscribed
+     * again: one catch-up round for all of them, after the last confirmation.
+     */
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
-        for (topic_state *t = e->topics[b]; t != NULL; t = t->next)
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
             t->resync = t->epoch != 0;
+            if (t->resync)
+                set_catch(e, t, t->fresh ? CATCH_WAITING : CATCH_RESYNC);
+        }
     }
     run_hello(e);
     check_redis_settings(e);
@@ -1996,11 +2405,6 @@ static void redis_free(hd_engine *engine)
         request_free(e->waiting);
         e->waiting = next;
     }
-    while (e->fills != NULL) {
-        hd_engine_request *next = e->fills->next;
-        request_free(e->fills);
-        e->fills = next;
-    }
     for (size_t i = 0; i < e->held_len; i++)
         hd_message_release(e->held[(e->held_head + i) % e->held_cap]);
     free(e->held);
@@ -2008,6 +2412,7 @@ static void redis_free(hd_engine *engine)
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         while (e->topics[b] != NULL) {
             topic_state *next = e->topics[b]->next;
+            drop_read(e->topics[b]);
             free(e->topics[b]);
             e->topics[b] = next;
         }
@@ -2068,7 +2473,6 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     atomic_init(&e->reconnects, 0);
     atomic_init(&e->gap_reads, 0);
     e->waiting_tail = &e->waiting;
-    e->fills_tail = &e->fills;
     e->workers = hd_worker_count();
     e->done = hd_calloc(e->workers, sizeof(*e->done));
     for (unsigned w = 0; w < e->workers; w++)

@@ -21,7 +21,9 @@
  * pub/sub connection's order, which is the global seq order. A topic's
  * message whose prev is newer than the last one ingested reveals a lost
  * pub/sub message: later messages wait while the missing range is read
- * from Redis.
+ * from Redis. What is read back (that, what was missed while the link was
+ * down, a new topic's seam) is merged with the held live messages by seq,
+ * across topics, before it is handed on (redis.c, "catch-up rounds").
  *
  * Publishing while the link is not up is refused at once (unavailable); a
  * publish whose connection broke before the answer is outcome_unknown;
@@ -119,6 +121,17 @@ bool hd_redis_read_gap(const hd_cursor *cursor, uint32_t cursor_epoch, uint32_t 
  */
 size_t hd_redis_merge(const hd_redis_topic_read *topics, size_t topic_count, size_t limit,
                       hd_message **out, bool *more);
+
+/*
+ * How far a catch-up round may deliver the merge of its reads (count
+ * topics' entries not delivered yet; paged[i]: topic i's read hit its limit,
+ * so more may follow its last entry) while other topics still to be read
+ * stand at positions (their entries may come anywhere after): the smallest
+ * of those positions and of the last entries of the paged reads;
+ * UINT64_MAX when there is none, everything read may go.
+ */
+uint64_t hd_redis_catch_up_bound(const hd_redis_topic_read *reads, const bool *paged, size_t count,
+                                 const uint64_t *positions, size_t position_count);
 
 /* What the topics script (redis_topics.lua) says of one topic. */
 typedef struct hd_redis_topic_stats {

@@ -423,6 +423,54 @@ test('a pub/sub message lost on its way is read from Redis and delivered in orde
   sse.close();
 });
 
+// Stores one message per (topic, publish) pair, in one atomic step (as the
+// publish script would, one after the other); publish '0' stores it without
+// telling any node. Resolves the seqs.
+const INJECT_MANY_SCRIPT = `
+    local epoch = redis.call('HGET', KEYS[1], 'e')
+    local prefix, now = ARGV[1], ARGV[2]
+    local seqs = {}
+    for i = 3, #ARGV, 2 do
+      local topic, publish = ARGV[i], ARGV[i + 1]
+      local meta = prefix .. ':m:' .. topic
+      local prev = redis.call('HGET', meta, 'l') or '0'
+      local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+      redis.call('XADD', prefix .. ':s:' .. topic, seq .. '-0', 'd', 'x' .. seq, 't', now, 'p', prev, 'v', '')
+      redis.call('HSET', meta, 'e', epoch, 'l', seq)
+      if publish == '1' then
+        redis.call('PUBLISH', prefix .. ':c:' .. topic, epoch .. ':' .. seq .. ':' .. prev .. ':' .. now .. ':0:x' .. seq)
+      end
+      seqs[#seqs + 1] = seq
+    end
+    return seqs`;
+
+async function injectMany(pairs) {
+  const args = pairs.flatMap(([topic, publish]) => [topic, publish ? '1' : '0']);
+  const out = await redisCli(redis.port, 'EVAL', INJECT_MANY_SCRIPT, '1', `{${PREFIX}}:hub`, `{${PREFIX}}`, String(Date.now()), ...args);
+  return out.split('\n').map(Number);
+}
+
+test('a pub/sub message lost on its way, with later messages of other topics: all delivered in seq order across topics', async () => {
+  const [t1, t2] = ['c-lost-1', 'c-lost-2'];
+  const sse = await subscribe(b.url, `/events?topic=${t1}&topic=${t2}`);
+  await subscribedOnRedis(t1, 1);
+  await subscribedOnRedis(t2, 1);
+  const first = await publishOk(a.url, t1, 'first');
+  await sse.waitEvents(1);
+  const epoch = first.id.split('-')[0];
+  // In one step: t1's next message is lost on pub/sub, the one after reveals
+  // it, then t2 and t1 go on. The read of t1 sees all of t1's, newer than
+  // t2's held message: they must still come out in seq order.
+  const seqs = await injectMany([[t1, false], [t1, true], [t2, true], [t1, true], [t2, true]]);
+  const events = await sse.waitEvents(1 + seqs.length);
+  assert.deepEqual(events.map((e) => [e.id, e.data]),
+    [[first.id, 'first'], ...seqs.map((q) => [`${epoch}-${q}`, `x${q}`])]);
+  const after = await publishOk(a.url, t2, 'after');
+  await sse.waitFor((st) => st.events.length === 2 + seqs.length, { what: 'the message after' });
+  assert.equal(sse.events.at(-1).id, after.id);
+  sse.close();
+});
+
 test('after a reconnect, what was published meanwhile is read and delivered in order (more than one read holds)', async () => {
   const topic = 'c-missed';
   const sse = await subscribe(b.url, `/events?topic=${topic}`);
@@ -482,6 +530,29 @@ test('Redis killed and restarted empty: a new epoch, a gap to subscribers, and p
   await oldWs.waitFor((c) => c.envelopes('c-restart').some((m) => m.id === after.id));
   old.close();
   oldWs.close();
+});
+
+test('after a new epoch, a topic\'s first message whose predecessor the node missed: the hole is read, both delivered in order', async () => {
+  const [t, u] = ['c-epoch-hole', 'c-epoch-other'];
+  const sse = await subscribe(b.url, `/events?topic=${t}&topic=${u}`);
+  await subscribedOnRedis(t, 1);
+  await subscribedOnRedis(u, 1);
+  const before = await publishOk(a.url, t, 'before');
+  await sse.waitFor((st) => st.events.some((e) => e.id === before.id), { what: 'the old epoch\'s message' });
+  await redisCli(redis.port, 'FLUSHALL');
+  // B learns the new epoch from another topic; then t's first message of
+  // the new epoch is stored without telling any node, and its successor
+  // (prev = that one) is published.
+  const other = await publishOk(a.url, u, 'other');
+  const epoch = other.id.split('-')[0];
+  assert.notEqual(epoch, before.id.split('-')[0], 'FLUSHALL: a new epoch');
+  await sse.waitFor((st) => st.events.some((e) => e.id === other.id), { what: 'the new epoch\'s first message' });
+  const seqs = await injectMany([[t, false], [t, true]]);
+  const ids = seqs.map((q) => `${epoch}-${q}`);
+  await sse.waitFor((st) => st.events.some((e) => e.id === ids[1]), { what: 'the published successor' });
+  const newEpoch = sse.events.filter((e) => e.event !== 'herald-gap' && e.id.startsWith(`${epoch}-`));
+  assert.deepEqual(newEpoch.map((e) => [e.id, e.data]), [[other.id, 'other'], [ids[0], `x${seqs[0]}`], [ids[1], `x${seqs[1]}`]]);
+  sse.close();
 });
 
 test('a node whose Redis cannot be reached: healthz 503, publish 503, subscribers accepted, clean stop', async () => {

@@ -1,10 +1,11 @@
 /*
  * The Redis engine's pure parts and the hub's side of cluster mode: the
- * pub/sub payload parser, the gap rule and the merge of a read's topics,
- * and hd_hub_ingest / hd_hub_advance (duplicates, a late message put back
- * in seq order, an epoch change clearing the mirror, cursors beyond what
- * the node saw), and reads answered from the node's own history
- * (hd_hub_read_covered) and what moves a subscription's seen position.
+ * pub/sub payload parser, the gap rule, the merge of a read's topics, a
+ * catch-up round's bound, and hd_hub_ingest / hd_hub_advance (duplicates,
+ * a late message put back in seq order, an epoch change clearing the
+ * mirror, cursors beyond what the node saw), and reads answered from the
+ * node's own history (hd_hub_read_covered) and what moves a subscription's
+ * seen position.
  */
 #include "engine/redis.h"
 
@@ -139,6 +140,38 @@ static void test_merge(void)
     hd_redis_topic_read twice[] = {topics[1], topics[1]};
     n = hd_redis_merge(twice, 2, 8, out, &more);
     CHECK_EQ_INT(n, 2);
+    for (size_t i = 0; i < 3; i++)
+        hd_message_release(a[i]);
+    for (size_t i = 0; i < 2; i++)
+        hd_message_release(b[i]);
+}
+
+/* A catch-up round's bound: paged reads' last entries and the positions of topics still to read. */
+static void test_catch_up_bound(void)
+{
+    hd_message *a[] = {msg("a", 2, EPOCH), msg("a", 5, EPOCH), msg("a", 9, EPOCH)};
+    hd_message *b[] = {msg("b", 3, EPOCH), msg("b", 7, EPOCH)};
+    hd_redis_topic_read reads[] = {
+        {.topic = "a", .topic_len = 1, .messages = a, .count = 3},
+        {.topic = "b", .topic_len = 1, .messages = b, .count = 2},
+        {.topic = "c", .topic_len = 1, .messages = NULL, .count = 0},
+    };
+    bool none[] = {false, false, false};
+    CHECK(hd_redis_catch_up_bound(reads, none, 3, NULL, 0) == UINT64_MAX); /* all complete */
+    CHECK(hd_redis_catch_up_bound(NULL, NULL, 0, NULL, 0) == UINT64_MAX);
+    bool a_paged[] = {true, false, false};
+    CHECK_EQ_INT(hd_redis_catch_up_bound(reads, a_paged, 3, NULL, 0), 9);
+    bool both_paged[] = {true, true, false};
+    /* b may hold more right after 7: a's 9 must wait for it. */
+    CHECK_EQ_INT(hd_redis_catch_up_bound(reads, both_paged, 3, NULL, 0), 7);
+    bool empty_paged[] = {false, false, true}; /* nothing left of it: no bound of its own */
+    CHECK(hd_redis_catch_up_bound(reads, empty_paged, 3, NULL, 0) == UINT64_MAX);
+    /* A topic still to be read from 4: anything of it may come at 5. */
+    uint64_t positions[] = {12, 4};
+    CHECK_EQ_INT(hd_redis_catch_up_bound(reads, both_paged, 3, positions, 2), 4);
+    CHECK_EQ_INT(hd_redis_catch_up_bound(reads, none, 3, positions, 1), 12);
+    uint64_t other_epoch[] = {0}; /* one whose last is of another epoch: nothing goes */
+    CHECK_EQ_INT(hd_redis_catch_up_bound(reads, none, 3, other_epoch, 1), 0);
     for (size_t i = 0; i < 3; i++)
         hd_message_release(a[i]);
     for (size_t i = 0; i < 2; i++)
@@ -535,6 +568,7 @@ int main(void)
     RUN_TEST(test_epoch_parse);
     RUN_TEST(test_read_gap);
     RUN_TEST(test_merge);
+    RUN_TEST(test_catch_up_bound);
     RUN_TEST(test_topic_fill);
     RUN_TEST(test_topics_merge);
     RUN_TEST(test_topics_range);
