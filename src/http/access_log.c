@@ -41,36 +41,32 @@ static bool is_token_key(const char *key, size_t len)
     return n == sizeof(name) - 1;
 }
 
-/* The target into out (cap bytes), each access_token value replaced by REDACTED; its length. */
+/* The target into out (cap bytes) without its access_token parameters; its length. */
 static size_t redacted_target(const hd_request *req, char *out, size_t cap)
 {
     const char *t = req->target.data;
     size_t len = req->target.len, n = 0;
     const char *query = t != NULL ? memchr(t, '?', len) : NULL;
-    size_t head = query != NULL ? (size_t)(query - t) + 1 : len;
+    size_t path_len = query != NULL ? (size_t)(query - t) : len;
 #define PUT(p, l)                                                                                  \
     do {                                                                                           \
         size_t take_ = (l) < cap - n ? (l) : cap - n;                                              \
         memcpy(out + n, (p), take_);                                                               \
         n += take_;                                                                                \
     } while (0)
-    PUT(t, head);
-    for (size_t at = head; at < len;) {
+    PUT(t, path_len);
+    bool first = true;
+    for (size_t at = path_len + 1; at < len;) {
         const char *end = memchr(t + at, '&', len - at);
         size_t param_len = end != NULL ? (size_t)(end - (t + at)) : len - at;
         const char *eq = memchr(t + at, '=', param_len);
         size_t key_len = eq != NULL ? (size_t)(eq - (t + at)) : param_len;
-        if (eq != NULL && is_token_key(t + at, key_len)) {
-            PUT(t + at, key_len + 1);
-            PUT("REDACTED", 8);
-        } else {
+        if (!is_token_key(t + at, key_len)) {
+            PUT(first ? "?" : "&", 1);
             PUT(t + at, param_len);
+            first = false;
         }
-        at += param_len;
-        if (end != NULL) {
-            PUT("&", 1);
-            at++;
-        }
+        at += param_len + 1;
     }
 #undef PUT
     return n;

@@ -1,8 +1,8 @@
 /*
  * The access log (config access_log, at info): one line per HTTP response
  * and one per stream (SSE, WebSocket) when it ends. Fields: method, path
- * (the request target with every access_token query value replaced by
- * REDACTED; no header is ever logged), status, bytes (of the response;
+ * (the request target without its access_token query parameters; no
+ * header is ever logged), status, bytes (of the response;
  * streams: none), duration_ms, peer, and for streams transport and reason.
  * Built in a stack buffer (herald/log.h): nothing is allocated per request,
  * and with access_log false or the level above info nothing is formatted.
