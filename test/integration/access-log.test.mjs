@@ -89,15 +89,16 @@ describe('access log', () => {
 
   test('a slow consumer and an expired token are named as the reason', async () => {
     const secret = 'y'.repeat(32);
-    const h = await startHerald({ config: { heartbeat_s: 1, limits: { max_outbound_bytes: 1024 }, auth: { jwt_secret: secret } } });
+    const h = await startHerald({ config: { heartbeat_s: 1, limits: { max_outbound_bytes: 1024, max_message_bytes: 1048576 }, auth: { jwt_secret: secret } } });
     const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-access-'));
     try {
       const conn = await RawConn.connect(h.host, h.port);
       await conn.write(`GET /events?topic=slow HTTP/1.1\r\nHost: x\r\n\r\n`);
       await until(() => conn.text.includes('retry:'), { what: 'the stream head' });
       conn.socket.pause(); // nobody reads: the queue passes its limit and the stream ends
-      for (let i = 0; i < 400 && !/reason="slow consumer"/.test(h.stderr()); i++)
-        await publish(h.url, 'slow', 'x'.repeat(60000));
+      const big = 'x'.repeat(1_000_000);
+      for (let i = 0; i < 100 && !/reason="slow consumer"/.test(h.stderr()); i++)
+        await publish(h.url, 'slow', big);
       await h.waitForStderr(/stream ended transport=sse .*reason="slow consumer"/);
 
       writeFileSync(path.join(dir, 'secret'), secret);
