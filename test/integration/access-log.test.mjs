@@ -102,9 +102,11 @@ describe('access log', () => {
       await h.waitForStderr(/stream ended transport=sse .*reason="slow consumer"/);
 
       writeFileSync(path.join(dir, 'secret'), secret);
-      const r = await runHerald(['token', '--secret-file', path.join(dir, 'secret'), '--subscribe', '*', '--ttl', '1s']);
+      const r = await runHerald(['token', '--secret-file', path.join(dir, 'secret'), '--subscribe', '*', '--ttl', '3s']);
       const sse = await openSSE(h.url, `/events?topic=exp&access_token=${r.stdout.trim()}`);
-      await h.waitForStderr(/stream ended transport=sse .*reason="token expired"/);
+      assert.equal(sse.status, 200);
+      // Ends at the first heartbeat (1 s) after exp, at most 4 s from now.
+      await h.waitForStderr(/stream ended transport=sse .*reason="token expired"/, 10_000);
       sse.close();
       conn.socket.destroy();
     } finally {
