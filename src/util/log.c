@@ -7,6 +7,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "herald/utf8.h"
+
 /* Atomic: a reload (SIGHUP) sets them on the main thread while the workers log. */
 static hd_log_level current_level = HD_LOG_INFO;
 static bool json_lines = false;
@@ -41,17 +43,28 @@ int hd_log_level_parse(const char *name, hd_log_level *out)
     return -1;
 }
 
-/* A line being built in a stack buffer; what does not fit is dropped, the newline always fits. */
+/*
+ * A line being built in a stack buffer. Text stops RESERVE bytes short of
+ * the end, where only closers go (a JSON string's quote, the object's brace,
+ * the newline): a cut line is still one line, and in JSON still an object.
+ */
+#define RESERVE 8
+
 typedef struct line {
     char data[LINE_MAX_BYTES];
     size_t len;
 } line;
 
+static size_t room(const line *l)
+{
+    /* Past the mark once a closer went in: no more text. */
+    return l->len + RESERVE < sizeof(l->data) ? sizeof(l->data) - RESERVE - l->len : 0;
+}
+
 static void put(line *l, const char *bytes, size_t len)
 {
-    size_t room = sizeof(l->data) - 1 - l->len;
-    if (len > room)
-        len = room;
+    if (len > room(l))
+        len = room(l);
     memcpy(l->data + l->len, bytes, len);
     l->len += len;
 }
@@ -61,21 +74,46 @@ static void put_str(line *l, const char *s)
     put(l, s, strlen(s));
 }
 
-/* As a JSON string's contents: quotes, backslashes and control bytes escaped. */
+/* A closer, into the reserve. */
+static void put_closer(line *l, char c)
+{
+    l->data[l->len++] = c;
+}
+
+/*
+ * As a JSON string's contents: quotes, backslashes and control bytes
+ * escaped (and every byte of 0x80 and above when the text is not UTF-8). Where the room ends the
+ * text is cut between characters, never inside an escape or a UTF-8 sequence.
+ */
 static void put_json_escaped(line *l, const char *s, size_t len)
 {
+    /* JSON is UTF-8: bytes of anything else (a raw request target) are escaped one by one. */
+    bool bytes = !hd_utf8_valid(s, len);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
+        char esc[8];
+        size_t n = 1;
         if (c == '"' || c == '\\') {
-            char esc[2] = {'\\', (char)c};
-            put(l, esc, 2);
-        } else if (c < 0x20 || c == 0x7f) {
-            char esc[8];
-            snprintf(esc, sizeof(esc), "\\u%04x", c);
-            put_str(l, esc);
+            esc[0] = '\\';
+            esc[1] = (char)c;
+            n = 2;
+        } else if (c < 0x20 || c == 0x7f || (bytes && c >= 0x80)) {
+            n = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", c);
         } else {
-            put(l, (const char *)&c, 1);
+            esc[0] = (char)c;
         }
+        if (n > room(l)) {
+            /* Cut inside a UTF-8 sequence: drop its first bytes too. */
+            if ((c & 0xc0) == 0x80) {
+                while (l->len > 0 && ((unsigned char)l->data[l->len - 1] & 0xc0) == 0x80)
+                    l->len--;
+                if (l->len > 0 && (unsigned char)l->data[l->len - 1] >= 0xc0)
+                    l->len--;
+            }
+            return;
+        }
+        memcpy(l->data + l->len, esc, n);
+        l->len += n;
     }
 }
 
@@ -91,7 +129,7 @@ static void put_text_value(line *l, const char *s, size_t len)
     }
     put(l, "\"", 1);
     put_json_escaped(l, s, len);
-    put(l, "\"", 1);
+    put_closer(l, '"');
 }
 
 static void begin(line *l, hd_log_level level, bool json)
@@ -112,13 +150,9 @@ static void begin(line *l, hd_log_level level, bool json)
 /* One write per line so that concurrent writers never interleave inside a line. */
 static void end(line *l, bool json)
 {
-    if (json) {
-        /* Room is kept for the closing brace: a cut line still parses (its last value cut). */
-        if (l->len > sizeof(l->data) - 4)
-            l->len = sizeof(l->data) - 4;
-        put_str(l, "}");
-    }
-    l->data[l->len++] = '\n';
+    if (json)
+        put_closer(l, '}');
+    put_closer(l, '\n');
     fwrite(l->data, 1, l->len, stderr);
     fflush(stderr);
 }
@@ -137,7 +171,7 @@ void hd_log(hd_log_level level, const char *fmt, ...)
     va_end(ap);
     if (json) {
         put_json_escaped(&l, text, strlen(text));
-        put_str(&l, "\"");
+        put_closer(&l, '"');
     } else {
         put_str(&l, text);
     }
@@ -153,9 +187,12 @@ void hd_log_event(hd_log_level level, const char *msg, const hd_log_field *field
     begin(&l, level, json);
     put_str(&l, msg);
     if (json)
-        put_str(&l, "\"");
+        put_closer(&l, '"');
     for (size_t i = 0; i < count; i++) {
         const hd_log_field *f = &fields[i];
+        /* A field starts only with room for its name and a number: no half-written member. */
+        if (room(&l) < strlen(f->name) + 32)
+            break;
         char number[32];
         if (f->text == NULL)
             snprintf(number, sizeof(number), "%" PRId64, f->number);
@@ -167,7 +204,7 @@ void hd_log_event(hd_log_level level, const char *msg, const hd_log_field *field
         } else if (json) {
             put(&l, "\"", 1);
             put_json_escaped(&l, f->text, f->len);
-            put(&l, "\"", 1);
+            put_closer(&l, '"');
         } else {
             put_text_value(&l, f->text, f->len);
         }
