@@ -21,8 +21,8 @@
 #include "engine/memory.h"
 #include "engine/redis.h"
 #include "engine/redis_url.h"
-#include "ops/token_tool.h"
 #include "http/http1.h"
+#include "ops/token_tool.h"
 #include "transport/context.h"
 
 /* What the command line asked for: a reload (SIGHUP) applies it again on top of the file. */
