@@ -10,6 +10,7 @@ packages=(
   libuv1-dev libssl-dev libcjson-dev libhiredis-dev zlib1g-dev
   redis-server redis-sentinel redis-tools chromium clang clang-format libclang-rt-14-dev
   nginx libnginx-mod-nchan
+  prometheus
 )
 # Node.js may already come from another source (nodesource); only fall back to Debian's when absent.
 command -v node >/dev/null 2>&1 || packages+=(nodejs)

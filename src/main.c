@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 #include "engine/redis.h"
 #include "engine/redis_url.h"
 #include "http/http1.h"
+#include "ops/token_tool.h"
 #include "transport/context.h"
 
 /* What the command line asked for: a reload (SIGHUP) applies it again on top of the file. */
@@ -28,6 +30,7 @@ typedef struct options {
     const char *config_path; /* NULL: the embedded defaults, and nothing to reload */
     const char *listen;
     const char *log_level;
+    bool check_only; /* --check-config: validate, say so and exit */
 } options;
 
 /*
@@ -71,6 +74,8 @@ typedef struct herald {
 static void print_usage(FILE *out)
 {
     fputs("Usage: herald [--config FILE] [--listen ADDR:PORT] [--log-level LEVEL]\n"
+          "       herald --check-config FILE\n"
+          "       herald token --secret-file FILE | --private-key FILE [options]\n"
           "\n"
           "A real-time notification hub: publish with HTTP POST, subscribe with\n"
           "Server-Sent Events (/events), long-polling (/poll) or WebSocket (/ws).\n"
@@ -80,6 +85,10 @@ static void print_usage(FILE *out)
           "  -l, --listen ADDR:PORT  listen here instead of the configured addresses\n"
           "                          (port 0 picks a free port, logged at start)\n"
           "      --log-level LEVEL   debug, info, warn or error\n"
+          "      --check-config FILE validate FILE with the environment's overrides\n"
+          "                          (HERALD_<KEY>), print ok and exit 0, or the\n"
+          "                          error and exit 2\n"
+          "  token                   print a signed token (herald token --help)\n"
           "  -h, --help              show this help and exit\n"
           "  -V, --version           show the version and exit\n",
           out);
@@ -98,11 +107,12 @@ static int check_cluster(const hd_config *config, hd_redis_url *url)
 
 static int parse_arguments(int argc, char **argv, options *opts)
 {
-    enum { OPT_LOG_LEVEL = 256 };
+    enum { OPT_LOG_LEVEL = 256, OPT_CHECK_CONFIG };
     static const struct option long_options[] = {
         {"config", required_argument, NULL, 'c'},
         {"listen", required_argument, NULL, 'l'},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+        {"check-config", required_argument, NULL, OPT_CHECK_CONFIG},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0},
@@ -119,6 +129,10 @@ static int parse_arguments(int argc, char **argv, options *opts)
             break;
         case OPT_LOG_LEVEL:
             opts->log_level = optarg;
+            break;
+        case OPT_CHECK_CONFIG:
+            opts->config_path = optarg;
+            opts->check_only = true;
             break;
         case 'h':
             print_usage(stdout);
@@ -141,11 +155,17 @@ static int parse_arguments(int argc, char **argv, options *opts)
     return 0;
 }
 
-/* The config file (if any), then the command line's overrides; err names the key or option. */
+/*
+ * The config file (if any), then the environment's overrides, then the
+ * command line's; err names the key, variable or option. The environment is
+ * fixed at start, so a reload applies the same overrides again.
+ */
 static int load_config(hd_config *config, const options *opts, char *err, size_t err_len)
 {
     if (opts->config_path != NULL &&
         hd_config_load_file(config, opts->config_path, err, err_len) != 0)
+        return -1;
+    if (hd_config_apply_env(config, err, err_len) != 0)
         return -1;
     if (opts->listen != NULL) {
         size_t prefix = (size_t)snprintf(err, err_len, "--listen: ");
@@ -156,7 +176,7 @@ static int load_config(hd_config *config, const options *opts, char *err, size_t
         snprintf(err, err_len, "--log-level: expected debug, info, warn or error");
         return -1;
     }
-    return 0;
+    return hd_config_finish(config, err, err_len);
 }
 
 /*
@@ -191,6 +211,7 @@ static void reload(herald *h)
     if (kept_count > 0)
         hd_log_warn("reload: kept the running value of %s (changes only at a restart)", kept);
     hd_log_set_level(settings->config.log_level);
+    hd_log_set_json(strcmp(settings->config.log_format, "json") == 0);
     hd_workers_use_settings(h->workers, settings);
     hd_settings_release(h->settings);
     h->settings = settings;
@@ -264,6 +285,7 @@ static hd_settings *load_settings(const options *opts)
         fprintf(stderr, "herald: %s\n", err);
     } else if (check_cluster(&config, &url) == 0) {
         hd_log_set_level(config.log_level);
+        hd_log_set_json(strcmp(config.log_format, "json") == 0);
         settings = hd_settings_new(&config, err, sizeof(err));
         if (settings == NULL)
             fprintf(stderr, "herald: %s\n", err);
@@ -312,11 +334,19 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
 int main(int argc, char **argv)
 {
     static herald h;
+    if (argc > 1 && strcmp(argv[1], "token") == 0)
+        return hd_token_tool(argc - 1, argv + 1);
     if (parse_arguments(argc, argv, &h.options) != 0)
         return 2;
     h.settings = load_settings(&h.options);
     if (h.settings == NULL)
         return 2;
+    if (h.options.check_only) {
+        /* Loaded as a start would: keys and certificates included. */
+        hd_settings_release(h.settings);
+        puts("ok");
+        return 0;
+    }
     signal(SIGPIPE, SIG_IGN);
 
     const hd_config *config = &h.settings->config;

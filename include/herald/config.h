@@ -26,6 +26,8 @@ bool hd_strings_contains(const hd_strings *strings, const char *value, size_t le
 typedef struct hd_config {
     hd_strings listen; /* "ADDR:PORT" ("[v6]:PORT" for IPv6); port 0 = any free port */
     hd_log_level log_level;
+    char *log_format; /* "text" or "json" */
+    bool access_log;  /* a line per HTTP request and per stream */
     uint32_t heartbeat_s;
     uint32_t shutdown_grace_s;
     uint32_t workers; /* event loop threads; 0 = one per CPU */
@@ -72,6 +74,7 @@ typedef struct hd_config {
     } tls;
     struct {
         char *jwt_secret;
+        char *jwt_secret_file; /* read into jwt_secret by hd_config_finish */
         char *jwt_public_key;
         bool anonymous_subscribe;
         bool anonymous_publish;
@@ -84,7 +87,9 @@ typedef struct hd_config {
         hd_strings sentinels; /* "host:port" each; empty: no Sentinel */
         char *sentinel_master;
         char *sentinel_password;
+        char *sentinel_password_file; /* read into sentinel_password by hd_config_finish */
         char *master_password;
+        char *master_password_file; /* read into master_password by hd_config_finish */
         uint32_t master_db;
     } cluster;
 } hd_config;
@@ -101,6 +106,20 @@ void hd_config_init(hd_config *cfg);
 int hd_config_apply_json(hd_config *cfg, const char *json, size_t len, char *err, size_t err_len);
 /* Reads and applies a file; unreadable file and invalid JSON are errors naming the path. */
 int hd_config_load_file(hd_config *cfg, const char *path, char *err, size_t err_len);
+/*
+ * Applies the environment's overrides on top of cfg: each key from
+ * HERALD_<KEY> (the dotted name upper-cased, dots as underscores:
+ * HERALD_LIMITS_MAX_CONNECTIONS), checked like the file's, errors naming
+ * the variable. Lists: comma-separated, or a JSON array when the value
+ * starts with '['. Other HERALD_* variables are ignored.
+ */
+int hd_config_apply_env(hd_config *cfg, char *err, size_t err_len);
+/*
+ * Once every source is applied: reads the secret files (auth.jwt_secret_file,
+ * cluster.sentinel_password_file, cluster.master_password_file) into their
+ * keys and checks the rules that involve several keys. Errors name the key.
+ */
+int hd_config_finish(hd_config *cfg, char *err, size_t err_len);
 /* Replaces the listen list with one address (the --listen override), validating it. */
 int hd_config_set_listen(hd_config *cfg, const char *address, char *err, size_t err_len);
 /*

@@ -9,6 +9,8 @@
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <ctype.h>
+#include <openssl/crypto.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -70,6 +72,7 @@ static const char *check_redis(const char *value);
 static const char *check_prefix(const char *value);
 static const char *check_sentinel(const char *value);
 static const char *check_sentinel_master(const char *value);
+static const char *check_log_format(const char *value);
 
 /*
  * Integer bounds stay below 2^53 so that cJSON's double holds every value in
@@ -78,6 +81,8 @@ static const char *check_sentinel_master(const char *value);
 static const config_key config_keys[] = {
     STRINGS("listen", listen, 1, "127.0.0.1:8080", check_listen),
     LOG_LEVEL("log_level", log_level, HD_LOG_INFO),
+    STRING("log_format", log_format, "text", check_log_format),
+    BOOL("access_log", access_log, true),
     U32("heartbeat_s", heartbeat_s, 1, 3600, 15),
     U32("shutdown_grace_s", shutdown_grace_s, 0, 300, 5),
     U32("workers", workers, 0, 64, 0),
@@ -111,6 +116,7 @@ static const config_key config_keys[] = {
     STRING("tls.cert", tls.cert, "", NULL),
     STRING("tls.key", tls.key, "", NULL),
     STRING("auth.jwt_secret", auth.jwt_secret, "", NULL),
+    STRING("auth.jwt_secret_file", auth.jwt_secret_file, "", NULL),
     STRING("auth.jwt_public_key", auth.jwt_public_key, "", NULL),
     BOOL("auth.anonymous_subscribe", auth.anonymous_subscribe, true),
     BOOL("auth.anonymous_publish", auth.anonymous_publish, true),
@@ -121,7 +127,9 @@ static const config_key config_keys[] = {
     STRINGS("cluster.sentinels", cluster.sentinels, 0, NULL, check_sentinel),
     STRING("cluster.sentinel_master", cluster.sentinel_master, "", check_sentinel_master),
     STRING("cluster.sentinel_password", cluster.sentinel_password, "", NULL),
+    STRING("cluster.sentinel_password_file", cluster.sentinel_password_file, "", NULL),
     STRING("cluster.master_password", cluster.master_password, "", NULL),
+    STRING("cluster.master_password_file", cluster.master_password_file, "", NULL),
     U32("cluster.master_db", cluster.master_db, 0, 2147483647, 0),
 };
 
@@ -149,7 +157,9 @@ static const char *const restart_keys[] = {
     "cluster.sentinels",
     "cluster.sentinel_master",
     "cluster.sentinel_password",
+    "cluster.sentinel_password_file",
     "cluster.master_password",
+    "cluster.master_password_file",
     "cluster.master_db",
 };
 
@@ -157,7 +167,9 @@ static const char *const restart_keys[] = {
 #define PASSWORD_MAX 512
 
 /* Config files are small; the cap only stops a wrong path (a device, a log) from eating memory. */
-#define MAX_FILE_BYTES (16u << 20)
+#define MAX_FILE_BYTES ((size_t)16 << 20)
+/* A secret file holds one secret (auth.jwt_secret_file, ...). */
+#define MAX_SECRET_BYTES ((size_t)64 << 10)
 
 /* ---------------------------------------------------------------- errors */
 
@@ -277,6 +289,11 @@ static const char *check_sentinel_master(const char *value)
     for (size_t i = 0; ok && i < len; i++)
         ok = value[i] > ' ' && value[i] < 127;
     return ok ? NULL : "must be at most 128 printable ASCII characters without spaces";
+}
+
+static const char *check_log_format(const char *value)
+{
+    return strcmp(value, "text") == 0 || strcmp(value, "json") == 0 ? NULL : "must be text or json";
 }
 
 /* Inside a Redis hash tag ("{prefix}"): no braces, and short, since every key repeats it. */
@@ -400,14 +417,15 @@ static bool is_section(const char *name)
  * value is known to be in range, it is an integer exactly when converting it
  * to uint64_t and back changes nothing (1.5 fails, 1e3 is 1000).
  */
-static int apply_integer(apply_ctx *ctx, const config_key *key, const cJSON *item)
+static int apply_integer(apply_ctx *ctx, const config_key *key, const char *label,
+                         const cJSON *item)
 {
     if (!cJSON_IsNumber(item))
-        return fail(ctx->err, ctx->err_len, "%s: expected an integer", key->name);
+        return fail(ctx->err, ctx->err_len, "%s: expected an integer", label);
     double d = item->valuedouble;
     if (!(d >= (double)key->min && d <= (double)key->max) || (double)(uint64_t)d != d)
         return fail(ctx->err, ctx->err_len,
-                    "%s: must be an integer between %" PRIu64 " and %" PRIu64, key->name, key->min,
+                    "%s: must be an integer between %" PRIu64 " and %" PRIu64, label, key->min,
                     key->max);
     void *field = field_of(ctx->cfg, key);
     if (key->type == KEY_U32)
@@ -428,20 +446,21 @@ static int check_string(apply_ctx *ctx, const config_key *key, const char *label
 }
 
 /* Validates every item before touching the field, so a bad array leaves the old list whole. */
-static int apply_strings(apply_ctx *ctx, const config_key *key, const cJSON *item)
+static int apply_strings(apply_ctx *ctx, const config_key *key, const char *label,
+                         const cJSON *item)
 {
     if (!cJSON_IsArray(item))
-        return fail(ctx->err, ctx->err_len, "%s: expected an array of strings", key->name);
+        return fail(ctx->err, ctx->err_len, "%s: expected an array of strings", label);
     size_t count = (size_t)cJSON_GetArraySize(item);
     if (count < key->min)
-        return fail(ctx->err, ctx->err_len, "%s: must not be empty", key->name);
+        return fail(ctx->err, ctx->err_len, "%s: must not be empty", label);
     size_t index = 0;
     for (const cJSON *el = item->child; el != NULL; el = el->next, index++) {
-        char label[96];
-        snprintf(label, sizeof(label), "%s[%zu]", key->name, index);
+        char item_label[96];
+        snprintf(item_label, sizeof(item_label), "%s[%zu]", label, index);
         if (!cJSON_IsString(el))
-            return fail(ctx->err, ctx->err_len, "%s: expected a string", label);
-        if (check_string(ctx, key, label, el->valuestring) != 0)
+            return fail(ctx->err, ctx->err_len, "%s: expected a string", item_label);
+        if (check_string(ctx, key, item_label, el->valuestring) != 0)
             return -1;
     }
     hd_strings *list = field_of(ctx->cfg, key);
@@ -454,34 +473,35 @@ static int apply_strings(apply_ctx *ctx, const config_key *key, const cJSON *ite
     return 0;
 }
 
-static int apply_value(apply_ctx *ctx, const config_key *key, const cJSON *item)
+/* label names the key in errors: its dotted name, or the environment variable that set it. */
+static int apply_value(apply_ctx *ctx, const config_key *key, const char *label, const cJSON *item)
 {
     void *field = field_of(ctx->cfg, key);
     switch (key->type) {
     case KEY_U32:
     case KEY_U64:
-        return apply_integer(ctx, key, item);
+        return apply_integer(ctx, key, label, item);
     case KEY_BOOL:
         if (!cJSON_IsBool(item))
-            return fail(ctx->err, ctx->err_len, "%s: expected true or false", key->name);
+            return fail(ctx->err, ctx->err_len, "%s: expected true or false", label);
         *(bool *)field = cJSON_IsTrue(item);
         return 0;
     case KEY_STRING:
         if (!cJSON_IsString(item))
-            return fail(ctx->err, ctx->err_len, "%s: expected a string", key->name);
-        if (check_string(ctx, key, key->name, item->valuestring) != 0)
+            return fail(ctx->err, ctx->err_len, "%s: expected a string", label);
+        if (check_string(ctx, key, label, item->valuestring) != 0)
             return -1;
         free(*(char **)field);
         *(char **)field = hd_strdup(item->valuestring);
         return 0;
     case KEY_STRINGS:
-        return apply_strings(ctx, key, item);
+        return apply_strings(ctx, key, label, item);
     case KEY_LOG_LEVEL:
         if (!cJSON_IsString(item))
-            return fail(ctx->err, ctx->err_len, "%s: expected a string", key->name);
+            return fail(ctx->err, ctx->err_len, "%s: expected a string", label);
         if (hd_log_level_parse(item->valuestring, field) != 0)
             return fail(ctx->err, ctx->err_len, "%s: must be one of debug, info, warn, error",
-                        key->name);
+                        label);
         return 0;
     }
     return 0;
@@ -513,7 +533,7 @@ static int apply_object(apply_ctx *ctx, const cJSON *object, const char *prefix)
             if (ctx->seen[row])
                 return fail(ctx->err, ctx->err_len, "duplicate key '%s'", key->name);
             ctx->seen[row] = true;
-            if (apply_value(ctx, key, item) != 0)
+            if (apply_value(ctx, key, key->name, item) != 0)
                 return -1;
         } else if (plain && is_section(path)) {
             if (!cJSON_IsObject(item))
@@ -692,41 +712,46 @@ int hd_config_apply_json(hd_config *cfg, const char *json, size_t len, char *err
     return rc;
 }
 
-/* Reads a whole file into memory; errors name the path and the reason. */
-static char *read_file(const char *path, size_t *len_out, char *err, size_t err_len)
+/*
+ * Reads a whole file of at most max_bytes into memory (NUL-terminated, for
+ * the secrets); errors start with what ("cannot read config file") and
+ * name the path and the reason.
+ */
+static char *read_file(const char *path, const char *what, size_t max_bytes, size_t *len_out,
+                       char *err, size_t err_len)
 {
     char shown[256];
     printable(shown, sizeof(shown), path);
     FILE *f = fopen(path, "rb");
     if (f == NULL) {
-        fail(err, err_len, "cannot read config file '%s': %s", shown, strerror(errno));
+        fail(err, err_len, "%s '%s': %s", what, shown, strerror(errno));
         return NULL;
     }
     size_t len = 0, cap = 16384;
-    char *buf = hd_alloc(cap);
+    char *buf = hd_alloc(cap + 1);
     for (;;) {
         if (len == cap) {
             cap *= 2;
-            buf = hd_realloc(buf, cap);
+            buf = hd_realloc(buf, cap + 1);
         }
         size_t n = fread(buf + len, 1, cap - len, f);
         len += n;
-        if (n == 0 || len > MAX_FILE_BYTES)
+        if (n == 0 || len > max_bytes)
             break;
     }
     /* fread reports errors (EISDIR for a directory) only through ferror and errno. */
     bool failed = ferror(f) != 0;
     int read_errno = errno;
     fclose(f);
-    if (failed || len > MAX_FILE_BYTES) {
+    if (failed || len > max_bytes) {
         if (failed)
-            fail(err, err_len, "cannot read config file '%s': %s", shown, strerror(read_errno));
+            fail(err, err_len, "%s '%s': %s", what, shown, strerror(read_errno));
         else
-            fail(err, err_len, "cannot read config file '%s': larger than %u MiB", shown,
-                 MAX_FILE_BYTES >> 20);
+            fail(err, err_len, "%s '%s': larger than %zu KiB", what, shown, max_bytes >> 10);
         free(buf);
         return NULL;
     }
+    buf[len] = '\0';
     *len_out = len;
     return buf;
 }
@@ -734,7 +759,7 @@ static char *read_file(const char *path, size_t *len_out, char *err, size_t err_
 int hd_config_load_file(hd_config *cfg, const char *path, char *err, size_t err_len)
 {
     size_t len;
-    char *text = read_file(path, &len, err, err_len);
+    char *text = read_file(path, "cannot read config file", MAX_FILE_BYTES, &len, err, err_len);
     if (text == NULL)
         return -1;
     char inner[HD_CONFIG_ERROR_MAX];
@@ -745,6 +770,146 @@ int hd_config_load_file(hd_config *cfg, const char *path, char *err, size_t err_
         fail(err, err_len, "%s: %s", printable(shown, sizeof(shown), path), inner);
     }
     return rc;
+}
+
+/* -------------------------------------------------------- environment */
+
+/* "HERALD_" and the dotted name upper-cased, dots to underscores: HERALD_LIMITS_MAX_CONNECTIONS. */
+static void env_name(const config_key *key, char *out, size_t out_len)
+{
+    size_t n = (size_t)snprintf(out, out_len, "HERALD_");
+    for (const char *p = key->name; *p != '\0' && n + 1 < out_len; p++)
+        out[n++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+    out[n] = '\0';
+}
+
+/*
+ * A list from the environment: a JSON array when it starts with '[', else
+ * comma-separated items with the spaces around each trimmed ("" is the
+ * empty list). NULL for a JSON text that does not parse.
+ */
+static cJSON *env_list(const char *value)
+{
+    if (value[0] == '[')
+        return cJSON_Parse(value);
+    cJSON *array = cJSON_CreateArray();
+    for (const char *p = value; *value != '\0';) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma != NULL ? comma : p + strlen(p);
+        while (p < end && *p == ' ')
+            p++;
+        while (end > p && end[-1] == ' ')
+            end--;
+        char *item = hd_strndup(p, (size_t)(end - p));
+        cJSON_AddItemToArray(array, cJSON_CreateString(item));
+        free(item);
+        if (comma == NULL)
+            break;
+        p = comma + 1;
+    }
+    return array;
+}
+
+/*
+ * The JSON value a variable's text stands for, so that apply_value checks
+ * it exactly as it checks the file's. Text that is not of the key's type
+ * becomes a value apply_value refuses with the file's message for it.
+ */
+static cJSON *env_value(const config_key *key, const char *value)
+{
+    size_t len = strlen(value);
+    switch (key->type) {
+    case KEY_U32:
+    case KEY_U64:
+        /* -1 is out of every range: "must be an integer between ..." like 1.5 in the file. */
+        return cJSON_CreateNumber(
+            len > 0 && strspn(value, "0123456789") == len ? strtod(value, NULL) : -1);
+    case KEY_BOOL:
+        if (strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
+            return cJSON_CreateBool(value[0] == 't');
+        return cJSON_CreateNull();
+    case KEY_STRINGS:
+        return env_list(value);
+    case KEY_STRING:
+    case KEY_LOG_LEVEL:
+        break;
+    }
+    return cJSON_CreateString(value);
+}
+
+int hd_config_apply_env(hd_config *cfg, char *err, size_t err_len)
+{
+    apply_ctx ctx = {.cfg = cfg, .err = err, .err_len = err_len};
+    for (size_t i = 0; i < N_KEYS; i++) {
+        char name[96];
+        env_name(&config_keys[i], name, sizeof(name));
+        const char *value = getenv(name);
+        if (value == NULL)
+            continue;
+        if (!hd_utf8_valid(value, strlen(value)))
+            return fail(err, err_len, "%s: not UTF-8", name);
+        cJSON *item = env_value(&config_keys[i], value);
+        int rc = item != NULL ? apply_value(&ctx, &config_keys[i], name, item)
+                              : fail(err, err_len,
+                                     "%s: expected comma-separated items or a JSON array of "
+                                     "strings",
+                                     name);
+        cJSON_Delete(item);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- secret files */
+
+/*
+ * Reads the secret file_key names (if set) into *secret, which must then be
+ * unset: the file's bytes, less one trailing newline.
+ */
+static int read_secret(const char *file_key, const char *path, const char *secret_key,
+                       char **secret, char *err, size_t err_len)
+{
+    if (path[0] == '\0')
+        return 0;
+    if ((*secret)[0] != '\0')
+        return fail(err, err_len, "%s and %s: set one or the other, not both", secret_key,
+                    file_key);
+    char what[96], shown[256];
+    snprintf(what, sizeof(what), "%s: cannot read", file_key);
+    size_t len;
+    char *text = read_file(path, what, MAX_SECRET_BYTES, &len, err, err_len);
+    if (text == NULL)
+        return -1;
+    if (len > 0 && text[len - 1] == '\n')
+        len--;
+    if (len > 0 && text[len - 1] == '\r')
+        len--;
+    text[len] = '\0';
+    int rc = 0;
+    if (len == 0 || memchr(text, '\0', len) != NULL)
+        rc = fail(err, err_len, "%s: '%s' %s", file_key, printable(shown, sizeof(shown), path),
+                  len == 0 ? "is empty" : "holds a NUL byte");
+    else {
+        free(*secret);
+        *secret = hd_strdup(text);
+    }
+    OPENSSL_cleanse(text, len);
+    free(text);
+    return rc;
+}
+
+int hd_config_finish(hd_config *cfg, char *err, size_t err_len)
+{
+    if (read_secret("auth.jwt_secret_file", cfg->auth.jwt_secret_file, "auth.jwt_secret",
+                    &cfg->auth.jwt_secret, err, err_len) != 0 ||
+        read_secret("cluster.sentinel_password_file", cfg->cluster.sentinel_password_file,
+                    "cluster.sentinel_password", &cfg->cluster.sentinel_password, err,
+                    err_len) != 0 ||
+        read_secret("cluster.master_password_file", cfg->cluster.master_password_file,
+                    "cluster.master_password", &cfg->cluster.master_password, err, err_len) != 0)
+        return -1;
+    return check_combination(cfg, err, err_len);
 }
 
 int hd_config_set_listen(hd_config *cfg, const char *address, char *err, size_t err_len)

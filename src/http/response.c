@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "herald/config.h"
+#include "http/access_log.h"
 
 const char *hd_status_reason(int status)
 {
@@ -112,6 +113,12 @@ bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const ch
     return close;
 }
 
+void hd_response_sent(hd_conn *conn, int status, size_t bytes)
+{
+    hd_metrics_count_response(hd_conn_metrics(conn), status);
+    hd_access_log_response(conn, status, bytes);
+}
+
 void hd_response_send(hd_conn *conn, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t body_len, int flags)
 {
@@ -122,6 +129,7 @@ void hd_response_send(hd_conn *conn, int status, const char *content_type,
         hd_response_append_head(&out, conn, status, content_type, extra_headers, body_len, flags);
     if (conn->request->method != HTTP_HEAD)
         hd_strbuf_append(&out, body, body_len);
+    hd_response_sent(conn, status, out.len);
     hd_conn_send_owned(conn, hd_strbuf_finish(&out));
     if (close)
         hd_conn_close_after_flush(conn);

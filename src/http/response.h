@@ -35,6 +35,14 @@ void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn);
 bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const char *content_type,
                              const char *extra_headers, size_t body_len, int flags);
 
+/*
+ * A response of bytes bytes (head and body) with this status was queued
+ * for the current request: counted in herald_http_responses_total and
+ * written to the access log. hd_response_send calls it; callers that build
+ * an answer with hd_response_append_head call it when they queue it.
+ */
+void hd_response_sent(hd_conn *conn, int status, size_t bytes);
+
 /* extra_headers: complete "Name: value\r\n" lines, or NULL. */
 void hd_response_send(hd_conn *conn, int status, const char *content_type,
                       const char *extra_headers, const void *body, size_t body_len, int flags);

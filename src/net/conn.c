@@ -203,6 +203,7 @@ static void enqueue(hd_conn *conn, hd_buf *buf)
  */
 static void end_slow_consumer(hd_conn *conn)
 {
+    hd_conn_set_end_reason(conn, "slow consumer");
     hd_log_info("closing %s: slow consumer, its queue passed limits.max_outbound_bytes",
                 conn->peer);
     hd_outq_drop_unstarted(&conn->outq);
@@ -327,9 +328,32 @@ static void release_in_flight(hd_conn *conn, bool written)
         hd_metric_add(&conn->server->metrics.bytes_written, bytes);
 }
 
+void hd_conn_set_end_reason(hd_conn *conn, const char *reason)
+{
+    if (conn->end_reason == NULL)
+        conn->end_reason = reason;
+}
+
+void hd_conn_note_publish(hd_conn *conn, int64_t publish_ms)
+{
+    if (conn->oldest_publish_ms == 0)
+        conn->oldest_publish_ms = publish_ms;
+}
+
+/* The queue is all with the socket: one observation for its oldest live message, if any. */
+static void observe_publish_to_flush(hd_conn *conn)
+{
+    int64_t age = hd_clock_wall_ms() - conn->oldest_publish_ms;
+    /* Another node's clock (cluster) may run ahead of this one's. */
+    hd_metrics_observe_publish_to_flush(&conn->server->metrics, age > 0 ? (uint64_t)age : 0);
+    conn->oldest_publish_ms = 0;
+}
+
 /* What follows a completed write: more output, the end of the connection, or more input. */
 static void conn_on_written(hd_conn *conn)
 {
+    if (conn->oldest_publish_ms != 0 && !has_output(conn))
+        observe_publish_to_flush(conn);
     if (has_output(conn)) {
         if (!hd_list_linked(&conn->flush_node))
             hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
@@ -358,6 +382,7 @@ static void conn_on_write(uv_write_t *req, int status)
     if (conn->state == HD_CONN_CLOSING)
         return;
     if (status < 0) {
+        hd_conn_set_end_reason(conn, "write error");
         hd_log_debug("write to %s failed: %s", conn->peer, uv_strerror(status));
         hd_conn_close(conn);
         return;
@@ -528,6 +553,7 @@ void hd_conn_start_stream(hd_conn *conn, const hd_stream_ops *ops, void *session
     hd_conn_wait_in(conn, &conn->server->stream_idle);
     /* A request that was under way when shutdown began ends as soon as it starts. */
     if (conn->server->draining) {
+        hd_conn_set_end_reason(conn, "shutdown");
         if (ops->on_shutdown != NULL)
             ops->on_shutdown(conn, session);
         else
@@ -755,6 +781,7 @@ static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf
 {
     hd_conn *conn = (hd_conn *)stream;
     if (nread < 0) {
+        hd_conn_set_end_reason(conn, nread == UV_EOF ? "client closed" : "read error");
         hd_conn_close(conn);
         return;
     }

@@ -181,6 +181,11 @@ struct hd_conn {
     const hd_stream_ops *stream_ops; /* NULL once the stream is detached */
     void *stream_session;
 
+    /* Why a stream ended, for its log line (a static phrase; the first one set wins). */
+    const char *end_reason;
+    /* Publish time (Unix ms) of the oldest live message queued since the queue was last empty. */
+    int64_t oldest_publish_ms;
+
     char peer[56]; /* "[IPv6 address]:port" at most */
     hd_ip ip;
     bool ip_counted;          /* counted in server->ip_counts */
@@ -282,6 +287,15 @@ size_t hd_conn_server_connections(const hd_conn *conn);
  * Safe from any worker thread.
  */
 bool hd_conn_hold_pending(hd_conn *conn, uint64_t *reserved, uint64_t bytes);
+
+/* Says why the stream ends (a static phrase), unless a reason was given already. */
+void hd_conn_set_end_reason(hd_conn *conn, const char *reason);
+/*
+ * A live message published at publish_ms (Unix ms) was queued: once the
+ * queue is all handed to the socket, the oldest such time since the queue
+ * was last empty is observed in herald_publish_to_flush_seconds.
+ */
+void hd_conn_note_publish(hd_conn *conn, int64_t publish_ms);
 
 /* For the protocol (see hd_conn_protocol). */
 

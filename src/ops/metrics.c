@@ -1,8 +1,10 @@
 #include "ops/metrics.h"
 
+#include <dirent.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static const char *const transport_names[HD_TRANSPORT_COUNT] = {"sse", "websocket", "poll"};
@@ -10,6 +12,33 @@ static const char *const refusal_names[HD_REFUSED_COUNT] = {
     "max_connections", "max_connections_per_ip", "file_descriptors"};
 static const char *const accept_error_names[HD_ACCEPT_ERROR_COUNT] = {"emfile", "enfile", "other"};
 static const char *const protocol_names[HD_PROTOCOL_COUNT] = {"http", "websocket"};
+static const char *const auth_refusal_names[HD_AUTH_REFUSAL_COUNT] = {"no_token", "invalid",
+                                                                      "expired", "forbidden"};
+static const int status_codes[HD_HTTP_STATUS_COUNT] = {
+    101, 200, 201, 204, 400, 401, 403, 404, 405, 408, 413,
+    414, 415, 426, 429, 431, 500, 501, 503, 505, 0, /* 0: any other */
+};
+const double hd_flush_bounds[HD_FLUSH_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                                                  0.25,  0.5,    1,     2.5,  5,     10};
+
+void hd_metrics_count_response(hd_metrics *metrics, int status)
+{
+    int i = 0;
+    while (i < HD_HTTP_STATUS_COUNT - 1 && status_codes[i] != status)
+        i++;
+    hd_metric_add(&metrics->http_responses[i], 1);
+}
+
+void hd_metrics_observe_publish_to_flush(hd_metrics *metrics, uint64_t ms)
+{
+    int i = 0;
+    while (i < HD_FLUSH_BUCKETS && (double)ms > hd_flush_bounds[i] * 1000)
+        i++;
+    if (i < HD_FLUSH_BUCKETS)
+        hd_metric_add(&metrics->publish_to_flush_buckets[i], 1);
+    hd_metric_add(&metrics->publish_to_flush_count, 1);
+    hd_metric_add(&metrics->publish_to_flush_sum_ms, ms);
+}
 
 static void family(hd_strbuf *out, const char *name, const char *type, const char *help)
 {
@@ -108,6 +137,37 @@ static void render_traffic(const hd_metrics *m, hd_strbuf *out)
                protocol_names, m->protocol_errors, HD_PROTOCOL_COUNT);
 }
 
+static void render_http(const hd_metrics *m, hd_strbuf *out)
+{
+    family(out, "herald_http_responses_total", "counter",
+           "HTTP responses by status code (streams count their 200 or 101 when they start).");
+    for (int i = 0; i < HD_HTTP_STATUS_COUNT; i++) {
+        if (status_codes[i] != 0)
+            hd_strbuf_printf(out, "herald_http_responses_total{code=\"%d\"} %" PRIu64 "\n",
+                             status_codes[i], m->http_responses[i]);
+        else
+            labelled(out, "herald_http_responses_total", "code", "other", m->http_responses[i]);
+    }
+    counter_by(out, "herald_auth_refusals_total",
+               "Requests and WebSocket commands refused by auth: no token where one is needed, "
+               "an invalid or expired token, or a token that does not name the topic.",
+               "reason", auth_refusal_names, m->auth_refusals, HD_AUTH_REFUSAL_COUNT);
+    family(out, "herald_publish_to_flush_seconds", "histogram",
+           "From a live message's publish time to its subscriber's queue being handed to the "
+           "socket; one observation per drained queue, for its oldest live message.");
+    uint64_t cumulative = 0;
+    for (int i = 0; i < HD_FLUSH_BUCKETS; i++) {
+        cumulative += m->publish_to_flush_buckets[i];
+        hd_strbuf_printf(out, "herald_publish_to_flush_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                         hd_flush_bounds[i], cumulative);
+    }
+    hd_strbuf_printf(out, "herald_publish_to_flush_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n",
+                     m->publish_to_flush_count);
+    hd_strbuf_printf(out, "herald_publish_to_flush_seconds_sum %.3f\n",
+                     (double)m->publish_to_flush_sum_ms / 1000);
+    sample(out, "herald_publish_to_flush_seconds_count", m->publish_to_flush_count);
+}
+
 static void render_pending(const hd_metrics *m, const hd_metrics_gauges *g, hd_strbuf *out)
 {
     gauge(out, "herald_pending_body_bytes",
@@ -165,11 +225,29 @@ static void render_cluster(const hd_metrics_gauges *g, hd_strbuf *out)
           s->store_evicted_keys);
 }
 
+/* Open descriptors (the entries of /proc/self/fd, less the one reading it) and the soft limit. */
+static void render_fds(hd_strbuf *out)
+{
+    uint64_t open = 0;
+    DIR *dir = opendir("/proc/self/fd");
+    if (dir != NULL) {
+        for (const struct dirent *e; (e = readdir(dir)) != NULL;)
+            open += e->d_name[0] != '.';
+        closedir(dir);
+        open -= open > 0;
+    }
+    gauge(out, "process_open_fds", "Open file descriptors.", open);
+    struct rlimit limit;
+    uint64_t max = getrlimit(RLIMIT_NOFILE, &limit) == 0 ? (uint64_t)limit.rlim_cur : 0;
+    gauge(out, "process_max_fds", "The soft limit on open file descriptors.", max);
+}
+
 /* The process metrics every Prometheus client library exports, read from /proc. */
 static void render_process(hd_strbuf *out)
 {
     long ticks = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
-    unsigned long long utime = 0, stime = 0, start_ticks = 0, boot_time = 0, pages = 0;
+    unsigned long long utime = 0, stime = 0, start_ticks = 0, boot_time = 0, pages = 0,
+                       virtual_pages = 0;
     FILE *f = fopen("/proc/self/stat", "r");
     if (f != NULL) {
         char line[1024];
@@ -184,8 +262,8 @@ static void render_process(hd_strbuf *out)
     }
     f = fopen("/proc/self/statm", "r");
     if (f != NULL) {
-        if (fscanf(f, "%*u %llu", &pages) != 1)
-            pages = 0;
+        if (fscanf(f, "%llu %llu", &virtual_pages, &pages) != 2)
+            virtual_pages = pages = 0;
         fclose(f);
     }
     f = fopen("/proc/stat", "r");
@@ -199,6 +277,9 @@ static void render_process(hd_strbuf *out)
     hd_strbuf_printf(out, "process_cpu_seconds_total %.2f\n", (double)(utime + stime) / ticks);
     gauge(out, "process_resident_memory_bytes", "Resident memory size.",
           (uint64_t)pages * (uint64_t)page);
+    gauge(out, "process_virtual_memory_bytes", "Virtual memory size.",
+          (uint64_t)virtual_pages * (uint64_t)page);
+    render_fds(out);
     family(out, "process_start_time_seconds", "gauge", "Start time since the Unix epoch.");
     hd_strbuf_printf(out, "process_start_time_seconds %.2f\n",
                      (double)boot_time + (double)start_ticks / ticks);
@@ -218,6 +299,7 @@ void hd_metrics_render(const hd_metrics *metrics, const hd_metrics_gauges *gauge
     render_connections(metrics, gauges, out);
     render_hub(&gauges->hub, out);
     render_traffic(metrics, out);
+    render_http(metrics, out);
     render_pending(metrics, gauges, out);
     if (gauges->cluster)
         render_cluster(gauges, out);

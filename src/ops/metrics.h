@@ -33,6 +33,22 @@ typedef enum hd_accept_error {
     HD_ACCEPT_ERROR_COUNT
 } hd_accept_error;
 
+/* Why a request's token or rights were refused (401 or 403, or a WebSocket command's error). */
+typedef enum hd_auth_refusal {
+    HD_AUTH_REFUSED_NO_TOKEN,  /* none, and anonymous clients may not do this */
+    HD_AUTH_REFUSED_INVALID,   /* malformed, bad signature, unknown algorithm, not yet valid */
+    HD_AUTH_REFUSED_EXPIRED,   /* past its exp */
+    HD_AUTH_REFUSED_FORBIDDEN, /* valid, but its patterns do not name the topic */
+    HD_AUTH_REFUSAL_COUNT
+} hd_auth_refusal;
+
+/* The status codes herald answers with (http/response.c), one counter each. */
+#define HD_HTTP_STATUS_COUNT 21
+
+/* Upper bounds (seconds) of herald_publish_to_flush_seconds; +Inf is the count. */
+#define HD_FLUSH_BUCKETS 13
+extern const double hd_flush_bounds[HD_FLUSH_BUCKETS];
+
 typedef enum hd_protocol { HD_PROTOCOL_HTTP, HD_PROTOCOL_WEBSOCKET, HD_PROTOCOL_COUNT } hd_protocol;
 
 /*
@@ -54,6 +70,12 @@ typedef struct hd_metrics {
     uint64_t pending_body_refusals[HD_PROTOCOL_COUNT];
     /* Gauge: connections a transport holds (streams, waiting polls). */
     uint64_t transport_connections[HD_TRANSPORT_COUNT];
+    uint64_t http_responses[HD_HTTP_STATUS_COUNT]; /* by hd_metrics_count_response's index */
+    uint64_t auth_refusals[HD_AUTH_REFUSAL_COUNT];
+    /* Not cumulative: each observation counts in the first bucket whose bound holds it. */
+    uint64_t publish_to_flush_buckets[HD_FLUSH_BUCKETS];
+    uint64_t publish_to_flush_count;
+    uint64_t publish_to_flush_sum_ms;
 } hd_metrics;
 
 /* Adds n (which may be (uint64_t)-1 to count a gauge down); only from the owner's thread. */
@@ -61,6 +83,11 @@ static inline void hd_metric_add(uint64_t *counter, uint64_t n)
 {
     __atomic_store_n(counter, __atomic_load_n(counter, __ATOMIC_RELAXED) + n, __ATOMIC_RELAXED);
 }
+
+/* Counts a response (a status line written) with this status. */
+void hd_metrics_count_response(hd_metrics *metrics, int status);
+/* Counts one observation of herald_publish_to_flush_seconds, in milliseconds. */
+void hd_metrics_observe_publish_to_flush(hd_metrics *metrics, uint64_t ms);
 
 /* Adds every counter of src to dst (a private total), reading src from any thread. */
 void hd_metrics_accumulate(hd_metrics *dst, const hd_metrics *src);

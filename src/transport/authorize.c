@@ -11,6 +11,9 @@ bool hd_authorize_request(hd_conn *conn, hd_access *access)
         hd_auth_read(hd_conn_auth(conn), conn->request, hd_clock_wall_ms(), access);
     if (result == HD_JWT_OK)
         return true;
+    hd_auth_refusal why =
+        result == HD_JWT_EXPIRED ? HD_AUTH_REFUSED_EXPIRED : HD_AUTH_REFUSED_INVALID;
+    hd_metric_add(&hd_conn_metrics(conn)->auth_refusals[why], 1);
     hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer error=\"invalid_token\"\r\n",
                            "unauthorized", hd_jwt_result_message(result));
     return false;
@@ -19,6 +22,8 @@ bool hd_authorize_request(hd_conn *conn, hd_access *access)
 void hd_authorize_refuse(hd_conn *conn, const hd_access *access, const char *message_no_token,
                          const char *message_forbidden)
 {
+    hd_auth_refusal why = access->has_token ? HD_AUTH_REFUSED_FORBIDDEN : HD_AUTH_REFUSED_NO_TOKEN;
+    hd_metric_add(&hd_conn_metrics(conn)->auth_refusals[why], 1);
     if (!access->has_token)
         /* RFC 7235 §3.1: a 401 says which scheme would do. */
         hd_response_error_with(conn, 401, "WWW-Authenticate: Bearer\r\n", "unauthorized",

@@ -114,6 +114,7 @@ static void send_answer(hd_conn *conn, const hd_history_result *result, const ch
     hd_strbuf_init(&head);
     bool close = hd_response_append_head(&head, conn, 200, "application/json",
                                          "Cache-Control: no-cache\r\n", body_len, 0);
+    hd_response_sent(conn, 200, head.len + (conn->request->method == HTTP_HEAD ? 0 : body_len));
     if (conn->request->method == HTTP_HEAD) {
         /* The Content-Length this answer has as a GET's, and none of its body. */
         hd_strbuf_free(&tail);
@@ -203,9 +204,10 @@ static void session_read(poll_session *session);
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
-    (void)msg;
+    hd_conn *conn = ((poll_session *)sub)->conn;
     /* The answer is read from history in the server's pass: a whole batch goes in one answer. */
-    hd_conn_wake(((poll_session *)sub)->conn);
+    hd_conn_note_publish(conn, msg->time_ms);
+    hd_conn_wake(conn);
 }
 
 static const hd_subscriber_ops poll_subscriber_ops = {

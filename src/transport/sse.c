@@ -11,6 +11,7 @@
 #include "herald/alloc.h"
 #include "herald/log.h"
 #include "engine/engine.h"
+#include "http/access_log.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/catch_up.h"
@@ -29,6 +30,7 @@ typedef struct sse_session {
      */
     hd_buf *head;
     hd_buf *refusal;
+    hd_access_stream log;       /* for the access log's line when the stream ends */
     uint64_t token_deadline_ms; /* loop time at which the client's token expires; 0: never */
 } sse_session;
 
@@ -124,6 +126,7 @@ static bool token_expired(sse_session *session)
                                      "data: {\"error\":\"token_expired\","
                                      "\"message\":\"The token has expired.\"}\n\n";
     session->ending = true;
+    hd_conn_set_end_reason(session->conn, "token expired");
     hd_conn_send_owned(session->conn, hd_buf_copy(last_event, sizeof(last_event) - 1));
     hd_conn_close_after_flush(session->conn);
     return true;
@@ -155,6 +158,8 @@ static void session_on_started(void *ctx, bool valid)
     hd_buf_release(other);
     if (answer == NULL) /* the head went out already: the stream ended while it waited */
         return;
+    session->log.status = valid ? 200 : 400;
+    hd_metrics_count_response(hd_conn_metrics(session->conn), session->log.status);
     hd_conn_send_owned(session->conn, answer);
     if (!valid)
         hd_conn_close_after_flush(session->conn);
@@ -169,8 +174,8 @@ static const hd_catch_up_ops sse_catch_up_ops = {
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     sse_session *session = (sse_session *)sub;
-    if (!hd_catch_up_holds(session->catch_up, msg))
-        queue_message(session, msg);
+    if (!hd_catch_up_holds(session->catch_up, msg) && queue_message(session, msg))
+        hd_conn_note_publish(session->conn, msg->time_ms);
 }
 
 static void session_on_gap(hd_subscriber *sub, const hd_gap *gap)
@@ -205,6 +210,7 @@ static void session_on_heartbeat(hd_conn *conn, void *ctx)
 static void session_on_close(hd_conn *conn, void *ctx)
 {
     sse_session *session = ctx;
+    hd_access_stream_end(&session->log, conn, "sse");
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
     hd_buf_release(session->head);
@@ -221,6 +227,7 @@ static void session_on_shutdown(hd_conn *conn, void *ctx)
 {
     sse_session *session = ctx;
     if (session->head != NULL) {
+        hd_metrics_count_response(hd_conn_metrics(conn), 200);
         hd_conn_send_owned(conn, session->head);
         session->head = NULL;
         hd_buf_release(session->refusal);
@@ -340,6 +347,7 @@ void hd_sse_handle(hd_conn *conn)
     session->head = stream_head(conn, true);
     if (params.cursor.present && !hd_engine_subscribes_at_once(hd_conn_engine(conn)))
         session->refusal = invalid_cursor_answer(conn);
+    hd_access_stream_start(&session->log, conn, 200);
     hd_conn_start_stream(conn, &sse_stream_ops, session);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
     hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &sse_catch_up_ops, session,

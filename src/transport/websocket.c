@@ -15,6 +15,7 @@
 #include "herald/alloc.h"
 #include "herald/clock.h"
 #include "engine/engine.h"
+#include "http/access_log.h"
 #include "http/response.h"
 #include "ops/metrics.h"
 #include "transport/authorize.h"
@@ -66,6 +67,7 @@ struct ws_session {
     bool echo;
     bool close_sent;
     hd_ws_deflate_params deflate;
+    hd_access_stream log; /* for the access log's line when the stream ends */
     /*
      * Both exist only while a frame or message is being received: an idle
      * connection holds no reader state and no zlib stream (herald asks for
@@ -187,6 +189,7 @@ static bool token_expired(ws_session *session)
     int64_t expires_ms = session->access.grant.expires_ms;
     if (expires_ms == 0 || (!session->close_sent && hd_clock_wall_ms() < expires_ms))
         return false;
+    hd_conn_set_end_reason(session->conn, "token expired");
     send_close(session, HD_WS_CLOSE_POLICY, "token expired");
     return true;
 }
@@ -261,8 +264,8 @@ static const hd_catch_up_ops ws_catch_up_ops = {
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     ws_session *session = (ws_session *)sub;
-    if (!hd_catch_up_holds(session->catch_up, msg))
-        queue_message(session, msg);
+    if (!hd_catch_up_holds(session->catch_up, msg) && queue_message(session, msg))
+        hd_conn_note_publish(session->conn, msg->time_ms);
 }
 
 static void session_on_gap(hd_subscriber *sub, const hd_gap *gap)
@@ -306,6 +309,9 @@ static bool command_allowed(ws_session *session, const hd_ws_command *command,
         return true;
     const char *verb = action == HD_AUTH_PUBLISH ? "publish" : "subscribe";
     char message[320];
+    hd_auth_refusal why =
+        session->access.has_token ? HD_AUTH_REFUSED_FORBIDDEN : HD_AUTH_REFUSED_NO_TOKEN;
+    hd_metric_add(&hd_conn_metrics(session->conn)->auth_refusals[why], 1);
     if (session->access.has_token) {
         snprintf(message, sizeof(message), "The token does not allow you to %s to '%s'.", verb,
                  topic);
@@ -589,6 +595,7 @@ static void reader_on_control(void *ctx, hd_ws_opcode opcode, uint16_t code, con
         send_frame(session, hd_ws_frame_build(HD_WS_PONG, false, payload, len), true);
     } else if (opcode == HD_WS_CLOSE) {
         /* Echo the peer's code to complete the closing handshake. */
+        hd_conn_set_end_reason(session->conn, "client closed");
         send_close(session, code == HD_WS_CLOSE_NO_STATUS ? HD_WS_CLOSE_NORMAL : code, "");
     }
 }
@@ -628,6 +635,7 @@ static void hold_message(ws_session *session)
     release_reader(session);
     hd_conn_hold_pending(session->conn, &session->pending_reserved, 0);
     hd_metric_add(&hd_conn_metrics(session->conn)->pending_body_refusals[HD_PROTOCOL_WEBSOCKET], 1);
+    hd_conn_set_end_reason(session->conn, "server busy");
     send_close(session, HD_WS_CLOSE_TRY_AGAIN,
                "server busy: too many messages being received; try again later");
 }
@@ -648,6 +656,7 @@ static void session_on_data(hd_conn *conn, void *ctx, const char *bytes, size_t 
         hd_ws_reader_feed(session->reader, bytes, len, &reader_callbacks, session, &reason);
     if (code != 0) {
         hd_metric_add(&hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_WEBSOCKET], 1);
+        hd_conn_set_end_reason(conn, "protocol error");
         send_close(session, code, reason);
     } else if (!hd_ws_reader_in_message(session->reader)) {
         session->message_started_ms = 0;
@@ -663,6 +672,7 @@ static void session_on_heartbeat(hd_conn *conn, void *ctx)
     uint64_t silence = hd_conn_now_ms(session->conn) - session->last_heard_ms;
     uint64_t limit = 2000ull * hd_conn_config(conn)->heartbeat_s;
     if (silence >= limit) {
+        hd_conn_set_end_reason(conn, "peer silent");
         send_close(session, HD_WS_CLOSE_POLICY, "no frame from the peer within 2 x heartbeat_s");
         hold_message(session);
         return;
@@ -675,6 +685,7 @@ static void session_on_heartbeat(hd_conn *conn, void *ctx)
      */
     if (session->message_started_ms != 0 &&
         hd_conn_now_ms(conn) - session->message_started_ms >= limit) {
+        hd_conn_set_end_reason(conn, "message timeout");
         send_close(session, HD_WS_CLOSE_POLICY, "message not completed within 2 x heartbeat_s");
         hold_message(session);
         return;
@@ -705,6 +716,7 @@ static void session_on_shutdown(hd_conn *conn, void *ctx)
 static void session_on_close(hd_conn *conn, void *ctx)
 {
     ws_session *session = ctx;
+    hd_access_stream_end(&session->log, conn, "websocket");
     hd_hub_unsubscribe_all(hd_conn_hub(conn), &session->subscriber);
     hd_catch_up_free(&session->catch_up);
     forget_subscribing(session);
@@ -794,6 +806,7 @@ static void send_switching_protocols(ws_session *session, const char *extensions
     if (extensions[0] != '\0')
         hd_strbuf_printf(&head, "Sec-WebSocket-Extensions: %s\r\n", extensions);
     hd_strbuf_append(&head, "\r\n", 2);
+    hd_metrics_count_response(hd_conn_metrics(conn), 101);
     hd_conn_send_owned(conn, hd_strbuf_finish(&head));
 }
 
@@ -856,6 +869,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     session->last_heard_ms = hd_conn_now_ms(conn);
 
     send_switching_protocols(session, extensions);
+    hd_access_stream_start(&session->log, conn, 101);
     hd_conn_start_stream(conn, &ws_stream_ops, session);
     if (params.topic_count > 0)
         hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &ws_catch_up_ops, session,

@@ -17,8 +17,8 @@ test('debug request lines carry the path, never the query string', async () => {
   }
 });
 
-test('at the default level (info) requests are not logged', async () => {
-  const h = await startHerald();
+test('with access_log false, requests are not logged at info', async () => {
+  const h = await startHerald({ config: { access_log: false } });
   try {
     await request(`${h.url}/healthz`);
     await request(`${h.url}/nothing-here`);

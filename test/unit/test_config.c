@@ -19,6 +19,8 @@
 static const char *const all_keys[] = {
     "listen",
     "log_level",
+    "log_format",
+    "access_log",
     "heartbeat_s",
     "shutdown_grace_s",
     "history.max_messages",
@@ -48,6 +50,7 @@ static const char *const all_keys[] = {
     "tls.cert",
     "tls.key",
     "auth.jwt_secret",
+    "auth.jwt_secret_file",
     "auth.jwt_public_key",
     "auth.anonymous_subscribe",
     "auth.anonymous_publish",
@@ -58,7 +61,9 @@ static const char *const all_keys[] = {
     "cluster.sentinels",
     "cluster.sentinel_master",
     "cluster.sentinel_password",
+    "cluster.sentinel_password_file",
     "cluster.master_password",
+    "cluster.master_password_file",
     "cluster.master_db",
 };
 
@@ -915,6 +920,76 @@ static void test_set_listen(void)
     hd_config_free(&cfg);
 }
 
+/* HERALD_<KEY> variables: converted and checked as the file's values, errors naming them. */
+static void test_environment(void)
+{
+    hd_config cfg;
+    hd_config_init(&cfg);
+    char err[HD_CONFIG_ERROR_MAX];
+    setenv("HERALD_LIMITS_MAX_CONNECTIONS", "77", 1);
+    setenv("HERALD_LISTEN", " 127.0.0.1:1 ,[::1]:2", 1);
+    setenv("HERALD_WEBSOCKET_COMPRESSION", "false", 1);
+    setenv("HERALD_CORS_ALLOW_ORIGINS", "[\"https://a.example\", \"https://b,example\"]", 1);
+    setenv("HERALD_NOT_A_KEY", "whatever", 1);
+    CHECK_EQ_INT(hd_config_apply_env(&cfg, err, sizeof(err)), 0);
+    CHECK_EQ_INT(cfg.limits.max_connections, 77);
+    CHECK_EQ_INT(cfg.listen.count, 2);
+    CHECK_EQ_STR(cfg.listen.items[0], "127.0.0.1:1");
+    CHECK_EQ_STR(cfg.listen.items[1], "[::1]:2");
+    CHECK(!cfg.websocket.compression);
+    CHECK_EQ_INT(cfg.cors.allow_origins.count, 2);
+    CHECK_EQ_STR(cfg.cors.allow_origins.items[1], "https://b,example");
+    unsetenv("HERALD_LISTEN");
+    unsetenv("HERALD_WEBSOCKET_COMPRESSION");
+    unsetenv("HERALD_CORS_ALLOW_ORIGINS");
+    unsetenv("HERALD_NOT_A_KEY");
+
+    static const struct {
+        const char *value;
+        const char *error;
+    } bad[] = {
+        {"", "HERALD_LIMITS_MAX_CONNECTIONS: must be an integer between 1 and 10000000"},
+        {"1e3", "HERALD_LIMITS_MAX_CONNECTIONS: must be an integer between 1 and 10000000"},
+        {" 5", "HERALD_LIMITS_MAX_CONNECTIONS: must be an integer between 1 and 10000000"},
+        {"99999999999999999999999",
+         "HERALD_LIMITS_MAX_CONNECTIONS: must be an integer between 1 and 10000000"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        setenv("HERALD_LIMITS_MAX_CONNECTIONS", bad[i].value, 1);
+        CHECK_EQ_INT(hd_config_apply_env(&cfg, err, sizeof(err)), -1);
+        CHECK_EQ_STR(err, bad[i].error);
+    }
+    unsetenv("HERALD_LIMITS_MAX_CONNECTIONS");
+    hd_config_free(&cfg);
+}
+
+/* The _file keys: the file's bytes less one trailing newline; errors name the key and path. */
+static void test_secret_files(void)
+{
+    hd_config cfg;
+    hd_config_init(&cfg);
+    char err[HD_CONFIG_ERROR_MAX], expected[HD_CONFIG_ERROR_MAX];
+    const char *path = temp_file("line one\nline two\r\n");
+    free(cfg.auth.jwt_secret_file);
+    cfg.auth.jwt_secret_file = strdup(path);
+    CHECK_EQ_INT(hd_config_finish(&cfg, err, sizeof(err)), 0);
+    CHECK_EQ_STR(cfg.auth.jwt_secret, "line one\nline two");
+    /* Finishing twice (a file and its key both set now) is the conflict it reports. */
+    CHECK_EQ_INT(hd_config_finish(&cfg, err, sizeof(err)), -1);
+    CHECK_EQ_STR(err, "auth.jwt_secret and auth.jwt_secret_file: set one or the other, not both");
+    unlink(path);
+    hd_config_free(&cfg);
+
+    hd_config_init(&cfg);
+    free(cfg.auth.jwt_secret_file);
+    cfg.auth.jwt_secret_file = strdup(path);
+    CHECK_EQ_INT(hd_config_finish(&cfg, err, sizeof(err)), -1);
+    snprintf(expected, sizeof(expected),
+             "auth.jwt_secret_file: cannot read '%s': No such file or directory", path);
+    CHECK_EQ_STR(err, expected);
+    hd_config_free(&cfg);
+}
+
 int main(void)
 {
     RUN_TEST(test_defaults);
@@ -936,5 +1011,7 @@ int main(void)
     RUN_TEST(test_example_file);
     RUN_TEST(test_keep_restart_keys);
     RUN_TEST(test_set_listen);
+    RUN_TEST(test_environment);
+    RUN_TEST(test_secret_files);
     return test_summary();
 }
