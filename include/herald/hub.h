@@ -327,16 +327,6 @@ void hd_hub_advance(hd_hub *hub, uint32_t epoch, uint64_t seq);
  * once, before any worker runs.
  */
 void hd_hub_set_worker_hook(hd_hub *hub, void (*run)(void *ctx, unsigned worker), void *ctx);
-/*
- * And what it hands its own thread: run(ctx) is called by each worker when
- * its loop is about to wait (hd_hub_worker_idle), so an engine may hold the
- * wake-up of its thread until then: requests a worker makes in one pass of
- * its loop (several connections' publishes) reach that thread together.
- * Set once, before any worker runs.
- */
-void hd_hub_set_idle_hook(hd_hub *hub, void (*run)(void *ctx), void *ctx);
-/* On a worker, the last thing before its loop waits for events. */
-void hd_hub_worker_idle(hd_hub *hub);
 /* Wakes worker as a new message would (its notify), so it runs the hook. Any thread. */
 void hd_hub_wake(hd_hub *hub, unsigned worker);
 

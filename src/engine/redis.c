@@ -525,36 +525,11 @@ static void post_job(redis_engine *e, void *job)
     hd_mailbox_post(&e->jobs, job);
 }
 
-/*
- * A worker whose loop says when it is about to wait (on_worker_idle) holds
- * the engine thread's wake-up until then: the publishes of every connection
- * it serves in one pass then reach the engine together and go to Redis as
- * one script call, and on one core the two threads switch once per pass,
- * not once per request. Other threads wake it at once.
- */
-static _Thread_local bool worker_idles;
-static _Thread_local redis_engine *wake_held;
-
-/* The mailbox's wake-up: called with its lock held, from any thread, when it was empty. */
+/* The mailbox's wake-up: called with its lock held, from any thread. */
 static void jobs_notify(void *ctx)
 {
     redis_engine *e = ctx;
-    if (worker_idles && (wake_held == NULL || wake_held == e))
-        wake_held = e;
-    else
-        uv_async_send(&e->jobs_async);
-}
-
-/* The calling worker's loop is about to wait: the wake-up it held goes now. */
-static void on_worker_idle(void *ctx)
-{
-    (void)ctx;
-    worker_idles = true;
-    if (wake_held != NULL) {
-        redis_engine *e = wake_held;
-        wake_held = NULL;
-        uv_async_send(&e->jobs_async);
-    }
+    uv_async_send(&e->jobs_async);
 }
 
 static hd_engine_request *request_new(redis_engine *e, job_kind kind, void *ctx)
@@ -2263,7 +2238,6 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         hd_mailbox_init(&e->done[w], NULL);
     hd_mailbox_init(&e->jobs, NULL);
     hd_hub_set_worker_hook(hub, engine_on_worker, e);
-    hd_hub_set_idle_hook(hub, on_worker_idle, e);
 
     uv_loop_init(&e->loop);
     uv_async_init(&e->loop, &e->jobs_async, on_jobs);

@@ -558,18 +558,6 @@ void hd_hub_set_worker_hook(hd_hub *hub, void (*run)(void *ctx, unsigned worker)
     hub->worker_hook_ctx = ctx;
 }
 
-void hd_hub_set_idle_hook(hd_hub *hub, void (*run)(void *ctx), void *ctx)
-{
-    hub->idle_hook = run;
-    hub->idle_hook_ctx = ctx;
-}
-
-void hd_hub_worker_idle(hd_hub *hub)
-{
-    if (hub->idle_hook != NULL)
-        hub->idle_hook(hub->idle_hook_ctx);
-}
-
 void hd_hub_wake(hd_hub *hub, unsigned worker)
 {
     hub_lock(hub);

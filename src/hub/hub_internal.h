@@ -120,9 +120,6 @@ struct hd_hub {
     /* hd_hub_set_worker_hook's; set before the workers run. */
     void (*worker_hook)(void *ctx, unsigned worker);
     void *worker_hook_ctx;
-    /* hd_hub_set_idle_hook's; set before the workers run. */
-    void (*idle_hook)(void *ctx);
-    void *idle_hook_ctx;
 };
 
 /* The lock is not part of the hub's logical state: const readers take it too. */

@@ -149,8 +149,6 @@ static void server_on_flush_pass(uv_prepare_t *prepare)
         uv_idle_stop(&server->flush_rest);
     /* A failed write marks its connection; close it before the loop blocks. */
     process_closes(server);
-    if (server->hub != NULL)
-        hd_hub_worker_idle(server->hub); /* the engine's thread is woken for this pass's requests */
 }
 
 /* ------------------------------------------------------------------------ */
