@@ -301,9 +301,8 @@ struct hd_engine_request {
     void *ctx;
     hd_engine_publish_cb publish_done;
     hd_engine_read_cb read_done;
-    /* in the reads waiting for the link; publish: the next request of its script call */
-    struct hd_engine_request *next;
-    bool fill;     /* a read for a lost pub/sub message: the engine's own */
+    struct hd_engine_request *next; /* in the reads waiting for the link */
+    bool fill;                      /* a read for a lost pub/sub message: the engine's own */
     bool position; /* the read of no topic for a newly subscribed topic (topics[0]) */
     char *buf;     /* the copies of the caller's bytes */
     /* fill: the link it was started on, when its topic was confirmed there (else 0) */
@@ -312,6 +311,7 @@ struct hd_engine_request {
     /* publish */
     hd_publish_item *items;
     size_t count;
+    /* next (above): the next request of its script call, or of the queue */
     size_t bytes; /* in buf */
     bool alone;   /* its script call goes with no other request's (publish_next) */
     int64_t now_ms;
@@ -363,9 +363,8 @@ struct redis_engine {
     uv_loop_t loop;
     uv_async_t jobs_async;
     uv_async_t stop_async;
-    uv_timer_t sweep;       /* ends lingering subscriptions */
-    uv_timer_t info;        /* reads Redis's maxmemory-policy and evicted_keys */
-    uv_prepare_t wake_pass; /* wakes the workers owed completions, before the loop waits */
+    uv_timer_t sweep; /* ends lingering subscriptions */
+    uv_timer_t info;  /* reads Redis's maxmemory-policy and evicted_keys */
 
     /* Engine thread only. */
     hd_redis_link *link;
@@ -376,18 +375,8 @@ struct redis_engine {
     bool was_up;
     /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
     uint64_t link_ups;
-    uint32_t epoch;     /* Redis's, once known (0: not yet) */
-    uint64_t known_seq; /* the highest seq seen in epoch */
-    /*
-     * Publishes taken from the mailbox and not yet sent, oldest first, and
-     * their copied bytes (bounded by MAX_INFLIGHT_BYTES, as what is sent
-     * is); publishing: a publish script call is under way (group commit).
-     */
-    hd_engine_request *publishes;
-    hd_engine_request **publishes_tail;
-    size_t publishes_bytes;
-    bool publishing;
-    uint64_t owed_wakes;        /* workers owed a wake for completions (bit = worker): wake_owed */
+    uint32_t epoch;             /* Redis's, once known (0: not yet) */
+    uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
     topic_state *topics[TOPIC_BUCKETS];
@@ -422,6 +411,18 @@ struct redis_engine {
     bool aof_enabled;
     /* Where the last hello ran ("host:port"): another master since is a failover. */
     char hello_address[300];
+    /*
+     * Publishes taken from the mailbox and not yet sent, oldest first, and
+     * their copied bytes (bounded by MAX_INFLIGHT_BYTES, as what is sent
+     * is); publishing: a publish script call is under way (group commit).
+     */
+    hd_engine_request *publishes;
+    hd_engine_request **publishes_tail;
+    size_t publishes_bytes;
+    bool publishing;
+    uint64_t owed_wakes; /* workers owed a wake for completions (bit = worker): wake_owed */
+    /* Wakes the workers owed completions, before the loop waits. */
+    uv_prepare_t wake_pass;
 };
 
 /* ------------------------------------------------------------------ requests */

@@ -1,7 +1,10 @@
 -- herald's publish script (SPEC §5; ../shared/design/redis-engine.md, part B):
 -- one atomic step that assigns ids to a batch of messages (a single publish
 -- is a batch of one), appends each to its topic's history, trims that
--- history and hands each message to every node over pub/sub.
+-- history and hands each message to every node over pub/sub. The engine
+-- also sends several publish requests as one batch (group commit) and
+-- splits the seqs back by request; a refusal refuses them all, and it then
+-- sends each alone.
 --
 -- KEYS[1]  {prefix}:hub, a hash: e = epoch, s = last seq issued
 -- ARGV     prefix ("{herald}"), epoch candidate, now (ms), max_messages,
