@@ -988,7 +988,9 @@ static void publish_next(redis_engine *e)
             e->publishes_tail = &e->publishes;
         last->next = NULL;
         e->publishes_bytes -= bytes;
-        e->publishing = run_publish(e, first);
+        e->publishing = true; /* set first: on_publish_reply clears it, whenever it runs */
+        if (!run_publish(e, first))
+            e->publishing = false;
     }
 }
 
