@@ -1,7 +1,9 @@
 /*
  * The Redis engine (SPEC §5, ../shared/design/redis-engine.md part B):
  * nodes that share one Redis act as one hub. Ids, history and the epoch
- * live in Redis; a publish is one EVALSHA of redis_publish.lua, a read one
+ * live in Redis; a publish is one EVALSHA of redis_publish.lua (publishes
+ * that queue while one is under way go together as the next: group
+ * commit, each request with its own ids and outcome), a read one
  * of redis_read.lua, GET /topics/{t} and GET /topics one or a few of
  * redis_topics.lua (subscribers are this node's, history the cluster's;
  * refused at once while the link is down, like a publish); every node
@@ -11,9 +13,10 @@
  * Threading: one engine thread with its own uv loop owns the Redis link
  * (redis_link.h) and every piece of state below. Workers hand it their
  * calls through a mailbox woken by uv_async; it hands the completions back
- * through one mailbox per worker, woken with hd_hub_wake and run by the
- * worker (hd_hub_set_worker_hook), so callbacks run on the calling
- * worker's thread as engine.h requires. The engine thread has no worker
+ * through one mailbox per worker, woken with hd_hub_wake (once per worker
+ * and pass of the engine's loop) and run by the worker
+ * (hd_hub_set_worker_hook), so callbacks run on the calling worker's
+ * thread as engine.h requires. The engine thread has no worker
  * index (HD_WORKER_NONE) and never encodes a message.
  *
  * Ordering: what this node delivers comes only from pub/sub, never from a

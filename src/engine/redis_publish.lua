@@ -1,7 +1,10 @@
 -- herald's publish script (SPEC §5; ../shared/design/redis-engine.md, part B):
 -- one atomic step that assigns ids to a batch of messages (a single publish
 -- is a batch of one), appends each to its topic's history, trims that
--- history and hands each message to every node over pub/sub.
+-- history and hands each message to every node over pub/sub. The engine
+-- also sends several publish requests as one batch (group commit) and
+-- splits the seqs back by request; a refusal refuses them all, and it then
+-- sends each alone.
 --
 -- KEYS[1]  {prefix}:hub, a hash: e = epoch, s = last seq issued
 -- ARGV     prefix ("{herald}"), epoch candidate, now (ms), max_messages,
@@ -143,20 +146,27 @@ if rotation == 'lost' then
   redis.call('SET', prefix .. ':rid', string.match(redis.call('INFO', 'server'), 'run_id:(%x+)'))
 end
 
+-- t.len: the stream's length, read once per call and kept up to date
+-- (only this script writes the stream while it runs), and the oldest entry
+-- read only when it may have to go: a batch of many messages costs Redis
+-- two commands per message to trim a full history, not five.
 local function trim(topic, t, bytes)
   local expired_at = now - ttl
   while true do
-    local len = redis.call('XLEN', t.stream)
+    t.len = t.len or redis.call('XLEN', t.stream)
+    local len = t.len
     if len == 0 then
       t.b = 0 -- nothing held, whatever the meta hash said (the stream expired first)
       return
     end
+    local held = t.b + bytes + (len + 1) * overhead
+    if ttl == 0 and len < max_messages and held <= max_bytes then return end
     local oldest = redis.call('XRANGE', t.stream, '-', '+', 'COUNT', 1)[1]
     local f = oldest[2] -- d, data, t, ms, p, prev, v, event
     local expired = ttl > 0 and tonumber(f[4]) <= expired_at
-    local held = t.b + bytes + (len + 1) * overhead
     if not (expired or len >= max_messages or held > max_bytes) then return end
     redis.call('XDEL', t.stream, oldest[1])
+    t.len = len - 1
     t.b = t.b - (#topic + #f[8] + #f[2])
   end
 end
@@ -188,7 +198,7 @@ for i = 1, n do
     if t.e ~= epoch then
       -- The stream belongs to another epoch (or none): its ids mean nothing now.
       redis.call('DEL', t.stream)
-      t.e, t.l, t.b = epoch, 0, 0
+      t.e, t.l, t.b, t.len = epoch, 0, 0, 0
       redis.call('ZADD', index, 0, topic) -- listed by the topics script (redis_topics.lua)
     end
     local bytes = #topic + #event + #data
@@ -196,7 +206,7 @@ for i = 1, n do
     local prev = t.l
     redis.call('XADD', t.stream, string.format('%d-0', seq), 'd', data, 't', now_text,
       'p', string.format('%d', prev), 'v', event)
-    t.l, t.b = seq, t.b + bytes
+    t.l, t.b, t.len = seq, t.b + bytes, t.len + 1
     redis.call('PUBLISH', prefix .. ':c:' .. topic,
       string.format('%s:%d:%d:%s:%d:', epoch, seq, prev, now_text, #event) .. event .. data)
     reply[#reply + 1] = seq

@@ -51,7 +51,8 @@ static size_t redacted_target(const hd_request *req, char *out, size_t cap)
 #define PUT(p, l)                                                                                  \
     do {                                                                                           \
         size_t take_ = (l) < cap - n ? (l) : cap - n;                                              \
-        memcpy(out + n, (p), take_);                                                               \
+        if (take_ > 0) /* a request that never had a target: p is NULL */                          \
+            memcpy(out + n, (p), take_);                                                           \
         n += take_;                                                                                \
     } while (0)
     PUT(t, path_len);
