@@ -2,17 +2,18 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
 #include "herald/log.h"
 
-/* sd_notify's failures (a socket gone, a full queue) cannot be helped: logged at debug, not fatal.
- */
+/* A failure (the manager's socket gone, its queue full) cannot be helped: logged, not fatal. */
 static void notify(const char *state)
 {
-    if (sd_notify(0, state) < 0)
-        hd_log_debug("sd_notify(%s) failed", state);
+    int r = sd_notify(0, state);
+    if (r < 0)
+        hd_log_debug("sd_notify(%s): %s", state, strerror(-r));
 }
 
 static void watchdog_on_timer(uv_timer_t *timer)
