@@ -90,4 +90,12 @@ status=0
 wait "$herald_pid" || status=$?
 herald_pid=
 [ "$status" = 0 ] || { cat "$work/herald.log"; fail "herald exited $status after SIGTERM"; }
+echo "== cmake --install: the unit names the prefix's binary; an edited config stays"
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+grep -qx "ExecStart=$work/prefix/bin/herald --config $work/prefix/etc/herald/herald.json" \
+  "$work/prefix/lib/systemd/system/herald.service" || fail "cmake --install: ExecStart"
+echo '{"listen": ["127.0.0.1:0"]}' >"$work/prefix/etc/herald/herald.json"
+cmake --install "$build" --prefix "$work/prefix" >/dev/null
+[ "$(cat "$work/prefix/etc/herald/herald.json")" = '{"listen": ["127.0.0.1:0"]}' ] ||
+  fail "cmake --install replaced an existing config"
 echo "PASS"
