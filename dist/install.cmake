@@ -69,7 +69,6 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_RELEASE 1)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
-set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${HERALD_DIST}/debian/conffiles ${HERALD_DIST}/debian/postinst
     ${HERALD_DIST}/debian/prerm ${HERALD_DIST}/debian/postrm)
@@ -84,8 +83,6 @@ else()
   set(CPACK_DEBIAN_PACKAGE_DEPENDS
       "libc6 (>= 2.34), libuv1 (>= 1.44), libssl3 (>= 3.0), libcjson1 (>= 1.7), libhiredis0.14 (>= 0.14), zlib1g (>= 1:1.2), libsystemd0")
 endif()
-# deb-systemd-helper and deb-systemd-invoke, which the maintainer scripts call.
-set(CPACK_DEBIAN_PACKAGE_PREDEPENDS "")
-set(CPACK_DEBIAN_PACKAGE_RECOMMENDS "")
+# The cluster engine's Redis (cluster.redis), usually on other machines.
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "redis-server")
 include(CPack)
