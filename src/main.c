@@ -22,6 +22,7 @@
 #include "engine/redis.h"
 #include "engine/redis_url.h"
 #include "http/http1.h"
+#include "ops/service.h"
 #include "ops/token_tool.h"
 #include "transport/context.h"
 
@@ -69,6 +70,7 @@ typedef struct herald {
     hd_workers *workers;
     sigset_t signal_set; /* taken_signals */
     uv_signal_t signals[N_SIGNALS];
+    hd_service service; /* systemd's notify protocol and watchdog (nothing outside a unit) */
 } herald;
 
 static void print_usage(FILE *out)
@@ -217,9 +219,11 @@ static void reload(herald *h)
     h->settings = settings;
 }
 
-/* Closes the signal handles, the last of the main loop: uv_run then returns. */
+/* Closes the signal handles and the watchdog timer, the last of the main loop: uv_run then returns.
+ */
 static void stop_taking_signals(herald *h)
 {
+    hd_service_close(&h->service);
     for (size_t i = 0; i < N_SIGNALS; i++)
         uv_close((uv_handle_t *)&h->signals[i], NULL);
 }
@@ -236,6 +240,7 @@ static void shut_down(herald *h, const char *signal_name)
 {
     /* Workers answer as draining from here: the log line, which clients may wait for, comes after.
      */
+    hd_service_stopping();
     hd_workers_shutdown(h->workers);
     hd_log_info("received %s: shutting down", signal_name);
     pthread_sigmask(SIG_BLOCK, &h->signal_set, NULL);
@@ -246,9 +251,11 @@ static void on_signal(uv_signal_t *handle, int signum)
 {
     herald *h = handle->data;
     const char *name = taken_signals[handle - h->signals].name;
-    if (signum == SIGHUP)
-        reload(h);
-    else if (signum == SIGUSR1 || signum == SIGUSR2)
+    if (signum == SIGHUP) {
+        hd_service_reloading();
+        reload(h); /* applied or refused, the reload is over: ready again */
+        hd_service_ready();
+    } else if (signum == SIGUSR1 || signum == SIGUSR2)
         hd_log_info("received %s: herald does not use it; ignored", name);
     else
         shut_down(h, name);
@@ -372,6 +379,7 @@ int main(int argc, char **argv)
 
     /* Signals first: a supervisor may stop herald as soon as it says it listens. */
     take_signals(&h);
+    hd_service_start(&h.service, &h.loop);
     char err[256];
     int status = 0;
     if (hd_workers_start(h.workers, &h.signal_set, err, sizeof(err)) != 0) {
@@ -379,6 +387,8 @@ int main(int argc, char **argv)
         hd_log_error("%s", err);
         status = 2;
         stop_taking_signals(&h);
+    } else {
+        hd_service_ready();
     }
     uv_run(&h.loop, UV_RUN_DEFAULT);
     hd_workers_free(h.workers);

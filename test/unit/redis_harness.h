@@ -74,7 +74,8 @@ static inline bool redis_start(void)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(1);
-        freopen("/dev/null", "w", stdout);
+        if (freopen("/dev/null", "w", stdout) == NULL) /* redis-server's banner; not fatal */
+            fprintf(stderr, "cannot silence redis-server: %s\n", strerror(errno));
         execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
                "--appendonly", "no", "--daemonize", "no", (char *)NULL);
         fprintf(stderr, "cannot run redis-server: %s (deps/install.sh installs it)\n",
