@@ -71,17 +71,20 @@ for i = 1, n do
     end
     if first then
       lost = tonumber(first[2][6])
+      -- From the first young entry on (or after the cursor, if later): expired
+      -- entries must not take places in the COUNT, or a page would look whole
+      -- while younger entries lay beyond it.
+      local start = first[1]
+      if cursor_epoch == epoch and cursor_seq >= tonumber(seq_of(first)) then
+        start = '(' .. string.format('%d', cursor_seq) .. '-0'
+      end
+      for _, entry in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', limit)) do
+        if not expired(entry) then
+          entries[#entries + 1] = entry
+        end
+      end
     else
       lost = tonumber(meta_l) or 0
-    end
-    local start = '-'
-    if cursor_epoch == epoch then
-      start = '(' .. string.format('%d', cursor_seq) .. '-0'
-    end
-    for _, entry in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', limit)) do
-      if not expired(entry) then
-        entries[#entries + 1] = entry
-      end
     end
   end
   reply[#reply + 1] = string.format('%d', lost)

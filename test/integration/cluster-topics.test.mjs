@@ -227,6 +227,38 @@ test('history.ttl_s: expired entries are not counted, as /poll does not return t
   }
 });
 
+test('history.ttl_s: expired entries at the oldest end take no place in a page (nothing beyond it is skipped)', async () => {
+  const ttl = await startCluster(1, { redis, config: { history: { ttl_s: 3 }, cluster: { prefix: 'ttlpage' } } });
+  try {
+    const topic = 'ttl.page';
+    const old = [(await publishOk(ttl.A.url, topic, 'old0')).id, (await publishOk(ttl.A.url, topic, 'old1')).id];
+    // The young ones are published half way through the old ones' TTL, so the
+    // publish does not trim them: they expire later, while still in the stream.
+    await sleep(1500);
+    const res = await publishBatch(ttl.A.url, Array.from({ length: 20 }, (_, i) => ({ topic, data: `young${i}` })));
+    assert.equal(res.status, 201, res.text);
+    const young = res.json.messages.map((m) => m.id);
+    let answer = await poll(ttl.A, [topic], { since: 'earliest', limit: 1000, timeout: 0 });
+    assert.deepEqual(answer.messages.map((m) => m.id), [...old, ...young], 'the old ones were not expired yet');
+    await until(async () => {
+      answer = await poll(ttl.A, [topic], { since: 'earliest', limit: 1000, timeout: 0 });
+      return answer.messages.length === young.length;
+    }, { timeout: 5000, interval: 50, what: () => `${old} to expire: ${JSON.stringify(answer)}` });
+    // Page through with limit 5: the two expired entries must not end the first page early.
+    const got = [];
+    let cursor = 'earliest';
+    for (let page = 0; page < 10; page++) {
+      answer = await poll(ttl.A, [topic], { since: cursor, limit: 5, timeout: 0 });
+      got.push(...answer.messages.map((m) => m.id));
+      cursor = answer.cursor;
+      if (!answer.more) break;
+    }
+    assert.deepEqual(got, young, 'every young message, in order, none skipped');
+  } finally {
+    await ttl.stop();
+  }
+});
+
 test('a client that goes away while its answer waits for Redis does not disturb the node', async () => {
   const topic = 'far.info';
   await redis.kill('SIGSTOP'); // Redis stops answering: the node still thinks it is up
