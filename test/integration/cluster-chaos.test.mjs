@@ -17,6 +17,7 @@ import {
   startRedis, startProxy, startCluster, freePort, waitHealthy, waitUnhealthy, healthz, metric, poll,
   assertSequence, sseItems, wsItems, pollItems, itemsOf, waitForId, shapeOf, assertGapsFrom, splitId,
   steadyPublisher, newestId, checkDelivery,
+  onTestEnd,
 } from '../lib/cluster.mjs';
 
 const TIMEOUT_MS = 1000;   // cluster.timeout_ms
@@ -26,34 +27,12 @@ const BACKOFF_CAP_MS = 5000; // SPEC: reconnect backoff capped at 5 s
 const SILENT_STALL_MS = 8000; // "a connection that stops answering", noticed "within a few seconds"
 const CONFIG = { heartbeat_s: 1, cluster: { timeout_ms: TIMEOUT_MS } };
 
-/**
- * Registers fn to run when test t ends (also when it fails): last registered
- * runs first, so nodes stop before the Redis they use. Every fn runs; the
- * first error (e.g. a node that did not exit cleanly) fails the test.
- */
-const endHooks = new WeakMap(); // test context → functions to run when it ends
-function onEnd(t, fn) {
-  let fns = endHooks.get(t);
-  if (!fns) {
-    fns = [];
-    endHooks.set(t, fns);
-    t.after(async () => {
-      let first;
-      for (const f of fns.reverse()) {
-        try { await f(); } catch (err) { first ??= err; }
-      }
-      if (first) throw first;
-    });
-  }
-  fns.push(fn);
-}
-
 /** Starts a Redis (unless given) and n nodes, stopped when t ends. */
 async function setup(t, n, { redis, via, config = CONFIG, waitHealthy: wait = true } = {}) {
   const r = redis ?? await startRedis();
-  if (!redis) onEnd(t, () => r.stop());
+  if (!redis) onTestEnd(t, () => r.stop());
   const cluster = await startCluster(n, { redis: via ?? r, config, waitHealthy: wait });
-  onEnd(t, () => cluster.stop());
+  onTestEnd(t, () => cluster.stop());
   return { redis: r, cluster, ...cluster };
 }
 
@@ -207,9 +186,9 @@ test('pub/sub connections killed (CLIENT KILL TYPE pubsub) under a publish strea
 
 test('a wedged pub/sub connection (Redis stops sending on it) is noticed; what was missed arrives once, in order', async (t) => {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
-  onEnd(t, () => proxy.close());
+  onTestEnd(t, () => proxy.close());
   const { A, B } = await setup(t, 2, { redis, via: [redis, proxy] }); // B reaches Redis through the proxy
   const topic = 'wedged';
   await proxy.waitFor((p) => p.connections.some((c) => c.pubsub), { what: 'B\'s pub/sub connection' });
@@ -252,9 +231,9 @@ test('a wedged pub/sub connection (Redis stops sending on it) is noticed; what w
 
 test('a node cut off while others publish past its history: after reconnecting, a gap and then what history holds', async (t) => {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
-  onEnd(t, () => proxy.close());
+  onTestEnd(t, () => proxy.close());
   const history = 5;
   const config = { ...CONFIG, history: { max_messages: history } };
   const { A, B } = await setup(t, 2, { redis, via: [redis, proxy], config }); // B through the proxy
@@ -409,7 +388,7 @@ test('kill -9 of Redis under a steady publish stream: every acknowledged id deli
 test('herald started before Redis: unhealthy and refusing meanwhile, healthy within 10 s of Redis answering', async (t) => {
   const port = await freePort();
   let redis;
-  onEnd(t, () => redis?.stop()); // registered first: runs after the nodes stopped
+  onTestEnd(t, () => redis?.stop()); // registered first: runs after the nodes stopped
   const { A, B } = await setup(t, 2, { redis: { url: `redis://127.0.0.1:${port}` }, waitHealthy: false });
   const topic = 'late-redis';
   for (const node of [A, B]) {
@@ -450,9 +429,9 @@ test('herald started before Redis: unhealthy and refusing meanwhile, healthy wit
 
 test('a subscribe without since while a resume is being sent is acked only once its live delivery is in place', async (t) => {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
-  onEnd(t, () => proxy.close());
+  onTestEnd(t, () => proxy.close());
   const { A, B } = await setup(t, 2, { redis, via: [redis, proxy] }); // B reaches Redis through the proxy
   const ids = [];
   for (let i = 0; i < 3; i++) ids.push((await publishOk(A.url, 'late-old', `o${i}`)).id);
@@ -490,9 +469,9 @@ test('a subscribe without since while a resume is being sent is acked only once 
 
 test('a Redis that stops answering (stalled proxy): 503 within timeout_ms, then recovery with what was missed', async (t) => {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
-  onEnd(t, () => proxy.close());
+  onTestEnd(t, () => proxy.close());
   const { A, B } = await setup(t, 2, { redis, via: [proxy, redis] }); // A reaches Redis through the proxy
   const topic = 'stall';
   const sseA = await subscribe(A.url, `/events?topic=${topic}`);

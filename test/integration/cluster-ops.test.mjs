@@ -15,37 +15,23 @@ import {
 import {
   startRedis, startProxy, startCluster, waitHealthy, waitUnhealthy, metric, poll,
   assertSequence, pollItems, waitForId, shapeOf, assertGapsFrom, splitId,
+  onTestEnd,
 } from '../lib/cluster.mjs';
 
 const TIMEOUT_MS = 1000; // cluster.timeout_ms
 const CONFIG = { workers: 2, heartbeat_s: 1, cluster: { timeout_ms: TIMEOUT_MS } };
 const REASONS = ['lost', 'rollback', 'restart', 'observed'];
 
-/** Runs fn when t ends, last registered first (nodes stop before their Redis). */
-function onEnd(t, fns, fn) {
-  if (fns.length === 0) {
-    t.after(async () => {
-      let first;
-      for (const f of fns.reverse()) {
-        try { await f(); } catch (err) { first ??= err; }
-      }
-      if (first) throw first;
-    });
-  }
-  fns.push(fn);
-}
-
 async function setup(t, n, { redisArgs = [], via, config = CONFIG } = {}) {
-  const fns = [];
   const redis = await startRedis({ args: redisArgs });
-  onEnd(t, fns, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   let proxy;
   if (via === 'proxy') {
     proxy = await startProxy(redis.port);
-    onEnd(t, fns, () => proxy.close());
+    onTestEnd(t, () => proxy.close());
   }
   const cluster = await startCluster(n, { redis: proxy ? [proxy, ...Array(n - 1).fill(redis)] : redis, config });
-  onEnd(t, fns, () => cluster.stop());
+  onTestEnd(t, () => cluster.stop());
   return { redis, proxy, ...cluster };
 }
 

@@ -13,6 +13,7 @@ import { publish, publishBatch, subscribe, openWS, sleep, until } from '../lib/h
 import {
   startRedis, startProxy, startCluster, waitHealthy, waitUnhealthy, assertSequence, itemsOf, waitForId,
   splitId,
+  onTestEnd,
 } from '../lib/cluster.mjs';
 
 const TIMEOUT_MS = 1000; // cluster.timeout_ms
@@ -20,33 +21,15 @@ const MARGIN_MS = 1000;
 const HEALTHY_WITHIN_MS = 10_000;
 const CONFIG = { heartbeat_s: 1, cluster: { timeout_ms: TIMEOUT_MS } };
 
-/** Registers fn to run when t ends; the last registered runs first (nodes before their Redis). */
-const endHooks = new WeakMap();
-function onEnd(t, fn) {
-  let fns = endHooks.get(t);
-  if (!fns) {
-    fns = [];
-    endHooks.set(t, fns);
-    t.after(async () => {
-      let first;
-      for (const f of fns.reverse()) {
-        try { await f(); } catch (err) { first ??= err; }
-      }
-      if (first) throw first;
-    });
-  }
-  fns.push(fn);
-}
-
 /** A Redis, a proxy in front of it, and n nodes of which B reaches Redis through the proxy. */
 async function setupBehindProxy(t, n, config = CONFIG) {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
-  onEnd(t, () => proxy.close());
+  onTestEnd(t, () => proxy.close());
   const via = Array.from({ length: n }, (_, i) => (i === 1 ? proxy : redis));
   const cluster = await startCluster(n, { redis: via, config });
-  onEnd(t, () => cluster.stop());
+  onTestEnd(t, () => cluster.stop());
   return { redis, proxy, ...cluster };
 }
 
@@ -55,9 +38,9 @@ const topicsOf = (prefix, n) => Array.from({ length: n }, (_, i) => `${prefix}${
 /** An SSE client and a WebSocket client on node, both subscribed to every topic. */
 async function subscribers(t, node, topics) {
   const sse = await subscribe(node.url, `/events?${topics.map((x) => `topic=${x}`).join('&')}`);
-  onEnd(t, () => sse.close());
+  onTestEnd(t, () => sse.close());
   const ws = await openWS(node.url, '/ws');
-  onEnd(t, () => ws.close());
+  onTestEnd(t, () => ws.close());
   await ws.ok({ op: 'subscribe', topics });
   return [['SSE on ' + node.name, sse], ['WebSocket on ' + node.name, ws]];
 }
@@ -194,9 +177,9 @@ test('a catch-up longer than a read page on several topics: merged across pages,
 
 test('pub/sub connections killed (CLIENT KILL TYPE pubsub) under interleaved publishes to several topics: every message once, in order', async (t) => {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const cluster = await startCluster(3, { redis, config: CONFIG });
-  onEnd(t, () => cluster.stop());
+  onTestEnd(t, () => cluster.stop());
   const { A, B, C } = cluster;
   const topics = topicsOf('kill-', 5);
   const views = [...await subscribers(t, A, topics), ...await subscribers(t, B, topics)];
@@ -236,9 +219,9 @@ test('pub/sub connections killed (CLIENT KILL TYPE pubsub) under interleaved pub
 
 test('topics newly subscribed on a node one after the other under interleaved publishes: their seams keep seq order across topics', async (t) => {
   const redis = await startRedis();
-  onEnd(t, () => redis.stop());
+  onTestEnd(t, () => redis.stop());
   const cluster = await startCluster(3, { redis, config: CONFIG });
-  onEnd(t, () => cluster.stop());
+  onTestEnd(t, () => cluster.stop());
   const { A, B, C } = cluster;
   const topics = topicsOf('seam-', 5);
   const acked = [];
@@ -261,14 +244,14 @@ test('topics newly subscribed on a node one after the other under interleaved pu
     // One WebSocket subscribing to one topic after the other (each new on B),
     // and an SSE client on all of them once the last is followed.
     ws = await openWS(B.url, '/ws');
-    onEnd(t, () => ws.close());
+    onTestEnd(t, () => ws.close());
     for (const topic of topics) {
       await ws.ok({ op: 'subscribe', topics: [topic] });
       const have = acked.length;
       await until(() => acked.length >= have + 10, { what: '10 more publishes' });
     }
     sse = await subscribe(B.url, `/events?${topics.map((x) => `topic=${x}`).join('&')}`);
-    onEnd(t, () => sse.close());
+    onTestEnd(t, () => sse.close());
     const have = acked.length;
     await until(() => acked.length >= have + 30, { what: '30 more publishes' });
   } finally {

@@ -447,6 +447,28 @@ export async function startProxy(targetPort, { host = '127.0.0.1' } = {}) {
   return proxy;
 }
 
+/**
+ * Registers fn to run when test t ends (also when it fails): the last
+ * registered runs first, so nodes stop before the Redis they use. Every fn
+ * runs; the first error (e.g. a node that did not exit cleanly) fails the test.
+ */
+const endHooks = new WeakMap(); // test context → functions to run when it ends
+export function onTestEnd(t, fn) {
+  let fns = endHooks.get(t);
+  if (!fns) {
+    fns = [];
+    endHooks.set(t, fns);
+    t.after(async () => {
+      let first;
+      for (const f of fns.reverse()) {
+        try { await f(); } catch (err) { first ??= err; }
+      }
+      if (first) throw first;
+    });
+  }
+  fns.push(fn);
+}
+
 // ---------------------------------------------------------------------------
 // herald nodes
 
