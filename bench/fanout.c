@@ -4,8 +4,10 @@
  * One invocation:
  *   1. forks --procs K subscriber processes; process k opens its share of the
  *      --subs N subscribers (subscriber i on topic i % --topics T), each bound
- *      to a source address 127.0.0.(2 + i % --src-addrs) before connect, at
- *      most --concurrency handshakes in flight per process. Transports:
+ *      to a source address 127.0.0.(2 + i % --src-addrs) before connect and
+ *      connected to port --sub-ports[i % n] (default --port; several nodes of
+ *      a cluster), at most --concurrency handshakes in flight per process.
+ *      Transports:
  *        sse        GET stream, text/event-stream
  *        ws         WebSocket upgrade (no compression offered)
  *        poll       long-polling on one keep-alive connection: the next
@@ -27,10 +29,13 @@
  *      with 'x' to --size bytes;
  *   4. subscribers scan every byte they receive for that marker (a streaming
  *      matcher: nothing is buffered per message), count it for its step,
- *      check the per-topic seq (duplicates, reordering) and add now - ts to
- *      a fixed log-linear histogram in shared memory;
+ *      check the per-topic seq (duplicates, reordering), count it for the
+ *      subscriber and add now - ts to a fixed log-linear histogram in shared
+ *      memory;
  *   5. after each step's publishing, waits until every expected delivery
- *      arrived or --drain seconds passed, then prints one "step" result line.
+ *      arrived or --drain seconds passed, asks every subscriber process how
+ *      many of its subscribers got fewer (or more) of the step's messages than
+ *      were published to their topic, then prints one "step" result line.
  *
  * Everything is bounded in time. Loopback only. No allocation per message:
  * subscriber state is allocated once per connection, publish buffers once
@@ -42,6 +47,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <dirent.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -68,7 +74,8 @@
 #define MAX_PROCS 64
 #define MAX_TOPICS 4096
 #define MAX_PUB_CONNS 64
-#define MAX_WATCH 4
+#define MAX_WATCH 8
+#define MAX_SUB_PORTS 16
 #define MARKER_LEN 46 /* ts=<20>,seq=<10>,st=<3>, */
 
 /* ------------------------------------------------------------------------ */
@@ -83,8 +90,10 @@ static struct {
     int cursor;
     const char *host;
     int port;
-    int pub_port;      /* 0: --port (a publisher on another node of a cluster) */
-    const char *topic; /* prefix: topic t is "<prefix>-<t>" */
+    int pub_port;                 /* 0: --port (a publisher on another node of a cluster) */
+    int sub_ports[MAX_SUB_PORTS]; /* subscriber i connects to sub_ports[i % nsub_ports] */
+    int nsub_ports;               /* 0: --port */
+    const char *topic;            /* prefix: topic t is "<prefix>-<t>" */
     int topics;
     const char *sub_path; /* {topic}, {timeout} */
     const char *pub_path; /* {topic} */
@@ -199,6 +208,17 @@ typedef struct proc_shared {
 static proc_shared *g_shared; /* all */
 static proc_shared *g_me;     /* this subscriber process's slot */
 
+/* Per-subscriber completeness of a step, asked for by the parent (written by
+ * it before it sends 'C' to the subscriber processes; each answers 'C' after
+ * writing its counts into its own slot). */
+typedef struct count_request {
+    int step;
+    uint32_t sent[MAX_TOPICS]; /* messages of the step published to each topic */
+    uint64_t short_subs[MAX_PROCS], extra_subs[MAX_PROCS];
+} count_request;
+
+static count_request *g_count;
+
 /* ------------------------------------------------------------------------ */
 /* Helpers                                                                  */
 
@@ -271,6 +291,24 @@ static void send_byte(int fd, char c)
         ;
 }
 
+/* Open descriptors of process pid (its connections, for a server), -1 when
+ * unreadable. */
+static long count_fds(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -1;
+    long n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n;
+}
+
 /* ------------------------------------------------------------------------ */
 /* Subscriber process                                                       */
 
@@ -309,6 +347,7 @@ typedef struct sub {
     uint64_t ws_left, ws_pos;
     int64_t last_seq;
     uint64_t last_sent;
+    uint16_t got[MAX_STEPS]; /* deliveries of each step's messages (saturating) */
     char cursor[CURSOR_MAX];
     char etag[CURSOR_MAX];
     char lastmod[48];
@@ -326,13 +365,19 @@ static struct {
     int ready_fd, ctl_fd;
     uv_poll_t ctl_poll;
     uv_timer_t subscribe_timer, hard_timer, close_timer;
-    struct sockaddr_in server;
+    struct sockaddr_in server[MAX_SUB_PORTS];
     char ws_key[25];
     uint64_t now;
     int log_budget;
 } C;
 
 static char g_read_buf[262144];
+
+/* The port (node) subscriber s connects to: --sub-ports round-robin. */
+static int sub_port_index(const sub *s)
+{
+    return s->index % opt.nsub_ports;
+}
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -430,6 +475,8 @@ static void on_marker(sub *s)
         x->t_first = C.now;
     x->t_last = C.now;
     x->received++;
+    if (s->got[st] < UINT16_MAX)
+        s->got[st]++;
     int64_t seq = s->ms_seq;
     if (seq == s->last_seq)
         x->dup++;
@@ -977,15 +1024,15 @@ static void sub_send_poll(sub *s)
         l = snprintf(s->req, REQ_BUF, "GET %s%s%s%s%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path,
                      s->cursor[0] ? (strchr(path, '?') ? "&" : "?") : "",
                      s->cursor[0] ? opt.cursor_param : "", s->cursor[0] ? "=" : "", s->cursor,
-                     opt.host, opt.port);
+                     opt.host, opt.sub_ports[sub_port_index(s)]);
     } else if (!s->lastmod[0]) {
         l = snprintf(s->req, REQ_BUF, "GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", path, opt.host,
-                     opt.port);
+                     opt.sub_ports[sub_port_index(s)]);
     } else {
         l = snprintf(
             s->req, REQ_BUF,
             "GET %s HTTP/1.1\r\nHost: %s:%d\r\nIf-Modified-Since: %s\r\nIf-None-Match: %s\r\n\r\n",
-            path, opt.host, opt.port, s->lastmod, s->etag);
+            path, opt.host, opt.sub_ports[sub_port_index(s)], s->lastmod, s->etag);
     }
     if (l <= 0 || l >= REQ_BUF)
         die("request too long");
@@ -1028,13 +1075,13 @@ static void on_connect(uv_connect_t *req, int status)
         l = snprintf(s->req, REQ_BUF,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nAccept: text/event-stream\r\n"
                      "Cache-Control: no-cache\r\n\r\n",
-                     path, opt.host, opt.port);
+                     path, opt.host, opt.sub_ports[sub_port_index(s)]);
     else
         l = snprintf(s->req, REQ_BUF,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     path, opt.host, opt.port, C.ws_key);
+                     path, opt.host, opt.sub_ports[sub_port_index(s)], C.ws_key);
     if (l <= 0 || l >= REQ_BUF)
         die("request too long");
     s->state = ST_HEAD;
@@ -1079,8 +1126,8 @@ static void start_one(sub *s, int gi)
     uv_ip4_addr(ip, 0, &src);
     rc = uv_tcp_bind(&s->tcp, (const struct sockaddr *)&src, 0);
     if (rc == 0)
-        rc = uv_tcp_connect(&s->connect_req, &s->tcp, (const struct sockaddr *)&C.server,
-                            on_connect);
+        rc = uv_tcp_connect(&s->connect_req, &s->tcp,
+                            (const struct sockaddr *)&C.server[sub_port_index(s)], on_connect);
     if (rc != 0) {
         if (limited_log())
             fprintf(stderr, "fanout[%d]: bind/connect %s: %s\n", C.index, ip, uv_err_name(rc));
@@ -1158,6 +1205,28 @@ static void child_close_all(void)
         uv_timer_start(&C.close_timer, on_close_timeout, 3000, 0);
 }
 
+/* Parent's 'C': how many of this process's subscribers (those counted as
+ * subscribed, disconnected ones included) got fewer or more of step
+ * g_count->step's messages than were published to their topic. */
+static void on_count_request(void)
+{
+    int st = g_count->step;
+    uint64_t short_subs = 0, extra_subs = 0;
+    for (int i = 0; i < C.count; i++) {
+        const sub *s = &C.subs[i];
+        if (!s->subscribed)
+            continue;
+        uint32_t want = g_count->sent[s->topic];
+        if (s->got[st] < want)
+            short_subs++;
+        else if (s->got[st] > want)
+            extra_subs++;
+    }
+    g_count->short_subs[C.index] = short_subs;
+    g_count->extra_subs[C.index] = extra_subs;
+    send_byte(C.ready_fd, 'C');
+}
+
 static void on_ctl(uv_poll_t *p, int status, int events)
 {
     (void)p;
@@ -1168,6 +1237,8 @@ static void on_ctl(uv_poll_t *p, int status, int events)
         return;
     if (r <= 0 || c == 'X')
         child_close_all();
+    else if (c == 'C')
+        on_count_request();
 }
 
 static void child_main(int index, int ready_fd, int ctl_fd)
@@ -1186,7 +1257,8 @@ static void child_main(int index, int ready_fd, int ctl_fd)
     C.subs = calloc((size_t)(C.count ? C.count : 1), sizeof(sub));
     if (!C.subs)
         die("out of memory");
-    uv_ip4_addr(opt.host, opt.port, &C.server);
+    for (int i = 0; i < opt.nsub_ports; i++)
+        uv_ip4_addr(opt.host, opt.sub_ports[i], &C.server[i]);
     static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (int i = 0; i < 21; i++)
         C.ws_key[i] = b64[rand() & 63];
@@ -1693,6 +1765,52 @@ static uint64_t step_expected(void)
     return e;
 }
 
+/* Asks every subscriber process (ctl 'C', answered 'C' on its ready pipe)
+ * how many of its subscribers got fewer / more of step's messages than were
+ * published to their topic. A process that does not answer within 5 s (or
+ * has died) counts all its subscribers as short. */
+static void count_step_subscribers(int step, const int *ctl_fd, int *ready_fd, uint64_t *short_subs,
+                                   uint64_t *extra_subs)
+{
+    g_count->step = step;
+    for (int t = 0; t < opt.topics; t++)
+        g_count->sent[t] = P.step_sent[t];
+    for (int i = 0; i < opt.procs; i++) {
+        g_count->short_subs[i] = g_shared[i].subscribed;
+        g_count->extra_subs[i] = 0;
+        send_byte(ctl_fd[i], 'C');
+    }
+    if (wait_children(ready_fd, 'C', now_s() + 5) != 0)
+        fprintf(stderr, "fanout: step %d: subscriber processes did not count in time\n", step);
+    *short_subs = *extra_subs = 0;
+    for (int i = 0; i < opt.procs; i++) {
+        *short_subs += g_count->short_subs[i];
+        *extra_subs += g_count->extra_subs[i];
+    }
+}
+
+/* Appends "NAME":{"watch1":v1,...}, to buf at offset off; returns the new
+ * offset (at most size - 1). */
+static size_t watch_object(char *buf, size_t off, size_t size, const char *name, const double *v,
+                           int decimals)
+{
+    off += (size_t)snprintf(buf + off, size - off, "\"%s\":{", name);
+    for (int w = 0; w < opt.nwatch && off < size; w++)
+        off += (size_t)snprintf(buf + off, size - off, "%s\"%.40s\":%.*f", w ? "," : "",
+                                opt.watch_name[w], decimals, v[w]);
+    if (off < size)
+        off += (size_t)snprintf(buf + off, size - off, "},");
+    return off < size ? off : size - 1;
+}
+
+/* VmRSS (kB) of every watched process, into out. */
+static const double *read_watch_rss(double *out)
+{
+    for (int w = 0; w < opt.nwatch; w++)
+        out[w] = (double)read_vm_kb(opt.watch_pid[w], "VmRSS");
+    return out;
+}
+
 static uint64_t step_unique(int step)
 {
     uint64_t u = 0;
@@ -1758,9 +1876,12 @@ static void usage(void)
         "  --settle S (1)  --drain S (5)  --subscribe-timeout S (60)  --timeout S (600)\n"
         "  --server-pid PID     measure this process's CPU and RSS   --server NAME  --label TEXT\n"
         "  --pub-port P         publish to this port (default --port: the same server)\n"
-        "  --watch-pid NAME=PID report this process's CPU per step too (up to %d)\n"
+        "  --sub-ports P1,P2,.. subscriber i connects to port P(i %% n) (default --port):\n"
+        "                       the nodes of a cluster (up to %d)\n"
+        "  --watch-pid NAME=PID report this process's CPU and RSS per step too, and its RSS\n"
+        "                       and open descriptors after connecting (up to %d)\n"
         "Output: one JSON line for the connect phase, then one per step, on stdout.\n",
-        MAX_WATCH);
+        MAX_SUB_PORTS, MAX_WATCH);
     exit(2);
 }
 
@@ -1778,21 +1899,61 @@ static void parse_rates(const char *s)
     }
 }
 
+static void parse_sub_ports(const char *s)
+{
+    opt.nsub_ports = 0;
+    while (*s) {
+        char *e;
+        long p = strtol(s, &e, 10);
+        if (e == s || p < 1 || p > 65535 || opt.nsub_ports == MAX_SUB_PORTS || (*e && *e != ','))
+            die("bad --sub-ports (P1,P2,..., at most %d)", MAX_SUB_PORTS);
+        opt.sub_ports[opt.nsub_ports++] = (int)p;
+        s = *e ? e + 1 : e;
+    }
+    if (!opt.nsub_ports)
+        die("bad --sub-ports (P1,P2,..., at most %d)", MAX_SUB_PORTS);
+}
+
 int main(int argc, char **argv)
 {
     static struct option lo[] = {
-        {"transport", 1, 0, 'm'},     {"mode", 1, 0, 'm'},         {"host", 1, 0, 'H'},
-        {"port", 1, 0, 'p'},          {"topic", 1, 0, 't'},        {"topics", 1, 0, 'N'},
-        {"sub-path", 1, 0, 'S'},      {"pub-path", 1, 0, 'P'},     {"cursor", 1, 0, 'C'},
-        {"cursor-param", 1, 0, 'Q'},  {"subs", 1, 0, 'n'},         {"procs", 1, 0, 'k'},
-        {"src-addrs", 1, 0, 'a'},     {"size", 1, 0, 's'},         {"rates", 1, 0, 'r'},
-        {"step-seconds", 1, 0, 'D'},  {"pub-conns", 1, 0, 'K'},    {"pipeline", 1, 0, 'L'},
-        {"poll-interval", 1, 0, 'I'}, {"poll-timeout", 1, 0, 'O'}, {"concurrency", 1, 0, 'c'},
-        {"settle", 1, 0, 'e'},        {"drain", 1, 0, 'd'},        {"subscribe-timeout", 1, 0, 'T'},
-        {"timeout", 1, 0, 'x'},       {"max-p99-ms", 1, 0, 'Y'},   {"stop-on-fail", 0, 0, 'F'},
-        {"strict", 0, 0, 'Z'},        {"server-pid", 1, 0, 'i'},   {"server", 1, 0, 'V'},
-        {"label", 1, 0, 'l'},         {"etag-epoch", 0, 0, 'E'},   {"pub-port", 1, 0, 'B'},
-        {"watch-pid", 1, 0, 'W'},     {"help", 0, 0, 'h'},         {0, 0, 0, 0},
+        {"transport", 1, 0, 'm'},
+        {"mode", 1, 0, 'm'},
+        {"host", 1, 0, 'H'},
+        {"port", 1, 0, 'p'},
+        {"topic", 1, 0, 't'},
+        {"topics", 1, 0, 'N'},
+        {"sub-path", 1, 0, 'S'},
+        {"pub-path", 1, 0, 'P'},
+        {"cursor", 1, 0, 'C'},
+        {"cursor-param", 1, 0, 'Q'},
+        {"subs", 1, 0, 'n'},
+        {"procs", 1, 0, 'k'},
+        {"src-addrs", 1, 0, 'a'},
+        {"size", 1, 0, 's'},
+        {"rates", 1, 0, 'r'},
+        {"step-seconds", 1, 0, 'D'},
+        {"pub-conns", 1, 0, 'K'},
+        {"pipeline", 1, 0, 'L'},
+        {"poll-interval", 1, 0, 'I'},
+        {"poll-timeout", 1, 0, 'O'},
+        {"concurrency", 1, 0, 'c'},
+        {"settle", 1, 0, 'e'},
+        {"drain", 1, 0, 'd'},
+        {"subscribe-timeout", 1, 0, 'T'},
+        {"timeout", 1, 0, 'x'},
+        {"max-p99-ms", 1, 0, 'Y'},
+        {"stop-on-fail", 0, 0, 'F'},
+        {"strict", 0, 0, 'Z'},
+        {"server-pid", 1, 0, 'i'},
+        {"server", 1, 0, 'V'},
+        {"label", 1, 0, 'l'},
+        {"etag-epoch", 0, 0, 'E'},
+        {"pub-port", 1, 0, 'B'},
+        {"watch-pid", 1, 0, 'W'},
+        {"sub-ports", 1, 0, 'G'},
+        {"help", 0, 0, 'h'},
+        {0, 0, 0, 0},
     };
     const char *rates = "100";
     int c;
@@ -1915,6 +2076,9 @@ int main(int argc, char **argv)
             opt.watch_pid[opt.nwatch++] = atoi(eq + 1);
             break;
         }
+        case 'G':
+            parse_sub_ports(optarg);
+            break;
         default:
             usage();
         }
@@ -1922,6 +2086,8 @@ int main(int argc, char **argv)
     parse_rates(rates);
     if (!opt.pub_port)
         opt.pub_port = opt.port;
+    if (!opt.nsub_ports)
+        opt.sub_ports[opt.nsub_ports++] = opt.port;
     if (!opt.sub_path)
         opt.sub_path = opt.transport == T_SSE  ? "/events?topic={topic}"
                        : opt.transport == T_WS ? "/ws?topic={topic}"
@@ -1952,6 +2118,10 @@ int main(int argc, char **argv)
     g_shared = mmap(NULL, sizeof(proc_shared) * (size_t)opt.procs, PROT_READ | PROT_WRITE,
                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (g_shared == MAP_FAILED)
+        die("mmap: %s", strerror(errno));
+    g_count =
+        mmap(NULL, sizeof *g_count, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (g_count == MAP_FAILED)
         die("mmap: %s", strerror(errno));
 
     double t0 = now_s();
@@ -2005,7 +2175,18 @@ int main(int argc, char **argv)
     if (opt.settle > 0)
         usleep((useconds_t)(opt.settle * 1e6));
     long rss_after = read_vm_kb(opt.server_pid, "VmRSS");
+    /* every watched process's memory and descriptors (connections) now */
+    char connect_watch[128 * MAX_WATCH + 64] = "";
+    if (opt.nwatch) {
+        double v[MAX_WATCH];
+        size_t wl = watch_object(connect_watch, 0, sizeof connect_watch, "watch_rss_kb",
+                                 read_watch_rss(v), 0);
+        for (int w = 0; w < opt.nwatch; w++)
+            v[w] = (double)count_fds(opt.watch_pid[w]);
+        watch_object(connect_watch, wl, sizeof connect_watch, "watch_fds", v, 0);
+    }
     print_common("connect");
+    printf("%s", connect_watch);
     printf(
         "\"subscribed\":%" PRIu64 ",\"subscribe_failed\":%" PRIu64 ",\"bad_status\":%" PRIu64
         ",\"connect_s\":%.3f,\"connect_per_s\":%.0f,\"server_cpu_s\":%.3f,\"sub_bytes_in\":%" PRIu64
@@ -2038,6 +2219,9 @@ int main(int argc, char **argv)
             double drain_deadline = now_s() + opt.drain;
             while (opt.subs > 0 && step_unique(step) < expected && now_s() < drain_deadline)
                 usleep(20000);
+            uint64_t subs_short = 0, subs_extra = 0;
+            if (opt.subs > 0)
+                count_step_subscribers(step, ctl_fd, ready_fd, &subs_short, &subs_extra);
             snapshot(&k2);
             /* merge */
             static uint64_t hist[HIST_N];
@@ -2086,17 +2270,17 @@ int main(int argc, char **argv)
                      sreq = k2.sub_req - k1.sub_req;
             uint64_t pin = k2.pub_in - k1.pub_in, pout = k2.pub_out - k1.pub_out;
             double per = unique ? 1.0 / (double)unique : 0;
-            int clean = lost <= 0 && dup == 0 && reorder == 0 && P.errors == errors0 && !P.failed;
+            int clean = lost <= 0 && dup == 0 && reorder == 0 && subs_short == 0 &&
+                        subs_extra == 0 && P.errors == errors0 && !P.failed;
             int ok = clean && pv[2] <= opt.max_p99_ms;
-            char watch_json[64 * MAX_WATCH + 32] = "";
+            char watch_json[128 * MAX_WATCH + 64] = "";
             if (opt.nwatch) {
-                size_t wl = (size_t)snprintf(watch_json, sizeof watch_json, "\"watch_cpu_s\":{");
-                for (int w = 0; w < opt.nwatch && wl < sizeof watch_json; w++)
-                    wl += (size_t)snprintf(watch_json + wl, sizeof watch_json - wl,
-                                           "%s\"%.40s\":%.3f", w ? "," : "", opt.watch_name[w],
-                                           k2.watch_cpu[w] - k1.watch_cpu[w]);
-                if (wl < sizeof watch_json)
-                    snprintf(watch_json + wl, sizeof watch_json - wl, "},");
+                double cpu[MAX_WATCH];
+                for (int w = 0; w < opt.nwatch; w++)
+                    cpu[w] = k2.watch_cpu[w] - k1.watch_cpu[w];
+                size_t wl = watch_object(watch_json, 0, sizeof watch_json, "watch_cpu_s", cpu, 3);
+                watch_object(watch_json, wl, sizeof watch_json, "watch_rss_kb", read_watch_rss(cpu),
+                             0);
             }
             print_common("step");
             printf(
@@ -2105,7 +2289,8 @@ int main(int argc, char **argv)
                 ",\"publish_per_s\":%.1f,\"publish_max_outstanding\":%d,"
                 "\"deliveries_expected\":%" PRIu64 ",\"deliveries_received\":%" PRIu64
                 ",\"lost\":%" PRId64 ",\"duplicates\":%" PRIu64 ",\"reordered\":%" PRIu64
-                ",\"disconnects\":%" PRIu64 ",\"deliveries_per_s\":%.0f,"
+                ",\"subs_short\":%" PRIu64 ",\"subs_extra\":%" PRIu64 ",\"disconnects\":%" PRIu64
+                ",\"deliveries_per_s\":%.0f,"
                 "\"latency_ms\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"max\":%.3f,\"mean\":%.3f}"
                 ","
                 "\"server_cpu_s\":%.3f,\"server_cpu_us_per_delivery\":%.3f,\"server_cpu_us_per_"
@@ -2123,8 +2308,9 @@ int main(int argc, char **argv)
                 "\"wall_s\":%.3f,\"clean\":%s,\"ok\":%s}\n",
                 step, rate, opt.step_seconds, sent, P.errors - errors0, P.late - late0,
                 pub_s > 0 ? (double)sent / pub_s : 0, P.max_outstanding, expected, recv, lost, dup,
-                reorder, disc, dlv_s > 0 ? (double)unique / dlv_s : 0, pv[0], pv[1], pv[2],
-                (double)lmax / 1e6, recv ? (double)lsum / (double)recv / 1e6 : 0, scpu,
+                reorder, subs_short, subs_extra, disc, dlv_s > 0 ? (double)unique / dlv_s : 0,
+                pv[0], pv[1], pv[2], (double)lmax / 1e6,
+                recv ? (double)lsum / (double)recv / 1e6 : 0, scpu,
                 unique ? scpu * 1e6 / (double)unique : 0, sent ? scpu * 1e6 / (double)sent : 0,
                 read_vm_kb(opt.server_pid, "VmRSS"), read_vm_kb(opt.server_pid, "VmHWM"), sin, sout,
                 sreq, pin, pout, (double)sin * per, (double)sout * per, (double)pin * per,
