@@ -264,12 +264,14 @@ static int read_proc_cpu(int pid, double *cpu_s)
     return 0;
 }
 
-static long read_vm_kb(int pid, const char *key)
+/* The "KEY: N kB" line of /proc/PID/FILE (status, smaps_rollup); -1 when
+ * missing. */
+static long read_proc_kb(int pid, const char *file, const char *key)
 {
     if (pid <= 0)
         return -1;
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    snprintf(path, sizeof path, "/proc/%d/%s", pid, file);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -283,6 +285,11 @@ static long read_vm_kb(int pid, const char *key)
     }
     fclose(f);
     return v;
+}
+
+static long read_vm_kb(int pid, const char *key)
+{
+    return read_proc_kb(pid, "status", key);
 }
 
 static void send_byte(int fd, char c)
@@ -1878,8 +1885,8 @@ static void usage(void)
         "  --pub-port P         publish to this port (default --port: the same server)\n"
         "  --sub-ports P1,P2,.. subscriber i connects to port P(i %% n) (default --port):\n"
         "                       the nodes of a cluster (up to %d)\n"
-        "  --watch-pid NAME=PID report this process's CPU and RSS per step too, and its RSS\n"
-        "                       and open descriptors after connecting (up to %d)\n"
+        "  --watch-pid NAME=PID report this process's CPU and RSS per step too, and its RSS,\n"
+        "                       PSS and open descriptors after connecting (up to %d)\n"
         "Output: one JSON line for the connect phase, then one per step, on stdout.\n",
         MAX_SUB_PORTS, MAX_WATCH);
     exit(2);
@@ -2176,11 +2183,16 @@ int main(int argc, char **argv)
         usleep((useconds_t)(opt.settle * 1e6));
     long rss_after = read_vm_kb(opt.server_pid, "VmRSS");
     /* every watched process's memory and descriptors (connections) now */
-    char connect_watch[128 * MAX_WATCH + 64] = "";
+    char connect_watch[192 * MAX_WATCH + 96] = "";
     if (opt.nwatch) {
         double v[MAX_WATCH];
         size_t wl = watch_object(connect_watch, 0, sizeof connect_watch, "watch_rss_kb",
                                  read_watch_rss(v), 0);
+        /* PSS: pages shared between processes (nginx's shared memory zone,
+         * which every worker's RSS counts whole) split between them */
+        for (int w = 0; w < opt.nwatch; w++)
+            v[w] = (double)read_proc_kb(opt.watch_pid[w], "smaps_rollup", "Pss");
+        wl = watch_object(connect_watch, wl, sizeof connect_watch, "watch_pss_kb", v, 0);
         for (int w = 0; w < opt.nwatch; w++)
             v[w] = (double)count_fds(opt.watch_pid[w]);
         watch_object(connect_watch, wl, sizeof connect_watch, "watch_fds", v, 0);

@@ -240,6 +240,59 @@ def summarize_g(rows, gs, reps, srv, two):
     return "\n".join(out)
 
 
+def summarize_h(rows, reps, srv, two):
+    """scenario h: 45,000 subscribers over three nodes (herald: three processes
+    sharing one Redis; nchan: three workers of one nginx)"""
+    out = ["\n## (h) Scale demo: subscribers over three nodes sharing one Redis\n"]
+    hs = [r for r in rows if r["scenario"] == "h"]
+    con = by([r for r in hs if r["phase"] == "connect"], "case", "server")
+    st = by([r for r in hs if r["phase"] == "step"], "case", "server", "step")
+    nodes = lambda r, key: {k: v for k, v in (r.get(key) or {}).items() if k != "redis"}
+    for c in case_order(rows, "h"):
+        out.append(f"\n### {c}\n")
+        head = ["", *srv] + (["ratio"] if two else [])
+        body = []
+
+        def line(name, f, ratio_ok=True, digits=3):
+            v = {s: f(s) for s in srv}
+            cells = [fmt(v[s], digits) if not isinstance(v[s], str) else v[s] for s in srv]
+            num = {s: v[s] if not isinstance(v[s], str) else None for s in srv}
+            body.append([name, *cells] + ([ratio(num["herald"], num["nchan"]) if ratio_ok else ""] if two else []))
+
+        cs = {s: con[(c, s)] for s in srv}
+        line("subscribed (runs)", lambda s: " / ".join(str(r["subscribed"]) for r in cs[s]), False)
+        line("failed subscriptions", lambda s: sum(r["subscribe_failed"] + r["bad_status"] for r in cs[s]), False)
+        line("connect rate, subscribers/s", lambda s: med([r["connect_per_s"] for r in cs[s]]))
+        line("connect time, s", lambda s: med([r["connect_s"] for r in cs[s]]))
+        line("descriptors per node (connections + ~25 others; run 1)",
+             lambda s: " / ".join(str(v) for v in nodes(cs[s][0], "watch_fds").values()) if cs[s] else "–", False)
+        line("RSS per node after connecting, MB",
+             lambda s: med([max(nodes(r, "watch_rss_kb").values()) / 1024 for r in cs[s]]))
+        line("RSS of all nodes, MB", lambda s: med([sum(nodes(r, "watch_rss_kb").values()) / 1024 for r in cs[s]]))
+        line("PSS of all nodes, MB",
+             lambda s: med([sum(nodes(r, "watch_pss_kb").values()) / 1024 for r in cs[s] if r.get("watch_pss_kb")]))
+        steps = sorted({k[2] for k in st if k[0] == c})
+        for i in steps:
+            ss = {s: st[(c, s, i)] for s in srv}
+            pub = "/".join(sorted({str(r["published"]) for s in srv for r in ss[s]}))
+            tag = f"step {i} ({pub} msg at {ss[srv[0]][0]['rate']:g}/s)"
+            line(f"{tag}: lost deliveries (all runs)", lambda s: sum(max(r["lost"], 0) for r in ss[s]), False)
+            line(f"{tag}: subscribers short of a message (all runs)",
+                 lambda s: sum(r["subs_short"] + r["subs_extra"] for r in ss[s]), False)
+            line(f"{tag}: deliveries/s", lambda s: med([r["deliveries_per_s"] for r in ss[s]]))
+            for q in ("p50", "p99", "max"):
+                line(f"{tag}: latency {q}, ms", lambda s: med([r["latency_ms"][q] for r in ss[s]]))
+            line(f"{tag}: CPU of all nodes, s",
+                 lambda s: med([sum(nodes(r, "watch_cpu_s").values()) for r in ss[s]]))
+        line("load average before (runs)", lambda s: load_range(cs[s]), False)
+        out.append(table(head, body))
+    out.append("\nnodes: herald's three processes (n1 takes the publishes), nchan's three workers; Redis "
+               "not included. deliveries/s = unique deliveries / (last delivery − step start). "
+               "PSS splits pages shared between processes (nchan's shared memory zone, which each "
+               "worker's RSS counts whole).\n")
+    return "\n".join(out)
+
+
 def main(d):
     rows = load(d)
     out = []
@@ -449,6 +502,9 @@ def main(d):
     gs = [r for r in rows if r["scenario"] == "g" and r["phase"] == "step"]
     if gs:
         out.append(summarize_g(rows, gs, reps, srv, two))
+
+    if any(r["scenario"] == "h" for r in rows):
+        out.append(summarize_h(rows, reps, srv, two))
 
     text = "\n".join(out)
     with open(os.path.join(d, "summary.md"), "w") as f:
