@@ -278,8 +278,10 @@ static void session_on_failed(void *ctx, bool hole)
         forget_subscribing(session);
         return;
     }
+    /* A subscribe op still owed its answer gets it before the close. */
+    send_error_ref(session, session->subscribing ? session->subscribing_ref : NULL, "unavailable",
+                   UNAVAILABLE_MESSAGE);
     forget_subscribing(session);
-    send_error_ref(session, NULL, "unavailable", UNAVAILABLE_MESSAGE);
     hd_conn_set_end_reason(session->conn, "unavailable");
     send_close(session, HD_WS_CLOSE_TRY_AGAIN, "unavailable");
 }
