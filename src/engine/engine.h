@@ -82,6 +82,13 @@ typedef void (*hd_engine_publish_cb)(void *ctx, const hd_publish_outcome *outcom
  * a caller that stops waiting cancels.
  */
 typedef struct hd_history_result {
+    /*
+     * HD_HUB_OK, or HD_HUB_UNAVAILABLE: the store refused the read, or could
+     * not take it now (too many reads wait for it, or too much is in
+     * flight); nothing else is set. The caller must not go on as if nothing
+     * lay after its cursor: it says so (503, or ends the stream) instead.
+     */
+    hd_hub_status status;
     const hd_gap *gaps; /* first, one per topic whose lost range the cursor reaches into */
     size_t gap_count;
     hd_message *const *messages; /* after the cursor, in seq order (merged across topics) */

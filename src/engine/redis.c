@@ -30,6 +30,10 @@
 #define MAX_INFLIGHT_BYTES (64u << 20)
 /* Pub/sub silence before the link probes the connection. */
 #define PROBE_IDLE_MS 5000
+/* Reads held while the link is down (or full) at most: past it a read fails at once. */
+#define WAITING_MAX 16384
+/* The same refused read is logged at most this often. */
+#define READ_ERROR_LOG_MS 60000
 /* Live messages held back while a catch-up is read; past this the oldest go on, out of order. */
 #define HELD_MAX 65536
 /* Entries a catch-up round reads at most (over all its topics; at least one per topic). */
@@ -428,6 +432,10 @@ struct redis_engine {
     uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
+    size_t waiting_count;
+    /* The last refused read's error, and when it was logged (log_read_failure). */
+    char read_error[256];
+    uint64_t read_error_ms;
     topic_state *topics[TOPIC_BUCKETS];
     /* Live messages held while topics catch up (catching > 0), oldest first. */
     hd_message **held;
@@ -636,6 +644,8 @@ static void set_catch(redis_engine *e, topic_state *t, catch_state state);
 static void drop_read(topic_state *t);
 static void start_round(redis_engine *e);
 static void drain_held(redis_engine *e);
+static void prune_waiting(redis_engine *e);
+static void on_room(redis_engine *e);
 
 static void on_interest_job(redis_engine *e, const interest_job *job)
 {
@@ -701,6 +711,8 @@ static void on_sweep(uv_timer_t *timer)
             atomic_fetch_sub(&e->subscribed_topics, 1);
         }
     }
+    prune_waiting(e);
+    on_room(e); /* reads left waiting while the link was full, if no answer came since */
     /* A round that could not be sent, or failed, is tried again; what it held goes on after. */
     start_round(e);
     drain_held(e);
@@ -921,6 +933,7 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
     }
     group_complete(first);
     script_answered(e);
+    on_room(e);
     publish_next(e);
 }
 
@@ -1065,7 +1078,7 @@ static void publish_next(redis_engine *e)
 /* From the mailbox: queued for the next call (publish_next), unless the queue is full. */
 static void queue_publish(redis_engine *e, hd_engine_request *req)
 {
-    if (e->publishes != NULL && e->publishes_bytes + req->bytes > MAX_INFLIGHT_BYTES) {
+    if (e->publishes != NULL && e->publishes_bytes + req->bytes > e->options.max_inflight_bytes) {
         req->status = HD_HUB_UNAVAILABLE;
         count_publish_failure(e, HD_PUBLISH_FULL);
         request_complete(req);
@@ -1139,9 +1152,34 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
 
 /* ------------------------------------------------------------------ reading */
 
-/* The read script's answer, parsed into the request's result. Returns false if malformed. */
-static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply)
+/*
+ * A read Redis refused (an error reply, a topic's key of another type, an
+ * answer herald cannot read): logged with Redis's text, once a minute for
+ * the same text, since every reader of a broken key would log it again.
+ */
+static void log_read_failure(redis_engine *e, const char *why)
 {
+    uint64_t now = uv_now(&e->loop);
+    if (e->read_error_ms != 0 && now - e->read_error_ms < READ_ERROR_LOG_MS &&
+        strcmp(why, e->read_error) == 0)
+        return;
+    snprintf(e->read_error, sizeof(e->read_error), "%s", why);
+    e->read_error_ms = now;
+    hd_log_error("cluster: Redis refused a read: %s", why);
+}
+
+/*
+ * The read script's answer, parsed into the request's result. Returns
+ * false, with the reason in why, when it is malformed or refused one of a
+ * client's topics (its key is of another type). A catch-up round's read
+ * (fill) of such a topic counts as having lost everything up to the cut
+ * instead: the round goes on for the other topics, and the topic's
+ * subscribers here get a gap, never a silent skip.
+ */
+static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply,
+                            char *why, size_t why_len)
+{
+    snprintf(why, why_len, "the read script answered something unexpected");
     if (reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
         reply->element[1]->type != REDIS_REPLY_STRING ||
@@ -1162,6 +1200,21 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
         hd_redis_topic_read *r = &reads[t];
         r->topic = req->topics[t];
         r->topic_len = req->topic_lens[t];
+        if (reply->element[k + 1]->integer == -1) {
+            /* The script's marker: the topic's keys are of another type, the text names them. */
+            snprintf(why, why_len, "topic %.*s: %s", (int)r->topic_len, r->topic,
+                     reply->element[k]->str);
+            if (!req->fill) {
+                ok = false;
+                break;
+            }
+            size_t len = strlen(why);
+            snprintf(why + len, why_len - len, "; its subscribers on this node get a gap");
+            log_read_failure(e, why);
+            r->lost_upto = cut;
+            k += 2;
+            continue;
+        }
         r->lost_upto = strtoull(reply->element[k]->str, NULL, 10);
         size_t n = (size_t)reply->element[k + 1]->integer;
         k += 2;
@@ -1206,11 +1259,77 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
     return ok;
 }
 
+/* A client's read that cannot be answered: see hd_history_result.status. */
+static void fail_read(hd_engine_request *req)
+{
+    req->result = (hd_history_result){.status = HD_HUB_UNAVAILABLE};
+    request_complete(req);
+}
+
+/*
+ * A read that cannot be sent now (the link is not up, or too much is in
+ * flight) waits for it, unless WAITING_MAX do already: a client's read then
+ * fails at once. The engine's own position reads (one per topic) always wait.
+ */
 static void wait_for_link(redis_engine *e, hd_engine_request *req)
 {
+    if (e->waiting_count >= WAITING_MAX && req->worker != HD_WORKER_NONE) {
+        fail_read(req);
+        return;
+    }
     req->next = NULL;
     *e->waiting_tail = req;
     e->waiting_tail = &req->next;
+    e->waiting_count++;
+}
+
+/*
+ * The link came up, or answers made room in flight: the reads waiting go,
+ * oldest first; once one has to wait again, those after it wait too.
+ */
+static void resend_waiting(redis_engine *e)
+{
+    hd_engine_request *waiting = e->waiting;
+    e->waiting = NULL;
+    e->waiting_tail = &e->waiting;
+    e->waiting_count = 0;
+    while (waiting != NULL) {
+        hd_engine_request *next = waiting->next;
+        if (e->waiting != NULL)
+            wait_for_link(e, waiting);
+        else
+            run_read(e, waiting);
+        waiting = next;
+    }
+}
+
+/* A script's answer made room in flight: reads that waited for it (HD_REDIS_FULL) go now. */
+static void on_room(redis_engine *e)
+{
+    if (e->waiting != NULL && hd_redis_link_get_state(e->link) == HD_REDIS_LINK_UP)
+        resend_waiting(e);
+}
+
+/*
+ * Drops the waiting reads whose caller went away (a poll answered at its
+ * timeout, a closed stream), so that a long outage with clients coming and
+ * going holds only the reads still wanted.
+ */
+static void prune_waiting(redis_engine *e)
+{
+    hd_engine_request **slot = &e->waiting;
+    e->waiting_tail = &e->waiting;
+    while (*slot != NULL) {
+        hd_engine_request *req = *slot;
+        if (atomic_load(&req->cancelled)) {
+            *slot = req->next;
+            e->waiting_count--;
+            request_complete(req); /* its worker frees it */
+            continue;
+        }
+        slot = &req->next;
+        e->waiting_tail = slot;
+    }
 }
 
 static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_status status,
@@ -1265,27 +1384,32 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
     redis_engine *e = req->engine;
     if (req->fill) {
         on_fill_reply(e, req, status, reply);
-        script_answered(e);
-        return;
-    }
-    if (status != HD_REDIS_OK) {
+    } else if (status != HD_REDIS_OK) {
         /* The link broke: the read waits for it. */
         wait_for_link(e, req);
-        script_answered(e);
-        return;
-    }
-    if (req->position) {
+    } else if (req->position) {
         on_position(e, req, reply);
-        script_answered(e);
-        return;
+    } else {
+        /*
+         * Refused (WRONGTYPE, -OOM, -BUSY, NOSCRIPT again after the reload,
+         * a topic's key of another type) or unreadable: a failure, never an
+         * empty answer, which would let a resume or poll skip what it asked.
+         */
+        char why[sizeof(e->read_error)];
+        bool ok = reply->type != REDIS_REPLY_ERROR;
+        if (!ok)
+            snprintf(why, sizeof(why), "%s", reply->str);
+        else
+            ok = take_read_reply(e, req, reply, why, sizeof(why));
+        if (ok) {
+            request_complete(req);
+        } else {
+            log_read_failure(e, why);
+            fail_read(req);
+        }
     }
-    if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
-        hd_log_error("cluster: the read script failed: %s",
-                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
-        req->result = (hd_history_result){.epoch = e->epoch, .cut = e->known_seq};
-    }
-    request_complete(req);
     script_answered(e);
+    on_room(e);
 }
 
 /* Sends the read script for req; its answer goes to on_read_reply. */
@@ -1310,7 +1434,10 @@ static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
 
 static void run_read(redis_engine *e, hd_engine_request *req)
 {
-    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP || send_read(e, req) != HD_REDIS_OK)
+    if (atomic_load(&req->cancelled))
+        request_complete(req); /* its caller went away: its worker frees it */
+    else if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP ||
+             send_read(e, req) != HD_REDIS_OK)
         wait_for_link(e, req);
 }
 
@@ -2089,9 +2216,9 @@ static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_stat
         abandon_round(e); /* the link broke: the reconnect reads every topic again */
         return;
     }
-    if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply)) {
-        hd_log_error("cluster: the read script failed: %s",
-                     reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected answer");
+    char why[sizeof(e->read_error)];
+    if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply, why, sizeof(why))) {
+        log_read_failure(e, reply->type == REDIS_REPLY_ERROR ? reply->str : why);
         request_free(req);
         abandon_round(e); /* the sweep timer tries again */
         return;
@@ -2458,14 +2585,7 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
     }
     run_hello(e);
     check_redis_settings(e);
-    hd_engine_request *waiting = e->waiting;
-    e->waiting = NULL;
-    e->waiting_tail = &e->waiting;
-    while (waiting != NULL) {
-        hd_engine_request *next = waiting->next;
-        run_read(e, waiting);
-        waiting = next;
-    }
+    resend_waiting(e);
 }
 
 /* ------------------------------------------------------------------ the engine thread */
@@ -2630,6 +2750,8 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     e->options = *options;
     e->prefix_len = (size_t)snprintf(e->prefix, sizeof(e->prefix), "{%s}", options->prefix);
     e->options.prefix = NULL;
+    if (e->options.max_inflight_bytes == 0)
+        e->options.max_inflight_bytes = MAX_INFLIGHT_BYTES;
     snprintf(e->hub_key, sizeof(e->hub_key), "%s:hub", e->prefix);
     char node[9];
     random_epoch(node);
@@ -2666,7 +2788,7 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         .url = options->url,
         .timeout_ms = options->timeout_ms,
         .probe_idle_ms = PROBE_IDLE_MS,
-        .max_inflight_bytes = MAX_INFLIGHT_BYTES,
+        .max_inflight_bytes = e->options.max_inflight_bytes,
         .probe_channel = e->probe_channel,
         .probe_channel_len = strlen(e->probe_channel),
         .on_state = on_link_state,

@@ -31,7 +31,10 @@
  * Publishing while the link is not up is refused at once (unavailable); a
  * publish whose connection broke before the answer is outcome_unknown;
  * Redis's -OOM and -BUSY are unavailable. A read while the link is down
- * waits until it is up again. A read the node's own history provably
+ * (or full) waits until it is up again (or has room), WAITING_MAX reads at
+ * most; one Redis refuses fails (hd_history_result.status), and the read
+ * script refuses a topic whose keys are of another type alone, so that a
+ * catch-up round reads the others. A read the node's own history provably
  * answers (hd_hub_read_covered: the engine tells the hub which topics'
  * history has no hole, see topic_state in redis.c) completes at once, on
  * the caller's stack, without Redis.
@@ -71,6 +74,11 @@ typedef struct hd_engine_redis_options {
      */
     bool trust_redis_persistence;
     uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */
+    /*
+     * Bytes of commands in flight to Redis (and of publishes queued) at
+     * most; 0: 64 MiB. Not a setting: only tests set it (main.c).
+     */
+    uint64_t max_inflight_bytes;
 } hd_engine_redis_options;
 
 /*

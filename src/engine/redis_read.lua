@@ -9,7 +9,9 @@
 --          most), expired_at (ms: entries with t <= it count as lost; -1 =
 --          no TTL), n, then n topics
 -- Returns  {epoch, cut, rotation, then per topic: lost_upto, k, then k
---          quadruples seq, ms, event ("" = none), data}
+--          quadruples seq, ms, event ("" = none), data; or, for a topic
+--          whose meta or stream key is of another type (an operator's
+--          key): the error text naming the key, then -1}
 --          rotation is "lost" when this read started the epoch (no hub
 --          hash: it then also records the run_id in {prefix}:rid, as the
 --          hello script does), "" otherwise.
@@ -53,14 +55,28 @@ local function seq_of(entry)
   return string.sub(entry[1], 1, -3) -- "<seq>-0"
 end
 
+-- A topic whose keys another type took is refused alone, so that the others
+-- (a catch-up round reads many) are still read.
+local function wrong_type(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  if t ~= 'none' and t ~= want then
+    return 'WRONGTYPE ' .. key .. ' is a ' .. t .. ', not a ' .. want
+  end
+end
+
 local reply = { epoch, string.format('%d', cut), rotation }
 for i = 1, n do
   local topic = ARGV[7 + i]
   local stream = prefix .. ':s:' .. topic
-  local meta_e, meta_l = unpack(redis.call('HMGET', prefix .. ':m:' .. topic, 'e', 'l'))
+  local meta = prefix .. ':m:' .. topic
+  local refused = wrong_type(meta, 'hash') or wrong_type(stream, 'stream')
+  local meta_e, meta_l
+  if not refused then
+    meta_e, meta_l = unpack(redis.call('HMGET', meta, 'e', 'l'))
+  end
   local lost = 0
   local entries = {}
-  if meta_e == epoch then
+  if not refused and meta_e == epoch then
     -- The first entry still held and young enough: its prev is the newest lost.
     local from = '-'
     local first
@@ -87,8 +103,13 @@ for i = 1, n do
       lost = tonumber(meta_l) or 0
     end
   end
-  reply[#reply + 1] = string.format('%d', lost)
-  reply[#reply + 1] = #entries
+  if refused then
+    reply[#reply + 1] = refused
+    reply[#reply + 1] = -1
+  else
+    reply[#reply + 1] = string.format('%d', lost)
+    reply[#reply + 1] = #entries
+  end
   for _, entry in ipairs(entries) do
     local f = entry[2] -- d, data, t, ms, p, prev, v, event
     reply[#reply + 1] = seq_of(entry)

@@ -145,6 +145,14 @@ static void batch_on_read(void *ctx, const hd_history_result *result)
 {
     hd_catch_up *catch_up = ctx;
     catch_up->read = NULL;
+    if (result->status != HD_HUB_OK) {
+        const hd_catch_up_ops *ops = catch_up->ops;
+        void *session = catch_up->ctx;
+        bool hole = catch_up->started || catch_up->skipped_upto > 0;
+        hd_catch_up_free(catch_up->owner);
+        ops->failed(session, hole);
+        return;
+    }
     if (!catch_up->started && !start(catch_up, result))
         return;
     for (size_t i = 0; i < result->gap_count; i++)

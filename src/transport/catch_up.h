@@ -30,6 +30,15 @@ typedef struct hd_catch_up_ops {
      * freed already).
      */
     void (*started)(void *ctx, bool valid);
+    /*
+     * The engine could not read what is owed (hd_history_result.status):
+     * the catch-up is over and freed already, and nothing more of its
+     * topics may be delivered on this stream, or the client would miss
+     * what lies in between. hole: started was called before, or live
+     * messages of its topics were skipped meanwhile (hd_catch_up_holds):
+     * the stream misses something only a resume can bring.
+     */
+    void (*failed)(void *ctx, bool hole);
 } hd_catch_up_ops;
 
 /*

@@ -228,8 +228,8 @@ static void session_force(poll_session *session)
  * unreachable): answered with nothing and the cursor it came with, so that
  * a client is not held past its timeout (SPEC §5: answered at once or
  * held). A poll without a cursor whose first read never came back has no
- * cursor to give (only the store knows the cut): it is held on until the
- * read comes back.
+ * cursor to give (only the store knows the cut): false, it is answered
+ * 503 instead (answer_unavailable).
  */
 static bool answer_unchanged(poll_session *session)
 {
@@ -249,13 +249,29 @@ static bool answer_unchanged(poll_session *session)
     return true;
 }
 
+/*
+ * 503 unavailable: the engine could not read (the store refused it, or
+ * cannot take it now), or a poll without a cursor timed out while the
+ * store is unreachable (it has no cursor to answer with).
+ */
+static void answer_unavailable(poll_session *session)
+{
+    hd_conn *conn = session->conn;
+    session_stop(session);
+    session_free(session);
+    hd_response_error_with(conn, 503, "Retry-After: 1\r\n", "unavailable",
+                           "The message store cannot be read now: try again shortly.");
+}
+
 static void session_on_timeout(uv_timer_t *timer)
 {
     poll_session *session = timer->data;
     /* A read now would wait for the engine too. */
-    if (hd_engine_get_state(hd_conn_engine(session->conn)) != HD_ENGINE_UP &&
-        answer_unchanged(session))
+    if (hd_engine_get_state(hd_conn_engine(session->conn)) != HD_ENGINE_UP) {
+        if (!answer_unchanged(session))
+            answer_unavailable(session);
         return;
+    }
     session_force(session);
 }
 
@@ -311,6 +327,10 @@ static void session_on_read(void *ctx, const hd_history_result *result)
 {
     poll_session *session = ctx;
     session->read = NULL;
+    if (result->status != HD_HUB_OK) {
+        answer_unavailable(session); /* never an empty answer: the client would skip a range */
+        return;
+    }
     if (!hd_engine_subscribes_at_once(hd_conn_engine(session->conn)) &&
         hd_cursor_beyond(&session->request.params.cursor, result->epoch, result->cut)) {
         /* Only the store knows the cluster's newest id (the hub checked its own). */

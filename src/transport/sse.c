@@ -165,10 +165,34 @@ static void session_on_started(void *ctx, bool valid)
         hd_conn_close_after_flush(session->conn);
 }
 
+/*
+ * The catch-up's read failed (the store refused it or cannot take it now):
+ * the stream ends with an event that says so, after its head if that had
+ * not gone out (a 503 would make EventSource give up). Nothing more is
+ * delivered on it, so the client reconnects and resumes from its last id,
+ * missing nothing.
+ */
+static void session_on_failed(void *ctx, bool hole)
+{
+    (void)hole;
+    sse_session *session = ctx;
+    static const char last_event[] = "event: herald-unavailable\n"
+                                     "data: {\"error\":\"unavailable\","
+                                     "\"message\":\"The message store could not be read: "
+                                     "reconnect to resume.\"}\n\n";
+    if (session->head != NULL)
+        session_on_started(session, true);
+    session->ending = true;
+    hd_conn_set_end_reason(session->conn, "unavailable");
+    hd_conn_send_owned(session->conn, hd_buf_copy(last_event, sizeof(last_event) - 1));
+    hd_conn_close_after_flush(session->conn);
+}
+
 static const hd_catch_up_ops sse_catch_up_ops = {
     .send_message = queue_message,
     .send_gap = queue_gap,
     .started = session_on_started,
+    .failed = session_on_failed,
 };
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
@@ -181,7 +205,8 @@ static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 static void session_on_gap(hd_subscriber *sub, const hd_gap *gap)
 {
     sse_session *session = (sse_session *)sub;
-    if (session->head == NULL) /* before the head, the catch-up's read reports it */
+    /* Before the head, the catch-up's read reports it; once ending, nothing more goes. */
+    if (session->head == NULL && !session->ending)
         queue_gap(session, gap);
 }
 

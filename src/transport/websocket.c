@@ -255,10 +255,42 @@ static void session_on_started(void *ctx, bool valid)
     forget_subscribing(session);
 }
 
+#define UNAVAILABLE_MESSAGE "The message store could not be read: try again shortly."
+
+/*
+ * The catch-up's read failed (the store refused it or cannot take it now).
+ * A subscribe op not acked yet gets an error frame and is undone, as for a
+ * cursor refused; the connection and its other subscriptions stay. Once
+ * history was being sent or live messages were skipped for it (a hole),
+ * or for the upgrade request's subscription (no op to answer), the
+ * connection is closed with 1013, so that nothing after the hole is
+ * delivered: the client reconnects and resumes from its last id.
+ */
+static void session_on_failed(void *ctx, bool hole)
+{
+    ws_session *session = ctx;
+    if (!hole && session->subscribing) {
+        hd_hub *hub = hd_conn_hub(session->conn);
+        for (size_t i = 0; i < session->subscribing_added_count; i++)
+            hd_hub_unsubscribe(hub, &session->subscriber, session->subscribing_added[i],
+                               strlen(session->subscribing_added[i]));
+        send_error_ref(session, session->subscribing_ref, "unavailable", UNAVAILABLE_MESSAGE);
+        forget_subscribing(session);
+        return;
+    }
+    /* A subscribe op still owed its answer gets it before the close. */
+    send_error_ref(session, session->subscribing ? session->subscribing_ref : NULL, "unavailable",
+                   UNAVAILABLE_MESSAGE);
+    forget_subscribing(session);
+    hd_conn_set_end_reason(session->conn, "unavailable");
+    send_close(session, HD_WS_CLOSE_TRY_AGAIN, "unavailable");
+}
+
 static const hd_catch_up_ops ws_catch_up_ops = {
     .send_message = queue_message,
     .send_gap = queue_gap,
     .started = session_on_started,
+    .failed = session_on_failed,
 };
 
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
@@ -331,12 +363,20 @@ static void late_ack_forget(ws_late_ack *ack)
     free(ack);
 }
 
+/* A read that failed confirms nothing: the connection closes, as for a failed resume. */
 static void late_ack_on_read(void *ctx, const hd_history_result *result)
 {
-    (void)result;
     ws_late_ack *ack = ctx;
-    send_ack_ref(ack->session, ack->ref, NULL);
+    ws_session *session = ack->session;
+    if (result->status == HD_HUB_OK)
+        send_ack_ref(session, ack->ref, NULL);
+    else
+        send_error_ref(session, ack->ref, "unavailable", UNAVAILABLE_MESSAGE);
     late_ack_forget(ack);
+    if (result->status != HD_HUB_OK) {
+        hd_conn_set_end_reason(session->conn, "unavailable");
+        send_close(session, HD_WS_CLOSE_TRY_AGAIN, "unavailable");
+    }
 }
 
 /* The session goes first: the reads' answers go nowhere. */
