@@ -228,7 +228,7 @@ function niceMax(v, min) {
   return 10 * p;
 }
 
-/** Draws series [{key, color}] of samples over the last WINDOW samples. */
+/** Draws series [{key, color}] of the samples (at most WINDOW: 5 minutes). */
 function drawChart(canvas, series, { min = 1, format = (v) => (v % 1 ? v.toFixed(1) : num(v)) } = {}) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth;
@@ -253,8 +253,10 @@ function drawChart(canvas, series, { min = 1, format = (v) => (v % 1 ? v.toFixed
   }));
   const right = w - 6;
   const bottom = h - 20;
+  // Until the window is full the chart spans what there is (at least a minute), so lines are readable at once.
+  const span = Math.max(samples.length, 30);
   const y = (v) => bottom - (v / max) * (bottom - 8);
-  const x = (i) => left + 6 + (i / (WINDOW - 1)) * (right - left - 6);
+  const x = (i) => left + 6 + (i / (span - 1)) * (right - left - 6);
 
   g.font = `11px ${font}`;
   g.textBaseline = 'middle';
@@ -271,11 +273,12 @@ function drawChart(canvas, series, { min = 1, format = (v) => (v % 1 ? v.toFixed
   }
   g.textAlign = 'left';
   g.textBaseline = 'alphabetic';
-  g.fillText('5 min ago', left + 6, h - 4);
+  const seconds = Math.round(((span - 1) * SAMPLE_MS) / 1000);
+  g.fillText(seconds >= 120 ? `${Math.round(seconds / 60)} min ago` : `${seconds} s ago`, left + 6, h - 4);
   g.textAlign = 'right';
   g.fillText('now', right, h - 4);
 
-  const offset = WINDOW - samples.length;
+  const offset = span - samples.length;
   for (const { key, color } of series) {
     const pts = [];
     samples.forEach((s, i) => {

@@ -20,9 +20,9 @@ typedef struct {
  * no inline script or style, no other host, not framed. connect-src 'self'
  * covers the WebSocket to the same host and port too (CSP Level 3).
  */
-#define CONSOLE_POLICY                                                                            \
-    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "      \
-    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "                 \
+#define CONSOLE_POLICY                                                                             \
+    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "                    \
     "frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\n"
 
 static const asset assets[] = {
@@ -32,8 +32,8 @@ static const asset assets[] = {
      &hd_asset_herald_d_ts_len, hd_asset_herald_d_ts_etag, false},
     {"/", "text/html; charset=utf-8", hd_asset_index_html, &hd_asset_index_html_len,
      hd_asset_index_html_etag, true},
-    {"/console.js", "text/javascript; charset=utf-8", hd_asset_console_js,
-     &hd_asset_console_js_len, hd_asset_console_js_etag, true},
+    {"/console.js", "text/javascript; charset=utf-8", hd_asset_console_js, &hd_asset_console_js_len,
+     hd_asset_console_js_etag, true},
     {"/console.css", "text/css; charset=utf-8", hd_asset_console_css, &hd_asset_console_css_len,
      hd_asset_console_css_etag, true},
     {"/console.svg", "image/svg+xml", hd_asset_console_svg, &hd_asset_console_svg_len,
@@ -94,8 +94,8 @@ void hd_assets_handle(hd_conn *conn)
      */
     char headers[512];
     snprintf(headers, sizeof(headers),
-             "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n%s", a->etag,
-             a->console ? CONSOLE_POLICY : "");
+             "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n%s",
+             a->etag, a->console ? CONSOLE_POLICY : "");
     size_t match_len = 0;
     const char *match = hd_request_header(conn->request, "if-none-match", &match_len);
     if (match != NULL && none_match_hits(match, match_len, a->etag)) {

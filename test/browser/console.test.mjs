@@ -11,10 +11,9 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { createHmac } from 'node:crypto';
 import { inflateSync } from 'node:zlib';
 import { startHerald, publishOk, request, openWS, subscribe } from '../lib/harness.mjs';
-import { launchChromium } from '../lib/browser.mjs';
+import { launchChromium, mintHs256 } from '../lib/browser.mjs';
 
 const SOURCE = new URL('../../clients/console/', import.meta.url);
 const FILES = {
@@ -49,6 +48,17 @@ async function openConsole(url, { colorScheme = 'light' } = {}) {
 
 const text = (page, selector) => page.locator(selector).first().textContent();
 const count = async (page, transport) => Number((await text(page, `#count-${transport}`)).replace(/,/g, ''));
+
+/** Publishes with the page's form; resolves the id it shows. */
+async function publishWithForm(page, topic, event, data) {
+  await page.fill('#publish-topic', topic);
+  await page.fill('#publish-event', event);
+  await page.fill('#publish-data', data);
+  await page.evaluate(() => delete document.getElementById('publish-result').dataset.id);
+  await page.click('#publish-send');
+  await page.waitForFunction(() => document.getElementById('publish-result').dataset.id);
+  return page.locator('#publish-result').getAttribute('data-id');
+}
 
 async function tailTopic(page, topics) {
   await page.fill('#tail-topics', topics);
@@ -231,12 +241,7 @@ describe('the console in Chromium', () => {
   test('the publish form reaches a subscriber', async () => {
     const sub = await subscribe(herald.url, '/events?topic=chat.lobby&format=json');
     try {
-      await page.fill('#publish-topic', 'chat.lobby');
-      await page.fill('#publish-event', 'said');
-      await page.fill('#publish-data', 'hello from the console');
-      await page.click('#publish-send');
-      await page.waitForFunction(() => document.getElementById('publish-result').dataset.id);
-      const id = await page.locator('#publish-result').getAttribute('data-id');
+      const id = await publishWithForm(page, 'chat.lobby', 'said', 'hello from the console');
       assert.match(await text(page, '#publish-result'), new RegExp(`Published ${id} · 1 subscriber`));
       const [ev] = await sub.waitEvents(1);
       const { type, topic, event, data } = JSON.parse(ev.data);
@@ -271,11 +276,7 @@ describe('the console in Chromium', () => {
       }
     })();
     try {
-      await page.fill('#publish-topic', 'orders');
-      await page.fill('#publish-event', 'refunded');
-      await page.fill('#publish-data', '{"order":4711,"amount":19.9}');
-      await page.click('#publish-send');
-      await page.waitForFunction(() => document.getElementById('publish-result').dataset.id);
+      await publishWithForm(page, 'orders', 'refunded', '{"order":4711,"amount":19.9}');
       // Three samples with the stream running.
       for (let n = 0; n < 3; n++) {
         const published = await text(page, '#stat-published');
@@ -306,13 +307,37 @@ describe('the console in Chromium', () => {
   });
 });
 
+describe('the console\'s tail across a gap', () => {
+  let herald;
+  before(async () => { herald = await startHerald({ config: { history: { max_messages: 5 } } }); });
+  after(async () => { await herald?.stop(); });
+
+  test('a gap marker where history was exceeded while away, then what history held', async () => {
+    const { page } = await openConsole(herald.url);
+    try {
+      await tailTopic(page, 'g');
+      const first = await publishOk(herald.url, 'g', 'before');
+      await page.locator(`#tail-body tr[data-id="${first.id}"]`).waitFor();
+      await page.context().setOffline(true);
+      await page.waitForFunction(() => document.getElementById('tail-state').textContent === 'reconnecting…');
+      const away = [];
+      for (let n = 0; n < 10; n++) away.push((await publishOk(herald.url, 'g', `away ${n}`)).id);
+      await page.context().setOffline(false);
+      await page.locator(`#tail-body tr[data-id="${away.at(-1)}"]`).waitFor();
+      // Newest first: the five history kept, the gap, the message before it.
+      const rows = await page.locator('#tail-body tr').evaluateAll((trs) =>
+        trs.map((tr) => (tr.classList.contains('gap') ? `gap ${tr.cells[2].textContent}` : tr.dataset.id)));
+      assert.deepEqual(rows, [...away.slice(5).reverse(),
+        `gap Gap: messages after ${first.id} up to ${away[4]} were no longer in history and are lost to this tail.`, first.id]);
+    } finally {
+      await page.close();
+    }
+  });
+});
+
 describe('the console under auth', () => {
   const SECRET = 'console-secret-0123456789abcdef0123456789';
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const mint = (claims) => {
-    const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
-    return `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
-  };
+  const mint = (claims) => mintHs256(SECRET, claims);
   const ADMIN = mint({ herald: { subscribe: ['*'], publish: ['*'] } });
   const READER = mint({ herald: { subscribe: ['*'] } });
   let herald;
@@ -354,10 +379,7 @@ describe('the console under auth', () => {
       await page.fill('#auth-token', ADMIN);
       await page.click('#auth-form button[type=submit]');
       await page.waitForFunction(() => document.getElementById('tail-state').textContent.startsWith('live'));
-      await page.fill('#publish-data', 'from the console');
-      await page.click('#publish-send');
-      await page.waitForFunction(() => document.getElementById('publish-result').dataset.id);
-      const id = await page.locator('#publish-result').getAttribute('data-id');
+      const id = await publishWithForm(page, 'private', '', 'from the console');
       await page.locator(`#tail-body tr[data-id="${id}"]`).waitFor();
 
       // Every data request carried the token (the page's own files need none).

@@ -139,8 +139,8 @@ static bool same_config(const hd_config *a, const hd_config *b)
            same_strings(&a->websocket.allow_origins, &b->websocket.allow_origins) &&
            a->websocket.compression == b->websocket.compression &&
            strcmp(a->websocket.echo_path, b->websocket.echo_path) == 0 &&
-           a->ui.enabled == b->ui.enabled &&
-           strcmp(a->tls.cert, b->tls.cert) == 0 && strcmp(a->tls.key, b->tls.key) == 0 &&
+           a->ui.enabled == b->ui.enabled && strcmp(a->tls.cert, b->tls.cert) == 0 &&
+           strcmp(a->tls.key, b->tls.key) == 0 &&
            strcmp(a->auth.jwt_secret, b->auth.jwt_secret) == 0 &&
            strcmp(a->auth.jwt_public_key, b->auth.jwt_public_key) == 0 &&
            a->auth.anonymous_subscribe == b->auth.anonymous_subscribe &&
