@@ -183,7 +183,8 @@ async function sampleMetrics() {
   $('stat-delivery-rate').textContent = rate(del);
   $('stat-delivered').textContent = `${num(delivered)} in all`;
   $('stat-topics').textContent = num(metric(m, 'herald_topics'));
-  $('stat-subscriptions').textContent = `${num(metric(m, 'herald_subscriptions'))} subscriptions`;
+  const subscriptions = metric(m, 'herald_subscriptions');
+  $('stat-subscriptions').textContent = `${num(subscriptions)} subscription${subscriptions === 1 ? '' : 's'}`;
   $('stat-history').textContent = num(metric(m, 'herald_history_messages'));
   $('stat-history-bytes').textContent = `messages · ${bytes(metric(m, 'herald_history_bytes'))}`;
   $('stat-memory').textContent = bytes(metric(m, 'process_resident_memory_bytes'));
