@@ -12,7 +12,7 @@ import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { inflateSync } from 'node:zlib';
-import { startHerald, publishOk, request, openWS, subscribe } from '../lib/harness.mjs';
+import { startHerald, publishOk, request, openWS, subscribe, until } from '../lib/harness.mjs';
 import { launchChromium, mintHs256 } from '../lib/browser.mjs';
 
 const SOURCE = new URL('../../clients/console/', import.meta.url);
@@ -410,6 +410,28 @@ describe('ui.enabled', () => {
     } finally {
       await off.stop();
       await env.stop();
+    }
+  });
+
+  test('a reload (SIGHUP) turns the console on and off for the next request', async () => {
+    const h = await startHerald({ config: { ui: { enabled: false } } });
+    const reloads = () => (h.stderr().match(/reload complete/g) || []).length;
+    const reload = async (config) => {
+      const done = reloads() + 1;
+      writeFileSync(h.configFile, JSON.stringify(config));
+      h.child.kill('SIGHUP');
+      await until(() => reloads() >= done, { what: 'reload complete' });
+    };
+    try {
+      assert.equal((await request(`${h.url}/`)).status, 404);
+      await reload({ ui: { enabled: true } });
+      const page = await request(`${h.url}/`);
+      assert.equal(page.status, 200);
+      assert.match(page.headers.get('content-security-policy'), /default-src 'none'/);
+      await reload({ ui: { enabled: false } });
+      assert.equal((await request(`${h.url}/console.js`)).status, 404);
+    } finally {
+      await h.stop();
     }
   });
 });
