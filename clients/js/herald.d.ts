@@ -73,6 +73,11 @@ export interface HeraldOptions {
   pollTimeout?: number;
   /** Milliseconds on a fallback transport before the better ones are tried again. Default 300000. */
   upgradeAfter?: number;
+  /**
+   * Long-polls answered on the poll fallback before the better transports are
+   * tried again, whichever comes first with upgradeAfter. 0 turns it off. Default 20.
+   */
+  upgradeAfterPolls?: number;
   /** fetch credentials for SSE, polls and publishes; 'include' sends the access_token cookie cross-origin. */
   credentials?: RequestCredentials;
 }

@@ -26,6 +26,7 @@ const DEFAULTS = {
   heartbeatMargin: 1000,
   pollTimeout: 25,
   upgradeAfter: 300000,
+  upgradeAfterPolls: 20,
   credentials: 'same-origin',
 };
 
@@ -350,6 +351,7 @@ class PollLink extends Link {
       for (const g of body.gaps || []) c._gap(g, this);
       for (const m of body.messages) c._deliver(m, this);
       c._advance(body.cursor);
+      c._polled(this);
     }
   }
 
@@ -385,6 +387,7 @@ export class Herald {
     this._candidate = null; // a better transport being tried while the current one runs
     this._timer = null;
     this._upgradeTimer = null;
+    this._polls = 0; // polls answered on a fallback since it opened or a better transport was tried
     this._serverRetry = 0;
     this._token = typeof this._opts.token === 'string' ? this._opts.token : null;
     this._needToken = typeof this._opts.token === 'function';
@@ -606,6 +609,7 @@ export class Herald {
       return;
     }
     this._attempt = 0;
+    this._polls = 0;
     this._emit('open', { transport: link.kind });
     const synced = link.kind === 'websocket' ? link.sync() : Promise.resolve();
     const waiters = this._openWaiters.splice(0);
@@ -660,12 +664,28 @@ export class Herald {
     if (this._closed || !this._link || this._level === 0) return;
     const next = from < this._level ? from : 0;
     const delay = from > 0 && from < this._level ? 0 : this._opts.upgradeAfter;
-    this._upgradeTimer = setTimeout(() => {
-      if (this._closed || this._paused.size || !this._link?.established || this._candidate) return;
-      if (next >= this._level || !this._topics.length) return;
-      this._candidate = new LINKS[this._transports[next]](this);
-      this._candidate.start();
-    }, delay);
+    this._upgradeTimer = setTimeout(() => this._tryUpgrade(next), delay);
+  }
+
+  /** Starts the transport at level next beside the running one (the first established wins). */
+  _tryUpgrade(next) {
+    clearTimeout(this._upgradeTimer);
+    if (this._closed || this._paused.size || !this._link?.established || this._candidate) return;
+    if (next >= this._level || !this._topics.length) return;
+    this._polls = 0; // a candidate that fails is tried again after as many polls more
+    this._candidate = new LINKS[this._transports[next]](this);
+    this._candidate.start();
+  }
+
+  /**
+   * A poll answered on a fallback: after upgradeAfterPolls of them the
+   * better transports are tried at once (a network that lets polls through
+   * often lets the rest through again, and a busy topic shows it quickly).
+   */
+  _polled(link) {
+    const k = this._opts.upgradeAfterPolls;
+    if (link !== this._link || this._level === 0 || !k || this._candidate) return;
+    if (++this._polls >= k) this._tryUpgrade(0);
   }
 
   _stopCandidate() {

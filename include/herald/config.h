@@ -69,6 +69,9 @@ typedef struct hd_config {
         char *echo_path;
     } websocket;
     struct {
+        bool enabled; /* the console at GET / (herald.js is always served) */
+    } ui;
+    struct {
         char *cert;
         char *key;
     } tls;

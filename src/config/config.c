@@ -113,6 +113,7 @@ static const config_key config_keys[] = {
     STRINGS("websocket.allow_origins", websocket.allow_origins, 0, "*", NULL),
     BOOL("websocket.compression", websocket.compression, true),
     STRING("websocket.echo_path", websocket.echo_path, "", check_path),
+    BOOL("ui.enabled", ui.enabled, true),
     STRING("tls.cert", tls.cert, "", NULL),
     STRING("tls.key", tls.key, "", NULL),
     STRING("auth.jwt_secret", auth.jwt_secret, "", NULL),

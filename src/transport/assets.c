@@ -12,28 +12,48 @@ typedef struct {
     const char *bytes;
     const size_t *len;
     const char *etag;
+    bool console; /* part of the console: served only while ui.enabled */
 } asset;
+
+/*
+ * The console's page runs nothing but its own files from herald's origin:
+ * no inline script or style, no other host, not framed. connect-src 'self'
+ * covers the WebSocket to the same host and port too (CSP Level 3).
+ */
+#define CONSOLE_POLICY                                                                             \
+    "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'; "           \
+    "img-src 'self'; connect-src 'self'; base-uri 'none'; form-action 'none'; "                    \
+    "frame-ancestors 'none'\r\nReferrer-Policy: no-referrer\r\n"
 
 static const asset assets[] = {
     {"/herald.js", "text/javascript; charset=utf-8", hd_asset_herald_js, &hd_asset_herald_js_len,
-     hd_asset_herald_js_etag},
+     hd_asset_herald_js_etag, false},
     {"/herald.d.ts", "application/typescript; charset=utf-8", hd_asset_herald_d_ts,
-     &hd_asset_herald_d_ts_len, hd_asset_herald_d_ts_etag},
+     &hd_asset_herald_d_ts_len, hd_asset_herald_d_ts_etag, false},
+    {"/", "text/html; charset=utf-8", hd_asset_index_html, &hd_asset_index_html_len,
+     hd_asset_index_html_etag, true},
+    {"/console.js", "text/javascript; charset=utf-8", hd_asset_console_js, &hd_asset_console_js_len,
+     hd_asset_console_js_etag, true},
+    {"/console.css", "text/css; charset=utf-8", hd_asset_console_css, &hd_asset_console_css_len,
+     hd_asset_console_css_etag, true},
+    {"/console.svg", "image/svg+xml", hd_asset_console_svg, &hd_asset_console_svg_len,
+     hd_asset_console_svg_etag, true},
 };
 
-static const asset *find_asset(const hd_request *req)
+static const asset *find_asset(const hd_conn *conn)
 {
+    const hd_request *req = conn->request;
     for (size_t i = 0; i < sizeof(assets) / sizeof(assets[0]); i++) {
         size_t len = strlen(assets[i].path);
         if (req->path_len == len && memcmp(req->path, assets[i].path, len) == 0)
-            return &assets[i];
+            return assets[i].console && !hd_conn_config(conn)->ui.enabled ? NULL : &assets[i];
     }
     return NULL;
 }
 
-bool hd_assets_has(const hd_request *req)
+bool hd_assets_has(const hd_conn *conn)
 {
-    return find_asset(req) != NULL;
+    return find_asset(conn) != NULL;
 }
 
 /*
@@ -66,15 +86,16 @@ static bool none_match_hits(const char *value, size_t len, const char *etag)
 
 void hd_assets_handle(hd_conn *conn)
 {
-    const asset *a = find_asset(conn->request);
+    const asset *a = find_asset(conn);
     /*
      * no-cache, not max-age: a page always revalidates (one 304 without a
      * body), so it runs the client of the herald it talks to, also just
      * after an upgrade.
      */
-    char headers[160];
+    char headers[512];
     snprintf(headers, sizeof(headers),
-             "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n", a->etag);
+             "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n%s",
+             a->etag, a->console ? CONSOLE_POLICY : "");
     size_t match_len = 0;
     const char *match = hd_request_header(conn->request, "if-none-match", &match_len);
     if (match != NULL && none_match_hits(match, match_len, a->etag)) {

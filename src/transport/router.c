@@ -139,7 +139,7 @@ static route_handler find_route(hd_conn *conn)
         return read ? answer_websocket : refuse_method(conn, "GET, HEAD");
     if (is_echo_path(conn))
         return read ? answer_echo : refuse_method(conn, "GET, HEAD");
-    if (hd_assets_has(req))
+    if (hd_assets_has(conn))
         return read ? hd_assets_handle : refuse_method(conn, "GET, HEAD");
     if (path_is(req, "/publish"))
         return method == HTTP_POST ? hd_publish_handle_batch : refuse_method(conn, "POST");

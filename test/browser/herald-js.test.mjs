@@ -11,10 +11,9 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { createHmac } from 'node:crypto';
 import { startHerald, publishOk, request, until } from '../lib/harness.mjs';
 import {
-  launchChromium, startPageServer, startSwitchProxy, heraldJsPage, publishStream,
+  launchChromium, startPageServer, startSwitchProxy, heraldJsPage, publishStream, mintHs256,
 } from '../lib/browser.mjs';
 
 const SOURCE = new URL('../../clients/js/', import.meta.url);
@@ -73,6 +72,22 @@ const waitMessages = (page, i, count) =>
 const waitId = (page, i, id) =>
   page.waitForFunction(([n, x]) => window.clients[n].log.messages.some((m) => m.id === x), [i, id]);
 const closeClient = (page, i) => page.evaluate((n) => window.clients[n].h.close(), i);
+
+/**
+ * Stops a publishStream and checks that client i received every message of
+ * it exactly once, in order, with no gap (and, when given, over these
+ * transports in turn); then closes the client.
+ */
+async function assertWholeStream(page, i, stream, transports) {
+  stream.stop();
+  const ids = await stream.done;
+  await waitId(page, i, ids.at(-1));
+  const log = await logOf(page, i);
+  assert.deepEqual(log.messages.map((m) => m.id), ids);
+  assert.deepEqual(log.gaps, []);
+  if (transports) assert.deepEqual(log.opens.filter((t, n) => t !== log.opens[n - 1]), transports);
+  await closeClient(page, i);
+}
 
 describe('GET /herald.js', () => {
   let herald;
@@ -212,15 +227,24 @@ describe('herald.js in Chromium', () => {
     const onWs = (await logOf(page, i)).messages.length;
     await waitMessages(page, i, onWs + 5);
 
-    stream.stop();
-    const ids = await stream.done;
-    await waitId(page, i, ids.at(-1));
-    const log = await logOf(page, i);
-    assert.deepEqual(log.messages.map((m) => m.id), ids);
-    assert.deepEqual(log.gaps, []);
-    const opens = log.opens.filter((t, n) => t !== log.opens[n - 1]);
-    assert.deepEqual(opens, ['sse', 'poll', 'websocket']);
-    await closeClient(page, i);
+    await assertWholeStream(page, i, stream, ['sse', 'poll', 'websocket']);
+  });
+
+  test('on long-polling, returns to WebSocket after upgradeAfterPolls polls; nothing lost or repeated', async () => {
+    // upgradeAfter is far off: only the count of polls can bring it back.
+    proxy.setMode('buffer');
+    const i = await make(page, proxy.url, { ...OPTS, topics: ['by-polls'], upgradeAfter: 600_000, upgradeAfterPolls: 8 });
+    await waitOpen(page, i, 'poll');
+    const stream = publishStream(herald.url, 'by-polls', { count: 100_000, everyMs: 40 });
+    await waitMessages(page, i, 3);
+    proxy.setMode('pass');
+    const fixed = Date.now();
+    await waitOpen(page, i, 'websocket');
+    // Each poll answers with what the stream published since the last: 8 polls take well under upgradeAfter.
+    assert.ok(Date.now() - fixed < 15_000);
+    const onWs = (await logOf(page, i)).messages.length;
+    await waitMessages(page, i, onWs + 5);
+    await assertWholeStream(page, i, stream, ['poll', 'websocket']);
   });
 
   for (const transport of TRANSPORTS) {
@@ -234,13 +258,7 @@ describe('herald.js in Chromium', () => {
         proxy.sever();
         await waitMessages(page, i, have + 4);
       }
-      stream.stop();
-      const ids = await stream.done;
-      await waitId(page, i, ids.at(-1));
-      const log = await logOf(page, i);
-      assert.deepEqual(log.messages.map((m) => m.id), ids);
-      assert.deepEqual(log.gaps, []);
-      await closeClient(page, i);
+      await assertWholeStream(page, i, stream);
     });
   }
   test('honours Retry-After on a 503', async () => {
@@ -353,11 +371,7 @@ describe('herald.js gaps', () => {
 
 describe('herald.js with a cookie token', () => {
   const SECRET = 'herald-js-cookie-secret-0123456789abcdef';
-  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  const mint = (claims) => {
-    const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
-    return `${head}.${createHmac('sha256', SECRET).update(head).digest('base64url')}`;
-  };
+  const mint = (claims) => mintHs256(SECRET, claims);
   const TOKEN = mint({ herald: { subscribe: ['*'], publish: ['*'] } });
   let herald;
 
@@ -441,14 +455,9 @@ describe('herald.js with a cookie token', () => {
         await page.waitForFunction(() => window.tokenCalls >= 2, null, { timeout: 10_000 });
         const have = (await logOf(page, i)).messages.length;
         await waitMessages(page, i, have + 3);
-        stream.stop();
-        const ids = await stream.done;
-        await waitId(page, i, ids.at(-1));
-        const log = await logOf(page, i);
-        assert.deepEqual(log.messages.map((m) => m.id), ids);
-        assert.deepEqual(log.gaps, []);
-        assert.ok(log.opens.length >= 2 && log.opens.every((t) => t === transport), log.opens.join());
-        await closeClient(page, i);
+        const { opens } = await logOf(page, i);
+        assert.ok(opens.length >= 2, opens.join());
+        await assertWholeStream(page, i, stream, [transport]);
       } finally {
         await page.close();
       }

@@ -116,10 +116,11 @@ describe('absolute-form request target', () => {
       assert.deepEqual(poll.res.json.messages, []);   // since= was read: nothing after it
       assert.equal(poll.res.json.more, false);
 
-      // Without a path the target names "/", where nothing is.
+      // Without a path the target names "/": the console's page, not a 404.
       const root = await exchange('GET http://herald.test?x=1 HTTP/1.1\r\nHost: herald.test\r\n\r\n');
       root.conn.destroy();
-      assertError(root.res, 404, 'not_found');
+      assert.equal(root.res.status, 200);
+      assert.equal(root.res.headers['content-type'], 'text/html; charset=utf-8');
     } finally {
       sse.close();
     }

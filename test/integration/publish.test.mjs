@@ -354,7 +354,7 @@ describe('bad input: a clear error for that client, nobody else disturbed', () =
   });
 
   test('unknown paths → 404 not_found', async () => {
-    for (const p of ['/', '/nope', '/topicsx', '/eventsx', '/healthz/x']) {
+    for (const p of ['/index.html', '/nope', '/topicsx', '/eventsx', '/healthz/x']) {
       assertError(await request(`${h.url}${p}`), 404, 'not_found');
     }
   });

@@ -2,6 +2,7 @@
 // by playwright-core, and a tiny page server on its own origin (so that
 // herald's CORS and Origin allow-lists are exercised for real).
 
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
@@ -218,4 +219,11 @@ export function publishStream(url, topic, { count, everyMs = 20, prefix = 'm', h
     return ids;
   })();
   return { ids, done, stop() { stopped = true; } };
+}
+
+/** An HS256 JWT of claims signed with secret, as herald's auth.jwt_secret checks. */
+export function mintHs256(secret, claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
+  return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
 }

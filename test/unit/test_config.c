@@ -47,6 +47,7 @@ static const char *const all_keys[] = {
     "websocket.allow_origins",
     "websocket.compression",
     "websocket.echo_path",
+    "ui.enabled",
     "tls.cert",
     "tls.key",
     "auth.jwt_secret",
@@ -138,7 +139,8 @@ static bool same_config(const hd_config *a, const hd_config *b)
            same_strings(&a->websocket.allow_origins, &b->websocket.allow_origins) &&
            a->websocket.compression == b->websocket.compression &&
            strcmp(a->websocket.echo_path, b->websocket.echo_path) == 0 &&
-           strcmp(a->tls.cert, b->tls.cert) == 0 && strcmp(a->tls.key, b->tls.key) == 0 &&
+           a->ui.enabled == b->ui.enabled && strcmp(a->tls.cert, b->tls.cert) == 0 &&
+           strcmp(a->tls.key, b->tls.key) == 0 &&
            strcmp(a->auth.jwt_secret, b->auth.jwt_secret) == 0 &&
            strcmp(a->auth.jwt_public_key, b->auth.jwt_public_key) == 0 &&
            a->auth.anonymous_subscribe == b->auth.anonymous_subscribe &&
@@ -202,6 +204,7 @@ static void test_defaults(void)
     CHECK_EQ_STR(cfg.websocket.allow_origins.items[0], "*");
     CHECK(cfg.websocket.compression);
     CHECK_EQ_STR(cfg.websocket.echo_path, "");
+    CHECK(cfg.ui.enabled);
     CHECK_EQ_STR(cfg.tls.cert, "");
     CHECK_EQ_STR(cfg.tls.key, "");
     CHECK_EQ_STR(cfg.auth.jwt_secret, "");
@@ -243,6 +246,7 @@ static void test_every_key_set(void)
         " \"sse\": {\"retry_ms\": 0},"
         " \"cors\": {\"allow_origins\": [\"https://a.example\", \"https://b.example\"]},"
         " \"websocket\": {\"allow_origins\": [], \"compression\": false, \"echo_path\": \"/echo\"},"
+        " \"ui\": {\"enabled\": false},"
         " \"tls\": {\"cert\": \"c.pem\", \"key\": \"k.pem\"},"
         " \"auth\": {\"jwt_secret\": \"s\", \"jwt_public_key\": \"p\","
         " \"anonymous_subscribe\": false, \"anonymous_publish\": false},"
@@ -285,6 +289,7 @@ static void test_every_key_set(void)
     CHECK_EQ_INT(cfg.websocket.allow_origins.count, 0);
     CHECK(!cfg.websocket.compression);
     CHECK_EQ_STR(cfg.websocket.echo_path, "/echo");
+    CHECK(!cfg.ui.enabled);
     CHECK_EQ_STR(cfg.tls.cert, "c.pem");
     CHECK_EQ_STR(cfg.tls.key, "k.pem");
     CHECK_EQ_STR(cfg.auth.jwt_secret, "s");
