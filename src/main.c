@@ -311,15 +311,8 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
         .history_ttl_s = config->history.ttl_s,
         .idempotency_ttl_s = config->publish.idempotency_ttl_s,
         .trust_redis_persistence = config->cluster.trust_redis_persistence,
+        .max_inflight_bytes = config->cluster.max_inflight_bytes,
     };
-    /*
-     * A test seam, not a setting: no test can fill the 64 MiB that may be
-     * in flight to Redis, so the tests of what happens when it is full
-     * (reads waiting for room) make it tiny.
-     */
-    const char *inflight = getenv("HERALD_TEST_REDIS_INFLIGHT_BYTES");
-    if (inflight != NULL)
-        engine_options.max_inflight_bytes = strtoull(inflight, NULL, 10);
     hd_sentinel_addr *sentinels = NULL;
     size_t count = config->cluster.sentinels.count;
     if (count > 0) {

@@ -94,6 +94,7 @@ typedef struct hd_config {
         char *master_password;
         char *master_password_file; /* read into master_password by hd_config_finish */
         uint32_t master_db;
+        uint32_t max_inflight_bytes; /* commands in flight to Redis and publishes queued, at most */
     } cluster;
 } hd_config;
 

@@ -132,6 +132,7 @@ static const config_key config_keys[] = {
     STRING("cluster.master_password", cluster.master_password, "", NULL),
     STRING("cluster.master_password_file", cluster.master_password_file, "", NULL),
     U32("cluster.master_db", cluster.master_db, 0, 2147483647, 0),
+    U32("cluster.max_inflight_bytes", cluster.max_inflight_bytes, 1, 1073741824, 67108864),
 };
 
 #define N_KEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -162,6 +163,7 @@ static const char *const restart_keys[] = {
     "cluster.master_password",
     "cluster.master_password_file",
     "cluster.master_db",
+    "cluster.max_inflight_bytes",
 };
 
 /* Redis passwords (cluster.sentinel_password, cluster.master_password), as a URL's may be. */

@@ -74,10 +74,7 @@ typedef struct hd_engine_redis_options {
      */
     bool trust_redis_persistence;
     uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */
-    /*
-     * Bytes of commands in flight to Redis (and of publishes queued) at
-     * most; 0: 64 MiB. Not a setting: only tests set it (main.c).
-     */
+    /* cluster.max_inflight_bytes: commands in flight to Redis (and publishes queued); 0: 64 MiB */
     uint64_t max_inflight_bytes;
 } hd_engine_redis_options;
 

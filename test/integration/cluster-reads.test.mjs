@@ -7,7 +7,7 @@
 //
 // Faults are injected with real Redis commands (SET over a herald key,
 // CONFIG SET maxmemory, SCRIPT FLUSH), a stopped Redis, and a tiny bound on
-// the bytes in flight (HERALD_TEST_REDIS_INFLIGHT_BYTES, a test seam).
+// the bytes in flight (cluster.max_inflight_bytes).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,10 +20,11 @@ import {
 const MARGIN_MS = 1500; // scheduling slack on a loaded 2-core machine / ASan
 const CONFIG = { heartbeat_s: 1, cluster: { timeout_ms: 1000 } };
 
-async function setup(t, n, { env } = {}) {
+async function setup(t, n, { cluster: extra = {} } = {}) {
   const redis = await startRedis();
   onTestEnd(t, () => redis.stop());
-  const cluster = await startCluster(n, { redis, config: CONFIG, env });
+  const config = { ...CONFIG, cluster: { ...CONFIG.cluster, ...extra } };
+  const cluster = await startCluster(n, { redis, config });
   onTestEnd(t, () => cluster.stop());
   return { redis, ...cluster };
 }
@@ -133,7 +134,7 @@ test('reads waiting for Redis: those whose client left are not sent when it is b
 });
 
 test('reads that found the link full go once answers drain, not at the next reconnect', async (t) => {
-  const { A } = await setup(t, 1, { env: { HERALD_TEST_REDIS_INFLIGHT_BYTES: '1' } });
+  const { A } = await setup(t, 1, { cluster: { max_inflight_bytes: 1 } });
   // One command in flight fills the link: every other read waits for room.
   const first = await poll(A, ['full']);
   const answers = await Promise.all(Array.from({ length: 20 }, (_, i) =>
