@@ -240,3 +240,32 @@ test('Redis lost while a pipeline is outstanding: every publish answered 503 in 
   await waitHealthy(node, { timeout: 15_000 });
   await publishOk(node.url, topic, 'again');
 });
+
+test('shutdown with pipelined publishes outstanding: each is answered in order, the last one closes, then the node exits', async (t) => {
+  const own = await startRedis();
+  onTestEnd(t, () => own.stop());
+  const proxy = await startProxy(own.port);
+  onTestEnd(t, () => proxy.close());
+  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
+  onTestEnd(t, () => node.stop());
+  const topic = 'pipe-drain';
+  await publishOk(node.url, topic, 'warm-up');
+  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
+  const callsBefore = await callsOf();
+
+  proxy.pause({ direction: 'down' });
+  const n = 10;
+  const conn = await writePipeline(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `q${i}`)));
+  await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
+  const stopping = node.stop();
+  await node.waitForStderr(/shutting down/);
+  proxy.resume();
+
+  await conn.waitClose({ timeout: 10_000 });
+  const answers = completeAnswers(conn);
+  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
+  assertIncreasing(answers.map((a) => a.json.id), 'answers');
+  assert.deepEqual(answers.map((a) => a.headers.connection === 'close'), [...Array(n - 1).fill(false), true],
+    'only the last answer says Connection: close');
+  await stopping;
+});
