@@ -604,8 +604,6 @@ static void flush_answers(hd_conn *conn)
             return;
         }
     }
-    if (conn->state == HD_CONN_READING)
-        pause_reading_past_limit(conn);
     /* The protocol reads on in the server's pass, after the answers just queued. */
     if (reader->waiting_for_answers && !hd_list_linked(&conn->wake_node))
         hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);

@@ -4,7 +4,8 @@
  *
  *   READING    the server's protocol (hd_conn_protocol: HTTP/1.x) reads
  *              requests; each is answered in order (keep-alive and
- *              pipelining)
+ *              pipelining), an answer deferred meanwhile (hd_conn_defer)
+ *              in its place
  *   WAITING    a transport holds the answer to the current request back
  *              (long-poll); the request stays readable, input that arrives
  *              meanwhile is held (bounded) and parsed after the answer, and
