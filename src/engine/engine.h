@@ -298,6 +298,12 @@ static inline bool hd_engine_subscribes_at_once(const hd_engine *engine)
     return engine->ops->interest == NULL;
 }
 
+/* Whether every call completes before it returns (the memory engine): nothing is ever held. */
+static inline bool hd_engine_answers_at_once(const hd_engine *engine)
+{
+    return engine->ops->cancel == NULL;
+}
+
 /* NULL-safe: a caller cancels what it holds, which is NULL once the callback ran. */
 static inline void hd_engine_cancel(hd_engine *engine, hd_engine_request *request)
 {

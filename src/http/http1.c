@@ -31,7 +31,18 @@ typedef struct http1_reader {
     uint64_t body_reserved; /* of limits.max_pending_body_bytes, for the body being read */
     /* From the request's first byte until it is complete; stays set when it was answered early. */
     bool request_started;
+    /* The complete request read last waits for the deferred answers before it (may_overlap). */
+    bool dispatch_waits;
+    /* Requests kept for deferred answers (keep_request), and their bytes (HD_HTTP_DEFERRED_MAX). */
+    size_t kept;
+    uint64_t kept_bytes;
 } http1_reader;
+
+/* A request kept for its deferred answer, with the bytes it counts. */
+typedef struct kept_request {
+    hd_request request;
+    uint64_t bytes;
+} kept_request;
 
 /*
  * Body buffers larger than this are freed with their share of
@@ -331,18 +342,50 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
     return 0;
 }
 
-static int on_message_complete(llhttp_t *parser)
+/* Whether as many requests as may be are kept for deferred answers (HD_HTTP_DEFERRED_MAX). */
+static bool deferred_full(const hd_conn *conn)
 {
-    hd_conn *conn = parser_conn(parser);
-    reader_of(conn)->request_started = false;
-    hd_metric_add(&hd_conn_metrics(conn)->http_requests, 1);
+    const http1_reader *reader = reader_of(conn);
+    return reader->kept >= HD_HTTP_DEFERRED_MAX ||
+           reader->kept_bytes >= hd_conn_config(conn)->limits.max_request_bytes;
+}
+
+/* Dispatches the complete request; HPE_PAUSED: the parser stops after it. */
+static int dispatch(hd_conn *conn)
+{
+    http1_reader *reader = reader_of(conn);
+    bool last = !conn->request->keep_alive || hd_conn_server_draining(conn);
+    size_t kept = reader->kept;
     handlers_of(conn)->dispatch(conn);
     end_request(conn); /* the handler is done with the body */
+    /* Deferred, the last request closes the connection once answered; nothing more is read. */
+    if (reader->kept > kept && last)
+        hd_conn_close_after_flush(conn);
     /* A wait or a stream took the connection over, or it ends: the parser stops here. */
     if (!hd_conn_reads_requests(conn))
         return HPE_PAUSED;
     hd_conn_renew_read_deadline(conn);
+    if (deferred_full(conn)) {
+        hd_conn_wait_for_answers(conn);
+        return HPE_PAUSED;
+    }
     return 0;
+}
+
+static int on_message_complete(llhttp_t *parser)
+{
+    hd_conn *conn = parser_conn(parser);
+    http1_reader *reader = reader_of(conn);
+    reader->request_started = false;
+    hd_metric_add(&hd_conn_metrics(conn)->http_requests, 1);
+    /* Behind deferred answers, only a request that may overlap them goes on now. */
+    if (reader->kept > 0 && !handlers_of(conn)->may_overlap(conn)) {
+        reader->dispatch_waits = true;
+        hd_conn_stop_request_deadline(conn); /* it is complete: only its answer waits */
+        hd_conn_wait_for_answers(conn);
+        return HPE_PAUSED;
+    }
+    return dispatch(conn);
 }
 
 static const llhttp_settings_t parser_settings = {
@@ -374,6 +417,29 @@ static hd_conn_reader *http1_reader_new(hd_conn *conn)
     return &reader->super;
 }
 
+static hd_request *http1_keep_request(hd_conn *conn)
+{
+    http1_reader *reader = reader_of(conn);
+    kept_request *kept = hd_alloc(sizeof(*kept));
+    kept->request = reader->request; /* takes its buffers over */
+    kept->bytes = kept->request.header_bytes + kept->request.body.len;
+    hd_strbuf_free(&kept->request.body);
+    hd_request_init(&reader->request);
+    reader->kept++;
+    reader->kept_bytes += kept->bytes;
+    return &kept->request;
+}
+
+static void http1_release_request(hd_conn *conn, hd_request *request)
+{
+    http1_reader *reader = reader_of(conn);
+    kept_request *kept = hd_container_of(request, kept_request, request);
+    reader->kept--;
+    reader->kept_bytes -= kept->bytes;
+    hd_request_free(&kept->request);
+    free(kept);
+}
+
 static void http1_reader_free(hd_conn *conn, hd_conn_reader *super)
 {
     http1_reader *reader = hd_container_of(super, http1_reader, super);
@@ -382,8 +448,33 @@ static void http1_reader_free(hd_conn *conn, hd_conn_reader *super)
     free(reader);
 }
 
+/*
+ * Before reading on after deferred answers were written: the request that
+ * waited for them goes now, and the parser goes on unless it must wait
+ * still. Returns false to read nothing.
+ */
+static bool may_read_on(hd_conn *conn)
+{
+    http1_reader *reader = reader_of(conn);
+    if (reader->dispatch_waits) {
+        if (reader->kept > 0) {
+            hd_conn_wait_for_answers(conn);
+            return false;
+        }
+        reader->dispatch_waits = false;
+        if (dispatch(conn) != 0)
+            return false;
+    } else if (deferred_full(conn)) {
+        hd_conn_wait_for_answers(conn);
+        return false;
+    }
+    return true;
+}
+
 static size_t http1_on_data(hd_conn *conn, const char *data, size_t len)
 {
+    if (!may_read_on(conn))
+        return 0;
     llhttp_t *parser = &reader_of(conn)->parser;
     /* Paused by a wait that has been answered since (a no-op otherwise): on to the next request. */
     llhttp_resume(parser);
@@ -457,6 +548,8 @@ static size_t http1_refusal(const char *why, char *out, size_t cap)
 const hd_conn_protocol hd_http1_protocol = {
     .reader_new = http1_reader_new,
     .reader_free = http1_reader_free,
+    .keep_request = http1_keep_request,
+    .release_request = http1_release_request,
     .on_data = http1_on_data,
     .on_read_timeout = http1_on_read_timeout,
     .on_request_timeout = http1_on_request_timeout,

@@ -30,7 +30,21 @@ typedef struct hd_http_handlers {
     bool (*head_acceptable)(hd_conn *conn);
     /* Answers the complete request, or hands the connection to a wait or a stream. */
     void (*dispatch)(hd_conn *conn);
+    /*
+     * Whether the complete request may be dispatched while answers to
+     * earlier ones are deferred (hd_conn_defer: publishes in cluster mode);
+     * any other waits until they are written.
+     */
+    bool (*may_overlap)(const hd_conn *conn);
 } hd_http_handlers;
+
+/*
+ * Pipelining: requests are read on while their answers are deferred, up to
+ * this many such requests per connection, and while their heads and bodies
+ * total less than limits.max_request_bytes (a deferred answer's engine holds
+ * a copy of its body); past either, reading waits for one to be written.
+ */
+#define HD_HTTP_DEFERRED_MAX 64
 
 /*
  * What the context of a loop serving HTTP/1 (hd_server_new's, reached with

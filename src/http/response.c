@@ -90,8 +90,9 @@ void hd_response_append_cors(hd_strbuf *head, const hd_conn *conn)
 bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const char *content_type,
                              const char *extra_headers, size_t body_len, int flags)
 {
-    bool close =
-        (flags & HD_RESPONSE_CLOSE) || !conn->request->keep_alive || hd_conn_server_draining(conn);
+    /* Draining, the last of the deferred answers owed closes (hd_conn_defer). */
+    bool close = (flags & HD_RESPONSE_CLOSE) || !conn->request->keep_alive ||
+                 (hd_conn_server_draining(conn) && !hd_conn_answers_follow(conn));
     hd_strbuf_printf(out, "HTTP/1.1 %d %s\r\n", status, hd_status_reason(status));
     if (content_type != NULL)
         hd_strbuf_printf(out, "Content-Type: %s\r\n", content_type);

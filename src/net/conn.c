@@ -145,16 +145,28 @@ void hd_conn_stop_request_deadline(hd_conn *conn)
     hd_list_unlink(&conn->reader->request_node);
 }
 
+/* READING, and a close after the answers owed was asked for (hd_conn_close_after_flush). */
+static bool closing_after_answers(const hd_conn *conn)
+{
+    return conn->reader != NULL && conn->reader->closing_after_answers;
+}
+
 bool hd_conn_reads_requests(const hd_conn *conn)
 {
-    return conn->state == HD_CONN_READING && !conn->close_when_flushed;
+    return conn->state == HD_CONN_READING && !conn->close_when_flushed &&
+           !closing_after_answers(conn);
 }
+
+static void drop_answers(hd_conn *conn);
+static hd_outq *answer_place(hd_conn *conn);
+static bool close_after_answers(hd_conn *conn);
 
 static void free_reader(hd_conn *conn)
 {
     hd_conn_reader *reader = conn->reader;
     if (reader == NULL)
         return;
+    drop_answers(conn);
     hd_list_unlink(&reader->request_node);
     hd_strbuf_free(&reader->held_input);
     conn->reader = NULL;
@@ -189,6 +201,21 @@ static void enqueue(hd_conn *conn, hd_buf *buf)
     hd_outq_push(&conn->outq, buf);
     if (!hd_list_linked(&conn->flush_node))
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+}
+
+/*
+ * Answers are never dropped: a client that pipelines faster than it reads
+ * is slowed down instead, by reading no more until it caught up. Answers
+ * queued behind a deferred one count as queued.
+ */
+static void pause_reading_past_limit(hd_conn *conn)
+{
+    if (conn->outq.bytes + conn->reader->answers_bytes >
+            hd_conn_config(conn)->limits.max_outbound_bytes &&
+        !conn->reading_paused) {
+        conn->reading_paused = true;
+        uv_read_stop((uv_stream_t *)&conn->tcp);
+    }
 }
 
 /*
@@ -233,16 +260,14 @@ int hd_conn_send_owned(hd_conn *conn, hd_buf *buf)
         return -1;
     }
     if (conn->state == HD_CONN_READING) {
-        /*
-         * Answers are never dropped: a client that pipelines faster than it
-         * reads is slowed down instead, by reading no more until it caught up.
-         */
-        enqueue(conn, buf);
-        if (conn->outq.bytes > hd_conn_config(conn)->limits.max_outbound_bytes &&
-            !conn->reading_paused) {
-            conn->reading_paused = true;
-            uv_read_stop((uv_stream_t *)&conn->tcp);
+        hd_outq *behind = answer_place(conn);
+        if (behind != NULL) {
+            hd_outq_push(behind, buf);
+            conn->reader->answers_bytes += buf->len;
+        } else {
+            enqueue(conn, buf);
         }
+        pause_reading_past_limit(conn);
         return 0;
     }
     if (would_overflow(conn, buf->len)) {
@@ -448,6 +473,8 @@ void hd_conn_close_after_flush(hd_conn *conn)
 {
     if (conn->state == HD_CONN_CLOSING || conn->close_when_flushed)
         return;
+    if (close_after_answers(conn))
+        return;
     conn->close_when_flushed = true;
     /* A request cut short by an early answer holds no budget or body while the answer lingers. */
     if (conn->reader != NULL)
@@ -469,6 +496,199 @@ void hd_conn_close_after_flush(hd_conn *conn)
     if (conn->tls != NULL && !hd_list_linked(&conn->flush_node))
         /* Ciphertext the session made while the request was read (queued buffers are linked). */
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Deferred answers (pipelining): see hd_conn_defer in conn.h.              */
+
+/*
+ * A place in the order of answers: a deferred answer (request set, open
+ * until hd_conn_answer_end), or answers queued behind one (request NULL).
+ * The list is empty or starts with an open one: whatever is complete at its
+ * head is moved to the connection's queue at once.
+ */
+struct hd_conn_answer {
+    hd_list node; /* in reader->answers */
+    hd_conn *conn;
+    hd_outq out; /* what was queued for it, in order */
+    bool open;
+    bool close_after;          /* the connection closes once it is written */
+    hd_request *request;       /* the protocol's (keep_request); while given: the one it replaced */
+    uint64_t request_since_ms; /* swapped with the reader's likewise, for the access log */
+    hd_conn_answer_cancel cancel;
+    void *ctx;
+};
+
+static hd_conn_answer *first_answer(const hd_conn_reader *reader)
+{
+    return hd_container_of(reader->answers.next, hd_conn_answer, node);
+}
+
+static hd_conn_answer *last_answer(const hd_conn_reader *reader)
+{
+    return hd_container_of(reader->answers.prev, hd_conn_answer, node);
+}
+
+/* A place at the end of the order for what is queued next (not a deferred answer). */
+static hd_conn_answer *tail_place(hd_conn *conn)
+{
+    hd_conn_reader *reader = conn->reader;
+    hd_conn_answer *last = last_answer(reader);
+    if (!last->open && !last->close_after)
+        return last;
+    hd_conn_answer *place = hd_calloc(1, sizeof(*place));
+    place->conn = conn;
+    hd_list_insert_tail(&reader->answers, &place->node);
+    return place;
+}
+
+/* Where an answer queued now goes; NULL: the connection's queue, nothing is owed before it. */
+static hd_outq *answer_place(hd_conn *conn)
+{
+    hd_conn_reader *reader = conn->reader;
+    if (hd_list_empty(&reader->answers))
+        return NULL;
+    if (reader->answering != NULL)
+        return reader->answering == first_answer(reader) ? NULL : &reader->answering->out;
+    return &tail_place(conn)->out;
+}
+
+static void free_answer(hd_conn *conn, hd_conn_answer *answer)
+{
+    hd_list_unlink(&answer->node);
+    conn->reader->answers_bytes -= answer->out.bytes;
+    hd_outq_free(&answer->out);
+    if (answer->request != NULL)
+        conn->server->protocol->release_request(conn, answer->request);
+    free(answer);
+}
+
+/* The connection goes (or closes after an answer): what is still owed is cancelled. */
+static void drop_answers(hd_conn *conn)
+{
+    hd_conn_reader *reader = conn->reader;
+    if (reader == NULL)
+        return;
+    while (!hd_list_empty(&reader->answers)) {
+        hd_conn_answer *answer = first_answer(reader);
+        if (answer->open && answer != reader->answering)
+            answer->cancel(conn, answer->ctx);
+        if (answer == reader->answering) {
+            hd_list_unlink(&answer->node); /* hd_conn_answer_end frees it */
+            continue;
+        }
+        free_answer(conn, answer);
+    }
+}
+
+/* Moves the complete answers at the head of the order to the connection's queue. */
+static void flush_answers(hd_conn *conn)
+{
+    hd_conn_reader *reader = conn->reader;
+    while (!hd_list_empty(&reader->answers) && !first_answer(reader)->open) {
+        hd_conn_answer *answer = first_answer(reader);
+        bool close = answer->close_after;
+        reader->answers_bytes -= answer->out.bytes;
+        if (conn->state == HD_CONN_CLOSING) {
+            hd_outq_free(&answer->out);
+        } else if (answer->out.count > 0) {
+            hd_outq_take_all(&conn->outq, &answer->out);
+            if (!hd_list_linked(&conn->flush_node))
+                hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
+        }
+        free_answer(conn, answer);
+        if (close) {
+            drop_answers(conn);
+            reader->closing_after_answers = false;
+            hd_conn_close_after_flush(conn);
+            return;
+        }
+    }
+    /* The protocol reads on in the server's pass, after the answers just queued. */
+    if (reader->waiting_for_answers && !hd_list_linked(&conn->wake_node))
+        hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);
+}
+
+/*
+ * hd_conn_close_after_flush while answers are owed: the close waits for the
+ * answer being given, or else for the last one owed. Nothing more is read
+ * meanwhile; a request cut short lets go of what it holds. false: nothing
+ * is owed, close as usual.
+ */
+static bool close_after_answers(hd_conn *conn)
+{
+    hd_conn_reader *reader = conn->reader;
+    if (reader == NULL || hd_list_empty(&reader->answers))
+        return false;
+    hd_conn_answer *at = reader->answering != NULL ? reader->answering : last_answer(reader);
+    at->close_after = true;
+    if (!reader->closing_after_answers) {
+        reader->closing_after_answers = true;
+        conn->server->protocol->on_ending(conn);
+    }
+    return true;
+}
+
+hd_conn_answer *hd_conn_defer(hd_conn *conn, hd_conn_answer_cancel cancel, void *ctx)
+{
+    hd_conn_reader *reader = conn->reader;
+    hd_conn_answer *answer = hd_calloc(1, sizeof(*answer));
+    answer->conn = conn;
+    answer->open = true;
+    answer->cancel = cancel;
+    answer->ctx = ctx;
+    answer->request_since_ms = reader->request_since_ms;
+    answer->request = conn->server->protocol->keep_request(conn);
+    hd_list_insert_tail(&reader->answers, &answer->node);
+    return answer;
+}
+
+static void swap_request(hd_conn *conn, hd_conn_answer *answer)
+{
+    hd_request *request = conn->request;
+    conn->request = answer->request;
+    answer->request = request;
+    uint64_t since = conn->reader->request_since_ms;
+    conn->reader->request_since_ms = answer->request_since_ms;
+    answer->request_since_ms = since;
+}
+
+hd_conn *hd_conn_answer_begin(hd_conn_answer *answer)
+{
+    hd_conn *conn = answer->conn;
+    conn->reader->answering = answer;
+    swap_request(conn, answer);
+    return conn;
+}
+
+void hd_conn_answer_end(hd_conn_answer *answer)
+{
+    hd_conn *conn = answer->conn;
+    swap_request(conn, answer);
+    conn->reader->answering = NULL;
+    answer->open = false;
+    if (!hd_list_linked(&answer->node)) {
+        free_answer(conn, answer); /* dropped while it was given: the connection closes */
+        return;
+    }
+    flush_answers(conn);
+}
+
+bool hd_conn_owes_answers(const hd_conn *conn)
+{
+    return conn->reader != NULL && !hd_list_empty(&conn->reader->answers);
+}
+
+bool hd_conn_answers_follow(const hd_conn *conn)
+{
+    const hd_conn_reader *reader = conn->reader;
+    return reader != NULL && reader->answering != NULL &&
+           reader->answering->node.next != &reader->answers;
+}
+
+void hd_conn_wait_for_answers(hd_conn *conn)
+{
+    conn->reader->waiting_for_answers = true;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -539,6 +759,8 @@ void hd_conn_detach_stream(hd_conn *conn)
 void hd_conn_finish_close(hd_conn *conn)
 {
     hd_list_unlink(&conn->close_node);
+    /* Before the loop turns again: no engine answer may arrive for a connection going away. */
+    drop_answers(conn);
     hd_conn_detach_stream(conn);
     uv_close((uv_handle_t *)&conn->tcp, conn_on_closed);
 }
@@ -617,6 +839,11 @@ void hd_conn_on_header_timeout(hd_conn *conn)
         hd_conn_close(conn);
         return;
     }
+    /* Idle in appearance only: answers it is owed are on their way (their engine bounds that). */
+    if (hd_conn_owes_answers(conn) && !conn->server->protocol->request_under_way(conn)) {
+        hd_conn_renew_read_deadline(conn);
+        return;
+    }
     conn->server->protocol->on_read_timeout(conn);
 }
 
@@ -665,7 +892,8 @@ static void read_requests(hd_conn *conn, const char *bytes, size_t len)
         free_reader(conn);
     if (used >= len)
         return;
-    if (conn->state == HD_CONN_WAITING)
+    if (conn->state == HD_CONN_WAITING ||
+        (conn->state == HD_CONN_READING && conn->reader->waiting_for_answers))
         hold_input(conn, bytes + used, len - used);
     else if (conn->stream_ops != NULL && conn->stream_ops->on_data != NULL)
         conn->stream_ops->on_data(conn, conn->stream_session, bytes + used, len - used);
@@ -674,8 +902,11 @@ static void read_requests(hd_conn *conn, const char *bytes, size_t len)
 void hd_conn_resume_input(hd_conn *conn)
 {
     hd_list_unlink(&conn->wake_node);
-    if (conn->state != HD_CONN_READING || conn->close_when_flushed)
+    if (!hd_conn_reads_requests(conn))
         return;
+    /* Waiting for answers, the protocol may have a request to dispatch even without input. */
+    bool waited = conn->reader->waiting_for_answers;
+    conn->reader->waiting_for_answers = false;
     if (conn->reading_paused &&
         conn->outq.bytes <= hd_conn_config(conn)->limits.max_outbound_bytes) {
         conn->reading_paused = false;
@@ -687,8 +918,8 @@ void hd_conn_resume_input(hd_conn *conn)
     /* Reading may hold input again (another long-poll), so it starts from a fresh buffer. */
     hd_strbuf input = conn->reader->held_input;
     hd_strbuf_init(&conn->reader->held_input);
-    if (input.len > 0)
-        read_requests(conn, input.data, input.len);
+    if (input.len > 0 || waited)
+        read_requests(conn, input.len > 0 ? input.data : "", input.len);
     hd_strbuf_free(&input);
 }
 
@@ -705,15 +936,17 @@ void hd_conn_on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 
 void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
 {
-    if (len == 0 || conn->close_when_flushed)
+    if (len == 0 || conn->close_when_flushed || closing_after_answers(conn))
         return;
     /*
      * Input held while the last answer waited is read in the server's pass
      * after the answer (hd_conn_end_wait): what arrives before that pass
      * came after it on the wire, so it queues behind it, or pipelined
-     * requests would be served out of order.
+     * requests would be served out of order. The same holds for input
+     * held while the protocol waits for deferred answers.
      */
-    if (conn->state == HD_CONN_READING && conn->reader->held_input.len == 0)
+    if (conn->state == HD_CONN_READING && conn->reader->held_input.len == 0 &&
+        !conn->reader->waiting_for_answers)
         read_requests(conn, bytes, len);
     else if (conn->state == HD_CONN_READING || conn->state == HD_CONN_WAITING)
         hold_input(conn, bytes, len);
@@ -733,8 +966,8 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
  */
 static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
 {
-    /* Ending: the answer is sealed or written, and only EOF is awaited. */
-    if (conn->close_when_flushed)
+    /* Ending: the answer is sealed or written (or owed), and only EOF is awaited. */
+    if (conn->close_when_flushed || closing_after_answers(conn))
         return;
     hd_tls_feed(conn->tls, cipher, len);
     char *plain = conn->server->read_buffer;
@@ -807,6 +1040,7 @@ hd_conn *hd_conn_new(hd_server *server)
     conn->reader->conn = conn;
     hd_strbuf_init(&conn->reader->held_input);
     hd_list_init(&conn->reader->request_node);
+    hd_list_init(&conn->reader->answers);
     uv_tcp_init(server->loop, &conn->tcp);
     hd_list_insert_tail(&server->connections, &conn->server_node);
     hd_metric_add(&server->connection_count, 1);

@@ -4,7 +4,8 @@
  *
  *   READING    the server's protocol (hd_conn_protocol: HTTP/1.x) reads
  *              requests; each is answered in order (keep-alive and
- *              pipelining)
+ *              pipelining), an answer deferred meanwhile (hd_conn_defer)
+ *              in its place
  *   WAITING    a transport holds the answer to the current request back
  *              (long-poll); the request stays readable, input that arrives
  *              meanwhile is held (bounded) and parsed after the answer, and
@@ -98,11 +99,20 @@ typedef struct hd_stream_ops {
  */
 typedef struct hd_conn_reader {
     hd_conn *conn;
-    hd_strbuf
-        held_input; /* arrived while WAITING; handed to the protocol once the answer is queued */
+    /*
+     * Arrived while WAITING, or while the protocol waits for deferred
+     * answers (hd_conn_wait_for_answers); handed to it once it may read on.
+     */
+    hd_strbuf held_input;
     /* In server->request_wait from hd_conn_start_request_deadline until it is stopped. */
     hd_list request_node;
     uint64_t request_since_ms;
+    /* Deferred answers (hd_conn_defer) and the answers queued behind them, in request order. */
+    hd_list answers;
+    struct hd_conn_answer *answering; /* between hd_conn_answer_begin and _end */
+    uint64_t answers_bytes;           /* queued behind a deferred answer, not yet in outq */
+    bool waiting_for_answers;         /* the protocol reads on once a deferred answer is written */
+    bool closing_after_answers; /* hd_conn_close_after_flush waits for the answers before it */
 } hd_conn_reader;
 
 /*
@@ -136,6 +146,15 @@ typedef struct hd_conn_protocol {
     void (*on_request_timeout)(hd_conn *conn);
     /* hd_conn_close_after_flush with a reader: a request cut short lets go of what it holds. */
     void (*on_ending)(hd_conn *conn);
+    /*
+     * The current request's answer is deferred (hd_conn_defer): take the
+     * request out of the reader and return it, keeping what answering it
+     * needs (its head; not the body, which the handler has handed on). It is
+     * conn->request again while the answer is given, and goes back with
+     * release_request once the answer is queued or dropped.
+     */
+    hd_request *(*keep_request)(hd_conn *conn);
+    void (*release_request)(hd_conn *conn, hd_request *request);
     /* Whether a request is under way: shutdown leaves it to be answered (then closed). */
     bool (*request_under_way)(const hd_conn *conn);
     /*
@@ -243,6 +262,40 @@ void hd_conn_wake(hd_conn *conn);
  * parsed after it, in the server's pass.
  */
 void hd_conn_end_wait(hd_conn *conn);
+
+/*
+ * Pipelining: an answer that comes later while the connection reads on (a
+ * publish the Redis engine answers). hd_conn_defer makes the current
+ * request's place in the order of answers and keeps its request (the
+ * protocol's keep_request); the requests behind it are read and dispatched
+ * meanwhile, and what is queued for them (hd_conn_send, even a closing
+ * error) waits behind it, so that answers leave strictly in request order.
+ * The answer is given between hd_conn_answer_begin, which makes its request
+ * conn->request again, and hd_conn_answer_end; a connection that closes
+ * first calls cancel(conn, ctx) instead, before it is freed, and never
+ * begins the answer. hd_conn_close_after_flush while answers are owed
+ * closes after them (after the one being given, or the last one owed).
+ * Which requests may be dispatched while answers are owed, and how many,
+ * is the protocol's: it stops with hd_conn_wait_for_answers.
+ */
+typedef struct hd_conn_answer hd_conn_answer;
+typedef void (*hd_conn_answer_cancel)(hd_conn *conn, void *ctx);
+
+/* While READING, from the request's handler, after which it must not read conn->request. */
+hd_conn_answer *hd_conn_defer(hd_conn *conn, hd_conn_answer_cancel cancel, void *ctx);
+hd_conn *hd_conn_answer_begin(hd_conn_answer *answer);
+/* The answer is complete; frees it (once written in turn). */
+void hd_conn_answer_end(hd_conn_answer *answer);
+/* Whether answers deferred before now are not yet written (any, outside hd_conn_answer_begin). */
+bool hd_conn_owes_answers(const hd_conn *conn);
+/* Within hd_conn_answer_begin: whether answers to later requests follow the one being given. */
+bool hd_conn_answers_follow(const hd_conn *conn);
+/*
+ * For the protocol: it stops reading until a deferred answer is written.
+ * Input is held meanwhile (bounded as a WAITING connection's), and on_data
+ * is called again then, with the held input or none.
+ */
+void hd_conn_wait_for_answers(hd_conn *conn);
 
 /*
  * Queues buf (taking the caller's reference) past the outbound limit and

@@ -128,6 +128,12 @@ int hd_outq_seal(hd_outq *q, hd_tls *tls)
     return 0;
 }
 
+void hd_outq_take_all(hd_outq *q, hd_outq *from)
+{
+    while (from->count > 0)
+        hd_outq_push(q, pop(from));
+}
+
 void hd_outq_free(hd_outq *q)
 {
     while (q->count > 0)

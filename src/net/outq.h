@@ -72,6 +72,8 @@ uint64_t hd_outq_finish(hd_outq *q);
  * buffer is then ciphertext. Returns -1 when the session failed.
  */
 int hd_outq_seal(hd_outq *q, hd_tls *tls);
+/* Moves every buffer of from (nothing in flight there) to the end of q, leaving from empty. */
+void hd_outq_take_all(hd_outq *q, hd_outq *from);
 /* Releases every buffer, in flight or not, and the ring. */
 void hd_outq_free(hd_outq *q);
 

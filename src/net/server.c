@@ -358,7 +358,7 @@ void hd_server_shutdown(hd_server *server, void (*on_done)(void *ctx), void *ctx
         if (conn->state == HD_CONN_READING && server->protocol->request_under_way(conn))
             continue; /* answered with Connection: close, or cut by the header timeout */
         hd_conn_set_end_reason(conn, "shutdown");
-        if (conn->state == HD_CONN_READING && conn->outq.count == 0)
+        if (conn->state == HD_CONN_READING && conn->outq.count == 0 && !hd_conn_owes_answers(conn))
             hd_conn_close(conn);
         else if (conn->stream_ops != NULL && conn->stream_ops->on_shutdown != NULL)
             conn->stream_ops->on_shutdown(conn, conn->stream_session);

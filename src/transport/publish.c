@@ -70,13 +70,13 @@ static void answer_hub_status(hd_conn *conn, hd_hub_status status, const char *w
 }
 
 /*
- * An engine that answers later (engine/engine.h) leaves the request held
- * (WAITING, so that a pipelined request behind it is answered after it); the
- * answer is queued from its callback, and a connection that closes first
- * cancels it. Counted with the waiting polls in the connection gauges: both
- * are requests whose answer is held back. The memory engine answers before
- * the publish call returns, so none of this runs with it. GET /topics holds
- * its engine answers the same way.
+ * GET /topics and GET /topics/{t} with an engine that answers later
+ * (engine/engine.h) leave the request held (WAITING, so that a pipelined
+ * request behind it is answered after it); the answer is queued from its
+ * callback, and a connection that closes first cancels it. Counted with the
+ * waiting polls in the connection gauges: both are requests whose answer is
+ * held back. The memory engine answers before the call returns, so none of
+ * this runs with it.
  */
 static void held_publish_on_close(hd_conn *conn, void *request)
 {
@@ -102,10 +102,59 @@ void hd_publish_hold_for_engine(hd_conn *conn, hd_engine_request *request)
         hd_conn_start_wait(conn, &held_publish_ops, request);
 }
 
-/* Before an answer queued from a publish callback: a held request reads on after it. */
-static void end_hold(hd_conn *conn)
+/*
+ * A publish the engine answers later (cluster mode) defers its answer
+ * (hd_conn_defer) instead of holding the connection: publishes pipelined
+ * behind it reach the engine before it answers, to go to Redis in the same
+ * script call, and the answers still leave in request order. A connection
+ * that closes first cancels the call. The memory engine answers before the
+ * call returns: its publishes take none of this.
+ */
+typedef struct deferred_publish {
+    hd_conn *conn;
+    hd_conn_answer *answer; /* NULL while the engine call runs */
+    hd_engine_request *request;
+    hd_engine_publish_cb answer_with; /* with the connection as ctx */
+} deferred_publish;
+
+static void deferred_on_published(void *ctx, const hd_publish_outcome *outcome)
 {
-    hd_conn_end_wait(conn); /* nothing to end when the engine answered at once */
+    deferred_publish *deferred = ctx;
+    if (deferred->answer == NULL) { /* answered at once (refused): the request is current */
+        deferred->answer_with(deferred->conn, outcome);
+        return;
+    }
+    deferred->answer_with(hd_conn_answer_begin(deferred->answer), outcome);
+    hd_conn_answer_end(deferred->answer);
+    free(deferred);
+}
+
+static void deferred_on_cancel(hd_conn *conn, void *ctx)
+{
+    deferred_publish *deferred = ctx;
+    hd_engine_cancel(hd_conn_engine(conn), deferred->request);
+    free(deferred);
+}
+
+/* Publishes items; answer_with(conn, outcome) answers the request, now or later. */
+static void publish_and_answer(hd_conn *conn, const hd_publish_item *items, size_t count,
+                               hd_engine_publish_cb answer_with)
+{
+    hd_engine *engine = hd_conn_engine(conn);
+    if (hd_engine_answers_at_once(engine)) {
+        hd_engine_publish(engine, items, count, hd_clock_wall_ms(), answer_with, conn);
+        return;
+    }
+    deferred_publish *deferred = hd_calloc(1, sizeof(*deferred));
+    deferred->conn = conn;
+    deferred->answer_with = answer_with;
+    deferred->request = hd_engine_publish(engine, items, count, hd_clock_wall_ms(),
+                                          deferred_on_published, deferred);
+    if (deferred->request == NULL) {
+        free(deferred);
+        return;
+    }
+    deferred->answer = hd_conn_defer(conn, deferred_on_cancel, deferred);
 }
 
 /* The event name from ?event= or else X-Event; NULL when neither is given. */
@@ -184,7 +233,6 @@ bool hd_publish_topic_head_acceptable(hd_conn *conn)
 static void topic_on_published(void *ctx, const hd_publish_outcome *outcome)
 {
     hd_conn *conn = ctx;
-    end_hold(conn);
     if (outcome->status != HD_HUB_OK) {
         answer_hub_status(conn, outcome->status, "");
         return;
@@ -221,9 +269,7 @@ void hd_publish_handle_topic(hd_conn *conn)
         .idempotency_key = head.idempotency_key,
         .idempotency_key_len = head.idempotency_key_len,
     };
-    hd_publish_hold_for_engine(conn,
-                               hd_engine_publish(hd_conn_engine(conn), &item, 1, hd_clock_wall_ms(),
-                                                 topic_on_published, conn));
+    publish_and_answer(conn, &item, 1, topic_on_published);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -306,7 +352,6 @@ static int check_item(hd_conn *conn, const hd_access *access, const cJSON *item,
 static void batch_on_published(void *ctx, const hd_publish_outcome *outcome)
 {
     hd_conn *conn = ctx;
-    end_hold(conn);
     if (outcome->status != HD_HUB_OK) {
         char where[64];
         snprintf(where, sizeof(where), "Item %zu: ", outcome->failed);
@@ -350,9 +395,7 @@ static void publish_items(hd_conn *conn, const batch_item *items, size_t count)
             .idempotency_key_len = items[i].idempotency_key ? strlen(items[i].idempotency_key) : 0,
         };
     }
-    hd_publish_hold_for_engine(conn,
-                               hd_engine_publish(hd_conn_engine(conn), publish, count,
-                                                 hd_clock_wall_ms(), batch_on_published, conn));
+    publish_and_answer(conn, publish, count, batch_on_published);
     free(publish); /* the engine copied what it needs */
 }
 

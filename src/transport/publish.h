@@ -35,7 +35,8 @@ bool hd_publish_repeated(const hd_publish_outcome *outcome, size_t i);
  * Holds the current request back while the engine answers it later (request
  * non-NULL; NULL: it answered already): the connection is WAITING, and a
  * close cancels the request. The callback calls hd_conn_end_wait before it
- * queues the answer. GET /topics/{t} and GET /topics use it too.
+ * queues the answer. For GET /topics/{t} and GET /topics; a publish defers
+ * its answer instead (hd_conn_defer), so that the connection reads on.
  */
 void hd_publish_hold_for_engine(hd_conn *conn, hd_engine_request *request);
 

@@ -180,8 +180,16 @@ static void route_dispatch(hd_conn *conn)
         handler(conn);
 }
 
+/* Publishes: their answers may be deferred, and each is queued in request order. */
+static bool route_may_overlap(const hd_conn *conn)
+{
+    const hd_request *req = conn->request;
+    return req->method == HTTP_POST && (path_is(req, "/publish") || path_is_topic(req));
+}
+
 const hd_http_handlers hd_router_handlers = {
     .body_limit = route_body_limit,
     .head_acceptable = route_head_acceptable,
     .dispatch = route_dispatch,
+    .may_overlap = route_may_overlap,
 };

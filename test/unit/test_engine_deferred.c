@@ -27,7 +27,7 @@
 #include "test.h"
 
 #define EPOCH 0x0badf00d
-#define MAX_PENDING 16
+#define MAX_PENDING 80
 
 /* ---------------------------------------------------------------- the deferred engine */
 
@@ -227,6 +227,15 @@ static void complete(deferred *d)
     }
 }
 
+/* Answers the call made n-th (from 0), alone. */
+static void complete_one(deferred *d, size_t n)
+{
+    pending *p = d->calls[n];
+    CHECK(!p->done && !p->cancelled && !p->is_read);
+    p->done = true;
+    hd_engine_publish(d->memory, p->items, p->count, 0, p->publish_done, p->ctx);
+}
+
 /* ---------------------------------------------------------------- a server without sockets */
 
 typedef struct world {
@@ -347,6 +356,104 @@ static void test_http_publish_cancelled_on_close(void)
     CHECK_EQ_INT(outstanding(w.engine), 0);
     complete(w.engine); /* nothing left to answer: the callback never runs */
     CHECK_EQ_INT(history_of(&w, "news"), 0);
+    world_free(&w);
+}
+
+/* What the connection queued, as one string (the caller frees it with hd_strbuf_free). */
+static hd_strbuf queued_text(const hd_conn *conn)
+{
+    hd_strbuf text;
+    hd_strbuf_init(&text);
+    const hd_outq *q = &conn->outq;
+    for (size_t i = 0; i < q->count; i++) {
+        const hd_buf *buf = q->ring[(q->head + i) & (q->cap - 1)];
+        hd_strbuf_append(&text, buf->data, buf->len);
+    }
+    hd_strbuf_append(&text, "", 1);
+    return text;
+}
+
+/* The status codes and topics of the answers queued, in order ("201 a,200,201 b"). */
+static void check_answers(const hd_conn *conn, const char *expected)
+{
+    hd_strbuf queued = queued_text(conn);
+    const char *text = queued.data;
+    hd_strbuf got;
+    hd_strbuf_init(&got);
+    for (const char *p = strstr(text, "HTTP/1.1 "); p != NULL; p = strstr(p + 1, "HTTP/1.1 ")) {
+        if (got.len > 0)
+            hd_strbuf_append(&got, ",", 1);
+        hd_strbuf_append(&got, p + 9, 3);
+        const char *next = strstr(p + 1, "HTTP/1.1 ");
+        const char *topic = strstr(p, "\"topic\":\"");
+        if (topic != NULL && (next == NULL || topic < next)) {
+            topic += 9;
+            hd_strbuf_append(&got, " ", 1);
+            hd_strbuf_append(&got, topic, (size_t)(strchr(topic, '"') - topic));
+        }
+    }
+    hd_strbuf_append(&got, "", 1);
+    if (strcmp(got.data, expected) != 0)
+        fprintf(stderr, "answers: %s, expected %s\n", got.data, expected);
+    CHECK(strcmp(got.data, expected) == 0);
+    hd_strbuf_free(&got);
+    hd_strbuf_free(&queued);
+}
+
+#define PUBLISH_TO(topic) "POST /topics/" topic " HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx"
+
+static void test_http_pipelined_publishes_answered_in_order(void)
+{
+    world w;
+    world_init(&w);
+    /* All three reach the engine; the health check waits for their answers, the fourth behind it.
+     */
+    hd_conn *conn =
+        connect_and_send(&w, PUBLISH_TO("a") PUBLISH_TO("b") PUBLISH_TO(
+                                 "c") "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" PUBLISH_TO("d"));
+    CHECK_EQ_INT(outstanding(w.engine), 3);
+    complete_one(w.engine, 2);
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), 0); /* c waits for a and b */
+    complete_one(w.engine, 0);
+    check_answers(conn, "201 a");
+    hd_conn_resume_input(conn); /* b is still owed: the health check waits on */
+    check_answers(conn, "201 a");
+    complete_one(w.engine, 1);
+    check_answers(conn, "201 a,201 b,201 c");
+    CHECK(hd_list_linked(&conn->wake_node)); /* read on in the server's pass */
+    hd_conn_resume_input(conn);
+    check_answers(conn, "201 a,201 b,201 c,200");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    /* An error behind an owed answer waits for it too. */
+    hd_conn_feed(conn, PUBLISH_TO("x?event=no%20space"), strlen(PUBLISH_TO("x?event=no%20space")));
+    check_answers(conn, "201 a,201 b,201 c,200");
+    complete(w.engine);
+    check_answers(conn, "201 a,201 b,201 c,200,201 d,400");
+    disconnect(conn);
+    CHECK_EQ_INT(w.engine->cancels, 0);
+    world_free(&w);
+}
+
+static void test_http_pipelined_publishes_bounded(void)
+{
+    world w;
+    world_init(&w);
+    hd_strbuf requests;
+    hd_strbuf_init(&requests);
+    for (int i = 0; i < HD_HTTP_DEFERRED_MAX + 6; i++)
+        hd_strbuf_append_str(&requests, PUBLISH_TO("t"));
+    hd_conn *conn = hd_conn_new(w.server);
+    hd_conn_feed(conn, requests.data, requests.len);
+    CHECK_EQ_INT(outstanding(w.engine), HD_HTTP_DEFERRED_MAX); /* the rest is held */
+    CHECK(conn->reader->held_input.len > 0);
+    complete(w.engine);
+    hd_conn_resume_input(conn);
+    CHECK_EQ_INT(outstanding(w.engine), 6);
+    /* A connection that goes cancels what it is owed. */
+    disconnect(conn);
+    CHECK_EQ_INT(w.engine->cancels, 6);
+    CHECK_EQ_INT(history_of(&w, "t"), HD_HTTP_DEFERRED_MAX);
+    hd_strbuf_free(&requests);
     world_free(&w);
 }
 
@@ -544,6 +651,8 @@ int main(void)
 {
     RUN_TEST(test_http_publish_answered_from_the_callback);
     RUN_TEST(test_http_publish_cancelled_on_close);
+    RUN_TEST(test_http_pipelined_publishes_answered_in_order);
+    RUN_TEST(test_http_pipelined_publishes_bounded);
     RUN_TEST(test_http_topics_answered_from_the_callback);
     RUN_TEST(test_http_topics_cancelled_on_close);
     RUN_TEST(test_sse_catch_up_read_later);
