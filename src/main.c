@@ -311,6 +311,7 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
         .history_ttl_s = config->history.ttl_s,
         .idempotency_ttl_s = config->publish.idempotency_ttl_s,
         .trust_redis_persistence = config->cluster.trust_redis_persistence,
+        .max_held_messages = config->cluster.max_held_messages,
     };
     hd_sentinel_addr *sentinels = NULL;
     size_t count = config->cluster.sentinels.count;
