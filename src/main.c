@@ -312,6 +312,7 @@ static hd_engine *new_redis_engine(const hd_config *config, hd_hub *hub)
         .idempotency_ttl_s = config->publish.idempotency_ttl_s,
         .trust_redis_persistence = config->cluster.trust_redis_persistence,
         .max_inflight_bytes = config->cluster.max_inflight_bytes,
+        .max_held_messages = config->cluster.max_held_messages,
     };
     hd_sentinel_addr *sentinels = NULL;
     size_t count = config->cluster.sentinels.count;

@@ -87,6 +87,7 @@ typedef struct hd_config {
         char *prefix;
         uint32_t timeout_ms;
         bool trust_redis_persistence;
+        uint32_t max_held_messages;
         hd_strings sentinels; /* "host:port" each; empty: no Sentinel */
         char *sentinel_master;
         char *sentinel_password;

@@ -186,6 +186,8 @@ typedef struct hd_engine_stats {
     uint64_t reconnects; /* times its store came back after being reached */
     uint64_t lost_reads; /* reads of what its fan-out did not bring (lost, missed while away) */
     uint64_t catchup_messages; /* messages those reads delivered */
+    uint64_t late_messages;    /* of an epoch it had left (sent before a rotation): dropped */
+    uint64_t held_overflows;   /* catch-ups given up (a gap) as live messages held ran over */
     uint64_t epoch_changes[HD_EPOCH_REASONS];
     uint64_t publish_failures[HD_PUBLISH_FAILURES]; /* publish calls (a batch counts once) */
     /* Round trips of commands to the store: rtt_buckets[i] within hd_engine_rtt_bounds[i]. */

@@ -34,8 +34,6 @@
 #define WAITING_MAX 16384
 /* The same refused read is logged at most this often. */
 #define READ_ERROR_LOG_MS 60000
-/* Live messages held back while a catch-up is read; past this the oldest go on, out of order. */
-#define HELD_MAX 65536
 /* Entries a catch-up round reads at most (over all its topics; at least one per topic). */
 #define ROUND_ENTRIES_MAX 16384
 /* What a catch-up round publishes on the node channel after its reads (then its number). */
@@ -50,6 +48,8 @@
 #define INFO_MS 30000
 /* Evictions are warned about at most this often. */
 #define EVICTION_WARN_MS 300000
+/* Epochs left that the node remembers, so that late news of them is dropped (adopt_epoch). */
+#define LEFT_EPOCHS 8
 
 /* ------------------------------------------------------------------ pure parts */
 
@@ -398,6 +398,8 @@ struct redis_engine {
     atomic_uint_fast64_t reconnects;
     atomic_uint_fast64_t gap_reads;
     atomic_uint_fast64_t catchup_messages;
+    atomic_uint_fast64_t late_messages;
+    atomic_uint_fast64_t held_overflows;
     atomic_uint_fast64_t epoch_changes[HD_EPOCH_REASONS];
     atomic_uint_fast64_t publish_failures[HD_PUBLISH_FAILURES];
     atomic_uint_fast64_t rtt_buckets[HD_ENGINE_RTT_BUCKETS]; /* not cumulative */
@@ -427,8 +429,16 @@ struct redis_engine {
     bool was_up;
     /* Times the link came up: which connection a topic's SUBSCRIBE was confirmed on. */
     uint64_t link_ups;
-    uint32_t epoch;             /* Redis's, once known (0: not yet) */
-    uint32_t left_epoch;        /* the one before it (0: none) */
+    uint32_t epoch; /* Redis's, once known (0: not yet) */
+    /*
+     * The epochs this node moved away from, newest last (a ring; 0: none).
+     * Epochs are random, not ordered: a message or answer of one of these
+     * is late (sent before the rotation, overtaken by news of it) and never
+     * moves the node back; a Redis that is at one again went back in time,
+     * and the hello script starts a new epoch (run_hello).
+     */
+    uint32_t left_epochs[LEFT_EPOCHS];
+    size_t left_next;
     uint64_t known_seq;         /* the highest seq seen in epoch */
     hd_engine_request *waiting; /* reads held until the link is up, oldest first */
     hd_engine_request **waiting_tail;
@@ -441,7 +451,6 @@ struct redis_engine {
     hd_message **held;
     uint64_t *held_prev;
     size_t held_head, held_len, held_cap;
-    bool overflowed; /* held ran over HELD_MAX since the catch-up began */
     /* Topics not CATCH_NONE, and of them CATCH_RESYNC. */
     size_t catching, catch_resync;
     bool node_confirmed; /* the node channel (where barriers come back) is subscribed */
@@ -752,13 +761,30 @@ static void script_answered(redis_engine *e)
     settle_unclaimed(e);
 }
 
+static bool epoch_left(const redis_engine *e, uint32_t epoch)
+{
+    for (size_t i = 0; i < LEFT_EPOCHS; i++) {
+        if (epoch != 0 && e->left_epochs[i] == epoch)
+            return true;
+    }
+    return false;
+}
+
 /*
  * Redis's epoch, as a reply or a payload showed it: a new one restarts
  * every position. rotation: what the script that answered said it did
  * ("" nothing, "lost", "rollback", "restart"); NULL for a pub/sub payload.
+ * Returns false, changing nothing, for an epoch the node left: what showed
+ * it was sent before the rotation and came after news of it (a pub/sub
+ * message overtaken by a script's answer, or the other way round).
  */
-static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const char *rotation)
+static bool adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const char *rotation)
 {
+    if (epoch != e->epoch && epoch_left(e, epoch)) {
+        hd_log_debug("cluster: dropping late news of epoch %08" PRIx32 " (left for %08" PRIx32 ")",
+                     epoch, e->epoch);
+        return false;
+    }
     if (rotation != NULL && rotation[0] != '\0')
         claim_rotation(e, epoch, rotation);
     if (epoch != e->epoch) {
@@ -776,7 +802,8 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
                 settle_unclaimed(e);
             }
         }
-        e->left_epoch = e->epoch;
+        if (e->epoch != 0)
+            e->left_epochs[e->left_next++ % LEFT_EPOCHS] = e->epoch;
         e->epoch = epoch;
         e->known_seq = 0;
     }
@@ -784,6 +811,7 @@ static void adopt_epoch(redis_engine *e, uint32_t epoch, uint64_t seq, const cha
         e->known_seq = seq;
         hd_hub_advance(e->base.hub, epoch, seq);
     }
+    return true;
 }
 
 /* Where reads of t may be answered from the hub's history (topic_state), or HD_HUB_UNCOVERED. */
@@ -950,6 +978,7 @@ typedef struct script_args {
     int numbers_used;
     char numbers[SCRIPT_NUMBERS][24];
     char candidate[9];
+    bool once; /* NOSCRIPT is answered, not retried (hd_redis_link_evalsha_once) */
 } script_args;
 
 static void args_text(script_args *a, const char *text, size_t len)
@@ -970,6 +999,7 @@ static void args_start(script_args *a, const redis_engine *e, size_t count)
     a->lens = hd_alloc(count * sizeof(*a->lens));
     a->argc = 0;
     a->numbers_used = 0;
+    a->once = false;
     random_epoch(a->candidate);
     args_text(a, e->hub_key, strlen(e->hub_key));
     args_text(a, e->prefix, e->prefix_len);
@@ -980,7 +1010,8 @@ static hd_redis_status args_call(script_args *a, redis_engine *e, const hd_redis
                                  hd_redis_reply_cb *cb, void *ctx)
 {
     hd_redis_status status =
-        hd_redis_link_evalsha(e->link, script, 1, a->argc, a->argv, a->lens, cb, ctx);
+        a->once ? hd_redis_link_evalsha_once(e->link, script, 1, a->argc, a->argv, a->lens, cb, ctx)
+                : hd_redis_link_evalsha(e->link, script, 1, a->argc, a->argv, a->lens, cb, ctx);
     free(a->argv);
     free(a->lens);
     if (status == HD_REDIS_OK)
@@ -1429,6 +1460,8 @@ static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
     args_number(&a, (int64_t)topic_count);
     for (size_t i = 0; i < topic_count; i++)
         args_text(&a, req->topics[i], req->topic_lens[i]);
+    /* A round's read retried after NOSCRIPT would run after its barrier: the round starts over. */
+    a.once = req->fill;
     return args_call(&a, e, e->read_script, on_read_reply, req);
 }
 
@@ -1810,8 +1843,6 @@ static void set_catch(redis_engine *e, topic_state *t, catch_state state)
         e->catch_resync++;
     bool was_none = t->catching == CATCH_NONE;
     t->catching = state;
-    if (e->catching == 0)
-        e->overflowed = false;
     /* Catching up withdraws the topic's coverage; once done, its record gives it again. */
     if (was_none != (state == CATCH_NONE))
         publish_cover(e, t);
@@ -1821,19 +1852,22 @@ static void set_catch(redis_engine *e, topic_state *t, catch_state state)
  * One live message, in seq order, while nothing is catching up (or as a
  * round's merge reaches it): taken over. A lost predecessor (prev newer
  * than the topic's last) makes the topic WANTED and puts msg back at the
- * front of held, unless check is false (held ran over: it goes on with the
- * hole); returns false then.
+ * front of held (returns false then), unless check is false (the catch-up
+ * was given up: the topic's subscribers get a gap up to prev, then msg).
  */
 static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool check)
 {
     uint32_t epoch;
     uint64_t seq;
     hd_id_parse(msg->id, msg->id_len, &epoch, &seq);
-    /* One of the epoch just left, after a script's answer told of the new one: late, not new. */
-    bool late = epoch != e->epoch && epoch == e->left_epoch;
-    adopt_epoch(e, epoch, seq, NULL);
+    if (!adopt_epoch(e, epoch, seq, NULL)) {
+        /* Of an epoch the node left: its subscribers had their gap, its ids mean nothing now. */
+        atomic_fetch_add(&e->late_messages, 1);
+        hd_message_release(msg);
+        return true;
+    }
     topic_state *t = *topic_slot(e, msg->topic, msg->topic_len);
-    if (t != NULL && !t->fresh && t->epoch != epoch && !late) {
+    if (t != NULL && !t->fresh && t->epoch != epoch) {
         /*
          * A new epoch restarts every topic's prev chain at 0, so that a
          * hole before the topic's first message in it is read too. (A new
@@ -1852,6 +1886,10 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
             held_push(e, msg, prev, true);
             set_catch(e, t, CATCH_WANTED);
             return false;
+        }
+        if (prev > t->last) {
+            hd_hub_ingest_loss(e->base.hub, t->name, t->len, epoch, prev);
+            t->chained = false;
         }
     }
     uint64_t cover = HD_HUB_UNCOVERED;
@@ -1919,10 +1957,15 @@ static bool deliver_live(redis_engine *e, hd_message *msg, uint64_t prev, bool c
  * record (or restarting it there, or past a loss), and every entry past
  * the record's end taken by the hub.
  *
- * Memory: ROUND_ENTRIES_MAX read entries (or one per topic) plus HELD_MAX
- * held messages. A round whose reads or barrier cannot be sent, or whose
- * read fails, is dropped and tried again by the sweep timer; a lost link
- * drops it and the reconnect starts over from every topic's last.
+ * Memory: ROUND_ENTRIES_MAX read entries (or one per topic) plus
+ * cluster.max_held_messages held messages: past that the catch-up is given
+ * up (give_up_catch_up), with a gap, rather than delivering out of order.
+ * A round whose reads or barrier cannot be sent, or whose read fails, is
+ * dropped and tried again by the sweep timer; one whose read met NOSCRIPT
+ * starts over at once (a read sent again alone would run after the
+ * barrier); a lost link drops it and the reconnect starts over from every
+ * topic's last. Answers of a dropped round (reads, barrier) are ignored by
+ * its number.
  */
 
 static void drop_read(topic_state *t)
@@ -1947,31 +1990,57 @@ static void abandon_round(redis_engine *e)
     }
 }
 
+/* A barrier's PUBLISH, for its answer: which round sent it. */
+typedef struct barrier_sent {
+    redis_engine *engine;
+    uint64_t round;
+} barrier_sent;
+
 static void on_barrier_reply(void *ctx, hd_redis_status status, const redisReply *reply)
 {
-    redis_engine *e = ctx;
-    if (status != HD_REDIS_OK || (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0))
-        return; /* a lost link retires the round itself */
+    barrier_sent *sent = ctx;
+    redis_engine *e = sent->engine;
+    bool current = e->round.active && sent->round == e->round.id;
+    free(sent);
+    if (!current || status != HD_REDIS_OK ||
+        (reply->type == REDIS_REPLY_INTEGER && reply->integer > 0))
+        return; /* of a retired round; or a lost link, which retires the round itself */
     /* Nobody heard it (the node channel is not subscribed): the round could never end. */
     hd_log_warn("cluster: a catch-up barrier reached no subscriber; trying again");
     abandon_round(e);
 }
 
+static void finish_round(redis_engine *e);
+
 static void start_round(redis_engine *e)
 {
-    if (e->round.active || e->catch_resync > 0 || !e->node_confirmed ||
+    /* (catching == 0: no topic to read, and no need to look at every topic each sweep.) */
+    if (e->round.active || e->catching == 0 || e->catch_resync > 0 || !e->node_confirmed ||
         hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
         return;
-    size_t count = 0, buffered = 0;
+    size_t count = 0, buffered = 0, kept = 0, waiting = 0;
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
             count += t->catching == CATCH_WANTED;
-            if (t->catching == CATCH_READ)
+            waiting += t->catching == CATCH_WAITING || t->catching == CATCH_RESYNC;
+            if (t->catching == CATCH_READ) {
+                kept++;
                 buffered += t->read->result.count - t->read_next;
+            }
         }
     }
-    if (count == 0)
+    if (count == 0) {
+        /*
+         * Entries kept past an earlier round's bound, and no topic left to
+         * be read that could lower it (the new topic that set it left, or
+         * turned out to need no read): they are merged now, or they and
+         * every held message would wait forever. Their barrier came back
+         * already, so no new one is needed.
+         */
+        if (kept > 0 && waiting == 0)
+            finish_round(e);
         return;
+    }
     size_t limit = buffered < ROUND_ENTRIES_MAX ? (ROUND_ENTRIES_MAX - buffered) / count : 0;
     limit = limit < 1 ? 1 : limit > HD_ENGINE_READ_MAX ? HD_ENGINE_READ_MAX : limit;
     e->round.active = true;
@@ -2007,7 +2076,11 @@ static void start_round(redis_engine *e)
         size_t lens[] = {
             7, strlen(e->probe_channel),
             (size_t)snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id)};
-        sent = hd_redis_link_command(e->link, 3, argv, lens, on_barrier_reply, e) == HD_REDIS_OK;
+        barrier_sent *ctx = hd_alloc(sizeof(*ctx));
+        *ctx = (barrier_sent){.engine = e, .round = e->round.id};
+        sent = hd_redis_link_command(e->link, 3, argv, lens, on_barrier_reply, ctx) == HD_REDIS_OK;
+        if (!sent)
+            free(ctx);
     }
     if (!sent)
         abandon_round(e); /* the sweep timer tries again */
@@ -2047,14 +2120,10 @@ static bool emit_read(redis_engine *e, topic_state *t, hd_message *msg)
 {
     uint64_t prev = t->read_prev;
     t->read_prev = msg->seq;
-    if (t->epoch == msg->epoch && msg->seq <= t->last) {
-        /* After held ran over, live messages went on early: late rather than lost. */
-        if (!e->overflowed)
-            return false;
-    } else {
-        t->epoch = msg->epoch;
-        t->last = msg->seq;
-    }
+    if (t->epoch == msg->epoch && msg->seq <= t->last)
+        return false;
+    t->epoch = msg->epoch;
+    t->last = msg->seq;
     bool taken = hd_hub_ingest(e->base.hub, hd_message_retain(msg));
     if (t->chain_epoch != msg->epoch || msg->seq > t->chain_last) {
         t->chained = t->chained && taken && t->read->fill_link == e->link_ups &&
@@ -2216,6 +2285,15 @@ static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_stat
         abandon_round(e); /* the link broke: the reconnect reads every topic again */
         return;
     }
+    if (reply->type == REDIS_REPLY_ERROR &&
+        strncmp(reply->str, "NOSCRIPT", strlen("NOSCRIPT")) == 0) {
+        /* Redis lost the script, and the link loads it again ahead of what comes next. */
+        hd_log_info("cluster: Redis lost the read script; the catch-up round starts over");
+        request_free(req);
+        abandon_round(e);
+        start_round(e);
+        return;
+    }
     char why[sizeof(e->read_error)];
     if (reply->type == REDIS_REPLY_ERROR || !take_read_reply(e, req, reply, why, sizeof(why))) {
         log_read_failure(e, reply->type == REDIS_REPLY_ERROR ? reply->str : why);
@@ -2257,20 +2335,62 @@ static void drain_held(redis_engine *e)
     }
 }
 
+/*
+ * held is full (cluster.max_held_messages): the catch-up is given up rather
+ * than delivering out of order or dropping in silence. The round under way
+ * is retired and every topic still catching up is cut at the newest held
+ * message: its subscribers get a gap up to there (what a read would have
+ * brought, and what was held of it: Redis's history still has that for a
+ * resume from before the gap), and one whose SUBSCRIBE is not confirmed yet
+ * reads from there once it is. Then everything held goes on in seq order
+ * (a hole in another topic is a gap up to the message that revealed it).
+ */
+static void give_up_catch_up(redis_engine *e)
+{
+    hd_log_warn(
+        "cluster: %zu live messages held back while catching up: giving the catch-up "
+        "up; subscribers of the topics it was reading get a gap (cluster.max_held_messages)",
+        e->held_len);
+    atomic_fetch_add(&e->held_overflows, 1);
+    abandon_round(e);
+    uint32_t epoch;
+    uint64_t upto;
+    hd_message *newest = e->held[(e->held_head + e->held_len - 1) % e->held_cap];
+    hd_id_parse(newest->id, newest->id_len, &epoch, &upto);
+    if (epoch_left(e, epoch)) { /* late news of an epoch left: dropped as it goes on */
+        epoch = e->epoch;
+        upto = e->known_seq;
+    }
+    for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
+        for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            if (t->catching == CATCH_NONE)
+                continue;
+            /* A new topic's subscribers start at since: only what lies after it is theirs. */
+            uint32_t at_epoch = t->fresh ? t->since_epoch : t->epoch;
+            uint64_t at = t->fresh ? t->since_seq : t->last;
+            if (at_epoch != epoch || at < upto) {
+                hd_hub_ingest_loss(e->base.hub, t->name, t->len, epoch, upto);
+                t->epoch = t->since_epoch = epoch;
+                t->last = t->since_seq = upto;
+                t->chained = false;
+            }
+            if (t->catching == CATCH_WANTED)
+                set_catch(e, t, CATCH_NONE);
+        }
+    }
+    while (e->held_len > 0) {
+        uint64_t prev;
+        hd_message *msg = held_pop(e, &prev);
+        deliver_live(e, msg, prev, false);
+    }
+}
+
 /* One message from pub/sub, in seq order: taken over. */
 static void ingest_live(redis_engine *e, hd_message *msg, uint64_t prev)
 {
+    if (e->catching > 0 && e->held_len >= e->options.max_held_messages)
+        give_up_catch_up(e);
     if (e->catching > 0 || e->held_len > 0) {
-        if (e->held_len == HELD_MAX) {
-            if (!e->overflowed)
-                hd_log_warn("cluster: %d messages held back while catching up: delivering the "
-                            "oldest ones early, out of order",
-                            HELD_MAX);
-            e->overflowed = true;
-            uint64_t oldest_prev;
-            hd_message *oldest = held_pop(e, &oldest_prev);
-            deliver_live(e, oldest, oldest_prev, false);
-        }
         held_push(e, msg, prev, false);
         return;
     }
@@ -2383,7 +2503,14 @@ static void run_hello(redis_engine *e)
     char known[9] = "";
     if (e->epoch != 0)
         snprintf(known, sizeof(known), "%08" PRIx32, e->epoch);
-    args_start(&a, e, 6);
+    char left[LEFT_EPOCHS * 9] = "";
+    size_t left_len = 0;
+    for (size_t i = 0; i < LEFT_EPOCHS; i++) {
+        if (e->left_epochs[i] != 0)
+            left_len += (size_t)snprintf(left + left_len, sizeof(left) - left_len, "%s%08" PRIx32,
+                                         left_len > 0 ? "," : "", e->left_epochs[i]);
+    }
+    args_start(&a, e, 7);
     /*
      * A restart loses what Redis had not persisted: a new epoch, unless
      * trusted not to. A failover is never trusted: replication is
@@ -2395,6 +2522,7 @@ static void run_hello(redis_engine *e)
     args_text(&a, e->options.trust_redis_persistence && !failover ? "0" : "1", 1);
     args_text(&a, known, strlen(known));
     args_number(&a, e->epoch != 0 ? (int64_t)e->known_seq : 0);
+    args_text(&a, left, left_len);
     args_call(&a, e, e->hello_script, on_hello_reply, e);
 }
 
@@ -2578,6 +2706,11 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
      */
     for (size_t b = 0; b < TOPIC_BUCKETS; b++) {
         for (topic_state *t = e->topics[b]; t != NULL; t = t->next) {
+            /*
+             * A new topic's SUBSCRIBE confirmed on the old connection says
+             * nothing of this one: its read waits for the confirmation here.
+             */
+            t->confirmed = false;
             t->resync = t->epoch != 0;
             if (t->resync)
                 set_catch(e, t, t->fresh ? CATCH_WAITING : CATCH_RESYNC);
@@ -2712,6 +2845,8 @@ static void redis_stats(const hd_engine *engine, hd_engine_stats *out)
         .reconnects = atomic_load(&e->reconnects),
         .lost_reads = atomic_load(&e->gap_reads),
         .catchup_messages = atomic_load(&e->catchup_messages),
+        .late_messages = atomic_load(&e->late_messages),
+        .held_overflows = atomic_load(&e->held_overflows),
         .subscribed_topics = atomic_load(&e->subscribed_topics),
         .store_config_ok = atomic_load(&e->config_ok),
         .store_evicted_keys = atomic_load(&e->evicted_keys),
@@ -2748,6 +2883,8 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     redis_engine *e = hd_calloc(1, sizeof(*e));
     hd_engine_init(&e->base, &redis_ops, hub);
     e->options = *options;
+    if (e->options.max_held_messages == 0)
+        e->options.max_held_messages = 65536;
     e->prefix_len = (size_t)snprintf(e->prefix, sizeof(e->prefix), "{%s}", options->prefix);
     e->options.prefix = NULL;
     if (e->options.max_inflight_bytes == 0)

@@ -73,6 +73,11 @@ typedef struct hd_engine_redis_options {
      * the epoch; false: it starts a new one.
      */
     bool trust_redis_persistence;
+    /*
+     * cluster.max_held_messages: live messages held back while topics catch
+     * up; past it the catch-up is given up, with a gap (0: 65536).
+     */
+    uint32_t max_held_messages;
     uint32_t idempotency_ttl_s; /* publish.idempotency_ttl_s: 0 = keys are not remembered */
     /* cluster.max_inflight_bytes: commands in flight to Redis (and publishes queued); 0: 64 MiB */
     uint64_t max_inflight_bytes;

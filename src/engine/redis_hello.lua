@@ -7,11 +7,13 @@
 -- ARGV     prefix ("{herald}"), epoch candidate, restart rotates ("1": a
 --          restart starts a new epoch; "0": the operator trusts Redis's
 --          persistence), known epoch, known seq (the highest seq the node
---          has seen in known epoch; "" and 0 when none)
+--          has seen in known epoch; "" and 0 when none), left epochs (the
+--          epochs the node moved away from, comma-separated; "" when none)
 -- Returns  {epoch, cut, rotation}; rotation is "" or why the epoch changed:
 --          "lost" (no hub hash), "restart" (another Redis process than the
 --          one that wrote {prefix}:rid) or "rollback" (Redis is behind what
---          was seen).
+--          was seen, or back at an epoch that was left: epochs are random,
+--          so only a restore of older data brings one back).
 --
 -- {prefix}:rid holds the run_id (INFO server) of the Redis process that
 -- last ran a hello, or created the hub (every script that creates it sets
@@ -27,8 +29,9 @@ local candidate = ARGV[2]
 local restart_rotates = ARGV[3] == '1'
 local known_epoch = ARGV[4]
 local known_seq = tonumber(ARGV[5])
+local left = ARGV[6]
 
-if #ARGV ~= 5 or not known_seq then
+if #ARGV ~= 6 or not known_seq then
   return redis.error_reply('ERR herald hello: bad arguments')
 end
 if hub ~= prefix .. ':hub' or candidate == '' then
@@ -46,6 +49,10 @@ elseif restart_rotates and redis.call('GET', rid) ~= run_id then
   rotation = 'restart'
 elseif epoch == known_epoch and known_seq > cut then
   rotation = 'rollback'
+else
+  for e in string.gmatch(left, '%x+') do
+    if e == epoch then rotation = 'rollback' end
+  end
 end
 if rotation ~= '' then
   if candidate == epoch then

@@ -64,7 +64,10 @@ typedef struct pending {
     uint64_t sent_ms;
     uint64_t sent_ns; /* for on_reply_time: deadlines need no more than sent_ms */
     size_t bytes;     /* counted in link->inflight_bytes while in flight */
-    /* EVALSHA: the formatted command, kept for one retry after NOSCRIPT. */
+    /*
+     * EVALSHA: its script, and the formatted command, kept for one retry
+     * after NOSCRIPT (NULL: the NOSCRIPT answer is passed on).
+     */
     const hd_redis_script *script;
     char *evalsha;
     size_t evalsha_len;
@@ -214,7 +217,7 @@ static void answer(pending *p, hd_redis_status status, const redisReply *reply)
     cb(p->ctx, status, reply);
 }
 
-static bool resend_after_noscript(pending *p);
+static bool on_noscript(pending *p);
 
 /* hiredis's callback for every command the link sends outside pub/sub. */
 static void cmd_on_reply(redisAsyncContext *ac, void *r, void *privdata)
@@ -231,7 +234,7 @@ static void cmd_on_reply(redisAsyncContext *ac, void *r, void *privdata)
         s->on_reply_time(s->ctx, uv_hrtime() - p->sent_ns);
     if (reply == NULL)
         answer(p, HD_REDIS_OUTCOME_UNKNOWN, NULL); /* hiredis lost the connection */
-    else if (p->evalsha != NULL && reply_is_error(reply, "NOSCRIPT") && resend_after_noscript(p))
+    else if (p->script != NULL && reply_is_error(reply, "NOSCRIPT") && on_noscript(p))
         return; /* the record is hiredis's again */
     else
         answer(p, HD_REDIS_OK, reply);
@@ -299,12 +302,14 @@ static int send_script_load(conn *c, const hd_redis_script *script, hd_redis_rep
 /*
  * NOSCRIPT: Redis lost the script (SCRIPT FLUSH, a restart or failover
  * between our SCRIPT LOAD and now). Loads it again and resends the same
- * EVALSHA right behind, once; false when that could not be sent.
+ * EVALSHA right behind, once; false when that could not be sent, or the
+ * call is not to be resent (hd_redis_link_evalsha_once: the answer is
+ * passed on, and what the caller sends next finds the script).
  */
-static bool resend_after_noscript(pending *p)
+static bool on_noscript(pending *p)
 {
     conn *c = p->conn;
-    if (send_script_load(c, p->script, ignore_reply, NULL) < 0 ||
+    if (send_script_load(c, p->script, ignore_reply, NULL) < 0 || p->evalsha == NULL ||
         redisAsyncFormattedCommand(c->ac, cmd_on_reply, p, p->evalsha, p->evalsha_len) != REDIS_OK)
         return false;
     hd_list_unlink(&p->node); /* back in flight, behind the SCRIPT LOAD */
@@ -336,9 +341,9 @@ hd_redis_status hd_redis_link_command(hd_redis_link *link, int argc, const char 
                                                                     : HD_REDIS_UNAVAILABLE;
 }
 
-hd_redis_status hd_redis_link_evalsha(hd_redis_link *link, const hd_redis_script *script, int nkeys,
-                                      int argc, const char **argv, const size_t *argvlen,
-                                      hd_redis_reply_cb *cb, void *ctx)
+static hd_redis_status send_evalsha(hd_redis_link *link, const hd_redis_script *script, int nkeys,
+                                    int argc, const char **argv, const size_t *argvlen, bool resend,
+                                    hd_redis_reply_cb *cb, void *ctx)
 {
     if (nkeys < 0 || nkeys > argc)
         abort(); /* a caller's bug, not a runtime condition */
@@ -370,14 +375,33 @@ hd_redis_status hd_redis_link_evalsha(hd_redis_link *link, const hd_redis_script
     p->script = script;
     p->evalsha = formatted;
     p->evalsha_len = (size_t)len;
-    if (link->cmd.ac == NULL || redisAsyncFormattedCommand(link->cmd.ac, cmd_on_reply, p, formatted,
-                                                           (size_t)len) != REDIS_OK) {
+    bool sent = link->cmd.ac != NULL &&
+                redisAsyncFormattedCommand(link->cmd.ac, cmd_on_reply, p, formatted, (size_t)len) ==
+                    REDIS_OK;
+    if (!sent || !resend) {
         free(formatted);
+        p->evalsha = NULL;
+    }
+    if (!sent) {
         free(p);
         return HD_REDIS_UNAVAILABLE;
     }
     pending_track(p);
     return HD_REDIS_OK;
+}
+
+hd_redis_status hd_redis_link_evalsha(hd_redis_link *link, const hd_redis_script *script, int nkeys,
+                                      int argc, const char **argv, const size_t *argvlen,
+                                      hd_redis_reply_cb *cb, void *ctx)
+{
+    return send_evalsha(link, script, nkeys, argc, argv, argvlen, true, cb, ctx);
+}
+
+hd_redis_status hd_redis_link_evalsha_once(hd_redis_link *link, const hd_redis_script *script,
+                                           int nkeys, int argc, const char **argv,
+                                           const size_t *argvlen, hd_redis_reply_cb *cb, void *ctx)
+{
+    return send_evalsha(link, script, nkeys, argc, argv, argvlen, false, cb, ctx);
 }
 
 /* ------------------------------------------------------------ channels */

@@ -37,7 +37,8 @@
  *    old master) fails the attempt. A +switch-master for the master ends
  *    the connection at once and reconnects (attempt 0) to the new one.
  *  - Scripts go out as EVALSHA; on NOSCRIPT (SCRIPT FLUSH, a failover) the
- *    link sends SCRIPT LOAD and the same EVALSHA once more.
+ *    link sends SCRIPT LOAD and the same EVALSHA once more (or, for
+ *    hd_redis_link_evalsha_once, passes the NOSCRIPT answer on).
  *
  * Every argument is sent with its length: channels, keys and payloads are
  * binary-safe.
@@ -239,6 +240,16 @@ const char *hd_redis_script_sha(const hd_redis_script *script);
 hd_redis_status hd_redis_link_evalsha(hd_redis_link *link, const hd_redis_script *script, int nkeys,
                                       int argc, const char **argv, const size_t *argvlen,
                                       hd_redis_reply_cb *cb, void *ctx);
+
+/*
+ * Like hd_redis_link_evalsha, but a NOSCRIPT answer is passed on (after the
+ * link sent SCRIPT LOAD, so that what is sent next finds the script): for a
+ * call that must keep its place among the commands sent with it (a retry
+ * would run after them).
+ */
+hd_redis_status hd_redis_link_evalsha_once(hd_redis_link *link, const hd_redis_script *script,
+                                           int nkeys, int argc, const char **argv,
+                                           const size_t *argvlen, hd_redis_reply_cb *cb, void *ctx);
 
 /*
  * Adds channel (copied) to the wanted set; idempotent. When the link is UP

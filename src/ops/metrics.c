@@ -197,6 +197,13 @@ static void render_cluster(const hd_metrics_gauges *g, hd_strbuf *out)
             s->lost_reads);
     counter(out, "herald_cluster_catchup_messages_total",
             "Messages delivered from those reads rather than from pub/sub.", s->catchup_messages);
+    counter(out, "herald_cluster_late_messages_total",
+            "Pub/sub messages of an epoch this node had left (sent before the rotation), dropped.",
+            s->late_messages);
+    counter(out, "herald_cluster_held_overflows_total",
+            "Catch-ups given up with a gap because cluster.max_held_messages live messages were "
+            "held.",
+            s->held_overflows);
     counter_by(out, "herald_cluster_epoch_changes_total",
                "New epochs: started by this node's scripts (lost, rollback, restart), or "
                "started by another node and followed (observed).",

@@ -10,12 +10,12 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import net from 'node:net';
-import { publish, publishOk, subscribe, request, assertError, withTimeout, until, sleep } from '../lib/harness.mjs';
+import { publish, publishOk, subscribe, request, assertError, until, sleep } from '../lib/harness.mjs';
 import {
   startRedis, startProxy, startCluster, poll, pollItems, assertSequence, sseItems, messageIds, splitId,
+  startMonitor, injectMessage,
 } from '../lib/cluster.mjs';
 
 const READ_SHA = createHash('sha1')
@@ -29,56 +29,14 @@ let A;
 let B;
 let monitor;
 
-/**
- * A MONITOR connection counting the read script's calls. sync() resolves
- * once Redis's own log has caught up with everything sent before it.
- */
-async function startMonitor(port) {
-  const sock = net.connect({ host: '127.0.0.1', port });
-  sock.setEncoding('latin1');
-  let buf = '';
-  let reads = 0;
-  const marks = new Set();
-  const waiters = new Set();
-  sock.on('data', (d) => {
-    buf += d;
-    let end;
-    while ((end = buf.indexOf('\r\n')) >= 0) {
-      const line = buf.slice(0, end);
-      buf = buf.slice(end + 2);
-      if (line.includes(`"${READ_SHA}"`)) reads++;
-      const mark = /"ECHO" "(mark-[0-9a-f]+)"/i.exec(line);
-      if (mark) marks.add(mark[1]);
-      if (line === '+OK') marks.add('+OK');
-    }
-    for (const w of waiters) w();
-  });
-  const seen = (mark) => withTimeout(new Promise((resolve) => {
-    const check = () => { if (marks.has(mark)) { waiters.delete(check); resolve(); } };
-    waiters.add(check);
-    check();
-  }), 5000, `MONITOR to show ${mark}`);
-  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
-  sock.write('MONITOR\r\n');
-  await seen('+OK');
-  return {
-    get reads() { return reads; },
-    async sync() {
-      const mark = `mark-${randomBytes(6).toString('hex')}`;
-      await redis.cli('ECHO', mark);
-      await seen(mark);
-    },
-    close() { sock.destroy(); },
-  };
-}
-
 /** Runs fn and resolves [its result, the read script calls Redis saw meanwhile]. */
 async function countReads(fn) {
-  await monitor.sync();
-  const before = monitor.reads;
+  const isRead = (line) => line.includes(`"${READ_SHA}"`);
+  await monitor.sync(redis);
+  const before = monitor.count(isRead);
   const result = await fn();
-  await monitor.sync();
-  return [result, monitor.reads - before];
+  await monitor.sync(redis);
+  return [result, monitor.count(isRead) - before];
 }
 
 /**
@@ -266,23 +224,7 @@ test('pub/sub killed (CLIENT KILL TYPE pubsub) under a long-poll loop on B: noth
   if (unknown === 0) assert.deepEqual(ids, acked, 'nothing else');
 });
 
-// Stores a message of topic as the publish script would (prefix "herald"),
-// telling the nodes (PUBLISH) only when publish is true. Resolves its id.
-const INJECT_SCRIPT = `
-    local epoch = redis.call('HGET', KEYS[1], 'e')
-    local prev = redis.call('HGET', KEYS[3], 'l') or '0'
-    local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
-    redis.call('XADD', KEYS[2], seq .. '-0', 'd', ARGV[1], 't', ARGV[2], 'p', prev, 'v', '')
-    redis.call('HSET', KEYS[3], 'e', epoch, 'l', seq)
-    if ARGV[3] == '1' then
-      redis.call('PUBLISH', KEYS[4], epoch .. ':' .. seq .. ':' .. prev .. ':' .. ARGV[2] .. ':0:' .. ARGV[1])
-    end
-    return epoch .. '-' .. seq`;
-
-function inject(topic, data, publish) {
-  const keys = ['hub', `s:${topic}`, `m:${topic}`, `c:${topic}`].map((k) => `{herald}:${k}`);
-  return redis.cli('EVAL', INJECT_SCRIPT, '4', ...keys, data, String(Date.now()), publish ? '1' : '0');
-}
+const inject = (topic, data, publish) => injectMessage(redis, topic, data, { publish });
 
 test('a pub/sub message lost on its way: B reads it back in a catch-up round, then its own history answers from before the hole again', async () => {
   const topic = 'cache-hole';

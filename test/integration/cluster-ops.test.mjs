@@ -63,6 +63,8 @@ test('every new metric has HELP and TYPE lines; the RTT histogram is cumulative 
     herald_cluster_epoch_changes_total: 'counter',
     herald_cluster_publish_failures_total: 'counter',
     herald_cluster_catchup_messages_total: 'counter',
+    herald_cluster_late_messages_total: 'counter',
+    herald_cluster_held_overflows_total: 'counter',
     herald_cluster_redis_rtt_seconds: 'histogram',
     herald_cluster_subscribed_topics: 'gauge',
     herald_cluster_redis_config_ok: 'gauge',

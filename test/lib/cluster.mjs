@@ -331,7 +331,9 @@ const PROXY_QUEUE_LIMIT = 64 * 1024 * 1024;
  *   held, not dropped, as a stalled network would (bounded: past 64 MiB the
  *   connection is cut). newConnections (default: true when no filter is
  *   given) makes connections accepted from now on start paused both ways.
- * - resume(): forwards everything held and stops pausing.
+ * - resume({filter, direction}): forwards everything held and stops pausing,
+ *   on the connections filter(conn) selects (default: all, and new ones
+ *   too), in direction 'up', 'down' or 'both' (default).
  * - cut({filter, reset}): closes the selected connections on both sides
  *   (reset: with a TCP RST).
  * - connections: [{id, pubsub, closed}] — pubsub is true once the client sent
@@ -417,10 +419,10 @@ export async function startProxy(targetPort, { host = '127.0.0.1' } = {}) {
       }
       if (newConnections) pauseNew = true;
     },
-    resume() {
-      pauseNew = false;
-      for (const c of select()) {
-        for (const dir of ['up', 'down']) {
+    resume({ filter, direction = 'both' } = {}) {
+      if (!filter) pauseNew = false;
+      for (const c of select(filter)) {
+        for (const dir of direction === 'both' ? ['up', 'down'] : [direction]) {
           c[dir].paused = false;
           flush(c, dir);
         }
@@ -467,6 +469,66 @@ export function onTestEnd(t, fn) {
     });
   }
   fns.push(fn);
+}
+
+/**
+ * A MONITOR connection to the Redis on port: lines holds every command
+ * Redis logged since (raw MONITOR lines, latin1), count(pred) how many
+ * match. sync(redis) resolves once Redis's own log has caught up with
+ * everything sent before it (an ECHO of a fresh mark, through redis.cli).
+ */
+export async function startMonitor(port) {
+  const sock = net.connect({ host: '127.0.0.1', port });
+  sock.setEncoding('latin1');
+  let buf = '';
+  const lines = [];
+  const waiters = new Set();
+  sock.on('data', (d) => {
+    buf += d;
+    let end;
+    while ((end = buf.indexOf('\r\n')) >= 0) {
+      lines.push(buf.slice(0, end));
+      buf = buf.slice(end + 2);
+    }
+    for (const w of waiters) w();
+  });
+  const seen = (text) => withTimeout(new Promise((resolve) => {
+    const check = () => { if (lines.some((l) => l.includes(text))) { waiters.delete(check); resolve(); } };
+    waiters.add(check);
+    check();
+  }), 5000, `MONITOR to show ${text}`);
+  await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+  sock.write('MONITOR\r\n');
+  await seen('+OK');
+  return {
+    lines,
+    count: (pred) => lines.filter(pred).length,
+    async sync(redis) {
+      const mark = `mark-${Math.random().toString(16).slice(2)}-${Date.now()}`;
+      await redis.cli('ECHO', mark);
+      await seen(`"ECHO" "${mark}"`);
+    },
+    close() { sock.destroy(); },
+  };
+}
+
+// Stores a message of topic as the publish script would (prefix "herald"),
+// telling the nodes (PUBLISH) only when publish is true: a pub/sub message
+// lost on its way, which the next one's prev reveals. Resolves its id.
+const INJECT_SCRIPT = `
+    local epoch = redis.call('HGET', KEYS[1], 'e')
+    local prev = redis.call('HGET', KEYS[3], 'l') or '0'
+    local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
+    redis.call('XADD', KEYS[2], seq .. '-0', 'd', ARGV[1], 't', ARGV[2], 'p', prev, 'v', '')
+    redis.call('HSET', KEYS[3], 'e', epoch, 'l', seq)
+    if ARGV[3] == '1' then
+      redis.call('PUBLISH', KEYS[4], epoch .. ':' .. seq .. ':' .. prev .. ':' .. ARGV[2] .. ':0:' .. ARGV[1])
+    end
+    return epoch .. '-' .. seq`;
+
+export function injectMessage(redis, topic, data, { publish: tell = true } = {}) {
+  const keys = ['hub', `s:${topic}`, `m:${topic}`, `c:${topic}`].map((k) => `{herald}:${k}`);
+  return redis.cli('EVAL', INJECT_SCRIPT, '4', ...keys, data, String(Date.now()), tell ? '1' : '0');
 }
 
 // ---------------------------------------------------------------------------

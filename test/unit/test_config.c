@@ -59,6 +59,7 @@ static const char *const all_keys[] = {
     "cluster.prefix",
     "cluster.timeout_ms",
     "cluster.trust_redis_persistence",
+    "cluster.max_held_messages",
     "cluster.sentinels",
     "cluster.sentinel_master",
     "cluster.sentinel_password",
@@ -149,6 +150,7 @@ static bool same_config(const hd_config *a, const hd_config *b)
            strcmp(a->cluster.prefix, b->cluster.prefix) == 0 &&
            a->cluster.timeout_ms == b->cluster.timeout_ms &&
            a->cluster.trust_redis_persistence == b->cluster.trust_redis_persistence &&
+           a->cluster.max_held_messages == b->cluster.max_held_messages &&
            same_strings(&a->cluster.sentinels, &b->cluster.sentinels) &&
            strcmp(a->cluster.sentinel_master, b->cluster.sentinel_master) == 0 &&
            strcmp(a->cluster.sentinel_password, b->cluster.sentinel_password) == 0 &&
@@ -215,6 +217,7 @@ static void test_defaults(void)
     CHECK_EQ_STR(cfg.cluster.prefix, "herald");
     CHECK_EQ_INT(cfg.cluster.timeout_ms, 2000);
     CHECK(!cfg.cluster.trust_redis_persistence);
+    CHECK_EQ_INT(cfg.cluster.max_held_messages, 65536);
     CHECK_EQ_INT(cfg.cluster.sentinels.count, 0);
     CHECK_EQ_STR(cfg.cluster.sentinel_master, "");
     CHECK_EQ_STR(cfg.cluster.sentinel_password, "");
@@ -333,6 +336,8 @@ static void test_wrong_types(void)
                  "or '}' (got 'a{b}')");
     CHECK_EQ_STR(apply_error(key_json("cluster.timeout_ms", "50")),
                  "cluster.timeout_ms: must be an integer between 100 and 60000");
+    CHECK_EQ_STR(apply_error(key_json("cluster.max_held_messages", "0")),
+                 "cluster.max_held_messages: must be an integer between 1 and 16777216");
     CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "\"127.0.0.1:26379\"")),
                  "cluster.sentinels: expected an array of strings");
     CHECK_EQ_STR(apply_error(key_json("cluster.sentinels", "[26379]")),

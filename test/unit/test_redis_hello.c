@@ -22,6 +22,7 @@ typedef struct hello_call {
     const char *rotates; /* "1" unless set */
     const char *known_epoch;
     long long known_seq;
+    const char *left; /* the epochs the node left, comma-separated ("" unless set) */
 } hello_call;
 
 typedef struct hello_result {
@@ -55,11 +56,13 @@ static void hello_send(const hello_call *c, hello_result *r)
     char seq[24];
     const char *known = c->known_epoch ? c->known_epoch : "";
     const char *rotates = c->rotates ? c->rotates : "1";
-    const char *argv[] = {PREFIX ":hub", PREFIX, c->candidate, rotates, known, seq};
-    size_t lens[6] = {
+    const char *left = c->left ? c->left : "";
+    const char *argv[] = {PREFIX ":hub", PREFIX, c->candidate, rotates, known, seq, left};
+    size_t lens[7] = {
         strlen(argv[0]), strlen(PREFIX), strlen(c->candidate),
-        strlen(rotates), strlen(known),  (size_t)snprintf(seq, sizeof(seq), "%lld", c->known_seq)};
-    CHECK_EQ_INT(hd_redis_link_evalsha(node, hello_script, 1, 6, argv, lens, on_hello, r),
+        strlen(rotates), strlen(known),  (size_t)snprintf(seq, sizeof(seq), "%lld", c->known_seq),
+        strlen(left)};
+    CHECK_EQ_INT(hd_redis_link_evalsha(node, hello_script, 1, 7, argv, lens, on_hello, r),
                  HD_REDIS_OK);
 }
 
@@ -208,6 +211,19 @@ static void test_rollback(void)
     r = hello(&(hello_call){.candidate = "cccccccc", .known_epoch = "aaaaaaaa", .known_seq = 99});
     CHECK_EQ_STR(r.rotation, "");
     CHECK_EQ_STR(r.epoch, "bbbbbbbb");
+    /*
+     * Redis back at an epoch the node left (epochs are random: a restore of
+     * older data): its ids may have been issued already, "rollback".
+     */
+    r = hello(
+        &(hello_call){.candidate = "dddddddd", .known_epoch = "cccccccc", .left = "eeeeeeee"});
+    CHECK_EQ_STR(r.rotation, "");
+    r = hello(&(hello_call){
+        .candidate = "dddddddd", .known_epoch = "cccccccc", .left = "eeeeeeee,bbbbbbbb"});
+    CHECK_EQ_STR(r.rotation, "rollback");
+    CHECK_EQ_STR(r.epoch, "dddddddd");
+    CHECK_EQ_STR(hub_field("s"), "0");
+    freeReplyObject(admin_command("HSET " PREFIX ":hub e bbbbbbbb"));
     /* A candidate equal to the current epoch cannot rotate: refused, nothing written. */
     r = hello(&(hello_call){.candidate = "bbbbbbbb", .known_epoch = "bbbbbbbb", .known_seq = 1});
     CHECK(r.error && strstr(r.text, "candidate is the current epoch") != NULL);

@@ -340,6 +340,27 @@ static void test_scripts(void)
     CHECK_EQ_INT(b.type, REDIS_REPLY_ARRAY);
     CHECK_EQ_MEM(b.str, b.len, "v\0y", 3);
 
+    /*
+     * evalsha_once: NOSCRIPT is passed on, in its place among the commands
+     * sent with it (not run again after them), and the script is loaded
+     * again for what is sent next.
+     */
+    freeReplyObject(admin_command("SCRIPT FLUSH"));
+    answer once = {0}, after = {0}, next = {0};
+    CHECK_EQ_INT(hd_redis_link_evalsha_once(link, script, 1, 2, argv, lens, on_answer, &once),
+                 HD_REDIS_OK);
+    CHECK_EQ_INT(command(link, &after, "SET", "after-once", 10, "1", 1), HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(once.calls == 1 && after.calls == 1, 2000));
+    CHECK_EQ_INT(once.status, HD_REDIS_OK);
+    CHECK_EQ_INT(once.type, REDIS_REPLY_ERROR);
+    CHECK(once.len >= 8 && memcmp(once.str, "NOSCRIPT", 8) == 0);
+    CHECK(once.order < after.order);
+    CHECK_EQ_INT(hd_redis_link_evalsha_once(link, script, 1, 2, argv, lens, on_answer, &next),
+                 HD_REDIS_OK);
+    CHECK(WAIT_UNTIL(next.calls == 1, 2000));
+    CHECK_EQ_INT(next.type, REDIS_REPLY_ARRAY);
+    CHECK_EQ_MEM(next.str, next.len, "v\0y", 3);
+
     /* A script registered while UP is loaded at once. */
     static const char other[] = "return 7";
     const hd_redis_script *seven = hd_redis_link_script(link, other, sizeof(other) - 1);
