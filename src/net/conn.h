@@ -155,6 +155,13 @@ typedef struct hd_conn_protocol {
      */
     hd_request *(*keep_request)(hd_conn *conn);
     void (*release_request)(hd_conn *conn, hd_request *request);
+    /*
+     * An answer queued behind deferred ones becomes the last of the
+     * connection after it was made (shutdown began): a copy of it that says
+     * the connection closes, or NULL when it says so already (or is no
+     * answer of its own, such as an interim one). May be NULL.
+     */
+    hd_buf *(*closing_answer)(const hd_buf *answer);
     /* Whether a request is under way: shutdown leaves it to be answered (then closed). */
     bool (*request_under_way)(const hd_conn *conn);
     /*
@@ -189,6 +196,7 @@ struct hd_conn {
     uv_write_t *write_req; /* only while the socket did not take a write at once */
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */
+    bool input_ended;    /* EOF while requests read were still to answer (a half-close) */
 
     /*
      * The TLS session on a TLS listener, NULL on a plain one. With it the
