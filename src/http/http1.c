@@ -363,11 +363,10 @@ static uint64_t request_bytes(const hd_request *request)
 static bool may_dispatch(const hd_conn *conn)
 {
     const http1_reader *reader = reader_of(conn);
-    return reader->kept == 0 ||
-           (!deferred_full(conn) &&
-            reader->kept_bytes + request_bytes(conn->request) <=
-                hd_conn_config(conn)->limits.max_request_bytes &&
-            handlers_of(conn)->may_overlap(conn));
+    return reader->kept == 0 || (!deferred_full(conn) &&
+                                 reader->kept_bytes + request_bytes(conn->request) <=
+                                     hd_conn_config(conn)->limits.max_request_bytes &&
+                                 handlers_of(conn)->may_overlap(conn));
 }
 
 /* Dispatches the complete request; HPE_PAUSED: the parser stops after it. */
