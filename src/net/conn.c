@@ -610,6 +610,8 @@ static void drop_answers(hd_conn *conn)
     }
 }
 
+static void say_close_in_last(hd_conn *conn, hd_conn_answer *at);
+
 /* Moves the complete answers at the head of the order to the connection's queue. */
 static void flush_answers(hd_conn *conn)
 {
@@ -617,6 +619,14 @@ static void flush_answers(hd_conn *conn)
     while (!hd_list_empty(&reader->answers) && !first_answer(reader)->open) {
         hd_conn_answer *answer = first_answer(reader);
         bool close = answer->close_after;
+        /*
+         * Draining (asked to stop, and perhaps not yet told in this loop),
+         * the last answer owed is the connection's last, even one made before.
+         */
+        if (!close && answer->node.next == &reader->answers && hd_conn_server_draining(conn)) {
+            say_close_in_last(conn, answer);
+            close = true;
+        }
         reader->answers_bytes -= answer->out.bytes;
         if (conn->state == HD_CONN_CLOSING) {
             hd_outq_free(&answer->out);

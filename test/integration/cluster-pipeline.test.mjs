@@ -199,6 +199,37 @@ test('clients that close in the middle of their pipelines: the node stays health
   }
 });
 
+test('a half-close (shutdown of the write side) with 50 pipelined publishes outstanding: all 50 answered in order, then closed', async (t) => {
+  const own = await startRedis();
+  onTestEnd(t, () => own.stop());
+  const proxy = await startProxy(own.port);
+  onTestEnd(t, () => proxy.close());
+  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
+  onTestEnd(t, () => node.stop());
+  const topic = 'pipe-half-close';
+  await publishOk(node.url, topic, 'warm-up');
+  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
+  const callsBefore = await callsOf();
+
+  // Redis's answers are held, so that the EOF arrives while every answer is owed.
+  proxy.pause({ direction: 'down' });
+  const n = 50;
+  const conn = await writePipeline(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `h${i}`)));
+  conn.socket.end();
+  await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
+  proxy.resume();
+
+  await conn.waitClose({ timeout: 10_000 });
+  const answers = completeAnswers(conn);
+  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
+  const ids = answers.map((a) => a.json.id);
+  assertIncreasing(ids, 'answers');
+  const held = await request(`${node.url}/poll?topic=${topic}&since=earliest&timeout=0`);
+  assert.deepEqual(held.json.messages.slice(1).map((m) => [m.id, m.data]),
+    ids.map((id, i) => [id, `h${i}`]), 'each stored, in request order');
+  await publishOk(node.url, topic, 'others undisturbed');
+});
+
 test('Redis lost while a pipeline is outstanding: every publish answered 503 in request order, errors in their place', async (t) => {
   const own = await startRedis();
   onTestEnd(t, () => own.stop());
@@ -241,7 +272,7 @@ test('Redis lost while a pipeline is outstanding: every publish answered 503 in 
   await publishOk(node.url, topic, 'again');
 });
 
-test('shutdown with pipelined publishes outstanding: each is answered in order, the last one closes, then the node exits', async (t) => {
+test('shutdown with pipelined publishes outstanding, a synchronous error last: each is answered in order, the last answer (the error, made before the drain) closes, then the node exits', async (t) => {
   const own = await startRedis();
   onTestEnd(t, () => own.stop());
   const proxy = await startProxy(own.port);
@@ -255,7 +286,11 @@ test('shutdown with pipelined publishes outstanding: each is answered in order, 
 
   proxy.pause({ direction: 'down' });
   const n = 10;
-  const conn = await writePipeline(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `q${i}`)));
+  // The 400 is made (with Keep-Alive) as soon as it is read, queued behind the publishes owed.
+  const conn = await writePipeline(node, [
+    ...Array.from({ length: n }, (_, i) => topicRequest(topic, `q${i}`)),
+    topicRequest(topic, 'bad', { query: '?event=no%20spaces' }),
+  ]);
   await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
   const stopping = node.stop();
   await node.waitForStderr(/shutting down/);
@@ -263,9 +298,11 @@ test('shutdown with pipelined publishes outstanding: each is answered in order, 
 
   await conn.waitClose({ timeout: 10_000 });
   const answers = completeAnswers(conn);
-  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
-  assertIncreasing(answers.map((a) => a.json.id), 'answers');
-  assert.deepEqual(answers.map((a) => a.headers.connection === 'close'), [...Array(n - 1).fill(false), true],
+  assert.deepEqual(answers.map((a) => a.status), [...Array(n).fill(201), 400]);
+  assert.equal(answers[n].json.error, 'invalid_event');
+  assertIncreasing(answers.slice(0, n).map((a) => a.json.id), 'answers');
+  assert.deepEqual(answers.map((a) => a.headers.connection === 'close'), [...Array(n).fill(false), true],
     'only the last answer says Connection: close');
+  assert.equal(answers[n].headers['keep-alive'], undefined, 'the last answer promises no keep-alive');
   await stopping;
 });
