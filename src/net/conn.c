@@ -1045,6 +1045,8 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
  * pass. A handshake failure or bytes that are not TLS (plain HTTP to a TLS
  * port) end this connection only, after a best-effort alert.
  */
+static bool half_closed(hd_conn *conn);
+
 static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
 {
     /* Ending: the answer is sealed or written (or owed), and only EOF is awaited. */
@@ -1072,7 +1074,10 @@ static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
                 hd_buf_release(alert);
             }
         }
-        hd_conn_close(conn); /* HD_TLS_ERROR, or close_notify: the peer is done, like EOF */
+        /* close_notify is the peer's EOF: a half-close as on a plain socket (TLS 1.3 §6.1). */
+        if (n == HD_TLS_CLOSED && half_closed(conn))
+            return;
+        hd_conn_close(conn); /* HD_TLS_ERROR, or close_notify with nothing owed */
         return;
     }
     if (hd_tls_pending(conn->tls) == 0)
