@@ -8,6 +8,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
 import {
   subscribe, request, until, RawConn, parseResponses, publishOk,
 } from '../lib/harness.mjs';
@@ -228,6 +233,51 @@ test('a half-close (shutdown of the write side) with 50 pipelined publishes outs
   assert.deepEqual(held.json.messages.slice(1).map((m) => [m.id, m.data]),
     ids.map((id, i) => [id, `h${i}`]), 'each stored, in request order');
   await publishOk(node.url, topic, 'others undisturbed');
+});
+
+/** Writes bytes over TLS, then ends (close_notify, then FIN); resolves all that came back once closed. */
+function tlsExchange(node, bytes, ca) {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port: node.port, ca, servername: 'localhost' });
+    const chunks = [];
+    socket.on('secureConnect', () => socket.end(bytes));
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+test('over TLS, close_notify with 50 pipelined publishes outstanding is a half-close too: all answered in order, then closed', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-pipe-tls-'));
+  onTestEnd(t, () => rmSync(dir, { recursive: true, force: true }));
+  const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+  const ca = readFileSync(cert);
+  const own = await startRedis();
+  onTestEnd(t, () => own.stop());
+  const proxy = await startProxy(own.port);
+  onTestEnd(t, () => proxy.close());
+  const node = (await startCluster(1, {
+    redis: proxy.url, config: { ...CONFIG, tls: { cert, key } }, waitHealthy: false,
+  })).A;
+  onTestEnd(t, () => node.stop());
+  const topic = 'pipe-tls-half-close';
+  const warmUp = topicRequest(topic, 'warm-up', { headers: 'Connection: close\r\n' });
+  await until(async () => /^HTTP\/1\.1 201/.test((await tlsExchange(node, warmUp, ca)).toString('latin1')),
+    { timeout: 10_000, what: 'a first publish over TLS' });
+  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
+  const callsBefore = await callsOf();
+
+  proxy.pause({ direction: 'down' });
+  const n = 50;
+  const exchange = tlsExchange(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `h${i}`)).join(''), ca);
+  await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
+  proxy.resume();
+  const answers = parseResponses(await exchange).responses.filter((r) => r.complete);
+  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
+  assertIncreasing(answers.map((a) => a.json.id), 'answers');
 });
 
 test('Redis lost while a pipeline is outstanding: every publish answered 503 in request order, errors in their place', async (t) => {
