@@ -84,6 +84,21 @@ function assertIncreasing(ids, label) {
   }
 }
 
+/**
+ * One node on its own Redis through a proxy (all stopped with the test t),
+ * and callsOf(): that Redis's count of EVALSHA calls so far.
+ */
+async function proxiedNode(t, { config = CONFIG, waitHealthy: wait = true } = {}) {
+  const own = await startRedis();
+  onTestEnd(t, () => own.stop());
+  const proxy = await startProxy(own.port);
+  onTestEnd(t, () => proxy.close());
+  const node = (await startCluster(1, { redis: proxy.url, config, waitHealthy: wait })).A;
+  onTestEnd(t, () => node.stop());
+  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
+  return { proxy, node, callsOf };
+}
+
 test('600 publishes pipelined in one write: they reach Redis together, answered in request order, each id the message B delivers in that place', async () => {
   const topic = 'pipe-order';
   const n = 600;
@@ -205,15 +220,9 @@ test('clients that close in the middle of their pipelines: the node stays health
 });
 
 test('a half-close (shutdown of the write side) with 50 pipelined publishes outstanding: all 50 answered in order, then closed', async (t) => {
-  const own = await startRedis();
-  onTestEnd(t, () => own.stop());
-  const proxy = await startProxy(own.port);
-  onTestEnd(t, () => proxy.close());
-  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
-  onTestEnd(t, () => node.stop());
+  const { proxy, node, callsOf } = await proxiedNode(t);
   const topic = 'pipe-half-close';
   await publishOk(node.url, topic, 'warm-up');
-  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
   const callsBefore = await callsOf();
 
   // Redis's answers are held, so that the EOF arrives while every answer is owed.
@@ -255,19 +264,11 @@ test('over TLS, close_notify with 50 pipelined publishes outstanding is a half-c
     '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
     '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
   const ca = readFileSync(cert);
-  const own = await startRedis();
-  onTestEnd(t, () => own.stop());
-  const proxy = await startProxy(own.port);
-  onTestEnd(t, () => proxy.close());
-  const node = (await startCluster(1, {
-    redis: proxy.url, config: { ...CONFIG, tls: { cert, key } }, waitHealthy: false,
-  })).A;
-  onTestEnd(t, () => node.stop());
+  const { proxy, node, callsOf } = await proxiedNode(t, { config: { ...CONFIG, tls: { cert, key } }, waitHealthy: false });
   const topic = 'pipe-tls-half-close';
   const warmUp = topicRequest(topic, 'warm-up', { headers: 'Connection: close\r\n' });
   await until(async () => /^HTTP\/1\.1 201/.test((await tlsExchange(node, warmUp, ca)).toString('latin1')),
     { timeout: 10_000, what: 'a first publish over TLS' });
-  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
   const callsBefore = await callsOf();
 
   proxy.pause({ direction: 'down' });
@@ -281,15 +282,9 @@ test('over TLS, close_notify with 50 pipelined publishes outstanding is a half-c
 });
 
 test('Redis lost while a pipeline is outstanding: every publish answered 503 in request order, errors in their place', async (t) => {
-  const own = await startRedis();
-  onTestEnd(t, () => own.stop());
-  const proxy = await startProxy(own.port);
-  onTestEnd(t, () => proxy.close());
-  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
-  onTestEnd(t, () => node.stop());
+  const { proxy, node, callsOf } = await proxiedNode(t);
   const topic = 'pipe-down';
   await publishOk(node.url, topic, 'warm-up');
-  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
   const callsBefore = await callsOf();
 
   // Redis runs what it is sent but its answers are held: the publishes are outstanding.
@@ -323,15 +318,9 @@ test('Redis lost while a pipeline is outstanding: every publish answered 503 in 
 });
 
 test('shutdown with pipelined publishes outstanding, a synchronous error last: each is answered in order, the last answer (the error, made before the drain) closes, then the node exits', async (t) => {
-  const own = await startRedis();
-  onTestEnd(t, () => own.stop());
-  const proxy = await startProxy(own.port);
-  onTestEnd(t, () => proxy.close());
-  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
-  onTestEnd(t, () => node.stop());
+  const { proxy, node, callsOf } = await proxiedNode(t);
   const topic = 'pipe-drain';
   await publishOk(node.url, topic, 'warm-up');
-  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
   const callsBefore = await callsOf();
 
   proxy.pause({ direction: 'down' });

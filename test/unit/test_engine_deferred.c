@@ -510,6 +510,28 @@ static hd_strbuf read_available(int fd)
     return got;
 }
 
+/* n publishes to t, pipelined (the caller frees them with hd_strbuf_free). */
+static hd_strbuf publishes(int n)
+{
+    hd_strbuf requests;
+    hd_strbuf_init(&requests);
+    for (int i = 0; i < n; i++)
+        hd_strbuf_append_str(&requests, PUBLISH_TO("t"));
+    return requests;
+}
+
+/* The 201 answers the server wrote to the client's end since the last call. */
+static size_t created_read(int peer)
+{
+    hd_strbuf got = read_available(peer);
+    size_t created = 0;
+    for (const char *p = strstr(got.data, "HTTP/1.1 201"); p != NULL;
+         p = strstr(p + 1, "HTTP/1.1 201"))
+        created++;
+    hd_strbuf_free(&got);
+    return created;
+}
+
 /* Runs the loop until no callback is due (reads, writes), without blocking. */
 static void run_briefly(world *w)
 {
@@ -528,10 +550,7 @@ static void test_http_input_held_behind_answers_bounded(void)
     world_init(&w);
     int peer;
     hd_conn *conn = serve_pair(&w, &peer);
-    hd_strbuf requests;
-    hd_strbuf_init(&requests);
-    for (int i = 0; i < 4000; i++)
-        hd_strbuf_append_str(&requests, PUBLISH_TO("t"));
+    hd_strbuf requests = publishes(4000);
     size_t at = 0;
     uint64_t bound = hd_conn_config(conn)->limits.max_header_bytes + HD_READ_BUFFER_SIZE;
     size_t answered = 0;
@@ -544,11 +563,7 @@ static void test_http_input_held_behind_answers_bounded(void)
         hd_conn_flush(conn); /* the answers go: reading must not start again */
         run_briefly(&w);
         CHECK(conn->reader->held_input.len < bound);
-        hd_strbuf got = read_available(peer);
-        for (const char *p = strstr(got.data, "HTTP/1.1 201"); p != NULL;
-             p = strstr(p + 1, "HTTP/1.1 201"))
-            answered++;
-        hd_strbuf_free(&got);
+        answered += created_read(peer);
         hd_conn_resume_input(conn); /* the next requests, from what is held */
         CHECK(conn->reader->held_input.len < bound);
     }
@@ -566,10 +581,7 @@ static void test_http_half_close_answers_what_was_read(void)
     world_init(&w);
     int peer;
     hd_conn *conn = serve_pair(&w, &peer);
-    hd_strbuf requests;
-    hd_strbuf_init(&requests);
-    for (int i = 0; i < 50; i++)
-        hd_strbuf_append_str(&requests, PUBLISH_TO("t"));
+    hd_strbuf requests = publishes(50);
     CHECK_EQ_INT(write(peer, requests.data, requests.len), requests.len);
     CHECK_EQ_INT(shutdown(peer, SHUT_WR), 0);
     run_briefly(&w);
@@ -581,14 +593,8 @@ static void test_http_half_close_answers_what_was_read(void)
     run_briefly(&w); /* the shutdown's callback: nothing to linger for */
     CHECK(conn->state == HD_CONN_CLOSING);
     hd_conn_finish_close(conn);
-    hd_strbuf got = read_available(peer);
-    size_t answered = 0;
-    for (const char *p = strstr(got.data, "HTTP/1.1 201"); p != NULL;
-         p = strstr(p + 1, "HTTP/1.1 201"))
-        answered++;
-    CHECK_EQ_INT(answered, 50);
+    CHECK_EQ_INT(created_read(peer), 50);
     CHECK_EQ_INT(history_of(&w, "t"), 50);
-    hd_strbuf_free(&got);
     hd_strbuf_free(&requests);
     close(peer);
     world_free(&w);
