@@ -1108,10 +1108,9 @@ static bool half_closed(hd_conn *conn)
     if (conn->state != HD_CONN_READING || conn->close_when_flushed ||
         (!hd_conn_owes_answers(conn) && conn->reader->held_input.len == 0))
         return false;
+    /* What is held is read once the answers before it are written (hd_conn_resume_input). */
     conn->input_ended = true;
     uv_read_stop((uv_stream_t *)&conn->tcp);
-    /* What was held is read in the server's pass, in turn (hd_conn_feed holds nothing more). */
-    end_after_input(conn);
     return true;
 }
 

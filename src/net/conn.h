@@ -283,8 +283,12 @@ void hd_conn_end_wait(hd_conn *conn);
  * first calls cancel(conn, ctx) instead, before it is freed, and never
  * begins the answer. hd_conn_close_after_flush while answers are owed
  * closes after them (after the one being given, or the last one owed).
- * Which requests may be dispatched while answers are owed, and how many,
- * is the protocol's: it stops with hd_conn_wait_for_answers.
+ * The client's EOF (or TLS close_notify) while answers are owed or input
+ * is held is a half-close, not a close: what was read is answered, then
+ * the connection ends. Input held behind owed answers is bounded by
+ * limits.max_header_bytes (plus one read). Which requests may be
+ * dispatched while answers are owed, and how many, is the protocol's: it
+ * stops with hd_conn_wait_for_answers.
  */
 typedef struct hd_conn_answer hd_conn_answer;
 typedef void (*hd_conn_answer_cancel)(hd_conn *conn, void *ctx);
