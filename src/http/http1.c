@@ -31,7 +31,7 @@ typedef struct http1_reader {
     uint64_t body_reserved; /* of limits.max_pending_body_bytes, for the body being read */
     /* From the request's first byte until it is complete; stays set when it was answered early. */
     bool request_started;
-    /* The complete request read last waits for the deferred answers before it (may_overlap). */
+    /* The complete request read last waits for deferred answers before it (may_dispatch). */
     bool dispatch_waits;
     /* Requests kept for deferred answers (keep_request), and their bytes (HD_HTTP_DEFERRED_MAX). */
     size_t kept;
@@ -345,9 +345,28 @@ static int on_body(llhttp_t *parser, const char *at, size_t len)
 /* Whether as many requests as may be are kept for deferred answers (HD_HTTP_DEFERRED_MAX). */
 static bool deferred_full(const hd_conn *conn)
 {
+    return reader_of(conn)->kept >= HD_HTTP_DEFERRED_MAX;
+}
+
+/* The bytes a request counts once kept for its deferred answer (http1_keep_request). */
+static uint64_t request_bytes(const hd_request *request)
+{
+    return request->header_bytes + request->body.len;
+}
+
+/*
+ * Whether the complete request may be dispatched now. Behind deferred
+ * answers, only a request that may overlap them, and only while the
+ * requests kept stay within HD_HTTP_DEFERRED_MAX and, with this one,
+ * limits.max_request_bytes: checked before, so that the bound holds.
+ */
+static bool may_dispatch(const hd_conn *conn)
+{
     const http1_reader *reader = reader_of(conn);
-    return reader->kept >= HD_HTTP_DEFERRED_MAX ||
-           reader->kept_bytes >= hd_conn_config(conn)->limits.max_request_bytes;
+    return reader->kept == 0 || (!deferred_full(conn) &&
+                                 reader->kept_bytes + request_bytes(conn->request) <=
+                                     hd_conn_config(conn)->limits.max_request_bytes &&
+                                 handlers_of(conn)->may_overlap(conn));
 }
 
 /* Dispatches the complete request; HPE_PAUSED: the parser stops after it. */
@@ -378,10 +397,11 @@ static int on_message_complete(llhttp_t *parser)
     http1_reader *reader = reader_of(conn);
     reader->request_started = false;
     hd_metric_add(&hd_conn_metrics(conn)->http_requests, 1);
-    /* Behind deferred answers, only a request that may overlap them goes on now. */
-    if (reader->kept > 0 && !handlers_of(conn)->may_overlap(conn)) {
+    if (!may_dispatch(conn)) {
         reader->dispatch_waits = true;
-        hd_conn_stop_request_deadline(conn); /* it is complete: only its answer waits */
+        /* It is complete: only its answer waits, and its body (copied) needs no budget. */
+        hd_conn_stop_request_deadline(conn);
+        hd_conn_hold_pending(conn, &reader->body_reserved, 0);
         hd_conn_wait_for_answers(conn);
         return HPE_PAUSED;
     }
@@ -422,7 +442,7 @@ static hd_request *http1_keep_request(hd_conn *conn)
     http1_reader *reader = reader_of(conn);
     kept_request *kept = hd_alloc(sizeof(*kept));
     kept->request = reader->request; /* takes its buffers over */
-    kept->bytes = kept->request.header_bytes + kept->request.body.len;
+    kept->bytes = request_bytes(&kept->request);
     hd_strbuf_free(&kept->request.body);
     hd_request_init(&reader->request);
     reader->kept++;
@@ -457,7 +477,7 @@ static bool may_read_on(hd_conn *conn)
 {
     http1_reader *reader = reader_of(conn);
     if (reader->dispatch_waits) {
-        if (reader->kept > 0) {
+        if (!may_dispatch(conn)) {
             hd_conn_wait_for_answers(conn);
             return false;
         }
@@ -554,6 +574,7 @@ const hd_conn_protocol hd_http1_protocol = {
     .on_read_timeout = http1_on_read_timeout,
     .on_request_timeout = http1_on_request_timeout,
     .on_ending = http1_on_ending,
+    .closing_answer = hd_response_closing,
     .request_under_way = http1_request_under_way,
     .refusal = http1_refusal,
 };

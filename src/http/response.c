@@ -114,6 +114,31 @@ bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const ch
     return close;
 }
 
+hd_buf *hd_response_closing(const hd_buf *answer)
+{
+    static const char keep_alive[] = "\r\nKeep-Alive: ", close[] = "Connection: close\r\n";
+    const char *data = answer->data;
+    size_t len = answer->len;
+    /* Within the head only: up to the blank line. */
+    for (size_t at = 0; at + 4 <= len && memcmp(data + at, "\r\n\r\n", 4) != 0; at++) {
+        if (at + sizeof(keep_alive) - 1 > len ||
+            memcmp(data + at, keep_alive, sizeof(keep_alive) - 1) != 0)
+            continue;
+        size_t line = at + 2, end = line;
+        while (end + 2 <= len && memcmp(data + end, "\r\n", 2) != 0)
+            end++;
+        size_t rest = end + 2 <= len ? end + 2 : len;
+        hd_strbuf out;
+        hd_strbuf_init(&out);
+        hd_strbuf_reserve(&out, len + sizeof(close));
+        hd_strbuf_append(&out, data, line);
+        hd_strbuf_append(&out, close, sizeof(close) - 1);
+        hd_strbuf_append(&out, data + rest, len - rest);
+        return hd_strbuf_finish(&out);
+    }
+    return NULL;
+}
+
 void hd_response_sent(hd_conn *conn, int status, size_t bytes)
 {
     hd_metrics_count_response(hd_conn_metrics(conn), status);

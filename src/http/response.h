@@ -36,6 +36,13 @@ bool hd_response_append_head(hd_strbuf *out, hd_conn *conn, int status, const ch
                              const char *extra_headers, size_t body_len, int flags);
 
 /*
+ * An answer made with Keep-Alive turned out to be the connection's last
+ * (hd_conn_protocol's closing_answer): a copy that says Connection: close
+ * instead, or NULL when it has no Keep-Alive header (it closes already).
+ */
+hd_buf *hd_response_closing(const hd_buf *answer);
+
+/*
  * A response of bytes bytes (head and body) with this status was queued
  * for the current request: counted in herald_http_responses_total and
  * written to the access log. hd_response_send calls it; callers that build

@@ -7,6 +7,7 @@
  */
 #include "net/conn.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -158,6 +159,7 @@ bool hd_conn_reads_requests(const hd_conn *conn)
 }
 
 static void drop_answers(hd_conn *conn);
+static void end_after_input(hd_conn *conn);
 static hd_outq *answer_place(hd_conn *conn);
 static bool close_after_answers(hd_conn *conn);
 
@@ -290,7 +292,8 @@ static void conn_on_shutdown(uv_shutdown_t *req, int status)
 {
     hd_conn *conn = req->data;
     free(req);
-    if (status < 0)
+    /* After the client's EOF there is nothing to linger for: no more input will come. */
+    if (status < 0 || conn->input_ended)
         hd_conn_close(conn);
 }
 
@@ -326,7 +329,7 @@ static void send_close_notify(hd_conn *conn)
 static void start_lingering(hd_conn *conn)
 {
     /* Lingering means reading until EOF, so reading paused for backpressure resumes. */
-    if (conn->reading_paused) {
+    if (conn->reading_paused && !conn->input_ended) {
         conn->reading_paused = false;
         if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0) {
             hd_conn_close(conn);
@@ -374,6 +377,26 @@ static void observe_publish_to_flush(hd_conn *conn)
     conn->oldest_publish_ms = 0;
 }
 
+/*
+ * Whether reading that was paused may start again. Not while a long-poll's
+ * answer is held back, nor while the protocol waits for deferred answers
+ * (their writes would otherwise let it read on, one buffer more each time),
+ * nor with a full bound of input held, nor with answers (queued or behind a
+ * deferred one) past the outbound limit, nor after the client's EOF.
+ */
+static bool may_restart_reading(const hd_conn *conn)
+{
+    if (conn->state == HD_CONN_WAITING || conn->input_ended)
+        return false;
+    const hd_conn_reader *reader = conn->reader;
+    if (reader == NULL)
+        return true;
+    const hd_config *config = hd_conn_config(conn);
+    return !reader->waiting_for_answers &&
+           reader->held_input.len < config->limits.max_header_bytes &&
+           conn->outq.bytes + reader->answers_bytes <= config->limits.max_outbound_bytes;
+}
+
 /* What follows a completed write: more output, the end of the connection, or more input. */
 static void conn_on_written(hd_conn *conn)
 {
@@ -389,7 +412,7 @@ static void conn_on_written(hd_conn *conn)
     /* Below the low-water mark: take more input, or more history, while the socket is busy. */
     if (outbound_bytes(conn) > hd_conn_config(conn)->limits.max_outbound_bytes / 2)
         return;
-    if (conn->reading_paused && conn->state != HD_CONN_WAITING) {
+    if (conn->reading_paused && may_restart_reading(conn)) {
         conn->reading_paused = false;
         if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0)
             hd_conn_close(conn);
@@ -555,6 +578,12 @@ static hd_outq *answer_place(hd_conn *conn)
 
 static void free_answer(hd_conn *conn, hd_conn_answer *answer)
 {
+    /*
+     * The reader outlives its answers: drop_answers runs before it is freed
+     * (free_reader, hd_conn_finish_close), and neither can run while an
+     * answer is given, so hd_conn_answer_end finds it too.
+     */
+    assert(conn->reader != NULL);
     hd_list_unlink(&answer->node);
     conn->reader->answers_bytes -= answer->out.bytes;
     hd_outq_free(&answer->out);
@@ -581,6 +610,8 @@ static void drop_answers(hd_conn *conn)
     }
 }
 
+static void say_close_in_last(hd_conn *conn, hd_conn_answer *at);
+
 /* Moves the complete answers at the head of the order to the connection's queue. */
 static void flush_answers(hd_conn *conn)
 {
@@ -588,6 +619,14 @@ static void flush_answers(hd_conn *conn)
     while (!hd_list_empty(&reader->answers) && !first_answer(reader)->open) {
         hd_conn_answer *answer = first_answer(reader);
         bool close = answer->close_after;
+        /*
+         * Draining (asked to stop, and perhaps not yet told in this loop),
+         * the last answer owed is the connection's last, even one made before.
+         */
+        if (!close && answer->node.next == &reader->answers && hd_conn_server_draining(conn)) {
+            say_close_in_last(conn, answer);
+            close = true;
+        }
         reader->answers_bytes -= answer->out.bytes;
         if (conn->state == HD_CONN_CLOSING) {
             hd_outq_free(&answer->out);
@@ -607,6 +646,26 @@ static void flush_answers(hd_conn *conn)
     /* The protocol reads on in the server's pass, after the answers just queued. */
     if (reader->waiting_for_answers && !hd_list_linked(&conn->wake_node))
         hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);
+    else if (!reader->waiting_for_answers)
+        end_after_input(conn);
+}
+
+/*
+ * The answers queued behind owed ones were made before the close was
+ * decided (shutdown began behind them): the last one says so now, so that
+ * the client knows its connection ends there (the protocol's closing_answer).
+ */
+static void say_close_in_last(hd_conn *conn, hd_conn_answer *at)
+{
+    const hd_conn_protocol *protocol = conn->server->protocol;
+    if (at->out.count == 0 || protocol->closing_answer == NULL)
+        return;
+    hd_buf *closing = protocol->closing_answer(hd_outq_last(&at->out));
+    if (closing == NULL)
+        return;
+    conn->reader->answers_bytes -= at->out.bytes;
+    hd_outq_replace_last(&at->out, closing);
+    conn->reader->answers_bytes += at->out.bytes;
 }
 
 /*
@@ -622,6 +681,8 @@ static bool close_after_answers(hd_conn *conn)
         return false;
     hd_conn_answer *at = reader->answering != NULL ? reader->answering : last_answer(reader);
     at->close_after = true;
+    if (!at->open)
+        say_close_in_last(conn, at);
     if (!reader->closing_after_answers) {
         reader->closing_after_answers = true;
         conn->server->protocol->on_ending(conn);
@@ -813,7 +874,7 @@ void hd_conn_end_wait(hd_conn *conn)
     conn->state = HD_CONN_READING;
     hd_conn_renew_read_deadline(conn);
     /* Read in the server's pass, so that the answer the caller queues next goes first. */
-    if (conn->reader->held_input.len > 0 || conn->reading_paused)
+    if (conn->reader->held_input.len > 0 || conn->reading_paused || conn->input_ended)
         hd_list_insert_tail(&conn->server->resume_list, &conn->wake_node);
 }
 
@@ -839,8 +900,13 @@ void hd_conn_on_header_timeout(hd_conn *conn)
         hd_conn_close(conn);
         return;
     }
-    /* Idle in appearance only: answers it is owed are on their way (their engine bounds that). */
-    if (hd_conn_owes_answers(conn) && !conn->server->protocol->request_under_way(conn)) {
+    /*
+     * Idle in appearance only: answers it is owed are on their way (their
+     * engine bounds that). Closing after them, a request cut short (by a 413
+     * answered early) was answered already: a 408 would never be sent.
+     */
+    if (hd_conn_owes_answers(conn) &&
+        (closing_after_answers(conn) || !conn->server->protocol->request_under_way(conn))) {
         hd_conn_renew_read_deadline(conn);
         return;
     }
@@ -899,6 +965,18 @@ static void read_requests(hd_conn *conn, const char *bytes, size_t len)
         conn->stream_ops->on_data(conn, conn->stream_session, bytes + used, len - used);
 }
 
+/*
+ * After a half-close (the client's EOF while answers were owed or input
+ * held), the requests read before it are answered; once none is left, the
+ * connection ends. A request cut short by the EOF is not answered.
+ */
+static void end_after_input(hd_conn *conn)
+{
+    if (conn->input_ended && hd_conn_reads_requests(conn) && !hd_conn_owes_answers(conn) &&
+        conn->reader->held_input.len == 0 && !conn->reader->waiting_for_answers)
+        hd_conn_close_after_flush(conn);
+}
+
 void hd_conn_resume_input(hd_conn *conn)
 {
     hd_list_unlink(&conn->wake_node);
@@ -907,20 +985,23 @@ void hd_conn_resume_input(hd_conn *conn)
     /* Waiting for answers, the protocol may have a request to dispatch even without input. */
     bool waited = conn->reader->waiting_for_answers;
     conn->reader->waiting_for_answers = false;
-    if (conn->reading_paused &&
-        conn->outq.bytes <= hd_conn_config(conn)->limits.max_outbound_bytes) {
-        conn->reading_paused = false;
-        if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0) {
-            hd_conn_close(conn);
-            return;
-        }
-    }
     /* Reading may hold input again (another long-poll), so it starts from a fresh buffer. */
     hd_strbuf input = conn->reader->held_input;
     hd_strbuf_init(&conn->reader->held_input);
     if (input.len > 0 || waited)
         read_requests(conn, input.len > 0 ? input.data : "", input.len);
     hd_strbuf_free(&input);
+    /* After the held input: whether the protocol waits again, and how much it held, is known. */
+    if (conn->state == HD_CONN_CLOSING)
+        return;
+    if (conn->reading_paused && may_restart_reading(conn)) {
+        conn->reading_paused = false;
+        if (uv_read_start((uv_stream_t *)&conn->tcp, hd_conn_on_alloc, conn_on_read) != 0) {
+            hd_conn_close(conn);
+            return;
+        }
+    }
+    end_after_input(conn);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -964,6 +1045,8 @@ void hd_conn_feed(hd_conn *conn, const char *bytes, size_t len)
  * pass. A handshake failure or bytes that are not TLS (plain HTTP to a TLS
  * port) end this connection only, after a best-effort alert.
  */
+static bool half_closed(hd_conn *conn);
+
 static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
 {
     /* Ending: the answer is sealed or written (or owed), and only EOF is awaited. */
@@ -991,7 +1074,10 @@ static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
                 hd_buf_release(alert);
             }
         }
-        hd_conn_close(conn); /* HD_TLS_ERROR, or close_notify: the peer is done, like EOF */
+        /* close_notify is the peer's EOF: a half-close as on a plain socket (TLS 1.3 §6.1). */
+        if (n == HD_TLS_CLOSED && half_closed(conn))
+            return;
+        hd_conn_close(conn); /* HD_TLS_ERROR, or close_notify with nothing owed */
         return;
     }
     if (hd_tls_pending(conn->tls) == 0)
@@ -1010,9 +1096,29 @@ static void tls_on_read(hd_conn *conn, const char *cipher, size_t len)
         hd_list_insert_tail(&conn->server->flush_list, &conn->flush_node);
 }
 
+/*
+ * EOF with requests read and not yet answered (owed, or held behind owed
+ * answers): a half-close (shutdown(SHUT_WR), as HTTP/1.0 tools do) that
+ * still reads. Those requests are answered in order, then the connection
+ * ends (end_after_input); a publish already sent to Redis is not cancelled.
+ * Returns false for a close as usual.
+ */
+static bool half_closed(hd_conn *conn)
+{
+    if (conn->state != HD_CONN_READING || conn->close_when_flushed ||
+        (!hd_conn_owes_answers(conn) && conn->reader->held_input.len == 0))
+        return false;
+    /* What is held is read once the answers before it are written (hd_conn_resume_input). */
+    conn->input_ended = true;
+    uv_read_stop((uv_stream_t *)&conn->tcp);
+    return true;
+}
+
 static void conn_on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     hd_conn *conn = (hd_conn *)stream;
+    if (nread == UV_EOF && half_closed(conn))
+        return;
     if (nread < 0) {
         hd_conn_set_end_reason(conn, nread == UV_EOF ? "client closed" : "read error");
         hd_conn_close(conn);

@@ -155,6 +155,13 @@ typedef struct hd_conn_protocol {
      */
     hd_request *(*keep_request)(hd_conn *conn);
     void (*release_request)(hd_conn *conn, hd_request *request);
+    /*
+     * An answer queued behind deferred ones becomes the last of the
+     * connection after it was made (shutdown began): a copy of it that says
+     * the connection closes, or NULL when it says so already (or is no
+     * answer of its own, such as an interim one). May be NULL.
+     */
+    hd_buf *(*closing_answer)(const hd_buf *answer);
     /* Whether a request is under way: shutdown leaves it to be answered (then closed). */
     bool (*request_under_way)(const hd_conn *conn);
     /*
@@ -189,6 +196,7 @@ struct hd_conn {
     uv_write_t *write_req; /* only while the socket did not take a write at once */
     bool close_when_flushed;
     bool reading_paused; /* answers pile up past the limit: read again once written */
+    bool input_ended;    /* EOF while requests read were still to answer (a half-close) */
 
     /*
      * The TLS session on a TLS listener, NULL on a plain one. With it the
@@ -275,8 +283,12 @@ void hd_conn_end_wait(hd_conn *conn);
  * first calls cancel(conn, ctx) instead, before it is freed, and never
  * begins the answer. hd_conn_close_after_flush while answers are owed
  * closes after them (after the one being given, or the last one owed).
- * Which requests may be dispatched while answers are owed, and how many,
- * is the protocol's: it stops with hd_conn_wait_for_answers.
+ * The client's EOF (or TLS close_notify) while answers are owed or input
+ * is held is a half-close, not a close: what was read is answered, then
+ * the connection ends. Input held behind owed answers is bounded by
+ * limits.max_header_bytes (plus one read). Which requests may be
+ * dispatched while answers are owed, and how many, is the protocol's: it
+ * stops with hd_conn_wait_for_answers.
  */
 typedef struct hd_conn_answer hd_conn_answer;
 typedef void (*hd_conn_answer_cancel)(hd_conn *conn, void *ctx);

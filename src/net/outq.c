@@ -134,6 +134,19 @@ void hd_outq_take_all(hd_outq *q, hd_outq *from)
         hd_outq_push(q, pop(from));
 }
 
+const hd_buf *hd_outq_last(const hd_outq *q)
+{
+    return *slot(q, q->count - 1);
+}
+
+void hd_outq_replace_last(hd_outq *q, hd_buf *buf)
+{
+    hd_buf **last = slot(q, q->count - 1);
+    q->bytes = q->bytes - (*last)->len + buf->len;
+    hd_buf_release(*last);
+    *last = buf;
+}
+
 void hd_outq_free(hd_outq *q)
 {
     while (q->count > 0)

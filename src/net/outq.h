@@ -75,6 +75,10 @@ int hd_outq_seal(hd_outq *q, hd_tls *tls);
 /* Moves every buffer of from (nothing in flight there) to the end of q, leaving from empty. */
 void hd_outq_take_all(hd_outq *q, hd_outq *from);
 /* Releases every buffer, in flight or not, and the ring. */
+/* The last buffer queued (q->count > 0). */
+const hd_buf *hd_outq_last(const hd_outq *q);
+/* Replaces the last buffer (not started: q->count > q->in_flight), taking over buf's reference. */
+void hd_outq_replace_last(hd_outq *q, hd_buf *buf);
 void hd_outq_free(hd_outq *q);
 
 #endif

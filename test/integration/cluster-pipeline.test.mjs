@@ -8,6 +8,11 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import tls from 'node:tls';
 import {
   subscribe, request, until, RawConn, parseResponses, publishOk,
 } from '../lib/harness.mjs';
@@ -77,6 +82,21 @@ function assertIncreasing(ids, label) {
     assert.equal(c.epoch, p.epoch, `${label}: one epoch`);
     assert.ok(c.seq > p.seq, `${label}: ids increase in request order: ${ids[i - 1]} then ${ids[i]}`);
   }
+}
+
+/**
+ * One node on its own Redis through a proxy (all stopped with the test t),
+ * and callsOf(): that Redis's count of EVALSHA calls so far.
+ */
+async function proxiedNode(t, { config = CONFIG, waitHealthy: wait = true } = {}) {
+  const own = await startRedis();
+  onTestEnd(t, () => own.stop());
+  const proxy = await startProxy(own.port);
+  onTestEnd(t, () => proxy.close());
+  const node = (await startCluster(1, { redis: proxy.url, config, waitHealthy: wait })).A;
+  onTestEnd(t, () => node.stop());
+  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
+  return { proxy, node, callsOf };
 }
 
 test('600 publishes pipelined in one write: they reach Redis together, answered in request order, each id the message B delivers in that place', async () => {
@@ -199,16 +219,72 @@ test('clients that close in the middle of their pipelines: the node stays health
   }
 });
 
+test('a half-close (shutdown of the write side) with 50 pipelined publishes outstanding: all 50 answered in order, then closed', async (t) => {
+  const { proxy, node, callsOf } = await proxiedNode(t);
+  const topic = 'pipe-half-close';
+  await publishOk(node.url, topic, 'warm-up');
+  const callsBefore = await callsOf();
+
+  // Redis's answers are held, so that the EOF arrives while every answer is owed.
+  proxy.pause({ direction: 'down' });
+  const n = 50;
+  const conn = await writePipeline(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `h${i}`)));
+  conn.socket.end();
+  await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
+  proxy.resume();
+
+  await conn.waitClose({ timeout: 10_000 });
+  const answers = completeAnswers(conn);
+  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
+  const ids = answers.map((a) => a.json.id);
+  assertIncreasing(ids, 'answers');
+  const held = await request(`${node.url}/poll?topic=${topic}&since=earliest&timeout=0`);
+  assert.deepEqual(held.json.messages.slice(1).map((m) => [m.id, m.data]),
+    ids.map((id, i) => [id, `h${i}`]), 'each stored, in request order');
+  await publishOk(node.url, topic, 'others undisturbed');
+});
+
+/** Writes bytes over TLS, then ends (close_notify, then FIN); resolves all that came back once closed. */
+function tlsExchange(node, bytes, ca) {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port: node.port, ca, servername: 'localhost' });
+    const chunks = [];
+    socket.on('secureConnect', () => socket.end(bytes));
+    socket.on('data', (d) => chunks.push(d));
+    socket.on('error', reject);
+    socket.on('close', () => resolve(Buffer.concat(chunks)));
+  });
+}
+
+test('over TLS, close_notify with 50 pipelined publishes outstanding is a half-close too: all answered in order, then closed', async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'herald-pipe-tls-'));
+  onTestEnd(t, () => rmSync(dir, { recursive: true, force: true }));
+  const [cert, key] = [path.join(dir, 'cert.pem'), path.join(dir, 'key.pem')];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost'], { stdio: 'ignore' });
+  const ca = readFileSync(cert);
+  const { proxy, node, callsOf } = await proxiedNode(t, { config: { ...CONFIG, tls: { cert, key } }, waitHealthy: false });
+  const topic = 'pipe-tls-half-close';
+  const warmUp = topicRequest(topic, 'warm-up', { headers: 'Connection: close\r\n' });
+  await until(async () => /^HTTP\/1\.1 201/.test((await tlsExchange(node, warmUp, ca)).toString('latin1')),
+    { timeout: 10_000, what: 'a first publish over TLS' });
+  const callsBefore = await callsOf();
+
+  proxy.pause({ direction: 'down' });
+  const n = 50;
+  const exchange = tlsExchange(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `h${i}`)).join(''), ca);
+  await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
+  proxy.resume();
+  const answers = parseResponses(await exchange).responses.filter((r) => r.complete);
+  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
+  assertIncreasing(answers.map((a) => a.json.id), 'answers');
+});
+
 test('Redis lost while a pipeline is outstanding: every publish answered 503 in request order, errors in their place', async (t) => {
-  const own = await startRedis();
-  onTestEnd(t, () => own.stop());
-  const proxy = await startProxy(own.port);
-  onTestEnd(t, () => proxy.close());
-  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
-  onTestEnd(t, () => node.stop());
+  const { proxy, node, callsOf } = await proxiedNode(t);
   const topic = 'pipe-down';
   await publishOk(node.url, topic, 'warm-up');
-  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
   const callsBefore = await callsOf();
 
   // Redis runs what it is sent but its answers are held: the publishes are outstanding.
@@ -241,21 +317,19 @@ test('Redis lost while a pipeline is outstanding: every publish answered 503 in 
   await publishOk(node.url, topic, 'again');
 });
 
-test('shutdown with pipelined publishes outstanding: each is answered in order, the last one closes, then the node exits', async (t) => {
-  const own = await startRedis();
-  onTestEnd(t, () => own.stop());
-  const proxy = await startProxy(own.port);
-  onTestEnd(t, () => proxy.close());
-  const node = (await startCluster(1, { redis: proxy.url, config: CONFIG })).A;
-  onTestEnd(t, () => node.stop());
+test('shutdown with pipelined publishes outstanding, a synchronous error last: each is answered in order, the last answer (the error, made before the drain) closes, then the node exits', async (t) => {
+  const { proxy, node, callsOf } = await proxiedNode(t);
   const topic = 'pipe-drain';
   await publishOk(node.url, topic, 'warm-up');
-  const callsOf = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await own.cli('INFO', 'commandstats'))?.[1] ?? 0);
   const callsBefore = await callsOf();
 
   proxy.pause({ direction: 'down' });
   const n = 10;
-  const conn = await writePipeline(node, Array.from({ length: n }, (_, i) => topicRequest(topic, `q${i}`)));
+  // The 400 is made (with Keep-Alive) as soon as it is read, queued behind the publishes owed.
+  const conn = await writePipeline(node, [
+    ...Array.from({ length: n }, (_, i) => topicRequest(topic, `q${i}`)),
+    topicRequest(topic, 'bad', { query: '?event=no%20spaces' }),
+  ]);
   await until(async () => (await callsOf()) > callsBefore, { what: 'a publish script call to reach Redis' });
   const stopping = node.stop();
   await node.waitForStderr(/shutting down/);
@@ -263,9 +337,11 @@ test('shutdown with pipelined publishes outstanding: each is answered in order, 
 
   await conn.waitClose({ timeout: 10_000 });
   const answers = completeAnswers(conn);
-  assert.deepEqual(answers.map((a) => a.status), Array(n).fill(201));
-  assertIncreasing(answers.map((a) => a.json.id), 'answers');
-  assert.deepEqual(answers.map((a) => a.headers.connection === 'close'), [...Array(n - 1).fill(false), true],
+  assert.deepEqual(answers.map((a) => a.status), [...Array(n).fill(201), 400]);
+  assert.equal(answers[n].json.error, 'invalid_event');
+  assertIncreasing(answers.slice(0, n).map((a) => a.json.id), 'answers');
+  assert.deepEqual(answers.map((a) => a.headers.connection === 'close'), [...Array(n).fill(false), true],
     'only the last answer says Connection: close');
+  assert.equal(answers[n].headers['keep-alive'], undefined, 'the last answer promises no keep-alive');
   await stopping;
 });

@@ -10,9 +10,13 @@
  * it under the sanitizer build too: a callback after its caller went, or a
  * ref or request left behind, is what it is for.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "engine/memory.h"
@@ -27,7 +31,7 @@
 #include "test.h"
 
 #define EPOCH 0x0badf00d
-#define MAX_PENDING 80
+#define MAX_PENDING 2048
 
 /* ---------------------------------------------------------------- the deferred engine */
 
@@ -247,7 +251,8 @@ typedef struct world {
     hd_server *server;
 } world;
 
-static void world_init(world *w)
+/* config_tweak: changes the defaults, or NULL. */
+static void world_init_with(world *w, void (*config_tweak)(hd_config *config))
 {
     hd_log_set_level(HD_LOG_ERROR);
     uv_loop_init(&w->loop);
@@ -259,12 +264,19 @@ static void world_init(world *w)
     w->engine->memory = hd_engine_memory_new(w->hub);
     hd_config config;
     hd_config_init(&config);
+    if (config_tweak != NULL)
+        config_tweak(&config);
     char err[256];
     w->settings = hd_settings_new(&config, err, sizeof(err));
     hd_config_free(&config);
     w->context = hd_transport_context_new();
     w->server = hd_server_new(&w->loop, w->settings, w->hub, &w->engine->base, NULL,
                               &hd_http1_protocol, w->context);
+}
+
+static void world_init(world *w)
+{
+    world_init_with(w, NULL);
 }
 
 static void world_free(world *w)
@@ -454,6 +466,226 @@ static void test_http_pipelined_publishes_bounded(void)
     CHECK_EQ_INT(w.engine->cancels, 6);
     CHECK_EQ_INT(history_of(&w, "t"), HD_HTTP_DEFERRED_MAX);
     hd_strbuf_free(&requests);
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- socketpair probes */
+
+/* A connection served over one end of a socketpair; *peer is the client's end (non-blocking). */
+static hd_conn *serve_pair(world *w, int *peer)
+{
+    int fds[2];
+    CHECK_EQ_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, fds), 0);
+    hd_conn *conn = hd_conn_new(w->server);
+    CHECK_EQ_INT(uv_tcp_open(&conn->tcp, fds[0]), 0);
+    hd_conn_serve(conn);
+    CHECK_EQ_INT(fcntl(fds[1], F_SETFL, O_NONBLOCK), 0);
+    *peer = fds[1];
+    return conn;
+}
+
+/* Writes from *at on (wrapping around) until the socket takes no more. */
+static void write_until_full(int fd, const hd_strbuf *text, size_t *at)
+{
+    for (;;) {
+        ssize_t n = write(fd, text->data + *at, text->len - *at);
+        if (n < 0) {
+            CHECK(errno == EAGAIN);
+            return;
+        }
+        *at = (*at + (size_t)n) % text->len;
+    }
+}
+
+/* Reads what the server wrote; returns it (the caller frees it with hd_strbuf_free). */
+static hd_strbuf read_available(int fd)
+{
+    hd_strbuf got;
+    hd_strbuf_init(&got);
+    char chunk[65536];
+    ssize_t n;
+    while ((n = read(fd, chunk, sizeof(chunk))) > 0)
+        hd_strbuf_append(&got, chunk, (size_t)n);
+    hd_strbuf_append(&got, "", 1);
+    return got;
+}
+
+/* n publishes to t, pipelined (the caller frees them with hd_strbuf_free). */
+static hd_strbuf publishes(int n)
+{
+    hd_strbuf requests;
+    hd_strbuf_init(&requests);
+    for (int i = 0; i < n; i++)
+        hd_strbuf_append_str(&requests, PUBLISH_TO("t"));
+    return requests;
+}
+
+/* The 201 answers the server wrote to the client's end since the last call. */
+static size_t created_read(int peer)
+{
+    hd_strbuf got = read_available(peer);
+    size_t created = 0;
+    for (const char *p = strstr(got.data, "HTTP/1.1 201"); p != NULL;
+         p = strstr(p + 1, "HTTP/1.1 201"))
+        created++;
+    hd_strbuf_free(&got);
+    return created;
+}
+
+/* Runs the loop until no callback is due (reads, writes), without blocking. */
+static void run_briefly(world *w)
+{
+    for (int i = 0; i < 4; i++)
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+}
+
+/*
+ * A client that pipelines without end while it reads its answers: each
+ * answer written must not let the connection read (and hold) one buffer
+ * more while it still waits for deferred answers.
+ */
+static void test_http_input_held_behind_answers_bounded(void)
+{
+    world w;
+    world_init(&w);
+    int peer;
+    hd_conn *conn = serve_pair(&w, &peer);
+    hd_strbuf requests = publishes(4000);
+    size_t at = 0;
+    uint64_t bound = hd_conn_config(conn)->limits.max_header_bytes + HD_READ_BUFFER_SIZE;
+    size_t answered = 0;
+    for (int cycle = 0; cycle < 20; cycle++) {
+        write_until_full(peer, &requests, &at);
+        run_briefly(&w);
+        CHECK(conn->reader->held_input.len < bound);
+        CHECK_EQ_INT(outstanding(w.engine), HD_HTTP_DEFERRED_MAX);
+        complete(w.engine);
+        hd_conn_flush(conn); /* the answers go: reading must not start again */
+        run_briefly(&w);
+        CHECK(conn->reader->held_input.len < bound);
+        answered += created_read(peer);
+        hd_conn_resume_input(conn); /* the next requests, from what is held */
+        CHECK(conn->reader->held_input.len < bound);
+    }
+    CHECK_EQ_INT(answered, 20 * HD_HTTP_DEFERRED_MAX);
+    disconnect(conn);
+    close(peer);
+    hd_strbuf_free(&requests);
+    world_free(&w);
+}
+
+/* A half-close with answers owed: they still go, in order, and then the connection ends. */
+static void test_http_half_close_answers_what_was_read(void)
+{
+    world w;
+    world_init(&w);
+    int peer;
+    hd_conn *conn = serve_pair(&w, &peer);
+    hd_strbuf requests = publishes(50);
+    CHECK_EQ_INT(write(peer, requests.data, requests.len), requests.len);
+    CHECK_EQ_INT(shutdown(peer, SHUT_WR), 0);
+    run_briefly(&w);
+    CHECK_EQ_INT(outstanding(w.engine), 50);
+    CHECK(conn->state == HD_CONN_READING); /* EOF read, but answers are owed */
+    CHECK_EQ_INT(w.engine->cancels, 0);
+    complete(w.engine);
+    hd_conn_flush(conn);
+    run_briefly(&w); /* the shutdown's callback: nothing to linger for */
+    CHECK(conn->state == HD_CONN_CLOSING);
+    hd_conn_finish_close(conn);
+    CHECK_EQ_INT(created_read(peer), 50);
+    CHECK_EQ_INT(history_of(&w, "t"), 50);
+    hd_strbuf_free(&requests);
+    close(peer);
+    world_free(&w);
+}
+
+/* ---------------------------------------------------------------- bounds behind owed answers */
+
+static void small_requests(hd_config *config)
+{
+    config->limits.max_request_bytes = 1000;
+}
+
+#define BODY_20 "01234567890123456789"
+#define BODY_100 BODY_20 BODY_20 BODY_20 BODY_20 BODY_20
+#define BODY_200 BODY_100 BODY_100
+#define PUBLISH_200 "POST /topics/t HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\n" BODY_200
+
+/* The bytes of the publishes outstanding stay within limits.max_request_bytes: checked before. */
+static void test_http_outstanding_bytes_bounded_before(void)
+{
+    world w;
+    world_init_with(&w, small_requests);
+    /* Each counts 231 bytes (head fields and body): four fit in 1000, not five. */
+    hd_conn *conn = connect_and_send(
+        &w, PUBLISH_200 PUBLISH_200 PUBLISH_200 PUBLISH_200 PUBLISH_200 PUBLISH_200);
+    CHECK_EQ_INT(outstanding(w.engine), 4);
+    complete_one(w.engine, 0);
+    hd_conn_resume_input(conn);
+    CHECK_EQ_INT(outstanding(w.engine), 4); /* one more fits */
+    complete(w.engine);
+    hd_conn_resume_input(conn);
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    complete(w.engine);
+    CHECK_EQ_INT(history_of(&w, "t"), 6);
+    disconnect(conn);
+    world_free(&w);
+}
+
+/* A request waiting behind owed answers holds no share of limits.max_pending_body_bytes. */
+static void test_http_waiting_request_holds_no_body_budget(void)
+{
+    world w;
+    world_init(&w);
+    hd_conn *conn = connect_and_send(&w, PUBLISH_TO("a") "POST /healthz HTTP/1.1\r\nHost: x\r\n"
+                                                         "Content-Length: 100\r\n\r\n" BODY_100);
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    CHECK_EQ_INT(w.server->group->pending_body_bytes, 0);
+    complete(w.engine);
+    hd_conn_resume_input(conn);
+    check_answers(conn, "201 a,405");
+    CHECK_EQ_INT(w.server->group->pending_body_bytes, 0);
+    disconnect(conn);
+    world_free(&w);
+}
+
+/* A 413 answered early behind an owed answer: the header timeout adds no 408 that never goes. */
+static void test_http_no_timeout_answer_after_early_close(void)
+{
+    world w;
+    world_init(&w);
+    hd_conn *conn = connect_and_send(
+        &w,
+        PUBLISH_TO("a") "POST /topics/b HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n");
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    uint64_t errors = hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_HTTP];
+    hd_conn_on_header_timeout(conn);
+    CHECK(conn->state == HD_CONN_READING);
+    CHECK_EQ_INT(hd_conn_metrics(conn)->protocol_errors[HD_PROTOCOL_HTTP], errors);
+    complete(w.engine);
+    check_answers(conn, "201 a,413");
+    disconnect(conn);
+    world_free(&w);
+}
+
+/* Shutdown behind an answer queued with keep-alive: the last answer sent says close. */
+static void test_http_drain_last_answer_says_close(void)
+{
+    world w;
+    world_init(&w);
+    hd_conn *conn = connect_and_send(&w, PUBLISH_TO("a") PUBLISH_TO("b?event=no%20space"));
+    CHECK_EQ_INT(outstanding(w.engine), 1);
+    hd_conn_close_after_flush(conn); /* as hd_server_shutdown does */
+    complete(w.engine);
+    check_answers(conn, "201 a,400");
+    hd_strbuf queued = queued_text(conn);
+    const char *second = strstr(queued.data + 1, "HTTP/1.1 ");
+    CHECK(second != NULL && strstr(second, "Connection: close\r\n") != NULL);
+    CHECK(second != NULL && strstr(second, "Keep-Alive") == NULL);
+    CHECK_EQ_INT(hd_conn_queued_bytes(conn), queued.len - 1);
+    hd_strbuf_free(&queued);
+    disconnect(conn);
     world_free(&w);
 }
 
@@ -653,6 +885,12 @@ int main(void)
     RUN_TEST(test_http_publish_cancelled_on_close);
     RUN_TEST(test_http_pipelined_publishes_answered_in_order);
     RUN_TEST(test_http_pipelined_publishes_bounded);
+    RUN_TEST(test_http_input_held_behind_answers_bounded);
+    RUN_TEST(test_http_half_close_answers_what_was_read);
+    RUN_TEST(test_http_outstanding_bytes_bounded_before);
+    RUN_TEST(test_http_waiting_request_holds_no_body_budget);
+    RUN_TEST(test_http_no_timeout_answer_after_early_close);
+    RUN_TEST(test_http_drain_last_answer_says_close);
     RUN_TEST(test_http_topics_answered_from_the_callback);
     RUN_TEST(test_http_topics_cancelled_on_close);
     RUN_TEST(test_sse_catch_up_read_later);
