@@ -41,8 +41,13 @@ export interface HeraldClose {
 export interface HeraldError extends Error {
   code: string;
   status?: number;
-  /** For a refused subscription: the topics that were dropped from the list. */
+  /**
+   * For a refused subscription: the topics that were dropped from the list,
+   * or, with retrying, the topics kept and asked for again after a backoff.
+   */
   topics?: string[];
+  /** A subscribe op refused for now (`unavailable`: Redis refused a read): its topics stay. */
+  retrying?: boolean;
 }
 
 export interface PublishAnswer {

@@ -15,6 +15,9 @@
 
 const TRANSPORTS = ['websocket', 'sse', 'poll'];
 
+// Refusals of a subscribe op that say "not now", not "never": the topics stay, the op is sent again.
+const RETRIED = new Set(['unavailable', 'resume_in_progress']);
+
 const DEFAULTS = {
   topics: [],
   since: undefined,
@@ -117,6 +120,7 @@ class WebSocketLink extends Link {
     super(client, 'websocket');
     this.ref = 0;
     this.pending = new Map();
+    this.retries = 0; // subscribe ops refused for now in a row, for their backoff
   }
 
   start() {
@@ -221,9 +225,20 @@ class WebSocketLink extends Link {
     }
     if (add.length) {
       add.forEach((t) => this.topics.add(t));
-      done.push(this.request({ op: 'subscribe', topics: add }).catch((err) => {
+      done.push(this.request({ op: 'subscribe', topics: add }).then(() => {
+        this.retries = 0;
+      }, (err) => {
         add.forEach((t) => this.topics.delete(t));
-        this.client._refused(add, err);
+        if (err.code === 'connection_lost') return; // the next connection subscribes them
+        if (!RETRIED.has(err.code)) {
+          this.client._refused(add, err);
+          return;
+        }
+        // herald cannot subscribe them now (Redis refused the read): they stay, and are asked again.
+        err.topics = add;
+        err.retrying = true;
+        this.client._error(err);
+        this.after(this.client._backoffMs(++this.retries), () => this.sync());
       }));
     }
     return Promise.all(done).then(() => {});
@@ -296,7 +311,7 @@ class SSELink extends Link {
       }
       buf = buf.slice(pos);
     }
-    this.end({ auth: this.expired, retryAfter: this.client._serverRetry });
+    this.end({ auth: this.expired, error: this.unavailable, retryAfter: this.client._serverRetry });
   }
 
   dispatch(event, data) {
@@ -308,6 +323,8 @@ class SSELink extends Link {
     }
     if (event === 'herald-gap') this.client._gap(obj, this);
     else if (event === 'herald-token-expired') this.expired = true;
+    // The stream ends next: reconnect after a backoff and resume from the cursor.
+    else if (event === 'herald-unavailable') this.unavailable = heraldError(obj.error || 'unavailable', obj.message);
     else this.client._deliver(obj, this);
   }
 
@@ -549,9 +566,9 @@ export class Herald {
     }
   }
 
-  _backoffMs() {
+  _backoffMs(attempt = this._attempt) {
     const { base, cap } = this._opts.backoff;
-    return Math.random() * Math.min(cap, base * 2 ** Math.min(this._attempt, 30));
+    return Math.random() * Math.min(cap, base * 2 ** Math.min(attempt, 30));
   }
 
   _schedule(ms) {

@@ -264,9 +264,29 @@ static const char *check_listen(const char *value)
     return ok ? NULL : rule;
 }
 
+/*
+ * The paths herald answers itself (src/transport/router.c, assets.c): an
+ * echo endpoint there would hide the route, or be hidden by it.
+ */
+static const char *const builtin_paths[] = {
+    "/",        "/healthz",   "/events",      "/poll",       "/metrics",     "/topics",      "/ws",
+    "/publish", "/herald.js", "/herald.d.ts", "/console.js", "/console.css", "/console.svg",
+};
+
 static const char *check_path(const char *value)
 {
-    return value[0] == '\0' || value[0] == '/' ? NULL : "must be empty or start with '/'";
+    if (value[0] == '\0')
+        return NULL;
+    if (value[0] != '/')
+        return "must be empty or start with '/'";
+    for (size_t i = 0; i < sizeof(builtin_paths) / sizeof(builtin_paths[0]); i++) {
+        if (strcmp(value, builtin_paths[i]) == 0)
+            return "must not be a path herald answers itself (/, /ws, /events, /poll, "
+                   "/publish, /topics, /healthz, /metrics, /herald.js, /console.js...)";
+    }
+    if (strncmp(value, "/topics/", 8) == 0)
+        return "must not start with /topics/ (herald's topic routes)";
+    return NULL;
 }
 
 static const char *check_redis(const char *value)

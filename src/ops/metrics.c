@@ -15,8 +15,8 @@ static const char *const protocol_names[HD_PROTOCOL_COUNT] = {"http", "websocket
 static const char *const auth_refusal_names[HD_AUTH_REFUSAL_COUNT] = {"no_token", "invalid",
                                                                       "expired", "forbidden"};
 static const int status_codes[HD_HTTP_STATUS_COUNT] = {
-    101, 200, 201, 204, 400, 401, 403, 404, 405, 408, 413,
-    414, 415, 426, 429, 431, 500, 501, 503, 505, 0, /* 0: any other */
+    101, 200, 201, 204, 304, 400, 401, 403, 404, 405, 408,
+    413, 414, 415, 426, 429, 431, 500, 501, 503, 505, 0, /* 0: any other */
 };
 const double hd_flush_bounds[HD_FLUSH_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                                   0.25,  0.5,    1,     2.5,  5,     10};

@@ -43,7 +43,7 @@ typedef enum hd_auth_refusal {
 } hd_auth_refusal;
 
 /* The status codes herald answers with (http/response.c), one counter each. */
-#define HD_HTTP_STATUS_COUNT 21
+#define HD_HTTP_STATUS_COUNT 22
 
 /* Upper bounds (seconds) of herald_publish_to_flush_seconds; +Inf is the count. */
 #define HD_FLUSH_BUCKETS 13

@@ -93,9 +93,15 @@ void hd_assets_handle(hd_conn *conn)
      * after an upgrade.
      */
     char headers[512];
-    snprintf(headers, sizeof(headers),
-             "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n%s",
-             a->etag, a->console ? CONSOLE_POLICY : "");
+    int len =
+        snprintf(headers, sizeof(headers),
+                 "ETag: %s\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n%s",
+                 a->etag, a->console ? CONSOLE_POLICY : "");
+    if (len < 0 || (size_t)len >= sizeof(headers)) {
+        /* A cut header line would end the head early: no answer beats a wrong one. */
+        hd_response_error(conn, 500, "internal", 0, "The asset's headers do not fit.");
+        return;
+    }
     size_t match_len = 0;
     const char *match = hd_request_header(conn->request, "if-none-match", &match_len);
     if (match != NULL && none_match_hits(match, match_len, a->etag)) {
@@ -103,6 +109,7 @@ void hd_assets_handle(hd_conn *conn)
         hd_strbuf_init(&out);
         /* A 304 has no body; its Content-Length is the one a 200 would have (RFC 9110 §8.6). */
         bool close = hd_response_append_head(&out, conn, 304, NULL, headers, *a->len, 0);
+        hd_response_sent(conn, 304, out.len);
         hd_conn_send_owned(conn, hd_strbuf_finish(&out));
         if (close)
             hd_conn_close_after_flush(conn);

@@ -23,10 +23,12 @@ struct hd_catch_up {
     char **topics; /* owned copies */
     size_t *topic_lens;
     uint64_t *gap_reported; /* per topic: 1 + the newest lost seq already reported, 0 = none */
+    bool *fresh;            /* per topic: undone if the catch-up fails before it started */
     size_t topic_count;
     hd_cursor next; /* where the next batch reads from: the client's, then the last sent */
     char next_text[HD_ID_MAX]; /* next.text */
     uint64_t skipped_upto;     /* the newest seq of a live message skipped meanwhile */
+    bool skipped_kept;         /* one of them was of a topic not fresh: a hole if it fails */
     hd_engine_request *read;   /* under way (an engine that answers later), or NULL */
     bool started;              /* the first read answered: ops->started was called */
     hd_catch_up **owner;       /* the session's pointer to it, cleared when it ends */
@@ -148,7 +150,7 @@ static void batch_on_read(void *ctx, const hd_history_result *result)
     if (result->status != HD_HUB_OK) {
         const hd_catch_up_ops *ops = catch_up->ops;
         void *session = catch_up->ctx;
-        bool hole = catch_up->started || catch_up->skipped_upto > 0;
+        bool hole = catch_up->started || catch_up->skipped_kept;
         hd_catch_up_free(catch_up->owner);
         ops->failed(session, hole);
         return;
@@ -185,7 +187,8 @@ static void read_batch(hd_catch_up *catch_up)
 
 void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscriber,
                        const hd_catch_up_ops *ops, void *ctx, char *const *topics,
-                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor)
+                       const size_t *topic_lens, const bool *fresh, size_t topic_count,
+                       const hd_cursor *cursor)
 {
     /*
      * An engine that cannot confirm now (its store unreachable) accepts at
@@ -208,10 +211,12 @@ void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscr
     catch_up->topics = hd_calloc(topic_count, sizeof(*catch_up->topics));
     catch_up->topic_lens = hd_calloc(topic_count, sizeof(*catch_up->topic_lens));
     catch_up->gap_reported = hd_calloc(topic_count, sizeof(*catch_up->gap_reported));
+    catch_up->fresh = hd_calloc(topic_count, sizeof(*catch_up->fresh));
     catch_up->topic_count = topic_count;
     for (size_t i = 0; i < topic_count; i++) {
         catch_up->topics[i] = hd_strndup(topics[i], topic_lens[i]);
         catch_up->topic_lens[i] = topic_lens[i];
+        catch_up->fresh[i] = fresh != NULL && fresh[i];
     }
     /* A cursor is an id or "earliest": it fits. */
     size_t len = cursor->text_len < HD_ID_MAX ? cursor->text_len : HD_ID_MAX - 1;
@@ -243,6 +248,7 @@ void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t 
         c->topics[i] = c->topics[last];
         c->topic_lens[i] = c->topic_lens[last];
         c->gap_reported[i] = c->gap_reported[last];
+        c->fresh[i] = c->fresh[last];
         break;
     }
     if (c->topic_count == 0 && c->started)
@@ -258,6 +264,7 @@ bool hd_catch_up_holds(hd_catch_up *catch_up, const hd_message *msg)
             memcmp(catch_up->topics[i], msg->topic, msg->topic_len) == 0) {
             if (msg->seq > catch_up->skipped_upto)
                 catch_up->skipped_upto = msg->seq;
+            catch_up->skipped_kept |= !catch_up->fresh[i];
             return true;
         }
     }
@@ -275,6 +282,7 @@ void hd_catch_up_free(hd_catch_up **catch_up)
     free(c->topics);
     free(c->topic_lens);
     free(c->gap_reported);
+    free(c->fresh);
     free(c);
     *catch_up = NULL;
 }

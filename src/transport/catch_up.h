@@ -36,7 +36,9 @@ typedef struct hd_catch_up_ops {
      * topics may be delivered on this stream, or the client would miss
      * what lies in between. hole: started was called before, or live
      * messages of its topics were skipped meanwhile (hd_catch_up_holds):
-     * the stream misses something only a resume can bring.
+     * the stream misses something only a resume can bring. Live messages
+     * skipped of a topic hd_catch_up_start was told is fresh make no hole:
+     * the caller undoes that subscription when it sees no hole.
      */
     void (*failed)(void *ctx, bool hole);
 } hd_catch_up_ops;
@@ -57,11 +59,15 @@ typedef struct hd_catch_up hd_catch_up;
  * now, without a read when there is no cursor). Without a cursor, an engine that confirms
  * subscriptions later is asked for its cut (a read of nothing): live
  * messages are held back until then, and those past the cut are sent after
- * started. Messages and gaps go to ops with ctx.
+ * started. Messages and gaps go to ops with ctx. fresh (per topic, or NULL
+ * for none): the subscription to it was made for this catch-up and is
+ * undone if the catch-up fails before started, so what was skipped of it
+ * is nobody's loss (see failed).
  */
 void hd_catch_up_start(hd_catch_up **owner, hd_conn *conn, hd_subscriber *subscriber,
                        const hd_catch_up_ops *ops, void *ctx, char *const *topics,
-                       const size_t *topic_lens, size_t topic_count, const hd_cursor *cursor);
+                       const size_t *topic_lens, const bool *fresh, size_t topic_count,
+                       const hd_cursor *cursor);
 /*
  * Sends the next batch; call when the connection drained below half its
  * limit (nothing happens while a read is still under way). Frees the

@@ -226,12 +226,13 @@ static void session_force(poll_session *session)
 /*
  * The poll's timeout passed while the engine cannot answer a read (Redis
  * unreachable): answered with nothing and the cursor it came with, so that
- * a client is not held past its timeout (SPEC §5: answered at once or
- * held). A poll without a cursor whose first read never came back has no
- * cursor to give (only the store knows the cut): false, it is answered
- * 503 instead (answer_unavailable).
+ * a client is not held past its timeout (SPEC §5: new subscribers are never
+ * refused). A poll without a cursor whose first read never came back gets
+ * the node's newest id: never ahead of the cluster's cut, so the next poll
+ * from it skips nothing (it may bring messages published just before this
+ * poll came).
  */
-static bool answer_unchanged(poll_session *session)
+static void answer_unchanged(poll_session *session)
 {
     hd_conn *conn = session->conn;
     const hd_cursor *given = &session->request.params.cursor;
@@ -241,19 +242,14 @@ static bool answer_unchanged(poll_session *session)
     else if (session->request.arrival_id[0] != '\0')
         memcpy(cursor, session->request.arrival_id, sizeof(cursor));
     else
-        return false;
+        hd_hub_newest_id(hd_conn_hub(conn), cursor);
     session_stop(session);
     hd_history_result nothing = {0};
     send_answer(conn, &nothing, cursor);
     session_free(session);
-    return true;
 }
 
-/*
- * 503 unavailable: the engine could not read (the store refused it, or
- * cannot take it now), or a poll without a cursor timed out while the
- * store is unreachable (it has no cursor to answer with).
- */
+/* 503 unavailable: the engine could not read (the store refused it, or cannot take it now). */
 static void answer_unavailable(poll_session *session)
 {
     hd_conn *conn = session->conn;
@@ -263,16 +259,26 @@ static void answer_unavailable(poll_session *session)
                            "The message store cannot be read now: try again shortly.");
 }
 
+/* How soon a poll past its timeout whose read is still under way looks at the engine again. */
+#define RECHECK_MS 1000
+
+/*
+ * At the timeout the poll is answered with what the next read finds. While
+ * that read is under way the engine is looked at again every RECHECK_MS:
+ * a store that stalls meanwhile (the engine goes down, the read waits for
+ * it) does not hold the poll for the whole outage.
+ */
 static void session_on_timeout(uv_timer_t *timer)
 {
     poll_session *session = timer->data;
     /* A read now would wait for the engine too. */
     if (hd_engine_get_state(hd_conn_engine(session->conn)) != HD_ENGINE_UP) {
-        if (!answer_unchanged(session))
-            answer_unavailable(session);
+        answer_unchanged(session);
         return;
     }
     session_force(session);
+    if (session->conn != NULL && session->read != NULL) /* else answered: the timer is closing */
+        uv_timer_start(&session->timer, session_on_timeout, RECHECK_MS, 0);
 }
 
 /* The poll's timeout counts from its request, reads included; the timer runs once. */

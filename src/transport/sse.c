@@ -216,11 +216,19 @@ static const hd_subscriber_ops sse_subscriber_ops = {
     .transport = HD_TRANSPORT_SSE,
 };
 
+/*
+ * An ending stream (its token expired) takes nothing more: its catch-up
+ * stops here, where no catch-up callback is under way, rather than read
+ * on from the store for a client that gets none of it.
+ */
 static void session_on_drain(hd_conn *conn, void *ctx)
 {
     (void)conn;
     sse_session *session = ctx;
-    hd_catch_up_continue(&session->catch_up);
+    if (session->ending)
+        hd_catch_up_free(&session->catch_up);
+    else
+        hd_catch_up_continue(&session->catch_up);
 }
 
 static void session_on_heartbeat(hd_conn *conn, void *ctx)
@@ -376,6 +384,6 @@ void hd_sse_handle(hd_conn *conn)
     hd_conn_start_stream(conn, &sse_stream_ops, session);
     /* The catch-up keeps its own copy of what it needs; a long-lived stream keeps nothing else. */
     hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &sse_catch_up_ops, session,
-                      params.topics, params.topic_lens, params.topic_count, &params.cursor);
+                      params.topics, params.topic_lens, NULL, params.topic_count, &params.cursor);
     hd_subscribe_params_free(&params);
 }

@@ -49,13 +49,16 @@ typedef struct ws_publish {
  * its topics are subscribed at once, but the ack waits for a read of them
  * (without a cursor), as a first subscribe's does, so that everything
  * published after the ack reaches the client (an engine that confirms
- * subscriptions later). Listed in the session until then.
+ * subscriptions later). Listed in the session until then. A read that
+ * fails undoes the topics it added.
  */
 typedef struct ws_late_ack {
     hd_list node;
     ws_session *session;
     hd_engine_request *read; /* NULL while the engine's call is under way */
     char *ref;               /* the command's ref, owned */
+    char **added;            /* the topics the subscribe added, owned copies */
+    size_t added_count;
 } ws_late_ack;
 
 /* Late acks one session may have pending: each holds an engine read. */
@@ -221,11 +224,24 @@ static void queue_gap(void *ctx, const hd_gap *gap)
 
 static void send_ack_ref(ws_session *session, const char *ref, const hd_strbuf *extra);
 
+/* Undoes what a refused subscribe added; the topics the session had before stay. */
+static void unsubscribe_added(ws_session *session, char **added, size_t count)
+{
+    hd_hub *hub = hd_conn_hub(session->conn);
+    for (size_t i = 0; i < count; i++)
+        hd_hub_unsubscribe(hub, &session->subscriber, added[i], strlen(added[i]));
+}
+
+static void free_topics(char **topics, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        free(topics[i]);
+    free(topics);
+}
+
 static void forget_subscribing(ws_session *session)
 {
-    for (size_t i = 0; i < session->subscribing_added_count; i++)
-        free(session->subscribing_added[i]);
-    free(session->subscribing_added);
+    free_topics(session->subscribing_added, session->subscribing_added_count);
     free(session->subscribing_ref);
     session->subscribing_added = NULL;
     session->subscribing_added_count = 0;
@@ -244,12 +260,9 @@ static void session_on_started(void *ctx, bool valid)
         forget_subscribing(session);
         return;
     }
-    hd_hub *hub = hd_conn_hub(session->conn);
-    for (size_t i = 0; i < session->subscribing_added_count; i++)
-        hd_hub_unsubscribe(hub, &session->subscriber, session->subscribing_added[i],
-                           strlen(session->subscribing_added[i]));
+    unsubscribe_added(session, session->subscribing_added, session->subscribing_added_count);
     if (!session->subscribing)
-        hd_hub_unsubscribe_all(hub, &session->subscriber);
+        hd_hub_unsubscribe_all(hd_conn_hub(session->conn), &session->subscriber);
     send_error_ref(session, session->subscribing_ref, "invalid_cursor",
                    "since is not an id herald issued: malformed, or beyond the newest id.");
     forget_subscribing(session);
@@ -260,20 +273,19 @@ static void session_on_started(void *ctx, bool valid)
 /*
  * The catch-up's read failed (the store refused it or cannot take it now).
  * A subscribe op not acked yet gets an error frame and is undone, as for a
- * cursor refused; the connection and its other subscriptions stay. Once
- * history was being sent or live messages were skipped for it (a hole),
- * or for the upgrade request's subscription (no op to answer), the
- * connection is closed with 1013, so that nothing after the hole is
- * delivered: the client reconnects and resumes from its last id.
+ * cursor refused; the connection and its other subscriptions stay. Live
+ * messages skipped meanwhile of the topics it added go with it (the
+ * catch-up was told they are fresh). Once history was being sent or live
+ * messages were skipped of topics the session had before (a hole), or for
+ * the upgrade request's subscription (no op to answer), the connection is
+ * closed with 1013, so that nothing after the hole is delivered: the
+ * client reconnects and resumes from its last id.
  */
 static void session_on_failed(void *ctx, bool hole)
 {
     ws_session *session = ctx;
     if (!hole && session->subscribing) {
-        hd_hub *hub = hd_conn_hub(session->conn);
-        for (size_t i = 0; i < session->subscribing_added_count; i++)
-            hd_hub_unsubscribe(hub, &session->subscriber, session->subscribing_added[i],
-                               strlen(session->subscribing_added[i]));
+        unsubscribe_added(session, session->subscribing_added, session->subscribing_added_count);
         send_error_ref(session, session->subscribing_ref, "unavailable", UNAVAILABLE_MESSAGE);
         forget_subscribing(session);
         return;
@@ -360,23 +372,27 @@ static void late_ack_forget(ws_late_ack *ack)
     hd_list_unlink(&ack->node);
     ack->session->late_ack_count--;
     free(ack->ref);
+    free_topics(ack->added, ack->added_count);
     free(ack);
 }
 
-/* A read that failed confirms nothing: the connection closes, as for a failed resume. */
+/*
+ * A read that failed confirms nothing: the op is refused and the topics it
+ * added are unsubscribed. Nothing is lost to the connection: what it
+ * delivered of them was live from the start, and the client that retries
+ * subscribes afresh.
+ */
 static void late_ack_on_read(void *ctx, const hd_history_result *result)
 {
     ws_late_ack *ack = ctx;
     ws_session *session = ack->session;
-    if (result->status == HD_HUB_OK)
+    if (result->status == HD_HUB_OK) {
         send_ack_ref(session, ack->ref, NULL);
-    else
+    } else {
+        unsubscribe_added(session, ack->added, ack->added_count);
         send_error_ref(session, ack->ref, "unavailable", UNAVAILABLE_MESSAGE);
-    late_ack_forget(ack);
-    if (result->status != HD_HUB_OK) {
-        hd_conn_set_end_reason(session->conn, "unavailable");
-        send_close(session, HD_WS_CLOSE_TRY_AGAIN, "unavailable");
     }
+    late_ack_forget(ack);
 }
 
 /* The session goes first: the reads' answers go nowhere. */
@@ -396,7 +412,8 @@ static void cancel_late_acks(ws_session *session)
  * of the topics without a cursor answered, which the engine answers only
  * after its subscriptions to them are in place.
  */
-static void ack_subscribe_during_resume(ws_session *session, hd_ws_command *command)
+static void ack_subscribe_during_resume(ws_session *session, hd_ws_command *command,
+                                        const bool *added)
 {
     hd_engine *engine = hd_conn_engine(session->conn);
     if (hd_engine_subscribes_at_once(engine) || hd_engine_get_state(engine) != HD_ENGINE_UP) {
@@ -410,6 +427,11 @@ static void ack_subscribe_during_resume(ws_session *session, hd_ws_command *comm
     ack->session = session;
     ack->ref = command->ref;
     command->ref = NULL;
+    ack->added = hd_calloc(command->topic_count, sizeof(*ack->added));
+    for (size_t i = 0; i < command->topic_count; i++) {
+        if (added[i])
+            ack->added[ack->added_count++] = hd_strndup(command->topics[i], lens[i]);
+    }
     hd_list_insert_tail(&session->late_acks, &ack->node);
     session->late_ack_count++;
     hd_history_query query = {
@@ -474,10 +496,11 @@ static void run_subscribe(ws_session *session, hd_ws_command *command)
         added[i] = session->subscriber.subscription_count > before;
     }
     if (!cursor.present && session->catch_up != NULL) {
-        ack_subscribe_during_resume(session, command);
+        ack_subscribe_during_resume(session, command, added);
         return;
     }
     size_t lens[command->topic_count];
+    bool fresh[command->topic_count];
     session->subscribing = true;
     session->subscribing_ref = command->ref != NULL ? hd_strdup(command->ref) : NULL;
     /* Only an engine that confirms later may refuse the cursor and have them undone. */
@@ -486,12 +509,14 @@ static void run_subscribe(ws_session *session, hd_ws_command *command)
         session->subscribing_added = hd_calloc(command->topic_count, sizeof(char *));
     for (size_t i = 0; i < command->topic_count; i++) {
         lens[i] = strlen(command->topics[i]);
-        if (added[i] && !at_once)
+        fresh[i] = added[i] && !at_once;
+        if (fresh[i])
             session->subscribing_added[session->subscribing_added_count++] =
                 hd_strndup(command->topics[i], lens[i]);
     }
     hd_catch_up_start(&session->catch_up, session->conn, &session->subscriber, &ws_catch_up_ops,
-                      session, (char *const *)command->topics, lens, command->topic_count, &cursor);
+                      session, (char *const *)command->topics, lens, fresh, command->topic_count,
+                      &cursor);
 }
 
 static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
@@ -913,6 +938,7 @@ void hd_websocket_handle(hd_conn *conn, bool echo)
     hd_conn_start_stream(conn, &ws_stream_ops, session);
     if (params.topic_count > 0)
         hd_catch_up_start(&session->catch_up, conn, &session->subscriber, &ws_catch_up_ops, session,
-                          params.topics, params.topic_lens, params.topic_count, &params.cursor);
+                          params.topics, params.topic_lens, NULL, params.topic_count,
+                          &params.cursor);
     hd_subscribe_params_free(&params);
 }

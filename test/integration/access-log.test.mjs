@@ -46,6 +46,25 @@ describe('access log', () => {
     }
   });
 
+  test('a 304 of an asset (If-None-Match) is logged and counted like any answer', async () => {
+    const h = await startHerald();
+    try {
+      const first = await request(`${h.url}/herald.js`);
+      assert.equal(first.status, 200);
+      const etag = first.headers.get('etag');
+      const res = await request(`${h.url}/herald.js`, { headers: { 'If-None-Match': etag } });
+      assert.equal(res.status, 304);
+      await h.waitForStderr(/path=\/herald\.js status=304/);
+      const lines = textLines(h.stderr(), 'request').filter((l) => l.path === '/herald.js');
+      assert.deepEqual(lines.map((l) => l.status), ['200', '304']);
+      assert.ok(Number(lines[1].bytes) > 0, lines[1].bytes);
+      const metrics = await request(`${h.url}/metrics`);
+      assert.match(metrics.text, /^herald_http_responses_total\{code="304"\} 1$/m);
+    } finally {
+      await h.stop();
+    }
+  });
+
   test('access_log false: no request lines; other clients are served as before', async () => {
     const h = await startHerald({ config: { access_log: false } });
     try {

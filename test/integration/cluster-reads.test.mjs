@@ -11,10 +11,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { publishOk, subscribe, openSSE, openWS, request, assertError } from '../lib/harness.mjs';
+import { publishOk, subscribe, openSSE, openWS, request, assertError, until, withTimeout } from '../lib/harness.mjs';
 import {
-  startRedis, startCluster, waitHealthy, waitUnhealthy, poll, sseItems, waitForId, messageIds,
-  onTestEnd,
+  startRedis, startCluster, startProxy, startMonitor, waitHealthy, waitUnhealthy, poll, sseItems,
+  waitForId, messageIds, onTestEnd,
 } from '../lib/cluster.mjs';
 
 const MARGIN_MS = 1500; // scheduling slack on a loaded 2-core machine / ASan
@@ -27,6 +27,24 @@ async function setup(t, n, { cluster: extra = {} } = {}) {
   const cluster = await startCluster(n, { redis, config });
   onTestEnd(t, () => cluster.stop());
   return { redis, ...cluster };
+}
+
+/**
+ * Nodes A (straight to Redis) and B (through a proxy that can hold B's
+ * commands while its pub/sub connection goes on), with a timeout_ms long
+ * enough that a held read does not take B's link down.
+ */
+async function setupHeld(t) {
+  const redis = await startRedis();
+  onTestEnd(t, () => redis.stop());
+  const proxy = await startProxy(redis.port);
+  onTestEnd(t, () => proxy.close());
+  // One worker: a subscriber that saw a live message tells that every subscriber of B has it.
+  const config = { ...CONFIG, workers: 1, cluster: { timeout_ms: 10_000 } };
+  const cluster = await startCluster(2, { redis: [redis, proxy], config });
+  onTestEnd(t, () => cluster.stop());
+  const hold = () => proxy.pause({ filter: (c) => !c.pubsub, direction: 'up' });
+  return { redis, proxy, hold, ...cluster };
 }
 
 /** GET /poll that must be refused: 503 unavailable with Retry-After. */
@@ -108,7 +126,7 @@ test('a topic whose stream key has another type stalls no other topic: its catch
   sseBad.close();
 });
 
-test('reads waiting for Redis: those whose client left are not sent when it is back; a poll without a cursor is not held past its timeout', async (t) => {
+test('reads waiting for Redis: those whose client left are not sent when it is back; a poll without a cursor is answered at its timeout with the newest id, not refused', async (t) => {
   const { redis, A } = await setup(t, 1);
   const m1 = await publishOk(A.url, 'wait', 'm1');
   await redis.kill('SIGTERM');
@@ -117,11 +135,13 @@ test('reads waiting for Redis: those whose client left are not sent when it is b
   const N = 60;
   const answers = await Promise.all(Array.from({ length: N }, () => poll(A, ['wait'], { since: m1.id, timeout: 1 })));
   for (const a of answers) assert.equal(a.cursor, m1.id);
-  // Without a cursor there is nothing to answer with: 503, at its timeout, not held until Redis is back.
+  // Without a cursor, a new subscriber is not refused (SPEC §5): at its timeout, not held until
+  // Redis is back, it gets nothing and the node's newest id, which skips nothing.
   const t0 = Date.now();
   const res = await request(`${A.url}/poll?topic=wait&timeout=1`);
-  assertError(res, 503, 'unavailable');
-  assert.match(res.headers.get('retry-after') ?? '', /^\d+$/);
+  assert.equal(res.status, 200, res.text);
+  assert.deepEqual(res.json.messages, []);
+  assert.equal(res.json.cursor, m1.id, 'the newest id this node saw');
   assert.ok(Date.now() - t0 <= 1000 + MARGIN_MS, `answered after ${Date.now() - t0} ms`);
 
   await redis.restart();
@@ -140,4 +160,114 @@ test('reads that found the link full go once answers drain, not at the next reco
   const answers = await Promise.all(Array.from({ length: 20 }, (_, i) =>
     poll(A, [`full-${i}`], { since: first.cursor })));
   for (const a of answers) assert.deepEqual(a.messages, []);
+});
+
+test('a subscribe op with since for a busy topic whose read Redis refuses is undone alone: live messages it skipped meanwhile were its own, the connection stays', async (t) => {
+  const { redis, proxy, hold, A, B } = await setupHeld(t);
+  // The resume's cursor lies before what B's own history of the topic holds: only Redis has m1.
+  const m0 = await publishOk(A.url, 'busy', 'm0');
+  await publishOk(A.url, 'busy', 'm1');
+  // Sees B's live messages of the busy topic: once it has one, so has every subscriber on B.
+  const watcher = await subscribe(B.url, '/events?topic=busy');
+  const ws = await openWS(B.url, '/ws');
+  await ws.ok({ op: 'subscribe', topics: ['kept'] });
+  // B delivers live before it is held: its catch-up rounds for the new topics are over.
+  const m2 = await publishOk(A.url, 'busy', 'm2');
+  await waitForId(watcher, m2.id, { label: 'the watcher on B' });
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['busy'], since: m0.id, ref: 'busy' });
+  // Live messages of the topic reach B while its read is held: the catch-up skips them.
+  let live;
+  for (let i = 3; i <= 5; i++) live = await publishOk(A.url, 'busy', `m${i}`);
+  await waitForId(watcher, live.id, { label: 'the watcher on B' });
+  // The held read then finds the topic's key of another type.
+  await redis.cli('SET', '{herald}:s:busy', 'an operator wrote here');
+  proxy.resume();
+  const reply = await ws.waitJson((j) => j.ref === 'busy');
+  assert.deepEqual([reply.type, reply.error], ['error', 'unavailable'], JSON.stringify(reply));
+  await ws.assertUsable();
+  const k1 = await publishOk(A.url, 'kept', 'k1');
+  const kept = await ws.waitEnvelopes(1, { topic: 'kept' });
+  assert.deepEqual(kept.map((e) => e.id), [k1.id], 'the other subscription stays');
+  assert.deepEqual(ws.envelopes('busy'), [], 'nothing of the refused topic was delivered');
+  // The op was undone: the topic is no longer the connection's.
+  await redis.cli('DEL', '{herald}:s:busy');
+  const after = await publishOk(A.url, 'busy', 'after');
+  await waitForId(watcher, after.id, { label: 'the watcher on B' });
+  const k2 = await publishOk(A.url, 'kept', 'k2');
+  await ws.waitEnvelopes(2, { topic: 'kept' });
+  assert.deepEqual(ws.envelopes().map((e) => e.id), [k1.id, k2.id]);
+  watcher.close();
+  ws.close();
+});
+
+test('a subscribe without since made during a resume whose ack read Redis refuses gets an error frame and is undone; the connection stays', async (t) => {
+  const { redis, proxy, hold, A, B } = await setupHeld(t);
+  const o1 = await publishOk(A.url, 'resumed', 'o1');
+  await publishOk(A.url, 'resumed', 'o2');
+  const ws = await openWS(B.url, '/ws');
+  await ws.ok({ op: 'subscribe', topics: ['kept'] });
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed'], since: o1.id, ref: 'resume' });
+  // Made while the resume is under way: its ack waits for a read of its own (without a cursor).
+  await ws.send({ op: 'subscribe', topics: ['late'], ref: 'late' });
+  // -OOM: both held reads have to create a lost hub, which Redis refuses past maxmemory.
+  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
+  await redis.cli('DEL', '{herald}:hub');
+  try {
+    proxy.resume();
+    for (const ref of ['resume', 'late']) {
+      const refused = await ws.waitJson((j) => j.ref === ref);
+      assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+    }
+    await ws.assertUsable();
+  } finally {
+    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
+  }
+  // Both ops were undone; the subscription made before stays.
+  await publishOk(A.url, 'late', 'not for this connection');
+  await publishOk(A.url, 'resumed', 'not for this connection either');
+  const k1 = await publishOk(A.url, 'kept', 'k1');
+  await ws.waitEnvelopes(1, { topic: 'kept' });
+  assert.deepEqual(ws.envelopes().map((e) => e.id), [k1.id]);
+  assert.equal(ws.closed, null);
+  ws.close();
+});
+
+test('a poll past its timeout whose read then stalls (Redis stops answering) is answered within a second of the link going down, not held for the outage', async (t) => {
+  const redis = await startRedis();
+  onTestEnd(t, () => redis.stop());
+  const proxy = await startProxy(redis.port);
+  onTestEnd(t, () => proxy.close());
+  const monitor = await startMonitor(redis.port);
+  onTestEnd(t, () => monitor.close());
+  const { A } = await startCluster(1, { redis: proxy, config: CONFIG }).then((c) => {
+    onTestEnd(t, () => c.stop());
+    return c;
+  });
+  const m1 = await publishOk(A.url, 'stalls', 'm1');
+  await monitor.sync(redis);
+  const reads = () => monitor.count((l) => /"EVALSHA"/i.test(l) && l.includes('"stalls"'));
+  const before = reads();
+  const TIMEOUT_S = 2;
+  const t0 = Date.now();
+  const answer = request(`${A.url}/poll?topic=stalls&since=${encodeURIComponent(m1.id)}&timeout=${TIMEOUT_S}`,
+    { timeout: 30_000 });
+  // Its first read found nothing: it waits. Then Redis stops answering.
+  await until(() => reads() > before, { what: 'the poll\'s first read' });
+  proxy.pause();
+  try {
+    // At the timeout the engine was still up: its read was sent and stalled; timeout_ms later
+    // the link is down, and a second after that the poll is answered.
+    const bound = TIMEOUT_S * 1000 + CONFIG.cluster.timeout_ms + 1000 + 3 * MARGIN_MS;
+    const res = await withTimeout(answer, bound, 'the poll to be answered while Redis stalls');
+    const ms = Date.now() - t0;
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json.messages, []);
+    assert.equal(res.json.cursor, m1.id, 'answered with its own cursor');
+    assert.ok(ms >= TIMEOUT_S * 1000, `answered after ${ms} ms, before its timeout`);
+  } finally {
+    proxy.resume();
+  }
+  await waitHealthy(A);
 });

@@ -192,7 +192,7 @@ export function heraldJsPage(params) {
     h.on('gap', (g) => log.gaps.push(g));
     h.on('open', (o) => log.opens.push(o.transport));
     h.on('close', (c) => log.closes.push(c));
-    h.on('error', (e) => log.errors.push({ code: e.code, message: e.message, status: e.status }));
+    h.on('error', (e) => log.errors.push({ code: e.code, message: e.message, status: e.status, topics: e.topics, retrying: e.retrying }));
     window.clients.push({ h, log });
     return window.clients.length - 1;
   };

@@ -652,6 +652,22 @@ static void test_string_rules(void)
     CHECK_EQ_STR(apply_error(key_json("websocket.echo_path", "\"/echo\"")), "(accepted)");
     CHECK_EQ_STR(apply_error(key_json("websocket.echo_path", "\"echo\"")),
                  "websocket.echo_path: must be empty or start with '/' (got 'echo')");
+    /* A path herald answers itself would hide the route, or the echo endpoint. */
+    static const char *const taken[] = {"/", "/console.js", "/herald.js", "/ws", "/poll"};
+    for (size_t i = 0; i < sizeof(taken) / sizeof(taken[0]); i++) {
+        char json[64], want[320];
+        snprintf(json, sizeof(json), "\"%s\"", taken[i]);
+        snprintf(want, sizeof(want),
+                 "websocket.echo_path: must not be a path herald answers itself (/, /ws, /events, "
+                 "/poll, /publish, /topics, /healthz, /metrics, /herald.js, /console.js...) (got "
+                 "'%s')",
+                 taken[i]);
+        CHECK_EQ_STR(apply_error(key_json("websocket.echo_path", json)), want);
+    }
+    CHECK_EQ_STR(apply_error(key_json("websocket.echo_path", "\"/topics/x\"")),
+                 "websocket.echo_path: must not start with /topics/ (herald's topic routes) (got "
+                 "'/topics/x')");
+    CHECK_EQ_STR(apply_error(key_json("websocket.echo_path", "\"/topicsx\"")), "(accepted)");
     CHECK_EQ_STR(apply_error(key_json("cluster.redis", "\"redis://r:6379\"")), "(accepted)");
     CHECK_EQ_STR(apply_error(key_json("cluster.redis", "\"r:6379\"")),
                  "cluster.redis: must be empty or start with 'redis://' (got 'r:6379')");
