@@ -30,10 +30,11 @@
 #define MAX_INFLIGHT_BYTES (64u << 20)
 /* Pub/sub silence before the link probes the connection. */
 #define PROBE_IDLE_MS 5000
-/* Reads held while the link is down (or full) at most: past it a read fails at once. */
+/* Clients' reads held while the link is down (or full) at most: past it one fails at once. */
 #define WAITING_MAX 16384
-/* The same refused read is logged at most this often. */
+/* Refused reads are logged at most this many lines a minute, the same text once in a row. */
 #define READ_ERROR_LOG_MS 60000
+#define READ_ERROR_LINES 10
 /* Entries a catch-up round reads at most (over all its topics; at least one per topic). */
 #define ROUND_ENTRIES_MAX 16384
 /* What a catch-up round publishes on the node channel after its reads (then its number). */
@@ -439,13 +440,25 @@ struct redis_engine {
      */
     uint32_t left_epochs[LEFT_EPOCHS];
     size_t left_next;
-    uint64_t known_seq;         /* the highest seq seen in epoch */
-    hd_engine_request *waiting; /* reads held until the link is up, oldest first */
+    uint64_t known_seq; /* the highest seq seen in epoch */
+    /*
+     * Reads held until the link is up or has room, in the order they were
+     * asked (one queue: a read never overtakes an older one, or a new
+     * topic's position could land after a later read's cut), oldest first.
+     */
+    hd_engine_request *waiting;
     hd_engine_request **waiting_tail;
-    size_t waiting_count;
-    /* The last refused read's error, and when it was logged (log_read_failure). */
+    /* Where the next read that was in flight when the link broke goes (ahead of the others). */
+    hd_engine_request **broken_slot;
+    size_t waiting_count; /* of them, the clients' (WAITING_MAX) */
+    /*
+     * log_read_failure: the last error logged, when the current minute
+     * began, the lines logged in it and those left out since the last line.
+     */
     char read_error[256];
     uint64_t read_error_ms;
+    unsigned read_error_lines;
+    uint64_t read_errors_left_out;
     topic_state *topics[TOPIC_BUCKETS];
     /* Live messages held while topics catch up (catching > 0), oldest first. */
     hd_message **held;
@@ -458,6 +471,8 @@ struct redis_engine {
         bool active;
         uint64_t id;            /* rises with every round: answers of a retired one are dropped */
         size_t count, answered; /* reads sent, and answered */
+        size_t parked;          /* of its reads, those waiting for room (e->waiting) */
+        bool barrier_owed;      /* its barrier waits until its reads went, and for room (on_room) */
         bool barrier_seen;
     } round;
     /*
@@ -654,7 +669,7 @@ static void drop_read(topic_state *t);
 static void start_round(redis_engine *e);
 static void drain_held(redis_engine *e);
 static void prune_waiting(redis_engine *e);
-static void on_room(redis_engine *e);
+static void on_room(void *ctx);
 
 static void on_interest_job(redis_engine *e, const interest_job *job)
 {
@@ -961,7 +976,7 @@ static void on_publish_reply(void *ctx, hd_redis_status status, const redisReply
     }
     group_complete(first);
     script_answered(e);
-    on_room(e);
+    /* Queued publishes first: the link calls on_room (waiting reads) after this. */
     publish_next(e);
 }
 
@@ -1185,18 +1200,44 @@ static hd_engine_request *redis_publish(hd_engine *engine, const hd_publish_item
 
 /*
  * A read Redis refused (an error reply, a topic's key of another type, an
- * answer herald cannot read): logged with Redis's text, once a minute for
- * the same text, since every reader of a broken key would log it again.
+ * answer herald cannot read): logged with Redis's text, since every reader
+ * of a broken key would log it again at most READ_ERROR_LINES lines a
+ * minute, and a text not again right after itself; a line says how many
+ * were left out before it.
  */
 static void log_read_failure(redis_engine *e, const char *why)
 {
     uint64_t now = uv_now(&e->loop);
-    if (e->read_error_ms != 0 && now - e->read_error_ms < READ_ERROR_LOG_MS &&
-        strcmp(why, e->read_error) == 0)
+    if (e->read_error_ms == 0 || now - e->read_error_ms >= READ_ERROR_LOG_MS) {
+        e->read_error_ms = now == 0 ? 1 : now;
+        e->read_error_lines = 0;
+        e->read_error[0] = '\0';
+    }
+    if (e->read_error_lines >= READ_ERROR_LINES || strcmp(why, e->read_error) == 0) {
+        e->read_errors_left_out++;
         return;
+    }
+    e->read_error_lines++;
     snprintf(e->read_error, sizeof(e->read_error), "%s", why);
-    e->read_error_ms = now;
-    hd_log_error("cluster: Redis refused a read: %s", why);
+    if (e->read_errors_left_out > 0)
+        hd_log_error("cluster: Redis refused a read: %s (%" PRIu64 " refusals not logged before)",
+                     why, e->read_errors_left_out);
+    else
+        hd_log_error("cluster: Redis refused a read: %s", why);
+    e->read_errors_left_out = 0;
+}
+
+/*
+ * An entry's seq, ms, event and data: strings, or Redis answered what
+ * herald cannot read (the script checks, too; this is the engine's own guard).
+ */
+static bool entry_well_formed(redisReply *const *f)
+{
+    for (int i = 0; i < 4; i++) {
+        if (f[i]->type != REDIS_REPLY_STRING)
+            return false;
+    }
+    return true;
 }
 
 /*
@@ -1253,18 +1294,26 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
         if (!ok)
             break;
         r->messages = hd_calloc(n + 1, sizeof(*r->messages));
-        for (size_t i = 0; i < n; i++, k += 4) {
+        for (size_t i = 0; ok && i < n; i++, k += 4) {
             redisReply *const *f = &reply->element[k];
+            ok = entry_well_formed(f);
+            if (!ok)
+                break;
             uint64_t seq = strtoull(f[0]->str, NULL, 10);
             int64_t ms = strtoll(f[1]->str, NULL, 10);
             r->messages[r->count++] =
                 hd_message_new(r->topic, r->topic_len, f[2]->len ? f[2]->str : NULL, f[2]->len,
                                f[3]->str, f[3]->len, seq, epoch, ms);
         }
-        total += n;
+        total += r->count;
+    }
+    ok = ok && k == reply->elements;
+    if (ok && !adopt_epoch(e, epoch, cut, reply->element[2]->str)) {
+        /* Sent before the node left that epoch: its cut says nothing of where Redis is now. */
+        snprintf(why, why_len, "answered at epoch %08" PRIx32 ", which this node left", epoch);
+        ok = false;
     }
     if (ok) {
-        adopt_epoch(e, epoch, cut, reply->element[2]->str);
         req->result.epoch = epoch;
         req->result.cut = cut;
         req->gaps = hd_calloc(req->topic_count + 1, sizeof(*req->gaps));
@@ -1297,48 +1346,107 @@ static void fail_read(hd_engine_request *req)
     request_complete(req);
 }
 
+/* A client's read, counted against WAITING_MAX (the engine's own position reads are not). */
+static bool read_counts(const hd_engine_request *req)
+{
+    return req->worker != HD_WORKER_NONE;
+}
+
 /*
  * A read that cannot be sent now (the link is not up, or too much is in
- * flight) waits for it, unless WAITING_MAX do already: a client's read then
- * fails at once. The engine's own position reads (one per topic) always wait.
+ * flight, or older reads wait) waits behind them, unless WAITING_MAX
+ * clients' reads do already: a client's read then fails at once. The
+ * engine's own position reads (one per topic) always wait.
  */
 static void wait_for_link(redis_engine *e, hd_engine_request *req)
 {
-    if (e->waiting_count >= WAITING_MAX && req->worker != HD_WORKER_NONE) {
+    if (e->waiting_count >= WAITING_MAX && read_counts(req)) {
         fail_read(req);
         return;
     }
     req->next = NULL;
     *e->waiting_tail = req;
     e->waiting_tail = &req->next;
-    e->waiting_count++;
+    e->waiting_count += read_counts(req);
 }
 
 /*
+ * A read that was in flight when the link broke: ahead of those that never
+ * went (they were asked after it), behind those of the same break answered
+ * before it (in flight in send order). on_link_state starts the next break afresh.
+ */
+static void wait_again(redis_engine *e, hd_engine_request *req)
+{
+    req->next = *e->broken_slot;
+    *e->broken_slot = req;
+    if (e->waiting_tail == e->broken_slot)
+        e->waiting_tail = &req->next;
+    e->broken_slot = &req->next;
+    e->waiting_count += read_counts(req);
+}
+
+/* Takes the oldest waiting read off the queue. */
+static hd_engine_request *waiting_pop(redis_engine *e)
+{
+    hd_engine_request *req = e->waiting;
+    e->waiting = req->next;
+    if (e->waiting == NULL)
+        e->waiting_tail = &e->waiting;
+    e->waiting_count -= read_counts(req);
+    e->broken_slot = &e->waiting;
+    return req;
+}
+
+static hd_redis_status send_read(redis_engine *e, hd_engine_request *req);
+
+/*
  * The link came up, or answers made room in flight: the reads waiting go,
- * oldest first; once one has to wait again, those after it wait too.
+ * oldest first, until one does not fit; it and those after it stay where
+ * they are.
  */
 static void resend_waiting(redis_engine *e)
 {
-    hd_engine_request *waiting = e->waiting;
-    e->waiting = NULL;
-    e->waiting_tail = &e->waiting;
-    e->waiting_count = 0;
-    while (waiting != NULL) {
-        hd_engine_request *next = waiting->next;
-        if (e->waiting != NULL)
-            wait_for_link(e, waiting);
-        else
-            run_read(e, waiting);
-        waiting = next;
+    while (e->waiting != NULL && hd_redis_link_get_state(e->link) == HD_REDIS_LINK_UP) {
+        hd_engine_request *req = e->waiting;
+        bool current = e->round.active && req->round == e->round.id;
+        if (atomic_load(&req->cancelled)) {
+            request_complete(waiting_pop(e)); /* its caller went away: its worker frees it */
+            continue;
+        }
+        if (req->fill && !current) {
+            request_free(waiting_pop(e)); /* of a retired round */
+            continue;
+        }
+        if (send_read(e, req) != HD_REDIS_OK)
+            return;
+        waiting_pop(e); /* in flight: on_read_reply has it */
+        if (req->fill)
+            e->round.parked--;
     }
 }
 
-/* A script's answer made room in flight: reads that waited for it (HD_REDIS_FULL) go now. */
-static void on_room(redis_engine *e)
+static void send_barrier(redis_engine *e);
+
+/* The round's barrier, once all its reads went. */
+static void send_owed_barrier(redis_engine *e)
 {
-    if (e->waiting != NULL && hd_redis_link_get_state(e->link) == HD_REDIS_LINK_UP)
-        resend_waiting(e);
+    if (e->round.active && e->round.barrier_owed && e->round.parked == 0)
+        send_barrier(e);
+}
+
+/*
+ * Redis answered something (hd_redis_link_settings.on_room), or the sweep
+ * timer: what found the link full goes now, a round's barrier (its reads
+ * went before it) first, then the waiting reads in order.
+ */
+static void on_room(void *ctx)
+{
+    redis_engine *e = ctx;
+    if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP)
+        return;
+    send_owed_barrier(e);
+    resend_waiting(e);
+    send_owed_barrier(e);
 }
 
 /*
@@ -1350,11 +1458,12 @@ static void prune_waiting(redis_engine *e)
 {
     hd_engine_request **slot = &e->waiting;
     e->waiting_tail = &e->waiting;
+    e->broken_slot = &e->waiting;
     while (*slot != NULL) {
         hd_engine_request *req = *slot;
         if (atomic_load(&req->cancelled)) {
             *slot = req->next;
-            e->waiting_count--;
+            e->waiting_count -= read_counts(req);
             request_complete(req); /* its worker frees it */
             continue;
         }
@@ -1393,13 +1502,16 @@ static void on_position(redis_engine *e, hd_engine_request *req, const redisRepl
     uint64_t cut;
     const char *rotation;
     if (parse_position(reply, &epoch, &cut, &rotation)) {
-        adopt_epoch(e, epoch, cut, rotation);
-        if (t != NULL && t->fresh && (t->since_epoch != epoch || t->since_seq < cut)) {
+        /* (An answer at an epoch the node left says nothing of where the topic stands now.) */
+        if (adopt_epoch(e, epoch, cut, rotation) && t != NULL && t->fresh &&
+            (t->since_epoch != epoch || t->since_seq < cut)) {
             t->since_epoch = epoch;
             t->since_seq = cut;
         }
     } else {
-        hd_log_error("cluster: the read script answered something unexpected");
+        log_read_failure(e, reply->type == REDIS_REPLY_ERROR
+                                ? reply->str
+                                : "the read script answered something unexpected");
     }
     request_free(req);
     if (t != NULL && t->fresh) {
@@ -1416,8 +1528,8 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
     if (req->fill) {
         on_fill_reply(e, req, status, reply);
     } else if (status != HD_REDIS_OK) {
-        /* The link broke: the read waits for it. */
-        wait_for_link(e, req);
+        /* The link broke: the read waits for it, ahead of those that were not sent yet. */
+        wait_again(e, req);
     } else if (req->position) {
         on_position(e, req, reply);
     } else {
@@ -1439,8 +1551,7 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
             fail_read(req);
         }
     }
-    script_answered(e);
-    on_room(e);
+    script_answered(e); /* (the link calls on_room next) */
 }
 
 /* Sends the read script for req; its answer goes to on_read_reply. */
@@ -1465,11 +1576,12 @@ static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
     return args_call(&a, e, e->read_script, on_read_reply, req);
 }
 
+/* A new read (a client's, or a new topic's position): behind any that wait, in order. */
 static void run_read(redis_engine *e, hd_engine_request *req)
 {
     if (atomic_load(&req->cancelled))
         request_complete(req); /* its caller went away: its worker frees it */
-    else if (hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP ||
+    else if (e->waiting != NULL || hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP ||
              send_read(e, req) != HD_REDIS_OK)
         wait_for_link(e, req);
 }
@@ -2048,6 +2160,8 @@ static void start_round(redis_engine *e)
     e->round.count = count;
     e->round.answered = 0;
     e->round.barrier_seen = false;
+    e->round.barrier_owed = true;
+    e->round.parked = 0;
     bool sent = true;
     for (size_t b = 0; sent && b < TOPIC_BUCKETS; b++) {
         for (topic_state *t = e->topics[b]; sent && t != NULL; t = t->next) {
@@ -2064,25 +2178,42 @@ static void start_round(redis_engine *e)
             req->round = e->round.id;
             req->fill_link = t->confirmed_link == e->link_ups ? e->link_ups : 0;
             atomic_fetch_add(&e->gap_reads, 1);
-            if (send_read(e, req) != HD_REDIS_OK) {
+            /* In order with the reads waiting for room, as they do (on_room). */
+            hd_redis_status status = e->waiting != NULL ? HD_REDIS_FULL : send_read(e, req);
+            if (status == HD_REDIS_FULL) {
+                wait_for_link(e, req);
+                e->round.parked++;
+            } else if (status != HD_REDIS_OK) {
                 request_free(req);
                 sent = false;
             }
         }
     }
-    if (sent) {
-        char barrier[sizeof(BARRIER_PREFIX) + 20];
-        const char *argv[] = {"PUBLISH", e->probe_channel, barrier};
-        size_t lens[] = {
-            7, strlen(e->probe_channel),
-            (size_t)snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id)};
-        barrier_sent *ctx = hd_alloc(sizeof(*ctx));
-        *ctx = (barrier_sent){.engine = e, .round = e->round.id};
-        sent = hd_redis_link_command(e->link, 3, argv, lens, on_barrier_reply, ctx) == HD_REDIS_OK;
-        if (!sent)
-            free(ctx);
-    }
-    if (!sent)
+    if (sent)
+        send_owed_barrier(e);
+    else
+        abandon_round(e); /* the sweep timer tries again */
+}
+
+/*
+ * The round's barrier, after its reads (send_owed_barrier): when the link
+ * is full it stays owed, and goes once Redis answers something (on_room).
+ */
+static void send_barrier(redis_engine *e)
+{
+    char barrier[sizeof(BARRIER_PREFIX) + 20];
+    const char *argv[] = {"PUBLISH", e->probe_channel, barrier};
+    size_t lens[] = {
+        7, strlen(e->probe_channel),
+        (size_t)snprintf(barrier, sizeof(barrier), BARRIER_PREFIX "%" PRIu64, e->round.id)};
+    barrier_sent *ctx = hd_alloc(sizeof(*ctx));
+    *ctx = (barrier_sent){.engine = e, .round = e->round.id};
+    hd_redis_status status = hd_redis_link_command(e->link, 3, argv, lens, on_barrier_reply, ctx);
+    e->round.barrier_owed = status == HD_REDIS_FULL;
+    if (status == HD_REDIS_OK)
+        return;
+    free(ctx);
+    if (status != HD_REDIS_FULL)
         abandon_round(e); /* the sweep timer tries again */
 }
 
@@ -2690,6 +2821,7 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
                         hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
                         reason ? reason : "");
     }
+    e->broken_slot = &e->waiting; /* the reads in flight were all answered before this */
     if (state != HD_REDIS_LINK_UP) {
         e->node_confirmed = false;
         abandon_round(e);
@@ -2897,6 +3029,7 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     atomic_init(&e->reconnects, 0);
     atomic_init(&e->gap_reads, 0);
     e->waiting_tail = &e->waiting;
+    e->broken_slot = &e->waiting;
     e->publishes_tail = &e->publishes;
     e->workers = hd_worker_count();
     e->done = hd_calloc(e->workers, sizeof(*e->done));
@@ -2932,6 +3065,7 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
         .on_subscribed = on_subscribed,
         .on_message = on_pubsub_message,
         .on_reply_time = on_reply_time,
+        .on_room = on_room,
         .ctx = e,
         .sentinels = options->sentinels,
         .sentinel_count = options->sentinel_count,

@@ -229,16 +229,21 @@ static void cmd_on_reply(redisAsyncContext *ac, void *r, void *privdata)
         free(p); /* answered when the link tore down */
         return;
     }
-    const hd_redis_link_settings *s = &p->conn->link->settings;
-    if (reply != NULL && p->conn == &p->conn->link->cmd && s->on_reply_time != NULL)
+    hd_redis_link *link = p->conn->link;
+    const hd_redis_link_settings *s = &link->settings;
+    if (reply != NULL && p->conn == &link->cmd && s->on_reply_time != NULL)
         s->on_reply_time(s->ctx, uv_hrtime() - p->sent_ns);
-    if (reply == NULL)
+    if (reply == NULL) {
         answer(p, HD_REDIS_OUTCOME_UNKNOWN, NULL); /* hiredis lost the connection */
-    else if (p->script != NULL && reply_is_error(reply, "NOSCRIPT") && on_noscript(p))
+        free(p);
+        return;
+    }
+    if (p->script != NULL && reply_is_error(reply, "NOSCRIPT") && on_noscript(p))
         return; /* the record is hiredis's again */
-    else
-        answer(p, HD_REDIS_OK, reply);
+    answer(p, HD_REDIS_OK, reply);
     free(p);
+    if (link->state == HD_REDIS_LINK_UP && s->on_room != NULL)
+        s->on_room(s->ctx);
 }
 
 static pending *pending_new(conn *c, size_t bytes, hd_redis_reply_cb *cb, void *ctx)

@@ -138,6 +138,13 @@ typedef struct hd_redis_link_settings {
      * and running the command). Not called for commands that got no answer.
      */
     void (*on_reply_time)(void *ctx, uint64_t ns);
+    /*
+     * Optional: Redis answered a command (after its callback), which made
+     * room in flight: what found the link full (HD_REDIS_FULL) may go now.
+     * Called while the link is up only, whatever the command (a caller's,
+     * or the link's own), so that room is never freed unnoticed.
+     */
+    void (*on_room)(void *ctx);
     void *ctx;
 
     /*

@@ -10,8 +10,9 @@
 --          no TTL), n, then n topics
 -- Returns  {epoch, cut, rotation, then per topic: lost_upto, k, then k
 --          quadruples seq, ms, event ("" = none), data; or, for a topic
---          whose meta or stream key is of another type (an operator's
---          key): the error text naming the key, then -1}
+--          that cannot be read (its meta or stream key of another type, an
+--          entry herald did not write, any other error): the error text,
+--          then -1}
 --          rotation is "lost" when this read started the epoch (no hub
 --          hash: it then also records the run_id in {prefix}:rid, as the
 --          hello script does), "" otherwise.
@@ -47,75 +48,94 @@ if not epoch then
 end
 cut = tonumber(cut) or 0
 
-local function expired(entry)
-  return expired_at >= 0 and tonumber(entry[2][4]) <= expired_at
+-- A topic's read fails alone (the others of a catch-up round are still
+-- read) with a text naming what is wrong: its keys of another type (an
+-- operator's), an entry herald did not write, any other error.
+local function refuse(text)
+  error(text, 0)
+end
+
+-- An entry as the publish script writes it: id <seq>-0, then d, data, t,
+-- ms, p, prev, v, event.
+local function check(stream, entry)
+  local f = entry[2]
+  if not string.match(entry[1], '^%d+%-0$') or #f ~= 8 or f[1] ~= 'd' or f[3] ~= 't' or
+      f[5] ~= 'p' or f[7] ~= 'v' or not tonumber(f[4]) or not tonumber(f[6]) then
+    refuse('entry ' .. entry[1] .. ' of ' .. stream .. ' is not one herald wrote')
+  end
 end
 
 local function seq_of(entry)
   return string.sub(entry[1], 1, -3) -- "<seq>-0"
 end
 
--- A topic whose keys another type took is refused alone, so that the others
--- (a catch-up round reads many) are still read.
-local function wrong_type(key, want)
+local function check_type(key, want)
   local t = redis.call('TYPE', key)['ok']
   if t ~= 'none' and t ~= want then
-    return 'WRONGTYPE ' .. key .. ' is a ' .. t .. ', not a ' .. want
+    refuse('WRONGTYPE ' .. key .. ' is a ' .. t .. ', not a ' .. want)
   end
+end
+
+-- Returns the topic's lost_upto and entries.
+local function read_topic(topic)
+  local stream = prefix .. ':s:' .. topic
+  local meta = prefix .. ':m:' .. topic
+  check_type(meta, 'hash')
+  check_type(stream, 'stream')
+  local function expired(entry)
+    check(stream, entry)
+    return expired_at >= 0 and tonumber(entry[2][4]) <= expired_at
+  end
+  local meta_e, meta_l = unpack(redis.call('HMGET', meta, 'e', 'l'))
+  local lost = 0
+  local entries = {}
+  if meta_e ~= epoch then
+    return lost, entries
+  end
+  -- The first entry still held and young enough: its prev is the newest lost.
+  local from = '-'
+  local first
+  while true do
+    first = redis.call('XRANGE', stream, from, '+', 'COUNT', 1)[1]
+    if not first or not expired(first) then break end
+    from = '(' .. first[1]
+  end
+  if not first then
+    return tonumber(meta_l) or 0, entries
+  end
+  lost = tonumber(first[2][6])
+  -- From the first young entry on (or after the cursor, if later): expired
+  -- entries must not take places in the COUNT, or a page would look whole
+  -- while younger entries lay beyond it.
+  local start = first[1]
+  if cursor_epoch == epoch and cursor_seq >= tonumber(seq_of(first)) then
+    start = '(' .. string.format('%d', cursor_seq) .. '-0'
+  end
+  for _, entry in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', limit)) do
+    if not expired(entry) then
+      entries[#entries + 1] = entry
+    end
+  end
+  return lost, entries
 end
 
 local reply = { epoch, string.format('%d', cut), rotation }
 for i = 1, n do
-  local topic = ARGV[7 + i]
-  local stream = prefix .. ':s:' .. topic
-  local meta = prefix .. ':m:' .. topic
-  local refused = wrong_type(meta, 'hash') or wrong_type(stream, 'stream')
-  local meta_e, meta_l
-  if not refused then
-    meta_e, meta_l = unpack(redis.call('HMGET', meta, 'e', 'l'))
-  end
-  local lost = 0
-  local entries = {}
-  if not refused and meta_e == epoch then
-    -- The first entry still held and young enough: its prev is the newest lost.
-    local from = '-'
-    local first
-    while true do
-      first = redis.call('XRANGE', stream, from, '+', 'COUNT', 1)[1]
-      if not first or not expired(first) then break end
-      from = '(' .. first[1]
-    end
-    if first then
-      lost = tonumber(first[2][6])
-      -- From the first young entry on (or after the cursor, if later): expired
-      -- entries must not take places in the COUNT, or a page would look whole
-      -- while younger entries lay beyond it.
-      local start = first[1]
-      if cursor_epoch == epoch and cursor_seq >= tonumber(seq_of(first)) then
-        start = '(' .. string.format('%d', cursor_seq) .. '-0'
-      end
-      for _, entry in ipairs(redis.call('XRANGE', stream, start, '+', 'COUNT', limit)) do
-        if not expired(entry) then
-          entries[#entries + 1] = entry
-        end
-      end
-    else
-      lost = tonumber(meta_l) or 0
-    end
-  end
-  if refused then
-    reply[#reply + 1] = refused
+  local ok, lost, entries = pcall(read_topic, ARGV[7 + i])
+  if not ok then
+    -- A Redis error (redis.call's) comes as a table with its text in err.
+    reply[#reply + 1] = type(lost) == 'table' and tostring(lost.err) or tostring(lost)
     reply[#reply + 1] = -1
   else
     reply[#reply + 1] = string.format('%d', lost)
     reply[#reply + 1] = #entries
-  end
-  for _, entry in ipairs(entries) do
-    local f = entry[2] -- d, data, t, ms, p, prev, v, event
-    reply[#reply + 1] = seq_of(entry)
-    reply[#reply + 1] = f[4]
-    reply[#reply + 1] = f[8]
-    reply[#reply + 1] = f[2]
+    for _, entry in ipairs(entries) do
+      local f = entry[2] -- d, data, t, ms, p, prev, v, event (check)
+      reply[#reply + 1] = seq_of(entry)
+      reply[#reply + 1] = f[4]
+      reply[#reply + 1] = f[8]
+      reply[#reply + 1] = f[2]
+    end
   end
 end
 return reply
