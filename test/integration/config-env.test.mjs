@@ -168,7 +168,9 @@ describe('herald token', () => {
       assert.equal((await request(`${h.url}/poll?topic=news&timeout=0`, { headers: bearer(t) })).status, 200);
       assert.equal((await request(`${h.url}/poll?topic=chat.room1&timeout=0`, { headers: bearer(t) })).status, 403);
 
-      const short = await token(['--secret-file', secretFile, '--publish', '*', '--ttl', '1s']);
+      // 3 s, not 1 s: exp is whole seconds, and on a loaded machine starting `herald token`
+      // and publishing could pass a 1 s expiry before the first publish.
+      const short = await token(['--secret-file', secretFile, '--publish', '*', '--ttl', '3s']);
       const exp = JSON.parse(Buffer.from(short.split('.')[1], 'base64url')).exp;
       assert.equal((await publish(h.url, 'chat.x', 'hi', { headers: bearer(short) })).status, 201);
       // Wait for the clock to pass exp (a known instant), then the same token is refused.
