@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { publishOk, subscribe, request, assertError } from '../lib/harness.mjs';
+import { publishOk, subscribe, request } from '../lib/harness.mjs';
 import {
   startRedis, startProxy, startMonitor, startCluster, injectMessage, waitForId, messageIds, onTestEnd,
   poll,
@@ -114,7 +114,7 @@ async function until(pred, what, timeout = 5000) {
   }
 }
 
-test('an entry herald did not write (an operator\'s XADD) fails reads of its topic alone: 503 and the end of a resume, never a crash', async (t) => {
+test('an entry herald did not write (an operator\'s XADD) makes its topic unreadable alone: a gap up to the cut in a poll or resume, never a crash', async (t) => {
   const { redis, A, B } = await setup(t, 2);
   const g1 = await publishOk(A.url, 'good', 'g1');
   const bystander = await subscribe(B.url, '/events?topic=good');
@@ -123,15 +123,20 @@ test('an entry herald did not write (an operator\'s XADD) fails reads of its top
   // an entry's strings belong.
   await redis.cli('XADD', '{herald}:s:bad', '999998-0', 'd', 'x');
   await redis.cli('XADD', '{herald}:s:bad', '999999-0', 'd', 'y');
-  const since = encodeURIComponent(m1.id);
+  // From before m1: the bad topic's range up to the cut is a gap, the others are read.
+  const since = encodeURIComponent(g1.id);
   for (const query of [`topic=bad&topic=good&topic=other&since=${since}`, `topic=good&topic=bad&since=${since}`]) {
     const res = await request(`${B.url}/poll?${query}&timeout=0`);
-    assertError(res, 503, 'unavailable');
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json.gaps, [{ topic: 'bad', from: g1.id, to: m1.id }], res.text);
+    assert.deepEqual(res.json.messages, [], res.text);
   }
-  await B.waitForStderr(/Redis refused a read: topic bad: entry 999998-0 of \{herald\}:s:bad is not one herald wrote/);
-  const sse = await subscribe(B.url, '/events?topic=bad', { headers: { 'Last-Event-ID': m1.id } });
-  await sse.waitEnd({ timeout: 5000 });
-  assert.deepEqual(sse.events.map((e) => e.event), ['herald-unavailable']);
+  await B.waitForStderr(/Redis refused a read: topic bad: entry 999998-0 of \{herald\}:s:bad is not one herald wrote; a read from a cursor gets a gap for it/);
+  const sse = await subscribe(B.url, '/events?topic=bad', { headers: { 'Last-Event-ID': g1.id } });
+  await until(() => sse.events.some((e) => e.event === 'herald-gap'), 'the gap on SSE');
+  assert.deepEqual(sse.events.map((e) => [e.event, JSON.parse(e.data).to]), [['herald-gap', m1.id]]);
+  assert.equal(sse.stream.ended, false);
+  sse.close();
   // The node is alive, other topics are read and delivered.
   const good = await poll(B, ['good'], { since: g1.id });
   assert.deepEqual(good.messages, []);
