@@ -164,3 +164,52 @@ test('a malformed entry in one topic\'s stream stalls no other topic on a node c
   sseGood.close();
   sseBad.close();
 });
+
+test('a new topic\'s position and catch-up reads go before clients\' reads waiting for room: live delivery is not held behind them', async (t) => {
+  const { redis, proxy, A } = await setup(t, 1, { cluster: { max_inflight_bytes: 1 }, proxy: true });
+  const monitor = await startMonitor(redis.port);
+  t.after(() => monitor.close());
+  const m0 = (await publishOk(A.url, 'warm', 'm0')).id;
+  const commands = (c) => !c.pubsub;
+  // The link's one command in flight, its answer held: every other read waits for room.
+  proxy.pause({ filter: commands, direction: 'down' });
+  const N = 200;
+  const polls = [poll(A, ['q-first'], { since: m0 })];
+  await until(() => monitor.lines.some((l) => l.includes('"q-first"')), 'the first poll\'s read');
+  polls.push(...Array.from({ length: N }, (_, i) => poll(A, [`q-${i}`], { since: m0 })));
+  // A new subscriber after them: its topic's position read waits too.
+  const sse = subscribe(A.url, '/events?topic=live');
+  await until(() => monitor.lines.some((l) => /"SUBSCRIBE" "\{herald\}:c:live"/.test(l)), 'SUBSCRIBE of live');
+  const mark = monitor.lines.length;
+  proxy.resume({ filter: commands, direction: 'down' });
+  await Promise.all(polls);
+  const s = await sse;
+  const live = await publishOk(A.url, 'live', 'l1');
+  await waitForId(s, live.id, { label: 'the new subscriber' });
+  s.close();
+  const reads = monitor.lines.slice(mark).filter((l) => l.includes('"EVALSHA"'));
+  const clients = reads.filter((l) => /"q-\d+"/.test(l)).length;
+  assert.ok(clients >= N * 0.9, `${clients} of the ${N} waiting polls were read after the resume`);
+  const before = reads.findIndex((l) => !/"q-\d+"/.test(l));
+  assert.ok(before >= 0 && before <= 1, `the position read went after ${before} of the waiting clients' reads`);
+});
+
+test('reads waiting for room leave a quarter of cluster.max_inflight_bytes to publishes: a publish is accepted while hundreds of reads wait', async (t) => {
+  const { redis, proxy, A } = await setup(t, 1, { cluster: { max_inflight_bytes: 4096 }, proxy: true });
+  const monitor = await startMonitor(redis.port);
+  t.after(() => monitor.close());
+  const m0 = (await publishOk(A.url, 'warm', 'm0')).id;
+  const commands = (c) => !c.pubsub;
+  proxy.pause({ filter: commands, direction: 'down' });
+  const N = 200;
+  const polls = Array.from({ length: N }, (_, i) => poll(A, [`q-${i}`], { since: m0 }));
+  // Reads fill the link up to their share (nothing is answered); the rest wait.
+  await until(() => monitor.lines.filter((l) => /"q-\d+"/.test(l)).length >= 5, 'reads in flight');
+  const published = publishOk(A.url, 'news', 'p1');
+  await until(() => monitor.lines.some((l) => l.includes('"news"')), 'the publish sent to Redis');
+  const sent = monitor.lines.filter((l) => /"q-\d+"/.test(l)).length;
+  assert.ok(sent < N / 4, `${sent} reads in flight`);
+  proxy.resume({ filter: commands, direction: 'down' });
+  await published;
+  await Promise.all(polls);
+});

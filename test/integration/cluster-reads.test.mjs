@@ -283,3 +283,32 @@ test('a poll past its timeout whose read then stalls (Redis stops answering) is 
   }
   await waitHealthy(A);
 });
+
+test('a long outage with topics coming and going: the position reads of topics whose linger ended are dropped, not sent when Redis is back', { timeout: 60_000 }, async (t) => {
+  const { redis, A } = await setup(t, 1);
+  const m0 = await publishOk(A.url, 'warm', 'm0');
+  await redis.kill('SIGTERM');
+  await waitUnhealthy(A);
+  // Per-user topics: each subscriber comes and goes; its topic's position read waits for Redis.
+  const N = 300;
+  for (let i = 0; i < N; i += 50) {
+    await Promise.all(Array.from({ length: 50 }, async (_, k) => {
+      const sse = await subscribe(A.url, `/events?topic=user-${i + k}`);
+      sse.close();
+    }));
+  }
+  const subscribed = async () => {
+    const res = await request(`${A.url}/metrics`);
+    return Number(/^herald_cluster_subscribed_topics (\d+)/m.exec(res.text)?.[1]);
+  };
+  await until(async () => (await subscribed()) >= N, { what: 'the topics subscribed' });
+  // Their linger (30 s) ends while Redis is still away: the node forgets them.
+  await until(async () => (await subscribed()) === 0, { timeout: 40_000, interval: 500, what: 'the linger to end' });
+  await redis.restart();
+  await waitHealthy(A);
+  // A read sent after whatever waited: once answered, Redis ran everything before it.
+  await poll(A, ['warm'], { since: m0.id });
+  const stats = await redis.cli('INFO', 'commandstats');
+  const calls = Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
+  assert.ok(calls < 20, `${calls} script calls after Redis came back: the forgotten topics' position reads were sent`);
+});
