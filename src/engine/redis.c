@@ -298,6 +298,12 @@ typedef struct topic_state {
     bool fresh;
     bool positioned;
     bool confirmed;
+    /*
+     * Its position read until answered (then NULL). One that is superseded
+     * or whose topic is freed is cancelled: a long outage with topics
+     * coming and going keeps one per topic still subscribed, no more.
+     */
+    hd_engine_request *position_read;
     uint32_t since_epoch;
     uint64_t since_seq;
     /*
@@ -344,6 +350,14 @@ typedef struct interest_job {
 } interest_job;
 
 typedef struct redis_engine redis_engine;
+
+/* Reads waiting for the link, oldest first (see redis_engine.clients). */
+typedef struct read_queue {
+    hd_engine_request *head;
+    hd_engine_request **tail;
+    /* Where the next read that was in flight when the link broke goes (ahead of the others). */
+    hd_engine_request **broken_slot;
+} read_queue;
 
 struct hd_engine_request {
     job_kind kind;
@@ -442,15 +456,18 @@ struct redis_engine {
     size_t left_next;
     uint64_t known_seq; /* the highest seq seen in epoch */
     /*
-     * Reads held until the link is up or has room, in the order they were
-     * asked (one queue: a read never overtakes an older one, or a new
-     * topic's position could land after a later read's cut), oldest first.
+     * Reads held until the link is up or has room, in two queues each in
+     * the order asked: the engine's own (new topics' position reads, catch-
+     * up rounds' reads), which go first when room frees so that live
+     * delivery never waits behind clients' reads, and the clients'. A
+     * client's read never overtakes an engine's read asked before it (it
+     * is sent only when neither queue waits): a new topic's position must
+     * not land after a later read's cut. An engine's read that overtakes
+     * a client's only gets an earlier cut, which is the safe side.
      */
-    hd_engine_request *waiting;
-    hd_engine_request **waiting_tail;
-    /* Where the next read that was in flight when the link broke goes (ahead of the others). */
-    hd_engine_request **broken_slot;
-    size_t waiting_count; /* of them, the clients' (WAITING_MAX) */
+    read_queue own;
+    read_queue clients;
+    size_t waiting_count; /* in clients (WAITING_MAX) */
     /*
      * log_read_failure: the last error logged, when the current minute
      * began, the lines logged in it and those left out since the last line.
@@ -471,7 +488,7 @@ struct redis_engine {
         bool active;
         uint64_t id;            /* rises with every round: answers of a retired one are dropped */
         size_t count, answered; /* reads sent, and answered */
-        size_t parked;          /* of its reads, those waiting for room (e->waiting) */
+        size_t parked;          /* of its reads, those waiting for room (e->own) */
         bool barrier_owed;      /* its barrier waits until its reads went, and for room (on_room) */
         bool barrier_seen;
     } round;
@@ -671,6 +688,14 @@ static void drain_held(redis_engine *e);
 static void prune_waiting(redis_engine *e);
 static void on_room(void *ctx);
 
+/* Its answer, or its wait for the link, is dropped (on_position, prune_waiting). */
+static void cancel_position_read(topic_state *t)
+{
+    if (t->position_read != NULL)
+        atomic_store(&t->position_read->cancelled, true);
+    t->position_read = NULL;
+}
+
 static void on_interest_job(redis_engine *e, const interest_job *job)
 {
     topic_state **slot = topic_slot(e, job->name, job->len);
@@ -699,6 +724,8 @@ static void on_interest_job(redis_engine *e, const interest_job *job)
             hd_engine_request *req = read_request_new(e, &name, &t->len, 1, &none, 1, NULL);
             req->position = true;
             req->worker = HD_WORKER_NONE;
+            cancel_position_read(t);
+            t->position_read = req;
             run_read(e, req);
         }
     } else if (*slot != NULL && --(*slot)->interest == 0) {
@@ -730,6 +757,7 @@ static void on_sweep(uv_timer_t *timer)
             t->chained = false; /* its coverage is dropped: set_catch must not publish it again */
             set_catch(e, t, CATCH_NONE);
             drop_read(t);
+            cancel_position_read(t);
             *slot = t->next;
             free(t);
             atomic_fetch_sub(&e->subscribed_topics, 1);
@@ -1242,11 +1270,13 @@ static bool entry_well_formed(redisReply *const *f)
 
 /*
  * The read script's answer, parsed into the request's result. Returns
- * false, with the reason in why, when it is malformed or refused one of a
- * client's topics (its key is of another type). A catch-up round's read
- * (fill) of such a topic counts as having lost everything up to the cut
- * instead: the round goes on for the other topics, and the topic's
- * subscribers here get a gap, never a silent skip.
+ * false, with the reason in why, when it is malformed. A topic the script
+ * refused (its keys are of another type: it cannot be read) counts as
+ * having lost everything up to the cut: the read goes on for the other
+ * topics, and a client's read from a cursor gets a gap for it, a catch-up
+ * round's (fill) gives the topic's subscribers here a gap, never a silent
+ * skip. (Failing the whole read instead would hold every other topic a
+ * resume names, forever: the client retries with the same cursor.)
  */
 static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redisReply *reply,
                             char *why, size_t why_len)
@@ -1276,12 +1306,10 @@ static bool take_read_reply(redis_engine *e, hd_engine_request *req, const redis
             /* The script's marker: the topic's keys are of another type, the text names them. */
             snprintf(why, why_len, "topic %.*s: %s", (int)r->topic_len, r->topic,
                      reply->element[k]->str);
-            if (!req->fill) {
-                ok = false;
-                break;
-            }
             size_t len = strlen(why);
-            snprintf(why + len, why_len - len, "; its subscribers on this node get a gap");
+            snprintf(why + len, why_len - len, "; %s",
+                     req->fill ? "its subscribers on this node get a gap"
+                               : "a read from a cursor gets a gap for it");
             log_read_failure(e, why);
             r->lost_upto = cut;
             k += 2;
@@ -1346,17 +1374,35 @@ static void fail_read(hd_engine_request *req)
     request_complete(req);
 }
 
-/* A client's read, counted against WAITING_MAX (the engine's own position reads are not). */
+/* A client's read, counted against WAITING_MAX (the engine's own reads are not). */
 static bool read_counts(const hd_engine_request *req)
 {
     return req->worker != HD_WORKER_NONE;
+}
+
+static read_queue *queue_of(redis_engine *e, const hd_engine_request *req)
+{
+    return read_counts(req) ? &e->clients : &e->own;
+}
+
+static void queue_init(read_queue *q)
+{
+    q->head = NULL;
+    q->tail = q->broken_slot = &q->head;
+}
+
+/* Whether a new read must wait behind others: a client's waits behind both queues. */
+static bool reads_wait(const redis_engine *e, const hd_engine_request *req)
+{
+    return e->own.head != NULL || (read_counts(req) && e->clients.head != NULL);
 }
 
 /*
  * A read that cannot be sent now (the link is not up, or too much is in
  * flight, or older reads wait) waits behind them, unless WAITING_MAX
  * clients' reads do already: a client's read then fails at once. The
- * engine's own position reads (one per topic) always wait.
+ * engine's own reads (a position read per subscribed topic, a round's
+ * reads) always wait.
  */
 static void wait_for_link(redis_engine *e, hd_engine_request *req)
 {
@@ -1364,65 +1410,84 @@ static void wait_for_link(redis_engine *e, hd_engine_request *req)
         fail_read(req);
         return;
     }
+    read_queue *q = queue_of(e, req);
     req->next = NULL;
-    *e->waiting_tail = req;
-    e->waiting_tail = &req->next;
+    *q->tail = req;
+    q->tail = &req->next;
     e->waiting_count += read_counts(req);
 }
 
 /*
- * A read that was in flight when the link broke: ahead of those that never
- * went (they were asked after it), behind those of the same break answered
- * before it (in flight in send order). on_link_state starts the next break afresh.
+ * A read that was in flight when the link broke: ahead of those of its
+ * queue that never went (they were asked after it), behind those of the
+ * same break answered before it (in flight in send order). on_link_state
+ * starts the next break afresh.
  */
 static void wait_again(redis_engine *e, hd_engine_request *req)
 {
-    req->next = *e->broken_slot;
-    *e->broken_slot = req;
-    if (e->waiting_tail == e->broken_slot)
-        e->waiting_tail = &req->next;
-    e->broken_slot = &req->next;
+    read_queue *q = queue_of(e, req);
+    req->next = *q->broken_slot;
+    *q->broken_slot = req;
+    if (q->tail == q->broken_slot)
+        q->tail = &req->next;
+    q->broken_slot = &req->next;
     e->waiting_count += read_counts(req);
 }
 
-/* Takes the oldest waiting read off the queue. */
-static hd_engine_request *waiting_pop(redis_engine *e)
+/* Takes the oldest read of q off it. */
+static hd_engine_request *waiting_pop(redis_engine *e, read_queue *q)
 {
-    hd_engine_request *req = e->waiting;
-    e->waiting = req->next;
-    if (e->waiting == NULL)
-        e->waiting_tail = &e->waiting;
+    hd_engine_request *req = q->head;
+    q->head = req->next;
+    if (q->head == NULL)
+        q->tail = &q->head;
     e->waiting_count -= read_counts(req);
-    e->broken_slot = &e->waiting;
+    q->broken_slot = &q->head;
     return req;
+}
+
+/* A waiting read no longer wanted: a client's goes back to its worker, which frees it. */
+static void drop_waiting(hd_engine_request *req)
+{
+    if (read_counts(req))
+        request_complete(req);
+    else
+        request_free(req);
 }
 
 static hd_redis_status send_read(redis_engine *e, hd_engine_request *req);
 
 /*
- * The link came up, or answers made room in flight: the reads waiting go,
- * oldest first, until one does not fit; it and those after it stay where
- * they are.
+ * The reads of q go, oldest first, until one does not fit; it and those
+ * after it stay where they are. Returns whether q is empty.
  */
-static void resend_waiting(redis_engine *e)
+static bool resend_queue(redis_engine *e, read_queue *q)
 {
-    while (e->waiting != NULL && hd_redis_link_get_state(e->link) == HD_REDIS_LINK_UP) {
-        hd_engine_request *req = e->waiting;
+    while (q->head != NULL && hd_redis_link_get_state(e->link) == HD_REDIS_LINK_UP) {
+        hd_engine_request *req = q->head;
         bool current = e->round.active && req->round == e->round.id;
-        if (atomic_load(&req->cancelled)) {
-            request_complete(waiting_pop(e)); /* its caller went away: its worker frees it */
-            continue;
-        }
-        if (req->fill && !current) {
-            request_free(waiting_pop(e)); /* of a retired round */
+        if (atomic_load(&req->cancelled) || (req->fill && !current)) {
+            /* Its caller went away, its topic was freed, or it is of a retired round. */
+            drop_waiting(waiting_pop(e, q));
             continue;
         }
         if (send_read(e, req) != HD_REDIS_OK)
-            return;
-        waiting_pop(e); /* in flight: on_read_reply has it */
+            return false;
+        waiting_pop(e, q); /* in flight: on_read_reply has it */
         if (req->fill)
             e->round.parked--;
     }
+    return q->head == NULL;
+}
+
+/*
+ * The link came up, or answers made room in flight: the engine's own reads
+ * go first, then the clients', each in order.
+ */
+static void resend_waiting(redis_engine *e)
+{
+    if (resend_queue(e, &e->own))
+        resend_queue(e, &e->clients);
 }
 
 static void send_barrier(redis_engine *e);
@@ -1437,7 +1502,7 @@ static void send_owed_barrier(redis_engine *e)
 /*
  * Redis answered something (hd_redis_link_settings.on_room), or the sweep
  * timer: what found the link full goes now, a round's barrier (its reads
- * went before it) first, then the waiting reads in order.
+ * went before it) first, then the waiting reads.
  */
 static void on_room(void *ctx)
 {
@@ -1449,27 +1514,34 @@ static void on_room(void *ctx)
     send_owed_barrier(e);
 }
 
-/*
- * Drops the waiting reads whose caller went away (a poll answered at its
- * timeout, a closed stream), so that a long outage with clients coming and
- * going holds only the reads still wanted.
- */
-static void prune_waiting(redis_engine *e)
+/* prune_waiting for one queue. */
+static void prune_queue(redis_engine *e, read_queue *q)
 {
-    hd_engine_request **slot = &e->waiting;
-    e->waiting_tail = &e->waiting;
-    e->broken_slot = &e->waiting;
+    hd_engine_request **slot = &q->head;
+    q->tail = q->broken_slot = &q->head;
     while (*slot != NULL) {
         hd_engine_request *req = *slot;
         if (atomic_load(&req->cancelled)) {
             *slot = req->next;
             e->waiting_count -= read_counts(req);
-            request_complete(req); /* its worker frees it */
+            drop_waiting(req);
             continue;
         }
         slot = &req->next;
-        e->waiting_tail = slot;
+        q->tail = slot;
     }
+}
+
+/*
+ * Drops the waiting reads no longer wanted: those whose caller went away
+ * (a poll answered at its timeout, a closed stream) and the position reads
+ * of topics freed or subscribed anew, so that a long outage with clients
+ * and topics coming and going holds only the reads still wanted.
+ */
+static void prune_waiting(redis_engine *e)
+{
+    prune_queue(e, &e->own);
+    prune_queue(e, &e->clients);
 }
 
 static void on_fill_reply(redis_engine *e, hd_engine_request *req, hd_redis_status status,
@@ -1499,6 +1571,8 @@ static void on_position(redis_engine *e, hd_engine_request *req, const redisRepl
 {
     uint32_t epoch;
     topic_state *t = *topic_slot(e, req->topics[0], req->topic_lens[0]);
+    if (t != NULL && t->position_read != req)
+        t = NULL; /* the read of a topic since freed, or subscribed anew */
     uint64_t cut;
     const char *rotation;
     if (parse_position(reply, &epoch, &cut, &rotation)) {
@@ -1514,6 +1588,8 @@ static void on_position(redis_engine *e, hd_engine_request *req, const redisRepl
                                 : "the read script answered something unexpected");
     }
     request_free(req);
+    if (t != NULL)
+        t->position_read = NULL;
     if (t != NULL && t->fresh) {
         t->positioned = true;
         if (t->confirmed)
@@ -1554,9 +1630,18 @@ static void on_read_reply(void *ctx, hd_redis_status status, const redisReply *r
     script_answered(e); /* (the link calls on_room next) */
 }
 
-/* Sends the read script for req; its answer goes to on_read_reply. */
+/*
+ * Sends the read script for req; its answer goes to on_read_reply. Reads
+ * go only while less than three quarters of max_inflight_bytes is in flight
+ * (or nothing is): waiting reads fill the room as answers free it
+ * (on_room), and publishes, which fail at once when the link is full,
+ * keep the rest.
+ */
 static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
 {
+    uint64_t in_flight = hd_redis_link_inflight_bytes(e->link);
+    if (in_flight > 0 && in_flight >= e->options.max_inflight_bytes / 4 * 3)
+        return HD_REDIS_FULL;
     script_args a;
     char cursor_epoch[9] = "";
     if (!req->cursor.earliest)
@@ -1576,12 +1661,12 @@ static hd_redis_status send_read(redis_engine *e, hd_engine_request *req)
     return args_call(&a, e, e->read_script, on_read_reply, req);
 }
 
-/* A new read (a client's, or a new topic's position): behind any that wait, in order. */
+/* A new read (a client's, or a new topic's position): behind those it waits behind. */
 static void run_read(redis_engine *e, hd_engine_request *req)
 {
     if (atomic_load(&req->cancelled))
         request_complete(req); /* its caller went away: its worker frees it */
-    else if (e->waiting != NULL || hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP ||
+    else if (reads_wait(e, req) || hd_redis_link_get_state(e->link) != HD_REDIS_LINK_UP ||
              send_read(e, req) != HD_REDIS_OK)
         wait_for_link(e, req);
 }
@@ -2178,8 +2263,8 @@ static void start_round(redis_engine *e)
             req->round = e->round.id;
             req->fill_link = t->confirmed_link == e->link_ups ? e->link_ups : 0;
             atomic_fetch_add(&e->gap_reads, 1);
-            /* In order with the reads waiting for room, as they do (on_room). */
-            hd_redis_status status = e->waiting != NULL ? HD_REDIS_FULL : send_read(e, req);
+            /* In order with the engine's reads waiting for room, as they do (on_room). */
+            hd_redis_status status = reads_wait(e, req) ? HD_REDIS_FULL : send_read(e, req);
             if (status == HD_REDIS_FULL) {
                 wait_for_link(e, req);
                 e->round.parked++;
@@ -2821,7 +2906,9 @@ static void on_link_state(void *ctx, hd_redis_link_state state, const char *reas
                         hd_redis_link_state_name(state), reason && reason[0] ? ": " : "",
                         reason ? reason : "");
     }
-    e->broken_slot = &e->waiting; /* the reads in flight were all answered before this */
+    /* the reads in flight were all answered before this */
+    e->own.broken_slot = &e->own.head;
+    e->clients.broken_slot = &e->clients.head;
     if (state != HD_REDIS_LINK_UP) {
         e->node_confirmed = false;
         abandon_round(e);
@@ -2945,10 +3032,13 @@ static void redis_free(hd_engine *engine)
         hd_mailbox_destroy(&e->done[w]);
     }
     free(e->done);
-    while (e->waiting != NULL) {
-        hd_engine_request *next = e->waiting->next;
-        request_free(e->waiting);
-        e->waiting = next;
+    read_queue *queues[] = {&e->own, &e->clients};
+    for (size_t i = 0; i < 2; i++) {
+        while (queues[i]->head != NULL) {
+            hd_engine_request *next = queues[i]->head->next;
+            request_free(queues[i]->head);
+            queues[i]->head = next;
+        }
     }
     while (e->publishes != NULL) {
         hd_engine_request *next = e->publishes->next;
@@ -3028,8 +3118,8 @@ hd_engine *hd_engine_redis_new(hd_hub *hub, const hd_engine_redis_options *optio
     atomic_init(&e->state, HD_ENGINE_CONNECTING);
     atomic_init(&e->reconnects, 0);
     atomic_init(&e->gap_reads, 0);
-    e->waiting_tail = &e->waiting;
-    e->broken_slot = &e->waiting;
+    queue_init(&e->own);
+    queue_init(&e->clients);
     e->publishes_tail = &e->publishes;
     e->workers = hd_worker_count();
     e->done = hd_calloc(e->workers, sizeof(*e->done));

@@ -1192,6 +1192,11 @@ hd_redis_link_state hd_redis_link_get_state(const hd_redis_link *link)
     return link->state;
 }
 
+uint64_t hd_redis_link_inflight_bytes(const hd_redis_link *link)
+{
+    return link->inflight_bytes;
+}
+
 const char *hd_redis_link_address(const hd_redis_link *link)
 {
     return link->address;

@@ -208,6 +208,9 @@ void hd_redis_link_close(hd_redis_link *link);
 
 hd_redis_link_state hd_redis_link_get_state(const hd_redis_link *link);
 
+/* The bytes of the commands in flight (counted against max_inflight_bytes). */
+uint64_t hd_redis_link_inflight_bytes(const hd_redis_link *link);
+
 /*
  * "host:port" of the server of the current (or last) attempt: the URL's,
  * or the master the sentinels named; "" before the first.

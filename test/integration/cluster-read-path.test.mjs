@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { publishOk, subscribe, request, assertError } from '../lib/harness.mjs';
+import { publishOk, subscribe, request } from '../lib/harness.mjs';
 import {
   startRedis, startProxy, startMonitor, startCluster, injectMessage, waitForId, messageIds, onTestEnd,
   poll,
@@ -114,7 +114,7 @@ async function until(pred, what, timeout = 5000) {
   }
 }
 
-test('an entry herald did not write (an operator\'s XADD) fails reads of its topic alone: 503 and the end of a resume, never a crash', async (t) => {
+test('an entry herald did not write (an operator\'s XADD) makes its topic unreadable alone: a gap up to the cut in a poll or resume, never a crash', async (t) => {
   const { redis, A, B } = await setup(t, 2);
   const g1 = await publishOk(A.url, 'good', 'g1');
   const bystander = await subscribe(B.url, '/events?topic=good');
@@ -123,15 +123,20 @@ test('an entry herald did not write (an operator\'s XADD) fails reads of its top
   // an entry's strings belong.
   await redis.cli('XADD', '{herald}:s:bad', '999998-0', 'd', 'x');
   await redis.cli('XADD', '{herald}:s:bad', '999999-0', 'd', 'y');
-  const since = encodeURIComponent(m1.id);
+  // From before m1: the bad topic's range up to the cut is a gap, the others are read.
+  const since = encodeURIComponent(g1.id);
   for (const query of [`topic=bad&topic=good&topic=other&since=${since}`, `topic=good&topic=bad&since=${since}`]) {
     const res = await request(`${B.url}/poll?${query}&timeout=0`);
-    assertError(res, 503, 'unavailable');
+    assert.equal(res.status, 200, res.text);
+    assert.deepEqual(res.json.gaps, [{ topic: 'bad', from: g1.id, to: m1.id }], res.text);
+    assert.deepEqual(res.json.messages, [], res.text);
   }
-  await B.waitForStderr(/Redis refused a read: topic bad: entry 999998-0 of \{herald\}:s:bad is not one herald wrote/);
-  const sse = await subscribe(B.url, '/events?topic=bad', { headers: { 'Last-Event-ID': m1.id } });
-  await sse.waitEnd({ timeout: 5000 });
-  assert.deepEqual(sse.events.map((e) => e.event), ['herald-unavailable']);
+  await B.waitForStderr(/Redis refused a read: topic bad: entry 999998-0 of \{herald\}:s:bad is not one herald wrote; a read from a cursor gets a gap for it/);
+  const sse = await subscribe(B.url, '/events?topic=bad', { headers: { 'Last-Event-ID': g1.id } });
+  await until(() => sse.events.some((e) => e.event === 'herald-gap'), 'the gap on SSE');
+  assert.deepEqual(sse.events.map((e) => [e.event, JSON.parse(e.data).to]), [['herald-gap', m1.id]]);
+  assert.equal(sse.stream.ended, false);
+  sse.close();
   // The node is alive, other topics are read and delivered.
   const good = await poll(B, ['good'], { since: g1.id });
   assert.deepEqual(good.messages, []);
@@ -158,4 +163,53 @@ test('a malformed entry in one topic\'s stream stalls no other topic on a node c
   assert.equal(sseBad.stream.ended, false);
   sseGood.close();
   sseBad.close();
+});
+
+test('a new topic\'s position and catch-up reads go before clients\' reads waiting for room: live delivery is not held behind them', async (t) => {
+  const { redis, proxy, A } = await setup(t, 1, { cluster: { max_inflight_bytes: 1 }, proxy: true });
+  const monitor = await startMonitor(redis.port);
+  t.after(() => monitor.close());
+  const m0 = (await publishOk(A.url, 'warm', 'm0')).id;
+  const commands = (c) => !c.pubsub;
+  // The link's one command in flight, its answer held: every other read waits for room.
+  proxy.pause({ filter: commands, direction: 'down' });
+  const N = 200;
+  const polls = [poll(A, ['q-first'], { since: m0 })];
+  await until(() => monitor.lines.some((l) => l.includes('"q-first"')), 'the first poll\'s read');
+  polls.push(...Array.from({ length: N }, (_, i) => poll(A, [`q-${i}`], { since: m0 })));
+  // A new subscriber after them: its topic's position read waits too.
+  const sse = subscribe(A.url, '/events?topic=live');
+  await until(() => monitor.lines.some((l) => /"SUBSCRIBE" "\{herald\}:c:live"/.test(l)), 'SUBSCRIBE of live');
+  const mark = monitor.lines.length;
+  proxy.resume({ filter: commands, direction: 'down' });
+  await Promise.all(polls);
+  const reads = monitor.lines.slice(mark).filter((l) => l.includes('"EVALSHA"'));
+  const clients = reads.filter((l) => /"q-\d+"/.test(l)).length;
+  assert.ok(clients >= N * 0.9, `${clients} of the ${N} waiting polls were read after the resume`);
+  const before = reads.findIndex((l) => !/"q-\d+"/.test(l));
+  assert.ok(before >= 0 && before <= 1, `the position read went after ${before} of the waiting clients' reads`);
+  const s = await sse;
+  const live = await injectMessage(redis, 'live', 'l1');
+  await waitForId(s, live, { label: 'the new subscriber' });
+  s.close();
+});
+
+test('reads waiting for room leave a quarter of cluster.max_inflight_bytes to publishes: a publish is accepted while hundreds of reads wait', async (t) => {
+  const { redis, proxy, A } = await setup(t, 1, { cluster: { max_inflight_bytes: 4096 }, proxy: true });
+  const monitor = await startMonitor(redis.port);
+  t.after(() => monitor.close());
+  const m0 = (await publishOk(A.url, 'warm', 'm0')).id;
+  const commands = (c) => !c.pubsub;
+  proxy.pause({ filter: commands, direction: 'down' });
+  const N = 200;
+  const polls = Array.from({ length: N }, (_, i) => poll(A, [`q-${i}`], { since: m0 }));
+  // Reads fill the link up to their share (nothing is answered); the rest wait.
+  await until(() => monitor.lines.filter((l) => /"q-\d+"/.test(l)).length >= 5, 'reads in flight');
+  const published = publishOk(A.url, 'news', 'p1');
+  await until(() => monitor.lines.some((l) => l.includes('"news"')), 'the publish sent to Redis');
+  const sent = monitor.lines.filter((l) => /"q-\d+"/.test(l)).length;
+  assert.ok(sent < N / 4, `${sent} reads in flight`);
+  proxy.resume({ filter: commands, direction: 'down' });
+  await published;
+  await Promise.all(polls);
 });
