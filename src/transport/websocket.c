@@ -239,6 +239,37 @@ static void free_topics(char **topics, size_t count)
     free(topics);
 }
 
+/* Drops topic from a list of owned copies; returns whether it was there. */
+static bool drop_topic(char **topics, size_t *count, const char *topic)
+{
+    for (size_t i = 0; i < *count; i++) {
+        if (strcmp(topics[i], topic) == 0) {
+            free(topics[i]);
+            topics[i] = topics[--*count];
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * A topic a pending op added belongs to it only until a newer op names it
+ * (confirms it or adds it again) or the client unsubscribes: a refusal of
+ * the older op must not undo what came after. Live messages the catch-up
+ * holds of it are then the newer op's too: losing them is a hole.
+ */
+static void disown_topic(ws_session *session, const char *topic)
+{
+    if (drop_topic(session->subscribing_added, &session->subscribing_added_count, topic))
+        hd_catch_up_keep_topic(session->catch_up, topic, strlen(topic));
+    hd_list *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &session->late_acks)
+    {
+        ws_late_ack *ack = hd_container_of(pos, ws_late_ack, node);
+        drop_topic(ack->added, &ack->added_count, topic);
+    }
+}
+
 static void forget_subscribing(ws_session *session)
 {
     free_topics(session->subscribing_added, session->subscribing_added_count);
@@ -495,6 +526,8 @@ static void run_subscribe(ws_session *session, hd_ws_command *command)
         }
         added[i] = session->subscriber.subscription_count > before;
     }
+    for (size_t i = 0; i < command->topic_count; i++)
+        disown_topic(session, command->topics[i]);
     if (!cursor.present && session->catch_up != NULL) {
         ack_subscribe_during_resume(session, command, added);
         return;
@@ -526,6 +559,7 @@ static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
         hd_hub_unsubscribe(hd_conn_hub(session->conn), &session->subscriber, command->topics[i],
                            len);
         hd_catch_up_remove_topic(&session->catch_up, command->topics[i], len);
+        disown_topic(session, command->topics[i]);
     }
     send_ack(session, command, NULL);
 }

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { publishOk, subscribe, openSSE, openWS, request, assertError, until, withTimeout } from '../lib/harness.mjs';
 import {
-  startRedis, startCluster, startProxy, startMonitor, waitHealthy, waitUnhealthy, poll, sseItems,
+  startRedis, startCluster, startProxy, startMonitor, waitHealthy, waitUnhealthy, poll, sseItems, freePort,
   waitForId, messageIds, onTestEnd,
 } from '../lib/cluster.mjs';
 
@@ -270,4 +270,67 @@ test('a poll past its timeout whose read then stalls (Redis stops answering) is 
     proxy.resume();
   }
   await waitHealthy(A);
+});
+
+test('a refused subscribe op leaves a topic a later op confirmed: a resume over a bad topic fails, a subscribe without since made meanwhile keeps the topic live', async (t) => {
+  const { redis, proxy, hold, A, B } = await setupHeld(t);
+  const x0 = await publishOk(A.url, 'x', 'x0');
+  await publishOk(A.url, 'bad', 'b0');
+  await redis.cli('SET', '{herald}:s:bad', 'an operator wrote here');
+  const ws = await openWS(B.url, '/ws');
+  hold();
+  // Adds x and bad; its read of both is refused (bad's key is a string).
+  await ws.send({ op: 'subscribe', topics: ['x', 'bad'], since: x0.id, ref: 'resume' });
+  // Made during the resume: x is the connection's already; its own read (of x alone) succeeds.
+  await ws.send({ op: 'subscribe', topics: ['x'], ref: 'late' });
+  proxy.resume();
+  const refused = await ws.waitJson((j) => j.ref === 'resume');
+  assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+  const acked = await ws.waitJson((j) => j.ref === 'late');
+  assert.equal(acked.type, 'ack', JSON.stringify(acked));
+  // The later op confirmed x: it stays live.
+  const x1 = await publishOk(A.url, 'x', 'x1');
+  const got = await ws.waitEnvelopes(1, { topic: 'x' });
+  assert.deepEqual(got.map((e) => e.id), [x1.id]);
+  assert.equal(ws.closed, null);
+  ws.close();
+});
+
+test('a refused subscribe op leaves a topic the client unsubscribed from and subscribed to again meanwhile', async (t) => {
+  const { redis, proxy, hold, A, B } = await setupHeld(t);
+  const x0 = await publishOk(A.url, 'x', 'x0');
+  await publishOk(A.url, 'bad', 'b0');
+  await redis.cli('SET', '{herald}:s:bad', 'an operator wrote here');
+  const ws = await openWS(B.url, '/ws');
+  hold();
+  // Its read (of x and bad) is refused.
+  await ws.send({ op: 'subscribe', topics: ['x', 'bad'], since: x0.id, ref: 'first' });
+  await ws.send({ op: 'unsubscribe', topics: ['x'], ref: 'off' });
+  // Adds x again, with a read of its own (of x alone) that succeeds.
+  await ws.send({ op: 'subscribe', topics: ['x'], ref: 'again' });
+  proxy.resume();
+  const refused = await ws.waitJson((j) => j.ref === 'first');
+  assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+  const acked = await ws.waitJson((j) => j.ref === 'again');
+  assert.equal(acked.type, 'ack', JSON.stringify(acked));
+  const x1 = await publishOk(A.url, 'x', 'x1');
+  const got = await ws.waitEnvelopes(1, { topic: 'x' });
+  assert.deepEqual(got.map((e) => e.id), [x1.id]);
+  assert.deepEqual(ws.envelopes('bad'), []);
+  assert.equal(ws.closed, null);
+  ws.close();
+});
+
+test('a poll without a cursor on a node that never reached Redis is refused at its timeout: it has no id of the cluster to give', async (t) => {
+  const port = await freePort(); // nothing listens there
+  const { A } = await startCluster(1, { redis: { url: `redis://127.0.0.1:${port}` }, config: CONFIG, waitHealthy: false });
+  onTestEnd(t, () => A.stop());
+  await waitUnhealthy(A);
+  const t0 = Date.now();
+  // Not "00000000-0": a cursor of no epoch would read as another epoch's (a false gap, all history).
+  const json = await assertPollUnavailable(A, 'topic=never&timeout=1', 'never reached Redis');
+  assert.equal(json.error, 'unavailable');
+  assert.ok(Date.now() - t0 <= 1000 + MARGIN_MS, `answered after ${Date.now() - t0} ms`);
+  // Other clients are not disturbed: the node still answers.
+  assert.equal((await request(`${A.url}/healthz`)).status, 503);
 });
