@@ -334,3 +334,62 @@ test('a poll without a cursor on a node that never reached Redis is refused at i
   // Other clients are not disturbed: the node still answers.
   assert.equal((await request(`${A.url}/healthz`)).status, 503);
 });
+
+/** B's live messages of topic reach every subscriber there once the watcher has them (one worker). */
+async function watchOn(A, B, topic) {
+  const watcher = await subscribe(B.url, `/events?topic=${topic}`);
+  const w0 = await publishOk(A.url, topic, 'w0');
+  await waitForId(watcher, w0.id, { label: 'the watcher on B' });
+  return watcher;
+}
+
+test('a subscribe without since made during a resume holds its topics\' live messages until its ack: sent after it, or never when its read is refused', async (t) => {
+  const { redis, proxy, hold, A, B } = await setupHeld(t);
+  const o1 = await publishOk(A.url, 'resumed', 'o1');
+  await publishOk(A.url, 'resumed', 'o2');
+  // Every topic is B's before it is held: B holds live messages while its catch-up round for a new one waits.
+  const watchers = [];
+  for (const topic of ['resumed', 'resumed-2', 'late-ok', 'late-bad']) watchers.push(await watchOn(A, B, topic));
+  const [, , okWatcher, badWatcher] = watchers;
+  const ws = await openWS(B.url, '/ws');
+  await ws.ok({ op: 'subscribe', topics: ['kept'] });
+
+  // Acked: what was published meanwhile comes after the ack, in order.
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed'], since: o1.id, ref: 'resume' });
+  await ws.send({ op: 'subscribe', topics: ['late-ok'], ref: 'late' });
+  const l1 = await publishOk(A.url, 'late-ok', 'l1');
+  const l2 = await publishOk(A.url, 'late-ok', 'l2');
+  await waitForId(okWatcher, l2.id, { label: 'the watcher on B' });
+  assert.deepEqual(ws.envelopes('late-ok'), [], 'held until the ack');
+  proxy.resume();
+  await ws.waitJson((j) => j.ref === 'late' && j.type === 'ack');
+  await ws.waitEnvelopes(2, { topic: 'late-ok' });
+  const frames = ws.json.filter((j) => j.ref === 'late' || j.topic === 'late-ok');
+  assert.deepEqual(frames.map((j) => j.id ?? j.type), ['ack', l1.id, l2.id]);
+  await ws.waitEnvelopes(1, { topic: 'resumed' });
+
+  // Refused: nothing of it was sent, the topic is undone, the connection stays.
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed-2'], since: o1.id, ref: 'resume-2' });
+  await ws.send({ op: 'subscribe', topics: ['late-bad'], ref: 'late-2' });
+  const b1 = await publishOk(A.url, 'late-bad', 'b1');
+  await waitForId(badWatcher, b1.id, { label: 'the watcher on B' });
+  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
+  await redis.cli('DEL', '{herald}:hub');
+  try {
+    proxy.resume();
+    const refused = await ws.waitJson((j) => j.ref === 'late-2');
+    assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+    await ws.assertUsable();
+  } finally {
+    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
+  }
+  assert.deepEqual(ws.envelopes('late-bad'), [], 'nothing of the refused op was sent');
+  const k1 = await publishOk(A.url, 'kept', 'k1');
+  await ws.waitEnvelopes(1, { topic: 'kept' });
+  assert.deepEqual(ws.envelopes('late-bad'), []);
+  assert.equal(ws.closed, null);
+  for (const w of watchers) w.close();
+  ws.close();
+});
