@@ -34,13 +34,13 @@ async function setup(t, n, { cluster: extra = {} } = {}) {
  * commands while its pub/sub connection goes on), with a timeout_ms long
  * enough that a held read does not take B's link down.
  */
-async function setupHeld(t) {
+async function setupHeld(t, extra = {}) {
   const redis = await startRedis();
   onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
   onTestEnd(t, () => proxy.close());
   // One worker: a subscriber that saw a live message tells that every subscriber of B has it.
-  const config = { ...CONFIG, workers: 1, cluster: { timeout_ms: 10_000 } };
+  const config = { ...CONFIG, workers: 1, cluster: { timeout_ms: 10_000 }, ...extra };
   const cluster = await startCluster(2, { redis: [redis, proxy], config });
   onTestEnd(t, () => cluster.stop());
   const hold = () => proxy.pause({ filter: (c) => !c.pubsub, direction: 'up' });
@@ -343,10 +343,17 @@ async function watchOn(A, B, topic) {
   return watcher;
 }
 
+/** Once a read B sends now is answered, B's command connection has nothing else under way (in order). */
+async function settle(B) {
+  await poll(B, ['settle']);
+}
+
 test('a subscribe without since made during a resume holds its topics\' live messages until its ack: sent after it, or never when its read is refused', async (t) => {
   const { redis, proxy, hold, A, B } = await setupHeld(t);
+  // The resumes' cursor lies before what B's own history of the topics holds: only Redis has o2.
   const o1 = await publishOk(A.url, 'resumed', 'o1');
   await publishOk(A.url, 'resumed', 'o2');
+  await publishOk(A.url, 'resumed-2', 'o2');
   // Every topic is B's before it is held: B holds live messages while its catch-up round for a new one waits.
   const watchers = [];
   for (const topic of ['resumed', 'resumed-2', 'late-ok', 'late-bad']) watchers.push(await watchOn(A, B, topic));
@@ -355,6 +362,7 @@ test('a subscribe without since made during a resume holds its topics\' live mes
   await ws.ok({ op: 'subscribe', topics: ['kept'] });
 
   // Acked: what was published meanwhile comes after the ack, in order.
+  await settle(B);
   hold();
   await ws.send({ op: 'subscribe', topics: ['resumed'], since: o1.id, ref: 'resume' });
   await ws.send({ op: 'subscribe', topics: ['late-ok'], ref: 'late' });
@@ -370,6 +378,7 @@ test('a subscribe without since made during a resume holds its topics\' live mes
   await ws.waitEnvelopes(1, { topic: 'resumed' });
 
   // Refused: nothing of it was sent, the topic is undone, the connection stays.
+  await settle(B);
   hold();
   await ws.send({ op: 'subscribe', topics: ['resumed-2'], since: o1.id, ref: 'resume-2' });
   await ws.send({ op: 'subscribe', topics: ['late-bad'], ref: 'late-2' });
@@ -392,4 +401,30 @@ test('a subscribe without since made during a resume holds its topics\' live mes
   assert.equal(ws.closed, null);
   for (const w of watchers) w.close();
   ws.close();
+});
+
+test('live messages held for subscribes waiting for their ack are bounded: past limits.max_outbound_bytes the connection closes with 1013', async (t) => {
+  const { proxy, hold, A, B } = await setupHeld(t, { limits: { max_outbound_bytes: 4096 } });
+  // The resume's cursor lies before what B's own history of the topic holds: only Redis has o2.
+  const o1 = await publishOk(A.url, 'resumed', 'o1');
+  await publishOk(A.url, 'resumed', 'o2');
+  const watchers = [];
+  for (const topic of ['resumed', 'flood']) watchers.push(await watchOn(A, B, topic));
+  const bystander = await openWS(B.url, '/ws');
+  await bystander.ok({ op: 'subscribe', topics: ['flood'] });
+  const ws = await openWS(B.url, '/ws');
+  await settle(B);
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed'], since: o1.id, ref: 'resume' });
+  await ws.send({ op: 'subscribe', topics: ['flood'], ref: 'late' });
+  const data = 'x'.repeat(1000);
+  for (let i = 0; i < 6; i++) await publishOk(A.url, 'flood', data);
+  const closed = await ws.waitClose();
+  assert.deepEqual([closed.code, closed.reason], [1013, 'too many messages held'], JSON.stringify(closed));
+  assert.deepEqual(ws.envelopes('flood'), [], 'nothing held was sent');
+  proxy.resume();
+  // The other client on the node is not disturbed.
+  await bystander.waitEnvelopes(6, { topic: 'flood' });
+  for (const w of watchers) w.close();
+  bystander.close();
 });
