@@ -106,7 +106,12 @@ export class Herald {
   off<K extends keyof HeraldEventMap>(name: K, fn: (detail: HeraldEventMap[K]) => void): this;
   addEventListener<K extends keyof HeraldEventMap>(name: K, fn: (detail: HeraldEventMap[K]) => void): void;
   removeEventListener<K extends keyof HeraldEventMap>(name: K, fn: (detail: HeraldEventMap[K]) => void): void;
-  /** Resolves once the topics are subscribed (acked on WebSocket, reconnected on SSE and long-poll). */
+  /**
+   * Resolves once the topics are subscribed (acked on WebSocket, reconnected on SSE and long-poll).
+   * Also resolves when herald refused them for now (`unavailable`, `resume_in_progress`): they stay
+   * in the list and are asked for again after a backoff; an `error` event with `retrying: true`
+   * says so.
+   */
   subscribe(topics: string | string[]): Promise<void>;
   unsubscribe(topics: string | string[]): Promise<void>;
   /** Over the WebSocket when that is the transport, else POST /topics/{topic}; rejects with a HeraldError. */

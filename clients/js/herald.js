@@ -131,6 +131,7 @@ class WebSocketLink extends Link {
     if (c._cursor) url.searchParams.set('since', c._cursor);
     if (c._token) url.searchParams.set('access_token', c._token);
     this.topics = new Set(c._topics);
+    this.owner = new Map(); // topic -> the subscribe op that last added it, while unanswered
     let ws;
     try {
       ws = new WebSocket(url.href);
@@ -220,22 +221,38 @@ class WebSocketLink extends Link {
     const add = want.filter((t) => !this.topics.has(t));
     const drop = [...this.topics].filter((t) => !want.includes(t));
     if (drop.length) {
-      drop.forEach((t) => this.topics.delete(t));
+      drop.forEach((t) => {
+        this.topics.delete(t);
+        this.owner.delete(t);
+      });
       done.push(this.request({ op: 'unsubscribe', topics: drop }).catch((err) => this.client._error(err)));
     }
     if (add.length) {
-      add.forEach((t) => this.topics.add(t));
+      const op = {};
+      add.forEach((t) => {
+        this.topics.add(t);
+        this.owner.set(t, op);
+      });
+      // Only the op that last added a topic answers for it: one unsubscribed and added again
+      // meanwhile belongs to the newer op, whatever herald says to this one.
+      const own = () => add.filter((t) => this.owner.get(t) === op);
       done.push(this.request({ op: 'subscribe', topics: add }).then(() => {
         this.retries = 0;
+        own().forEach((t) => this.owner.delete(t));
       }, (err) => {
-        add.forEach((t) => this.topics.delete(t));
-        if (err.code === 'connection_lost') return; // the next connection subscribes them
+        const mine = own();
+        mine.forEach((t) => {
+          this.topics.delete(t);
+          this.owner.delete(t);
+        });
+        // The next connection subscribes them; none left: a newer op answers for them.
+        if (err.code === 'connection_lost' || !mine.length) return;
         if (!RETRIED.has(err.code)) {
-          this.client._refused(add, err);
+          this.client._refused(mine, err);
           return;
         }
         // herald cannot subscribe them now (Redis refused the read): they stay, and are asked again.
-        err.topics = add;
+        err.topics = mine;
         err.retrying = true;
         this.client._error(err);
         this.after(this.client._backoffMs(++this.retries), () => this.sync());

@@ -173,6 +173,12 @@ void hd_hub_free(hd_hub *hub);
 
 uint32_t hd_hub_epoch(const hd_hub *hub);
 /*
+ * Whether the epoch is the sequence's: always, except in cluster mode
+ * before the store first told one (the node never reached it), when the
+ * hub's epoch is a placeholder no other node knows. Any thread.
+ */
+bool hd_hub_epoch_known(const hd_hub *hub);
+/*
  * The id of the newest message published, or "<epoch>-0" (the hub's cut:
  * see hd_hub_read_history); writes HD_ID_MAX bytes at most.
  */

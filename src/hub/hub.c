@@ -230,6 +230,11 @@ uint32_t hd_hub_epoch(const hd_hub *hub)
     return __atomic_load_n(&hub->epoch, __ATOMIC_RELAXED);
 }
 
+bool hd_hub_epoch_known(const hd_hub *hub)
+{
+    return !hub->options.cluster || __atomic_load_n(&hub->store_reached, __ATOMIC_RELAXED);
+}
+
 size_t hd_hub_newest_id(const hd_hub *hub, char *out)
 {
     hub_lock(hub);
@@ -386,6 +391,7 @@ hd_hub_status hd_hub_publish_batch(hd_hub *hub, const hd_publish_item *items, si
  */
 static void set_epoch_locked(hd_hub *hub, uint32_t epoch)
 {
+    __atomic_store_n(&hub->store_reached, true, __ATOMIC_RELAXED);
     if (epoch == hub->epoch)
         return;
     __atomic_store_n(&hub->epoch, epoch, __ATOMIC_RELAXED);

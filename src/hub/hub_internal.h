@@ -66,6 +66,8 @@ struct hd_hub {
     uint32_t epoch; /* read and written atomically: a cluster's engine moves it (hd_hub_advance) */
     /* Cluster mode: the epoch came from the store, so a change is announced to subscribers. */
     bool epoch_from_store;
+    /* Cluster mode: the store told an epoch (even the one the hub had). Read atomically. */
+    bool store_reached;
     uint64_t seq; /* the last seq assigned (cluster mode: ingested) */
     /*
      * Cluster mode: the newest seq of the store's live feed this node

@@ -255,6 +255,17 @@ void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t 
         hd_catch_up_free(catch_up);
 }
 
+void hd_catch_up_keep_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len)
+{
+    if (catch_up == NULL)
+        return;
+    for (size_t i = 0; i < catch_up->topic_count; i++) {
+        if (catch_up->topic_lens[i] == topic_len &&
+            memcmp(catch_up->topics[i], topic, topic_len) == 0)
+            catch_up->fresh[i] = false;
+    }
+}
+
 bool hd_catch_up_holds(hd_catch_up *catch_up, const hd_message *msg)
 {
     if (catch_up == NULL)

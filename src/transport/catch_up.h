@@ -78,6 +78,12 @@ void hd_catch_up_continue(hd_catch_up **catch_up);
 /* Stops catching up on one topic (the client unsubscribed from it). */
 void hd_catch_up_remove_topic(hd_catch_up **catch_up, const char *topic, size_t topic_len);
 /*
+ * The topic is no longer fresh (hd_catch_up_start): a newer op of the
+ * client confirms it, so live messages skipped of it are a loss if the
+ * catch-up fails.
+ */
+void hd_catch_up_keep_topic(hd_catch_up *catch_up, const char *topic, size_t topic_len);
+/*
  * Whether a live delivery of msg must be skipped because a batch will carry
  * it; the catch-up then remembers it must read at least that far.
  */

@@ -53,6 +53,7 @@ typedef struct poll_session {
     bool held;               /* the connection is WAITING for this session */
     bool waiting;            /* subscribed to its topics */
     bool timing;             /* its timer runs (the session is freed from the timer's close) */
+    uint32_t rechecks;       /* of the engine since the timeout, a read still under way */
     uv_timer_t timer;
 } poll_session;
 
@@ -223,32 +224,6 @@ static void session_force(poll_session *session)
         session_read(session);
 }
 
-/*
- * The poll's timeout passed while the engine cannot answer a read (Redis
- * unreachable): answered with nothing and the cursor it came with, so that
- * a client is not held past its timeout (SPEC §5: new subscribers are never
- * refused). A poll without a cursor whose first read never came back gets
- * the node's newest id: never ahead of the cluster's cut, so the next poll
- * from it skips nothing (it may bring messages published just before this
- * poll came).
- */
-static void answer_unchanged(poll_session *session)
-{
-    hd_conn *conn = session->conn;
-    const hd_cursor *given = &session->request.params.cursor;
-    char cursor[HD_ID_MAX];
-    if (given->present)
-        snprintf(cursor, sizeof(cursor), "%.*s", (int)given->text_len, given->text);
-    else if (session->request.arrival_id[0] != '\0')
-        memcpy(cursor, session->request.arrival_id, sizeof(cursor));
-    else
-        hd_hub_newest_id(hd_conn_hub(conn), cursor);
-    session_stop(session);
-    hd_history_result nothing = {0};
-    send_answer(conn, &nothing, cursor);
-    session_free(session);
-}
-
 /* 503 unavailable: the engine could not read (the store refused it, or cannot take it now). */
 static void answer_unavailable(poll_session *session)
 {
@@ -259,6 +234,39 @@ static void answer_unavailable(poll_session *session)
                            "The message store cannot be read now: try again shortly.");
 }
 
+/*
+ * The poll's timeout passed while the engine cannot answer a read (Redis
+ * unreachable, or the read still waits for room on the link): answered
+ * with nothing and the cursor it came with, so that a client is not held
+ * past its timeout (SPEC §5: new subscribers are never refused). A poll
+ * without a cursor whose first read never came back gets the node's newest
+ * id: never ahead of the cluster's cut, so the next poll from it skips
+ * nothing (it may bring messages published just before this poll came).
+ * A node that never reached the store has no id of the cluster's to give:
+ * its placeholder epoch would read as another epoch's (a false gap, then
+ * all of history), so that poll is refused instead.
+ */
+static void answer_unchanged(poll_session *session)
+{
+    hd_conn *conn = session->conn;
+    const hd_cursor *given = &session->request.params.cursor;
+    char cursor[HD_ID_MAX];
+    if (given->present) {
+        snprintf(cursor, sizeof(cursor), "%.*s", (int)given->text_len, given->text);
+    } else if (session->request.arrival_id[0] != '\0') {
+        memcpy(cursor, session->request.arrival_id, sizeof(cursor));
+    } else if (!hd_hub_epoch_known(hd_conn_hub(conn))) {
+        answer_unavailable(session);
+        return;
+    } else {
+        hd_hub_newest_id(hd_conn_hub(conn), cursor);
+    }
+    session_stop(session);
+    hd_history_result nothing = {0};
+    send_answer(conn, &nothing, cursor);
+    session_free(session);
+}
+
 /* How soon a poll past its timeout whose read is still under way looks at the engine again. */
 #define RECHECK_MS 1000
 
@@ -266,16 +274,21 @@ static void answer_unavailable(poll_session *session)
  * At the timeout the poll is answered with what the next read finds. While
  * that read is under way the engine is looked at again every RECHECK_MS:
  * a store that stalls meanwhile (the engine goes down, the read waits for
- * it) does not hold the poll for the whole outage.
+ * it) does not hold the poll for the whole outage. A read that is still
+ * not answered cluster.timeout_ms after the timeout while the engine stays
+ * up (queued behind a full link) is given up the same way.
  */
 static void session_on_timeout(uv_timer_t *timer)
 {
     poll_session *session = timer->data;
+    uint64_t waited_ms = (uint64_t)session->rechecks * RECHECK_MS;
     /* A read now would wait for the engine too. */
-    if (hd_engine_get_state(hd_conn_engine(session->conn)) != HD_ENGINE_UP) {
+    if (hd_engine_get_state(hd_conn_engine(session->conn)) != HD_ENGINE_UP ||
+        waited_ms > hd_conn_config(session->conn)->cluster.timeout_ms) {
         answer_unchanged(session);
         return;
     }
+    session->rechecks++;
     session_force(session);
     if (session->conn != NULL && session->read != NULL) /* else answered: the timer is closing */
         uv_timer_start(&session->timer, session_on_timeout, RECHECK_MS, 0);

@@ -49,8 +49,11 @@ typedef struct ws_publish {
  * its topics are subscribed at once, but the ack waits for a read of them
  * (without a cursor), as a first subscribe's does, so that everything
  * published after the ack reaches the client (an engine that confirms
- * subscriptions later). Listed in the session until then. A read that
- * fails undoes the topics it added.
+ * subscriptions later). Listed in the session until then. Live messages of
+ * the topics it added are held until then too, sent after the ack: a read
+ * that fails undoes those topics and drops what was held of them, so the
+ * client saw nothing of a subscription it was refused (and misses nothing
+ * when it subscribes again).
  */
 typedef struct ws_late_ack {
     hd_list node;
@@ -59,6 +62,9 @@ typedef struct ws_late_ack {
     char *ref;               /* the command's ref, owned */
     char **added;            /* the topics the subscribe added, owned copies */
     size_t added_count;
+    hd_message **held; /* live messages of added topics, one reference each, oldest first */
+    size_t held_count;
+    size_t held_cap;
 } ws_late_ack;
 
 /* Late acks one session may have pending: each holds an engine read. */
@@ -97,6 +103,7 @@ struct ws_session {
     hd_list publishes;           /* in flight, in the order they were sent */
     hd_list late_acks;           /* ws_late_ack, oldest first */
     size_t late_ack_count;
+    uint64_t held_bytes; /* hd_message_cost of the late acks' held messages */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -239,6 +246,42 @@ static void free_topics(char **topics, size_t count)
     free(topics);
 }
 
+/* Drops topic from a list of owned copies; returns whether it was there. */
+static bool drop_topic(char **topics, size_t *count, const char *topic)
+{
+    for (size_t i = 0; i < *count; i++) {
+        if (strcmp(topics[i], topic) == 0) {
+            free(topics[i]);
+            topics[i] = topics[--*count];
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * A topic a pending op added belongs to it only until a newer op names it
+ * (confirmed: the topic stays) or the client unsubscribes: a refusal of
+ * the older op must not undo what came after. Live messages the catch-up
+ * holds of it are then the newer op's too: losing them is a hole. Those a
+ * late ack held of it are sent now when the topic stays (live delivery of
+ * it goes on from here), dropped when the client unsubscribed.
+ */
+static void late_ack_release(ws_late_ack *ack, const char *topic, bool send);
+
+static void disown_topic(ws_session *session, const char *topic, bool confirmed)
+{
+    if (drop_topic(session->subscribing_added, &session->subscribing_added_count, topic))
+        hd_catch_up_keep_topic(session->catch_up, topic, strlen(topic));
+    hd_list *pos, *tmp;
+    hd_list_foreach_safe(pos, tmp, &session->late_acks)
+    {
+        ws_late_ack *ack = hd_container_of(pos, ws_late_ack, node);
+        if (drop_topic(ack->added, &ack->added_count, topic))
+            late_ack_release(ack, topic, confirmed);
+    }
+}
+
 static void forget_subscribing(ws_session *session)
 {
     free_topics(session->subscribing_added, session->subscribing_added_count);
@@ -305,11 +348,19 @@ static const hd_catch_up_ops ws_catch_up_ops = {
     .failed = session_on_failed,
 };
 
+static void deliver_live(ws_session *session, hd_message *msg)
+{
+    if (queue_message(session, msg))
+        hd_conn_note_publish(session->conn, msg->time_ms);
+}
+
+static bool late_ack_holds(ws_session *session, hd_message *msg);
+
 static void session_on_deliver(hd_subscriber *sub, hd_message *msg)
 {
     ws_session *session = (ws_session *)sub;
-    if (!hd_catch_up_holds(session->catch_up, msg) && queue_message(session, msg))
-        hd_conn_note_publish(session->conn, msg->time_ms);
+    if (!hd_catch_up_holds(session->catch_up, msg) && !late_ack_holds(session, msg))
+        deliver_live(session, msg);
 }
 
 static void session_on_gap(hd_subscriber *sub, const hd_gap *gap)
@@ -367,8 +418,64 @@ static bool command_allowed(ws_session *session, const hd_ws_command *command,
     return false;
 }
 
+/* Sends (send) or drops the messages ack held, oldest first, of topic (NULL: all). */
+static void late_ack_release(ws_late_ack *ack, const char *topic, bool send)
+{
+    ws_session *session = ack->session;
+    size_t topic_len = topic != NULL ? strlen(topic) : 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < ack->held_count; i++) {
+        hd_message *msg = ack->held[i];
+        if (topic != NULL &&
+            (msg->topic_len != topic_len || memcmp(msg->topic, topic, topic_len) != 0)) {
+            ack->held[kept++] = msg;
+            continue;
+        }
+        session->held_bytes -= hd_message_cost(msg);
+        if (send)
+            deliver_live(session, msg);
+        hd_message_release(msg);
+    }
+    ack->held_count = kept;
+}
+
+/*
+ * Holds msg when a late ack added its topic. What all late acks hold is
+ * bounded by limits.max_outbound_bytes, as the queue it would go to: past
+ * that the connection is closed with 1013, and the client resumes from
+ * its last id (what was held was never sent).
+ */
+static bool late_ack_holds(ws_session *session, hd_message *msg)
+{
+    hd_list *pos;
+    for (pos = session->late_acks.next; pos != &session->late_acks; pos = pos->next) {
+        ws_late_ack *ack = hd_container_of(pos, ws_late_ack, node);
+        for (size_t i = 0; i < ack->added_count; i++) {
+            if (strlen(ack->added[i]) != msg->topic_len ||
+                memcmp(ack->added[i], msg->topic, msg->topic_len) != 0)
+                continue;
+            session->held_bytes += hd_message_cost(msg);
+            if (session->held_bytes > hd_conn_config(session->conn)->limits.max_outbound_bytes) {
+                session->held_bytes -= hd_message_cost(msg);
+                hd_conn_set_end_reason(session->conn, "too many messages held");
+                send_close(session, HD_WS_CLOSE_TRY_AGAIN, "too many messages held");
+                return true;
+            }
+            if (ack->held_count == ack->held_cap) {
+                ack->held_cap = ack->held_cap ? ack->held_cap * 2 : 8;
+                ack->held = hd_realloc(ack->held, ack->held_cap * sizeof(*ack->held));
+            }
+            ack->held[ack->held_count++] = hd_message_retain(msg);
+            return true;
+        }
+    }
+    return false;
+}
+
 static void late_ack_forget(ws_late_ack *ack)
 {
+    late_ack_release(ack, NULL, false);
+    free(ack->held);
     hd_list_unlink(&ack->node);
     ack->session->late_ack_count--;
     free(ack->ref);
@@ -377,9 +484,10 @@ static void late_ack_forget(ws_late_ack *ack)
 }
 
 /*
- * A read that failed confirms nothing: the op is refused and the topics it
- * added are unsubscribed. Nothing is lost to the connection: what it
- * delivered of them was live from the start, and the client that retries
+ * A read that answered: the ack, then what was held of the topics the op
+ * added. A read that failed confirms nothing: the op is refused, the
+ * topics it added are unsubscribed and what was held of them is dropped
+ * (late_ack_forget), so the client saw nothing of them and its retry
  * subscribes afresh.
  */
 static void late_ack_on_read(void *ctx, const hd_history_result *result)
@@ -388,6 +496,7 @@ static void late_ack_on_read(void *ctx, const hd_history_result *result)
     ws_session *session = ack->session;
     if (result->status == HD_HUB_OK) {
         send_ack_ref(session, ack->ref, NULL);
+        late_ack_release(ack, NULL, true);
     } else {
         unsubscribe_added(session, ack->added, ack->added_count);
         send_error_ref(session, ack->ref, "unavailable", UNAVAILABLE_MESSAGE);
@@ -495,6 +604,8 @@ static void run_subscribe(ws_session *session, hd_ws_command *command)
         }
         added[i] = session->subscriber.subscription_count > before;
     }
+    for (size_t i = 0; i < command->topic_count; i++)
+        disown_topic(session, command->topics[i], true);
     if (!cursor.present && session->catch_up != NULL) {
         ack_subscribe_during_resume(session, command, added);
         return;
@@ -526,6 +637,7 @@ static void run_unsubscribe(ws_session *session, const hd_ws_command *command)
         hd_hub_unsubscribe(hd_conn_hub(session->conn), &session->subscriber, command->topics[i],
                            len);
         hd_catch_up_remove_topic(&session->catch_up, command->topics[i], len);
+        disown_topic(session, command->topics[i], false);
     }
     send_ack(session, command, NULL);
 }

@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { publishOk, subscribe, openSSE, openWS, request, assertError, until, withTimeout } from '../lib/harness.mjs';
 import {
-  startRedis, startCluster, startProxy, startMonitor, waitHealthy, waitUnhealthy, poll, sseItems,
+  startRedis, startCluster, startProxy, startMonitor, waitHealthy, waitUnhealthy, poll, sseItems, freePort,
   waitForId, messageIds, onTestEnd,
 } from '../lib/cluster.mjs';
 
@@ -34,13 +34,13 @@ async function setup(t, n, { cluster: extra = {} } = {}) {
  * commands while its pub/sub connection goes on), with a timeout_ms long
  * enough that a held read does not take B's link down.
  */
-async function setupHeld(t) {
+async function setupHeld(t, extra = {}) {
   const redis = await startRedis();
   onTestEnd(t, () => redis.stop());
   const proxy = await startProxy(redis.port);
   onTestEnd(t, () => proxy.close());
   // One worker: a subscriber that saw a live message tells that every subscriber of B has it.
-  const config = { ...CONFIG, workers: 1, cluster: { timeout_ms: 10_000 } };
+  const config = { ...CONFIG, workers: 1, cluster: { timeout_ms: 10_000 }, ...extra };
   const cluster = await startCluster(2, { redis: [redis, proxy], config });
   onTestEnd(t, () => cluster.stop());
   const hold = () => proxy.pause({ filter: (c) => !c.pubsub, direction: 'up' });
@@ -311,4 +311,178 @@ test('a long outage with topics coming and going: the position reads of topics w
   const stats = await redis.cli('INFO', 'commandstats');
   const calls = Number(/cmdstat_evalsha:calls=(\d+)/.exec(stats)?.[1] ?? 0);
   assert.ok(calls < 20, `${calls} script calls after Redis came back: the forgotten topics' position reads were sent`);
+});
+
+const oomRefusals = (info) => Number(/errorstat_OOM:count=(\d+)/.exec(info)?.[1] ?? 0);
+
+/**
+ * Has Redis refuse the one read B sends in send() (-OOM: memory full while the
+ * read would have to write the hub afresh), then lets Redis answer B's later
+ * reads: the refusal is held on its way back to B, so B learns of it only
+ * after it sent what follows, whose answers come behind it.
+ */
+async function refuseOneRead(redis, proxy, send) {
+  const before = oomRefusals(await redis.cli('INFO', 'errorstats'));
+  await redis.cli('RENAME', '{herald}:hub', '{herald}:hub-away');
+  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
+  proxy.pause({ filter: (c) => !c.pubsub, direction: 'down' });
+  try {
+    await send();
+    await until(async () => oomRefusals(await redis.cli('INFO', 'errorstats')) > before,
+      { what: 'Redis refusing the read' });
+  } finally {
+    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
+    await redis.cli('RENAME', '{herald}:hub-away', '{herald}:hub');
+  }
+}
+
+test('a refused subscribe op leaves a topic a later op confirmed: a resume that fails, a subscribe without since made meanwhile keeps the topic live', async (t) => {
+  const { redis, proxy, A, B } = await setupHeld(t);
+  const x0 = await publishOk(A.url, 'x', 'x0');
+  const ws = await openWS(B.url, '/ws');
+  await settle(B);
+  // Adds x; its read is refused.
+  await refuseOneRead(redis, proxy, () => ws.send({ op: 'subscribe', topics: ['x'], since: x0.id, ref: 'resume' }));
+  // Made during the resume: x is the connection's already; its own read succeeds.
+  await ws.send({ op: 'subscribe', topics: ['x'], ref: 'late' });
+  proxy.resume();
+  const refused = await ws.waitJson((j) => j.ref === 'resume');
+  assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+  const acked = await ws.waitJson((j) => j.ref === 'late');
+  assert.equal(acked.type, 'ack', JSON.stringify(acked));
+  // The later op confirmed x: it stays live.
+  const x1 = await publishOk(A.url, 'x', 'x1');
+  const got = await ws.waitEnvelopes(1, { topic: 'x' });
+  assert.deepEqual(got.map((e) => e.id), [x1.id]);
+  assert.equal(ws.closed, null);
+  ws.close();
+});
+
+test('a refused subscribe op leaves a topic the client unsubscribed from and subscribed to again meanwhile', async (t) => {
+  const { redis, proxy, A, B } = await setupHeld(t);
+  const x0 = await publishOk(A.url, 'x', 'x0');
+  const ws = await openWS(B.url, '/ws');
+  await settle(B);
+  await refuseOneRead(redis, proxy, () => ws.send({ op: 'subscribe', topics: ['x'], since: x0.id, ref: 'first' }));
+  await ws.send({ op: 'unsubscribe', topics: ['x'], ref: 'off' });
+  // Adds x again, with a read of its own that succeeds.
+  await ws.send({ op: 'subscribe', topics: ['x'], ref: 'again' });
+  proxy.resume();
+  const refused = await ws.waitJson((j) => j.ref === 'first');
+  assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+  const acked = await ws.waitJson((j) => j.ref === 'again');
+  assert.equal(acked.type, 'ack', JSON.stringify(acked));
+  const x1 = await publishOk(A.url, 'x', 'x1');
+  const got = await ws.waitEnvelopes(1, { topic: 'x' });
+  assert.deepEqual(got.map((e) => e.id), [x1.id]);
+  assert.equal(ws.closed, null);
+  ws.close();
+});
+
+test('a poll without a cursor on a node that never reached Redis is refused at its timeout: it has no id of the cluster to give', async (t) => {
+  const port = await freePort(); // nothing listens there
+  const { A } = await startCluster(1, { redis: { url: `redis://127.0.0.1:${port}` }, config: CONFIG, waitHealthy: false });
+  onTestEnd(t, () => A.stop());
+  await waitUnhealthy(A);
+  const t0 = Date.now();
+  // Not "00000000-0": a cursor of no epoch would read as another epoch's (a false gap, all history).
+  const json = await assertPollUnavailable(A, 'topic=never&timeout=1', 'never reached Redis');
+  assert.equal(json.error, 'unavailable');
+  assert.ok(Date.now() - t0 <= 1000 + MARGIN_MS, `answered after ${Date.now() - t0} ms`);
+  // Other clients are not disturbed: the node still answers.
+  assert.equal((await request(`${A.url}/healthz`)).status, 503);
+});
+
+/** B's live messages of topic reach every subscriber there once the watcher has them (one worker). */
+async function watchOn(A, B, topic) {
+  const watcher = await subscribe(B.url, `/events?topic=${topic}`);
+  const w0 = await publishOk(A.url, topic, 'w0');
+  await waitForId(watcher, w0.id, { label: 'the watcher on B' });
+  return watcher;
+}
+
+/** Once a read B sends now is answered, B's command connection has nothing else under way (in order). */
+async function settle(B) {
+  await poll(B, ['settle']);
+}
+
+test('a subscribe without since made during a resume holds its topics\' live messages until its ack: sent after it, or never when its read is refused', async (t) => {
+  const { redis, proxy, hold, A, B } = await setupHeld(t);
+  // The resumes' cursor lies before what B's own history of the topics holds: only Redis has o2.
+  const o1 = await publishOk(A.url, 'resumed', 'o1');
+  await publishOk(A.url, 'resumed', 'o2');
+  await publishOk(A.url, 'resumed-2', 'o2');
+  // Every topic is B's before it is held: B holds live messages while its catch-up round for a new one waits.
+  const watchers = [];
+  for (const topic of ['resumed', 'resumed-2', 'late-ok', 'late-bad']) watchers.push(await watchOn(A, B, topic));
+  const [, , okWatcher, badWatcher] = watchers;
+  const ws = await openWS(B.url, '/ws');
+  await ws.ok({ op: 'subscribe', topics: ['kept'] });
+
+  // Acked: what was published meanwhile comes after the ack, in order.
+  await settle(B);
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed'], since: o1.id, ref: 'resume' });
+  await ws.send({ op: 'subscribe', topics: ['late-ok'], ref: 'late' });
+  const l1 = await publishOk(A.url, 'late-ok', 'l1');
+  const l2 = await publishOk(A.url, 'late-ok', 'l2');
+  await waitForId(okWatcher, l2.id, { label: 'the watcher on B' });
+  assert.deepEqual(ws.envelopes('late-ok'), [], 'held until the ack');
+  proxy.resume();
+  await ws.waitJson((j) => j.ref === 'late' && j.type === 'ack');
+  await ws.waitEnvelopes(2, { topic: 'late-ok' });
+  const frames = ws.json.filter((j) => j.ref === 'late' || j.topic === 'late-ok');
+  assert.deepEqual(frames.map((j) => j.id ?? j.type), ['ack', l1.id, l2.id]);
+  await ws.waitEnvelopes(1, { topic: 'resumed' });
+
+  // Refused: nothing of it was sent, the topic is undone, the connection stays.
+  await settle(B);
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed-2'], since: o1.id, ref: 'resume-2' });
+  await ws.send({ op: 'subscribe', topics: ['late-bad'], ref: 'late-2' });
+  const b1 = await publishOk(A.url, 'late-bad', 'b1');
+  await waitForId(badWatcher, b1.id, { label: 'the watcher on B' });
+  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
+  await redis.cli('DEL', '{herald}:hub');
+  try {
+    proxy.resume();
+    const refused = await ws.waitJson((j) => j.ref === 'late-2');
+    assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
+    await ws.assertUsable();
+  } finally {
+    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
+  }
+  assert.deepEqual(ws.envelopes('late-bad'), [], 'nothing of the refused op was sent');
+  const k1 = await publishOk(A.url, 'kept', 'k1');
+  await ws.waitEnvelopes(1, { topic: 'kept' });
+  assert.deepEqual(ws.envelopes('late-bad'), []);
+  assert.equal(ws.closed, null);
+  for (const w of watchers) w.close();
+  ws.close();
+});
+
+test('live messages held for subscribes waiting for their ack are bounded: past limits.max_outbound_bytes the connection closes with 1013', async (t) => {
+  const { proxy, hold, A, B } = await setupHeld(t, { limits: { max_outbound_bytes: 4096 } });
+  // The resume's cursor lies before what B's own history of the topic holds: only Redis has o2.
+  const o1 = await publishOk(A.url, 'resumed', 'o1');
+  await publishOk(A.url, 'resumed', 'o2');
+  const watchers = [];
+  for (const topic of ['resumed', 'flood']) watchers.push(await watchOn(A, B, topic));
+  const bystander = await openWS(B.url, '/ws');
+  await bystander.ok({ op: 'subscribe', topics: ['flood'] });
+  const ws = await openWS(B.url, '/ws');
+  await settle(B);
+  hold();
+  await ws.send({ op: 'subscribe', topics: ['resumed'], since: o1.id, ref: 'resume' });
+  await ws.send({ op: 'subscribe', topics: ['flood'], ref: 'late' });
+  const data = 'x'.repeat(1000);
+  for (let i = 0; i < 6; i++) await publishOk(A.url, 'flood', data);
+  const closed = await ws.waitClose();
+  assert.deepEqual([closed.code, closed.reason], [1013, 'too many messages held'], JSON.stringify(closed));
+  assert.deepEqual(ws.envelopes('flood'), [], 'nothing held was sent');
+  proxy.resume();
+  // The other client on the node is not disturbed.
+  await bystander.waitEnvelopes(6, { topic: 'flood' });
+  for (const w of watchers) w.close();
+  bystander.close();
 });
