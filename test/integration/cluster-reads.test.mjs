@@ -323,16 +323,17 @@ const oomRefusals = (info) => Number(/errorstat_OOM:count=(\d+)/.exec(info)?.[1]
  */
 async function refuseOneRead(redis, proxy, send) {
   const before = oomRefusals(await redis.cli('INFO', 'errorstats'));
-  await redis.cli('RENAME', '{herald}:hub', '{herald}:hub-away');
+  // In this order, no read finds the hub missing while it may write it afresh (a new epoch).
   await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
+  await redis.cli('RENAME', '{herald}:hub', '{herald}:hub-away');
   proxy.pause({ filter: (c) => !c.pubsub, direction: 'down' });
   try {
     await send();
     await until(async () => oomRefusals(await redis.cli('INFO', 'errorstats')) > before,
       { what: 'Redis refusing the read' });
   } finally {
-    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
     await redis.cli('RENAME', '{herald}:hub-away', '{herald}:hub');
+    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
   }
 }
 
