@@ -6,43 +6,22 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedis, startCluster } from '../lib/cluster.mjs';
-import {
-  launchChromium, startPageServer, startSwitchProxy, heraldJsPage, publishStream,
-} from '../lib/browser.mjs';
+import { startClusterPage, publishStream } from '../lib/browser.mjs';
 
 const OPTS = { heartbeat: 1, heartbeatMargin: 300, backoff: { base: 50, cap: 300 }, pollTimeout: 2 };
 
 describe('herald.js across two nodes', () => {
-  let browser;
-  let pages;
-  let redis;
+  let fixture;
   let cluster;
   let proxy;
   let page;
 
   before(async () => {
-    pages = await startPageServer(heraldJsPage);
-    redis = await startRedis();
-    cluster = await startCluster(2, {
-      redis,
-      config: { heartbeat_s: 1, sse: { retry_ms: 100 }, cors: { allow_origins: [pages.origin] } },
-    });
-    proxy = await startSwitchProxy(cluster.A.port);
-    browser = await launchChromium();
-    page = await browser.newPage();
-    page.setDefaultTimeout(15_000);
-    await page.goto(`${pages.origin}/?herald=${encodeURIComponent(cluster.A.url)}`);
-    await page.waitForFunction(() => window.heraldReady === true);
+    fixture = await startClusterPage();
+    ({ cluster, proxy, page } = fixture);
   });
 
-  after(async () => {
-    await browser?.close();
-    await proxy?.close();
-    await cluster?.stop();
-    await redis?.stop();
-    await pages?.close();
-  });
+  after(() => fixture?.close());
 
   for (const transport of ['websocket', 'sse', 'poll']) {
     test(`${transport}: moved from node to node, nothing lost or repeated`, async () => {

@@ -6,58 +6,25 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startRedis, startCluster } from '../lib/cluster.mjs';
+import { refuseReads } from '../lib/cluster.mjs';
 import { publishOk, request, until } from '../lib/harness.mjs';
-import { launchChromium, startPageServer, startSwitchProxy, heraldJsPage } from '../lib/browser.mjs';
+import { startClusterPage } from '../lib/browser.mjs';
 
 const OPTS = { heartbeat: 1, heartbeatMargin: 300, backoff: { base: 50, cap: 300 } };
 
-/**
- * Redis refuses every read that would have to write the hub afresh (-OOM)
- * while during() runs; the hub is kept aside and put back, so the epoch
- * does not change.
- */
-async function refuseReads(redis, during) {
-  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
-  await redis.cli('RENAME', '{herald}:hub', '{herald}:hub-away');
-  try {
-    await during();
-  } finally {
-    await redis.cli('RENAME', '{herald}:hub-away', '{herald}:hub');
-    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
-  }
-}
-
 describe('herald.js and reads Redis refuses', () => {
-  let browser;
-  let pages;
+  let fixture;
   let redis;
   let cluster;
   let proxy;
   let page;
 
   before(async () => {
-    pages = await startPageServer(heraldJsPage);
-    redis = await startRedis();
-    cluster = await startCluster(2, {
-      redis,
-      config: { heartbeat_s: 1, sse: { retry_ms: 100 }, cors: { allow_origins: [pages.origin] } },
-    });
-    proxy = await startSwitchProxy(cluster.A.port);
-    browser = await launchChromium();
-    page = await browser.newPage();
-    page.setDefaultTimeout(15_000);
-    await page.goto(`${pages.origin}/?herald=${encodeURIComponent(cluster.A.url)}`);
-    await page.waitForFunction(() => window.heraldReady === true);
+    fixture = await startClusterPage();
+    ({ redis, cluster, proxy, page } = fixture);
   });
 
-  after(async () => {
-    await browser?.close();
-    await proxy?.close();
-    await cluster?.stop();
-    await redis?.stop();
-    await pages?.close();
-  });
+  after(() => fixture?.close());
 
   const log = (i) => page.evaluate((n) => window.clients[n].log, i);
   const waitIds = (i, ids) => page.waitForFunction(([n, want]) => {

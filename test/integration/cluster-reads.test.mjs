@@ -14,7 +14,7 @@ import assert from 'node:assert/strict';
 import { publishOk, subscribe, openSSE, openWS, request, assertError, until, withTimeout } from '../lib/harness.mjs';
 import {
   startRedis, startCluster, startProxy, startMonitor, waitHealthy, waitUnhealthy, poll, sseItems, freePort,
-  waitForId, messageIds, onTestEnd,
+  waitForId, messageIds, onTestEnd, refuseReads,
 } from '../lib/cluster.mjs';
 
 const MARGIN_MS = 1500; // scheduling slack on a loaded 2-core machine / ASan
@@ -316,40 +316,36 @@ test('a long outage with topics coming and going: the position reads of topics w
 const oomRefusals = (info) => Number(/errorstat_OOM:count=(\d+)/.exec(info)?.[1] ?? 0);
 
 /**
- * Has Redis refuse the one read B sends in send() (-OOM: memory full while the
- * read would have to write the hub afresh), then lets Redis answer B's later
- * reads: the refusal is held on its way back to B, so B learns of it only
- * after it sent what follows, whose answers come behind it.
+ * Has Redis refuse the one read B sends in send() (refuseReads), then lets
+ * Redis answer B's later reads: the refusal is held on its way back to B, so
+ * B learns of it only after it sent what follows, whose answers come behind it.
  */
 async function refuseOneRead(redis, proxy, send) {
   const before = oomRefusals(await redis.cli('INFO', 'errorstats'));
-  // In this order, no read finds the hub missing while it may write it afresh (a new epoch).
-  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
-  await redis.cli('RENAME', '{herald}:hub', '{herald}:hub-away');
-  proxy.pause({ filter: (c) => !c.pubsub, direction: 'down' });
-  try {
+  await refuseReads(redis, async () => {
+    proxy.pause({ filter: (c) => !c.pubsub, direction: 'down' });
     await send();
     await until(async () => oomRefusals(await redis.cli('INFO', 'errorstats')) > before,
       { what: 'Redis refusing the read' });
-  } finally {
-    await redis.cli('RENAME', '{herald}:hub-away', '{herald}:hub');
-    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
-  }
+  });
 }
 
-test('a refused subscribe op leaves a topic a later op confirmed: a resume that fails, a subscribe without since made meanwhile keeps the topic live', async (t) => {
+/**
+ * A subscribe op with since whose read Redis refuses, then meanwhile(ws),
+ * which sends ops of which the one with ref `confirming` names topic x again
+ * and is acked: x stays live, the connection stays.
+ */
+async function assertRefusedOpLeavesTopic(t, confirming, meanwhile) {
   const { redis, proxy, A, B } = await setupHeld(t);
   const x0 = await publishOk(A.url, 'x', 'x0');
   const ws = await openWS(B.url, '/ws');
   await settle(B);
-  // Adds x; its read is refused.
-  await refuseOneRead(redis, proxy, () => ws.send({ op: 'subscribe', topics: ['x'], since: x0.id, ref: 'resume' }));
-  // Made during the resume: x is the connection's already; its own read succeeds.
-  await ws.send({ op: 'subscribe', topics: ['x'], ref: 'late' });
+  await refuseOneRead(redis, proxy, () => ws.send({ op: 'subscribe', topics: ['x'], since: x0.id, ref: 'first' }));
+  await meanwhile(ws);
   proxy.resume();
-  const refused = await ws.waitJson((j) => j.ref === 'resume');
+  const refused = await ws.waitJson((j) => j.ref === 'first');
   assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
-  const acked = await ws.waitJson((j) => j.ref === 'late');
+  const acked = await ws.waitJson((j) => j.ref === confirming);
   assert.equal(acked.type, 'ack', JSON.stringify(acked));
   // The later op confirmed x: it stays live.
   const x1 = await publishOk(A.url, 'x', 'x1');
@@ -357,27 +353,19 @@ test('a refused subscribe op leaves a topic a later op confirmed: a resume that 
   assert.deepEqual(got.map((e) => e.id), [x1.id]);
   assert.equal(ws.closed, null);
   ws.close();
+}
+
+test('a refused subscribe op leaves a topic a later op confirmed: a resume that fails, a subscribe without since made meanwhile keeps the topic live', async (t) => {
+  // Made during the resume: x is the connection's already; its own read succeeds.
+  await assertRefusedOpLeavesTopic(t, 'late', (ws) => ws.send({ op: 'subscribe', topics: ['x'], ref: 'late' }));
 });
 
 test('a refused subscribe op leaves a topic the client unsubscribed from and subscribed to again meanwhile', async (t) => {
-  const { redis, proxy, A, B } = await setupHeld(t);
-  const x0 = await publishOk(A.url, 'x', 'x0');
-  const ws = await openWS(B.url, '/ws');
-  await settle(B);
-  await refuseOneRead(redis, proxy, () => ws.send({ op: 'subscribe', topics: ['x'], since: x0.id, ref: 'first' }));
-  await ws.send({ op: 'unsubscribe', topics: ['x'], ref: 'off' });
-  // Adds x again, with a read of its own that succeeds.
-  await ws.send({ op: 'subscribe', topics: ['x'], ref: 'again' });
-  proxy.resume();
-  const refused = await ws.waitJson((j) => j.ref === 'first');
-  assert.deepEqual([refused.type, refused.error], ['error', 'unavailable'], JSON.stringify(refused));
-  const acked = await ws.waitJson((j) => j.ref === 'again');
-  assert.equal(acked.type, 'ack', JSON.stringify(acked));
-  const x1 = await publishOk(A.url, 'x', 'x1');
-  const got = await ws.waitEnvelopes(1, { topic: 'x' });
-  assert.deepEqual(got.map((e) => e.id), [x1.id]);
-  assert.equal(ws.closed, null);
-  ws.close();
+  await assertRefusedOpLeavesTopic(t, 'again', async (ws) => {
+    await ws.send({ op: 'unsubscribe', topics: ['x'], ref: 'off' });
+    // Adds x again, with a read of its own that succeeds.
+    await ws.send({ op: 'subscribe', topics: ['x'], ref: 'again' });
+  });
 });
 
 test('a poll without a cursor on a node that never reached Redis is refused at its timeout: it has no id of the cluster to give', async (t) => {

@@ -6,6 +6,7 @@ import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { chromium } from 'playwright-core';
+import { startRedis, startCluster } from './cluster.mjs';
 
 const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 
@@ -226,4 +227,35 @@ export function mintHs256(secret, claims) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const head = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64(claims)}`;
   return `${head}.${createHmac('sha256', secret).update(head).digest('base64url')}`;
+}
+
+/**
+ * Two herald nodes A and B on a fresh Redis, a switch proxy in front of A,
+ * and a Chromium page serving heraldJsPage, ready (window.heraldReady).
+ * Returns {redis, cluster, proxy, page, close()}; close() stops all of it.
+ */
+export async function startClusterPage() {
+  const parts = {};
+  parts.pages = await startPageServer(heraldJsPage);
+  parts.redis = await startRedis();
+  parts.cluster = await startCluster(2, {
+    redis: parts.redis,
+    config: { heartbeat_s: 1, sse: { retry_ms: 100 }, cors: { allow_origins: [parts.pages.origin] } },
+  });
+  parts.proxy = await startSwitchProxy(parts.cluster.A.port);
+  parts.browser = await launchChromium();
+  parts.page = await parts.browser.newPage();
+  parts.page.setDefaultTimeout(15_000);
+  await parts.page.goto(`${parts.pages.origin}/?herald=${encodeURIComponent(parts.cluster.A.url)}`);
+  await parts.page.waitForFunction(() => window.heraldReady === true);
+  return {
+    ...parts,
+    async close() {
+      await parts.browser?.close();
+      await parts.proxy?.close();
+      await parts.cluster?.stop();
+      await parts.redis?.stop();
+      await parts.pages?.close();
+    },
+  };
 }

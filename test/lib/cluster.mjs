@@ -861,3 +861,20 @@ export async function poll(node, topics, { since, timeout = 0, limit } = {}) {
 export async function newestCursor(node, topic = 'cursor-probe') {
   return (await poll(node, [topic])).cursor;
 }
+
+/**
+ * Has Redis refuse, while during() runs, every read that would have to write
+ * the hub afresh (-OOM: memory full with the hub key set aside). The limit is
+ * set before the hub leaves and lifted after it is back, so no read finds the
+ * hub missing while it may write it (a new epoch): the epoch does not change.
+ */
+export async function refuseReads(redis, during) {
+  await redis.cli('CONFIG', 'SET', 'maxmemory', '1');
+  await redis.cli('RENAME', '{herald}:hub', '{herald}:hub-away');
+  try {
+    return await during();
+  } finally {
+    await redis.cli('RENAME', '{herald}:hub-away', '{herald}:hub');
+    await redis.cli('CONFIG', 'SET', 'maxmemory', '0');
+  }
+}
